@@ -1,0 +1,76 @@
+/* kernels.h - the layers of a transformer, forward and backward side by side.
+ *
+ * Row-major throughout; N = B*T rows.  Backward functions only carry the
+ * gradient with respect to the layer's input (the frozen weights get none),
+ * except the LoRA map, which also yields dA and dB.  Every matrix product goes
+ * through cblas_sgemm; elementwise loops are OpenMP-parallel.  Results never
+ * depend on the number of threads (no parallel reductions across rows). */
+#ifndef PSLORA_KERNELS_H
+#define PSLORA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Embedding: x[b,t,:] = wte[inp[b,t],:] + wpe[t,:] (wpe may be NULL). */
+void k_embed_fwd(float *x, const int32_t *inp, const float *wte, const float *wpe, int N, int T, int C);
+
+/* LayerNorm over rows: y[N,C] = (x - mean) * rstd * w + b; keeps mean[N], rstd[N]. */
+void k_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *w,
+                     const float *b, int N, int C, float eps);
+/* dx[N,C] += (dy through the normalisation); w frozen, so no dw, db. */
+void k_layernorm_bwd(float *dx, const float *dy, const float *x, const float *mean,
+                     const float *rstd, const float *w, int N, int C);
+
+/* tanh-approximate GELU ("gelu_new"): y = 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))). */
+void k_gelu_fwd(float *y, const float *x, size_t n);
+/* dx = dy * gelu'(x); dx may alias dy. */
+void k_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
+
+/* Frozen linear map: y[N,out] = x[N,in] W^T + b.  W is [out,in] (conv1d = 0,
+ * torch Linear) or [in,out] (conv1d = 1, GPT-2 Conv1D, used as it lies);
+ * b may be NULL. */
+void k_linear_fwd(float *y, const float *x, const float *w, const float *b, int N, int in,
+                  int out, int conv1d);
+/* dx[N,in] = beta * dx + dy[N,out] W. */
+void k_linear_bwd(float *dx, const float *dy, const float *w, int N, int in, int out,
+                  int conv1d, float beta);
+
+/* LoRA branch, A [r,in], B [out,r], scale s:
+ *   u[N,r] = x A^T            (kept for the backward)
+ *   y[N,out] += s * u B^T */
+void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N,
+                int in, int out, int r, float s);
+/*   dB[out,r] += s * dy^T u
+ *   du[N,r]    = s * dy B     (du is scratch, N*r floats)
+ *   dA[r,in]  += du^T x
+ *   dx[N,in]  += du A         (skipped when dx is NULL) */
+void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, const float *x,
+                const float *u, const float *A, const float *B, int N, int in, int out, int r,
+                float s);
+
+/* Causal softmax attention with H query heads, Hk key/value heads (H % Hk == 0;
+ * query head h reads kv head h / (H/Hk)), head size D, scale 1/sqrt(D).
+ * Row (b,t) of head h: q + (b*T+t)*ldq + h*D, likewise k (ldk), v (ldv).
+ *   att[b,h,t,:] = softmax(q k^T / sqrt(D)) with j > t masked   [B,H,T,T] kept
+ *   out[(b*T+t), h*D:(h+1)*D] = att v                            out is [N, H*D] */
+void k_attention_fwd(float *out, float *att, const float *q, const float *k, const float *v,
+                     int B, int T, int H, int Hk, int D, int ldq, int ldk, int ldv);
+/* Overwrites dq, dk, dv (same strides as q, k, v; for GQA the kv gradients of
+ * the heads that share a kv head are summed).  scratch: B*H*T*T floats. */
+void k_attention_bwd(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                     const float *q, const float *k, const float *v, const float *att, int B,
+                     int T, int H, int Hk, int D, int ldq, int ldk, int ldv);
+
+/* Tied/untied lm head and cross-entropy, in chunks of rows so the [N,V]
+ * logits never exist at once.  logits = x[N,C] E^T with E [V,C].
+ * Returns the *sum* over rows with tgt >= 0 of -log softmax(logits)[tgt]
+ * (accumulated in double).  When dx is not NULL it is overwritten with the
+ * gradient of that sum: dx = (softmax - onehot(tgt)) E (rows with tgt < 0: 0).
+ * scratch: chunk*V floats. */
+double k_lmhead_xent(float *dx, float *scratch, const float *x, const float *E,
+                     const int32_t *tgt, int N, int C, int V, int chunk);
+
+/* y[i] += a[i] */
+void k_add(float *y, const float *a, size_t n);
+
+#endif

@@ -1,0 +1,57 @@
+/* lora.h - the adapter layout, its initialisation and PEFT files.
+ *
+ * All adapter parameters live in one flat float vector: for module i, A_i
+ * [r, in] at a_off and B_i [out, r] at b_off.  Tensor id 2i is A_i, 2i+1 is
+ * B_i; the parameter server assigns tensor ids to servers.
+ * Scale s = alpha / r, or alpha / sqrt(r) with rslora. */
+#ifndef PSLORA_LORA_H
+#define PSLORA_LORA_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "model.h"
+
+typedef struct {
+    char path[128];     /* module path, e.g. "transformer.h.0.attn.c_attn" */
+    int layer, slot;
+    int in, out;
+    size_t a_off, b_off;
+} lora_module;
+
+typedef struct lora_layout_s {
+    int r;
+    float alpha;
+    int rslora;
+    float dropout;
+    float scale;
+    char targets[256];  /* comma-separated, as given */
+    int n;
+    lora_module *m;
+    size_t n_params;
+} lora_layout;
+
+/* Matches targets as PEFT does: a target matches a module whose path equals
+ * it or ends with "." + target.  An unmatched target is an error naming it. */
+int lora_layout_build(lora_layout *L, const model_config *c, const char *targets, int r,
+                      float alpha, int rslora, float dropout, pl_err *e);
+void lora_layout_free(lora_layout *L);
+/* Sets m->blocks[l].lin[s].lora to the module index for every adapted linear. */
+void lora_attach(const lora_layout *L, model *m);
+
+int lora_n_tensors(const lora_layout *L);
+size_t lora_tensor_offset(const lora_layout *L, int id);
+size_t lora_tensor_numel(const lora_layout *L, int id);
+
+/* PEFT init: A Kaiming-uniform (a = sqrt(5): bound 1/sqrt(in)), B zero. */
+void lora_init_params(const lora_layout *L, float *p, unsigned long long seed);
+
+/* Writes DIR/adapter_model.safetensors and DIR/adapter_config.json (PEFT). */
+int lora_save_peft(const char *dir, const lora_layout *L, const model_config *c,
+                   const float *p, const char *base_model, pl_err *e);
+/* Reads a PEFT adapter directory for model config c: fills L (r, alpha,
+ * targets, rslora, dropout from adapter_config.json) and *p (malloc'd). */
+int lora_load_peft(const char *dir, const model_config *c, lora_layout *L, float **p,
+                   pl_err *e);
+
+#endif

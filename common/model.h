@@ -1,0 +1,112 @@
+/* model.h - the frozen base model: config, weights, forward and backward.
+ *
+ * An architecture is a description of its blocks: each block has a list of
+ * frozen linear maps (its LoRA candidates) with their module paths, and the
+ * block function that strings them together.  GPT-2 first; Llama next.
+ *
+ * Weights stored as F32 in the file are used in place from the read-only
+ * mapping (ranks on one node share the pages); F16/BF16 are converted once. */
+#ifndef PSLORA_MODEL_H
+#define PSLORA_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "safetensors.h"
+
+typedef enum { ARCH_GPT2, ARCH_LLAMA } model_arch;
+
+typedef struct model_config_s {
+    model_arch arch;
+    int n_layer, n_embd, n_head, n_kv_head, head_dim, n_inner, vocab, n_ctx;
+    float eps;          /* layer_norm_epsilon / rms_norm_eps */
+    float rope_theta;
+    int tie_embeddings;
+    int attn_bias, mlp_bias;   /* llama only */
+} model_config;
+
+/* Reads DIR/config.json; every missing or bad field names the file. */
+int model_config_load(model_config *c, const char *dir, pl_err *e);
+/* Writes DIR/config.json in Hugging Face form for the architecture. */
+int model_config_save(const model_config *c, const char *dir, pl_err *e);
+const char *model_arch_name(model_arch a);
+int model_arch_parse(const char *s, model_arch *a);
+
+#define MODEL_MAX_LINEARS 8
+
+/* A frozen linear map y = x W^T + b; W [out,in], or [in,out] for Conv1D. */
+typedef struct {
+    const float *w, *b;
+    int in, out;
+    int conv1d;
+    int lora;           /* index of its LoRA module, -1 when not adapted */
+} model_linear;
+
+typedef struct {
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    model_linear lin[MODEL_MAX_LINEARS];   /* order: model_linear_names() */
+} model_block;
+
+typedef struct {
+    model_config cfg;
+    const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head;   /* lm_head == wte when tied */
+    model_block *blocks;
+    st_file *files;
+    int n_files;
+    float **owned;      /* converted copies (F16/BF16) */
+    int n_owned;
+} model;
+
+/* Number of linear maps per block and their module names relative to the
+ * block ("attn.c_attn", ...), and the block's module path prefix. */
+int model_n_linears(const model_config *c);
+const char *model_linear_name(const model_config *c, int slot);
+/* Writes the full module path of (layer, slot), e.g. "transformer.h.3.attn.c_attn". */
+void model_module_path(const model_config *c, int layer, int slot, char *buf, size_t len);
+/* in/out sizes of a linear slot. */
+void model_linear_shape(const model_config *c, int slot, int *in, int *out);
+
+int model_load(model *m, const char *dir, pl_err *e);
+void model_free(model *m);
+
+/* The frozen weights as a table (name without "transformer.", where the
+ * pointer lives in the model, shape, init rule), shared by loading, `pslora
+ * init` and saving so the three agree on names and shapes. */
+enum { INIT_ZERO, INIT_ONE, INIT_NORMAL, INIT_RESID };
+typedef struct {
+    char name[128];
+    const float **slot;
+    int ndim;
+    int64_t shape[2];
+    int init;
+} model_weight;
+int model_weight_count(const model_config *c);
+int model_weight_table(model *m, model_weight *w);
+
+/* A model with freshly drawn weights (normal std 0.02, residual projections
+ * 0.02/sqrt(2 n_layer), LayerNorm 1/0, biases 0), held in memory. */
+int model_init_random(model *m, const model_config *c, unsigned long long seed, pl_err *e);
+/* Writes DIR/config.json and DIR/model.safetensors (F32, "transformer." keys). */
+int model_save(const model *m, const char *dir, pl_err *e);
+
+/* Activations and scratch for one micro-batch shape, allocated once so the
+ * step loop never allocates. */
+typedef struct model_acts model_acts;
+struct lora_layout_s;
+
+/* need_backward = 0 allocates only what a forward pass needs (eval). */
+model_acts *model_acts_new(const model *m, const struct lora_layout_s *L, int B, int T,
+                           int need_backward);
+void model_acts_free(model_acts *a);
+
+/* Forward pass on inp/tgt [B,T] (int32 tokens), and the backward pass when
+ * grad != NULL.  Returns the *sum* of the token losses (double).  grad, laid
+ * out as the adapter's flat vector, is overwritten with d(sum loss)/d(params).
+ * L and params may be NULL: the base model alone.  Dropout on the LoRA input
+ * path uses a mask drawn from dropout_seed. */
+double model_loss_grad(const model *m, model_acts *a, const struct lora_layout_s *L,
+                       const float *params, float *grad, const int32_t *inp,
+                       const int32_t *tgt, unsigned long long dropout_seed);
+
+#endif

@@ -1,0 +1,24 @@
+/* rng.h - deterministic random numbers (xoshiro256** seeded by splitmix64).
+ *
+ * Same seed, same sequence on every platform: adapters, dropout masks and data
+ * permutations depend only on the seed and the step, never on timing. */
+#ifndef PSLORA_RNG_H
+#define PSLORA_RNG_H
+
+#include <stdint.h>
+
+typedef struct {
+    uint64_t s[4];
+} rng_state;
+
+/* Seeds from a list of words, e.g. {seed, step, worker, module}. */
+void rng_seed(rng_state *r, const uint64_t *words, int n);
+uint64_t rng_u64(rng_state *r);
+/* Uniform in [0, 1) with 24 bits. */
+float rng_uniform(rng_state *r);
+/* Standard normal (Box-Muller, one value per call). */
+float rng_normal(rng_state *r);
+/* Uniform integer in [0, n). */
+uint64_t rng_below(rng_state *r, uint64_t n);
+
+#endif

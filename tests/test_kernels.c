@@ -1,0 +1,851 @@
+/* test_kernels.c - every kernel against a plain double-precision reference.
+ *
+ * Each forward is re-implemented below with independent loops in double (no
+ * BLAS).  A float kernel's forward must match its reference to FWD_TOL; its
+ * backward, fed a random upstream gradient dy, must match central finite
+ * differences of L = sum(dy * y) taken on the double reference, to GRAD_TOL.
+ * Errors are measured against the scale of the reference:
+ *     err = max_i |got_i - ref_i| / max_i |ref_i|.
+ * Central differences with h = 1e-4 * max(1, |p|) in double are accurate to
+ * about 1e-8 here, so the error measured is the float kernel's own rounding. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "rng.h"
+
+/* Tolerances, relative to max |ref| (see above).  Measured on this machine: about
+ * 1e-7 for every forward and every gradient, so both bounds leave a factor of ~100
+ * for other compilers and vector paths, and stay well inside the 1e-3 the spec allows. */
+#define FWD_TOL 1e-5  /* float forward vs double reference */
+#define GRAD_TOL 1e-5 /* float backward vs double central differences */
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static float *fnew(size_t n)
+{
+    return calloc(n ? n : 1, sizeof(float));
+}
+static double *dnew(size_t n)
+{
+    return calloc(n ? n : 1, sizeof(double));
+}
+
+/* Fills a with N(0, sd^2) from a stream seeded by seed. */
+static void fill_normal(float *a, size_t n, float sd, uint64_t seed)
+{
+    rng_state r;
+    uint64_t w[2] = {0x6b65726eULL, seed};
+    rng_seed(&r, w, 2);
+    for (size_t i = 0; i < n; i++)
+        a[i] = sd * rng_normal(&r);
+}
+
+static void fill_const(float *a, size_t n, float v)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = v;
+}
+
+static double *to_double(const float *a, size_t n)
+{
+    double *d = dnew(n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = a[i];
+    return d;
+}
+
+/* (a - b) in double: the increment an accumulating kernel added. */
+static double *diff_double(const float *a, const float *b, size_t n)
+{
+    double *d = dnew(n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (double)a[i] - (double)b[i];
+    return d;
+}
+
+static double dot(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* max |got - ref| / max |ref| (see the header comment). */
+static double rel_err(const double *got, const double *ref, size_t n)
+{
+    double e = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs(got[i] - ref[i]));
+        m = fmax(m, fabs(ref[i]));
+    }
+    return e / fmax(m, 1e-300);
+}
+
+static double rel_err_f(const float *got, const double *ref, size_t n)
+{
+    double *g = to_double(got, n);
+    double e = rel_err(g, ref, n);
+    free(g);
+    return e;
+}
+
+typedef double (*loss_fn)(void *ctx);
+
+/* g[i] = (L(p + h e_i) - L(p - h e_i)) / 2h, h = 1e-4 * max(1, |p_i|), all in double. */
+static void fd_grad(double *g, double *p, size_t n, loss_fn L, void *ctx)
+{
+    for (size_t i = 0; i < n; i++) {
+        double p0 = p[i], h = 1e-4 * fmax(1.0, fabs(p0));
+        double hp = p0 + h, hm = p0 - h;
+        p[i] = hp;
+        double lp = L(ctx);
+        p[i] = hm;
+        double lm = L(ctx);
+        p[i] = p0;
+        g[i] = (lp - lm) / (hp - hm);
+    }
+}
+
+/* ---- double references ---------------------------------------------------- */
+
+static void ref_layernorm(double *y, const double *x, const double *w, const double *b, int N,
+                          int C, double eps)
+{
+    for (int n = 0; n < N; n++) {
+        const double *xr = x + (size_t)n * C;
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++)
+            m += xr[c];
+        m /= C;
+        for (int c = 0; c < C; c++)
+            v += (xr[c] - m) * (xr[c] - m);
+        v /= C;
+        for (int c = 0; c < C; c++)
+            y[(size_t)n * C + c] = (xr[c] - m) / sqrt(v + eps) * w[c] + b[c];
+    }
+}
+
+static double ref_gelu(double x)
+{
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+/* y[N,out] = x W^T + b with W stored [out,in] (conv1d 0) or [in,out] (conv1d 1). */
+static void ref_linear(double *y, const double *x, const double *w, const double *b, int N, int in,
+                       int out, int conv1d)
+{
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int i = 0; i < in; i++)
+                s += x[(size_t)n * in + i] *
+                     (conv1d ? w[(size_t)i * out + o] : w[(size_t)o * in + i]);
+            y[(size_t)n * out + o] = s;
+        }
+}
+
+/* y[N,out] = s (x A^T) B^T; u = x A^T when u is not NULL. */
+static void ref_lora(double *y, double *u, const double *x, const double *A, const double *B, int N,
+                     int in, int out, int r, double s)
+{
+    for (int n = 0; n < N; n++) {
+        double un[64];
+        for (int k = 0; k < r; k++) {
+            un[k] = 0;
+            for (int i = 0; i < in; i++)
+                un[k] += x[(size_t)n * in + i] * A[(size_t)k * in + i];
+            if (u)
+                u[(size_t)n * r + k] = un[k];
+        }
+        for (int o = 0; o < out; o++) {
+            double acc = 0;
+            for (int k = 0; k < r; k++)
+                acc += un[k] * B[(size_t)o * r + k];
+            y[(size_t)n * out + o] = s * acc;
+        }
+    }
+}
+
+/* Where q, k, v sit inside one input buffer and with which row strides. */
+typedef struct {
+    int B, T, H, Hk, D;
+    size_t qo, ko, vo; /* offsets of q, k, v in the buffer */
+    int ldq, ldk, ldv;
+    size_t len; /* buffer length */
+} attn_layout;
+
+/* GPT-2-like fused rows [q | k | v], ld = (H + 2 Hk) D. */
+static attn_layout attn_fused(int B, int T, int H, int Hk, int D)
+{
+    int ld = (H + 2 * Hk) * D;
+    attn_layout L = {B, T, H, Hk, D, 0, (size_t)H * D, (size_t)(H + Hk) * D, ld, ld, ld, 0};
+    L.len = (size_t)B * T * ld;
+    return L;
+}
+
+/* Three separate buffers, each row padded by `pad` unused columns. */
+static attn_layout attn_separate(int B, int T, int H, int Hk, int D, int pad)
+{
+    size_t N = (size_t)B * T;
+    attn_layout L = {B, T, H, Hk, D, 0, 0, 0, H * D + pad, Hk * D + pad, Hk * D + pad, 0};
+    L.ko = N * L.ldq;
+    L.vo = L.ko + N * L.ldk;
+    L.len = L.vo + N * L.ldv;
+    return L;
+}
+
+/* out [N, H D] (and att [B,H,T,T] when not NULL) from the buffer `in`, in double. */
+static void ref_attention(double *out, double *att, const double *in, const attn_layout *L)
+{
+    int T = L->T, D = L->D, G = L->H / L->Hk;
+    double p[64];
+    for (int b = 0; b < L->B; b++)
+        for (int h = 0; h < L->H; h++)
+            for (int t = 0; t < T; t++) {
+                const double *qr = in + L->qo + (size_t)(b * T + t) * L->ldq + h * D;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= t; j++) {
+                    const double *kr = in + L->ko + (size_t)(b * T + j) * L->ldk + (h / G) * D;
+                    double s = 0;
+                    for (int d = 0; d < D; d++)
+                        s += qr[d] * kr[d];
+                    p[j] = s / sqrt((double)D);
+                    mx = fmax(mx, p[j]);
+                }
+                for (int j = 0; j <= t; j++)
+                    sum += (p[j] = exp(p[j] - mx));
+                for (int j = 0; j < T; j++) {
+                    if (j <= t)
+                        p[j] /= sum;
+                    if (att)
+                        att[(((size_t)b * L->H + h) * T + t) * T + j] = j <= t ? p[j] : 0.0;
+                }
+                for (int d = 0; d < D; d++) {
+                    double s = 0;
+                    for (int j = 0; j <= t; j++)
+                        s += p[j] * in[L->vo + (size_t)(b * T + j) * L->ldv + (h / G) * D + d];
+                    out[(size_t)(b * T + t) * L->H * D + h * D + d] = s;
+                }
+            }
+}
+
+/* sum over rows with tgt >= 0 of logsumexp(x E^T) - (x E^T)[tgt]. */
+static double ref_xent(const double *x, const double *E, const int32_t *tgt, int N, int C, int V)
+{
+    double loss = 0, l[512];
+    for (int n = 0; n < N; n++) {
+        if (tgt[n] < 0)
+            continue;
+        double mx = -INFINITY, sum = 0;
+        for (int v = 0; v < V; v++) {
+            l[v] = 0;
+            for (int c = 0; c < C; c++)
+                l[v] += x[(size_t)n * C + c] * E[(size_t)v * C + c];
+            mx = fmax(mx, l[v]);
+        }
+        for (int v = 0; v < V; v++)
+            sum += exp(l[v] - mx);
+        loss += mx + log(sum) - l[tgt[n]];
+    }
+    return loss;
+}
+
+/* ---- embedding, add ----------------------------------------------------------- */
+
+static void test_embed(void **state)
+{
+    (void)state;
+    enum { B = 2, T = 3, C = 4, V = 5 };
+    int32_t inp[B * T] = {4, 0, 2, 2, 3, 1};
+    float *wte = fnew(V * C), *wpe = fnew(T * C), *x = fnew(B * T * C);
+    fill_normal(wte, V * C, 1, 1);
+    fill_normal(wpe, T * C, 1, 2);
+    k_embed_fwd(x, inp, wte, wpe, B * T, T, C);
+    for (int n = 0; n < B * T; n++)
+        for (int c = 0; c < C; c++)
+            assert_true(x[n * C + c] == wte[inp[n] * C + c] + wpe[(n % T) * C + c]);
+    k_embed_fwd(x, inp, wte, NULL, B * T, T, C);
+    for (int n = 0; n < B * T; n++)
+        assert_memory_equal(x + n * C, wte + inp[n] * C, C * sizeof(float));
+    free(wte), free(wpe), free(x);
+}
+
+static void test_add(void **state)
+{
+    (void)state;
+    float y[5] = {1, 2, 3, 4, 5}, a[5] = {0.5f, -2, 0, 1e3f, -5};
+    k_add(y, a, 5);
+    float want[5] = {1.5f, 0, 3, 1004, 0};
+    assert_memory_equal(y, want, sizeof want);
+}
+
+/* ---- LayerNorm ------------------------------------------------------------------ */
+
+typedef struct {
+    int N, C;
+    double *x, *w, *b, *dy, *y;
+} ln_ctx;
+
+static double ln_loss(void *vc)
+{
+    ln_ctx *c = vc;
+    ref_layernorm(c->y, c->x, c->w, c->b, c->N, c->C, 1e-5);
+    return dot(c->dy, c->y, (size_t)c->N * c->C);
+}
+
+static void test_layernorm(void **state)
+{
+    (void)state;
+    enum { N = 6, C = 8 };
+    float *x = fnew(N * C), *w = fnew(C), *b = fnew(C), *dy = fnew(N * C), *y = fnew(N * C);
+    float *dx = fnew(N * C), *dx0 = fnew(N * C), mean[N], rstd[N];
+    fill_normal(x, N * C, 2, 10);
+    for (int i = 0; i < N * C; i++)
+        x[i] += 0.5f * (float)(i % C); /* rows with a nonzero mean */
+    fill_normal(w, C, 0.3f, 11);
+    for (int c = 0; c < C; c++)
+        w[c] += 1.0f;
+    fill_normal(b, C, 0.5f, 12);
+    fill_normal(dy, N * C, 1, 13);
+    fill_normal(dx0, N * C, 1, 14);
+    memcpy(dx, dx0, sizeof(float) * N * C);
+
+    ln_ctx c = {
+        N,          C, to_double(x, N * C), to_double(w, C), to_double(b, C), to_double(dy, N * C),
+        dnew(N * C)};
+    k_layernorm_fwd(y, mean, rstd, x, w, b, N, C, 1e-5f);
+    ref_layernorm(c.y, c.x, c.w, c.b, N, C, 1e-5);
+    assert_true(rel_err_f(y, c.y, N * C) < FWD_TOL);
+    for (int n = 0; n < N; n++) { /* kept statistics */
+        double m = 0, v = 0;
+        for (int k = 0; k < C; k++)
+            m += c.x[n * C + k] / C;
+        for (int k = 0; k < C; k++)
+            v += (c.x[n * C + k] - m) * (c.x[n * C + k] - m) / C;
+        assert_true(fabs(mean[n] - m) <= 1e-6 * fmax(1, fabs(m)));
+        assert_true(fabs(rstd[n] - 1 / sqrt(v + 1e-5)) <= 1e-6 / sqrt(v + 1e-5));
+    }
+
+    k_layernorm_bwd(dx, dy, x, mean, rstd, w, N, C); /* accumulates onto dx0 */
+    double *fd = dnew(N * C), *got = diff_double(dx, dx0, N * C);
+    fd_grad(fd, c.x, N * C, ln_loss, &c);
+    assert_true(rel_err(got, fd, N * C) < GRAD_TOL);
+
+    free(fd), free(got), free(c.x), free(c.w), free(c.b), free(c.dy), free(c.y);
+    free(x), free(w), free(b), free(dy), free(y), free(dx), free(dx0);
+}
+
+/* ---- GELU ------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t n;
+    double *x, *dy;
+} gelu_ctx;
+
+static double gelu_loss(void *vc)
+{
+    gelu_ctx *c = vc;
+    double s = 0;
+    for (size_t i = 0; i < c->n; i++)
+        s += c->dy[i] * ref_gelu(c->x[i]);
+    return s;
+}
+
+static void test_gelu(void **state)
+{
+    (void)state;
+    enum { n = 64 };
+    float *x = fnew(n), *y = fnew(n), *dy = fnew(n), *dx = fnew(n);
+    for (int i = 0; i < n; i++) /* a ramp over [-6, 6] covers both saturated tails */
+        x[i] = -6.0f + 12.0f * (float)i / (n - 1);
+    fill_normal(dy, n, 1, 20);
+    gelu_ctx c = {n, to_double(x, n), to_double(dy, n)};
+    double *yr = dnew(n), *fd = dnew(n);
+    for (int i = 0; i < n; i++)
+        yr[i] = ref_gelu(c.x[i]);
+    k_gelu_fwd(y, x, n);
+    assert_true(rel_err_f(y, yr, n) < FWD_TOL);
+
+    fd_grad(fd, c.x, n, gelu_loss, &c);
+    k_gelu_bwd(dx, dy, x, n);
+    assert_true(rel_err_f(dx, fd, n) < GRAD_TOL);
+    k_gelu_bwd(dy, dy, x, n); /* in place: dx aliases dy */
+    assert_memory_equal(dy, dx, n * sizeof(float));
+
+    free(x), free(y), free(dy), free(dx), free(c.x), free(c.dy), free(yr), free(fd);
+}
+
+/* ---- frozen linear ------------------------------------------------------------- */
+
+typedef struct {
+    int N, in, out, conv1d;
+    double *x, *w, *b, *dy, *y;
+} lin_ctx;
+
+static double lin_loss(void *vc)
+{
+    lin_ctx *c = vc;
+    ref_linear(c->y, c->x, c->w, c->b, c->N, c->in, c->out, c->conv1d);
+    return dot(c->dy, c->y, (size_t)c->N * c->out);
+}
+
+static void check_linear(int conv1d)
+{
+    enum { N = 5, IN = 7, OUT = 6 };
+    float *x = fnew(N * IN), *w = fnew(IN * OUT), *b = fnew(OUT), *y = fnew(N * OUT);
+    float *dy = fnew(N * OUT), *dx = fnew(N * IN), *dx0 = fnew(N * IN);
+    fill_normal(x, N * IN, 1, 30);
+    fill_normal(w, IN * OUT, 0.5f, 31);
+    fill_normal(b, OUT, 1, 32);
+    fill_normal(dy, N * OUT, 1, 33);
+    fill_normal(dx0, N * IN, 1, 34);
+    lin_ctx c = {N,
+                 IN,
+                 OUT,
+                 conv1d,
+                 to_double(x, N * IN),
+                 to_double(w, IN * OUT),
+                 to_double(b, OUT),
+                 to_double(dy, N * OUT),
+                 dnew(N * OUT)};
+
+    k_linear_fwd(y, x, w, b, N, IN, OUT, conv1d);
+    ref_linear(c.y, c.x, c.w, c.b, N, IN, OUT, conv1d);
+    assert_true(rel_err_f(y, c.y, N * OUT) < FWD_TOL);
+    k_linear_fwd(y, x, w, NULL, N, IN, OUT, conv1d);
+    ref_linear(c.y, c.x, c.w, NULL, N, IN, OUT, conv1d);
+    assert_true(rel_err_f(y, c.y, N * OUT) < FWD_TOL);
+
+    double *fd = dnew(N * IN);
+    fd_grad(fd, c.x, N * IN, lin_loss, &c);
+    fill_const(dx, N * IN, NAN); /* beta 0 overwrites: old contents are never read */
+    k_linear_bwd(dx, dy, w, N, IN, OUT, conv1d, 0.0f);
+    assert_true(rel_err_f(dx, fd, N * IN) < GRAD_TOL);
+    memcpy(dx, dx0, sizeof(float) * N * IN); /* beta 1 accumulates */
+    k_linear_bwd(dx, dy, w, N, IN, OUT, conv1d, 1.0f);
+    double *got = diff_double(dx, dx0, N * IN);
+    assert_true(rel_err(got, fd, N * IN) < GRAD_TOL);
+    memcpy(dx, dx0, sizeof(float) * N * IN); /* beta 0.5 scales the old contents */
+    k_linear_bwd(dx, dy, w, N, IN, OUT, conv1d, 0.5f);
+    for (int i = 0; i < N * IN; i++)
+        got[i] = (double)dx[i] - 0.5 * dx0[i];
+    assert_true(rel_err(got, fd, N * IN) < GRAD_TOL);
+
+    free(fd), free(got), free(c.x), free(c.w), free(c.b), free(c.dy), free(c.y);
+    free(x), free(w), free(b), free(y), free(dy), free(dx), free(dx0);
+}
+
+static void test_linear_torch(void **state)
+{
+    (void)state;
+    check_linear(0);
+}
+
+static void test_linear_conv1d(void **state)
+{
+    (void)state;
+    check_linear(1);
+}
+
+/* ---- LoRA ---------------------------------------------------------------------- */
+
+typedef struct {
+    int N, in, out, r;
+    double s;
+    double *x, *A, *B, *dy, *y;
+} lora_ctx;
+
+static double lora_loss(void *vc)
+{
+    lora_ctx *c = vc;
+    ref_lora(c->y, NULL, c->x, c->A, c->B, c->N, c->in, c->out, c->r, c->s);
+    return dot(c->dy, c->y, (size_t)c->N * c->out);
+}
+
+static void test_lora(void **state)
+{
+    (void)state;
+    enum { N = 5, IN = 7, OUT = 6, R = 3 };
+    const float s = 2.0f;
+    float *x = fnew(N * IN), *A = fnew(R * IN), *B = fnew(OUT * R), *y = fnew(N * OUT);
+    float *y0 = fnew(N * OUT), *u = fnew(N * R), *dy = fnew(N * OUT), *du = fnew(N * R);
+    float *dx = fnew(N * IN), *dx0 = fnew(N * IN), *dA = fnew(R * IN), *dA0 = fnew(R * IN);
+    float *dB = fnew(OUT * R), *dB0 = fnew(OUT * R);
+    fill_normal(x, N * IN, 1, 40);
+    fill_normal(A, R * IN, 0.5f, 41);
+    fill_normal(B, OUT * R, 0.5f, 42);
+    fill_normal(y0, N * OUT, 1, 43);
+    fill_normal(dy, N * OUT, 1, 44);
+    fill_normal(dx0, N * IN, 1, 45);
+    fill_normal(dA0, R * IN, 1, 46);
+    fill_normal(dB0, OUT * R, 1, 47);
+    lora_ctx c = {N,
+                  IN,
+                  OUT,
+                  R,
+                  s,
+                  to_double(x, N * IN),
+                  to_double(A, R * IN),
+                  to_double(B, OUT * R),
+                  to_double(dy, N * OUT),
+                  dnew(N * OUT)};
+
+    /* forward: u = x A^T, y = y0 + s u B^T */
+    double *ur = dnew(N * R);
+    memcpy(y, y0, sizeof(float) * N * OUT);
+    k_lora_fwd(y, u, x, A, B, N, IN, OUT, R, s);
+    ref_lora(c.y, ur, c.x, c.A, c.B, N, IN, OUT, R, s);
+    double *yadd = diff_double(y, y0, N * OUT);
+    assert_true(rel_err_f(u, ur, N * R) < FWD_TOL);
+    assert_true(rel_err(yadd, c.y, N * OUT) < FWD_TOL);
+
+    /* backward: dx, dA, dB accumulate; each increment against its own FD */
+    memcpy(dx, dx0, sizeof(float) * N * IN);
+    memcpy(dA, dA0, sizeof(float) * R * IN);
+    memcpy(dB, dB0, sizeof(float) * OUT * R);
+    fill_const(du, N * R, NAN); /* du is scratch, overwritten */
+    k_lora_bwd(dx, dA, dB, du, dy, x, u, A, B, N, IN, OUT, R, s);
+    double *fx = dnew(N * IN), *fA = dnew(R * IN), *fB = dnew(OUT * R);
+    fd_grad(fx, c.x, N * IN, lora_loss, &c);
+    fd_grad(fA, c.A, R * IN, lora_loss, &c);
+    fd_grad(fB, c.B, OUT * R, lora_loss, &c);
+    double *gx = diff_double(dx, dx0, N * IN), *gA = diff_double(dA, dA0, R * IN);
+    double *gB = diff_double(dB, dB0, OUT * R);
+    assert_true(rel_err(gx, fx, N * IN) < GRAD_TOL);
+    assert_true(rel_err(gA, fA, R * IN) < GRAD_TOL);
+    assert_true(rel_err(gB, fB, OUT * R) < GRAD_TOL);
+
+    /* dx NULL: dA and dB come out the same */
+    float *dA2 = fnew(R * IN), *dB2 = fnew(OUT * R);
+    memcpy(dA2, dA0, sizeof(float) * R * IN);
+    memcpy(dB2, dB0, sizeof(float) * OUT * R);
+    k_lora_bwd(NULL, dA2, dB2, du, dy, x, u, A, B, N, IN, OUT, R, s);
+    assert_memory_equal(dA2, dA, sizeof(float) * R * IN);
+    assert_memory_equal(dB2, dB, sizeof(float) * OUT * R);
+
+    free(dA2), free(dB2), free(gx), free(gA), free(gB), free(fx), free(fA), free(fB);
+    free(ur), free(yadd), free(c.x), free(c.A), free(c.B), free(c.dy), free(c.y);
+    free(x), free(A), free(B), free(y), free(y0), free(u), free(dy), free(du);
+    free(dx), free(dx0), free(dA), free(dA0), free(dB), free(dB0);
+}
+
+/* ---- attention ------------------------------------------------------------------- */
+
+typedef struct {
+    const attn_layout *L;
+    double *in, *dy, *out;
+} attn_ctx;
+
+static double attn_loss(void *vc)
+{
+    attn_ctx *c = vc;
+    ref_attention(c->out, NULL, c->in, c->L);
+    return dot(c->dy, c->out, (size_t)c->L->B * c->L->T * c->L->H * c->L->D);
+}
+
+/* used[i] = 1 for every buffer element that is part of q, k or v. */
+static void attn_used(char *used, const attn_layout *L)
+{
+    memset(used, 0, L->len);
+    for (int n = 0; n < L->B * L->T; n++) {
+        memset(used + L->qo + (size_t)n * L->ldq, 1, (size_t)L->H * L->D);
+        memset(used + L->ko + (size_t)n * L->ldk, 1, (size_t)L->Hk * L->D);
+        memset(used + L->vo + (size_t)n * L->ldv, 1, (size_t)L->Hk * L->D);
+    }
+}
+
+static void k_attn_fwd_l(float *out, float *att, const float *in, const attn_layout *L)
+{
+    k_attention_fwd(out, att, in + L->qo, in + L->ko, in + L->vo, L->B, L->T, L->H, L->Hk, L->D,
+                    L->ldq, L->ldk, L->ldv);
+}
+
+static void k_attn_bwd_l(float *din, float *scratch, const float *dout, const float *in,
+                         const float *att, const attn_layout *L)
+{
+    k_attention_bwd(din + L->qo, din + L->ko, din + L->vo, scratch, dout, in + L->qo, in + L->ko,
+                    in + L->vo, att, L->B, L->T, L->H, L->Hk, L->D, L->ldq, L->ldk, L->ldv);
+}
+
+/* Forward against the reference (out and att), backward against FD over every
+ * element of q, k, v; dq/dk/dv are overwritten (NaN beforehand) and padding
+ * columns stay untouched. */
+static void check_attention(const attn_layout *L, uint64_t seed)
+{
+    size_t N = (size_t)L->B * L->T, no = N * L->H * L->D;
+    size_t na = (size_t)L->B * L->H * L->T * L->T;
+    float *in = fnew(L->len), *out = fnew(no), *att = fnew(na), *dy = fnew(no);
+    float *din = fnew(L->len), *scratch = fnew(na);
+    char *used = malloc(L->len);
+    attn_used(used, L);
+    fill_normal(in, L->len, 1, seed);
+    fill_normal(dy, no, 1, seed + 1);
+    attn_ctx c = {L, to_double(in, L->len), to_double(dy, no), dnew(no)};
+    double *att_ref = dnew(na);
+
+    k_attn_fwd_l(out, att, in, L);
+    ref_attention(c.out, att_ref, c.in, L);
+    assert_true(rel_err_f(out, c.out, no) < FWD_TOL);
+    assert_true(rel_err_f(att, att_ref, na) < FWD_TOL);
+
+    fill_const(din, L->len, NAN);
+    k_attn_bwd_l(din, scratch, dy, in, att, L);
+    double *fd = dnew(L->len), *got = dnew(L->len);
+    fd_grad(fd, c.in, L->len, attn_loss, &c);
+    for (size_t i = 0; i < L->len; i++) {
+        if (used[i]) {
+            assert_false(isnan(din[i]));
+            got[i] = din[i];
+        } else {
+            assert_true(isnan(din[i])); /* padding never written */
+            got[i] = fd[i];             /* (and FD there is 0) */
+        }
+    }
+    assert_true(rel_err(got, fd, L->len) < GRAD_TOL);
+
+    free(fd), free(got), free(att_ref), free(c.in), free(c.dy), free(c.out), free(used);
+    free(in), free(out), free(att), free(dy), free(din), free(scratch);
+}
+
+static void test_attention_mha_fused(void **state)
+{
+    (void)state;
+    attn_layout L = attn_fused(2, 5, 2, 2, 3); /* GPT-2 c_attn rows: ld = 3 H D */
+    assert_int_equal(L.ldq, 3 * 2 * 3);
+    check_attention(&L, 50);
+}
+
+static void test_attention_mha_separate(void **state)
+{
+    (void)state;
+    attn_layout L = attn_separate(2, 5, 2, 2, 3, 2);
+    check_attention(&L, 52);
+}
+
+static void test_attention_gqa_separate(void **state)
+{
+    (void)state;
+    attn_layout L = attn_separate(2, 5, 4, 2, 3, 1);
+    check_attention(&L, 54);
+}
+
+static void test_attention_gqa_fused(void **state)
+{
+    (void)state;
+    attn_layout L = attn_fused(2, 5, 4, 2, 3);
+    check_attention(&L, 56);
+}
+
+/* Changing key/value at position t0 leaves every output before t0 bit-identical
+ * (and does change the output at t0); masked probabilities are exactly 0. */
+static void test_attention_causal(void **state)
+{
+    (void)state;
+    attn_layout L = attn_fused(2, 5, 4, 2, 3);
+    const int t0 = 3, b0 = 1;
+    size_t N = 10, no = N * L.H * L.D, na = (size_t)L.B * L.H * L.T * L.T;
+    float *in = fnew(L.len), *out1 = fnew(no), *out2 = fnew(no), *att = fnew(na);
+    fill_normal(in, L.len, 1, 60);
+    k_attn_fwd_l(out1, att, in, &L);
+    for (int b = 0; b < L.B; b++)
+        for (int h = 0; h < L.H; h++)
+            for (int t = 0; t < L.T; t++) {
+                const float *row = att + (((size_t)b * L.H + h) * L.T + t) * L.T;
+                double s = 0;
+                for (int j = 0; j < L.T; j++) {
+                    if (j > t)
+                        assert_true(row[j] == 0.0f);
+                    s += row[j];
+                }
+                assert_true(fabs(s - 1) < 1e-6);
+            }
+    for (int d = 0; d < L.Hk * L.D; d++) { /* perturb k and v of token (b0, t0) */
+        in[L.ko + (size_t)(b0 * L.T + t0) * L.ldk + d] += 3.0f;
+        in[L.vo + (size_t)(b0 * L.T + t0) * L.ldv + d] -= 2.0f;
+    }
+    k_attn_fwd_l(out2, att, in, &L);
+    size_t row = (size_t)L.H * L.D;
+    for (int b = 0; b < L.B; b++)
+        for (int t = 0; t < L.T; t++) {
+            const float *r1 = out1 + (b * L.T + t) * row, *r2 = out2 + (b * L.T + t) * row;
+            if (b != b0 || t < t0)
+                assert_memory_equal(r1, r2, row * sizeof(float));
+            else
+                assert_memory_not_equal(r1, r2, row * sizeof(float));
+        }
+    free(in), free(out1), free(out2), free(att);
+}
+
+/* ---- lm head + cross-entropy --------------------------------------------------- */
+
+typedef struct {
+    int N, C, V;
+    double *x, *E;
+    const int32_t *tgt;
+} xent_ctx;
+
+static double xent_loss(void *vc)
+{
+    xent_ctx *c = vc;
+    return ref_xent(c->x, c->E, c->tgt, c->N, c->C, c->V);
+}
+
+/* Loss against the reference, dx against FD, ignored rows zero, for chunk sizes
+ * 1, 3 (does not divide N), N, and larger than N. */
+static void test_lmhead_xent(void **state)
+{
+    (void)state;
+    enum { N = 7, C = 6, V = 11 };
+    int32_t tgt[N] = {3, -1, 0, 10, 5, -1, 7};
+    float *x = fnew(N * C), *E = fnew(V * C), *dx = fnew(N * C), *scratch = fnew(16 * V);
+    fill_normal(x, N * C, 1, 70);
+    fill_normal(E, V * C, 0.5f, 71);
+    xent_ctx c = {N, C, V, to_double(x, N * C), to_double(E, V * C), tgt};
+    double want = ref_xent(c.x, c.E, tgt, N, C, V), *fd = dnew(N * C);
+    fd_grad(fd, c.x, N * C, xent_loss, &c);
+    assert_true(want > 5.0); /* five rows of about log(11) each: the loss is not trivially 0 */
+
+    int chunks[] = {1, 3, N, 16};
+    for (int k = 0; k < 4; k++) {
+        fill_const(dx, N * C, NAN);
+        double loss = k_lmhead_xent(dx, scratch, x, E, tgt, N, C, V, chunks[k]);
+        assert_true(fabs(loss - want) < FWD_TOL * want);
+        assert_true(rel_err_f(dx, fd, N * C) < GRAD_TOL);
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < C; i++)
+                if (tgt[n] < 0)
+                    assert_true(dx[n * C + i] == 0.0f);
+        double loss2 = k_lmhead_xent(NULL, scratch, x, E, tgt, N, C, V, chunks[k]);
+        assert_true(loss2 == loss); /* the gradient path does not change the loss */
+    }
+    free(x), free(E), free(dx), free(scratch), free(c.x), free(c.E), free(fd);
+}
+
+/* ---- thread-count independence ------------------------------------------------------- */
+
+static void test_threads_attention(void **state)
+{
+    (void)state;
+    attn_layout L = attn_fused(2, 33, 4, 2, 8);
+    size_t N = (size_t)L.B * L.T, no = N * L.H * L.D, na = (size_t)L.B * L.H * L.T * L.T;
+    float *in = fnew(L.len), *dy = fnew(no), *scratch = fnew(na);
+    float *out[2] = {fnew(no), fnew(no)}, *att[2] = {fnew(na), fnew(na)};
+    float *din[2] = {fnew(L.len), fnew(L.len)};
+    fill_normal(in, L.len, 1, 80);
+    fill_normal(dy, no, 1, 81);
+    int saved = omp_get_max_threads();
+    for (int k = 0; k < 2; k++) {
+        omp_set_num_threads(k + 1);
+        k_attn_fwd_l(out[k], att[k], in, &L);
+        k_attn_bwd_l(din[k], scratch, dy, in, att[k], &L);
+    }
+    omp_set_num_threads(saved);
+    assert_memory_equal(out[0], out[1], no * sizeof(float));
+    assert_memory_equal(att[0], att[1], na * sizeof(float));
+    assert_memory_equal(din[0], din[1], L.len * sizeof(float));
+    for (int k = 0; k < 2; k++)
+        free(out[k]), free(att[k]), free(din[k]);
+    free(in), free(dy), free(scratch);
+}
+
+/* Large enough that OpenBLAS threads the products and the rows span several
+ * loss blocks (N = 300 > 256); also checked against the double reference. */
+static void test_threads_lmhead(void **state)
+{
+    (void)state;
+    enum { N = 300, C = 32, V = 500 };
+    float *x = fnew(N * C), *E = fnew(V * C), *scratch = fnew(N * V);
+    float *dx[2] = {fnew(N * C), fnew(N * C)};
+    int32_t *tgt = malloc(N * sizeof *tgt);
+    fill_normal(x, N * C, 1, 90);
+    fill_normal(E, V * C, 0.2f, 91);
+    for (int n = 0; n < N; n++)
+        tgt[n] = n % 7 == 3 ? -1 : (n * 37) % V;
+    double *xd = to_double(x, N * C), *Ed = to_double(E, V * C);
+    double want = ref_xent(xd, Ed, tgt, N, C, V);
+    int saved = omp_get_max_threads(), chunks[] = {128, N};
+    for (int c = 0; c < 2; c++) {
+        double loss[2];
+        for (int k = 0; k < 2; k++) {
+            omp_set_num_threads(k + 1);
+            loss[k] = k_lmhead_xent(dx[k], scratch, x, E, tgt, N, C, V, chunks[c]);
+        }
+        omp_set_num_threads(saved);
+        assert_true(loss[0] == loss[1]);
+        assert_memory_equal(dx[0], dx[1], (size_t)N * C * sizeof(float));
+        assert_true(fabs(loss[0] - want) < FWD_TOL * want);
+    }
+    free(x), free(E), free(scratch), free(dx[0]), free(dx[1]), free(tgt), free(xd), free(Ed);
+}
+
+/* Frozen linear (both layouts) and LoRA, forward and backward, at shapes where
+ * OpenBLAS's own threading would round differently (K = 500 spans two of its K
+ * blocks; 300 rows span two output tiles). */
+static void test_threads_linear_lora(void **state)
+{
+    (void)state;
+    enum { N = 300, IN = 500, OUT = 300, R = 8 };
+    float *x = fnew(N * IN), *w = fnew(IN * OUT), *b = fnew(OUT), *dy = fnew(N * OUT);
+    float *A = fnew(R * IN), *B = fnew(OUT * R), *du = fnew(N * R);
+    float *y[2], *dx[2], *u[2], *dA[2], *dB[2];
+    fill_normal(x, N * IN, 1, 100);
+    fill_normal(w, IN * OUT, 0.1f, 101);
+    fill_normal(b, OUT, 1, 102);
+    fill_normal(dy, N * OUT, 1, 103);
+    fill_normal(A, R * IN, 0.1f, 104);
+    fill_normal(B, OUT * R, 0.1f, 105);
+    int saved = omp_get_max_threads();
+    for (int k = 0; k < 2; k++) {
+        y[k] = fnew(2 * N * OUT), dx[k] = fnew(2 * N * IN), u[k] = fnew(N * R);
+        dA[k] = fnew(R * IN), dB[k] = fnew(OUT * R);
+        omp_set_num_threads(k + 1);
+        for (int conv1d = 0; conv1d < 2; conv1d++) {
+            k_linear_fwd(y[k] + conv1d * N * OUT, x, w, b, N, IN, OUT, conv1d);
+            k_linear_bwd(dx[k] + conv1d * N * IN, dy, w, N, IN, OUT, conv1d, 0.0f);
+        }
+        k_lora_fwd(y[k], u[k], x, A, B, N, IN, OUT, R, 0.5f);
+        k_lora_bwd(dx[k], dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R, 0.5f);
+    }
+    omp_set_num_threads(saved);
+    assert_memory_equal(y[0], y[1], 2 * N * OUT * sizeof(float));
+    assert_memory_equal(dx[0], dx[1], 2 * N * IN * sizeof(float));
+    assert_memory_equal(u[0], u[1], N * R * sizeof(float));
+    assert_memory_equal(dA[0], dA[1], R * IN * sizeof(float));
+    assert_memory_equal(dB[0], dB[1], OUT * R * sizeof(float));
+    for (int k = 0; k < 2; k++)
+        free(y[k]), free(dx[k]), free(u[k]), free(dA[k]), free(dB[k]);
+    free(x), free(w), free(b), free(dy), free(A), free(B), free(du);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_add),
+        cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_gelu),
+        cmocka_unit_test(test_linear_torch),
+        cmocka_unit_test(test_linear_conv1d),
+        cmocka_unit_test(test_lora),
+        cmocka_unit_test(test_attention_mha_fused),
+        cmocka_unit_test(test_attention_mha_separate),
+        cmocka_unit_test(test_attention_gqa_separate),
+        cmocka_unit_test(test_attention_gqa_fused),
+        cmocka_unit_test(test_attention_causal),
+        cmocka_unit_test(test_lmhead_xent),
+        cmocka_unit_test(test_threads_attention),
+        cmocka_unit_test(test_threads_lmhead),
+        cmocka_unit_test(test_threads_linear_lora),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
