@@ -48,7 +48,7 @@ typedef struct {
 
 /* Opens a comma-separated list of shard paths.  Every token must be < vocab:
  * the first one that is not is reported with its file and position.  The
- * stream must hold at least T+1 tokens (checked by shard_set_check_seq). */
+ * stream must hold at least T+1 tokens (checked by shard_set_nseq; shard_set_sequence assumes it succeeded). */
 int shard_set_open(shard_set *d, const char *list, uint32_t vocab, pl_err *e);
 void shard_set_close(shard_set *d);
 uint32_t shard_set_token(const shard_set *d, size_t pos);
