@@ -346,3 +346,108 @@ void k_add(float *y, const float *a, size_t n)
     for (size_t i = 0; i < n; i++)
         y[i] += a[i];
 }
+
+/* ---- Llama family ---------------------------------------------------------- */
+
+/* Per row: ms = mean(x^2) (double accumulation), rstd = 1/sqrt(ms + eps), y = x rstd w. */
+void k_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int N, int C, float eps)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        float *yr = y + (size_t)n * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++)
+            ss += (double)xr[c] * xr[c];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        for (int c = 0; c < C; c++)
+            yr[c] = xr[c] * r * w[c];
+        rstd[n] = r;
+    }
+}
+
+/* With g = w dy, per row: dx += rstd g - x rstd^3 mean(g x)  (d rstd/dx_j = -x_j rstd^3 / C). */
+void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *rstd, const float *w,
+                   int N, int C)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C, *dyr = dy + (size_t)n * C;
+        float *dxr = dx + (size_t)n * C;
+        float r = rstd[n];
+        double sgx = 0;
+        for (int c = 0; c < C; c++)
+            sgx += (double)(w[c] * dyr[c]) * xr[c];
+        float k = (float)(sgx / C) * r * r * r;
+        for (int c = 0; c < C; c++)
+            dxr[c] += r * w[c] * dyr[c] - xr[c] * k;
+    }
+}
+
+/* As transformers computes it in float32: inv_freq = 1 / theta^(2i/D) rounded to
+ * float, angle = float(t) * inv_freq rounded to float; cos and sin of that angle. */
+void k_rope_table(float *cs, float *sn, int T, int D, double theta)
+{
+    int half = D / 2;
+    for (int i = 0; i < half; i++) {
+        float inv = (float)(1.0 / pow(theta, (double)(float)(2 * i) / D));
+        for (int t = 0; t < T; t++) {
+            float ang = (float)t * inv;
+            cs[(size_t)t * half + i] = (float)cos((double)ang);
+            sn[(size_t)t * half + i] = (float)sin((double)ang);
+        }
+    }
+}
+
+/* Rotates the pairs (i, i + D/2) of every head of every row by +angle (dir 1)
+ * or -angle (dir -1, the transpose, for the backward). */
+static void rope_rotate(float *x, const float *cs, const float *sn, int N, int T, int nh, int D,
+                        int ld, float dir)
+{
+    int half = D / 2;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *c = cs + (size_t)(n % T) * half, *s = sn + (size_t)(n % T) * half;
+        for (int h = 0; h < nh; h++) {
+            float *a = x + (size_t)n * ld + (size_t)h * D, *b = a + half;
+            for (int i = 0; i < half; i++) {
+                float lo = a[i], hi = b[i], si = dir * s[i];
+                a[i] = lo * c[i] - hi * si;
+                b[i] = hi * c[i] + lo * si;
+            }
+        }
+    }
+}
+
+void k_rope_fwd(float *x, const float *cs, const float *sn, int N, int T, int nh, int D, int ld)
+{
+    rope_rotate(x, cs, sn, N, T, nh, D, ld, 1.0f);
+}
+
+/* d(lo) = dlo cos + dhi sin, d(hi) = dhi cos - dlo sin: the rotation by -angle. */
+void k_rope_bwd(float *dx, const float *cs, const float *sn, int N, int T, int nh, int D, int ld)
+{
+    rope_rotate(dx, cs, sn, N, T, nh, D, ld, -1.0f);
+}
+
+/* y = g sigmoid(g) u. */
+void k_swiglu_fwd(float *y, const float *gate, const float *up, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        y[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+/* s = sigmoid(g): dgate = dy u s (1 + g (1 - s)), dup = dy g s; dy read before dgate is written. */
+void k_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate, const float *up,
+                  size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], d = dy[i], s = 1.0f / (1.0f + expf(-g));
+        dup[i] = d * g * s;
+        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+    }
+}

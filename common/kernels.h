@@ -73,4 +73,35 @@ double k_lmhead_xent(float *dx, float *scratch, const float *x, const float *E,
 /* y[i] += a[i] */
 void k_add(float *y, const float *a, size_t n);
 
+/* ---- Llama family ---- */
+
+/* RMSNorm over rows: rstd[n] = 1/sqrt(mean(x[n,:]^2) + eps), y = x * rstd * w
+ * (no mean subtraction, no bias); keeps rstd[N]. */
+void k_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int N, int C,
+                   float eps);
+/* dx[N,C] += dy through the normalisation:
+ *   dx_j += rstd * w_j dy_j - x_j rstd^3 / C * sum_i w_i dy_i x_i. */
+void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *rstd,
+                   const float *w, int N, int C);
+
+/* Rotary table for head size D (even), positions 0..T-1, Hugging Face's
+ * inv_freq[i] = 1 / theta^(2i/D):  cs[t, i] = cos(t inv_freq[i]),
+ * sn[t, i] = sin(t inv_freq[i]), both [T, D/2]. */
+void k_rope_table(float *cs, float *sn, int T, int D, double theta);
+/* Rotary embedding in place on x [N, ld], nh heads of size D at columns h*D,
+ * row n at position n % T, on split halves (rotate_half: channel i pairs
+ * with i + D/2):
+ *   x'_i       = x_i cos - x_{i+D/2} sin
+ *   x'_{i+D/2} = x_{i+D/2} cos + x_i sin */
+void k_rope_fwd(float *x, const float *cs, const float *sn, int N, int T, int nh, int D, int ld);
+/* The transposed rotation, in place on the gradient dx [N, ld]. */
+void k_rope_bwd(float *dx, const float *cs, const float *sn, int N, int T, int nh, int D, int ld);
+
+/* SwiGLU: y = silu(gate) * up, silu(g) = g / (1 + exp(-g)); all [n]. */
+void k_swiglu_fwd(float *y, const float *gate, const float *up, size_t n);
+/* dgate = dy * up * silu'(gate), dup = dy * silu(gate), with
+ * silu'(g) = s (1 + g (1 - s)), s = sigmoid(g); dgate may alias dy. */
+void k_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate, const float *up,
+                  size_t n);
+
 #endif

@@ -2,7 +2,13 @@
  *
  * An architecture is a description of its blocks: each block has a list of
  * frozen linear maps (its LoRA candidates) with their module paths, and the
- * block function that strings them together.  GPT-2 first; Llama next.
+ * block function that strings them together (model_step.c: a GPT-2 block and
+ * a Llama block side by side, one trainer).
+ *
+ * GPT-2: LayerNorm (weight and bias), learned positions (wpe), Conv1D
+ * weights [in, out].  Llama: RMSNorm (weight only: ln*_b and lnf_b NULL), no
+ * wpe (rotary positions), torch Linear weights [out, in], biases only with
+ * attention_bias / mlp_bias.
  *
  * Weights stored as F32 in the file are used in place from the read-only
  * mapping (ranks on one node share the pages); F16/BF16 are converted once. */
@@ -43,6 +49,7 @@ typedef struct {
     int lora;           /* index of its LoRA module, -1 when not adapted */
 } model_linear;
 
+/* ln1/ln2: GPT-2 ln_1/ln_2; Llama input_layernorm/post_attention_layernorm. */
 typedef struct {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
     model_linear lin[MODEL_MAX_LINEARS];   /* order: model_linear_names() */
@@ -50,7 +57,8 @@ typedef struct {
 
 typedef struct {
     model_config cfg;
-    const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head;   /* lm_head == wte when tied */
+    const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head;   /* lm_head == wte when tied;
+                                                           llama: wpe, lnf_b NULL */
     model_block *blocks;
     st_file *files;
     int n_files;
@@ -70,9 +78,13 @@ void model_linear_shape(const model_config *c, int slot, int *in, int *out);
 int model_load(model *m, const char *dir, pl_err *e);
 void model_free(model *m);
 
-/* The frozen weights as a table (name without "transformer.", where the
- * pointer lives in the model, shape, init rule), shared by loading, `pslora
- * init` and saving so the three agree on names and shapes. */
+/* The frozen weights as a table (name, where the pointer lives in the
+ * model, shape, init rule), shared by loading, `pslora init` and saving so
+ * the three agree on names and shapes.  GPT-2 names are without
+ * "transformer." ("h.0.attn.c_attn.weight"); Llama names are the full keys
+ * ("model.layers.0.self_attn.q_proj.weight", [out, in]).  lm_head.weight is
+ * not in the table (absent when tied).  Also sets every block's linear
+ * shapes, layout and lora = -1. */
 enum { INIT_ZERO, INIT_ONE, INIT_NORMAL, INIT_RESID };
 typedef struct {
     char name[128];
@@ -84,10 +96,14 @@ typedef struct {
 int model_weight_count(const model_config *c);
 int model_weight_table(model *m, model_weight *w);
 
-/* A model with freshly drawn weights (normal std 0.02, residual projections
- * 0.02/sqrt(2 n_layer), LayerNorm 1/0, biases 0), held in memory. */
+/* A model with freshly drawn weights, held in memory.  GPT-2: normal std
+ * 0.02, residual projections 0.02/sqrt(2 n_layer), LayerNorm 1/0, biases 0.
+ * Llama (transformers' LlamaPreTrainedModel): linear and embedding weights
+ * normal std 0.02 (initializer_range), RMSNorm weights 1, biases 0.
+ * Checks the config (heads, kv heads, even head_dim). */
 int model_init_random(model *m, const model_config *c, unsigned long long seed, pl_err *e);
-/* Writes DIR/config.json and DIR/model.safetensors (F32, "transformer." keys). */
+/* Writes DIR/config.json and DIR/model.safetensors (F32; GPT-2 with
+ * "transformer." keys, Llama with "model." keys; lm_head.weight when untied). */
 int model_save(const model *m, const char *dir, pl_err *e);
 
 /* Activations and scratch for one micro-batch shape, allocated once so the
@@ -99,6 +115,9 @@ struct lora_layout_s;
 model_acts *model_acts_new(const model *m, const struct lora_layout_s *L, int B, int T,
                            int need_backward);
 void model_acts_free(model_acts *a);
+/* Seconds spent in the forward (incl. the fused head) and backward parts of
+ * the last model_loss_grad call. */
+void model_acts_timing(const model_acts *a, double *fwd, double *bwd);
 
 /* Forward pass on inp/tgt [B,T] (int32 tokens), and the backward pass when
  * grad != NULL.  Returns the *sum* of the token losses (double).  grad, laid
@@ -108,5 +127,11 @@ void model_acts_free(model_acts *a);
 double model_loss_grad(const model *m, model_acts *a, const struct lora_layout_s *L,
                        const float *params, float *grad, const int32_t *inp,
                        const int32_t *tgt, unsigned long long dropout_seed);
+
+/* Forward pass over inp [B=1, T] (the acts' shape) and the vocabulary logits
+ * [V] of position pos; positions after pos do not affect them (causal), so
+ * callers may pad.  For generation. */
+void model_logits(const model *m, model_acts *a, const struct lora_layout_s *L,
+                  const float *params, const int32_t *inp, int pos, float *logits);
 
 #endif

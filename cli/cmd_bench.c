@@ -1,0 +1,470 @@
+/* cmd_bench.c - `pslora bench`: time the worker's training step on an
+ * in-memory model with random weights and tokens.
+ *
+ * A step is what a worker computes plus the server's update, in one process:
+ * model_loss_grad (forward + backward of the adapter) then clip + AdamW over
+ * the adapter.  Warm-up steps are run first and not timed.  Printed: the
+ * configuration, the analytic FLOPs per token (formula at step_flops), ms per
+ * step split into forward / backward / optimizer, the model's GFLOP/s, the
+ * machine's measured sgemm ceiling on the model's own shapes and the share of
+ * it reached, and last the line "tokens/s X".
+ *
+ * --compute bf16 measures the oneDNN bf16 ceiling on the same shapes only: the
+ * model has no bf16 path yet, so no step is timed (no figures are made up). */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "dnnl_matmul.h"
+#include "flags.h"
+#include "lora.h"
+#include "metrics.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+
+typedef struct {
+    const char *arch, *targets, *compute;
+    long layers, dim, heads, kv_heads, vocab, ctx, inter, batch, seq, rank, threads, steps,
+        warmup, seed;
+    float alpha, peak_seconds;
+} bench_opts;
+
+/* ---- analytic FLOPs ----------------------------------------------------- */
+
+typedef struct {
+    double fwd, bwd;   /* per step */
+} flops;
+
+/* Does the linear in this slot read the block's first norm (its dx is not
+ * needed in the lowest adapted layer)?  GPT-2 c_attn; Llama q, k, v. */
+static int reads_first_norm(const model_config *c, int slot)
+{
+    return c->arch == ARCH_LLAMA ? slot <= 2 : slot == 0;
+}
+
+/* FLOPs of one step (a multiply-add counts 2), N = B*T rows, D = head_dim,
+ * H = query heads, lo = lowest layer holding an adapter:
+ *   forward, every layer: 2 N in out per linear; LoRA 2 N r (in + out) per
+ *     adapted linear; attention 2 * 2 B H T T D (Q K^T and P V over the FULL
+ *     T x T: the kernel computes every score and masks afterwards, so this is
+ *     not halved for causality); head 2 N C V.
+ *   backward: the head's dx 2 N C V (fused into the forward pass by the code,
+ *     counted here as backward); for layers lo..L-1 only: dx of every linear
+ *     2 N in out, except in layer lo the linears reading the first norm;
+ *     attention 4 * 2 B H T T D (dP, dQ, dK, dV, full T x T); LoRA per adapted
+ *     linear dB 2 N out r, du 2 N out r, dA 2 N r in, plus dx 2 N r in where
+ *     dx is formed.  No weight gradients, no elementwise work counted. */
+static flops step_flops(const model_config *c, const lora_layout *L, int B, int T)
+{
+    double N = (double)B * T, r = L->r;
+    double attn = 2.0 * B * c->n_head * (double)T * T * c->head_dim;
+    int nl = model_n_linears(c), lo = c->n_layer;
+    for (int i = 0; i < L->n; i++)
+        lo = L->m[i].layer < lo ? L->m[i].layer : lo;
+    flops f = {2.0 * N * c->n_embd * c->vocab, 2.0 * N * c->n_embd * c->vocab};
+    for (int l = 0; l < c->n_layer; l++) {
+        f.fwd += 2 * attn;
+        if (l >= lo)
+            f.bwd += 4 * attn;
+        for (int s = 0; s < nl; s++) {
+            int in, out;
+            model_linear_shape(c, s, &in, &out);
+            int dx = l > lo || (l == lo && !reads_first_norm(c, s));
+            f.fwd += 2 * N * in * out;
+            if (l >= lo && dx)
+                f.bwd += 2 * N * in * out;
+        }
+    }
+    for (int i = 0; i < L->n; i++) {
+        const lora_module *m = &L->m[i];
+        int dx = m->layer > lo || !reads_first_norm(c, m->slot);
+        f.fwd += 2 * N * r * (m->in + m->out);
+        f.bwd += 4 * N * r * m->out + 2 * N * r * m->in * (1 + dx);
+    }
+    return f;
+}
+
+/* ---- measured ceiling ----------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int in, out, conv1d, bwd;   /* bwd: dx = dy W (K = out) */
+    double flops;               /* this product's FLOPs in one model step */
+} gemm_shape;
+
+/* The model's distinct linear products (each slot of a block and the head),
+ * forward and backward, weighted by the FLOPs the step spends in them. */
+static int model_shapes(const model *m, const lora_layout *L, int N, gemm_shape *g)
+{
+    const model_config *c = &m->cfg;
+    int nl = model_n_linears(c), lo = c->n_layer, n = 0;
+    for (int i = 0; i < L->n; i++)
+        lo = L->m[i].layer < lo ? L->m[i].layer : lo;
+    for (int s = 0; s < nl; s++) {
+        int in, out;
+        model_linear_shape(c, s, &in, &out);
+        double one = 2.0 * N * in * out;
+        int nb = c->n_layer - lo - (reads_first_norm(c, s) && lo < c->n_layer);
+        const char *name = model_linear_name(c, s);
+        int conv = m->blocks[0].lin[s].conv1d;
+        g[n++] = (gemm_shape){name, in, out, conv, 0, one * c->n_layer};
+        if (nb > 0)
+            g[n++] = (gemm_shape){name, in, out, conv, 1, one * nb};
+    }
+    double head = 2.0 * N * c->n_embd * c->vocab;
+    g[n++] = (gemm_shape){"lm_head", c->n_embd, c->vocab, 0, 0, head};
+    g[n++] = (gemm_shape){"lm_head", c->n_embd, c->vocab, 0, 1, head};
+    return n;
+}
+
+typedef struct {
+    const gemm_shape *s;
+    int N;
+    const float *w, *x;
+    float *y;
+    dm_linear *h;   /* bf16 */
+} gemm_job;
+
+/* One product of the job: sgemm on W as the model stores it, or oneDNN bf16. */
+static int gemm_run(gemm_job *j, pl_err *e)
+{
+    const gemm_shape *s = j->s;
+    if (j->h)
+        return s->bwd ? dm_linear_bwd_x(j->h, j->x, j->y, j->N, 0, e)
+                      : dm_linear_fwd(j->h, j->x, j->y, NULL, j->N, e);
+    int K = s->bwd ? s->out : s->in, Nc = s->bwd ? s->in : s->out;
+    /* W [in,out] (conv1d) or [out,in]; forward reads W (conv1d) or W^T */
+    int trans = s->conv1d == s->bwd;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans ? CblasTrans : CblasNoTrans, j->N, Nc, K, 1.0f,
+                j->x, K, j->w, s->conv1d ? s->out : s->in, 0.0f, j->y, Nc);
+    return 0;
+}
+
+/* GFLOP/s of one product: best call after a warm-up, calls for ~budget s. */
+static double gemm_rate(gemm_job *j, double budget, pl_err *e)
+{
+    if (gemm_run(j, e) != 0)
+        return -1;
+    double best = 1e30, start = metrics_now();
+    do {
+        double t0 = metrics_now();
+        if (gemm_run(j, e) != 0)
+            return -1;
+        double dt = metrics_now() - t0;
+        best = dt < best ? dt : best;
+    } while (metrics_now() - start < budget);
+    int in = j->s->in, out = j->s->out;
+    return 2.0 * j->N * in * out / best * 1e-9;
+}
+
+/* n values uniform in [-sd, sd): operands whose values do not matter. */
+static float *rand_buf(size_t n, float sd, unsigned long long seed)
+{
+    float *a = malloc(n * sizeof *a);
+    if (!a)
+        return NULL;
+    rng_state r;
+    uint64_t w[2] = {seed, 0xbe7c};
+    rng_seed(&r, w, 2);
+    for (size_t i = 0; i < n; i++)
+        a[i] = sd * (2.0f * rng_uniform(&r) - 1.0f);
+    return a;
+}
+
+/* The FLOP-weighted rate over the model's shapes, sum(f) / sum(f / rate):
+ * what the step's matrix products would run at if each ran at its measured
+ * rate.  Prints one line per product.  -1 on failure. */
+static double measure_peak(const model *m, const lora_layout *L, int N, int bf16, double budget,
+                           pl_err *e)
+{
+    gemm_shape g[2 * MODEL_MAX_LINEARS + 2];
+    int ng = model_shapes(m, L, N, g);
+    size_t maxw = 0, maxd = 0;
+    for (int i = 0; i < ng; i++) {
+        size_t w = (size_t)g[i].in * g[i].out, d = g[i].in > g[i].out ? g[i].in : g[i].out;
+        maxw = w > maxw ? w : maxw, maxd = d > maxd ? d : maxd;
+    }
+    float *w = rand_buf(maxw, 0.02f, 1), *x = rand_buf((size_t)N * maxd, 1.0f, 2);
+    float *y = malloc((size_t)N * maxd * sizeof *y);
+    double fsum = 0, tsum = 0;
+    int rc = w && x && y ? 0 : pl_errf(e, "peak: out of memory");
+    for (int i = 0; rc == 0 && i < ng; i++) {
+        gemm_job j = {&g[i], N, w, x, y, NULL};
+        if (bf16) {
+            j.h = dm_linear_pack(w, DM_F32, g[i].conv1d ? DM_IN_OUT : DM_OUT_IN, g[i].in,
+                                 g[i].out, g[i].bwd, e);
+            if (!j.h) {
+                rc = -1;
+                break;
+            }
+        }
+        double rate = gemm_rate(&j, budget, e);
+        if (rate < 0)
+            rc = -1;
+        else
+            printf("  %-18s %s M %d K %d N %d: %.1f GFLOP/s%s%s\n", g[i].name,
+                   g[i].bwd ? "bwd" : "fwd", N,
+                   g[i].bwd ? g[i].out : g[i].in, g[i].bwd ? g[i].in : g[i].out, rate,
+                   bf16 ? " " : "", bf16 ? dm_impl_name(j.h, g[i].bwd) : "");
+        dm_free(j.h);
+        fsum += g[i].flops, tsum += g[i].flops / rate;
+    }
+    free(w), free(x), free(y);
+    return rc == 0 ? fsum / tsum : -1;
+}
+
+/* ---- the timed steps -------------------------------------------------------- */
+
+typedef struct {
+    double fwd, bwd, opt, total;   /* seconds summed over the timed steps */
+    double loss_first, loss_last;  /* mean loss per token */
+} step_times;
+
+/* B of every module: small non-zero values, so the backward pass does the
+ * work of a trained adapter (PEFT's zero B would be unrepresentative only in
+ * values, but keeps the loss flat). */
+static void perturb_b(const lora_layout *L, float *p, unsigned long long seed)
+{
+    rng_state r;
+    uint64_t w[2] = {seed, 0xb0b};
+    rng_seed(&r, w, 2);
+    for (int i = 0; i < L->n; i++)
+        for (size_t k = 0; k < (size_t)L->m[i].out * L->r; k++)
+            p[L->m[i].b_off + k] = 0.01f * rng_normal(&r);
+}
+
+/* Warm-up then timed steps: loss and gradient, mean over tokens, clip, AdamW. */
+static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, step_times *st,
+                     pl_err *e)
+{
+    int B = (int)o->batch, T = (int)o->seq, N = B * T, total = (int)(o->warmup + o->steps);
+    size_t np = L->n_params;
+    model_acts *a = model_acts_new(m, L, B, T, 1);
+    float *p = malloc(np * sizeof *p), *g = malloc(np * sizeof *g);
+    float *mo = calloc(np, sizeof *mo), *vo = calloc(np, sizeof *vo);
+    int32_t *tok = malloc(((size_t)N + 1) * sizeof *tok);
+    int rc = a && p && g && mo && vo && tok ? 0 : pl_errf(e, "out of memory for the activations");
+    opt_config oc;
+    opt_config_default(&oc);
+    oc.total_steps = total;
+    if (rc == 0) {
+        lora_init_params(L, p, (unsigned long long)o->seed);
+        perturb_b(L, p, (unsigned long long)o->seed);
+        rng_state r;
+        uint64_t w[2] = {(uint64_t)o->seed, 0x70c};
+        rng_seed(&r, w, 2);
+        for (int i = 0; i <= N; i++)
+            tok[i] = (int32_t)rng_below(&r, (uint64_t)m->cfg.vocab);
+    }
+    memset(st, 0, sizeof *st);
+    for (int s = 0; rc == 0 && s < total; s++) {
+        double t0 = metrics_now(), tf, tb;
+        double loss = model_loss_grad(m, a, L, p, g, tok, tok + 1, (unsigned long long)s) / N;
+        model_acts_timing(a, &tf, &tb);
+        double t1 = metrics_now();
+        float k = opt_clip_factor(&oc, sqrt(opt_sq_norm(g, np)) / N) / N;
+        for (size_t i = 0; i < np; i++)
+            g[i] *= k;
+        opt_update(&oc, p, g, mo, vo, np, opt_lr(&oc, s), s + 1);
+        double t2 = metrics_now();
+        if (!isfinite(loss))
+            rc = pl_errf(e, "step %d: loss is not finite", s);
+        if (s < o->warmup)
+            continue;
+        st->fwd += tf, st->bwd += tb, st->opt += t2 - t1, st->total += t2 - t0;
+        if (s == o->warmup)
+            st->loss_first = loss;
+        st->loss_last = loss;
+    }
+    model_acts_free(a);
+    free(p), free(g), free(mo), free(vo), free(tok);
+    return rc;
+}
+
+/* ---- setup and report ------------------------------------------------------ */
+
+/* OpenBLAS 0.3.21 does not know newer Intel models and then falls back to
+ * its SSE3 "Prescott" kernels: about 4x slower sgemm on an AVX-512 CPU. */
+static void check_openblas_core(void)
+{
+    const char *core = openblas_get_corename();
+    static const char *old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
+                                "Sandybridge", NULL};
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2"))
+        return;
+    for (int i = 0; old[i]; i++)
+        if (!strcmp(core, old[i]))
+            printf("warning: OpenBLAS runs its %s kernels on this AVX2%s CPU; "
+                   "export OPENBLAS_CORETYPE=%s for the fast ones\n",
+                   core, __builtin_cpu_supports("avx512f") ? "/AVX-512" : "",
+                   __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell");
+}
+
+static int build_config(model_config *c, const bench_opts *o, pl_err *e)
+{
+    memset(c, 0, sizeof *c);
+    if (model_arch_parse(o->arch, &c->arch) != 0)
+        return pl_errf(e, "--arch: expected gpt2 or llama, got '%s'", o->arch);
+    if (o->dim % o->heads)
+        return pl_errf(e, "--dim: %ld is not a multiple of --heads %ld", o->dim, o->heads);
+    c->n_layer = (int)o->layers, c->n_embd = (int)o->dim, c->n_head = (int)o->heads;
+    c->n_kv_head = o->kv_heads ? (int)o->kv_heads : (int)o->heads;
+    if (c->n_head % c->n_kv_head)
+        return pl_errf(e, "--kv-heads: %d does not divide --heads %d", c->n_kv_head, c->n_head);
+    c->head_dim = (int)(o->dim / o->heads);
+    c->n_inner = o->inter ? (int)o->inter : 4 * (int)o->dim;
+    c->vocab = (int)o->vocab;
+    c->n_ctx = o->ctx ? (int)o->ctx : (int)o->seq;
+    if (o->seq > c->n_ctx)
+        return pl_errf(e, "--seq: %ld is longer than --ctx %d", o->seq, c->n_ctx);
+    c->eps = c->arch == ARCH_GPT2 ? 1e-5f : 1e-6f;
+    c->rope_theta = 10000.0f;
+    c->tie_embeddings = 1;
+    return 0;
+}
+
+/* fp32, or bf16 when asked (needs oneDNN), or bf16 under auto only with AMX. */
+static int choose_compute(const char *s, int *bf16, pl_err *e)
+{
+    if (!strcmp(s, "fp32"))
+        *bf16 = 0;
+    else if (!strcmp(s, "bf16"))
+        *bf16 = 1;
+    else if (!strcmp(s, "auto"))
+        *bf16 = dm_available() && dm_cpu_has_amx();
+    else
+        return pl_errf(e, "--compute: expected fp32, bf16 or auto, got '%s'", s);
+    return 0;
+}
+
+static void print_config(const model_config *c, const lora_layout *L, const bench_opts *o,
+                         int bf16)
+{
+    printf("model: %s, %d layers, dim %d, %d heads (kv %d), intermediate %d, vocab %d, ctx %d\n",
+           model_arch_name(c->arch), c->n_layer, c->n_embd, c->n_head, c->n_kv_head, c->n_inner,
+           c->vocab, c->n_ctx);
+    printf("step: batch %ld x seq %ld = %ld tokens; LoRA r %d alpha %g on %s (%d modules, %zu "
+           "params); AdamW\n",
+           o->batch, o->seq, o->batch * o->seq, L->r, L->alpha, L->targets, L->n, L->n_params);
+    printf("threads %d; compute %s (requested %s; oneDNN %s, AMX %s); %s, core %s\n",
+           omp_get_max_threads(), bf16 ? "bf16" : "fp32", o->compute,
+           dm_available() ? "built in" : "absent", dm_cpu_has_amx() ? "yes" : "no",
+           openblas_get_config(), openblas_get_corename());
+}
+
+static void print_flops(flops f, int N)
+{
+    printf("FLOP/token %.4g (forward %.4g, backward %.4g): matrix products only, attention "
+           "over the full T x T (not causal-halved), no weight gradients\n",
+           (f.fwd + f.bwd) / N, f.fwd / N, f.bwd / N);
+}
+
+static void print_steps(const step_times *st, const bench_opts *o, flops f, double peak)
+{
+    double n = (double)o->steps, tok = (double)o->batch * o->seq;
+    double gflops = (f.fwd + f.bwd) * n / st->total * 1e-9;
+    printf("steps %ld timed (+%ld warm-up): ms/step %.1f = forward %.1f + backward %.1f + "
+           "optimizer %.2f + other %.2f\n",
+           o->steps, o->warmup, 1e3 * st->total / n, 1e3 * st->fwd / n, 1e3 * st->bwd / n,
+           1e3 * st->opt / n, 1e3 * (st->total - st->fwd - st->bwd - st->opt) / n);
+    printf("loss %.4f (first timed step) %.4f (last)\n", st->loss_first, st->loss_last);
+    printf("model GFLOP/s %.1f (forward %.1f, backward %.1f); %.1f%% of the measured peak "
+           "%.1f\n",
+           gflops, f.fwd * n / st->fwd * 1e-9, f.bwd * n / st->bwd * 1e-9, 100 * gflops / peak,
+           peak);
+    printf("tokens/s %.1f\n", tok * n / st->total);
+}
+
+static int bench_run(const bench_opts *o, pl_err *e, int *status)
+{
+    model_config c;
+    model m;
+    lora_layout L;
+    int bf16 = 0;
+    *status = 2;
+    if (build_config(&c, o, e) != 0 || choose_compute(o->compute, &bf16, e) != 0)
+        return -1;
+    *status = 1;
+    if (bf16 && !dm_available())
+        return pl_errf(e, "--compute bf16: this pslora was built without oneDNN (libdnnl-dev)");
+    omp_set_num_threads(o->threads > 0 ? (int)o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+    if (model_init_random(&m, &c, (unsigned long long)o->seed, e) != 0)
+        return -1;
+    if (lora_layout_build(&L, &c, o->targets, (int)o->rank, o->alpha, 0, 0.0f, e) != 0) {
+        model_free(&m);
+        *status = 2;
+        return -1;
+    }
+    lora_attach(&L, &m);
+    print_config(&c, &L, o, bf16);
+    check_openblas_core();
+    int N = (int)(o->batch * o->seq), rc = 0;
+    flops f = step_flops(&c, &L, (int)o->batch, (int)o->seq);
+    print_flops(f, N);
+    printf("peak (%s on the model's products, M = %d, best call of ~%.2g s each):\n",
+           bf16 ? "oneDNN bf16 matmul" : "cblas_sgemm", N, o->peak_seconds);
+    fflush(stdout);
+    double peak = measure_peak(&m, &L, N, bf16, o->peak_seconds, e);
+    if (peak < 0)
+        rc = -1;
+    else
+        printf("peak, FLOP-weighted over those products: %.1f GFLOP/s\n", peak);
+    if (rc == 0 && bf16) {
+        printf("bf16: the model's bf16 path is not integrated yet, so no step is timed\n");
+    } else if (rc == 0) {
+        step_times st;
+        fflush(stdout);
+        rc = run_steps(&m, &L, o, &st, e);
+        if (rc == 0)
+            print_steps(&st, o, f, peak);
+    }
+    lora_layout_free(&L);
+    model_free(&m);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts o = {"gpt2", "c_attn", "fp32", 12, 768, 12, 0, 50257, 0, 0, 4, 256, 8, 0, 10, 2,
+                    1, 16.0f, 0.5f};
+    fl_spec specs[] = {
+        {"arch", FL_STR, &o.arch, "gpt2 or llama (gpt2)", 0, -1, 0, 0},
+        {"layers", FL_INT, &o.layers, "transformer blocks (12)", 1, 1024, 0, 0},
+        {"dim", FL_INT, &o.dim, "model width (768)", 1, 1 << 16, 0, 0},
+        {"heads", FL_INT, &o.heads, "attention heads (12)", 1, 1024, 0, 0},
+        {"kv-heads", FL_INT, &o.kv_heads, "key/value heads (llama; default = heads)", 1, 1024, 0, 0},
+        {"vocab", FL_INT, &o.vocab, "vocabulary size (50257)", 1, 1 << 24, 0, 0},
+        {"ctx", FL_INT, &o.ctx, "context length (default = seq)", 1, 1 << 20, 0, 0},
+        {"intermediate", FL_INT, &o.inter, "MLP width (default 4*dim)", 1, 1 << 20, 0, 0},
+        {"batch", FL_INT, &o.batch, "sequences per step (4)", 1, 1 << 16, 0, 0},
+        {"seq", FL_INT, &o.seq, "tokens per sequence (256)", 1, 1 << 20, 0, 0},
+        {"rank", FL_INT, &o.rank, "LoRA rank (8)", 1, 4096, 0, 0},
+        {"alpha", FL_FLOAT, &o.alpha, "LoRA alpha (16)", 0, -1, 0, 0},
+        {"targets", FL_STR, &o.targets, "adapted modules, comma-separated (c_attn)", 0, -1, 0, 0},
+        {"threads", FL_INT, &o.threads, "OpenMP threads (default: all CPUs)", 1, 4096, 0, 0},
+        {"steps", FL_INT, &o.steps, "timed steps (10)", 1, 1000000, 0, 0},
+        {"warmup", FL_INT, &o.warmup, "untimed steps first (2)", 0, 1000000, 0, 0},
+        {"compute", FL_STR, &o.compute, "fp32, bf16 or auto (fp32)", 0, -1, 0, 0},
+        {"seed", FL_INT, &o.seed, "random seed (1)", 0, 1e18, 0, 0},
+        {"peak-seconds", FL_FLOAT, &o.peak_seconds, "time per product for the peak (0.5)", 0,
+         60, 0, 0},
+        {NULL, 0, NULL, NULL, 0, 0, 0, 0},
+    };
+    pl_err e;
+    int rc = fl_parse("bench", "[--layers L --dim C --heads H --vocab V] [--batch B --seq T] "
+                      "[--rank r --targets LIST] [--threads N] [--steps N] [flags]",
+                      specs, argc, argv, NULL, 0, &e);
+    if (rc)
+        return rc > 0 ? 0 : cli_fail("bench", e.msg, 2);
+    int status;
+    if (bench_run(&o, &e, &status) != 0)
+        return cli_fail("bench", e.msg, status);
+    return 0;
+}

@@ -1,0 +1,69 @@
+/* cmd_eval.c - `pslora eval`: loss and perplexity on shards. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "evaluate.h"
+#include "flags.h"
+
+int cmd_eval(int argc, char **argv)
+{
+    const char *model_dir = NULL, *adapter = NULL, *data = NULL;
+    long batch = 4, seq = 64, max_batches = 0;
+    int json = 0;
+    fl_spec specs[] = {
+        {"model", FL_STR, &model_dir, "model directory", 0, -1, 1, 0},
+        {"adapter", FL_STR, &adapter, "PEFT adapter directory", 0, -1, 0, 0},
+        {"data", FL_STR, &data, "token shards, comma-separated", 0, -1, 1, 0},
+        {"batch", FL_INT, &batch, "sequences per batch (4)", 1, 1 << 20, 0, 0},
+        {"seq", FL_INT, &seq, "tokens per sequence (64)", 1, 1 << 20, 0, 0},
+        {"max-batches", FL_INT, &max_batches, "at most this many batches (all)", 1, 1e12, 0, 0},
+        {"json", FL_BOOL, &json, "print a JSON object", 0, -1, 0, 0},
+        {NULL, 0, NULL, NULL, 0, 0, 0, 0},
+    };
+    pl_err e;
+    int rc = fl_parse("eval", "--model DIR --data SHARDS [--adapter DIR] [flags]", specs, argc,
+                      argv, NULL, 0, &e);
+    if (rc)
+        return rc > 0 ? 0 : cli_fail("eval", e.msg, 2);
+    model m;
+    if (model_load(&m, model_dir, &e) != 0)
+        return cli_fail("eval", e.msg, 1);
+    if (seq > m.cfg.n_ctx) {
+        model_free(&m);
+        return cli_fail("eval", "--seq: longer than the model's context", 2);
+    }
+    lora_layout L = {0};
+    float *p = NULL;
+    shard_set d = {0};
+    evaluator ev = {0};
+    double sum = 0;
+    long ntok = 0;
+    int status = 1;
+    if (adapter && lora_load_peft(adapter, &m.cfg, &L, &p, &e) != 0)
+        goto done;
+    if (adapter)
+        lora_attach(&L, &m);
+    if (shard_set_open(&d, data, (uint32_t)m.cfg.vocab, &e) != 0)
+        goto done;
+    if (eval_init(&ev, &m, adapter ? &L : NULL, (int)batch, (int)seq, &e) != 0 ||
+        eval_run(&ev, &m, adapter ? &L : NULL, p, &d, data, max_batches, &sum, &ntok, &e) != 0)
+        goto done;
+    double loss = sum / (double)ntok;
+    if (json)
+        printf("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %ld}\n", loss, exp(loss), ntok);
+    else
+        printf("loss %.6f ppl %.4f tokens %ld\n", loss, exp(loss), ntok);
+    status = 0;
+done:
+    if (status)
+        cli_fail("eval", e.msg, 1);
+    eval_free(&ev);
+    if (d.files)
+        shard_set_close(&d);
+    free(p);
+    lora_layout_free(&L);
+    model_free(&m);
+    return status;
+}

@@ -1,0 +1,71 @@
+/* cmd_init.c - `pslora init`: a randomly initialised model directory
+ * (GPT2LMHeadModel or LlamaForCausalLM layout, see model_init_random). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "flags.h"
+#include "model.h"
+#include "outdir.h"
+
+int cmd_init(int argc, char **argv)
+{
+    const char *arch = "gpt2", *out = NULL;
+    long layers = 0, dim = 0, heads = 0, kv_heads = 0, inter = 0, vocab = 0, ctx = 0, seed = 1;
+    float theta = 10000.0f;
+    int untied = 0;
+    fl_spec specs[] = {
+        {"arch", FL_STR, &arch, "gpt2 or llama (gpt2)", 0, -1, 0, 0},
+        {"layers", FL_INT, &layers, "transformer blocks", 1, 1024, 1, 0},
+        {"dim", FL_INT, &dim, "model width (n_embd / hidden_size)", 1, 1 << 16, 1, 0},
+        {"heads", FL_INT, &heads, "attention heads", 1, 1024, 1, 0},
+        {"kv-heads", FL_INT, &kv_heads, "key/value heads, dividing --heads (llama; default = heads)",
+         1, 1024, 0, 0},
+        {"intermediate", FL_INT, &inter, "MLP width (default 4*dim)", 1, 1 << 20, 0, 0},
+        {"vocab", FL_INT, &vocab, "vocabulary size", 1, 1 << 24, 1, 0},
+        {"ctx", FL_INT, &ctx, "context length (positions)", 1, 1 << 20, 1, 0},
+        {"rope-theta", FL_FLOAT, &theta, "rotary base (llama; 10000)", 1, 1e9, 0, 0},
+        {"seed", FL_INT, &seed, "random seed (1)", 0, 1e18, 0, 0},
+        {"untied", FL_BOOL, &untied, "write a separate lm_head.weight", 0, -1, 0, 0},
+        {"out", FL_STR, &out, "output model directory", 0, -1, 1, 0},
+        {NULL, 0, NULL, NULL, 0, 0, 0, 0},
+    };
+    pl_err e;
+    int rc = fl_parse("init", "--layers L --dim C --heads H --vocab V --ctx T --out DIR [flags]",
+                      specs, argc, argv, NULL, 0, &e);
+    if (rc)
+        return rc > 0 ? 0 : cli_fail("init", e.msg, 2);
+    model_config c = {0};
+    if (model_arch_parse(arch, &c.arch) != 0)
+        return cli_fail("init", "--arch: expected gpt2 or llama", 2);
+    if (dim % heads)
+        return cli_fail("init", "--dim: must be a multiple of --heads", 2);
+    if (c.arch == ARCH_GPT2 && (fl_seen(specs, "kv-heads") || fl_seen(specs, "rope-theta")))
+        return cli_fail("init", fl_seen(specs, "kv-heads") ? "--kv-heads: llama only"
+                                                           : "--rope-theta: llama only", 2);
+    c.n_layer = (int)layers, c.n_embd = (int)dim, c.n_head = (int)heads;
+    c.n_kv_head = kv_heads ? (int)kv_heads : (int)heads;
+    c.head_dim = (int)(dim / heads);
+    c.n_inner = inter ? (int)inter : 4 * (int)dim;
+    c.vocab = (int)vocab, c.n_ctx = (int)ctx;
+    c.eps = c.arch == ARCH_GPT2 ? 1e-5f : 1e-6f;
+    c.rope_theta = c.arch == ARCH_LLAMA ? theta : 0.0f;
+    c.tie_embeddings = !untied;
+    model m;
+    if (model_init_random(&m, &c, (unsigned long long)seed, &e) != 0)
+        return cli_fail("init", e.msg, 2);
+    outdir od;
+    if (outdir_begin(&od, out, &e) != 0 || model_save(&m, od.tmp, &e) != 0 ||
+        outdir_commit(&od, &e) != 0) {
+        outdir_abort(&od);
+        model_free(&m);
+        return cli_fail("init", e.msg, 1);
+    }
+    printf("wrote %s: %s, %d layers, dim %d, %d heads (%d kv), intermediate %d, vocab %d, ctx %d%s\n",
+           out, model_arch_name(c.arch), c.n_layer, c.n_embd, c.n_head, c.n_kv_head, c.n_inner,
+           c.vocab, c.n_ctx, c.tie_embeddings ? "" : ", untied lm_head");
+    model_free(&m);
+    return 0;
+}

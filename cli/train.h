@@ -1,0 +1,35 @@
+/* train.h - the training loops and what they share: the output directory,
+ * metrics, progress line, final adapter and summary line. */
+#ifndef PSLORA_TRAIN_H
+#define PSLORA_TRAIN_H
+
+#include <mpi.h>
+
+#include "lora.h"
+#include "metrics.h"
+#include "trainconf.h"
+
+/* One process doing both roles (world size 1). */
+int train_local(const train_config *t);
+/* The parameter server: ranks 0..S-1 servers, the rest workers. */
+int train_ps(const train_config *t, MPI_Comm comm);
+
+typedef struct {
+    const train_config *t;
+    metrics_log log;
+    double t_start;
+    long steps_done, tokens;
+    double last_loss, last_val;
+    double bytes_total;
+} run_log;
+
+/* Creates OUT (refused when it holds files, unless resuming), writes
+ * run.json and opens metrics.jsonl.  Call after every input was checked. */
+int run_begin(run_log *r, const train_config *t, int world, int n_workers, pl_err *e);
+/* Logs a step: metrics row (every --log-every steps and at evaluations) and progress. */
+void run_step(run_log *r, metrics_row *row);
+/* Writes the final adapter into OUT and prints the summary line. */
+int run_finish(run_log *r, const lora_layout *L, const model_config *c, const float *params,
+               pl_err *e);
+
+#endif

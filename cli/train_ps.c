@@ -1,0 +1,176 @@
+/* train_ps.c - `pslora train` under mpirun: roles, start-up checks, handshake.
+ *
+ * Start-up is collective so that one bad rank stops every rank with one line:
+ * each rank loads what its role needs, then an allreduce of the status; then
+ * every worker sends every server its Hello, rank 0 names the first
+ * difference, and a second allreduce stops everyone on a mismatch. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "fingerprint.h"
+#include "ps_server.h"
+#include "ps_worker.h"
+#include "server.h"
+#include "train.h"
+#include "transport.h"
+#include "worker.h"
+
+typedef struct {
+    const train_config *t;
+    int rank, world, S, W;
+    MPI_Comm world_comm, servers;
+    int *owner;
+    worker w;           /* worker ranks */
+    model m;            /* server ranks: the model (mapped) for the fingerprint */
+    lora_layout L;      /* server ranks */
+    server s;
+    run_log log;        /* rank 0 */
+} ps_run;
+
+/* Every rank learns whether any rank failed; a failing rank prints its line. */
+static int all_ok(ps_run *r, int ok, const pl_err *e)
+{
+    if (!ok)
+        fprintf(stderr, "pslora train: %s\n", e->msg);
+    int all;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, r->world_comm);
+    return all;
+}
+
+static int load_role(ps_run *r, pl_err *e)
+{
+    if (r->rank >= r->S)
+        return worker_init(&r->w, r->t, e);
+    if (model_load(&r->m, r->t->model_dir, e) != 0)
+        return -1;
+    float *p;
+    if (trainconf_adapter(r->t, &r->m.cfg, &r->L, &p, e) != 0)
+        return -1;
+    return server_init(&r->s, r->t, &r->L, p, NULL, e);
+}
+
+static const lora_layout *layout(ps_run *r) { return r->rank >= r->S ? &r->w.L : &r->L; }
+static const model *the_model(ps_run *r) { return r->rank >= r->S ? &r->w.m : &r->m; }
+
+/* Workers send their Hello to every server; servers compare with their own. */
+static int handshake(ps_run *r, pl_err *e)
+{
+    ps_hello mine, theirs;
+    ps_buf buf = {0};
+    ps_hello_init(&mine, r->rank, r->world);
+    int rc = fp_build(&mine, r->t, the_model(r), layout(r), e);
+    if (rc == 0 && r->rank >= r->S) {
+        rc = ps_encode_hello(&buf, &mine, e);
+        MPI_Request *q = malloc((size_t)r->S * sizeof *q);
+        for (int s = 0; rc == 0 && s < r->S; s++)
+            tp_isend(r->world_comm, s, TP_TAG_HELLO, &buf, &q[s]);
+        if (rc == 0)
+            rc = tp_wait(q, r->S, (double)r->t->timeout, "hello", e);
+        free(q);
+    }
+    for (int wi = 0; rc == 0 && r->rank < r->S && wi < r->W; wi++) {
+        int src = r->S + wi;
+        rc = tp_recv(r->world_comm, src, TP_TAG_HELLO, &buf, (double)r->t->timeout, NULL, NULL,
+                     NULL, e);
+        if (rc == 0) {
+            memset(&theirs, 0, sizeof theirs);
+            rc = ps_decode_hello(buf.data, buf.len, src, &theirs, e);
+            if (rc == 0)
+                rc = ps_hello_compare(&theirs, &mine, e);
+            ps_hello_free(&theirs);
+        }
+    }
+    ps_hello_free(&mine);
+    ps_buf_free(&buf);
+    return rc;
+}
+
+static void on_step(void *ctx, void *row) { run_step(ctx, row); }
+static void on_eval(void *ctx, long step, double val, long ntok)
+{
+    metrics_eval(&((run_log *)ctx)->log, step, val, ntok);
+}
+
+static int run_roles(ps_run *r, pl_err *e)
+{
+    if (r->rank >= r->S) {
+        ps_worker_env env = {r->world_comm, r->S, r->W, r->rank, r->owner};
+        return ps_worker_run(&r->w, &env, e);
+    }
+    ps_server_env env = {r->world_comm, r->servers, r->S, r->W, r->rank, r->owner,
+                         NULL, NULL, NULL};
+    if (r->rank == 0)
+        env.on_step = on_step, env.on_eval = on_eval, env.ctx = &r->log;
+    return ps_server_run(&r->s, &env, e);
+}
+
+static void release(ps_run *r)
+{
+    if (r->rank >= r->S)
+        worker_free(&r->w);
+    else {
+        server_free(&r->s);
+        lora_layout_free(&r->L);
+        model_free(&r->m);
+    }
+    free(r->owner);
+    if (r->servers != MPI_COMM_NULL)
+        MPI_Comm_free(&r->servers);
+}
+
+int train_ps(const train_config *t, MPI_Comm comm)
+{
+    ps_run r = {.t = t, .world_comm = comm, .servers = MPI_COMM_NULL};
+    pl_err e = {""};
+    MPI_Comm_rank(comm, &r.rank);
+    MPI_Comm_size(comm, &r.world);
+    r.S = (int)t->servers;
+    r.W = r.world - r.S;
+    if (r.S >= r.world) {
+        if (r.rank == 0)
+            fprintf(stderr, "pslora train: --servers: %d servers leave no worker among %d ranks\n",
+                    r.S, r.world);
+        return 2;
+    }
+    MPI_Comm_split(comm, r.rank < r.S ? 0 : MPI_UNDEFINED, r.rank, &r.servers);
+    int ok = load_role(&r, &e) == 0;
+    if (!ok) {   /* name the rank that could not start */
+        pl_err why = e;
+        pl_errf(&e, "rank %d: %s", r.rank, why.msg);
+    }
+    if (!all_ok(&r, ok, &e)) {
+        release(&r);
+        return 1;
+    }
+    r.owner = malloc(((size_t)lora_n_tensors(layout(&r)) + 1) * sizeof(int));
+    server_assign(layout(&r), r.S, r.owner);
+    if (r.rank < r.S) {   /* servers own only their tensors */
+        unsigned char *own = r.s.owned;
+        for (int id = 0; id < lora_n_tensors(layout(&r)); id++)
+            own[id] = r.owner[id] == r.rank;
+    }
+    ok = handshake(&r, &e) == 0;
+    /* servers all see a bad Hello: only rank 0 prints it */
+    if (!ok && r.rank != 0 && r.rank < r.S)
+        ok = 1, e.msg[0] = 0;
+    if (!all_ok(&r, ok, &e)) {
+        release(&r);
+        return 1;
+    }
+    ok = r.rank != 0 || run_begin(&r.log, t, r.world, r.W, &e) == 0;
+    if (!all_ok(&r, ok, &e)) {
+        release(&r);
+        return 1;
+    }
+    int rc = run_roles(&r, &e);
+    if (rc == 0 && r.rank == 0)
+        rc = run_finish(&r.log, &r.L, &r.m.cfg, r.s.params, &e);
+    if (rc != 0) {
+        fprintf(stderr, "pslora train: rank %d: %s\n", r.rank, e.msg);
+        MPI_Abort(comm, 1);
+    }
+    release(&r);
+    return 0;
+}

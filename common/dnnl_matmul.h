@@ -1,0 +1,65 @@
+/* dnnl_matmul.h - frozen linear maps in bf16 through oneDNN (optional).
+ *
+ * A frozen weight W is converted to bf16 and reordered ONCE into the layout
+ * oneDNN's matmul prefers (dm_linear_pack).  Each call then rounds the fp32
+ * activations to bf16 into a reusable scratch and runs a bf16 x bf16 -> fp32
+ * matmul (oneDNN 2.6 has no fp32-source / bf16-weight matmul):
+ *   forward   y[N,out]  = x[N,in] W^T (+ bias)        (W as a torch Linear)
+ *   backward  dx[N,in]  = dy[N,out] W  (+ dx)         (dx only: W is frozen)
+ * Accumulation is fp32; rounding the inputs to bf16 costs about 2e-3 relative
+ * (Frobenius) error per product.
+ *
+ * The path pays off only on CPUs with AMX (bf16 tiles); without AMX, oneDNN's
+ * AVX512-BF16 kernels are slower than OpenBLAS sgemm, so callers choose the
+ * path at run time with dm_cpu_has_amx() (`--compute auto`).
+ *
+ * Compiled for real when PSLORA_HAVE_DNNL is defined (common/CMakeLists.txt
+ * does so when libdnnl is found); otherwise every function but the detection
+ * fails with "built without oneDNN". */
+#ifndef PSLORA_DNNL_MATMUL_H
+#define PSLORA_DNNL_MATMUL_H
+
+#include "err.h"
+
+typedef struct dm_linear dm_linear;
+
+typedef enum { DM_F32, DM_BF16 } dm_dtype;    /* element type of the source weights */
+typedef enum {
+    DM_OUT_IN,   /* W [out, in] row-major (torch Linear, Llama) */
+    DM_IN_OUT    /* W [in, out] row-major (GPT-2 Conv1D) */
+} dm_layout;
+
+/* 1 when this build has the oneDNN path, else 0. */
+int dm_available(void);
+
+/* 1 when the CPU has AMX tiles with bf16 (CPUID.(7,0).EDX bits 24 AMX-TILE and
+ * 22 AMX-BF16; bit 25 AMX-INT8 is not needed) and, on Linux, the kernel grants
+ * the tile data state (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)).
+ * Detection only; it works in builds without oneDNN too. */
+int dm_cpu_has_amx(void);
+
+/* Packs W (w: float or uint16_t bf16 bits, per dt) for y = x W^T.
+ * with_bwd != 0 also packs the transposed orientation for dm_linear_bwd_x
+ * (a second bf16 copy; bench_gemm compares it with one plain copy read
+ * transposed, see docs/performance.md).  NULL on failure, reason in e.
+ * A handle is not thread-safe: one caller at a time (oneDNN itself runs the
+ * product on omp_get_max_threads() threads). */
+dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, int out,
+                          int with_bwd, pl_err *e);
+
+/* y[N,out] = x[N,in] W^T + bias (bias [out] or NULL).  x and y fp32 row-major.
+ * The first call with a given N (and bias or not) builds its primitive; later
+ * calls with it allocate nothing.  0 on success, -1 with e filled. */
+int dm_linear_fwd(dm_linear *h, const float *x, float *y, const float *bias, int N, pl_err *e);
+
+/* dx[N,in] = dy[N,out] W, or dx += dy W when accumulate != 0.  The handle
+ * must have been packed with with_bwd. */
+int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e);
+
+/* oneDNN's name of the kernel used by the last fwd (bwd != 0: bwd_x) call,
+ * e.g. "brg:avx512_core_amx_bf16"; "" before any call. */
+const char *dm_impl_name(const dm_linear *h, int bwd);
+
+void dm_free(dm_linear *h);
+
+#endif

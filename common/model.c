@@ -1,0 +1,332 @@
+/* model.c - loading the frozen weights of a Hugging Face model directory.
+ *
+ * GPT-2: keys with or without the "transformer." prefix; h.N.attn.bias and
+ * h.N.attn.masked_bias are buffers, not weights, and are ignored; lm_head is
+ * tied to wte when absent.  Conv1D weights stay [in, out] as stored.
+ * Llama (LlamaForCausalLM): "model." keys, torch Linear weights [out, in],
+ * lm_head.weight required unless tie_word_embeddings; buffers such as
+ * rotary_emb.inv_freq in older files are ignored. */
+#include "model.h"
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *GPT2_LINEARS[] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+static const char *LLAMA_LINEARS[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                      "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                      "mlp.down_proj"};
+
+int model_n_linears(const model_config *c) { return c->arch == ARCH_LLAMA ? 7 : 4; }
+
+const char *model_linear_name(const model_config *c, int slot)
+{
+    return c->arch == ARCH_LLAMA ? LLAMA_LINEARS[slot] : GPT2_LINEARS[slot];
+}
+
+void model_module_path(const model_config *c, int layer, int slot, char *buf, size_t len)
+{
+    if (c->arch == ARCH_LLAMA)
+        snprintf(buf, len, "model.layers.%d.%s", layer, LLAMA_LINEARS[slot]);
+    else
+        snprintf(buf, len, "transformer.h.%d.%s", layer, GPT2_LINEARS[slot]);
+}
+
+void model_linear_shape(const model_config *c, int slot, int *in, int *out)
+{
+    int C = c->n_embd, I = c->n_inner;
+    if (c->arch == ARCH_GPT2) {
+        static const int ins[] = {1, 1, 1, 0}, outs[] = {3, 1, 0, 1};
+        *in = ins[slot] ? C : I;
+        *out = slot == 0 ? 3 * C : outs[slot] ? C : I;
+        return;
+    }
+    int q = c->n_head * c->head_dim, kv = c->n_kv_head * c->head_dim;
+    const int in_s[] = {C, C, C, q, C, C, I}, out_s[] = {q, kv, kv, C, I, I, C};
+    *in = in_s[slot];
+    *out = out_s[slot];
+}
+
+/* ---- finding tensors across the files of a directory ---- */
+
+typedef struct {
+    const model *m;
+    const char *dir;
+    const char *prefix;   /* "transformer." when the file uses it, else "" */
+} finder;
+
+static const st_tensor *find_raw(const model *m, const char *name, int *file)
+{
+    for (int i = 0; i < m->n_files; i++) {
+        const st_tensor *t = st_find(&m->files[i], name);
+        if (t) {
+            *file = i;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* Looks a weight up, checks dtype and shape, and returns float data: the
+ * mapping itself for aligned F32, else a converted copy owned by m. */
+static const float *weight(model *m, const finder *f, const char *name, int ndim,
+                           int64_t d0, int64_t d1, int optional, pl_err *e, int *err)
+{
+    char full[320];
+    snprintf(full, sizeof full, "%s%s", f->prefix, name);
+    int file = 0;
+    const st_tensor *t = find_raw(m, full, &file);
+    if (!t) {
+        if (!optional)
+            *err = pl_errf(e, "%s: tensor %s not found", f->dir, full);
+        return NULL;
+    }
+    const char *fname = m->files[file].path;
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
+        *err = pl_errf(e, "%s: tensor %s has dtype %s (F32, F16 or BF16 expected)", fname, full,
+                       st_dtype_name(t->dtype));
+        return NULL;
+    }
+    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+        char want[64];
+        if (ndim == 2)
+            snprintf(want, sizeof want, "[%lld, %lld]", (long long)d0, (long long)d1);
+        else
+            snprintf(want, sizeof want, "[%lld]", (long long)d0);
+        *err = pl_errf(e, "%s: tensor %s has shape of %d dims [%lld%s], expected %s", fname,
+                       full, t->ndim, t->ndim ? (long long)t->shape[0] : 0LL,
+                       t->ndim > 1 ? ", ..." : "", want);
+        return NULL;
+    }
+    if (t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)
+        return t->data;
+    float *copy = malloc(t->numel * sizeof(float));
+    float **o = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *o);
+    if (!copy || !o) {
+        free(copy);
+        if (o)
+            m->owned = o;
+        *err = pl_errf(e, "%s: out of memory converting %s", fname, full);
+        return NULL;
+    }
+    m->owned = o;
+    m->owned[m->n_owned++] = copy;
+    st_to_f32(copy, t->data, t->dtype, t->numel);
+    return copy;
+}
+
+/* Opens model.safetensors, or every shard named by model.safetensors.index.json. */
+static int open_files(model *m, const char *dir, pl_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    FILE *probe = fopen(path, "rb");
+    if (!probe) {
+        m->files = calloc(1, sizeof(st_file));
+        if (!m->files)
+            return pl_errf(e, "%s: out of memory", dir);
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        if (st_open(&m->files[0], path, e) != 0)
+            return -1;
+        m->n_files = 1;
+        return 0;
+    }
+    fclose(probe);
+    char *text = pl_read_text(path, 64u << 20, NULL, e);
+    if (!text)
+        return -1;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    const cJSON *map = j ? cJSON_GetObjectItemCaseSensitive(j, "weight_map") : NULL;
+    if (!cJSON_IsObject(map)) {
+        cJSON_Delete(j);
+        return pl_errf(e, "%s: no weight_map object", path);
+    }
+    int cap = cJSON_GetArraySize(map), rc = 0;
+    char **names = calloc((size_t)cap + 1, sizeof *names);
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, map)
+    {
+        if (!cJSON_IsString(it) || strchr(it->valuestring, '/')) {
+            rc = pl_errf(e, "%s: weight_map entry %s is not a file name", path, it->string);
+            break;
+        }
+        int k = 0;
+        while (k < n && strcmp(names[k], it->valuestring) != 0)
+            k++;
+        if (k == n)
+            names[n++] = it->valuestring;
+    }
+    m->files = calloc((size_t)n + 1, sizeof(st_file));
+    for (int k = 0; rc == 0 && k < n; k++) {
+        char fpath[4096];
+        snprintf(fpath, sizeof fpath, "%s/%s", dir, names[k]);
+        rc = st_open(&m->files[k], fpath, e);
+        if (rc == 0)
+            m->n_files = k + 1;
+    }
+    free(names);
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* Appends one row to the weight table. */
+static void table_add(model_weight *w, int *n, const char *name, const float **slot, int ndim,
+                      int64_t d0, int64_t d1, int init)
+{
+    w[*n] = (model_weight){.slot = slot, .ndim = ndim, .shape = {d0, d1}, .init = init};
+    snprintf(w[*n].name, sizeof w[*n].name, "%s", name);
+    (*n)++;
+}
+
+/* GPT-2: names without "transformer.", Conv1D weights [in, out]. */
+static int gpt2_table(model *m, model_weight *w)
+{
+    const model_config *c = &m->cfg;
+    int64_t C = c->n_embd;
+    int n = 0;
+    char nm[128];
+    table_add(w, &n, "wte.weight", &m->wte, 2, c->vocab, C, INIT_NORMAL);
+    table_add(w, &n, "wpe.weight", &m->wpe, 2, c->n_ctx, C, INIT_NORMAL);
+    for (int l = 0; l < c->n_layer; l++) {
+        model_block *b = &m->blocks[l];
+        static const char *const norms[4] = {"ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"};
+        const float **nslot[4] = {&b->ln1_w, &b->ln1_b, &b->ln2_w, &b->ln2_b};
+        for (int k = 0; k < 4; k++) {
+            snprintf(nm, sizeof nm, "h.%d.%s", l, norms[k]);
+            table_add(w, &n, nm, nslot[k], 1, C, 0, k % 2 ? INIT_ZERO : INIT_ONE);
+        }
+        for (int s = 0; s < 4; s++) {
+            model_linear *lin = &b->lin[s];
+            model_linear_shape(c, s, &lin->in, &lin->out);
+            lin->conv1d = 1;
+            lin->lora = -1;
+            /* the two residual projections get std 0.02/sqrt(2 n_layer) */
+            snprintf(nm, sizeof nm, "h.%d.%s.weight", l, GPT2_LINEARS[s]);
+            table_add(w, &n, nm, &lin->w, 2, lin->in, lin->out, s % 2 ? INIT_RESID : INIT_NORMAL);
+            snprintf(nm, sizeof nm, "h.%d.%s.bias", l, GPT2_LINEARS[s]);
+            table_add(w, &n, nm, &lin->b, 1, lin->out, 0, INIT_ZERO);
+        }
+    }
+    table_add(w, &n, "ln_f.weight", &m->lnf_w, 1, C, 0, INIT_ONE);
+    table_add(w, &n, "ln_f.bias", &m->lnf_b, 1, C, 0, INIT_ZERO);
+    return n;
+}
+
+/* Whether linear slot s of a Llama block has a bias: q,k,v,o with
+ * attention_bias, gate,up,down with mlp_bias. */
+static int llama_has_bias(const model_config *c, int s) { return s < 4 ? c->attn_bias : c->mlp_bias; }
+
+/* Llama: full Hugging Face keys, torch Linear weights [out, in], in the order
+ * transformers writes them. */
+static int llama_table(model *m, model_weight *w)
+{
+    const model_config *c = &m->cfg;
+    int64_t C = c->n_embd;
+    int n = 0;
+    char nm[128];
+    table_add(w, &n, "model.embed_tokens.weight", &m->wte, 2, c->vocab, C, INIT_NORMAL);
+    for (int l = 0; l < c->n_layer; l++) {
+        model_block *b = &m->blocks[l];
+        b->ln1_b = b->ln2_b = NULL;
+        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
+        table_add(w, &n, nm, &b->ln1_w, 1, C, 0, INIT_ONE);
+        for (int s = 0; s < 7; s++) {
+            model_linear *lin = &b->lin[s];
+            model_linear_shape(c, s, &lin->in, &lin->out);
+            lin->conv1d = 0;
+            lin->lora = -1;
+            lin->b = NULL;
+            if (s == 4) {   /* transformers' order: the norm before the mlp */
+                snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l);
+                table_add(w, &n, nm, &b->ln2_w, 1, C, 0, INIT_ONE);
+            }
+            snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, LLAMA_LINEARS[s]);
+            table_add(w, &n, nm, &lin->w, 2, lin->out, lin->in, INIT_NORMAL);
+            if (llama_has_bias(c, s)) {
+                snprintf(nm, sizeof nm, "model.layers.%d.%s.bias", l, LLAMA_LINEARS[s]);
+                table_add(w, &n, nm, &lin->b, 1, lin->out, 0, INIT_ZERO);
+            }
+        }
+    }
+    table_add(w, &n, "model.norm.weight", &m->lnf_w, 1, C, 0, INIT_ONE);
+    m->wpe = m->lnf_b = NULL;
+    return n;
+}
+
+int model_weight_table(model *m, model_weight *w)
+{
+    return m->cfg.arch == ARCH_LLAMA ? llama_table(m, w) : gpt2_table(m, w);
+}
+
+int model_weight_count(const model_config *c)
+{
+    if (c->arch == ARCH_GPT2)
+        return 4 + 12 * c->n_layer;
+    return 2 + c->n_layer * (9 + 4 * (c->attn_bias != 0) + 3 * (c->mlp_bias != 0));
+}
+
+/* Every weight of the table from the files; then lm_head: GPT-2 ties it when
+ * absent, Llama follows tie_word_embeddings (an untied head must be there). */
+static int load_weights(model *m, const char *dir, pl_err *e)
+{
+    const model_config *c = &m->cfg;
+    finder f = {m, dir, ""};
+    int dummy, err = 0;
+    if (c->arch == ARCH_GPT2 && find_raw(m, "transformer.wte.weight", &dummy))
+        f.prefix = "transformer.";
+    model_weight *w = calloc((size_t)model_weight_count(c), sizeof *w);
+    if (!w)
+        return pl_errf(e, "%s: out of memory", dir);
+    int n = model_weight_table(m, w);
+    for (int i = 0; i < n && !err; i++)
+        *w[i].slot = weight(m, &f, w[i].name, w[i].ndim, w[i].shape[0], w[i].shape[1], 0, e, &err);
+    free(w);
+    if (err)
+        return -1;
+    /* lm_head.weight has no prefix in GPT2LMHeadModel nor in LlamaForCausalLM */
+    finder top = {m, dir, ""};
+    if (c->arch == ARCH_LLAMA && c->tie_embeddings) {
+        m->lm_head = m->wte;   /* as transformers ties it, whatever the file holds */
+        return 0;
+    }
+    if (c->arch == ARCH_LLAMA && !find_raw(m, "lm_head.weight", &dummy))
+        return pl_errf(e, "%s: tensor lm_head.weight not found (config.json has "
+                          "tie_word_embeddings false)", dir);
+    m->lm_head = weight(m, &top, "lm_head.weight", 2, c->vocab, c->n_embd, 1, e, &err);
+    if (err)
+        return -1;
+    if (!m->lm_head)
+        m->lm_head = m->wte;
+    return 0;
+}
+
+int model_load(model *m, const char *dir, pl_err *e)
+{
+    memset(m, 0, sizeof *m);
+    if (model_config_load(&m->cfg, dir, e) != 0)
+        return -1;
+    m->blocks = calloc((size_t)m->cfg.n_layer, sizeof *m->blocks);
+    if (!m->blocks)
+        return pl_errf(e, "%s: out of memory", dir);
+    if (open_files(m, dir, e) != 0 || load_weights(m, dir, e) != 0) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+void model_free(model *m)
+{
+    for (int i = 0; i < m->n_files; i++)
+        st_close(&m->files[i]);
+    free(m->files);
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    free(m->blocks);
+    memset(m, 0, sizeof *m);
+}

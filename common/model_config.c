@@ -1,0 +1,232 @@
+/* model_config.c - config.json of a Hugging Face model directory (GPT-2, Llama). */
+#include "model.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *model_arch_name(model_arch a) { return a == ARCH_LLAMA ? "llama" : "gpt2"; }
+
+int model_arch_parse(const char *s, model_arch *a)
+{
+    if (strcmp(s, "gpt2") == 0)
+        *a = ARCH_GPT2;
+    else if (strcmp(s, "llama") == 0)
+        *a = ARCH_LLAMA;
+    else
+        return -1;
+    return 0;
+}
+
+/* Reads an integer field; required fields that are missing are an error. */
+static int get_int(const cJSON *j, const char *key, int *out, int required, int min,
+                   const char *path, pl_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required)
+            return pl_errf(e, "%s: missing %s", path, key);
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
+        return pl_errf(e, "%s: %s must be an integer", path, key);
+    if ((int)v->valuedouble < min)
+        return pl_errf(e, "%s: %s must be >= %d, got %d", path, key, min, (int)v->valuedouble);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+static int get_float(const cJSON *j, const char *key, float *out, const char *path, pl_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
+        return pl_errf(e, "%s: %s must be a positive number", path, key);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+static int get_bool(const cJSON *j, const char *key, int *out, const char *path, pl_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsBool(v))
+        return pl_errf(e, "%s: %s must be true or false", path, key);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int parse_gpt2(model_config *c, const cJSON *j, const char *path, pl_err *e)
+{
+    c->arch = ARCH_GPT2;
+    c->eps = 1e-5f;
+    c->n_ctx = 0;
+    c->tie_embeddings = 1;
+    if (get_int(j, "n_embd", &c->n_embd, 1, 1, path, e) || get_int(j, "n_layer", &c->n_layer, 1, 1, path, e) ||
+        get_int(j, "n_head", &c->n_head, 1, 1, path, e) ||
+        get_int(j, "vocab_size", &c->vocab, 1, 1, path, e) ||
+        get_int(j, "n_positions", &c->n_ctx, 1, 1, path, e) ||
+        get_int(j, "n_inner", &c->n_inner, 0, 1, path, e) ||
+        get_float(j, "layer_norm_epsilon", &c->eps, path, e) ||
+        get_bool(j, "tie_word_embeddings", &c->tie_embeddings, path, e))
+        return -1;
+    if (c->n_inner == 0)
+        c->n_inner = 4 * c->n_embd;
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "activation_function");
+    if (act && !(cJSON_IsString(act) && (strcmp(act->valuestring, "gelu_new") == 0 ||
+                                         strcmp(act->valuestring, "gelu_pytorch_tanh") == 0)))
+        return pl_errf(e, "%s: activation_function must be \"gelu_new\" (the tanh GELU)", path);
+    if (c->n_embd % c->n_head)
+        return pl_errf(e, "%s: n_embd %d is not a multiple of n_head %d", path, c->n_embd, c->n_head);
+    c->n_kv_head = c->n_head;
+    c->head_dim = c->n_embd / c->n_head;
+    return 0;
+}
+
+/* LlamaConfig, with transformers' defaults for absent keys (rms_norm_eps 1e-6,
+ * rope_theta 10000, max_position_embeddings 2048, tie_word_embeddings false,
+ * num_key_value_heads = num_attention_heads, head_dim = hidden / heads). */
+static int parse_llama(model_config *c, const cJSON *j, const char *path, pl_err *e)
+{
+    c->arch = ARCH_LLAMA;
+    c->eps = 1e-6f;
+    c->rope_theta = 10000.0f;
+    c->tie_embeddings = 0;
+    c->n_ctx = 2048;
+    if (get_int(j, "hidden_size", &c->n_embd, 1, 1, path, e) ||
+        get_int(j, "num_hidden_layers", &c->n_layer, 1, 1, path, e) ||
+        get_int(j, "num_attention_heads", &c->n_head, 1, 1, path, e) ||
+        get_int(j, "intermediate_size", &c->n_inner, 1, 1, path, e) ||
+        get_int(j, "vocab_size", &c->vocab, 1, 1, path, e) ||
+        get_int(j, "max_position_embeddings", &c->n_ctx, 0, 1, path, e) ||
+        get_float(j, "rms_norm_eps", &c->eps, path, e) ||
+        get_float(j, "rope_theta", &c->rope_theta, path, e) ||
+        get_bool(j, "tie_word_embeddings", &c->tie_embeddings, path, e) ||
+        get_bool(j, "attention_bias", &c->attn_bias, path, e) ||
+        get_bool(j, "mlp_bias", &c->mlp_bias, path, e))
+        return -1;
+    c->n_kv_head = c->n_head;
+    c->head_dim = 0;
+    if (get_int(j, "num_key_value_heads", &c->n_kv_head, 0, 1, path, e) ||
+        get_int(j, "head_dim", &c->head_dim, 0, 1, path, e))
+        return -1;
+    if (c->head_dim == 0) {   /* transformers: hidden_size // num_attention_heads */
+        if (c->n_embd % c->n_head)
+            return pl_errf(e, "%s: hidden_size %d is not a multiple of num_attention_heads %d "
+                              "(and no head_dim)", path, c->n_embd, c->n_head);
+        c->head_dim = c->n_embd / c->n_head;
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    if (act && !(cJSON_IsString(act) && strcmp(act->valuestring, "silu") == 0))
+        return pl_errf(e, "%s: hidden_act must be \"silu\" (SwiGLU)", path);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs))
+        return pl_errf(e, "%s: rope_scaling is not supported (only plain rotary embeddings)", path);
+    if (c->n_head % c->n_kv_head)
+        return pl_errf(e, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                       path, c->n_head, c->n_kv_head);
+    if (c->head_dim % 2)
+        return pl_errf(e, "%s: head_dim %d must be even for rotary embeddings", path, c->head_dim);
+    return 0;
+}
+
+int model_config_load(model_config *c, const char *dir, pl_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    memset(c, 0, sizeof *c);
+    char *text = pl_read_text(path, 1 << 20, NULL, e);
+    if (!text)
+        return -1;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return pl_errf(e, "%s: not a JSON object", path);
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    int rc;
+    if (mt && cJSON_IsString(mt) && strcmp(mt->valuestring, "llama") == 0)
+        rc = parse_llama(c, j, path, e);
+    else if (!mt || (cJSON_IsString(mt) && strcmp(mt->valuestring, "gpt2") == 0))
+        rc = parse_gpt2(c, j, path, e);
+    else
+        rc = pl_errf(e, "%s: model_type %s is not supported (gpt2, llama)", path,
+                     cJSON_IsString(mt) ? mt->valuestring : "(not a string)");
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* The shortest decimal that reads back as f, as a double: 1e-6f is written
+ * "1e-06", not "9.99999997475243e-07". */
+static double short_float(float f)
+{
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        if ((float)strtod(buf, NULL) == f)
+            return strtod(buf, NULL);
+    }
+    return (double)f;
+}
+
+static cJSON *gpt2_json(const model_config *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddStringToObject(j, "model_type", "gpt2");
+    cJSON_AddStringToObject(j, "activation_function", "gelu_new");
+    cJSON_AddNumberToObject(j, "n_embd", c->n_embd);
+    cJSON_AddNumberToObject(j, "n_layer", c->n_layer);
+    cJSON_AddNumberToObject(j, "n_head", c->n_head);
+    cJSON_AddNumberToObject(j, "n_positions", c->n_ctx);
+    cJSON_AddNumberToObject(j, "n_ctx", c->n_ctx);
+    cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
+    cJSON_AddNumberToObject(j, "layer_norm_epsilon", short_float(c->eps));
+    if (c->n_inner == 4 * c->n_embd)
+        cJSON_AddNullToObject(j, "n_inner");
+    else
+        cJSON_AddNumberToObject(j, "n_inner", c->n_inner);
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
+    return j;
+}
+
+static cJSON *llama_json(const model_config *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
+    cJSON_AddStringToObject(j, "model_type", "llama");
+    cJSON_AddStringToObject(j, "hidden_act", "silu");
+    cJSON_AddNumberToObject(j, "hidden_size", c->n_embd);
+    cJSON_AddNumberToObject(j, "intermediate_size", c->n_inner);
+    cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layer);
+    cJSON_AddNumberToObject(j, "num_attention_heads", c->n_head);
+    cJSON_AddNumberToObject(j, "num_key_value_heads", c->n_kv_head);
+    cJSON_AddNumberToObject(j, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(j, "max_position_embeddings", c->n_ctx);
+    cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
+    cJSON_AddNumberToObject(j, "rms_norm_eps", short_float(c->eps));
+    cJSON_AddNumberToObject(j, "rope_theta", short_float(c->rope_theta));
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
+    cJSON_AddBoolToObject(j, "attention_bias", c->attn_bias);
+    cJSON_AddBoolToObject(j, "mlp_bias", c->mlp_bias);
+    return j;
+}
+
+int model_config_save(const model_config *c, const char *dir, pl_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *j = c->arch == ARCH_LLAMA ? llama_json(c) : gpt2_json(c);
+    cJSON_AddStringToObject(j, "torch_dtype", "float32");
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    int rc = pl_write_atomic(path, text, strlen(text), e);
+    free(text);
+    return rc;
+}

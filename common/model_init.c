@@ -1,0 +1,125 @@
+/* model_init.c - models drawn at random (`pslora init`, bench) and saved in
+ * the Hugging Face layout, both through the weight table of model.c. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model.h"
+#include "rng.h"
+
+/* The shape rules a drawn model must meet (the loader's config checks). */
+static int model_config_check(const model_config *c, pl_err *e)
+{
+    if (c->n_layer < 1 || c->n_embd < 1 || c->n_head < 1 || c->n_inner < 1 || c->vocab < 1 ||
+        c->n_ctx < 1 || c->n_kv_head < 1 || c->head_dim < 1)
+        return pl_errf(e, "model shape: layers, dim, heads, kv heads, head size, intermediate, "
+                          "vocab and ctx must all be >= 1");
+    if (c->n_head % c->n_kv_head)
+        return pl_errf(e, "--kv-heads: %d does not divide --heads %d", c->n_kv_head, c->n_head);
+    if (c->arch == ARCH_GPT2 && (c->n_kv_head != c->n_head || c->head_dim * c->n_head != c->n_embd))
+        return pl_errf(e, "--kv-heads: gpt2 has no grouped-query attention (kv heads = heads)");
+    if (c->arch == ARCH_LLAMA && c->head_dim % 2)
+        return pl_errf(e, "--heads: head size %d must be even for rotary embeddings", c->head_dim);
+    return 0;
+}
+
+int model_init_random(model *m, const model_config *c, unsigned long long seed, pl_err *e)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    if (model_config_check(c, e) != 0)
+        return -1;
+    m->blocks = calloc((size_t)c->n_layer, sizeof *m->blocks);
+    int nw = model_weight_count(c);
+    model_weight *w = calloc((size_t)nw, sizeof *w);
+    if (!m->blocks || !w) {
+        free(w);
+        model_free(m);
+        return pl_errf(e, "out of memory");
+    }
+    int n = model_weight_table(m, w);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += (size_t)w[i].shape[0] * (w[i].ndim == 2 ? (size_t)w[i].shape[1] : 1);
+    size_t head = c->tie_embeddings ? 0 : (size_t)c->vocab * c->n_embd;
+    float *buf = malloc((total + head) * sizeof(float));
+    m->owned = malloc(sizeof *m->owned);
+    if (!buf || !m->owned) {
+        free(buf);
+        free(w);
+        model_free(m);
+        return pl_errf(e, "out of memory (%zu floats)", total);
+    }
+    m->owned[m->n_owned++] = buf;
+    float resid = 0.02f / sqrtf(2.0f * (float)c->n_layer);
+    for (int i = 0; i < n; i++) {
+        size_t k = (size_t)w[i].shape[0] * (w[i].ndim == 2 ? (size_t)w[i].shape[1] : 1);
+        rng_state r;
+        uint64_t words[2] = {seed, (uint64_t)i};
+        rng_seed(&r, words, 2);
+        for (size_t j = 0; j < k; j++)
+            buf[j] = w[i].init == INIT_ZERO   ? 0.0f
+                     : w[i].init == INIT_ONE  ? 1.0f
+                     : w[i].init == INIT_RESID ? resid * rng_normal(&r)
+                                               : 0.02f * rng_normal(&r);
+        *w[i].slot = buf;
+        buf += k;
+    }
+    m->lm_head = m->wte;
+    if (head) {   /* an untied head: its own draw, saved as lm_head.weight */
+        rng_state r;
+        uint64_t words[2] = {seed, 0x4ead};
+        rng_seed(&r, words, 2);
+        for (size_t j = 0; j < head; j++)
+            buf[j] = 0.02f * rng_normal(&r);
+        m->lm_head = buf;
+    }
+    free(w);
+    return 0;
+}
+
+int model_save(const model *m, const char *dir, pl_err *e)
+{
+    if (mkdir(dir, 0755) != 0) {
+        struct stat st;
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return pl_errf(e, "%s: cannot create directory", dir);
+    }
+    int nw = model_weight_count(&m->cfg);
+    model_weight *w = calloc((size_t)nw + 1, sizeof *w);
+    st_entry *ent = calloc((size_t)nw + 1, sizeof *ent);
+    char (*names)[160] = calloc((size_t)nw + 1, sizeof *names);
+    if (!w || !ent || !names) {
+        free(w), free(ent), free(names);
+        return pl_errf(e, "out of memory");
+    }
+    /* the table fills pointers; work on a copy so m stays untouched */
+    model copy = *m;
+    model_block *blocks = malloc((size_t)m->cfg.n_layer * sizeof *blocks);
+    memcpy(blocks, m->blocks, (size_t)m->cfg.n_layer * sizeof *blocks);
+    copy.blocks = blocks;
+    int n = model_weight_table(&copy, w);
+    for (int i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "%s%s", m->cfg.arch == ARCH_GPT2 ? "transformer." : "",
+                 w[i].name);
+        ent[i] = (st_entry){names[i], ST_F32, w[i].ndim, {w[i].shape[0], w[i].shape[1]}, *w[i].slot};
+    }
+    if (m->lm_head != m->wte) {
+        snprintf(names[n], sizeof names[n], "lm_head.weight");
+        ent[n] = (st_entry){names[n], ST_F32, 2, {m->cfg.vocab, m->cfg.n_embd}, m->lm_head};
+        n++;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    const char *mk[] = {"format"}, *mv[] = {"pt"};
+    int rc = st_write(path, ent, n, mk, mv, 1, e);
+    if (rc == 0) {
+        model_config c = m->cfg;
+        c.tie_embeddings = m->lm_head == m->wte;
+        rc = model_config_save(&c, dir, e);
+    }
+    free(blocks), free(w), free(ent), free(names);
+    return rc;
+}

@@ -1,0 +1,478 @@
+/* model_step.c - one forward and backward pass of the LoRA-adapted model.
+ *
+ * One trainer for every architecture: the embedding, the final norm, the
+ * head and the walk over the blocks are shared; each block is a GPT-2 block
+ * or a Llama block, both built from the same LoRA-aware linear_fwd/linear_bwd
+ * and the same attention kernels.  N = B*T rows, C channels, I = n_inner.
+ *
+ * GPT-2 block (pre-LayerNorm):
+ *   h1 = LN1(x);  qkv = h1 Wqkv + b (+ LoRA);  a = attn(qkv);  x' = x + a Wo + b (+ LoRA)
+ *   h2 = LN2(x'); f = h2 Wfc + b (+ LoRA);     g = gelu(f);    y  = x' + g Wp + b (+ LoRA)
+ * Llama block (pre-RMSNorm, torch Linear weights, optional biases):
+ *   h1 = RMS1(x); q = h1 Wq^T, k = h1 Wk^T, v = h1 Wv^T (+ LoRA each);
+ *   q, k = RoPE(q), RoPE(k);  a = attn(q, k, v) (GQA);  x' = x + a Wo^T (+ LoRA)
+ *   h2 = RMS2(x'); y = x' + (silu(h2 Wg^T) * (h2 Wu^T)) Wd^T (+ LoRA on all three)
+ * then the final norm (LN_f / RMSNorm) and the lm head with cross-entropy.
+ *
+ * The backward pass forms gradients for the LoRA A and B only; through every
+ * frozen weight it carries dx alone.  It stops at the lowest adapted layer. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "lora.h"
+#include "model.h"
+#include "metrics.h"
+#include "rng.h"
+
+#include <cblas.h>
+
+#define XENT_CHUNK 64
+
+/* Saved activations of one layer (all [N, ...] row-major). */
+typedef struct {
+    float *res;          /* block input x                          [N,C] */
+    float *h1, *m1, *r1; /* norm 1 out, mean (GPT-2), rstd         [N,C],[N],[N] */
+    float *qkv;          /* GPT-2 [N,3C] interleaved; Llama q [N,H D] | k [N,Hk D] | v [N,Hk D] */
+    float *att;          /* [B,H,T,T] */
+    float *ao;           /* attention output                       [N,H D] */
+    float *mid;          /* x' = x + proj                          [N,C] */
+    float *h2, *m2, *r2; /* norm 2 */
+    float *f, *g;        /* GPT-2: fc out, gelu; Llama: gate, up   [N,I] */
+    float *act;          /* Llama: silu(gate) * up                 [N,I] */
+} layer_acts;
+
+struct model_acts {
+    int B, T, N, bwd;
+    int n_slots;         /* layers with their own storage: L when bwd, else 1 */
+    layer_acts *la;
+    float *res_out;      /* output of the last block [N,C] */
+    float *hf, *mf, *rf; /* final norm */
+    float *xent;         /* XENT_CHUNK * V */
+    float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
+    /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
+    float **u, **xd, **mask;
+    int n_mod;
+    /* backward scratch */
+    float *dres, *dwide, *dnarrow, *dqkv, *datt, *du;
+    float *dup;          /* Llama: d(up) [N,I] */
+    float *dtmp;         /* dropout: (du A) before the mask [N, widest input] */
+    double t_fwd, t_bwd; /* seconds of the last pass (bench) */
+    float *block;        /* one allocation holding everything above */
+};
+
+/* Hands out n floats at *off from base (16-float aligned); with base NULL it
+ * only counts, so one walk both sizes and carves the arena. */
+static float *carve(float *base, size_t *off, size_t n)
+{
+    float *r = base ? base + *off : NULL;
+    *off += (n + 15) & ~(size_t)15;
+    return r;
+}
+
+/* The activations of one layer, per architecture. */
+static void layer_carve(layer_acts *x, float *base, size_t *off, const model_config *c, int B,
+                        int T)
+{
+    size_t N = (size_t)B * T, C = c->n_embd, Ni = c->n_inner, D = c->head_dim;
+    size_t H = c->n_head, Hk = c->n_kv_head, NC = N * C;
+    int llama = c->arch == ARCH_LLAMA;
+    memset(x, 0, sizeof *x);
+    x->res = carve(base, off, NC), x->h1 = carve(base, off, NC);
+    x->r1 = carve(base, off, N), x->r2 = carve(base, off, N);
+    if (!llama)
+        x->m1 = carve(base, off, N), x->m2 = carve(base, off, N);
+    x->qkv = carve(base, off, N * (H + 2 * Hk) * D);
+    x->att = carve(base, off, (size_t)B * H * T * T), x->ao = carve(base, off, N * H * D);
+    x->mid = carve(base, off, NC), x->h2 = carve(base, off, NC);
+    x->f = carve(base, off, N * Ni), x->g = carve(base, off, N * Ni);
+    if (llama)
+        x->act = carve(base, off, N * Ni);
+}
+
+/* Lays every buffer of a out from base (or only counts, base NULL); returns
+ * the floats needed. */
+static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_layout *L)
+{
+    const model_config *c = &m->cfg;
+    size_t N = (size_t)a->N, C = c->n_embd, Ni = c->n_inner, V = c->vocab;
+    size_t qd = (size_t)c->n_head * c->head_dim, off = 0;
+    size_t wide = Ni > qd ? Ni : qd, widest_in = wide > C ? wide : C;
+    for (int l = 0; l < a->n_slots; l++)
+        layer_carve(&a->la[l], base, &off, c, a->B, a->T);
+    a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
+    a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
+    a->xent = carve(base, &off, XENT_CHUNK * V);
+    if (c->arch == ARCH_LLAMA) {
+        a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
+        a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
+    }
+    int drop = L && L->dropout > 0;
+    for (int i = 0; i < a->n_mod; i++) {
+        a->u[i] = carve(base, &off, N * L->r);
+        if (drop) {
+            a->xd[i] = carve(base, &off, N * L->m[i].in);
+            a->mask[i] = carve(base, &off, N * L->m[i].in);
+        }
+    }
+    if (a->bwd) {
+        a->dres = carve(base, &off, N * C), a->dnarrow = carve(base, &off, N * C);
+        a->dwide = carve(base, &off, N * wide);
+        a->dqkv = carve(base, &off, N * (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim);
+        a->datt = carve(base, &off, (size_t)a->B * c->n_head * a->T * a->T);
+        a->du = carve(base, &off, N * (L ? L->r : 1));
+        if (c->arch == ARCH_LLAMA)
+            a->dup = carve(base, &off, N * Ni);
+        if (drop)
+            a->dtmp = carve(base, &off, N * widest_in);
+    }
+    return off;
+}
+
+model_acts *model_acts_new(const model *m, const lora_layout *L, int B, int T, int need_backward)
+{
+    const model_config *c = &m->cfg;
+    model_acts *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->B = B, a->T = T, a->N = B * T, a->bwd = need_backward;
+    a->n_slots = need_backward ? c->n_layer : 1;
+    a->n_mod = L ? L->n : 0;
+    a->la = calloc((size_t)a->n_slots, sizeof *a->la);
+    a->u = calloc((size_t)a->n_mod + 1, sizeof *a->u);
+    a->xd = calloc((size_t)a->n_mod + 1, sizeof *a->xd);
+    a->mask = calloc((size_t)a->n_mod + 1, sizeof *a->mask);
+    if (!a->la || !a->u || !a->xd || !a->mask) {
+        model_acts_free(a);
+        return NULL;
+    }
+    size_t total = acts_carve(a, NULL, m, L);
+    a->block = malloc(total * sizeof(float));
+    if (!a->block) {
+        model_acts_free(a);
+        return NULL;
+    }
+    acts_carve(a, a->block, m, L);
+    if (c->arch == ARCH_LLAMA)
+        k_rope_table(a->rope_cs, a->rope_sn, T, c->head_dim, c->rope_theta);
+    return a;
+}
+
+void model_acts_timing(const model_acts *a, double *fwd, double *bwd)
+{
+    *fwd = a->t_fwd;
+    *bwd = a->t_bwd;
+}
+
+void model_acts_free(model_acts *a)
+{
+    if (!a)
+        return;
+    free(a->block);
+    free(a->la);
+    free(a->u);
+    free(a->xd);
+    free(a->mask);
+    free(a);
+}
+
+/* Context of one pass: the adapter (may be absent) and the dropout seed. */
+typedef struct {
+    const model *m;
+    model_acts *a;
+    const lora_layout *L;
+    const float *p;
+    float *grad;
+    unsigned long long seed;
+} pass;
+
+/* Draws the dropout mask of module i: mask = keep / (1 - p), xd = x * mask. */
+static void lora_dropout(const pass *ps, int i, const float *x, size_t n)
+{
+    float p = ps->L->dropout, keep_scale = 1.0f / (1.0f - p);
+    rng_state r;
+    uint64_t words[2] = {ps->seed, (uint64_t)i};
+    rng_seed(&r, words, 2);
+    float *mask = ps->a->mask[i], *xd = ps->a->xd[i];
+    for (size_t k = 0; k < n; k++)
+        mask[k] = rng_uniform(&r) < p ? 0.0f : keep_scale;
+#pragma omp parallel for
+    for (size_t k = 0; k < n; k++)
+        xd[k] = x[k] * mask[k];
+}
+
+/* The LoRA input of module i for input x: x itself, or x after dropout. */
+static const float *lora_input(const pass *ps, int i)
+{
+    return ps->a->xd[i] ? ps->a->xd[i] : NULL;
+}
+
+/* y[N,out] = x W (+b) + s (x A^T) B^T for an adapted map. */
+static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x)
+{
+    int N = ps->a->N;
+    k_linear_fwd(y, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
+    if (lin->lora < 0 || !ps->p)
+        return;
+    const lora_module *mod = &ps->L->m[lin->lora];
+    const float *xin = x;
+    if (ps->a->xd[lin->lora] && ps->grad) {
+        lora_dropout(ps, lin->lora, x, (size_t)N * lin->in);
+        xin = ps->a->xd[lin->lora];
+    }
+    k_lora_fwd(y, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N, lin->in,
+               lin->out, ps->L->r, ps->L->scale);
+}
+
+/* dx[N,in] = beta dx + dy W (+ LoRA's dx) when dx != NULL; LoRA gradients accumulate. */
+static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                       const float *x, float beta)
+{
+    int N = ps->a->N;
+    if (dx)
+        k_linear_bwd(dx, dy, lin->w, N, lin->in, lin->out, lin->conv1d, beta);
+    if (lin->lora < 0 || !ps->p)
+        return;
+    const lora_module *mod = &ps->L->m[lin->lora];
+    const float *A = ps->p + mod->a_off, *B = ps->p + mod->b_off;
+    const float *xin = lora_input(ps, lin->lora);
+    float *dA = ps->grad + mod->a_off, *dB = ps->grad + mod->b_off;
+    if (!xin) {
+        k_lora_bwd(dx, dA, dB, ps->a->du, dy, x, ps->a->u[lin->lora], A, B, N, lin->in,
+                   lin->out, ps->L->r, ps->L->scale);
+        return;
+    }
+    /* dropout: dx += (du A) * mask, so the kernel's dx is skipped */
+    k_lora_bwd(NULL, dA, dB, ps->a->du, dy, xin, ps->a->u[lin->lora], A, B, N, lin->in,
+               lin->out, ps->L->r, ps->L->scale);
+    if (!dx)
+        return;
+    float *tmp = ps->a->dtmp;
+    k_linear_bwd(tmp, ps->a->du, A, N, lin->in, ps->L->r, 0, 0.0f);   /* du [N,r] A [r,in] */
+    const float *mask = ps->a->mask[lin->lora];
+    size_t n = (size_t)N * lin->in;
+#pragma omp parallel for
+    for (size_t k = 0; k < n; k++)
+        dx[k] += tmp[k] * mask[k];
+}
+
+static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? l : 0]; }
+
+static void attention_fwd(const pass *ps, layer_acts *x)
+{
+    const model_config *c = &ps->m->cfg;
+    int C = c->n_embd, D = c->head_dim;
+    k_attention_fwd(x->ao, x->att, x->qkv, x->qkv + C, x->qkv + 2 * C, ps->a->B, ps->a->T,
+                    c->n_head, c->n_head, D, 3 * C, 3 * C, 3 * C);
+}
+
+/* out = block l applied to its saved input slot(l)->res. */
+static void gpt2_block_fwd(const pass *ps, int l, float *out)
+{
+    const model_config *c = &ps->m->cfg;
+    const model_block *b = &ps->m->blocks[l];
+    layer_acts *x = slot(ps, l);
+    int N = ps->a->N, C = c->n_embd;
+    size_t NC = (size_t)N * C;
+    k_layernorm_fwd(x->h1, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N, C, c->eps);
+    linear_fwd(ps, &b->lin[0], x->qkv, x->h1);
+    attention_fwd(ps, x);
+    linear_fwd(ps, &b->lin[1], x->mid, x->ao);
+    k_add(x->mid, x->res, NC);
+    k_layernorm_fwd(x->h2, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N, C, c->eps);
+    linear_fwd(ps, &b->lin[2], x->f, x->h2);
+    k_gelu_fwd(x->g, x->f, (size_t)N * c->n_inner);
+    linear_fwd(ps, &b->lin[3], out, x->g);
+    k_add(out, x->mid, NC);
+}
+
+/* dres holds dL/d(block output) on entry and dL/d(block input) on return
+ * (unless need_dx is 0, when only the LoRA gradients matter). */
+static void gpt2_block_bwd(const pass *ps, int l, int need_dx)
+{
+    const model_config *c = &ps->m->cfg;
+    const model_block *b = &ps->m->blocks[l];
+    layer_acts *x = slot(ps, l);
+    model_acts *a = ps->a;
+    int N = a->N, C = c->n_embd, Ni = c->n_inner;
+    /* MLP: y = x' + gelu(f) Wp */
+    linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->g, 0.0f);
+    k_gelu_bwd(a->dwide, a->dwide, x->f, (size_t)N * Ni);
+    linear_bwd(ps, &b->lin[2], a->dnarrow, a->dwide, x->h2, 0.0f);
+    k_layernorm_bwd(a->dres, a->dnarrow, x->mid, x->m2, x->r2, b->ln2_w, N, C);
+    /* attention: x' = x + attn(LN1(x)) Wo */
+    linear_bwd(ps, &b->lin[1], a->dnarrow, a->dres, x->ao, 0.0f);
+    k_attention_bwd(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->datt, a->dnarrow, x->qkv,
+                    x->qkv + C, x->qkv + 2 * C, x->att, a->B, a->T, c->n_head, c->n_head,
+                    c->head_dim, 3 * C, 3 * C, 3 * C);
+    linear_bwd(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, x->h1, 0.0f);
+    if (need_dx)
+        k_layernorm_bwd(a->dres, a->dnarrow, x->res, x->m1, x->r1, b->ln1_w, N, C);
+}
+
+/* The Llama q, k, v of a layer: separate row blocks of x->qkv (or of a->dqkv). */
+static void llama_qkv(const model_config *c, int N, float *base, float **q, float **k, float **v)
+{
+    *q = base;
+    *k = base + (size_t)N * c->n_head * c->head_dim;
+    *v = *k + (size_t)N * c->n_kv_head * c->head_dim;
+}
+
+/* out = Llama block l applied to slot(l)->res (see the file comment). */
+static void llama_block_fwd(const pass *ps, int l, float *out)
+{
+    const model_config *c = &ps->m->cfg;
+    const model_block *b = &ps->m->blocks[l];
+    layer_acts *x = slot(ps, l);
+    model_acts *a = ps->a;
+    int N = a->N, C = c->n_embd, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
+    size_t NC = (size_t)N * C;
+    float *q, *k, *v;
+    llama_qkv(c, N, x->qkv, &q, &k, &v);
+    k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps);
+    linear_fwd(ps, &b->lin[0], q, x->h1);
+    linear_fwd(ps, &b->lin[1], k, x->h1);
+    linear_fwd(ps, &b->lin[2], v, x->h1);
+    k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
+    k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D);
+    k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D);
+    linear_fwd(ps, &b->lin[3], x->mid, x->ao);
+    k_add(x->mid, x->res, NC);
+    k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps);
+    linear_fwd(ps, &b->lin[4], x->f, x->h2);
+    linear_fwd(ps, &b->lin[5], x->g, x->h2);
+    k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner);
+    linear_fwd(ps, &b->lin[6], out, x->act);
+    k_add(out, x->mid, NC);
+}
+
+/* As gpt2_block_bwd, for the Llama block: dres in, dres out. */
+static void llama_block_bwd(const pass *ps, int l, int need_dx)
+{
+    const model_config *c = &ps->m->cfg;
+    const model_block *b = &ps->m->blocks[l];
+    layer_acts *x = slot(ps, l);
+    model_acts *a = ps->a;
+    int N = a->N, C = c->n_embd, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
+    float *q, *k, *v, *dq, *dk, *dv;
+    llama_qkv(c, N, x->qkv, &q, &k, &v);
+    llama_qkv(c, N, a->dqkv, &dq, &dk, &dv);
+    /* MLP: y = x' + (silu(gate) * up) Wd^T; dwide = d(act), then d(gate) in place */
+    linear_bwd(ps, &b->lin[6], a->dwide, a->dres, x->act, 0.0f);
+    k_swiglu_bwd(a->dwide, a->dup, a->dwide, x->f, x->g, (size_t)N * c->n_inner);
+    linear_bwd(ps, &b->lin[4], a->dnarrow, a->dwide, x->h2, 0.0f);
+    linear_bwd(ps, &b->lin[5], a->dnarrow, a->dup, x->h2, 1.0f);
+    k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
+    /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
+    linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->ao, 0.0f);
+    k_attention_bwd(dq, dk, dv, a->datt, a->dwide, q, k, v, x->att, a->B, a->T, H, Hk, D, H * D,
+                    Hk * D, Hk * D);
+    k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
+    k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D);
+    float *dh = need_dx ? a->dnarrow : NULL;
+    linear_bwd(ps, &b->lin[0], dh, dq, x->h1, 0.0f);
+    linear_bwd(ps, &b->lin[1], dh, dk, x->h1, 1.0f);
+    linear_bwd(ps, &b->lin[2], dh, dv, x->h1, 1.0f);
+    if (need_dx)
+        k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
+}
+
+/* Lowest layer holding an adapted linear map (n_layer when none). */
+static int lowest_adapted(const model *m)
+{
+    int nl = model_n_linears(&m->cfg);
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int s = 0; s < nl; s++)
+            if (m->blocks[l].lin[s].lora >= 0)
+                return l;
+    return m->cfg.n_layer;
+}
+
+/* Embedding (plus learned positions for GPT-2) and every block: leaves the
+ * last block's output in a->res_out. */
+static void forward_blocks(const pass *ps, const int32_t *inp)
+{
+    const model *m = ps->m;
+    model_acts *a = ps->a;
+    int N = a->N, C = m->cfg.n_embd, nl = m->cfg.n_layer, llama = m->cfg.arch == ARCH_LLAMA;
+    float *x0 = a->la[0].res;
+    k_embed_fwd(x0, inp, m->wte, m->wpe, N, a->T, C);
+    for (int l = 0; l < nl; l++) {
+        /* with a backward pass every block keeps its own input; eval reuses one slot */
+        float *out = a->bwd && l + 1 < nl ? a->la[l + 1].res : a->res_out;
+        if (llama)
+            llama_block_fwd(ps, l, out);
+        else
+            gpt2_block_fwd(ps, l, out);
+        if (!a->bwd && l + 1 < nl)
+            memcpy(x0, a->res_out, (size_t)N * C * sizeof(float));
+    }
+}
+
+/* a->hf [rows,C] = final norm of x (GPT-2 ln_f, Llama model.norm). */
+static void final_norm_fwd(const model *m, model_acts *a, const float *x, int rows)
+{
+    const model_config *c = &m->cfg;
+    if (c->arch == ARCH_LLAMA)
+        k_rmsnorm_fwd(a->hf, a->rf, x, m->lnf_w, rows, c->n_embd, c->eps);
+    else
+        k_layernorm_fwd(a->hf, a->mf, a->rf, x, m->lnf_w, m->lnf_b, rows, c->n_embd, c->eps);
+}
+
+/* a->dres += the final norm's backward of a->dnarrow. */
+static void final_norm_bwd(const model *m, model_acts *a)
+{
+    const model_config *c = &m->cfg;
+    if (c->arch == ARCH_LLAMA)
+        k_rmsnorm_bwd(a->dres, a->dnarrow, a->res_out, a->rf, m->lnf_w, a->N, c->n_embd);
+    else
+        k_layernorm_bwd(a->dres, a->dnarrow, a->res_out, a->mf, a->rf, m->lnf_w, a->N,
+                        c->n_embd);
+}
+
+double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, const float *params,
+                       float *grad, const int32_t *inp, const int32_t *tgt,
+                       unsigned long long dropout_seed)
+{
+    const model_config *c = &m->cfg;
+    pass ps = {m, a, L, L ? params : NULL, (a->bwd && L) ? grad : NULL, dropout_seed};
+    int N = a->N, C = c->n_embd, nl = c->n_layer;
+    double t0 = metrics_now();
+    forward_blocks(&ps, inp);
+    final_norm_fwd(m, a, a->res_out, N);
+    if (!ps.grad) {
+        double loss = k_lmhead_xent(NULL, a->xent, a->hf, m->lm_head, tgt, N, C, c->vocab,
+                                    XENT_CHUNK);
+        a->t_fwd = metrics_now() - t0, a->t_bwd = 0;
+        return loss;
+    }
+    memset(grad, 0, L->n_params * sizeof(float));
+    /* the head's forward and backward are one fused pass; it counts as forward */
+    double loss = k_lmhead_xent(a->dnarrow, a->xent, a->hf, m->lm_head, tgt, N, C, c->vocab,
+                                XENT_CHUNK);
+    double t1 = metrics_now();
+    memset(a->dres, 0, (size_t)N * C * sizeof(float));
+    final_norm_bwd(m, a);
+    int lo = lowest_adapted(m);
+    for (int l = nl - 1; l >= lo; l--) {
+        if (c->arch == ARCH_LLAMA)
+            llama_block_bwd(&ps, l, l > lo);
+        else
+            gpt2_block_bwd(&ps, l, l > lo);
+    }
+    a->t_fwd = t1 - t0, a->t_bwd = metrics_now() - t1;
+    return loss;
+}
+
+void model_logits(const model *m, model_acts *a, const lora_layout *L, const float *params,
+                  const int32_t *inp, int pos, float *logits)
+{
+    const model_config *c = &m->cfg;
+    pass ps = {m, a, L, L ? params : NULL, NULL, 0};
+    int C = c->n_embd;
+    forward_blocks(&ps, inp);
+    final_norm_fwd(m, a, a->res_out + (size_t)pos * C, 1);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, c->vocab, C, 1.0f, m->lm_head, C, a->hf, 1, 0.0f,
+                logits, 1);
+}

@@ -1,0 +1,214 @@
+/* trainconf.c - `pslora train` flags (see trainconf.h). */
+#include "trainconf.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flags.h"
+#include "lora.h"
+
+#define PSLORA_VERSION "0.1.0"
+
+static const char *SYNOPSIS =
+    "--model DIR --data SHARDS --out DIR [flags]\n\n"
+    "Fine-tunes LoRA adapters of a frozen model.  Without mpirun one process does\n"
+    "both roles; under `mpirun -np P`, ranks 0..S-1 are servers, the rest workers.";
+
+const char *sync_name(sync_mode s) { return s == SYNC_SSP ? "ssp" : s == SYNC_ASP ? "asp" : "bsp"; }
+
+static void defaults(train_config *t)
+{
+    memset(t, 0, sizeof *t);
+    opt_config_default(&t->opt);
+    t->targets = "c_attn";
+    t->rank = 8, t->alpha = 16, t->batch = 4, t->seq = 64, t->steps = 100, t->seed = 1;
+    t->servers = 1, t->staleness = 0, t->log_every = 1, t->eval_batches = 8;
+    t->keep_checkpoints = 3, t->max_skips = 5, t->timeout = 600;
+    t->sync_name = "bsp", t->optimizer = "adamw", t->schedule = "constant", t->compute = "fp32";
+}
+
+/* Checks that need several flags at once. */
+static int cross_checks(train_config *t, pl_err *e)
+{
+    if (!strcmp(t->sync_name, "bsp"))
+        t->sync = SYNC_BSP;
+    else if (!strcmp(t->sync_name, "ssp"))
+        t->sync = SYNC_SSP;
+    else if (!strcmp(t->sync_name, "asp"))
+        t->sync = SYNC_ASP;
+    else
+        return pl_errf(e, "--sync: expected bsp, ssp or asp, got '%s'", t->sync_name);
+    if (opt_kind_parse(t->optimizer, &t->opt.kind) != 0)
+        return pl_errf(e, "--optimizer: expected adamw or sgd, got '%s'", t->optimizer);
+    if (sched_parse(t->schedule, &t->opt.schedule) != 0)
+        return pl_errf(e, "--schedule: expected constant, linear or cosine, got '%s'", t->schedule);
+    if (strcmp(t->compute, "fp32") && strcmp(t->compute, "bf16") && strcmp(t->compute, "auto"))
+        return pl_errf(e, "--compute: expected fp32, bf16 or auto, got '%s'", t->compute);
+    if (t->val && !t->eval_every)
+        t->eval_every = t->steps;   /* evaluate at the end at least */
+    if (t->eval_every && !t->val)
+        return pl_errf(e, "--eval-every: needs --val SHARDS");
+    if (t->sync != SYNC_SSP && t->staleness)
+        return pl_errf(e, "--staleness: only with --sync ssp");
+    t->opt.total_steps = (int)t->steps;
+    return 0;
+}
+
+int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
+{
+    defaults(t);
+    float lr = t->opt.lr, wd = 0, clip = t->opt.clip, momentum = 0;
+    long warmup = 0;
+    fl_spec specs[] = {
+        {"model", FL_STR, &t->model_dir, "model directory (Hugging Face format)", 0, -1, 1, 0},
+        {"data", FL_STR, &t->data, "training token shards, comma-separated", 0, -1, 1, 0},
+        {"out", FL_STR, &t->out, "output directory", 0, -1, 1, 0},
+        {"val", FL_STR, &t->val, "validation shards", 0, -1, 0, 0},
+        {"rank", FL_INT, &t->rank, "LoRA rank r (8)", 1, 4096, 0, 0},
+        {"alpha", FL_FLOAT, &t->alpha, "LoRA alpha (16)", 1e-6, 1e6, 0, 0},
+        {"dropout", FL_FLOAT, &t->dropout, "LoRA dropout on the adapter input (0)", 0, 0.99, 0, 0},
+        {"targets", FL_STR, &t->targets, "modules to adapt, PEFT names (c_attn)", 0, -1, 0, 0},
+        {"rslora", FL_BOOL, &t->rslora, "scale alpha/sqrt(r) instead of alpha/r", 0, -1, 0, 0},
+        {"batch", FL_INT, &t->batch, "sequences per worker per step (4)", 1, 1 << 20, 0, 0},
+        {"seq", FL_INT, &t->seq, "tokens per sequence (64)", 1, 1 << 20, 0, 0},
+        {"steps", FL_INT, &t->steps, "optimizer steps (100)", 1, 1e9, 0, 0},
+        {"lr", FL_FLOAT, &lr, "peak learning rate (2e-4)", 0, 1e3, 0, 0},
+        {"optimizer", FL_STR, &t->optimizer, "adamw or sgd (adamw)", 0, -1, 0, 0},
+        {"momentum", FL_FLOAT, &momentum, "SGD momentum (0)", 0, 1, 0, 0},
+        {"weight-decay", FL_FLOAT, &wd, "decoupled weight decay (0)", 0, 1e3, 0, 0},
+        {"warmup", FL_INT, &warmup, "linear warmup steps (0)", 0, 1e9, 0, 0},
+        {"schedule", FL_STR, &t->schedule, "constant, linear or cosine (constant)", 0, -1, 0, 0},
+        {"clip", FL_FLOAT, &clip, "global gradient-norm clip, 0 = off (1.0)", 0, 1e9, 0, 0},
+        {"seed", FL_INT, &t->seed, "seed for init, dropout and data order (1)", 0, 1e18, 0, 0},
+        {"servers", FL_INT, &t->servers, "server ranks under mpirun (1)", 1, 1 << 20, 0, 0},
+        {"sync", FL_STR, &t->sync_name, "bsp, ssp or asp (bsp)", 0, -1, 0, 0},
+        {"staleness", FL_INT, &t->staleness, "SSP bound s (0)", 0, 1 << 20, 0, 0},
+        {"init-adapter", FL_STR, &t->init_adapter, "start from a PEFT adapter directory", 0, -1, 0, 0},
+        {"resume", FL_STR, &t->resume, "continue the run in OUT from its newest checkpoint", 0, -1, 0, 0},
+        {"checkpoint-every", FL_INT, &t->checkpoint_every, "checkpoint period in steps (0 = end only)", 0, 1e9, 0, 0},
+        {"keep-checkpoints", FL_INT, &t->keep_checkpoints, "checkpoints kept (3)", 1, 1e6, 0, 0},
+        {"eval-every", FL_INT, &t->eval_every, "validation period in steps", 0, 1e9, 0, 0},
+        {"eval-batches", FL_INT, &t->eval_batches, "validation batches per evaluation (8)", 1, 1e9, 0, 0},
+        {"threads", FL_INT, &t->threads, "threads per rank (cores / ranks on the node)", 0, 1024, 0, 0},
+        {"log-every", FL_INT, &t->log_every, "metrics period in steps (1)", 1, 1e9, 0, 0},
+        {"max-skips", FL_INT, &t->max_skips, "stop after this many consecutive non-finite steps (5)", 1, 1e9, 0, 0},
+        {"timeout", FL_INT, &t->timeout, "seconds to wait for a peer before giving up (600)", 1, 1e9, 0, 0},
+        {"compute", FL_STR, &t->compute, "fp32, bf16 or auto (fp32)", 0, -1, 0, 0},
+        {NULL, 0, NULL, NULL, 0, 0, 0, 0},
+    };
+    int rc = fl_parse("train", SYNOPSIS, specs, argc, argv, NULL, 0, e);
+    if (rc != 0)
+        return rc;
+    t->opt.lr = lr, t->opt.weight_decay = wd, t->opt.clip = clip, t->opt.momentum = momentum;
+    t->opt.warmup = (int)warmup;
+    return cross_checks(t, e);
+}
+
+int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][256], int max)
+{
+    int n = 0;
+#define KV(k, fmt, ...)                                             \
+    if (n < max) {                                                  \
+        snprintf(keys[n], 32, "%s", k);                             \
+        snprintf(vals[n], 256, fmt, __VA_ARGS__);                   \
+        n++;                                                        \
+    }
+    KV("--rank", "%ld", t->rank);
+    KV("--alpha", "%g", t->alpha);
+    KV("--rslora", "%d", t->rslora);
+    KV("--dropout", "%g", t->dropout);
+    KV("--targets", "%s", t->targets);
+    KV("--batch", "%ld", t->batch);
+    KV("--seq", "%ld", t->seq);
+    KV("--steps", "%ld", t->steps);
+    KV("--seed", "%ld", t->seed);
+    KV("--servers", "%ld", t->servers);
+    KV("--sync", "%s", sync_name(t->sync));
+    KV("--staleness", "%ld", t->staleness);
+    KV("--data", "%s", t->data);
+    KV("--init-adapter", "%s", t->init_adapter ? t->init_adapter : "");
+    KV("--resume", "%s", t->resume ? t->resume : "");
+    KV("--compute", "%s", t->compute);
+#undef KV
+    return n;
+}
+
+int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl_err *e)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "pslora_version", PSLORA_VERSION);
+    cJSON_AddNumberToObject(j, "world_size", world);
+    cJSON_AddNumberToObject(j, "workers", n_workers);
+    cJSON *f = cJSON_AddObjectToObject(j, "flags");
+    cJSON_AddStringToObject(f, "model", t->model_dir);
+    cJSON_AddStringToObject(f, "data", t->data);
+    cJSON_AddStringToObject(f, "out", t->out);
+    if (t->val)
+        cJSON_AddStringToObject(f, "val", t->val);
+    if (t->init_adapter)
+        cJSON_AddStringToObject(f, "init_adapter", t->init_adapter);
+    if (t->resume)
+        cJSON_AddStringToObject(f, "resume", t->resume);
+    cJSON_AddNumberToObject(f, "rank", t->rank);
+    cJSON_AddNumberToObject(f, "alpha", t->alpha);
+    cJSON_AddNumberToObject(f, "dropout", t->dropout);
+    cJSON_AddStringToObject(f, "targets", t->targets);
+    cJSON_AddBoolToObject(f, "rslora", t->rslora);
+    cJSON_AddNumberToObject(f, "batch", t->batch);
+    cJSON_AddNumberToObject(f, "seq", t->seq);
+    cJSON_AddNumberToObject(f, "steps", t->steps);
+    cJSON_AddNumberToObject(f, "lr", t->opt.lr);
+    cJSON_AddStringToObject(f, "optimizer", opt_kind_name(t->opt.kind));
+    cJSON_AddNumberToObject(f, "momentum", t->opt.momentum);
+    cJSON_AddNumberToObject(f, "weight_decay", t->opt.weight_decay);
+    cJSON_AddNumberToObject(f, "warmup", t->opt.warmup);
+    cJSON_AddStringToObject(f, "schedule", sched_name(t->opt.schedule));
+    cJSON_AddNumberToObject(f, "clip", t->opt.clip);
+    cJSON_AddNumberToObject(f, "seed", (double)t->seed);
+    cJSON_AddNumberToObject(f, "servers", t->servers);
+    cJSON_AddStringToObject(f, "sync", sync_name(t->sync));
+    cJSON_AddNumberToObject(f, "staleness", t->staleness);
+    cJSON_AddNumberToObject(f, "checkpoint_every", t->checkpoint_every);
+    cJSON_AddNumberToObject(f, "eval_every", t->eval_every);
+    cJSON_AddNumberToObject(f, "threads", t->threads);
+    cJSON_AddNumberToObject(f, "log_every", t->log_every);
+    cJSON_AddStringToObject(f, "compute", t->compute);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/run.json", t->out);
+    int rc = pl_write_atomic(path, s, strlen(s), e);
+    free(s);
+    return rc;
+}
+
+int trainconf_adapter(const train_config *t, const model_config *c, lora_layout *L,
+                      float **params, pl_err *e)
+{
+    if (params)
+        *params = NULL;
+    if (t->init_adapter) {
+        float *p = NULL;
+        if (lora_load_peft(t->init_adapter, c, L, &p, e) != 0)
+            return -1;
+        L->dropout = t->dropout;   /* dropout is a training choice, not the adapter's */
+        if (params)
+            *params = p;
+        else
+            free(p);
+        return 0;
+    }
+    if (lora_layout_build(L, c, t->targets, (int)t->rank, t->alpha, t->rslora, t->dropout, e))
+        return -1;
+    if (!params)
+        return 0;
+    *params = malloc((L->n_params ? L->n_params : 1) * sizeof(float));
+    if (!*params) {
+        lora_layout_free(L);
+        return pl_errf(e, "out of memory for %zu adapter parameters", L->n_params);
+    }
+    lora_init_params(L, *params, (unsigned long long)t->seed);
+    return 0;
+}

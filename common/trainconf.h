@@ -1,0 +1,46 @@
+/* trainconf.h - the settings of a training run (`pslora train` flags).
+ *
+ * Shared by the CLI, the worker and the server roles: the Hello handshake
+ * compares the fingerprint of these settings across ranks, run.json records
+ * them, and trainer_state.json keeps those that a resume must not change. */
+#ifndef PSLORA_TRAINCONF_H
+#define PSLORA_TRAINCONF_H
+
+#include "err.h"
+#include "optim.h"
+
+typedef enum { SYNC_BSP, SYNC_SSP, SYNC_ASP } sync_mode;
+
+typedef struct {
+    const char *model_dir, *data, *val, *out, *targets, *init_adapter, *resume;
+    const char *sync_name, *optimizer, *schedule, *compute;
+    long rank, batch, seq, steps, seed, servers, staleness, checkpoint_every, eval_every,
+        eval_batches, threads, log_every, keep_checkpoints, max_skips, timeout;
+    float alpha, dropout;
+    int rslora;
+    sync_mode sync;
+    opt_config opt;
+} train_config;
+
+/* Parses `pslora train` flags into t (defaults applied, cross-flag checks
+ * done).  Returns 0, 1 for --help, -1 on a usage error (message in e). */
+int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e);
+
+/* Key/value pairs of every setting that must agree across ranks (the Hello
+ * fingerprint), written into keys/vals (at most max); returns the count. */
+int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][256], int max);
+
+/* Writes OUT/run.json: every flag, versions, world size. */
+int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl_err *e);
+
+const char *sync_name(sync_mode s);
+
+struct lora_layout_s;
+struct model_config_s;
+/* The adapter of the run: from --init-adapter (its r, alpha, targets and
+ * rslora win over the flags) or fresh from the flags with PEFT's init drawn
+ * from --seed.  *params (malloc'd) may be NULL when only the layout is wanted. */
+int trainconf_adapter(const train_config *t, const struct model_config_s *c,
+                      struct lora_layout_s *L, float **params, pl_err *e);
+
+#endif

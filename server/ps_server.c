@@ -1,0 +1,341 @@
+/* ps_server.c - the server rank's loops (see ps_server.h). */
+#include "ps_server.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+#include "msg.h"
+#include "transport.h"
+
+typedef struct {
+    server *s;
+    const ps_server_env *env;
+    const train_config *t;
+    ps_layout lay;
+    size_t *numel, *offset;
+    unsigned char *mine;      /* tensors this server owns */
+    ps_buf in, out, scratch;
+    float *gsum, *gtmp;       /* flat, owned ranges used */
+    MPI_Request *reqs;
+    double t_last;            /* when the previous update went out */
+} srv;
+
+static int srv_init(srv *v, server *s, const ps_server_env *env, pl_err *e)
+{
+    memset(v, 0, sizeof *v);
+    v->s = s, v->env = env, v->t = s->t;
+    const lora_layout *L = s->L;
+    int nt = lora_n_tensors(L);
+    size_t np = L->n_params ? L->n_params : 1;
+    v->numel = malloc((size_t)(nt + 1) * sizeof(size_t));
+    v->offset = malloc((size_t)(nt + 1) * sizeof(size_t));
+    v->mine = malloc((size_t)nt + 1);
+    v->gsum = calloc(np, sizeof(float));
+    v->gtmp = calloc(np, sizeof(float));
+    v->reqs = malloc((size_t)env->W * sizeof(MPI_Request));
+    if (!v->numel || !v->offset || !v->mine || !v->gsum || !v->gtmp || !v->reqs)
+        return pl_errf(e, "rank %d: out of memory", env->rank);
+    for (int id = 0; id < nt; id++) {
+        v->numel[id] = lora_tensor_numel(L, id);
+        v->offset[id] = lora_tensor_offset(L, id);
+        v->mine[id] = env->owner[id] == env->rank;
+    }
+    v->lay = (ps_layout){nt, v->numel, v->offset};
+    return 0;
+}
+
+static void srv_free(srv *v)
+{
+    free(v->numel), free(v->offset), free(v->mine), free(v->gsum), free(v->gtmp), free(v->reqs);
+    ps_buf_free(&v->in), ps_buf_free(&v->out), ps_buf_free(&v->scratch);
+}
+
+/* gsum += gtmp over the owned ranges. */
+static void add_owned(srv *v)
+{
+    for (int id = 0; id < v->lay.n_tensors; id++) {
+        if (!v->mine[id])
+            continue;
+        float *d = v->gsum + v->offset[id];
+        const float *x = v->gtmp + v->offset[id];
+        for (size_t i = 0; i < v->numel[id]; i++)
+            d[i] += x[i];
+    }
+}
+
+/* Sends the owned slices of the adapter to every worker (one encoding). */
+static int send_update(srv *v, long step, int stop, int tag, pl_err *e)
+{
+    ps_update_hdr h = {v->s->version, step, stop};
+    if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
+        return -1;
+    int S = v->env->S, W = v->env->W;
+    for (int wi = 0; wi < W; wi++)
+        tp_isend(v->env->world, S + wi, tag, &v->out, &v->reqs[wi]);
+    return tp_wait(v->reqs, W, (double)v->t->timeout, "adapter update to the workers", e);
+}
+
+/* Per-step figures rank 0 collects from the pushes. */
+typedef struct {
+    double loss, t_compute, t_comm, t_wait, stale_sum, stale_max, bytes_in;
+    long tokens, pushes;
+    int nonfinite;
+} step_acc;
+
+static void acc_push(step_acc *a, const ps_push_hdr *h, size_t bytes)
+{
+    a->loss += h->loss_sum;
+    a->tokens += h->tokens;
+    a->nonfinite |= h->nonfinite;
+    a->t_compute += h->t_compute;
+    a->t_comm += h->t_comm;
+    a->t_wait += h->t_wait;
+    double st = (double)(h->step - h->version);
+    a->stale_sum += st;
+    if (st > a->stale_max)
+        a->stale_max = st;
+    a->bytes_in += (double)bytes;
+    a->pushes++;
+}
+
+/* Fills a metrics row of `done` steps from the accumulated pushes. */
+static void make_row(const srv *v, const step_acc *a, long done, double bytes_push,
+                     double bytes_pull, metrics_row *row)
+{
+    double now = metrics_now(), n = a->pushes ? (double)a->pushes : 1;
+    *row = (metrics_row){.step = done, .val_loss = NAN, .lr = opt_lr(&v->t->opt, done - 1)};
+    row->loss = a->loss / (double)(a->tokens ? a->tokens : 1);
+    row->tokens = a->tokens;
+    row->bytes_push = bytes_push, row->bytes_pull = bytes_pull;
+    row->t_compute = a->t_compute / n, row->t_comm = a->t_comm / n, row->t_wait = a->t_wait / n;
+    row->t_step = now - v->t_last;
+    row->tokens_per_s = row->t_step > 0 ? (double)a->tokens / row->t_step : 0;
+    row->stale_max = a->stale_max, row->stale_mean = a->stale_sum / n;
+    row->skipped = v->s->skipped;
+}
+
+/* Rank 0: the validation loss worker 0 computed after `done` steps. */
+static int recv_eval(srv *v, long done, double *val, pl_err *e)
+{
+    int S = v->env->S;
+    if (tp_recv(v->env->world, S, TP_TAG_CTRL, &v->in, (double)v->t->timeout, NULL, NULL, NULL,
+                e) != 0)
+        return -1;
+    ps_control c;
+    if (ps_decode_control(&v->scratch, v->in.data, v->in.len, S, &c, e) != 0)
+        return -1;
+    if (c.kind == PS_CTRL_ERROR)
+        return pl_errf(e, "rank %d: %s", S, c.message);
+    if (c.kind != PS_CTRL_EVALUATE || c.step != done)
+        return pl_errf(e, "rank %d: expected the evaluation of step %ld", S, done);
+    *val = c.value;
+    if (v->env->on_eval)
+        v->env->on_eval(v->env->ctx, done, c.value, c.count);
+    return 0;
+}
+
+static int eval_due(const train_config *t, long done)
+{
+    return t->val && (done % t->eval_every == 0 || done == t->steps);
+}
+
+/* One BSP step: pushes in worker-rank order, sum, global clip, update, send. */
+static int bsp_step(srv *v, long step, pl_err *e)
+{
+    server *s = v->s;
+    int S = v->env->S, W = v->env->W;
+    step_acc a = {0};
+    for (int wi = 0; wi < W; wi++) {
+        ps_push_hdr h;
+        ps_expect x = {&v->lay, v->mine, step, step, s->version, s->version};
+        if (tp_recv(v->env->world, S + wi, TP_TAG_PUSH, &v->in, (double)v->t->timeout, NULL, NULL,
+                    NULL, e) != 0 ||
+            ps_decode_push(&v->scratch, v->in.data, v->in.len, S + wi, &x, &h,
+                           wi ? v->gtmp : v->gsum, e) != 0)
+            return -1;
+        if (wi)
+            add_owned(v);
+        acc_push(&a, &h, v->in.len);
+    }
+    double red[2] = {server_scale(s, v->gsum, a.tokens), (double)a.nonfinite};
+    MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, v->env->servers);
+    double sq = red[1] > 0 ? NAN : red[0];
+    server_apply(s, v->gsum, sq, step);
+    if (send_update(v, step, step == v->t->steps - 1, TP_TAG_UPDATE, e) != 0)
+        return -1;
+    double bytes[2] = {a.bytes_in, (double)v->out.len * W}, tot[2];
+    MPI_Reduce(bytes, tot, 2, MPI_DOUBLE, MPI_SUM, 0, v->env->servers);
+    if (v->env->rank != 0)
+        return 0;
+    metrics_row row;
+    make_row(v, &a, step + 1, tot[0], tot[1], &row);
+    row.grad_norm = sqrt(sq);
+    v->t_last = metrics_now();
+    if (eval_due(v->t, step + 1) && recv_eval(v, step + 1, &row.val_loss, e) != 0)
+        return -1;
+    if (v->env->on_step)
+        v->env->on_step(v->env->ctx, &row);
+    if (s->consecutive_skips >= v->t->max_skips)
+        return pl_errf(e, "%ld consecutive steps with non-finite loss or gradients (--max-skips)",
+                       s->consecutive_skips);
+    return 0;
+}
+
+/* ---- SSP / ASP ---- */
+
+typedef struct {
+    long *clock;     /* pushes received per worker */
+    long *pending;   /* step awaiting a reply, -1 none */
+    long replies;
+} async_state;
+
+static long min_clock(const async_state *st, int W)
+{
+    long m = st->clock[0];
+    for (int i = 1; i < W; i++)
+        if (st->clock[i] < m)
+            m = st->clock[i];
+    return m;
+}
+
+/* Replies to every waiting worker whose bound now holds: the adapter sent
+ * as version = min clock, so the worker computes step t+1 on a version
+ * >= t+1-s (SSP) or any version (ASP). */
+static int async_replies(srv *v, async_state *st, pl_err *e)
+{
+    int S = v->env->S, W = v->env->W;
+    long mc = min_clock(st, W);
+    for (int wi = 0; wi < W; wi++) {
+        long t = st->pending[wi];
+        if (t < 0 || (v->t->sync == SYNC_SSP && mc < t + 1 - v->t->staleness))
+            continue;
+        ps_update_hdr h = {mc, t, t == v->t->steps - 1};
+        if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
+            return -1;
+        tp_isend(v->env->world, S + wi, TP_TAG_UPDATE, &v->out, &v->reqs[0]);
+        if (tp_wait(v->reqs, 1, (double)v->t->timeout, "adapter update", e) != 0)
+            return -1;
+        st->pending[wi] = -1;
+        st->replies++;
+    }
+    return 0;
+}
+
+/* Applies one push at once: its own mean gradient, clipped by its own norm. */
+static int async_push(srv *v, async_state *st, int src, step_acc *a, pl_err *e)
+{
+    int wi = src - v->env->S;
+    ps_push_hdr h;
+    ps_expect x = {&v->lay, v->mine, st->clock[wi], st->clock[wi], 0, v->t->steps};
+    if (ps_decode_push(&v->scratch, v->in.data, v->in.len, src, &x, &h, v->gtmp, e) != 0)
+        return -1;
+    server_scale(v->s, v->gtmp, h.tokens);
+    server_apply(v->s, v->gtmp, h.nonfinite ? NAN : h.sq_norm, h.step);
+    st->clock[wi]++;
+    st->pending[wi] = h.step;
+    acc_push(a, &h, v->in.len);
+    return async_replies(v, st, e);
+}
+
+static int async_run(srv *v, pl_err *e)
+{
+    int S = v->env->S, W = v->env->W, root = v->env->rank == 0;
+    async_state st = {calloc((size_t)W, sizeof(long)), malloc((size_t)W * sizeof(long)), 0};
+    if (!st.clock || !st.pending) {
+        free(st.clock), free(st.pending);
+        return pl_errf(e, "out of memory");
+    }
+    for (int i = 0; i < W; i++)
+        st.pending[i] = -1;
+    long evals_left = 0, rows = 0;
+    for (long d = 1; root && d <= v->t->steps; d++)
+        evals_left += eval_due(v->t, d);
+    step_acc a = {0};
+    double pending_val = NAN;
+    int rc = 0;
+    while (rc == 0 && (st.replies < (long)W * v->t->steps || evals_left > 0)) {
+        int src, tag;
+        rc = tp_recv(v->env->world, MPI_ANY_SOURCE, MPI_ANY_TAG, &v->in, (double)v->t->timeout,
+                     &src, &tag, NULL, e);
+        if (rc)
+            break;
+        if (tag == TP_TAG_CTRL && root && src == S) {
+            ps_control c;
+            rc = ps_decode_control(&v->scratch, v->in.data, v->in.len, src, &c, e);
+            if (!rc && c.kind == PS_CTRL_EVALUATE) {
+                pending_val = c.value;
+                evals_left--;
+                if (v->env->on_eval)
+                    v->env->on_eval(v->env->ctx, c.step, c.value, c.count);
+            } else if (!rc)
+                rc = pl_errf(e, "rank %d: %s", src, c.message);
+            continue;
+        }
+        if (tag != TP_TAG_PUSH || src < S) {
+            rc = pl_errf(e, "rank %d: unexpected message (tag %d)", src, tag);
+            break;
+        }
+        rc = async_push(v, &st, src, &a, e);
+        if (rc == 0 && root && a.pushes == W) {   /* a row per W pushes */
+            metrics_row row;
+            make_row(v, &a, ++rows, a.bytes_in, (double)v->out.len * W, &row);
+            row.val_loss = pending_val;
+            pending_val = NAN;
+            v->t_last = metrics_now();
+            if (v->env->on_step)
+                v->env->on_step(v->env->ctx, &row);
+            memset(&a, 0, sizeof a);
+        }
+        if (rc == 0 && v->s->consecutive_skips >= v->t->max_skips)
+            rc = pl_errf(e, "%ld consecutive non-finite pushes (--max-skips)",
+                         v->s->consecutive_skips);
+    }
+    free(st.clock), free(st.pending);
+    return rc;
+}
+
+/* Servers 1..S-1 send their final slices to rank 0, which assembles the adapter. */
+static int gather_final(srv *v, pl_err *e)
+{
+    int S = v->env->S;
+    if (v->env->rank != 0) {
+        ps_update_hdr h = {v->s->version, v->t->steps, 1};
+        if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
+            return -1;
+        tp_isend(v->env->world, 0, TP_TAG_FINAL, &v->out, &v->reqs[0]);
+        return tp_wait(v->reqs, 1, (double)v->t->timeout, "final adapter to rank 0", e);
+    }
+    unsigned char *theirs = malloc((size_t)v->lay.n_tensors + 1);
+    int rc = theirs ? 0 : pl_errf(e, "out of memory");
+    for (int r = 1; r < S && rc == 0; r++) {
+        for (int id = 0; id < v->lay.n_tensors; id++)
+            theirs[id] = v->env->owner[id] == r;
+        ps_update_hdr h;
+        ps_expect x = {&v->lay, theirs, 0, v->t->steps, 0, 1L << 62};
+        rc = tp_recv(v->env->world, r, TP_TAG_FINAL, &v->in, (double)v->t->timeout, NULL, NULL,
+                     NULL, e);
+        if (rc == 0)
+            rc = ps_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, v->s->params, e);
+    }
+    free(theirs);
+    return rc;
+}
+
+int ps_server_run(server *s, const ps_server_env *env, pl_err *e)
+{
+    srv v;
+    int rc = srv_init(&v, s, env, e);
+    if (rc == 0)
+        rc = send_update(&v, 0, 0, TP_TAG_UPDATE, e);   /* version 0 to every worker */
+    v.t_last = metrics_now();
+    for (long step = 0; rc == 0 && s->t->sync == SYNC_BSP && step < s->t->steps; step++)
+        rc = bsp_step(&v, step, e);
+    if (rc == 0 && s->t->sync != SYNC_BSP)
+        rc = async_run(&v, e);
+    if (rc == 0)
+        rc = gather_final(&v, e);
+    srv_free(&v);
+    return rc;
+}

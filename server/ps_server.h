@@ -1,0 +1,36 @@
+/* ps_server.h - a server rank under mpirun.
+ *
+ * BSP: for step t, receive every worker's GradPush in worker-rank order, sum
+ * the owned slices in that order, divide by the step's tokens, clip by the
+ * global norm (an allreduce over the server ranks), update, and send the new
+ * version to every worker.
+ * SSP/ASP: apply each push as it arrives (its own mean and its own norm for
+ * clipping); reply to a worker's push of step t once every worker has pushed
+ * at least t+1-s steps (SSP) or at once (ASP).  See docs/parameter-server.md.
+ *
+ * Rank 0 also writes the metrics and the final adapter. */
+#ifndef PSLORA_PS_SERVER_H
+#define PSLORA_PS_SERVER_H
+
+#include <mpi.h>
+
+#include "server.h"
+#include "trainconf.h"
+
+struct run_log_s;
+
+typedef struct {
+    MPI_Comm world, servers;  /* servers: ranks 0..S-1 */
+    int S, W, rank;
+    const int *owner;         /* tensor id -> server */
+    /* rank 0 only: write a metrics row / an eval row (may be NULL elsewhere) */
+    void (*on_step)(void *ctx, void *row);
+    void (*on_eval)(void *ctx, long step, double val, long ntok);
+    void *ctx;
+} ps_server_env;
+
+/* Runs the server role to the end; the final adapter is gathered on rank 0
+ * into s->params.  0 or -1 (+ e naming the peer at fault). */
+int ps_server_run(server *s, const ps_server_env *env, pl_err *e);
+
+#endif

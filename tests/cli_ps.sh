@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The parameter server under mpirun: 1 server + 2 workers, 2 servers + 3
+# workers, TCP on loopback; W workers x batch B == 1 worker x batch W*B;
+# determinism; bytes per step; bad ranks and flags.
+. "$(dirname "$0")/lib.sh"
+make_tiny
+: "${ADAPTER_DIFF:?}"
+T="--model model --data data.bin --seq 32 --steps 8 --lr 3e-3 --targets c_attn,c_proj,c_fc --log-every 1"
+
+# reference: one process, batch 8
+"$PSLORA" train $T --batch 8 --out ref >/dev/null 2>&1
+
+# 1 server + 2 workers, batch 4 each
+mpi -np 3 "$PSLORA" train $T --batch 4 --out w2 > w2.txt 2>&1 || fail "np3: $(tail -3 w2.txt)"
+"$ADAPTER_DIFF" ref w2 1e-5 || fail "2 workers x 4 != 1 x 8"
+ok "1 server + 2 workers == one process (batch 8)"
+
+# 2 servers + 4 workers, batch 2 each
+mpi -np 6 "$PSLORA" train $T --batch 2 --servers 2 --out s2w4 > s2w4.txt 2>&1 || fail "np6: $(tail -3 s2w4.txt)"
+"$ADAPTER_DIFF" ref s2w4 1e-5 || fail "2 servers, 4 workers x 2 != 1 x 8"
+ok "2 servers + 4 workers == one process (batch 8)"
+
+# 2 servers + 3 workers; run twice: byte-identical adapters
+mpi -np 5 "$PSLORA" train $T --batch 2 --servers 2 --out s2a >/dev/null 2>&1 || fail "np5 run 1"
+mpi -np 5 "$PSLORA" train $T --batch 2 --servers 2 --out s2b >/dev/null 2>&1 || fail "np5 run 2"
+cmp s2a/adapter_model.safetensors s2b/adapter_model.safetensors || fail "2-server BSP not deterministic"
+mpi -np 3 "$PSLORA" train $T --batch 4 --out w2b >/dev/null 2>&1
+cmp w2/adapter_model.safetensors w2b/adapter_model.safetensors || fail "1-server BSP not deterministic"
+ok "BSP deterministic (1 and 2 servers)"
+
+# TCP forced, on loopback; same result as shared memory
+mpi -np 3 --mca btl tcp,self --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
+  "$PSLORA" train $T --batch 4 --out tcp > tcp.txt 2>&1 || fail "tcp: $(tail -3 tcp.txt)"
+cmp w2/adapter_model.safetensors tcp/adapter_model.safetensors || fail "TCP result differs"
+ok "TCP on loopback"
+
+# bytes per step: adapter bytes x workers, plus a small envelope overhead
+adapter_bytes=$(( $(stat -c %s ref/adapter_model.safetensors) ))
+floats=$("$PSLORA" inspect ref/adapter_model.safetensors | sed -nE 's/.*, ([0-9]+) parameters.*/\1/p')
+payload=$(( floats * 4 ))
+for f in bytes_pushed bytes_pulled; do
+  for v in $(json_field w2/metrics.jsonl step $f); do
+    awk -v v="$v" -v p="$payload" 'BEGIN { exit !(v >= 2*p && v <= 2*p*1.01 + 256) }' \
+      || fail "$f $v vs 2 x $payload"
+  done
+  for v in $(json_field s2a/metrics.jsonl step $f); do
+    awk -v v="$v" -v p="$payload" 'BEGIN { exit !(v >= 3*p && v <= 3*p*1.01 + 512) }' \
+      || fail "$f $v vs 3 x $payload (2 servers)"
+  done
+done
+grep -Eq "bytes/step [0-9]+" w2.txt || fail "summary lacks bytes/step"
+ok "bytes per step = adapter ($payload B) x workers (+ <1%)"
+[ "$adapter_bytes" -gt "$payload" ]
+
+# handshake: a rank with another --rank or another model is rejected
+"$PSLORA" init --layers 2 --dim 32 --heads 4 --vocab 256 --ctx 64 --seed 4 --out model2 >/dev/null
+"$PSLORA" init --layers 3 --dim 32 --heads 4 --vocab 256 --ctx 64 --seed 3 --out model3 >/dev/null
+expect_fail 1 'rank 2: --rank differs: worker has 4, server has 8' \
+  mpi -np 2 "$PSLORA" train $T --batch 4 --rank 8 --out h1 : -np 1 "$PSLORA" train $T --batch 4 --rank 4 --out h1
+T3=${T/--model model/--model model3}
+expect_fail 1 'rank 2: model.shape differs' \
+  mpi -np 2 "$PSLORA" train $T --batch 4 --out h2 : -np 1 "$PSLORA" train $T3 --batch 4 --out h2
+T4=${T/--model model/--model model2}
+expect_fail 1 'rank 2: model.weights differs' \
+  mpi -np 2 "$PSLORA" train $T --batch 4 --out h4 : -np 1 "$PSLORA" train $T4 --batch 4 --out h4
+[ ! -e h1 ] && [ ! -e h2 ] && [ ! -e h4 ] || fail "rejected runs left output"
+expect_fail 2 '--servers: 3 servers leave no worker among 3 ranks' \
+  mpi -np 3 "$PSLORA" train $T --batch 4 --servers 3 --out h3
+ok "handshake"
+echo "cli_ps: all passed"

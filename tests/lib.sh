@@ -1,0 +1,34 @@
+# lib.sh - shared by the tests/cli_*.sh scripts (sourced, not run).
+# Environment from CTest: PSLORA, MPIEXEC, SCRATCH, ADAPTER_DIFF.
+set -euo pipefail
+: "${PSLORA:?}" "${SCRATCH:?}"
+MPIEXEC=${MPIEXEC:-mpiexec}
+rm -rf "$SCRATCH" && mkdir -p "$SCRATCH" && cd "$SCRATCH"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+# expect_fail STATUS PATTERN CMD...: CMD exits with STATUS and its stderr
+# (one line) matches the extended regex PATTERN.
+expect_fail() {
+  local want=$1 pat=$2; shift 2
+  local st=0
+  "$@" >out.txt 2>err.txt || st=$?
+  [ "$st" = "$want" ] || fail "$* exited $st, expected $want; stderr: $(cat err.txt)"
+  grep -Eq -- "$pat" err.txt || fail "$*: stderr '$(cat err.txt)' does not match '$pat'"
+  ok "rejected ($want): $(head -1 err.txt)"
+}
+
+# A tiny GPT-2 and a byte corpus, made once per script.
+make_tiny() {
+  "$PSLORA" init --layers 2 --dim 32 --heads 4 --vocab 256 --ctx 64 --seed 3 --out model >/dev/null
+  cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/Apache-2.0 > corpus.txt
+  "$PSLORA" tokenize --in corpus.txt --out data.bin --val-fraction 0.1 >/dev/null
+}
+
+mpi() { "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none "$@"; }
+
+# json_field FILE TYPE FIELD: the FIELD values of the TYPE rows of metrics.jsonl
+json_field() {
+  grep "\"type\":\"$2\"" "$1" | sed -E "s/.*\"$3\":([^,}]*).*/\1/"
+}

@@ -1,0 +1,101 @@
+/* worker.c - the worker role (see worker.h). */
+#include "worker.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int worker_init(worker *w, const train_config *t, pl_err *e)
+{
+    memset(w, 0, sizeof *w);
+    w->t = t;
+    if (model_load(&w->m, t->model_dir, e) != 0)
+        return -1;
+    const model_config *c = &w->m.cfg;
+    if (t->seq > c->n_ctx) {
+        model_free(&w->m);
+        return pl_errf(e, "--seq: %ld is longer than the model's context %d", t->seq, c->n_ctx);
+    }
+    if (trainconf_adapter(t, c, &w->L, &w->params, e) != 0)
+        goto fail;
+    lora_attach(&w->L, &w->m);
+    if (shard_set_open(&w->data, t->data, (uint32_t)c->vocab, e) != 0)
+        goto fail;
+    if (shard_set_nseq(&w->data, (int)t->seq, t->data, e) < 0)
+        goto fail;
+    if (t->val) {
+        if (shard_set_open(&w->val, t->val, (uint32_t)c->vocab, e) != 0)
+            goto fail;
+        w->has_val = 1;
+        if (eval_init(&w->ev, &w->m, &w->L, (int)t->batch, (int)t->seq, e) != 0)
+            goto fail;
+    }
+    size_t BT = (size_t)t->batch * t->seq;
+    w->acts = model_acts_new(&w->m, &w->L, (int)t->batch, (int)t->seq, 1);
+    w->grad = malloc((w->L.n_params ? w->L.n_params : 1) * sizeof(float));
+    w->inp = malloc(BT * sizeof(int32_t));
+    w->tgt = malloc(BT * sizeof(int32_t));
+    if (!w->acts || !w->grad || !w->inp || !w->tgt) {
+        pl_errf(e, "out of memory for a micro-batch of %ld x %ld", t->batch, t->seq);
+        goto fail;
+    }
+    return 0;
+fail:
+    worker_free(w);
+    return -1;
+}
+
+void worker_free(worker *w)
+{
+    model_acts_free(w->acts);
+    eval_free(&w->ev);
+    free(w->grad);
+    free(w->params);
+    free(w->inp);
+    free(w->tgt);
+    if (w->has_val)
+        shard_set_close(&w->val);
+    if (w->data.files)
+        shard_set_close(&w->data);
+    lora_layout_free(&w->L);
+    model_free(&w->m);
+    memset(w, 0, sizeof *w);
+}
+
+double worker_compute(worker *w, long step, int wi, int nw, long *ntok)
+{
+    int B = (int)w->t->batch, T = (int)w->t->seq;
+    uint64_t first = ((uint64_t)step * (uint64_t)nw + (uint64_t)wi) * (uint64_t)B;
+    for (int i = 0; i < B; i++)
+        shard_set_sequence(&w->data, first + (uint64_t)i, T, w->inp + (size_t)i * T,
+                           w->tgt + (size_t)i * T);
+    /* the dropout mask depends on the seed, the step and the worker only */
+    unsigned long long dseed = (unsigned long long)w->t->seed * 0x9E3779B97F4A7C15ULL ^
+                               ((unsigned long long)step << 20) ^ (unsigned long long)wi;
+    *ntok = (long)B * T;
+    return model_loss_grad(&w->m, w->acts, &w->L, w->params, w->grad, w->inp, w->tgt, dseed);
+}
+
+int worker_validate(worker *w, double *val_loss, long *ntok, pl_err *e)
+{
+    *val_loss = NAN;
+    *ntok = 0;
+    if (!w->has_val)
+        return 0;
+    double sum;
+    if (eval_run(&w->ev, &w->m, &w->L, w->params, &w->val, w->t->val, w->t->eval_batches, &sum,
+                 ntok, e) != 0)
+        return -1;
+    *val_loss = sum / (double)*ntok;
+    return 0;
+}
+
+int worker_grad_finite(const worker *w, double loss)
+{
+    if (!isfinite(loss))
+        return 0;
+    for (size_t i = 0; i < w->L.n_params; i++)
+        if (!isfinite(w->grad[i]))
+            return 0;
+    return 1;
+}
