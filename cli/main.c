@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cpu.h"
 
 typedef struct {
     const char *name;
@@ -36,6 +37,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    cpu_fix_blas(argv);   /* may re-execute us once with OPENBLAS_CORETYPE set */
     if (argc < 2) {
         usage(stderr);
         return 2;

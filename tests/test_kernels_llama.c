@@ -1,0 +1,349 @@
+/* test_kernels_llama.c - the Llama kernels (RMSNorm, rotary embedding, SwiGLU)
+ * against plain double-precision references, as tests/test_kernels.c does for
+ * the GPT-2 ones (grouped-query attention is covered there).
+ *
+ * Each forward is re-implemented below in double with independent loops, the
+ * rotary one literally as transformers writes it (emb = cat(freqs, freqs);
+ * x * cos + rotate_half(x) * sin).  A float forward must match its reference
+ * to FWD_TOL; its backward, fed a random upstream gradient dy, must match
+ * central finite differences of L = sum(dy * y) on the double reference, to
+ * GRAD_TOL; errors are max |got - ref| / max |ref|. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "rng.h"
+
+#define FWD_TOL 1e-5
+#define GRAD_TOL 1e-5
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static float *fnew(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+static double *dnew(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
+
+/* a[i] = mean + sd * N(0,1) from a stream seeded by seed. */
+static void fill_normal(float *a, size_t n, float mean, float sd, uint64_t seed)
+{
+    rng_state r;
+    uint64_t w[2] = {0x6c6c616dULL, seed};
+    rng_seed(&r, w, 2);
+    for (size_t i = 0; i < n; i++)
+        a[i] = mean + sd * rng_normal(&r);
+}
+
+static double *to_double(const float *a, size_t n)
+{
+    double *d = dnew(n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = a[i];
+    return d;
+}
+
+static double dot(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static double rel_err(const double *got, const double *ref, size_t n)
+{
+    double e = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs(got[i] - ref[i]));
+        m = fmax(m, fabs(ref[i]));
+    }
+    return e / fmax(m, 1e-300);
+}
+
+static double rel_err_f(const float *got, const double *ref, size_t n)
+{
+    double *g = to_double(got, n), e = rel_err(g, ref, n);
+    free(g);
+    return e;
+}
+
+typedef double (*loss_fn)(void *ctx);
+
+/* g[i] = (L(p + h e_i) - L(p - h e_i)) / 2h, h = 1e-4 max(1, |p_i|), in double. */
+static void fd_grad(double *g, double *p, size_t n, loss_fn L, void *ctx)
+{
+    for (size_t i = 0; i < n; i++) {
+        double p0 = p[i], h = 1e-4 * fmax(1.0, fabs(p0)), hp = p0 + h, hm = p0 - h;
+        p[i] = hp;
+        double lp = L(ctx);
+        p[i] = hm;
+        double lm = L(ctx);
+        p[i] = p0;
+        g[i] = (lp - lm) / (hp - hm);
+    }
+}
+
+/* ---- double references ----------------------------------------------------- */
+
+/* LlamaRMSNorm: x / sqrt(mean(x^2) + eps) * w. */
+static void ref_rmsnorm(double *y, const double *x, const double *w, int N, int C, double eps)
+{
+    for (int n = 0; n < N; n++) {
+        double ms = 0;
+        for (int c = 0; c < C; c++)
+            ms += x[n * C + c] * x[n * C + c];
+        ms /= C;
+        for (int c = 0; c < C; c++)
+            y[n * C + c] = x[n * C + c] / sqrt(ms + eps) * w[c];
+    }
+}
+
+/* transformers' apply_rotary_pos_emb on rows [N, ld] with nh heads of size D:
+ * inv_freq[i] = 1/theta^(2i/D) (i < D/2), emb = cat(freqs, freqs),
+ * rotate_half(v) = cat(-v[D/2:], v[:D/2]), out = v cos(emb) + rotate_half(v) sin(emb).
+ * Columns outside the heads are copied. */
+static void ref_rope(double *y, const double *x, int N, int T, int nh, int D, int ld, double theta)
+{
+    double emb[64], rh[64];
+    memcpy(y, x, (size_t)N * ld * sizeof *y);
+    for (int n = 0; n < N; n++) {
+        int t = n % T;
+        for (int j = 0; j < D; j++)
+            emb[j] = t * (1.0 / pow(theta, (double)(2 * (j % (D / 2))) / D));
+        for (int h = 0; h < nh; h++) {
+            const double *v = x + (size_t)n * ld + h * D;
+            for (int j = 0; j < D; j++)
+                rh[j] = j < D / 2 ? -v[j + D / 2] : v[j - D / 2];
+            for (int j = 0; j < D; j++)
+                y[(size_t)n * ld + h * D + j] = v[j] * cos(emb[j]) + rh[j] * sin(emb[j]);
+        }
+    }
+}
+
+static double ref_silu(double g) { return g / (1.0 + exp(-g)); }
+
+/* ---- RMSNorm ---------------------------------------------------------------------- */
+
+typedef struct {
+    int N, C;
+    double eps, *x, *w, *dy, *y;
+} rms_ctx;
+
+static double rms_loss(void *vc)
+{
+    rms_ctx *c = vc;
+    ref_rmsnorm(c->y, c->x, c->w, c->N, c->C, c->eps);
+    return dot(c->dy, c->y, (size_t)c->N * c->C);
+}
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    enum { N = 6, C = 8 };
+    float *x = fnew(N * C), *w = fnew(C), *y = fnew(N * C), *dy = fnew(N * C);
+    float *dx = fnew(N * C), *dx0 = fnew(N * C), rstd[N];
+    fill_normal(x, N * C, 0.7f, 1.5f, 1); /* a nonzero mean: not a LayerNorm */
+    fill_normal(w, C, 1, 0.3f, 2);
+    fill_normal(dy, N * C, 0, 1, 3);
+    fill_normal(dx0, N * C, 0, 1, 4);
+    rms_ctx c = {N, C, 1e-2, to_double(x, N * C), to_double(w, C), to_double(dy, N * C),
+                 dnew(N * C)};
+    k_rmsnorm_fwd(y, rstd, x, w, N, C, 1e-2f);
+    ref_rmsnorm(c.y, c.x, c.w, N, C, c.eps);
+    assert_true(rel_err_f(y, c.y, N * C) < FWD_TOL);
+    for (int n = 0; n < N; n++) {
+        double ms = 0;
+        for (int k = 0; k < C; k++)
+            ms += c.x[n * C + k] * c.x[n * C + k] / C;
+        assert_true(fabs(rstd[n] * sqrt(ms + c.eps) - 1) < 1e-6);
+    }
+    /* eps matters: a row of zeros gives y = 0 and rstd = 1/sqrt(eps) */
+    float z[C] = {0}, yz[C], rz;
+    k_rmsnorm_fwd(yz, &rz, z, w, 1, C, 0.25f);
+    assert_true(rz == 2.0f && yz[0] == 0.0f);
+
+    memcpy(dx, dx0, sizeof(float) * N * C);
+    k_rmsnorm_bwd(dx, dy, x, rstd, w, N, C); /* accumulates onto dx0 */
+    double *fd = dnew(N * C), *got = dnew(N * C);
+    for (int i = 0; i < N * C; i++)
+        got[i] = (double)dx[i] - dx0[i];
+    fd_grad(fd, c.x, N * C, rms_loss, &c);
+    assert_true(rel_err(got, fd, N * C) < GRAD_TOL);
+    free(fd), free(got), free(c.x), free(c.w), free(c.dy), free(c.y);
+    free(x), free(w), free(y), free(dy), free(dx), free(dx0);
+}
+
+/* ---- rotary embedding --------------------------------------------------------------- */
+
+/* The table against cos/sin of t / theta^(2i/D), and its float32 angle rounding:
+ * exact at t = 1 (angle = inv_freq itself). */
+static void test_rope_table(void **state)
+{
+    (void)state;
+    enum { T = 7, D = 8 };
+    float cs[T * D / 2], sn[T * D / 2];
+    k_rope_table(cs, sn, T, D, 10000.0);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D / 2; i++) {
+            double a = t / pow(10000.0, 2.0 * i / D);
+            assert_true(fabs(cs[t * D / 2 + i] - cos(a)) < 1e-6);
+            assert_true(fabs(sn[t * D / 2 + i] - sin(a)) < 1e-6);
+        }
+    assert_true(cs[0] == 1.0f && sn[0] == 0.0f && sn[D / 2 + 0] == (float)sin(1.0));
+}
+
+typedef struct {
+    int N, T, nh, D, ld;
+    double theta, *x, *dy, *y;
+} rope_ctx;
+
+static double rope_loss(void *vc)
+{
+    rope_ctx *c = vc;
+    ref_rope(c->y, c->x, c->N, c->T, c->nh, c->D, c->ld, c->theta);
+    return dot(c->dy, c->y, (size_t)c->N * c->ld);
+}
+
+/* Forward and backward on rows with padding columns (ld > nh D), which stay
+ * untouched, against the transformers formula; theta small so that every
+ * frequency turns by a large angle over the T positions. */
+static void check_rope(int B, int T, int nh, int D, int pad, double theta, uint64_t seed)
+{
+    int N = B * T, ld = nh * D + pad;
+    size_t n = (size_t)N * ld;
+    float *x = fnew(n), *dy = fnew(n), *cs = fnew((size_t)T * D / 2), *sn = fnew((size_t)T * D / 2);
+    fill_normal(x, n, 0, 1, seed);
+    fill_normal(dy, n, 0, 1, seed + 1);
+    rope_ctx c = {N, T, nh, D, ld, theta, to_double(x, n), to_double(dy, n), dnew(n)};
+    k_rope_table(cs, sn, T, D, theta);
+    float *y = fnew(n), *dx = fnew(n);
+    memcpy(y, x, n * sizeof *y);
+    k_rope_fwd(y, cs, sn, N, T, nh, D, ld);
+    ref_rope(c.y, c.x, N, T, nh, D, ld, theta);
+    assert_true(rel_err_f(y, c.y, n) < FWD_TOL);
+    for (int r = 0; r < N; r++)
+        for (int k = nh * D; k < ld; k++)
+            assert_true(y[(size_t)r * ld + k] == x[(size_t)r * ld + k]);
+    memcpy(dx, dy, n * sizeof *dx);
+    k_rope_bwd(dx, cs, sn, N, T, nh, D, ld);
+    double *fd = dnew(n);
+    fd_grad(fd, c.x, n, rope_loss, &c);
+    assert_true(rel_err_f(dx, fd, n) < GRAD_TOL);
+    free(fd), free(c.x), free(c.dy), free(c.y), free(x), free(dy), free(cs), free(sn), free(y), free(dx);
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    check_rope(2, 5, 3, 4, 0, 10.0, 10);
+    check_rope(1, 6, 2, 8, 3, 100.0, 12);
+    check_rope(2, 4, 1, 2, 1, 10000.0, 14);
+}
+
+/* rotate_half pairs channel i with i + D/2: at position 1 with D = 4, a vector
+ * (1, 0, 0, 0) turns into (cos a, 0, sin a, 0), a = inv_freq[0] = 1. */
+static void test_rope_pairing(void **state)
+{
+    (void)state;
+    enum { T = 2, D = 4 };
+    float cs[T * D / 2], sn[T * D / 2], x[T * D] = {1, 0, 0, 0, 1, 0, 0, 0};
+    k_rope_table(cs, sn, T, D, 10000.0);
+    k_rope_fwd(x, cs, sn, T, T, 1, D, D);
+    float want[T * D] = {1, 0, 0, 0, (float)cos(1.0), 0, (float)sin(1.0), 0};
+    for (int i = 0; i < T * D; i++)
+        assert_true(fabsf(x[i] - want[i]) < 1e-7f);
+}
+
+/* ---- SwiGLU ---------------------------------------------------------------------------- */
+
+typedef struct {
+    size_t n;
+    double *gate, *up, *dy;
+} swiglu_ctx;
+
+static double swiglu_loss(void *vc)
+{
+    swiglu_ctx *c = vc;
+    double s = 0;
+    for (size_t i = 0; i < c->n; i++)
+        s += c->dy[i] * ref_silu(c->gate[i]) * c->up[i];
+    return s;
+}
+
+static void test_swiglu(void **state)
+{
+    (void)state;
+    enum { n = 64 };
+    float *gate = fnew(n), *up = fnew(n), *y = fnew(n), *dy = fnew(n), *dg = fnew(n), *du = fnew(n);
+    for (int i = 0; i < n; i++) /* a ramp over [-8, 8] covers both tails of silu */
+        gate[i] = -8.0f + 16.0f * (float)i / (n - 1);
+    fill_normal(up, n, 0, 1.5f, 20);
+    fill_normal(dy, n, 0, 1, 21);
+    swiglu_ctx c = {n, to_double(gate, n), to_double(up, n), to_double(dy, n)};
+    double *yr = dnew(n), *fdg = dnew(n), *fdu = dnew(n);
+    for (int i = 0; i < n; i++)
+        yr[i] = ref_silu(c.gate[i]) * c.up[i];
+    k_swiglu_fwd(y, gate, up, n);
+    assert_true(rel_err_f(y, yr, n) < FWD_TOL);
+
+    fd_grad(fdg, c.gate, n, swiglu_loss, &c);
+    fd_grad(fdu, c.up, n, swiglu_loss, &c);
+    k_swiglu_bwd(dg, du, dy, gate, up, n);
+    assert_true(rel_err_f(dg, fdg, n) < GRAD_TOL);
+    assert_true(rel_err_f(du, fdu, n) < GRAD_TOL);
+    float *du2 = fnew(n);
+    k_swiglu_bwd(dy, du2, dy, gate, up, n); /* in place: dgate aliases dy */
+    assert_memory_equal(dy, dg, n * sizeof(float));
+    assert_memory_equal(du2, du, n * sizeof(float));
+    free(du2), free(yr), free(fdg), free(fdu), free(c.gate), free(c.up), free(c.dy);
+    free(gate), free(up), free(y), free(dy), free(dg), free(du);
+}
+
+/* ---- thread count ------------------------------------------------------------------------ */
+
+/* The three kernels give bit-identical results with 1 and 3 threads. */
+static void test_threads_llama(void **state)
+{
+    (void)state;
+    enum { N = 37, C = 24, T = 5, NH = 3, D = 8 };
+    float *x = fnew(N * C), *w = fnew(C), *dy = fnew(N * C), cs[T * D / 2], sn[T * D / 2];
+    float *out[2], *grad[2], rstd[N];
+    fill_normal(x, N * C, 0, 1, 30);
+    fill_normal(w, C, 1, 0.2f, 31);
+    fill_normal(dy, N * C, 0, 1, 32);
+    k_rope_table(cs, sn, T, D, 10.0);
+    int saved = omp_get_max_threads();
+    for (int k = 0; k < 2; k++) {
+        omp_set_num_threads(k ? 3 : 1);
+        out[k] = fnew(3 * N * C);
+        grad[k] = fnew(3 * N * C);
+        k_rmsnorm_fwd(out[k], rstd, x, w, N, C, 1e-6f);
+        k_rmsnorm_bwd(grad[k], dy, x, rstd, w, N, C);
+        memcpy(out[k] + N * C, x, sizeof(float) * N * C);
+        k_rope_fwd(out[k] + N * C, cs, sn, N, T, NH, D, C);
+        k_swiglu_fwd(out[k] + 2 * N * C, x, dy, N * C);
+        k_swiglu_bwd(grad[k] + N * C, grad[k] + 2 * N * C, dy, x, dy, N * C);
+    }
+    omp_set_num_threads(saved);
+    assert_memory_equal(out[0], out[1], sizeof(float) * 3 * N * C);
+    assert_memory_equal(grad[0], grad[1], sizeof(float) * 3 * N * C);
+    for (int k = 0; k < 2; k++)
+        free(out[k]), free(grad[k]);
+    free(x), free(w), free(dy);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm),       cmocka_unit_test(test_rope_table),
+        cmocka_unit_test(test_rope),          cmocka_unit_test(test_rope_pairing),
+        cmocka_unit_test(test_swiglu),        cmocka_unit_test(test_threads_llama),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
