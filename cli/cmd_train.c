@@ -2,6 +2,8 @@
 #include <mpi.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -22,13 +24,21 @@ static int threads_per_rank(const train_config *t, MPI_Comm world)
     return n < 1 ? 1 : n;
 }
 
+/* Flags are parsed before MPI starts: under mpirun only the first rank
+ * (Open MPI's OMPI_COMM_WORLD_RANK) prints a usage error. */
+static int first_rank(void)
+{
+    const char *r = getenv("OMPI_COMM_WORLD_RANK");
+    return !r || strcmp(r, "0") == 0;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_config t;
     pl_err e;
     int rc = trainconf_parse(&t, argc, argv, &e);
     if (rc)
-        return rc > 0 ? 0 : cli_fail("train", e.msg, 2);
+        return rc > 0 ? 0 : first_rank() ? cli_fail("train", e.msg, 2) : 2;
     int provided, world, rank;
     MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
     MPI_Comm_size(MPI_COMM_WORLD, &world);

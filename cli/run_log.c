@@ -1,23 +1,70 @@
 /* run_log.c - output directory, metrics and summary of a training run. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fingerprint.h"
 #include "outdir.h"
 #include "train.h"
 
-int run_begin(run_log *r, const train_config *t, int world, int n_workers, pl_err *e)
+/* The step of one metrics.jsonl line, or -1 when it is not a whole row (a
+ * line cut by a kill). */
+static long row_step(const char *line, size_t len)
+{
+    cJSON *j = cJSON_ParseWithLength(line, len);
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+    double v = cJSON_IsNumber(s) ? s->valuedouble : -1;
+    long step = v >= 0 && v < 9e15 ? (long)v : -1;   /* no out-of-range cast */
+    cJSON_Delete(j);
+    return step;
+}
+
+/* Rewrites OUT/metrics.jsonl without the rows past `start` (atomic). */
+static int trim_metrics(const char *out, long start, pl_err *e)
+{
+    char path[4200];
+    size_t len;
+    struct stat st;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    if (stat(path, &st) != 0)
+        return 0;
+    char *text = pl_read_text(path, (size_t)1 << 31, &len, e);
+    if (!text)
+        return -1;
+    size_t w = 0;
+    for (size_t i = 0; i < len;) {
+        char *nl = memchr(text + i, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - (text + i)) : len - i;
+        long step = nl ? row_step(text + i, n) : -1;
+        if (step >= 0 && step <= start) {
+            memmove(text + w, text + i, n + 1);
+            w += n + 1;
+        }
+        i += n + 1;
+    }
+    int rc = pl_write_atomic(path, text, w, e);
+    free(text);
+    return rc;
+}
+
+int run_begin(run_log *r, const train_config *t, int world, int n_workers, long start,
+              pl_err *e)
 {
     memset(r, 0, sizeof *r);
     r->t = t;
     r->last_val = NAN;
+    r->steps_done = start;
     if (!t->resume && outdir_in_use(t->out))
         return pl_errf(e, "--out: %s already exists and is not empty (use --resume %s to continue it)",
                        t->out, t->out);
     if (mkdir(t->out, 0755) != 0 && errno != EEXIST)
         return pl_errf(e, "--out: cannot create %s: %s", t->out, strerror(errno));
+    if (t->resume && trim_metrics(t->out, start, e) != 0)
+        return -1;
     if (trainconf_write_run_json(t, world, n_workers, e) != 0)
         return -1;
     if (metrics_open(&r->log, t->out, t->resume != NULL, e) != 0)
@@ -57,4 +104,36 @@ int run_finish(run_log *r, const lora_layout *L, const model_config *c, const fl
            r->bytes_total / steps, r->last_loss, val);
     printf("adapter written to %s\n", r->t->out);
     return 0;
+}
+
+int run_fingerprint(run_fp *f, const train_config *t, const model *m, const lora_layout *L,
+                    int workers, pl_err *e)
+{
+    memset(f, 0, sizeof *f);
+    ps_hello_init(&f->h, 0, 1);
+    if (fp_build(&f->h, t, m, L, e) != 0 || ps_hello_addf(&f->h, e, "workers", "%d", workers)) {
+        run_fingerprint_free(f);
+        return -1;
+    }
+    f->kv = calloc((size_t)f->h.n + 1, sizeof *f->kv);
+    if (!f->kv) {
+        run_fingerprint_free(f);
+        return pl_errf(e, "out of memory");
+    }
+    for (int i = 0; i < f->h.n; i++)
+        f->kv[i] = (ckpt_kv){f->h.kv[i].key, f->h.kv[i].value};
+    f->n = f->h.n;
+    return 0;
+}
+
+void run_fingerprint_free(run_fp *f)
+{
+    ps_hello_free(&f->h);
+    free(f->kv);
+    memset(f, 0, sizeof *f);
+}
+
+void run_warn(const char *line)
+{
+    fprintf(stderr, "pslora train: warning: %s\n", line);
 }

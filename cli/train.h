@@ -5,8 +5,10 @@
 
 #include <mpi.h>
 
+#include "checkpoint.h"
 #include "lora.h"
 #include "metrics.h"
+#include "msg.h"
 #include "trainconf.h"
 
 /* One process doing both roles (world size 1). */
@@ -24,12 +26,31 @@ typedef struct {
 } run_log;
 
 /* Creates OUT (refused when it holds files, unless resuming), writes
- * run.json and opens metrics.jsonl.  Call after every input was checked. */
-int run_begin(run_log *r, const train_config *t, int world, int n_workers, pl_err *e);
+ * run.json and opens metrics.jsonl.  Resuming at step `start`, the metrics
+ * rows past `start` (logged by the killed run after its checkpoint) are
+ * dropped first, so that the history reads as one run.  Call after every
+ * input was checked. */
+int run_begin(run_log *r, const train_config *t, int world, int n_workers, long start,
+              pl_err *e);
 /* Logs a step: metrics row (every --log-every steps and at evaluations) and progress. */
 void run_step(run_log *r, metrics_row *row);
 /* Writes the final adapter into OUT and prints the summary line. */
 int run_finish(run_log *r, const lora_layout *L, const model_config *c, const float *params,
                pl_err *e);
+
+/* The run's fingerprint as a checkpoint records it: the Hello entries
+ * (fp_build) plus "workers" (the batch geometry is workers x --batch). */
+typedef struct {
+    ps_hello h;
+    ckpt_kv *kv;
+    int n;
+} run_fp;
+
+int run_fingerprint(run_fp *f, const train_config *t, const model *m, const lora_layout *L,
+                    int workers, pl_err *e);
+void run_fingerprint_free(run_fp *f);
+
+/* "pslora train: warning: <line>" on stderr (server_resume's warn). */
+void run_warn(const char *line);
 
 #endif

@@ -27,11 +27,20 @@ static double maybe_validate(worker *w, const train_config *t, long done, run_lo
     return v;
 }
 
+/* --resume: the newest checkpoint into s; *start its step (0 without one). */
+static int resume(server *s, const server_ckpt *c, const train_config *t, long *start, pl_err *e)
+{
+    char dir[4200];
+    *start = 0;
+    return t->resume ? server_resume(s, c, start, dir, sizeof dir, run_warn, e) : 0;
+}
+
 int train_local(const train_config *t)
 {
     pl_err e;
     worker w;
     server s;
+    run_fp fp;
     if (worker_init(&w, t, &e) != 0)
         return cli_fail("train", e.msg, 1);
     float *sp = malloc(w.L.n_params * sizeof(float) + 1);
@@ -40,15 +49,24 @@ int train_local(const train_config *t)
         return cli_fail("train", sp ? e.msg : "out of memory", 1);
     }
     memcpy(s.params, w.params, w.L.n_params * sizeof(float));
-    run_log r;
+    if (run_fingerprint(&fp, t, &w.m, &w.L, 1, &e) != 0) {
+        server_free(&s);
+        worker_free(&w);
+        return cli_fail("train", e.msg, 1);
+    }
+    server_ckpt ck = {t->out, &w.m.cfg, fp.kv, fp.n, 1};
+    run_log r = {0};
+    long start;
     int status = 1;
-    if (run_begin(&r, t, 1, 1, &e) != 0)
+    if (resume(&s, &ck, t, &start, &e) != 0 || run_begin(&r, t, 1, 1, start, &e) != 0)
         goto done;
-    for (long step = 0; step < t->steps; step++) {
+    memcpy(w.params, s.params, w.L.n_params * sizeof(float));
+    for (long step = start; step < t->steps; step++) {
         metrics_row row = {.step = step + 1, .val_loss = NAN, .lr = opt_lr(&t->opt, step)};
         double t0 = metrics_now();
         long ntok;
         double loss = worker_compute(&w, step, 0, 1, &ntok);
+        worker_test_hooks(&w, step, 0);
         double t1 = metrics_now();
         double sq = server_scale(&s, w.grad, ntok);
         if (!worker_grad_finite(&w, loss))
@@ -69,6 +87,8 @@ int train_local(const train_config *t)
                     s.consecutive_skips);
             goto done;
         }
+        if (server_checkpoint_due(t, step + 1) && server_checkpoint(&s, &ck, step + 1, &e) != 0)
+            goto done;
     }
     if (run_finish(&r, &w.L, &w.m.cfg, s.params, &e) != 0)
         goto done;
@@ -76,6 +96,9 @@ int train_local(const train_config *t)
 done:
     if (status)
         cli_fail("train", e.msg, 1);
+    if (status && r.log.f)
+        metrics_close(&r.log);
+    run_fingerprint_free(&fp);
     server_free(&s);
     worker_free(&w);
     return status;

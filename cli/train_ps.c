@@ -3,7 +3,10 @@
  * Start-up is collective so that one bad rank stops every rank with one line:
  * each rank loads what its role needs, then an allreduce of the status; then
  * every worker sends every server its Hello, rank 0 names the first
- * difference, and a second allreduce stops everyone on a mismatch. */
+ * difference, and a second allreduce stops everyone on a mismatch.  With
+ * --resume, rank 0 picks the checkpoint (checking it against the run's
+ * fingerprint), tells every rank its step and directory, and every server
+ * loads it.  No collective waits longer than --timeout. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +30,21 @@ typedef struct {
     lora_layout L;      /* server ranks */
     server s;
     run_log log;        /* rank 0 */
+    run_fp fp;          /* rank 0: the fingerprint checkpoints record */
+    server_ckpt ck;     /* servers */
+    long start;         /* first step */
 } ps_run;
+
+/* Waits for a collective at most --timeout seconds; past it this rank names
+ * what it waited for and ends the job (a peer is stuck or gone). */
+static void wait_or_abort(ps_run *r, MPI_Request *q, const char *what)
+{
+    pl_err e;
+    if (tp_wait(q, 1, (double)r->t->timeout, what, &e) != 0) {
+        fprintf(stderr, "pslora train: rank %d: %s\n", r->rank, e.msg);
+        MPI_Abort(r->world_comm, 1);
+    }
+}
 
 /* Every rank learns whether any rank failed; a failing rank prints its line. */
 static int all_ok(ps_run *r, int ok, const pl_err *e)
@@ -35,7 +52,9 @@ static int all_ok(ps_run *r, int ok, const pl_err *e)
     if (!ok)
         fprintf(stderr, "pslora train: %s\n", e->msg);
     int all;
-    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, r->world_comm);
+    MPI_Request q;
+    MPI_Iallreduce(&ok, &all, 1, MPI_INT, MPI_MIN, r->world_comm, &q);
+    wait_or_abort(r, &q, "start-up: the status of every rank");
     return all;
 }
 
@@ -87,6 +106,38 @@ static int handshake(ps_run *r, pl_err *e)
     return rc;
 }
 
+/* --resume: rank 0 picks and loads the checkpoint, every rank learns its
+ * step, the other servers load the same directory. */
+static int resume(ps_run *r, pl_err *e)
+{
+    char dir[4200] = "";
+    int ok = 1;
+    if (r->rank == 0)
+        ok = server_resume(&r->s, &r->ck, &r->start, dir, sizeof dir, run_warn, e) == 0;
+    if (!all_ok(r, ok, e))
+        return -1;
+    MPI_Request q;
+    MPI_Ibcast(&r->start, 1, MPI_LONG, 0, r->world_comm, &q);
+    wait_or_abort(r, &q, "start-up: the checkpoint's step");
+    MPI_Ibcast(dir, (int)sizeof dir, MPI_CHAR, 0, r->world_comm, &q);
+    wait_or_abort(r, &q, "start-up: the checkpoint's directory");
+    ok = 1;
+    if (r->rank > 0 && r->rank < r->S && dir[0]) {
+        long step;
+        int refused;
+        server_ckpt mine = r->ck;
+        mine.n_fp = 0;   /* rank 0 checked the fingerprint */
+        ok = server_load_checkpoint(&r->s, &mine, dir, &step, &refused, e) == 0;
+        if (ok && step != r->start)
+            ok = 0, pl_errf(e, "%s: step %ld, rank 0 read %ld", dir, step, r->start);
+        if (!ok) {
+            pl_err why = *e;
+            pl_errf(e, "rank %d: %s", r->rank, why.msg);
+        }
+    }
+    return all_ok(r, ok, e) ? 0 : -1;
+}
+
 static void on_step(void *ctx, void *row) { run_step(ctx, row); }
 static void on_eval(void *ctx, long step, double val, long ntok)
 {
@@ -96,18 +147,19 @@ static void on_eval(void *ctx, long step, double val, long ntok)
 static int run_roles(ps_run *r, pl_err *e)
 {
     if (r->rank >= r->S) {
-        ps_worker_env env = {r->world_comm, r->S, r->W, r->rank, r->owner};
+        ps_worker_env env = {r->world_comm, r->S, r->W, r->rank, r->owner, r->start};
         return ps_worker_run(&r->w, &env, e);
     }
     ps_server_env env = {r->world_comm, r->servers, r->S, r->W, r->rank, r->owner,
-                         NULL, NULL, NULL};
+                         NULL, NULL, NULL, r->start, NULL};
     if (r->rank == 0)
-        env.on_step = on_step, env.on_eval = on_eval, env.ctx = &r->log;
+        env.on_step = on_step, env.on_eval = on_eval, env.ctx = &r->log, env.ckpt = &r->ck;
     return ps_server_run(&r->s, &env, e);
 }
 
 static void release(ps_run *r)
 {
+    run_fingerprint_free(&r->fp);
     if (r->rank >= r->S)
         worker_free(&r->w);
     else {
@@ -159,7 +211,14 @@ int train_ps(const train_config *t, MPI_Comm comm)
         release(&r);
         return 1;
     }
-    ok = r.rank != 0 || run_begin(&r.log, t, r.world, r.W, &e) == 0;
+    /* rank 0 records the run's fingerprint in its checkpoints */
+    ok = r.rank != 0 || run_fingerprint(&r.fp, t, &r.m, &r.L, r.W, &e) == 0;
+    r.ck = (server_ckpt){t->out, &the_model(&r)->cfg, r.fp.kv, r.fp.n, r.W};
+    if (!all_ok(&r, ok, &e) || (t->resume && resume(&r, &e) != 0)) {
+        release(&r);
+        return 1;
+    }
+    ok = r.rank != 0 || run_begin(&r.log, t, r.world, r.W, r.start, &e) == 0;
     if (!all_ok(&r, ok, &e)) {
         release(&r);
         return 1;

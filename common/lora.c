@@ -248,10 +248,11 @@ static int read_adapter_config(const char *path, const model_config *c, int *r, 
     const cJSON *jf = cJSON_GetObjectItemCaseSensitive(j, "fan_in_fan_out");
     if (!cJSON_IsString(pt) || strcmp(pt->valuestring, "LORA") != 0)
         rc = pl_errf(e, "%s: peft_type must be \"LORA\"", path);
-    else if (!cJSON_IsNumber(jr) || jr->valuedouble < 1 || jr->valuedouble != (int)jr->valuedouble)
-        rc = pl_errf(e, "%s: r must be a positive integer", path);
-    else if (!cJSON_IsNumber(ja))
-        rc = pl_errf(e, "%s: lora_alpha must be a number", path);
+    else if (!cJSON_IsNumber(jr) || !(jr->valuedouble >= 1 && jr->valuedouble <= 65536) ||
+             jr->valuedouble != (int)jr->valuedouble)
+        rc = pl_errf(e, "%s: r must be an integer from 1 to 65536", path);
+    else if (!cJSON_IsNumber(ja) || !(fabs(ja->valuedouble) <= 1e30))
+        rc = pl_errf(e, "%s: lora_alpha must be a finite number", path);
     else if ((rc = refuse_if(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "use_dora")),
                                     path, "use_dora", e)))
         ;

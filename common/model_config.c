@@ -2,6 +2,7 @@
 #include "model.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,9 @@ static int get_int(const cJSON *j, const char *key, int *out, int required, int 
             return pl_errf(e, "%s: missing %s", path, key);
         return 0;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
+    /* range first: casting an out-of-range double to int is undefined */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= INT_MIN && v->valuedouble <= INT_MAX) ||
+        v->valuedouble != (double)(int)v->valuedouble)
         return pl_errf(e, "%s: %s must be an integer", path, key);
     if ((int)v->valuedouble < min)
         return pl_errf(e, "%s: %s must be >= %d, got %d", path, key, min, (int)v->valuedouble);

@@ -394,6 +394,14 @@ static cJSON *parse_json(const char *path, const uint8_t *h, size_t n, pl_err *e
     return root;
 }
 
+/* A tensor name may hold control characters: keep the error on one line. */
+static void one_line(pl_err *e)
+{
+    for (char *c = e ? e->msg : NULL; c && *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+}
+
 int st_parse(st_file *f, const void *buf, size_t size, const char *name, pl_err *e)
 {
     memset(f, 0, sizeof *f);
@@ -411,8 +419,10 @@ int st_parse(st_file *f, const void *buf, size_t size, const char *name, pl_err 
     }
     int rc = parse_header(f, root, p + 8 + n, size - 8 - n, e);
     cJSON_Delete(root);
-    if (rc != 0)
+    if (rc != 0) {
         st_close(f);
+        one_line(e);
+    }
     return rc;
 }
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "flags.h"
 #include "lora.h"
@@ -27,6 +28,29 @@ static void defaults(train_config *t)
     t->servers = 1, t->staleness = 0, t->log_every = 1, t->eval_batches = 8;
     t->keep_checkpoints = 3, t->max_skips = 5, t->timeout = 600;
     t->sync_name = "bsp", t->optimizer = "adamw", t->schedule = "constant", t->compute = "fp32";
+}
+
+/* --resume OUT continues the run in OUT: --out may be left out, or must name
+ * the same directory. */
+static int resume_target(train_config *t, pl_err *e)
+{
+    if (!t->resume) {
+        if (!t->out)
+            return pl_errf(e, "--out: required (see pslora train --help)");
+        return 0;
+    }
+    if (!t->out) {
+        t->out = t->resume;
+        return 0;
+    }
+    struct stat a, b;
+    int same = stat(t->out, &a) == 0 && stat(t->resume, &b) == 0
+                   ? a.st_dev == b.st_dev && a.st_ino == b.st_ino
+                   : strcmp(t->out, t->resume) == 0;
+    if (!same)
+        return pl_errf(e, "--resume: continues the run in %s, but --out names %s", t->resume,
+                       t->out);
+    return 0;
 }
 
 /* Checks that need several flags at once. */
@@ -52,8 +76,11 @@ static int cross_checks(train_config *t, pl_err *e)
         return pl_errf(e, "--eval-every: needs --val SHARDS");
     if (t->sync != SYNC_SSP && t->staleness)
         return pl_errf(e, "--staleness: only with --sync ssp");
+    if (t->sync != SYNC_BSP && t->checkpoint_every)
+        return pl_errf(e, "--checkpoint-every: periodic checkpoints need --sync bsp "
+                          "(%s runs write one checkpoint at the end)", sync_name(t->sync));
     t->opt.total_steps = (int)t->steps;
-    return 0;
+    return resume_target(t, e);
 }
 
 int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
@@ -64,7 +91,7 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
     fl_spec specs[] = {
         {"model", FL_STR, &t->model_dir, "model directory (Hugging Face format)", 0, -1, 1, 0},
         {"data", FL_STR, &t->data, "training token shards, comma-separated", 0, -1, 1, 0},
-        {"out", FL_STR, &t->out, "output directory", 0, -1, 1, 0},
+        {"out", FL_STR, &t->out, "output directory (may be left out with --resume)", 0, -1, 0, 0},
         {"val", FL_STR, &t->val, "validation shards", 0, -1, 0, 0},
         {"rank", FL_INT, &t->rank, "LoRA rank r (8)", 1, 4096, 0, 0},
         {"alpha", FL_FLOAT, &t->alpha, "LoRA alpha (16)", 1e-6, 1e6, 0, 0},
@@ -106,8 +133,21 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
     return cross_checks(t, e);
 }
 
+/* The shortest %g text that reads back as the same float (2e-4, not
+ * 0.000199999995): exact, and readable in a refusal line. */
+static const char *fmt_float(char *buf, size_t len, float x)
+{
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, len, "%.*g", prec, x);
+        if (strtof(buf, NULL) == x)
+            break;
+    }
+    return buf;
+}
+
 int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][256], int max)
 {
+    char f[32];
     int n = 0;
 #define KV(k, fmt, ...)                                             \
     if (n < max) {                                                  \
@@ -116,9 +156,9 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
         n++;                                                        \
     }
     KV("--rank", "%ld", t->rank);
-    KV("--alpha", "%g", t->alpha);
+    KV("--alpha", "%s", fmt_float(f, sizeof f, t->alpha));
     KV("--rslora", "%d", t->rslora);
-    KV("--dropout", "%g", t->dropout);
+    KV("--dropout", "%s", fmt_float(f, sizeof f, t->dropout));
     KV("--targets", "%s", t->targets);
     KV("--batch", "%ld", t->batch);
     KV("--seq", "%ld", t->seq);
@@ -131,8 +171,24 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--init-adapter", "%s", t->init_adapter ? t->init_adapter : "");
     KV("--resume", "%s", t->resume ? t->resume : "");
     KV("--compute", "%s", t->compute);
+    KV("--optimizer", "%s", opt_kind_name(t->opt.kind));
+    KV("--lr", "%s", fmt_float(f, sizeof f, t->opt.lr));
+    KV("--momentum", "%s", fmt_float(f, sizeof f, t->opt.momentum));
+    KV("--weight-decay", "%s", fmt_float(f, sizeof f, t->opt.weight_decay));
+    KV("--warmup", "%d", t->opt.warmup);
+    KV("--schedule", "%s", sched_name(t->opt.schedule));
+    KV("--clip", "%s", fmt_float(f, sizeof f, t->opt.clip));
 #undef KV
     return n;
+}
+
+int trainconf_resume_may_change(const char *key)
+{
+    static const char *const ok[] = {"--steps", "--resume", "--servers", NULL};
+    for (int i = 0; ok[i]; i++)
+        if (strcmp(key, ok[i]) == 0)
+            return 1;
+    return 0;
 }
 
 int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl_err *e)

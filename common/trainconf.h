@@ -30,6 +30,12 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e);
  * fingerprint), written into keys/vals (at most max); returns the count. */
 int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][256], int max);
 
+/* 1 for the fingerprint keys a resumed run may change (--steps, --servers,
+ * --resume); the cadence flags (--checkpoint-every, --eval-every, --log-every,
+ * --keep-checkpoints, --timeout, --max-skips, --threads) are not in the
+ * fingerprint at all.  Everything else in it fixes the result. */
+int trainconf_resume_may_change(const char *key);
+
 /* Writes OUT/run.json: every flag, versions, world size. */
 int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl_err *e);
 

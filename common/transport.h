@@ -11,7 +11,9 @@
 #include "err.h"
 #include "msg.h"
 
-enum { TP_TAG_HELLO = 11, TP_TAG_PUSH, TP_TAG_UPDATE, TP_TAG_CTRL, TP_TAG_FINAL };
+/* TP_TAG_CKPT: servers 1..S-1 send rank 0 their slices of the adapter, m and
+ * v (three AdapterUpdates, in that order) for a checkpoint. */
+enum { TP_TAG_HELLO = 11, TP_TAG_PUSH, TP_TAG_UPDATE, TP_TAG_CTRL, TP_TAG_FINAL, TP_TAG_CKPT };
 
 /* Receives one message from src (or MPI_ANY_SOURCE) with tag (or
  * MPI_ANY_TAG) into b (grown as needed; b->len = its size).  *waited

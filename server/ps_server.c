@@ -66,9 +66,9 @@ static void add_owned(srv *v)
 }
 
 /* Sends the owned slices of the adapter to every worker (one encoding). */
-static int send_update(srv *v, long step, int stop, int tag, pl_err *e)
+static int send_update(srv *v, long version, long step, int stop, int tag, pl_err *e)
 {
-    ps_update_hdr h = {v->s->version, step, stop};
+    ps_update_hdr h = {version, step, stop};
     if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
         return -1;
     int S = v->env->S, W = v->env->W;
@@ -160,13 +160,18 @@ static int bsp_step(srv *v, long step, pl_err *e)
         acc_push(&a, &h, v->in.len);
     }
     double red[2] = {server_scale(s, v->gsum, a.tokens), (double)a.nonfinite};
-    MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, v->env->servers);
+    MPI_Request q;
+    MPI_Iallreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, v->env->servers, &q);
+    if (tp_wait(&q, 1, (double)v->t->timeout, "gradient norm from the other servers", e) != 0)
+        return -1;
     double sq = red[1] > 0 ? NAN : red[0];
     server_apply(s, v->gsum, sq, step);
-    if (send_update(v, step, step == v->t->steps - 1, TP_TAG_UPDATE, e) != 0)
+    if (send_update(v, s->version, step, step == v->t->steps - 1, TP_TAG_UPDATE, e) != 0)
         return -1;
     double bytes[2] = {a.bytes_in, (double)v->out.len * W}, tot[2];
-    MPI_Reduce(bytes, tot, 2, MPI_DOUBLE, MPI_SUM, 0, v->env->servers);
+    MPI_Ireduce(bytes, tot, 2, MPI_DOUBLE, MPI_SUM, 0, v->env->servers, &q);
+    if (tp_wait(&q, 1, (double)v->t->timeout, "byte counts from the other servers", e) != 0)
+        return -1;
     if (v->env->rank != 0)
         return 0;
     metrics_row row;
@@ -247,10 +252,12 @@ static int async_run(srv *v, pl_err *e)
         free(st.clock), free(st.pending);
         return pl_errf(e, "out of memory");
     }
+    long start = v->env->start;
     for (int i = 0; i < W; i++)
-        st.pending[i] = -1;
-    long evals_left = 0, rows = 0;
-    for (long d = 1; root && d <= v->t->steps; d++)
+        st.pending[i] = -1, st.clock[i] = start;
+    st.replies = (long)W * start;
+    long evals_left = 0, rows = start;
+    for (long d = start + 1; root && d <= v->t->steps; d++)
         evals_left += eval_due(v->t, d);
     step_acc a = {0};
     double pending_val = NAN;
@@ -323,17 +330,65 @@ static int gather_final(srv *v, pl_err *e)
     return rc;
 }
 
+/* Servers 1..S-1 send rank 0 their slices of the adapter, m and v; rank 0
+ * assembles them into its own (full-size) vectors and writes the checkpoint
+ * of `done` steps. */
+static int checkpoint(srv *v, long done, pl_err *e)
+{
+    server *s = v->s;
+    float *arr[3] = {s->params, s->m, s->v};
+    int S = v->env->S;
+    double tmo = (double)v->t->timeout;
+    if (v->env->rank != 0) {
+        for (int k = 0; k < 3; k++) {
+            ps_update_hdr h = {s->version, done, 0};
+            if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, arr[k], e) != 0)
+                return -1;
+            tp_isend(v->env->world, 0, TP_TAG_CKPT, &v->out, &v->reqs[0]);
+            if (tp_wait(v->reqs, 1, tmo, "checkpoint state to rank 0", e) != 0)
+                return -1;
+        }
+        return 0;
+    }
+    unsigned char *theirs = malloc((size_t)v->lay.n_tensors + 1);
+    int rc = theirs ? 0 : pl_errf(e, "out of memory");
+    for (int r = 1; r < S && rc == 0; r++) {
+        for (int id = 0; id < v->lay.n_tensors; id++)
+            theirs[id] = v->env->owner[id] == r;
+        ps_expect x = {&v->lay, theirs, done, done, 0, 1L << 62};
+        for (int k = 0; k < 3 && rc == 0; k++) {
+            ps_update_hdr h;
+            rc = tp_recv(v->env->world, r, TP_TAG_CKPT, &v->in, tmo, NULL, NULL, NULL, e);
+            if (rc == 0)
+                rc = ps_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, arr[k], e);
+        }
+    }
+    free(theirs);
+    if (rc == 0 && v->env->ckpt)
+        rc = server_checkpoint(s, v->env->ckpt, done, e);
+    return rc;
+}
+
 int ps_server_run(server *s, const ps_server_env *env, pl_err *e)
 {
     srv v;
+    const train_config *t = s->t;
+    long start = env->start;
     int rc = srv_init(&v, s, env, e);
+    /* the adapter of step `start`; async versions count in steps (min clock) */
     if (rc == 0)
-        rc = send_update(&v, 0, 0, TP_TAG_UPDATE, e);   /* version 0 to every worker */
+        rc = send_update(&v, t->sync == SYNC_BSP ? s->version : start, start, 0, TP_TAG_UPDATE, e);
     v.t_last = metrics_now();
-    for (long step = 0; rc == 0 && s->t->sync == SYNC_BSP && step < s->t->steps; step++)
+    for (long step = start; rc == 0 && t->sync == SYNC_BSP && step < t->steps; step++) {
         rc = bsp_step(&v, step, e);
-    if (rc == 0 && s->t->sync != SYNC_BSP)
+        if (rc == 0 && server_checkpoint_due(t, step + 1))
+            rc = checkpoint(&v, step + 1, e);
+    }
+    if (rc == 0 && t->sync != SYNC_BSP && start < t->steps) {
         rc = async_run(&v, e);
+        if (rc == 0)
+            rc = checkpoint(&v, t->steps, e);
+    }
     if (rc == 0)
         rc = gather_final(&v, e);
     srv_free(&v);

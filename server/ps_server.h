@@ -8,6 +8,10 @@
  * clipping); reply to a worker's push of step t once every worker has pushed
  * at least t+1-s steps (SSP) or at once (ASP).  See docs/parameter-server.md.
  *
+ * Checkpoints (server_checkpoint_due): servers 1..S-1 send rank 0 their
+ * slices of the adapter and of m and v (TP_TAG_CKPT), rank 0 writes them.
+ * Collectives among the servers wait at most --timeout seconds too.
+ *
  * Rank 0 also writes the metrics and the final adapter. */
 #ifndef PSLORA_PS_SERVER_H
 #define PSLORA_PS_SERVER_H
@@ -27,10 +31,12 @@ typedef struct {
     void (*on_step)(void *ctx, void *row);
     void (*on_eval)(void *ctx, long step, double val, long ntok);
     void *ctx;
+    long start;               /* first step (0, or the checkpoint's on --resume) */
+    const server_ckpt *ckpt;  /* rank 0: where and what checkpoints record */
 } ps_server_env;
 
-/* Runs the server role to the end; the final adapter is gathered on rank 0
- * into s->params.  0 or -1 (+ e naming the peer at fault). */
+/* Runs the server role from env->start to the end; the final adapter is
+ * gathered on rank 0 into s->params.  0 or -1 (+ e naming the peer at fault). */
 int ps_server_run(server *s, const ps_server_env *env, pl_err *e);
 
 #endif

@@ -1,9 +1,12 @@
 /* server.c - the server role (see server.h). */
 #include "server.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int server_init(server *s, const train_config *t, const lora_layout *L, float *params,
                 const unsigned char *owned, pl_err *e)
@@ -95,4 +98,167 @@ void server_assign(const lora_layout *L, int n_servers, int *owner)
     }
     free(load);
     free(done);
+}
+
+/* ---- checkpoints ---- */
+
+int server_checkpoint_due(const train_config *t, long done)
+{
+    return done == t->steps || (t->checkpoint_every > 0 && done % t->checkpoint_every == 0);
+}
+
+/* The adapter tensors as the optimizer file names them (PEFT keys).
+ * *names backs the name pointers; free both. */
+static int ckpt_tensors(const lora_layout *L, ckpt_tensor **out, char **names, pl_err *e)
+{
+    int nt = lora_n_tensors(L);
+    const size_t len = 192;
+    *out = calloc((size_t)nt + 1, sizeof **out);
+    *names = calloc((size_t)nt + 1, len);
+    if (!*out || !*names) {
+        free(*out), free(*names);
+        return pl_errf(e, "out of memory for the checkpoint's tensor list");
+    }
+    for (int id = 0; id < nt; id++) {
+        const lora_module *m = &L->m[id / 2];
+        char *name = *names + (size_t)id * len;
+        snprintf(name, len, "base_model.model.%s.lora_%c.weight", m->path, id % 2 ? 'B' : 'A');
+        (*out)[id].name = name;
+        (*out)[id].shape[0] = id % 2 ? m->out : L->r;
+        (*out)[id].shape[1] = id % 2 ? L->r : m->in;
+        (*out)[id].offset = lora_tensor_offset(L, id);
+    }
+    return 0;
+}
+
+int server_checkpoint(const server *s, const server_ckpt *c, long done, pl_err *e)
+{
+    ckpt_writer w;
+    ckpt_tensor *tens = NULL;
+    char *names = NULL;
+    if (ckpt_tensors(s->L, &tens, &names, e) != 0 || ckpt_begin(&w, c->out, done, e) != 0) {
+        free(tens), free(names);
+        return -1;
+    }
+    ckpt_state st = {.step = done, .version = s->version, .updates = s->updates,
+                     .skipped = s->skipped, .consecutive_skips = s->consecutive_skips,
+                     .seed = s->t->seed, .total_steps = s->t->steps, .workers = c->workers,
+                     .n_params = (long)s->L->n_params, .n_fp = c->n_fp,
+                     .fp = (ckpt_kv *)c->fp};   /* only read by the writer */
+    int rc = lora_save_peft(w.tmp, s->L, c->cfg, s->params, s->t->model_dir, e);
+    if (rc == 0)
+        rc = ckpt_optim_write(&w, tens, lora_n_tensors(s->L), opt_kind_name(s->t->opt.kind), s->m,
+                              s->v, e);
+    if (rc == 0)
+        rc = ckpt_state_write(&w, &st, e);
+    if (rc == 0)
+        rc = ckpt_commit(&w, s->t->keep_checkpoints, e);
+    if (rc != 0)
+        ckpt_abort(&w);
+    free(tens), free(names);
+    return rc;
+}
+
+/* The checkpoint's adapter into s->params, after checking that its layout
+ * is this run's. */
+static int load_adapter(server *s, const server_ckpt *c, const char *dir, pl_err *e)
+{
+    lora_layout L2;
+    float *p;
+    if (lora_load_peft(dir, c->cfg, &L2, &p, e) != 0)
+        return -1;
+    const lora_layout *L = s->L;
+    int same = L2.n == L->n && L2.r == L->r && L2.n_params == L->n_params;
+    for (int i = 0; same && i < L->n; i++)
+        same = !strcmp(L2.m[i].path, L->m[i].path) && L2.m[i].in == L->m[i].in &&
+               L2.m[i].out == L->m[i].out;
+    if (same)
+        memcpy(s->params, p, L->n_params * sizeof(float));
+    free(p);
+    lora_layout_free(&L2);
+    return same ? 0
+                : pl_errf(e, "%s/adapter_model.safetensors: the adapter's modules or rank differ "
+                             "from this run's", dir);
+}
+
+int server_load_checkpoint(server *s, const server_ckpt *c, const char *dir, long *step,
+                           int *refused, pl_err *e)
+{
+    ckpt_state st;
+    *refused = 0;
+    if (ckpt_state_read(&st, dir, e) != 0)
+        return -1;
+    int rc = 0;
+    if (c->n_fp && ckpt_state_compare(&st, c->fp, c->n_fp, trainconf_resume_may_change, dir, e))
+        rc = -1, *refused = 1;
+    else if (st.step > s->t->steps)
+        rc = pl_errf(e, "--steps: %ld is below step %ld of the checkpoint %s", s->t->steps,
+                     st.step, dir), *refused = 1;
+    else if ((size_t)st.n_params != s->L->n_params)
+        rc = pl_errf(e, "%s/trainer_state.json: n_params %ld, the adapter layout has %zu", dir,
+                     st.n_params, s->L->n_params);
+    ckpt_tensor *tens = NULL;
+    char *names = NULL;
+    if (rc == 0)
+        rc = ckpt_tensors(s->L, &tens, &names, e);
+    if (rc == 0)
+        rc = ckpt_optim_read(dir, tens, lora_n_tensors(s->L), opt_kind_name(s->t->opt.kind), s->m,
+                             s->v, e);
+    if (rc == 0)
+        rc = load_adapter(s, c, dir, e);
+    if (rc == 0) {
+        s->version = st.version, s->updates = st.updates, s->skipped = st.skipped;
+        s->consecutive_skips = st.consecutive_skips;
+        *step = st.step;
+    }
+    free(tens), free(names);
+    ckpt_state_free(&st);
+    return rc;
+}
+
+int server_resume(server *s, const server_ckpt *c, long *step, char *dir, size_t len,
+                  void (*warn)(const char *line), pl_err *e)
+{
+    struct stat st;
+    char path[4200];
+    *step = 0;
+    dir[0] = 0;
+    if (stat(c->out, &st) != 0)
+        return pl_errf(e, "--resume: %s: %s", c->out, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return pl_errf(e, "--resume: %s: not a directory", c->out);
+    long *steps;
+    int n;
+    if (ckpt_list(c->out, &steps, &n, e) != 0)
+        return -1;
+    if (n == 0) {
+        snprintf(path, sizeof path, "%s/run.json", c->out);
+        if (stat(path, &st) != 0)
+            return pl_errf(e, "--resume: %s holds no pslora run (no run.json)", c->out);
+        snprintf(path, sizeof path, "no complete checkpoint in %s/checkpoints: starting at step 0",
+                 c->out);
+        warn(path);
+        return 0;
+    }
+    pl_err newest = {""};
+    int rc = -1, refused = 0;
+    for (int i = 0; i < n && rc != 0 && !refused; i++) {
+        ckpt_path(path, sizeof path, c->out, steps[i]);
+        rc = server_load_checkpoint(s, c, path, step, &refused, e);
+        if (rc == 0)
+            snprintf(dir, len, "%s", path);
+        else if (!refused) {
+            if (!newest.msg[0])
+                newest = *e;
+            if (i + 1 == n)
+                break;
+            char line[PL_ERR_LEN + 64];
+            snprintf(line, sizeof line, "%s; trying an older checkpoint", e->msg);
+            warn(line);
+        }
+    }
+    free(steps);
+    if (rc != 0 && !refused)
+        pl_errf(e, "--resume: no checkpoint of %s loads (newest: %s)", c->out, newest.msg);
+    return rc;
 }

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 
+#include "checkpoint.h"
 #include "lora.h"
 #include "optim.h"
 #include "trainconf.h"
@@ -41,5 +42,37 @@ int server_apply(server *s, float *g, double global_sq_norm, long step);
  * counts (largest first, ties by id, to the least loaded server, ties by
  * the lower server).  owner[id] receives the server index. */
 void server_assign(const lora_layout *L, int n_servers, int *owner);
+
+/* ---- checkpoints (see common/checkpoint.h and docs/checkpoints.md) ---- */
+
+/* What a checkpoint records besides the server's state. */
+typedef struct {
+    const char *out;                      /* OUT */
+    const struct model_config_s *cfg;     /* for adapter_config.json */
+    const ckpt_kv *fp;                    /* the run's fingerprint (+ "workers") */
+    int n_fp;                             /* 0: the fingerprint is not checked on load */
+    long workers;
+} server_ckpt;
+
+/* 1 when a checkpoint is due after `done` steps: every --checkpoint-every
+ * steps and after the last step. */
+int server_checkpoint_due(const train_config *t, long done);
+
+/* Writes OUT/checkpoints/step-<done> (all or nothing) from s->params, s->m
+ * and s->v, which must hold every tensor (rank 0 gathers them first). */
+int server_checkpoint(const server *s, const server_ckpt *c, long done, pl_err *e);
+
+/* Loads the checkpoint directory dir into s (every tensor, the counters)
+ * and *step.  First checks trainer_state.json against c->fp (unless n_fp is
+ * 0) and --steps: a checkpoint this run may not continue sets *refused. */
+int server_load_checkpoint(server *s, const server_ckpt *c, const char *dir, long *step,
+                           int *refused, pl_err *e);
+
+/* --resume: loads the newest checkpoint of c->out that loads.  One that
+ * fails to load is reported through warn(line) and the next older one is
+ * tried; a refused one stops the search.  *step = 0 and dir = "" when OUT
+ * is a run without checkpoints (warned too). */
+int server_resume(server *s, const server_ckpt *c, long *step, char *dir, size_t len,
+                  void (*warn)(const char *line), pl_err *e);
 
 #endif

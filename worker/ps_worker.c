@@ -4,7 +4,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "metrics.h"
 #include "msg.h"
@@ -21,7 +20,6 @@ typedef struct {
     ps_buf in, scratch;
     MPI_Request *reqs;
     double t_comm, t_wait;   /* of the last exchange (push + pull), sent with the next push */
-    double slow_s;           /* test-only delay per step (PSLORA_TEST_SLOW_RANK) */
 } wrk;
 
 static int wrk_init(wrk *v, worker *w, const ps_worker_env *env, pl_err *e)
@@ -47,10 +45,6 @@ static int wrk_init(wrk *v, worker *w, const ps_worker_env *env, pl_err *e)
             v->owned[s][id] = env->owner[id] == s;
     }
     v->lay = (ps_layout){nt, v->numel, v->offset};
-    /* test hook: PSLORA_TEST_SLOW_RANK=r PSLORA_TEST_SLOW_MS=m slows rank r */
-    const char *sr = getenv("PSLORA_TEST_SLOW_RANK"), *sm = getenv("PSLORA_TEST_SLOW_MS");
-    if (sr && sm && atoi(sr) == env->rank)
-        v->slow_s = atof(sm) / 1000.0;
     return 0;
 }
 
@@ -64,7 +58,9 @@ static void wrk_free(wrk *v)
     ps_buf_free(&v->in), ps_buf_free(&v->scratch);
 }
 
-/* Takes one AdapterUpdate from every server; *version = the oldest of them. */
+/* Takes one AdapterUpdate from every server; *version = the oldest of them.
+ * Waits up to twice --timeout: a server waits --timeout for each push, so
+ * when a worker is stuck the server, which knows which one, speaks first. */
 static int pull(wrk *v, long step_min, long step_max, long *version, int *stop, pl_err *e)
 {
     double t0 = metrics_now(), waited_total = 0;
@@ -73,8 +69,8 @@ static int pull(wrk *v, long step_min, long step_max, long *version, int *stop, 
         double waited;
         ps_update_hdr h;
         ps_expect x = {&v->lay, v->owned[s], step_min, step_max, 0, v->w->t->steps};
-        if (tp_recv(v->env->world, s, TP_TAG_UPDATE, &v->in, (double)v->w->t->timeout, NULL,
-                    NULL, &waited, e) != 0 ||
+        if (tp_recv(v->env->world, s, TP_TAG_UPDATE, &v->in, 2.0 * (double)v->w->t->timeout,
+                    NULL, NULL, &waited, e) != 0 ||
             ps_decode_update(&v->scratch, v->in.data, v->in.len, s, &x, &h, v->w->params, e))
             return -1;
         waited_total += waited;
@@ -133,16 +129,13 @@ int ps_worker_run(worker *w, const ps_worker_env *env, pl_err *e)
     int stop = 0, wi = env->rank - env->S;
     long version = 0;
     int rc = wrk_init(&v, w, env, e);
-    if (rc == 0)
-        rc = pull(&v, 0, 0, &version, &stop, e);   /* version 0 */
-    for (long step = 0; rc == 0 && step < w->t->steps; step++) {
+    if (rc == 0)   /* the adapter of step `start`: version 0, or the checkpoint's */
+        rc = pull(&v, env->start, env->start, &version, &stop, e);
+    for (long step = env->start; rc == 0 && step < w->t->steps; step++) {
         double t0 = metrics_now();
         long ntok;
         double loss = worker_compute(w, step, wi, env->W, &ntok);
-        if (v.slow_s > 0) {
-            struct timespec ts = {(time_t)v.slow_s, (long)(fmod(v.slow_s, 1.0) * 1e9)};
-            nanosleep(&ts, NULL);
-        }
+        worker_test_hooks(w, step, env->rank);
         rc = push(&v, step, version, loss, ntok, metrics_now() - t0, e);
         if (rc == 0)
             rc = pull(&v, step, step, &version, &stop, e);

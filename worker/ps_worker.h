@@ -4,7 +4,8 @@
  * micro-batch, push each server the slices it owns (GradPush), then take
  * the new adapter from every server (AdapterUpdate).  Worker 0 also
  * evaluates the validation loss at the --eval-every steps and sends it to
- * rank 0. */
+ * rank 0.  A worker waits up to 2 x --timeout for an update (the servers
+ * wait --timeout for each push and so name a stuck worker first). */
 #ifndef PSLORA_PS_WORKER_H
 #define PSLORA_PS_WORKER_H
 
@@ -16,6 +17,7 @@ typedef struct {
     MPI_Comm world;
     int S, W, rank;
     const int *owner;     /* tensor id -> server */
+    long start;           /* first step (0, or the checkpoint's step on --resume) */
 } ps_worker_env;
 
 int ps_worker_run(worker *w, const ps_worker_env *env, pl_err *e);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int worker_init(worker *w, const train_config *t, pl_err *e)
 {
@@ -13,8 +14,9 @@ int worker_init(worker *w, const train_config *t, pl_err *e)
         return -1;
     const model_config *c = &w->m.cfg;
     if (t->seq > c->n_ctx) {
-        model_free(&w->m);
-        return pl_errf(e, "--seq: %ld is longer than the model's context %d", t->seq, c->n_ctx);
+        pl_errf(e, "--seq: %ld is longer than the model's context %d", t->seq, c->n_ctx);
+        model_free(&w->m);   /* c points into w->m: format the line first */
+        return -1;
     }
     if (trainconf_adapter(t, c, &w->L, &w->params, e) != 0)
         goto fail;
@@ -30,6 +32,7 @@ int worker_init(worker *w, const train_config *t, pl_err *e)
         if (eval_init(&w->ev, &w->m, &w->L, (int)t->batch, (int)t->seq, e) != 0)
             goto fail;
     }
+    worker_test_hooks_init(w);
     size_t BT = (size_t)t->batch * t->seq;
     w->acts = model_acts_new(&w->m, &w->L, (int)t->batch, (int)t->seq, 1);
     w->grad = malloc((w->L.n_params ? w->L.n_params : 1) * sizeof(float));
@@ -98,4 +101,42 @@ int worker_grad_finite(const worker *w, double loss)
         if (!isfinite(w->grad[i]))
             return 0;
     return 1;
+}
+
+/* ---- test-only hooks (environment variables; see docs/checkpoints.md) ---- */
+
+/* "N" or "N-M" (1-based metrics steps) into [*from, *to]; 0 when well formed. */
+static int parse_range(const char *s, long *from, long *to)
+{
+    char *end;
+    *from = strtol(s, &end, 10);
+    *to = *from;
+    if (*end == '-')
+        *to = strtol(end + 1, &end, 10);
+    return *end == 0 && *from >= 1 && *to >= *from ? 0 : -1;
+}
+
+void worker_test_hooks_init(worker *w)
+{
+    const char *ns = getenv("PSLORA_TEST_NAN_STEP"), *nr = getenv("PSLORA_TEST_NAN_RANK");
+    const char *sr = getenv("PSLORA_TEST_SLOW_RANK"), *sm = getenv("PSLORA_TEST_SLOW_MS");
+    w->nan_from = w->nan_to = -1;
+    w->nan_rank = nr ? atoi(nr) : -1;
+    if (ns && parse_range(ns, &w->nan_from, &w->nan_to) != 0)
+        w->nan_from = w->nan_to = -1;
+    w->slow_rank = sr ? atoi(sr) : -1;
+    w->slow_s = sr && sm ? atof(sm) / 1000.0 : 0;
+    if (!(w->slow_s >= 0 && w->slow_s <= 86400))   /* NaN or absurd: off */
+        w->slow_s = 0;
+}
+
+void worker_test_hooks(worker *w, long step, int rank)
+{
+    if (w->slow_s > 0 && rank == w->slow_rank) {
+        struct timespec ts = {(time_t)w->slow_s, (long)(fmod(w->slow_s, 1.0) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    if (step + 1 >= w->nan_from && step + 1 <= w->nan_to &&
+        (w->nan_rank < 0 || w->nan_rank == rank) && w->L.n_params)
+        w->grad[0] = NAN;
 }

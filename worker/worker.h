@@ -27,6 +27,11 @@ typedef struct {
     float *grad;        /* d(sum loss)/d(params) of the last micro-batch */
     int32_t *inp, *tgt; /* [B, T] */
     long version;
+    /* test-only hooks, read from the environment by worker_init */
+    long nan_from, nan_to;   /* PSLORA_TEST_NAN_STEP "N" or "N-M" (1-based steps) */
+    int nan_rank;            /* PSLORA_TEST_NAN_RANK (unset: every worker) */
+    int slow_rank;           /* PSLORA_TEST_SLOW_RANK */
+    double slow_s;           /* PSLORA_TEST_SLOW_MS / 1000 */
 } worker;
 
 /* Loads the model, builds the adapter layout, opens the data (tokens checked
@@ -40,6 +45,14 @@ double worker_compute(worker *w, long step, int wi, int nw, long *ntok);
 
 /* Mean validation loss of the current adapter (NaN without --val). */
 int worker_validate(worker *w, double *val_loss, long *ntok, pl_err *e);
+
+/* Test-only hooks, called after worker_compute by the rank `rank` (0 when
+ * alone): PSLORA_TEST_SLOW_RANK=r PSLORA_TEST_SLOW_MS=m sleeps m ms on rank
+ * r; PSLORA_TEST_NAN_STEP=n[-k] (PSLORA_TEST_NAN_RANK=r) makes the gradient
+ * of steps n..k (as numbered in metrics.jsonl) non-finite on rank r (every
+ * worker without it).  Not for production use. */
+void worker_test_hooks_init(worker *w);
+void worker_test_hooks(worker *w, long step, int rank);
 
 /* 1 when every gradient entry and the loss are finite. */
 int worker_grad_finite(const worker *w, double loss);
