@@ -329,7 +329,8 @@ static int prim_build(dm_linear *h, dm_prim *p, int N, int kind, pl_err *e)
         dnnl_primitive_desc_destroy(pd);
     if (s != dnnl_success) {
         prim_release(p);
-        return pl_errf(e, "bf16 matmul: no %s primitive for [%d x %d] x [%d x %d] (oneDNN status %d)",
+        return pl_errf(e,
+                       "bf16 matmul: no %s primitive for [%d x %d] x [%d x %d] (oneDNN status %d)",
                        o == 0 ? "forward" : "backward", N, K, K, Nc, (int)s);
     }
     p->N = N, p->kind = kind;

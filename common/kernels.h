@@ -31,6 +31,9 @@ void k_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
  * b may be NULL. */
 void k_linear_fwd(float *y, const float *x, const float *w, const float *b, int N, int in,
                   int out, int conv1d);
+/* The same added to a residual: y = res + x W^T + b (y may be res). */
+void k_linear_fwd_res(float *y, const float *res, const float *x, const float *w, const float *b,
+                      int N, int in, int out, int conv1d);
 /* dx[N,in] = beta * dx + dy[N,out] W. */
 void k_linear_bwd(float *dx, const float *dy, const float *w, int N, int in, int out,
                   int conv1d, float beta);
@@ -66,9 +69,10 @@ void k_attention_bwd(float *dq, float *dk, float *dv, float *scratch, const floa
  * Returns the *sum* over rows with tgt >= 0 of -log softmax(logits)[tgt]
  * (accumulated in double).  When dx is not NULL it is overwritten with the
  * gradient of that sum: dx = (softmax - onehot(tgt)) E (rows with tgt < 0: 0).
- * scratch: chunk*V floats. */
+ * scratch: k_lmhead_xent_scratch(chunk, C, V) floats (about chunk*V). */
 double k_lmhead_xent(float *dx, float *scratch, const float *x, const float *E,
                      const int32_t *tgt, int N, int C, int V, int chunk);
+size_t k_lmhead_xent_scratch(int chunk, int C, int V);
 
 /* y[i] += a[i] */
 void k_add(float *y, const float *a, size_t n);

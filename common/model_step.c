@@ -28,7 +28,7 @@
 
 #include <cblas.h>
 
-#define XENT_CHUNK 64
+#define XENT_CHUNK 1024
 
 /* Saved activations of one layer (all [N, ...] row-major). */
 typedef struct {
@@ -103,7 +103,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         layer_carve(&a->la[l], base, &off, c, a->B, a->T);
     a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
     a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
-    a->xent = carve(base, &off, XENT_CHUNK * V);
+    a->xent = carve(base, &off, k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
     if (c->arch == ARCH_LLAMA) {
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
@@ -208,11 +208,13 @@ static const float *lora_input(const pass *ps, int i)
     return ps->a->xd[i] ? ps->a->xd[i] : NULL;
 }
 
-/* y[N,out] = x W (+b) + s (x A^T) B^T for an adapted map. */
-static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x)
+/* y[N,out] = (res +) x W (+b) + s (x A^T) B^T for an adapted map; res may be
+ * NULL (y may be res). */
+static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x,
+                       const float *res)
 {
     int N = ps->a->N;
-    k_linear_fwd(y, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
+    k_linear_fwd_res(y, res, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
     if (lin->lora < 0 || !ps->p)
         return;
     const lora_module *mod = &ps->L->m[lin->lora];
@@ -274,17 +276,14 @@ static void gpt2_block_fwd(const pass *ps, int l, float *out)
     const model_block *b = &ps->m->blocks[l];
     layer_acts *x = slot(ps, l);
     int N = ps->a->N, C = c->n_embd;
-    size_t NC = (size_t)N * C;
     k_layernorm_fwd(x->h1, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N, C, c->eps);
-    linear_fwd(ps, &b->lin[0], x->qkv, x->h1);
+    linear_fwd(ps, &b->lin[0], x->qkv, x->h1, NULL);
     attention_fwd(ps, x);
-    linear_fwd(ps, &b->lin[1], x->mid, x->ao);
-    k_add(x->mid, x->res, NC);
+    linear_fwd(ps, &b->lin[1], x->mid, x->ao, x->res);
     k_layernorm_fwd(x->h2, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N, C, c->eps);
-    linear_fwd(ps, &b->lin[2], x->f, x->h2);
+    linear_fwd(ps, &b->lin[2], x->f, x->h2, NULL);
     k_gelu_fwd(x->g, x->f, (size_t)N * c->n_inner);
-    linear_fwd(ps, &b->lin[3], out, x->g);
-    k_add(out, x->mid, NC);
+    linear_fwd(ps, &b->lin[3], out, x->g, x->mid);
 }
 
 /* dres holds dL/d(block output) on entry and dL/d(block input) on return
@@ -327,24 +326,21 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     layer_acts *x = slot(ps, l);
     model_acts *a = ps->a;
     int N = a->N, C = c->n_embd, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
-    size_t NC = (size_t)N * C;
     float *q, *k, *v;
     llama_qkv(c, N, x->qkv, &q, &k, &v);
     k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps);
-    linear_fwd(ps, &b->lin[0], q, x->h1);
-    linear_fwd(ps, &b->lin[1], k, x->h1);
-    linear_fwd(ps, &b->lin[2], v, x->h1);
+    linear_fwd(ps, &b->lin[0], q, x->h1, NULL);
+    linear_fwd(ps, &b->lin[1], k, x->h1, NULL);
+    linear_fwd(ps, &b->lin[2], v, x->h1, NULL);
     k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
     k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D);
     k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D);
-    linear_fwd(ps, &b->lin[3], x->mid, x->ao);
-    k_add(x->mid, x->res, NC);
+    linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
     k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps);
-    linear_fwd(ps, &b->lin[4], x->f, x->h2);
-    linear_fwd(ps, &b->lin[5], x->g, x->h2);
+    linear_fwd(ps, &b->lin[4], x->f, x->h2, NULL);
+    linear_fwd(ps, &b->lin[5], x->g, x->h2, NULL);
     k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner);
-    linear_fwd(ps, &b->lin[6], out, x->act);
-    k_add(out, x->mid, NC);
+    linear_fwd(ps, &b->lin[6], out, x->act, x->mid);
 }
 
 /* As gpt2_block_bwd, for the Llama block: dres in, dres out. */

@@ -208,7 +208,7 @@ static attn_layout attn_separate(int B, int T, int H, int Hk, int D, int pad)
 static void ref_attention(double *out, double *att, const double *in, const attn_layout *L)
 {
     int T = L->T, D = L->D, G = L->H / L->Hk;
-    double p[64];
+    double p[256];
     for (int b = 0; b < L->B; b++)
         for (int h = 0; h < L->H; h++)
             for (int t = 0; t < T; t++) {
@@ -242,7 +242,7 @@ static void ref_attention(double *out, double *att, const double *in, const attn
 /* sum over rows with tgt >= 0 of logsumexp(x E^T) - (x E^T)[tgt]. */
 static double ref_xent(const double *x, const double *E, const int32_t *tgt, int N, int C, int V)
 {
-    double loss = 0, l[512];
+    double loss = 0, l[8192];
     for (int n = 0; n < N; n++) {
         if (tgt[n] < 0)
             continue;
@@ -425,6 +425,22 @@ static void check_linear(int conv1d)
     k_linear_fwd(y, x, w, NULL, N, IN, OUT, conv1d);
     ref_linear(c.y, c.x, c.w, NULL, N, IN, OUT, conv1d);
     assert_true(rel_err_f(y, c.y, N * OUT) < FWD_TOL);
+
+    /* added to a residual, into another buffer and in place, with and without bias */
+    float *res = fnew(N * OUT), *y2 = fnew(N * OUT);
+    fill_normal(res, N * OUT, 1, 35);
+    for (int with_b = 0; with_b < 2; with_b++) {
+        ref_linear(c.y, c.x, c.w, with_b ? c.b : NULL, N, IN, OUT, conv1d);
+        for (int i = 0; i < N * OUT; i++)
+            c.y[i] += res[i];
+        fill_const(y, N * OUT, NAN);
+        k_linear_fwd_res(y, res, x, w, with_b ? b : NULL, N, IN, OUT, conv1d);
+        assert_true(rel_err_f(y, c.y, N * OUT) < FWD_TOL);
+        memcpy(y2, res, sizeof(float) * N * OUT);
+        k_linear_fwd_res(y2, y2, x, w, with_b ? b : NULL, N, IN, OUT, conv1d);
+        assert_memory_equal(y2, y, sizeof(float) * N * OUT);
+    }
+    free(res), free(y2);
 
     double *fd = dnew(N * IN);
     fd_grad(fd, c.x, N * IN, lin_loss, &c);
@@ -646,6 +662,14 @@ static void test_attention_gqa_fused(void **state)
     check_attention(&L, 56);
 }
 
+/* T = 130 spans three causal row blocks of the kernel (64, 64, 2 rows). */
+static void test_attention_blocks(void **state)
+{
+    (void)state;
+    attn_layout L = attn_fused(1, 130, 2, 1, 3);
+    check_attention(&L, 58);
+}
+
 /* Changing key/value at position t0 leaves every output before t0 bit-identical
  * (and does change the output at t0); masked probabilities are exactly 0. */
 static void test_attention_causal(void **state)
@@ -707,7 +731,8 @@ static void test_lmhead_xent(void **state)
     (void)state;
     enum { N = 7, C = 6, V = 11 };
     int32_t tgt[N] = {3, -1, 0, 10, 5, -1, 7};
-    float *x = fnew(N * C), *E = fnew(V * C), *dx = fnew(N * C), *scratch = fnew(16 * V);
+    float *x = fnew(N * C), *E = fnew(V * C), *dx = fnew(N * C);
+    float *scratch = fnew(k_lmhead_xent_scratch(16, C, V));
     fill_normal(x, N * C, 1, 70);
     fill_normal(E, V * C, 0.5f, 71);
     xent_ctx c = {N, C, V, to_double(x, N * C), to_double(E, V * C), tgt};
@@ -731,12 +756,44 @@ static void test_lmhead_xent(void **state)
     free(x), free(E), free(dx), free(scratch), free(c.x), free(c.E), free(fd);
 }
 
+/* A vocabulary that the kernel cuts into slices and tiles (V = 5000: 4 slices of
+ * 3 tiles each), with logits that grow along the vocabulary so that the running
+ * max of every row rises from tile to tile and the partial sums get rescaled;
+ * loss and dx against the reference for several chunk sizes. */
+static void test_lmhead_xent_tiles(void **state)
+{
+    (void)state;
+    enum { N = 5, C = 4, V = 5000 };
+    int32_t tgt[N] = {4999, 17, -1, 2600, 1250};
+    float *x = fnew(N * C), *E = fnew(V * C), *dx = fnew(N * C);
+    float *scratch = fnew(k_lmhead_xent_scratch(N, C, V));
+    fill_normal(x, N * C, 1, 72);
+    fill_normal(E, V * C, 0.5f, 73);
+    for (int n = 0; n < N; n++)
+        x[n * C] = 2.0f + (float)n; /* column 0 of E adds a ramp to every row's logits */
+    for (int v = 0; v < V; v++)
+        E[v * C] = 4.0f * (float)v / V;
+    xent_ctx c = {N, C, V, to_double(x, N * C), to_double(E, V * C), tgt};
+    double want = ref_xent(c.x, c.E, tgt, N, C, V), *fd = dnew(N * C);
+    fd_grad(fd, c.x, N * C, xent_loss, &c);
+    int chunks[] = {1, 2, N};
+    for (int k = 0; k < 3; k++) {
+        fill_const(dx, N * C, NAN);
+        double loss = k_lmhead_xent(dx, scratch, x, E, tgt, N, C, V, chunks[k]);
+        assert_true(fabs(loss - want) < FWD_TOL * want);
+        assert_true(rel_err_f(dx, fd, N * C) < GRAD_TOL);
+        for (int i = 0; i < C; i++)
+            assert_true(dx[2 * C + i] == 0.0f); /* the ignored row */
+    }
+    free(x), free(E), free(dx), free(scratch), free(c.x), free(c.E), free(fd);
+}
+
 /* ---- thread-count independence ------------------------------------------------------- */
 
 static void test_threads_attention(void **state)
 {
     (void)state;
-    attn_layout L = attn_fused(2, 33, 4, 2, 8);
+    attn_layout L = attn_fused(2, 130, 4, 2, 8); /* several causal blocks */
     size_t N = (size_t)L.B * L.T, no = N * L.H * L.D, na = (size_t)L.B * L.H * L.T * L.T;
     float *in = fnew(L.len), *dy = fnew(no), *scratch = fnew(na);
     float *out[2] = {fnew(no), fnew(no)}, *att[2] = {fnew(na), fnew(na)};
@@ -758,13 +815,11 @@ static void test_threads_attention(void **state)
     free(in), free(dy), free(scratch);
 }
 
-/* Large enough that OpenBLAS threads the products and the rows span several
- * loss blocks (N = 300 > 256); also checked against the double reference. */
-static void test_threads_lmhead(void **state)
+/* 1 and 2 threads give the same loss and dx, for chunks smaller and larger than
+ * N; also checked against the double reference. */
+static void check_threads_lmhead(int N, int C, int V)
 {
-    (void)state;
-    enum { N = 300, C = 32, V = 500 };
-    float *x = fnew(N * C), *E = fnew(V * C), *scratch = fnew(N * V);
+    float *x = fnew(N * C), *E = fnew(V * C), *scratch = fnew(k_lmhead_xent_scratch(N, C, V));
     float *dx[2] = {fnew(N * C), fnew(N * C)};
     int32_t *tgt = malloc(N * sizeof *tgt);
     fill_normal(x, N * C, 1, 90);
@@ -786,6 +841,13 @@ static void test_threads_lmhead(void **state)
         assert_true(fabs(loss[0] - want) < FWD_TOL * want);
     }
     free(x), free(E), free(scratch), free(dx[0]), free(dx[1]), free(tgt), free(xd), free(Ed);
+}
+
+static void test_threads_lmhead(void **state)
+{
+    (void)state;
+    check_threads_lmhead(300, 32, 500);
+    check_threads_lmhead(40, 16, 5000); /* vocabulary slices and tiles */
 }
 
 /* Frozen linear (both layouts) and LoRA, forward and backward, at shapes where
@@ -842,7 +904,9 @@ int main(void)
         cmocka_unit_test(test_attention_gqa_separate),
         cmocka_unit_test(test_attention_gqa_fused),
         cmocka_unit_test(test_attention_causal),
+        cmocka_unit_test(test_attention_blocks),
         cmocka_unit_test(test_lmhead_xent),
+        cmocka_unit_test(test_lmhead_xent_tiles),
         cmocka_unit_test(test_threads_attention),
         cmocka_unit_test(test_threads_lmhead),
         cmocka_unit_test(test_threads_linear_lora),

@@ -1,0 +1,297 @@
+/* bench_gemm.c - GFLOP/s of the matrix products of a GPT-2 step, fp32 vs bf16.
+ *
+ * For each linear shape of the model (M = rows = batch*seq) and each thread
+ * count, in the forward orientation y[M,out] = x[M,in] W (W [in,out], Conv1D)
+ * and the backward one dx[M,in] = dy[M,out] W^T:
+ *   sgemm    one cblas_sgemm call (OpenBLAS threads itself): the machine's ceiling
+ *   tiled    the model's deterministic form (common/kernels.c gemm_tiled): the
+ *            output cut into 256-row (or column) blocks, one single-threaded
+ *            sgemm per block inside an OpenMP loop
+ *   bf16     dm_linear_fwd / dm_linear_bwd_x: weights packed once per orientation,
+ *            activations rounded to bf16 on every call (included in the time)
+ *   bf16pl   bf16 matmul on ONE plain bf16 copy of W, read as it lies (fwd) or
+ *            transposed (bwd): the alternative to keeping two packed copies
+ * Each figure is the best of repeated calls within --seconds (the machine may
+ * be shared), FLOPs = 2 M in out per call.
+ *
+ *   bench_gemm [--rows 1024] [--dim 768] [--inter 3072] [--vocab 50257]
+ *              [--threads 1,2] [--seconds 0.5] */
+#include <cblas.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dnnl_matmul.h"
+#include "metrics.h"
+#include "rng.h"
+
+#ifdef PSLORA_HAVE_DNNL
+#include <dnnl.h>
+#endif
+
+#define TILE 256
+
+typedef struct {
+    const char *name;
+    int in, out;
+} shape;
+
+typedef struct {
+    int M;
+    double seconds;
+    float *x, *y;      /* [M, max] activations and outputs */
+    float *w;          /* [in, out] */
+} ctx;
+
+/* Best seconds per call of fn over repeated calls lasting about budget s
+ * (at least 2 calls; the first is a warm-up). */
+static double best_time(void (*fn)(void *), void *arg, double budget)
+{
+    fn(arg);
+    double best = 1e30, start = metrics_now();
+    int calls = 0;
+    do {
+        double t0 = metrics_now();
+        fn(arg);
+        double dt = metrics_now() - t0;
+        if (dt < best)
+            best = dt;
+        calls++;
+    } while (metrics_now() - start < budget || calls < 1);
+    return best;
+}
+
+typedef struct {
+    const ctx *c;
+    const shape *s;
+    int bwd;
+    dm_linear *h;
+    void *plain;     /* bf16pl state */
+} job;
+
+/* One sgemm over the whole output. */
+static void run_sgemm(void *p)
+{
+    job *j = p;
+    int M = j->c->M, in = j->s->in, out = j->s->out;
+    if (!j->bwd)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, out, in, 1.0f, j->c->x, in,
+                    j->c->w, out, 0.0f, j->c->y, out);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, in, out, 1.0f, j->c->x, out,
+                    j->c->w, out, 0.0f, j->c->y, in);
+}
+
+/* The model's tiling: blocks of TILE rows of C (of columns when N > M). */
+static void run_tiled(void *p)
+{
+    job *j = p;
+    int M = j->c->M, K = j->bwd ? j->s->out : j->s->in, N = j->bwd ? j->s->in : j->s->out;
+    CBLAS_TRANSPOSE tb = j->bwd ? CblasTrans : CblasNoTrans;
+    const float *A = j->c->x, *B = j->c->w;
+    float *C = j->c->y;
+    int ldb = j->s->out, by_rows = M >= N, len = by_rows ? M : N;
+    int nt = (len + TILE - 1) / TILE;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int t = 0; t < nt; t++) {
+        int o = t * TILE, n = len - o < TILE ? len - o : TILE;
+        if (by_rows)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, n, N, K, 1.0f, A + (size_t)o * K, K, B,
+                        ldb, 0.0f, C + (size_t)o * N, N);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, n, K, 1.0f, A, K,
+                        tb == CblasNoTrans ? B + o : B + (size_t)o * ldb, ldb, 0.0f, C + o, N);
+    }
+}
+
+static void run_bf16(void *p)
+{
+    job *j = p;
+    pl_err e;
+    int rc = j->bwd ? dm_linear_bwd_x(j->h, j->c->x, j->c->y, j->c->M, 0, &e)
+                    : dm_linear_fwd(j->h, j->c->x, j->c->y, NULL, j->c->M, &e);
+    if (rc != 0) {
+        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+        exit(1);
+    }
+}
+
+#ifdef PSLORA_HAVE_DNNL
+/* bf16 matmul straight on a plain bf16 W [in,out] (tag ab forward, ba for the
+ * transposed read), activations rounded each call like dm_linear_*. */
+typedef struct {
+    dnnl_engine_t eng;
+    dnnl_stream_t st;
+    dnnl_primitive_t prim;
+    dnnl_memory_t src, wei, dst;
+    uint16_t *xb, *wb;
+    int M, K;
+} plain_mm;
+
+static uint16_t bf16_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static plain_mm *plain_new(const ctx *c, const shape *s, int bwd)
+{
+    plain_mm *p = calloc(1, sizeof *p);
+    int K = bwd ? s->out : s->in, N = bwd ? s->in : s->out;
+    p->M = c->M, p->K = K;
+    p->xb = malloc((size_t)c->M * K * sizeof *p->xb);
+    p->wb = malloc((size_t)s->in * s->out * sizeof *p->wb);
+    for (size_t i = 0; i < (size_t)s->in * s->out; i++)
+        p->wb[i] = bf16_of(c->w[i]);
+    dnnl_engine_create(&p->eng, dnnl_cpu, 0);
+    dnnl_stream_create(&p->st, p->eng, dnnl_stream_default_flags);
+    dnnl_memory_desc_t smd, wmd, dmd;
+    dnnl_dims_t sd = {c->M, K}, wd = {K, N}, dd = {c->M, N};
+    dnnl_memory_desc_init_by_tag(&smd, 2, sd, dnnl_bf16, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&wmd, 2, wd, dnnl_bf16, bwd ? dnnl_ba : dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd;
+    dnnl_matmul_desc_init(&desc, &smd, &wmd, NULL, &dmd);
+    if (dnnl_primitive_desc_create(&pd, &desc, NULL, p->eng, NULL) != dnnl_success) {
+        fprintf(stderr, "bench_gemm: no plain bf16 matmul\n");
+        exit(1);
+    }
+    dnnl_primitive_create(&p->prim, pd);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_memory_create(&p->src, &smd, p->eng, p->xb);
+    dnnl_memory_create(&p->wei, &wmd, p->eng, p->wb);
+    dnnl_memory_create(&p->dst, &dmd, p->eng, c->y);
+    return p;
+}
+
+static void run_plain(void *arg)
+{
+    job *j = arg;
+    plain_mm *p = j->plain;
+    const float *x = j->c->x;
+    size_t n = (size_t)p->M * p->K;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        p->xb[i] = bf16_of(x[i]);
+    dnnl_exec_arg_t args[3] = {
+        {DNNL_ARG_SRC, p->src}, {DNNL_ARG_WEIGHTS, p->wei}, {DNNL_ARG_DST, p->dst}};
+    dnnl_primitive_execute(p->prim, p->st, 3, args);
+    dnnl_stream_wait(p->st);
+}
+
+static void plain_free(plain_mm *p)
+{
+    dnnl_primitive_destroy(p->prim);
+    dnnl_memory_destroy(p->src);
+    dnnl_memory_destroy(p->wei);
+    dnnl_memory_destroy(p->dst);
+    dnnl_stream_destroy(p->st);
+    dnnl_engine_destroy(p->eng);
+    free(p->xb), free(p->wb), free(p);
+}
+#endif
+
+static float *randn(size_t n, float sd, uint64_t seed)
+{
+    float *a = malloc(n * sizeof *a);
+    rng_state r;
+    uint64_t w[2] = {0x67656d6dULL, seed};
+    rng_seed(&r, w, 2);
+    for (size_t i = 0; i < n; i++)
+        a[i] = sd * rng_normal(&r);
+    return a;
+}
+
+/* One table row: every variant of one shape and orientation. */
+static void bench_shape(const ctx *c, const shape *s, int bwd, dm_linear *h)
+{
+    job j = {c, s, bwd, h, NULL};
+    double fl = 2.0 * c->M * s->in * s->out;
+    double g_s = fl / best_time(run_sgemm, &j, c->seconds) * 1e-9;
+    double g_t = fl / best_time(run_tiled, &j, c->seconds) * 1e-9;
+    printf("%-8s %-4s %5d %5d %5d %7.1f %7.1f", s->name, bwd ? "bwd" : "fwd", c->M,
+           bwd ? s->out : s->in, bwd ? s->in : s->out, g_s, g_t);
+    if (h) {
+        double g_b = fl / best_time(run_bf16, &j, c->seconds) * 1e-9;
+        double g_p = 0;
+#ifdef PSLORA_HAVE_DNNL
+        j.plain = plain_new(c, s, bwd);
+        g_p = fl / best_time(run_plain, &j, c->seconds) * 1e-9;
+        plain_free(j.plain);
+#endif
+        printf(" %7.1f %7.1f  %s", g_b, g_p, dm_impl_name(h, bwd));
+    } else {
+        printf(" %7s %7s  (built without oneDNN)", "-", "-");
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+static long arg_long(int argc, char **argv, const char *name, long def)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name))
+            return atol(argv[i + 1]);
+    return def;
+}
+
+static const char *arg_str(int argc, char **argv, const char *name, const char *def)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name))
+            return argv[i + 1];
+    return def;
+}
+
+int main(int argc, char **argv)
+{
+    int M = (int)arg_long(argc, argv, "--rows", 1024), C = (int)arg_long(argc, argv, "--dim", 768);
+    int inter = (int)arg_long(argc, argv, "--inter", 4L * C);
+    int V = (int)arg_long(argc, argv, "--vocab", 50257);
+    const char *threads = arg_str(argc, argv, "--threads", "1,2");
+    ctx c = {M, atof(arg_str(argc, argv, "--seconds", "0.5")), NULL, NULL, NULL};
+    shape shapes[] = {{"c_attn", C, 3 * C},
+                      {"c_proj", C, C},
+                      {"c_fc", C, inter},
+                      {"mlp_proj", inter, C},
+                      {"lm_head", C, V}};
+    int ns = sizeof shapes / sizeof *shapes;
+    size_t maxw = 0, maxd = 0;
+    for (int i = 0; i < ns; i++) {
+        size_t w = (size_t)shapes[i].in * shapes[i].out;
+        size_t d = shapes[i].in > shapes[i].out ? shapes[i].in : shapes[i].out;
+        maxw = w > maxw ? w : maxw, maxd = d > maxd ? d : maxd;
+    }
+    c.x = randn((size_t)M * maxd, 1.0f, 1);
+    c.y = calloc((size_t)M * maxd, sizeof *c.y);
+    c.w = randn(maxw, 0.02f, 2);
+    printf("bench_gemm: GFLOP/s, best call within %.2f s; oneDNN %s, AMX %s\n", c.seconds,
+           dm_available() ? "yes" : "no", dm_cpu_has_amx() ? "yes" : "no");
+    for (const char *t = threads; *t;) {
+        int nt = atoi(t);
+        omp_set_num_threads(nt);
+        printf("\nthreads %d\n%-8s %-4s %5s %5s %5s %7s %7s %7s %7s  %s\n", nt, "shape", "dir", "M",
+               "K", "N", "sgemm", "tiled", "bf16", "bf16pl", "bf16 kernel");
+        for (int i = 0; i < ns; i++) {
+            pl_err e;
+            dm_linear *h = dm_available() ? dm_linear_pack(c.w, DM_F32, DM_IN_OUT, shapes[i].in,
+                                                           shapes[i].out, 1, &e)
+                                          : NULL;
+            if (dm_available() && !h) {
+                fprintf(stderr, "bench_gemm: %s\n", e.msg);
+                return 1;
+            }
+            for (int bwd = 0; bwd < 2; bwd++)
+                bench_shape(&c, &shapes[i], bwd, h);
+            dm_free(h);
+        }
+        t = strchr(t, ',') ? strchr(t, ',') + 1 : t + strlen(t);
+    }
+    free(c.x), free(c.y), free(c.w);
+    return 0;
+}

@@ -1,0 +1,359 @@
+/* test_dnnl_matmul.c - the oneDNN bf16 linear maps against fp32 references.
+ *
+ * Two references per product:
+ *   - cblas_sgemm on the original fp32 data: the bf16 path must stay within
+ *     BF16_TOL relative Frobenius error (rounding both inputs to bf16 gives
+ *     about 2e-3; measured here 1.5e-3 to 2.4e-3, printed by the test);
+ *   - a double-precision loop on the inputs rounded to bf16 by this file
+ *     (round to nearest even): the product itself (fp32 accumulation) must
+ *     match to EXACT_TOL, which catches a wrong layout or a lost bias that the
+ *     loose bound could hide.
+ * Shapes are rectangular (in != out) so a transposition cannot pass.
+ * Built without oneDNN, every call must fail with "built without oneDNN". */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dnnl_matmul.h"
+#include "rng.h"
+
+#define BF16_TOL 1e-2   /* vs fp32 inputs */
+#define EXACT_TOL 1e-5  /* vs bf16-rounded inputs, double accumulation */
+
+/* Does /proc/cpuinfo list this flag (as a whole word)?  -1 when unreadable. */
+static int cpuinfo_has(const char *flag)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return -1;
+    char line[8192];
+    int found = 0;
+    size_t n = strlen(flag);
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) != 0)
+            continue;
+        for (char *p = strstr(line, flag); p; p = strstr(p + 1, flag))
+            if ((p == line || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || p[n] == 0))
+                found = 1;
+    }
+    fclose(f);
+    return found;
+}
+
+/* dm_cpu_has_amx answers 0 or 1 (in any build), and 0 when the kernel does
+ * not list the AMX tile and bf16 features. */
+static void test_amx_detection(void **state)
+{
+    (void)state;
+    int amx = dm_cpu_has_amx();
+    assert_true(amx == 0 || amx == 1);
+    assert_int_equal(dm_cpu_has_amx(), amx);   /* asking twice is harmless */
+    if (cpuinfo_has("amx_tile") == 0 || cpuinfo_has("amx_bf16") == 0)
+        assert_int_equal(amx, 0);
+}
+
+#ifdef PSLORA_HAVE_DNNL
+
+static float *frand(size_t n, float sd, uint64_t seed)
+{
+    float *a = malloc(n * sizeof *a);
+    rng_state r;
+    uint64_t w[2] = {0x646e6e6cULL, seed};
+    rng_seed(&r, w, 2);
+    for (size_t i = 0; i < n; i++)
+        a[i] = sd * rng_normal(&r);
+    return a;
+}
+
+/* Round to nearest even, written independently of the module (via the
+ * spacing of bf16 around f, in double). */
+static float round_bf16(float f)
+{
+    if (f == 0.0f || !isfinite(f))
+        return f;
+    int ex;
+    frexp(f, &ex);                        /* |f| in [2^(ex-1), 2^ex) */
+    double ulp = ldexp(1.0, ex - 1 - 7);  /* 8 significant bits */
+    return (float)(nearbyint((double)f / ulp) * ulp);
+}
+
+static uint16_t bf16_bits(float f)   /* f must already be a bf16 value */
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)(u >> 16);
+}
+
+static float *rounded(const float *a, size_t n)
+{
+    float *r = malloc(n * sizeof *r);
+    for (size_t i = 0; i < n; i++)
+        r[i] = round_bf16(a[i]);
+    return r;
+}
+
+/* Element (o, i) of W for either layout. */
+static double w_at(const float *w, dm_layout lay, int in, int out, int o, int i)
+{
+    return lay == DM_OUT_IN ? w[(size_t)o * in + i] : w[(size_t)i * out + o];
+}
+
+/* y[N,out] = x W^T (+ b) in double. */
+static void ref_fwd(double *y, const float *x, const float *w, const float *b, dm_layout lay,
+                    int N, int in, int out)
+{
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int i = 0; i < in; i++)
+                s += (double)x[(size_t)n * in + i] * w_at(w, lay, in, out, o, i);
+            y[(size_t)n * out + o] = s;
+        }
+}
+
+/* dx[N,in] = dy W (+ dx0) in double. */
+static void ref_bwd(double *dx, const float *dy, const float *w, const float *dx0, dm_layout lay,
+                    int N, int in, int out)
+{
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < in; i++) {
+            double s = dx0 ? dx0[(size_t)n * in + i] : 0.0;
+            for (int o = 0; o < out; o++)
+                s += (double)dy[(size_t)n * out + o] * w_at(w, lay, in, out, o, i);
+            dx[(size_t)n * in + i] = s;
+        }
+}
+
+/* ||got - ref||_F / ||ref||_F */
+static double rel_fro(const float *got, const double *ref, size_t n)
+{
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += (got[i] - ref[i]) * (got[i] - ref[i]);
+        r += ref[i] * ref[i];
+    }
+    return sqrt(d / r);
+}
+
+static double rel_fro_f(const float *got, const float *ref, size_t n)
+{
+    double *r = malloc(n * sizeof *r);
+    for (size_t i = 0; i < n; i++)
+        r[i] = ref[i];
+    double e = rel_fro(got, r, n);
+    free(r);
+    return e;
+}
+
+enum { IN = 320, OUT = 264 };
+static const int ROWS[] = {1, 37, 300};
+
+/* The fp32 reference of the forward product by cblas_sgemm (+ bias). */
+static void sgemm_fwd(float *y, const float *x, const float *w, const float *b, dm_layout lay,
+                      int N)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, lay == DM_OUT_IN ? CblasTrans : CblasNoTrans, N, OUT,
+                IN, 1.0f, x, IN, w, lay == DM_OUT_IN ? IN : OUT, 0.0f, y, OUT);
+    for (int n = 0; b && n < N; n++)
+        for (int o = 0; o < OUT; o++)
+            y[(size_t)n * OUT + o] += b[o];
+}
+
+/* Forward, both layouts, with and without bias, several row counts. */
+static void test_forward(void **state)
+{
+    (void)state;
+    pl_err e;
+    float *w = frand((size_t)IN * OUT, 0.05f, 1), *wr = rounded(w, (size_t)IN * OUT);
+    float *b = frand(OUT, 1.0f, 2);
+    double worst = 0;
+    for (int lay = DM_OUT_IN; lay <= DM_IN_OUT; lay++) {
+        dm_linear *h = dm_linear_pack(w, DM_F32, (dm_layout)lay, IN, OUT, 0, &e);
+        assert_non_null(h);
+        for (size_t k = 0; k < sizeof ROWS / sizeof *ROWS; k++) {
+            int N = ROWS[k];
+            float *x = frand((size_t)N * IN, 1.0f, 10 + k), *xr = rounded(x, (size_t)N * IN);
+            float *y = malloc((size_t)N * OUT * sizeof *y);
+            float *ys = malloc((size_t)N * OUT * sizeof *ys);
+            double *yd = malloc((size_t)N * OUT * sizeof *yd);
+            for (int with_b = 0; with_b < 2; with_b++) {
+                const float *bias = with_b ? b : NULL;
+                assert_int_equal(dm_linear_fwd(h, x, y, bias, N, &e), 0);
+                sgemm_fwd(ys, x, w, bias, (dm_layout)lay, N);
+                double loose = rel_fro_f(y, ys, (size_t)N * OUT);
+                ref_fwd(yd, xr, wr, bias, (dm_layout)lay, N, IN, OUT);
+                double exact = rel_fro(y, yd, (size_t)N * OUT);
+                assert_true(loose < BF16_TOL);
+                assert_true(exact < EXACT_TOL);
+                if (N > 1 && loose > worst)
+                    worst = loose;
+            }
+            free(x), free(xr), free(y), free(ys), free(yd);
+        }
+        assert_non_null(dm_impl_name(h, 0));
+        print_message("layout %s: kernel %s\n", lay == DM_OUT_IN ? "[out,in]" : "[in,out]",
+                      dm_impl_name(h, 0));
+        dm_free(h);
+    }
+    print_message("forward: worst relative Frobenius error vs fp32 sgemm %.2e\n", worst);
+    free(w), free(wr), free(b);
+}
+
+/* dx = dy W (overwrite and accumulate), both layouts. */
+static void test_backward(void **state)
+{
+    (void)state;
+    pl_err e;
+    float *w = frand((size_t)IN * OUT, 0.05f, 3), *wr = rounded(w, (size_t)IN * OUT);
+    int N = 37;
+    float *dy = frand((size_t)N * OUT, 1.0f, 4), *dyr = rounded(dy, (size_t)N * OUT);
+    float *dx0 = frand((size_t)N * IN, 0.3f, 5);
+    float *dx = malloc((size_t)N * IN * sizeof *dx), *ds = malloc((size_t)N * IN * sizeof *ds);
+    double *dd = malloc((size_t)N * IN * sizeof *dd);
+    double worst = 0;
+    for (int lay = DM_OUT_IN; lay <= DM_IN_OUT; lay++) {
+        dm_linear *h = dm_linear_pack(w, DM_F32, (dm_layout)lay, IN, OUT, 1, &e);
+        assert_non_null(h);
+        for (int acc = 0; acc < 2; acc++) {
+            memcpy(dx, dx0, (size_t)N * IN * sizeof *dx);
+            assert_int_equal(dm_linear_bwd_x(h, dy, dx, N, acc, &e), 0);
+            memcpy(ds, dx0, (size_t)N * IN * sizeof *ds);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, lay == DM_OUT_IN ? CblasNoTrans : CblasTrans,
+                        N, IN, OUT, 1.0f, dy, OUT, w, lay == DM_OUT_IN ? IN : OUT,
+                        acc ? 1.0f : 0.0f, ds, IN);
+            double loose = rel_fro_f(dx, ds, (size_t)N * IN);
+            ref_bwd(dd, dyr, wr, acc ? dx0 : NULL, (dm_layout)lay, N, IN, OUT);
+            assert_true(loose < BF16_TOL);
+            assert_true(rel_fro(dx, dd, (size_t)N * IN) < EXACT_TOL);
+            if (loose > worst)
+                worst = loose;
+        }
+        /* the forward of a handle packed for both still works */
+        float *y = malloc((size_t)N * OUT * sizeof *y);
+        double *yd = malloc((size_t)N * OUT * sizeof *yd);
+        float *x = rounded(dx0, (size_t)N * IN);
+        assert_int_equal(dm_linear_fwd(h, x, y, NULL, N, &e), 0);
+        ref_fwd(yd, x, wr, NULL, (dm_layout)lay, N, IN, OUT);
+        assert_true(rel_fro(y, yd, (size_t)N * OUT) < EXACT_TOL);
+        free(y), free(yd), free(x);
+        dm_free(h);
+    }
+    print_message("backward: worst relative Frobenius error vs fp32 sgemm %.2e\n", worst);
+    free(w), free(wr), free(dy), free(dyr), free(dx0), free(dx), free(ds), free(dd);
+}
+
+/* Weights given as bf16 bits are used exactly. */
+static void test_bf16_source(void **state)
+{
+    (void)state;
+    pl_err e;
+    size_t nw = (size_t)IN * OUT;
+    float *w = frand(nw, 0.05f, 6), *wr = rounded(w, nw);
+    uint16_t *wb = malloc(nw * sizeof *wb);
+    for (size_t i = 0; i < nw; i++)
+        wb[i] = bf16_bits(wr[i]);
+    int N = 64;
+    float *x = frand((size_t)N * IN, 1.0f, 7), *xr = rounded(x, (size_t)N * IN);
+    float *y = malloc((size_t)N * OUT * sizeof *y);
+    double *yd = malloc((size_t)N * OUT * sizeof *yd);
+    for (int lay = DM_OUT_IN; lay <= DM_IN_OUT; lay++) {
+        dm_linear *h = dm_linear_pack(wb, DM_BF16, (dm_layout)lay, IN, OUT, 0, &e);
+        assert_non_null(h);
+        assert_int_equal(dm_linear_fwd(h, x, y, NULL, N, &e), 0);
+        ref_fwd(yd, xr, wr, NULL, (dm_layout)lay, N, IN, OUT);
+        assert_true(rel_fro(y, yd, (size_t)N * OUT) < EXACT_TOL);
+        dm_free(h);
+    }
+    free(w), free(wr), free(wb), free(x), free(xr), free(y), free(yd);
+}
+
+/* More row counts than the primitive cache holds, then the first ones again:
+ * evicted primitives are rebuilt and give the same results. */
+static void test_cache_eviction(void **state)
+{
+    (void)state;
+    pl_err e;
+    int in = 48, out = 80, maxN = 40;
+    float *w = frand((size_t)in * out, 0.1f, 8), *wr = rounded(w, (size_t)in * out);
+    float *x = frand((size_t)maxN * in, 1.0f, 9), *xr = rounded(x, (size_t)maxN * in);
+    float *y = malloc((size_t)maxN * out * sizeof *y);
+    double *yd = malloc((size_t)maxN * out * sizeof *yd);
+    dm_linear *h = dm_linear_pack(w, DM_F32, DM_IN_OUT, in, out, 0, &e);
+    assert_non_null(h);
+    for (int pass = 0; pass < 2; pass++)
+        for (int N = 1; N <= maxN; N += 3) {
+            assert_int_equal(dm_linear_fwd(h, x, y, NULL, N, &e), 0);
+            ref_fwd(yd, xr, wr, NULL, DM_IN_OUT, N, in, out);
+            assert_true(rel_fro(y, yd, (size_t)N * out) < EXACT_TOL);
+        }
+    dm_free(h);
+    free(w), free(wr), free(x), free(xr), free(y), free(yd);
+}
+
+/* Bad calls fail with a message that says what is wrong. */
+static void test_rejections(void **state)
+{
+    (void)state;
+    pl_err e;
+    float w[12] = {0}, x[4] = {0}, y[3];
+    assert_null(dm_linear_pack(NULL, DM_F32, DM_OUT_IN, 4, 3, 0, &e));
+    assert_non_null(strstr(e.msg, "NULL"));
+    assert_null(dm_linear_pack(w, DM_F32, DM_OUT_IN, 0, 3, 0, &e));
+    assert_non_null(strstr(e.msg, "in 0"));
+    dm_linear *h = dm_linear_pack(w, DM_F32, DM_OUT_IN, 4, 3, 0, &e);
+    assert_non_null(h);
+    assert_int_equal(dm_linear_bwd_x(h, y, x, 1, 0, &e), -1);
+    assert_non_null(strstr(e.msg, "with_bwd"));
+    assert_int_equal(dm_linear_fwd(h, x, y, NULL, 0, &e), -1);
+    assert_non_null(strstr(e.msg, "N 0"));
+    dm_free(h);
+    dm_free(NULL);
+    assert_int_equal(dm_available(), 1);
+}
+
+#else /* built without oneDNN */
+
+static void test_without_dnnl(void **state)
+{
+    (void)state;
+    pl_err e;
+    float w[12] = {0}, x[4] = {0}, y[3];
+    assert_int_equal(dm_available(), 0);
+    e.msg[0] = 0;
+    assert_null(dm_linear_pack(w, DM_F32, DM_OUT_IN, 4, 3, 1, &e));
+    assert_non_null(strstr(e.msg, "built without oneDNN"));
+    e.msg[0] = 0;
+    assert_int_equal(dm_linear_fwd(NULL, x, y, NULL, 1, &e), -1);
+    assert_non_null(strstr(e.msg, "built without oneDNN"));
+    e.msg[0] = 0;
+    assert_int_equal(dm_linear_bwd_x(NULL, y, x, 1, 0, &e), -1);
+    assert_non_null(strstr(e.msg, "built without oneDNN"));
+    dm_free(NULL);
+}
+
+#endif
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_amx_detection),
+#ifdef PSLORA_HAVE_DNNL
+        cmocka_unit_test(test_forward),
+        cmocka_unit_test(test_backward),
+        cmocka_unit_test(test_bf16_source),
+        cmocka_unit_test(test_cache_eviction),
+        cmocka_unit_test(test_rejections),
+#else
+        cmocka_unit_test(test_without_dnnl),
+#endif
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
