@@ -70,6 +70,11 @@ static int cross_checks(train_config *t, pl_err *e)
         return pl_errf(e, "--schedule: expected constant, linear or cosine, got '%s'", t->schedule);
     if (strcmp(t->compute, "fp32") && strcmp(t->compute, "bf16") && strcmp(t->compute, "auto"))
         return pl_errf(e, "--compute: expected fp32, bf16 or auto, got '%s'", t->compute);
+    /* the bf16 model path is not wired into training yet: say so, never
+     * train in fp32 while claiming bf16 (auto means fp32 until then) */
+    if (!strcmp(t->compute, "bf16"))
+        return pl_errf(e, "--compute bf16: the bf16 model path is not available in this "
+                          "version (fp32 only; see docs/performance.md)");
     if (t->val && !t->eval_every)
         t->eval_every = t->steps;   /* evaluate at the end at least */
     if (t->eval_every && !t->val)

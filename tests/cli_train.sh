@@ -50,11 +50,12 @@ expect_fail 1 'data.bin: token [0-9]+ at position [0-9]+ is out of range \(vocab
 expect_fail 1 "--targets: 'q_proj' matches no module" "$PSLORA" train $T --targets q_proj --out o7
 expect_fail 2 '^pslora train: --rank' "$PSLORA" train $T --rank 0 --out o8
 expect_fail 2 '--steps: expected an integer' "$PSLORA" train $T --steps ten --out o9
+expect_fail 2 '--compute bf16: the bf16 model path is not available' "$PSLORA" train $T --compute bf16 --out o13
 expect_fail 2 '--bogus: unknown flag' "$PSLORA" train $T --bogus 1 --out o10
 expect_fail 2 '--model: required' "$PSLORA" train --data data.bin --out o11
 expect_fail 1 '--out: run already exists' "$PSLORA" train $T --out run
 expect_fail 1 '--seq: 100 is longer than the model.s context 64' "$PSLORA" train --model model --data data.bin --seq 100 --out o12
-for d in o1 o2 o3 o4 o5 o6 o7 o8 o9 o10 o11 o12; do [ ! -e "$d" ] || fail "$d created"; done
+for d in o1 o2 o3 o4 o5 o6 o7 o8 o9 o10 o11 o12 o13; do [ ! -e "$d" ] || fail "$d created"; done
 cmp run/adapter_model.safetensors run2/adapter_model.safetensors || fail "earlier output touched"
 ok "bad input refused, nothing written"
 echo "cli_train: all passed"
