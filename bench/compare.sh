@@ -24,8 +24,10 @@
 # seconds).  Both run with OMP_WAIT_POLICY=passive unless it is set: with
 # GOMP's default spinning, a machine shared with other work slows pslora's
 # many short parallel regions by up to 10x (measured, docs/performance.md).
-# OPENBLAS_CORETYPE, when set, reaches both (OpenBLAS 0.3.21 does not
-# recognise some newer CPUs and falls back to slow kernels: see the docs).
+# Both use the same OpenBLAS kernels: OpenBLAS 0.3.21 does not recognise some
+# newer CPUs and falls back to its SSE3 kernels; pslora then re-executes
+# itself with OPENBLAS_CORETYPE set (common/cpu.h), torch does not, so the
+# peer gets the core pslora reports unless OPENBLAS_CORETYPE is given.
 set -euo pipefail
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
@@ -96,7 +98,7 @@ fmax() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 >= b + 0) ? a : b }'; }
 
 # compare FLAGS...: sets best_p, best_t, pct (pslora's % of peak in its best run)
 compare() {
-    best_p=0 best_t=0 pct=?
+    best_p=0 best_t=0 pct=? core=
     local runs_p="" runs_t="" p t
     for ((i = 1; i <= rounds; i++)); do
         p=$(tokens_of "$pslora" bench "$@" --peak-seconds "$peak")
@@ -104,11 +106,12 @@ compare() {
             pct=$(sed -n 's/.*; \([0-9.]*\)% of the measured peak.*/\1/p' "$out_file")
         fi
         best_p=$(fmax "$p" "$best_p")
-        t=$(tokens_of /usr/bin/python3 "$peer" "$@")
+        core=${OPENBLAS_CORETYPE:-$(sed -n 's/.*, core \([A-Za-z0-9]*\)$/\1/p' "$out_file")}
+        t=$(OPENBLAS_CORETYPE=$core tokens_of /usr/bin/python3 "$peer" "$@")
         best_t=$(fmax "$t" "$best_t")
         runs_p="$runs_p $p" runs_t="$runs_t $t"
     done
-    echo "# pslora runs:$runs_p | torch runs:$runs_t" >&2
+    echo "# pslora runs:$runs_p | torch runs:$runs_t | OpenBLAS core $core" >&2
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

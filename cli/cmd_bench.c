@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cpu.h"
 #include "dnnl_matmul.h"
 #include "flags.h"
 #include "lora.h"
@@ -297,22 +298,17 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
 
 /* ---- setup and report ------------------------------------------------------ */
 
-/* OpenBLAS 0.3.21 does not know newer Intel models and then falls back to
- * its SSE3 "Prescott" kernels: about 4x slower sgemm on an AVX-512 CPU. */
+/* pslora's main() already re-executes with OPENBLAS_CORETYPE set when
+ * OpenBLAS fell back to a generic core (common/cpu.h); say so if it still
+ * runs one (e.g. OPENBLAS_CORETYPE given as a slow core): the figures below
+ * would then be several times too low. */
 static void check_openblas_core(void)
 {
-    const char *core = openblas_get_corename();
-    static const char *old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
-                                "Sandybridge", NULL};
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2"))
-        return;
-    for (int i = 0; old[i]; i++)
-        if (!strcmp(core, old[i]))
-            printf("warning: OpenBLAS runs its %s kernels on this AVX2%s CPU; "
-                   "export OPENBLAS_CORETYPE=%s for the fast ones\n",
-                   core, __builtin_cpu_supports("avx512f") ? "/AVX-512" : "",
-                   __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell");
+    const char *want = cpu_blas_coretype();
+    if (want)
+        printf("warning: OpenBLAS runs its generic %s kernels on this CPU; "
+               "OPENBLAS_CORETYPE=%s would be several times faster\n",
+               openblas_get_corename(), want);
 }
 
 static int build_config(model_config *c, const bench_opts *o, pl_err *e)
