@@ -60,7 +60,7 @@ peak=${PEAK_SECONDS:-0.5}
 # Busy share of all CPUs over one second, in percent (from /proc/stat).
 busy_pct() {
     local a b
-    a=($(head -n 1 /proc/stat)); sleep 1; b=($(head -n 1 /proc/stat))
+    read -ra a </proc/stat; sleep 1; read -ra b </proc/stat
     local tot=0 idle=$(( (b[4] + b[5]) - (a[4] + a[5]) ))
     for i in 1 2 3 4 5 6 7 8; do tot=$(( tot + b[i] - a[i] )); done
     echo $(( tot > 0 ? 100 * (tot - idle) / tot : 0 ))
@@ -98,7 +98,7 @@ fmax() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 >= b + 0) ? a : b }'; }
 
 # compare FLAGS...: sets best_p, best_t, pct (pslora's % of peak in its best run)
 compare() {
-    best_p=0 best_t=0 pct=? core=
+    best_p=0 best_t=0 pct='?' core=
     local runs_p="" runs_t="" p t
     for ((i = 1; i <= rounds; i++)); do
         p=$(tokens_of "$pslora" bench "$@" --peak-seconds "$peak")
