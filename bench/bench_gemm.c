@@ -4,9 +4,9 @@
  * count, in the forward orientation y[M,out] = x[M,in] W (W [in,out], Conv1D)
  * and the backward one dx[M,in] = dy[M,out] W^T:
  *   sgemm    one cblas_sgemm call (OpenBLAS threads itself): the machine's ceiling
- *   tiled    the model's deterministic form (common/kernels.c gemm_tiled): the
- *            output cut into 256-row (or column) blocks, one single-threaded
- *            sgemm per block inside an OpenMP loop
+ *   tiled    the model's deterministic form, k_gemm (common/kernels.h): the
+ *            output cut into tiles fixed by the shape, one single-threaded
+ *            sgemm per tile inside an OpenMP loop
  *   bf16     dm_linear_fwd / dm_linear_bwd_x: weights packed once per orientation,
  *            activations rounded to bf16 on every call (included in the time)
  *   bf16pl   bf16 matmul on ONE plain bf16 copy of W, read as it lies (fwd) or
@@ -23,15 +23,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "dnnl_matmul.h"
+#include "kernels.h"
 #include "metrics.h"
 #include "rng.h"
 
 #ifdef PSLORA_HAVE_DNNL
 #include <dnnl.h>
 #endif
-
-#define TILE 256
 
 typedef struct {
     const char *name;
@@ -84,26 +84,17 @@ static void run_sgemm(void *p)
                     j->c->w, out, 0.0f, j->c->y, in);
 }
 
-/* The model's tiling: blocks of TILE rows of C (of columns when N > M). */
+/* The model's own product (k_gemm). */
 static void run_tiled(void *p)
 {
     job *j = p;
-    int M = j->c->M, K = j->bwd ? j->s->out : j->s->in, N = j->bwd ? j->s->in : j->s->out;
-    CBLAS_TRANSPOSE tb = j->bwd ? CblasTrans : CblasNoTrans;
-    const float *A = j->c->x, *B = j->c->w;
-    float *C = j->c->y;
-    int ldb = j->s->out, by_rows = M >= N, len = by_rows ? M : N;
-    int nt = (len + TILE - 1) / TILE;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int t = 0; t < nt; t++) {
-        int o = t * TILE, n = len - o < TILE ? len - o : TILE;
-        if (by_rows)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, n, N, K, 1.0f, A + (size_t)o * K, K, B,
-                        ldb, 0.0f, C + (size_t)o * N, N);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, n, K, 1.0f, A, K,
-                        tb == CblasNoTrans ? B + o : B + (size_t)o * ldb, ldb, 0.0f, C + o, N);
-    }
+    int M = j->c->M, in = j->s->in, out = j->s->out;
+    if (!j->bwd)
+        k_gemm(CblasNoTrans, CblasNoTrans, M, out, in, 1.0f, j->c->x, in, j->c->w, out, 0.0f,
+               j->c->y, out);
+    else
+        k_gemm(CblasNoTrans, CblasTrans, M, in, out, 1.0f, j->c->x, out, j->c->w, out, 0.0f,
+               j->c->y, in);
 }
 
 static void run_bf16(void *p)
@@ -250,6 +241,7 @@ static const char *arg_str(int argc, char **argv, const char *name, const char *
 
 int main(int argc, char **argv)
 {
+    cpu_fix_blas(argv);   /* the kernels pslora itself runs on (common/cpu.h) */
     int M = (int)arg_long(argc, argv, "--rows", 1024), C = (int)arg_long(argc, argv, "--dim", 768);
     int inter = (int)arg_long(argc, argv, "--inter", 4L * C);
     int V = (int)arg_long(argc, argv, "--vocab", 50257);

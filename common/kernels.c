@@ -6,7 +6,7 @@
  *
  * OpenBLAS's own threading does change the rounding with the thread count
  * (measured: a 300x64x500 sgemm differs in 2/3 of its outputs between 1 and 2
- * threads), so no product here is left to it: gemm_tiled cuts the output into
+ * threads), so no product here is left to it: k_gemm cuts the output into
  * blocks fixed by the shape alone and runs one sgemm per block inside an OpenMP
  * region, where the OpenMP OpenBLAS runs single-threaded (omp_in_parallel).
  *
@@ -184,9 +184,8 @@ static int gemm_tiles(int len, double macs, int *tile)
 /* C[M,N] = alpha op(A) op(B) + beta C, row-major, cut into tiles of rows of C
  * (of columns when N > M) by gemm_tiles.  Each tile keeps the whole K sum in one
  * single-threaded sgemm call, so the result is the same for any thread count. */
-static void gemm_tiled(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
-                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                       int ldc)
+void k_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     int by_rows = M >= N, len = by_rows ? M : N, tile;
     int nt = gemm_tiles(len, (double)M * N * K, &tile);
@@ -348,7 +347,7 @@ void k_linear_fwd_res(float *y, const float *res, const float *x, const float *w
         for (int n = 0; n < N; n++)
             linear_init_row(y + (size_t)n * out, res ? res + (size_t)n * out : NULL, b, out);
     }
-    gemm_tiled(CblasNoTrans, conv1d ? CblasNoTrans : CblasTrans, N, out, in, 1.0f, x, in, w,
+    k_gemm(CblasNoTrans, conv1d ? CblasNoTrans : CblasTrans, N, out, in, 1.0f, x, in, w,
                conv1d ? out : in, res || b ? 1.0f : 0.0f, y, out);
 }
 
@@ -362,7 +361,7 @@ void k_linear_fwd(float *y, const float *x, const float *w, const float *b, int 
 void k_linear_bwd(float *dx, const float *dy, const float *w, int N, int in, int out, int conv1d,
                   float beta)
 {
-    gemm_tiled(CblasNoTrans, conv1d ? CblasTrans : CblasNoTrans, N, in, out, 1.0f, dy, out, w,
+    k_gemm(CblasNoTrans, conv1d ? CblasTrans : CblasNoTrans, N, in, out, 1.0f, dy, out, w,
                conv1d ? out : in, beta, dx, in);
 }
 
@@ -370,8 +369,8 @@ void k_linear_bwd(float *dx, const float *dy, const float *w, int N, int in, int
 void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N, int in,
                 int out, int r, float s)
 {
-    gemm_tiled(CblasNoTrans, CblasTrans, N, r, in, 1.0f, x, in, A, in, 0.0f, u, r);
-    gemm_tiled(CblasNoTrans, CblasTrans, N, out, r, s, u, r, B, r, 1.0f, y, out);
+    k_gemm(CblasNoTrans, CblasTrans, N, r, in, 1.0f, x, in, A, in, 0.0f, u, r);
+    k_gemm(CblasNoTrans, CblasTrans, N, out, r, s, u, r, B, r, 1.0f, y, out);
 }
 
 /* dB += s dy^T u;  du = s dy B;  dA += du^T x;  dx += du A (dx may be NULL). */
@@ -379,11 +378,11 @@ void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, con
                 const float *u, const float *A, const float *B, int N, int in, int out, int r,
                 float s)
 {
-    gemm_tiled(CblasTrans, CblasNoTrans, out, r, N, s, dy, out, u, r, 1.0f, dB, r);
-    gemm_tiled(CblasNoTrans, CblasNoTrans, N, r, out, s, dy, out, B, r, 0.0f, du, r);
-    gemm_tiled(CblasTrans, CblasNoTrans, r, in, N, 1.0f, du, r, x, in, 1.0f, dA, in);
+    k_gemm(CblasTrans, CblasNoTrans, out, r, N, s, dy, out, u, r, 1.0f, dB, r);
+    k_gemm(CblasNoTrans, CblasNoTrans, N, r, out, s, dy, out, B, r, 0.0f, du, r);
+    k_gemm(CblasTrans, CblasNoTrans, r, in, N, 1.0f, du, r, x, in, 1.0f, dA, in);
     if (dx)
-        gemm_tiled(CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, du, r, A, in, 1.0f, dx, in);
+        k_gemm(CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, du, r, A, in, 1.0f, dx, in);
 }
 
 /* ---- attention ------------------------------------------------------------------ */
@@ -813,4 +812,40 @@ void k_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate, 
     for (size_t s = 0; s < spans(n); s++)
         swiglu_bwd_span(dgate + s * SPAN, dup + s * SPAN, dy + s * SPAN, gate + s * SPAN,
                         up + s * SPAN, span_len(n, s));
+}
+
+/* ---- cross-entropy over whole logit rows (the bf16 head) ------------------- */
+
+#define XENT_ROWS_BLOCK 256 /* row losses kept on the stack per block */
+
+/* One row of k_xent_rows: loss = M + log S - L[t] with M = max L, S = sum exp(L - M);
+ * with grad the row becomes exp(L - M) / S - onehot(t). */
+static double xent_full_row(float *row, int32_t t, int V, int grad)
+{
+    if (t < 0 || t >= V) {
+        if (grad)
+            memset(row, 0, (size_t)V * sizeof *row);
+        return 0.0;
+    }
+    float lt = row[t], M = row_max(row, V);
+    double S = row_exp(row, M, V);
+    if (grad) {
+        row_scale(row, (float)(1.0 / S), V);
+        row[t] -= 1.0f;
+    }
+    return (double)M + log(S) - (double)lt;
+}
+
+double k_xent_rows(float *L, const int32_t *tgt, int m, int V, int grad)
+{
+    double loss = 0.0, row_loss[XENT_ROWS_BLOCK];
+    for (int b = 0; b < m; b += XENT_ROWS_BLOCK) {
+        int n = m - b < XENT_ROWS_BLOCK ? m - b : XENT_ROWS_BLOCK;
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++)
+            row_loss[i] = xent_full_row(L + (size_t)(b + i) * V, tgt[b + i], V, grad);
+        for (int i = 0; i < n; i++)
+            loss += row_loss[i];
+    }
+    return loss;
 }

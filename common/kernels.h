@@ -11,6 +11,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cblas.h>
+
+/* C[M,N] = alpha op(A) op(B) + beta C (row-major), the form every product
+ * here takes: C is cut into tiles fixed by the shape alone (halves of its
+ * longer side for large products), one single-threaded sgemm per tile inside
+ * an OpenMP loop, so the result does not depend on the thread count. */
+void k_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
 /* Embedding: x[b,t,:] = wte[inp[b,t],:] + wpe[t,:] (wpe may be NULL). */
 void k_embed_fwd(float *x, const int32_t *inp, const float *wte, const float *wpe, int N, int T, int C);
 
@@ -107,5 +116,14 @@ void k_swiglu_fwd(float *y, const float *gate, const float *up, size_t n);
  * silu'(g) = s (1 + g (1 - s)), s = sigmoid(g); dgate may alias dy. */
 void k_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate, const float *up,
                   size_t n);
+
+/* Cross-entropy over whole logit rows L [m, V], in place (the bf16 head:
+ * its logits come from a bf16 product a chunk of rows at a time).  Returns
+ * the sum, in row order, over rows with 0 <= tgt < V of
+ *   -log softmax(L_i)[tgt_i] = max L_i + log sum_j exp(L_ij - max L_i) - L_i,tgt_i
+ * (double).  With grad != 0, row i becomes softmax(L_i) - onehot(tgt_i), the
+ * gradient of that sum with respect to the logits (rows with tgt out of
+ * range: 0); without, the rows are left as scratch. */
+double k_xent_rows(float *L, const int32_t *tgt, int m, int V, int grad);
 
 #endif
