@@ -6,15 +6,17 @@
 # shared, so neither gets all the quiet moments), and each side's best run
 # counts.  Prints both figures, every round's figures, and pslora / torch.
 #
-#   bench/compare.sh [-r ROUNDS] [-p PSLORA] [-q SECS] [--] FLAGS...
+#   bench/compare.sh [-r ROUNDS] [-p PSLORA] [-q SECS] [-c COMPUTE] [--] FLAGS...
 #       FLAGS: shape flags both programs share (--layers --dim --heads --vocab
 #       --ctx --intermediate --batch --seq --rank --alpha --targets --threads
 #       --steps --warmup --seed)
-#   bench/compare.sh [-r ROUNDS] [-p PSLORA] [-q SECS] --matrix [THREADS...]
+#   bench/compare.sh [-r ROUNDS] [-p PSLORA] [-q SECS] [-c LIST] --matrix [THREADS...]
 #       the issue's table as markdown rows: tiny (4 layers, 256 dim, 4 heads,
 #       vocab 256, batch 8 x 128) and GPT-2 124M (12, 768, 12, 50257, batch
 #       4 x 256), LoRA r 8 on c_attn and r 16 on c_attn,c_proj,c_fc, at 1 and
 #       2 threads (or the THREADS given)
+#   -c COMPUTE: pslora's --compute (fp32, bf16 or auto; the peer is always
+#       fp32); with --matrix a comma-separated list, each a row (default fp32)
 #   -q SECS: before each run, wait (at most SECS) until the machine is idle
 #       (less than 10% of all CPUs busy over one second), for shared machines
 #
@@ -36,11 +38,13 @@ rounds=3
 quiet=0
 pslora=${PSLORA:-}
 matrix=0
+computes=fp32
 while [ $# -gt 0 ]; do
     case $1 in
     -r) rounds=$2; shift 2 ;;
     -p) pslora=$2; shift 2 ;;
     -q) quiet=$2; shift 2 ;;
+    -c) computes=$2; shift 2 ;;
     --matrix) matrix=1; shift ;;
     --) shift; break ;;
     *) break ;;
@@ -101,7 +105,7 @@ compare() {
     best_p=0 best_t=0 pct='?' core=
     local runs_p="" runs_t="" p t
     for ((i = 1; i <= rounds; i++)); do
-        p=$(tokens_of "$pslora" bench "$@" --peak-seconds "$peak")
+        p=$(tokens_of "$pslora" bench "$@" --compute "$compute" --peak-seconds "$peak")
         if awk -v a="$p" -v b="$best_p" 'BEGIN { exit !(a + 0 > b + 0) }'; then
             pct=$(sed -n 's/.*; \([0-9.]*\)% of the measured peak.*/\1/p' "$out_file")
         fi
@@ -117,6 +121,7 @@ compare() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 if [ $matrix -eq 0 ]; then
+    compute=$computes
     compare "$@"
     echo "pslora tokens/s $best_p (best of $rounds; ${pct}% of peak)"
     echo "torch  tokens/s $best_t (best of $rounds)"
@@ -129,17 +134,20 @@ threads=("$@")
 tiny="--layers 4 --dim 256 --heads 4 --vocab 256 --batch 8 --seq 128"
 gpt2="--layers 12 --dim 768 --heads 12 --vocab 50257 --batch 4 --seq 256"
 gpt2_steps="--steps ${GPT2_STEPS:-3} --warmup ${GPT2_WARMUP:-1}"
-echo "| model | adapter | threads | pslora tok/s | torch tok/s | pslora / torch | pslora % of peak |"
-echo "|---|---|---|---|---|---|---|"
+echo "| model | adapter | threads | compute | pslora tok/s | torch tok/s (fp32) | pslora / torch | pslora % of peak |"
+echo "|---|---|---|---|---|---|---|---|"
+IFS=, read -ra compute_list <<<"$computes"
 for model in tiny gpt2; do
     for ad in "r8 c_attn|--rank 8 --alpha 16 --targets c_attn" \
               "r16 c_attn,c_proj,c_fc|--rank 16 --alpha 32 --targets c_attn,c_proj,c_fc"; do
         for th in "${threads[@]}"; do
+          for compute in "${compute_list[@]}"; do
             shape=$tiny extra=""
             if [ $model = gpt2 ]; then shape=$gpt2 extra=$gpt2_steps; fi
             # shellcheck disable=SC2086  # the flag strings are meant to split
             compare $shape ${ad#*|} --threads "$th" $extra
-            echo "| $model | ${ad%%|*} | $th | $best_p | $best_t | $(ratio "$best_p" "$best_t") | $pct |"
+            echo "| $model | ${ad%%|*} | $th | $compute | $best_p | $best_t | $(ratio "$best_p" "$best_t") | $pct |"
+          done
         done
     done
 done
