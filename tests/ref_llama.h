@@ -1,9 +1,10 @@
 /* ref_llama.h - an independent float64 Llama (+ LoRA) and a Hugging Face
  * LlamaForCausalLM directory writer, to check the project's model code against.
  *
- * Header-only like tests/ref_gpt2.h, whose generic parts it reuses (random
- * numbers, dtype rounding, the hand-written safetensors writer, the summed
- * cross-entropy).  Nothing here calls the project.  The forward pass follows
+ * Header-only like tests/ref_common.h, whose generic parts it uses (random
+ * numbers, dtype rounding, the hand-written safetensors writer, LoRA, the
+ * linear map, attention, the summed cross-entropy).  Nothing here calls the
+ * project.  The forward pass follows
  * transformers' modeling_llama.py step by step, in double precision:
  *
  *   x      = embed_tokens[tok]
@@ -23,7 +24,7 @@
 #ifndef PSLORA_REF_LLAMA_H
 #define PSLORA_REF_LLAMA_H
 
-#include "ref_gpt2.h"
+#include "ref_common.h"
 
 /* The seven linear maps of a block, torch Linear layout [out, in]. */
 enum { RL_Q, RL_K, RL_V, RL_O, RL_GATE, RL_UP, RL_DOWN, RL_N_LIN };
@@ -84,9 +85,7 @@ static inline void ref_llama_init(ref_llama *m, const rl_config *c, uint64_t see
         for (int k = 0; k < RL_N_LIN; k++) {
             int in, out;
             rl_lin_shape(c, k, &in, &out);
-            b->w[k] = ref_fill(&r, (size_t)in * out, 0, 1.0 / sqrt((double)in));
-            if (rl_has_bias(c, k))
-                b->b[k] = ref_fill(&r, out, 0, 0.1);
+            ref_fill_linear(&r, in, out, rl_has_bias(c, k), &b->w[k], &b->b[k]);
         }
     }
     m->norm = ref_fill(&r, C, 1, 0.2);
@@ -102,10 +101,8 @@ static inline void ref_llama_free(ref_llama *m)
     for (int l = 0; m->blk && l < m->cfg.n_layer; l++) {
         free(m->blk[l].in_norm);
         free(m->blk[l].post_norm);
-        for (int k = 0; k < RL_N_LIN; k++) {
-            free(m->blk[l].w[k]);
-            free(m->blk[l].b[k]);
-        }
+        ref_free_each(m->blk[l].w, RL_N_LIN);
+        ref_free_each(m->blk[l].b, RL_N_LIN);
     }
     free(m->blk);
     memset(m, 0, sizeof *m);
@@ -132,9 +129,7 @@ typedef struct {
 static inline void rl_add(ref_st_list *L, const rl_hf_opts *o, const char *key, int ndim,
                           const int64_t *shape, double *v)
 {
-    if (o->skip_key && strcmp(key, o->skip_key) == 0)
-        return;
-    ref_st_add(L, key, o->dtype, ndim, shape, v, o->transpose_key && !strcmp(key, o->transpose_key));
+    ref_st_add_key(L, "", key, o->dtype, o->skip_key, o->transpose_key, ndim, shape, v);
 }
 
 /* m's tensors under LlamaForCausalLM keys, in transformers' order, rounding
@@ -220,81 +215,21 @@ static inline void ref_llama_write_config(const ref_llama *m, const char *dir, c
 static inline void ref_llama_write_hf(ref_llama *m, const char *dir, const rl_hf_opts *o)
 {
     ref_st_list L = {0};
-    char path[1024];
     ref_llama_tensors(m, o, &L);
     ref_llama_write_config(m, dir, o);
-    if (o->shards != 2) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        ref_st_write(path, L.t, L.n);
-        ref_st_list_free(&L);
-        return;
-    }
-    static const char *const names[2] = {"model-00001-of-00002.safetensors",
-                                         "model-00002-of-00002.safetensors"};
-    int half = L.n / 2;
-    size_t total = 0, len = 0, cap = 0;
-    char *ix = NULL;
-    for (int s = 0; s < 2; s++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[s]);
-        ref_st_write(path, L.t + (s ? half : 0), s ? L.n - half : half);
-    }
-    for (int i = 0; i < L.n; i++)
-        total += L.t[i].nbytes;
-    ref_cat(&ix, &len, &cap, "{\n  \"metadata\": {\"total_size\": %zu},\n  \"weight_map\": {", total);
-    for (int i = 0; i < L.n; i++)
-        ref_cat(&ix, &len, &cap, "%s\n    \"%s\": \"%s\"", i ? "," : "", L.t[i].name,
-                names[i >= half]);
-    ref_cat(&ix, &len, &cap, "\n  }\n}\n");
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        abort();
-    fputs(ix, f);
-    fclose(f);
-    free(ix);
-    ref_st_list_free(&L);
+    ref_hf_write_tensors(dir, &L, o->shards);
 }
 
 /* ------------------------------------------------------------------ */
-/* LoRA adapters                                                        */
-
-typedef struct {
-    int r;
-    double scale;
-    double *A[64][RL_N_LIN];      /* [r, in], NULL when not adapted */
-    double *B[64][RL_N_LIN];      /* [out, r] */
-    double *mask[64][RL_N_LIN];   /* [B*T, in] dropout mask on the LoRA input, or NULL */
-} rl_lora;
+/* LoRA adapters: ref_lora (tests/ref_common.h), linears RL_Q..         */
 
 /* "model.layers.3.mlp.up_proj" -> layer 3, RL_UP; -1 when it is none of the seven. */
 static inline int rl_module_parse(const char *path, int *layer, int *lin)
 {
     const char *pre = "model.layers.";
-    *layer = *lin = -1;
-    if (strncmp(path, pre, strlen(pre)) != 0)
-        return -1;
-    char *end;
-    long l = strtol(path + strlen(pre), &end, 10);
-    if (end == path + strlen(pre) || *end != '.')
-        return -1;
-    for (int k = 0; k < RL_N_LIN; k++)
-        if (strcmp(end + 1, rl_lin_name(k)) == 0) {
-            *layer = (int)l;
-            *lin = k;
-            return 0;
-        }
-    return -1;
-}
-
-static inline void rl_lora_free(rl_lora *lo)
-{
-    for (int l = 0; l < 64; l++)
-        for (int k = 0; k < RL_N_LIN; k++) {
-            free(lo->A[l][k]);
-            free(lo->B[l][k]);
-            free(lo->mask[l][k]);
-        }
-    memset(lo, 0, sizeof *lo);
+    size_t n = strlen(pre);
+    return ref_parse_layer_lin(strncmp(path, pre, n) ? "" : path + n, rl_lin_name, RL_N_LIN, layer,
+                               lin);
 }
 
 /* ------------------------------------------------------------------ */
@@ -314,47 +249,13 @@ static inline void rl_rmsnorm(double *y, const double *x, const double *w, int N
     }
 }
 
-/* nn.Linear plus LoRA: y[N,out] = x W^T + b + s ((x * mask) A^T) B^T. */
-static inline void rl_linear(double *y, const double *x, const double *W, const double *bias,
-                             const double *A, const double *Bm, const double *mask, int r,
-                             double s, int N, int in, int out)
-{
-    double *u = malloc((size_t)(r > 0 ? r : 1) * sizeof *u);
-    for (int n = 0; n < N; n++) {
-        const double *xr = x + (size_t)n * in;
-        for (int j = 0; j < out; j++) {
-            double acc = bias ? bias[j] : 0.0;
-            for (int i = 0; i < in; i++)
-                acc += xr[i] * W[(size_t)j * in + i];
-            y[(size_t)n * out + j] = acc;
-        }
-        if (!A)
-            continue;
-        for (int k = 0; k < r; k++) {
-            double acc = 0;
-            for (int i = 0; i < in; i++)
-                acc += xr[i] * (mask ? mask[(size_t)n * in + i] : 1.0) * A[(size_t)k * in + i];
-            u[k] = acc;
-        }
-        for (int j = 0; j < out; j++) {
-            double acc = 0;
-            for (int k = 0; k < r; k++)
-                acc += u[k] * Bm[(size_t)j * r + k];
-            y[(size_t)n * out + j] += s * acc;
-        }
-    }
-    free(u);
-}
-
-static inline void rl_block_linear(const ref_llama *m, const rl_lora *lo, int l, int k, double *y,
+/* Linear k of layer l (nn.Linear, W [out, in]) with its adapter, if any. */
+static inline void rl_block_linear(const ref_llama *m, const ref_lora *lo, int l, int k, double *y,
                                    const double *x, int N)
 {
     int in, out;
     rl_lin_shape(&m->cfg, k, &in, &out);
-    const double *A = lo ? lo->A[l][k] : NULL, *Bm = lo ? lo->B[l][k] : NULL;
-    const double *mask = lo ? lo->mask[l][k] : NULL;
-    rl_linear(y, x, m->blk[l].w[k], m->blk[l].b[k], A, Bm, mask, lo ? lo->r : 0,
-              lo ? lo->scale : 0, N, in, out);
+    ref_linear_adapted(y, x, m->blk[l].w[k], 1, (size_t)in, m->blk[l].b[k], lo, l, k, N, in, out);
 }
 
 /* apply_rotary_pos_emb on x [B*T, nh*D] in place, position t of each sequence. */
@@ -386,37 +287,12 @@ static inline void rl_rope(double *x, int B, int T, int nh, int D, double theta)
 static inline void rl_attention(double *out, const double *q, const double *k, const double *v,
                                 int B, int T, int H, int Hk, int D)
 {
-    int n_rep = H / Hk;
-    double *p = malloc((size_t)T * sizeof *p), sc = 1.0 / sqrt((double)D);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int g = h / n_rep;
-            for (int t = 0; t < T; t++) {
-                const double *qr = q + ((size_t)(b * T + t) * H + h) * D;
-                double mx = -INFINITY, sum = 0;
-                for (int j = 0; j <= t; j++) {
-                    const double *kr = k + ((size_t)(b * T + j) * Hk + g) * D;
-                    double d = 0;
-                    for (int i = 0; i < D; i++)
-                        d += qr[i] * kr[i];
-                    p[j] = d * sc;
-                    mx = fmax(mx, p[j]);
-                }
-                for (int j = 0; j <= t; j++)
-                    sum += (p[j] = exp(p[j] - mx));
-                for (int i = 0; i < D; i++) {
-                    double acc = 0;
-                    for (int j = 0; j <= t; j++)
-                        acc += p[j] / sum * v[((size_t)(b * T + j) * Hk + g) * D + i];
-                    out[((size_t)(b * T + t) * H + h) * D + i] = acc;
-                }
-            }
-        }
-    free(p);
+    size_t qrow = (size_t)H * D, kvrow = (size_t)Hk * D;
+    ref_causal_attention(out, qrow, q, qrow, k, v, kvrow, B, T, H, Hk, D);
 }
 
 /* The final normed hidden states [B*T, hidden] of inp [B,T]; lo may be NULL. */
-static inline double *ref_llama_hidden(const ref_llama *m, const rl_lora *lo, const int32_t *inp,
+static inline double *ref_llama_hidden(const ref_llama *m, const ref_lora *lo, const int32_t *inp,
                                        int B, int T)
 {
     const rl_config *c = &m->cfg;
@@ -454,7 +330,7 @@ static inline double *ref_llama_hidden(const ref_llama *m, const rl_lora *lo, co
 }
 
 /* Summed token loss of inp/tgt [B,T]; lo may be NULL. */
-static inline double ref_llama_loss(const ref_llama *m, const rl_lora *lo, const int32_t *inp,
+static inline double ref_llama_loss(const ref_llama *m, const ref_lora *lo, const int32_t *inp,
                                     const int32_t *tgt, int B, int T)
 {
     double *h = ref_llama_hidden(m, lo, inp, B, T);
@@ -465,7 +341,7 @@ static inline double ref_llama_loss(const ref_llama *m, const rl_lora *lo, const
 }
 
 /* logits [V] of position pos of the single sequence inp [T]. */
-static inline void ref_llama_logits(const ref_llama *m, const rl_lora *lo, const int32_t *inp,
+static inline void ref_llama_logits(const ref_llama *m, const ref_lora *lo, const int32_t *inp,
                                     int T, int pos, double *logits)
 {
     int C = m->cfg.hidden;

@@ -17,8 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model.h"
-#include "ref_gpt2.h"
+#include "refcheck.h"
 #include "testutil.h"
 
 enum { TB = 2, TT = 7 };   /* micro-batch: 2 sequences of 7 tokens */
@@ -29,23 +28,6 @@ static ref_config hf_cfg(int untied)
     ref_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4, .n_positions = 9, .vocab = 37,
                     .eps = 1e-5, .untied = untied};
     return c;
-}
-
-/* Fixed random tokens and targets in [0, V). */
-static void hf_tokens(int32_t *inp, int32_t *tgt, int V, uint64_t seed)
-{
-    ref_rng r = {seed};
-    for (int i = 0; i < TB * TT; i++) {
-        inp[i] = (int32_t)(ref_rng_u64(&r) % (uint64_t)V);
-        tgt[i] = (int32_t)(ref_rng_u64(&r) % (uint64_t)V);
-    }
-}
-
-/* Fails with the message when it does not contain want. */
-static void expect_msg(const pl_err *e, const char *want)
-{
-    if (!strstr(e->msg, want))
-        fail_msg("error message \"%s\" does not contain \"%s\"", e->msg, want);
 }
 
 /* One loadable layout. */
@@ -67,26 +49,17 @@ static void test_load_case(void **state)
     ref_gpt2_init(&ref, &c, 1234);
     snprintf(dir, sizeof dir, "%s", tu_tmpdir(k->name));
     ref_gpt2_write_hf(&ref, dir, &k->o);
-    hf_tokens(inp, tgt, c.vocab, 99);
+    ref_random_tokens(inp, tgt, TB * TT, c.vocab, 99);
 
     model m;
-    pl_err e = {{0}};
-    if (model_load(&m, dir, &e) != 0)
-        fail_msg("model_load %s: %s", dir, e.msg);
+    rc_load(&m, dir);
     assert_int_equal(m.cfg.n_layer, c.n_layer);
     assert_int_equal(m.cfg.n_embd, c.n_embd);
     assert_int_equal(m.cfg.n_head, c.n_head);
     assert_int_equal(m.cfg.vocab, c.vocab);
     assert_int_equal(m.cfg.n_ctx, c.n_positions);
     assert_int_equal(m.cfg.tie_embeddings, !k->untied);
-    model_acts *a = model_acts_new(&m, NULL, TB, TT, 0);
-    assert_non_null(a);
-    double got = model_loss_grad(&m, a, NULL, NULL, NULL, inp, tgt, 0) / (TB * TT);
-    double want = ref_gpt2_loss(&ref, NULL, inp, tgt, TB, TT) / (TB * TT);
-    double rel = fabs(got - want) / fabs(want);
-    if (!(rel < 1e-5))
-        fail_msg("%s: mean loss %.9g, float64 reference %.9g (rel %.3g)", k->name, got, want, rel);
-    model_acts_free(a);
+    rc_check_mean_loss(k->name, &m, inp, tgt, TB, TT, ref_gpt2_loss(&ref, NULL, inp, tgt, TB, TT));
     model_free(&m);
     ref_gpt2_free(&ref);
 }
@@ -108,12 +81,7 @@ static void expect_load_fails(const char *tag, const ref_hf_opts *o, long trunca
         assert_int_equal(truncate(path, truncate_to), 0);
     else if (truncate_to == -2)
         assert_int_equal(unlink(path), 0);
-    model m;
-    pl_err e = {{0}};
-    assert_int_equal(model_load(&m, dir, &e), -1);
-    expect_msg(&e, want1);
-    if (want2)
-        expect_msg(&e, want2);
+    rc_expect_load_fails(dir, want1, want2);
     ref_gpt2_free(&ref);
 }
 
@@ -129,10 +97,7 @@ static void test_missing_directory(void **state)
     (void)state;
     char dir[600];
     snprintf(dir, sizeof dir, "%s/does-not-exist", tu_tmpdir("missing"));
-    model m;
-    pl_err e = {{0}};
-    assert_int_equal(model_load(&m, dir, &e), -1);
-    expect_msg(&e, dir);
+    rc_expect_load_fails(dir, dir, NULL);
 }
 
 /* The file's size with the default options, from the writer's layout. */

@@ -17,8 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
-#include "ref_llama.h"
+#include "refcheck.h"
 #include "testutil.h"
 
 enum { TB = 2, TT = 7 };   /* micro-batch: 2 sequences of 7 tokens */
@@ -32,21 +31,6 @@ static rl_config base_cfg(int kv_heads, int untied)
                    .inter = 24, .vocab = 37, .max_pos = 64, .eps = 1e-5, .theta = 100.0,
                    .untied = untied};
     return c;
-}
-
-static void hf_tokens(int32_t *inp, int32_t *tgt, int V, uint64_t seed)
-{
-    ref_rng r = {seed};
-    for (int i = 0; i < TB * TT; i++) {
-        inp[i] = (int32_t)(ref_rng_u64(&r) % (uint64_t)V);
-        tgt[i] = (int32_t)(ref_rng_u64(&r) % (uint64_t)V);
-    }
-}
-
-static void expect_msg(const pl_err *e, const char *want)
-{
-    if (!strstr(e->msg, want))
-        fail_msg("error message \"%s\" does not contain \"%s\"", e->msg, want);
 }
 
 /* One loadable layout. */
@@ -67,12 +51,10 @@ static void test_load_case(void **state)
     ref_llama_init(&ref, &k->c, 4321);
     snprintf(dir, sizeof dir, "%s", tu_tmpdir(k->name));
     ref_llama_write_hf(&ref, dir, &k->o);
-    hf_tokens(inp, tgt, k->c.vocab, 99);
+    ref_random_tokens(inp, tgt, TB * TT, k->c.vocab, 99);
 
     model m;
-    pl_err e = {{0}};
-    if (model_load(&m, dir, &e) != 0)
-        fail_msg("model_load %s: %s", dir, e.msg);
+    rc_load(&m, dir);
     const model_config *c = &m.cfg;
     assert_int_equal(c->arch, ARCH_LLAMA);
     assert_int_equal(c->n_layer, k->c.n_layer);
@@ -87,14 +69,7 @@ static void test_load_case(void **state)
     assert_true(c->eps == (float)k->c.eps && c->rope_theta == (float)k->c.theta);
     assert_int_equal(m.lm_head == m.wte, !k->c.untied);
     assert_null(m.wpe);
-    model_acts *a = model_acts_new(&m, NULL, TB, TT, 0);
-    assert_non_null(a);
-    double got = model_loss_grad(&m, a, NULL, NULL, NULL, inp, tgt, 0) / (TB * TT);
-    double want = ref_llama_loss(&ref, NULL, inp, tgt, TB, TT) / (TB * TT);
-    double rel = fabs(got - want) / fabs(want);
-    if (!(rel < 1e-5))
-        fail_msg("%s: mean loss %.9g, float64 reference %.9g (rel %.3g)", k->name, got, want, rel);
-    model_acts_free(a);
+    rc_check_mean_loss(k->name, &m, inp, tgt, TB, TT, ref_llama_loss(&ref, NULL, inp, tgt, TB, TT));
     model_free(&m);
     ref_llama_free(&ref);
 }
@@ -109,12 +84,7 @@ static void expect_load_fails(const char *tag, rl_config c, const rl_hf_opts *o,
     ref_llama_init(&ref, &c, 77);
     snprintf(dir, sizeof dir, "%s", tu_tmpdir(tag));
     ref_llama_write_hf(&ref, dir, o);
-    model m;
-    pl_err e = {{0}};
-    assert_int_equal(model_load(&m, dir, &e), -1);
-    expect_msg(&e, want1);
-    if (want2)
-        expect_msg(&e, want2);
+    rc_expect_load_fails(dir, want1, want2);
     ref_llama_free(&ref);
 }
 
@@ -224,16 +194,11 @@ static void test_tied_ignores_head(void **state)
     free(ref.lm_head);
     ref.lm_head = NULL;
     model m;
-    pl_err e = {{0}};
-    if (model_load(&m, dir, &e) != 0)
-        fail_msg("%s", e.msg);
+    rc_load(&m, dir);
     assert_true(m.lm_head == m.wte);
-    hf_tokens(inp, tgt, c.vocab, 5);
-    model_acts *a = model_acts_new(&m, NULL, TB, TT, 0);
-    double got = model_loss_grad(&m, a, NULL, NULL, NULL, inp, tgt, 0);
-    double want = ref_llama_loss(&ref, NULL, inp, tgt, TB, TT);
-    assert_true(fabs(got - want) / fabs(want) < 1e-5);
-    model_acts_free(a);
+    ref_random_tokens(inp, tgt, TB * TT, c.vocab, 5);
+    rc_check_mean_loss("llama_tied_head", &m, inp, tgt, TB, TT,
+                       ref_llama_loss(&ref, NULL, inp, tgt, TB, TT));
     model_free(&m);
     ref_llama_free(&ref);
 }
