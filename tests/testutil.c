@@ -7,12 +7,30 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Every directory of this process lives under one root, removed at exit
+ * unless PSLORA_KEEP_TEST_DIRS is set (a crash keeps it too, for a look). */
+static char tmp_root[400];
+
+static void rm_tmp_root(void)
+{
+    char cmd[480];
+    if (getenv("PSLORA_KEEP_TEST_DIRS"))
+        return;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", tmp_root);
+}
+
 const char *tu_tmpdir(const char *tag)
 {
     static char path[512];
     char cmd[1200];
-    snprintf(path, sizeof path, "%s/pslora-test-%d-%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
-             (int)getpid(), tag);
+    if (!tmp_root[0]) {
+        snprintf(tmp_root, sizeof tmp_root, "%s/pslora-test-%d",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+        atexit(rm_tmp_root);
+    }
+    snprintf(path, sizeof path, "%s/%s", tmp_root, tag);
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", path, path);
     if (system(cmd) != 0) {
         fprintf(stderr, "cannot make %s\n", path);
