@@ -2,13 +2,16 @@
  *
  * oneDNN 2.6 C API.  One CPU engine and one in-order stream serve the whole
  * process (created once, kept until exit).  A handle holds:
- *   - the weights packed in bf16, per orientation: forward uses the matmul
- *     weights [K=in, N=out], backward [K=out, N=in]; the packed layout is the
- *     one oneDNN picks for DM_PACK_ROWS rows, and every later primitive is
- *     created for that exact layout;
+ *   - the weights in bf16, per orientation: forward uses the matmul weights
+ *     [K=in, N=out], backward [K=out, N=in].  Packed, the layout is the one
+ *     oneDNN picks for DM_PACK_ROWS rows, and every later primitive is
+ *     created for that exact layout; DM_FWD_BWD_ONE keeps one plain copy and
+ *     describes it twice (tags ab / ba over the same buffer);
  *   - a small cache of primitives keyed by (rows, kind), each with its memory
- *     objects and its own scratchpad, so a repeated call allocates nothing;
- *   - the bf16 copy of the activations (grows to the largest call). */
+ *     objects, so a repeated call allocates nothing;
+ *   - an arena (its own, or one shared with other handles) holding the bf16
+ *     copy of the activations and the scratchpad, both grown to the largest
+ *     call; primitives get their buffers from it just before each run. */
 #include "dnnl_matmul.h"
 
 #include <stdint.h>
@@ -68,6 +71,27 @@ int dm_linear_fwd(dm_linear *h, const float *x, float *y, const float *bias, int
     return pl_errf(e, NO_DNNL);
 }
 
+int dm_linear_fwd_acc(dm_linear *h, const float *x, float *y, const float *bias, int N,
+                      pl_err *e)
+{
+    return dm_linear_fwd(h, x, y, bias, N, e);
+}
+
+size_t dm_weight_bytes(const dm_linear *h)
+{
+    (void)h;
+    return 0;
+}
+
+dm_arena *dm_arena_new(void) { return NULL; }
+void dm_linear_use_arena(dm_linear *h, dm_arena *a) { (void)h, (void)a; }
+size_t dm_arena_bytes(const dm_arena *a)
+{
+    (void)a;
+    return 0;
+}
+void dm_arena_free(dm_arena *a) { (void)a; }
+
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e)
 {
     (void)h, (void)dy, (void)dx, (void)N, (void)accumulate;
@@ -90,23 +114,33 @@ void dm_free(dm_linear *h) { (void)h; }
 #define DM_PACK_ROWS 1024 /* rows the packed weight layout is chosen for */
 #define DM_MAX_PRIMS 8    /* (rows, kind) primitives cached per handle */
 
-enum { K_FWD, K_FWD_BIAS, K_BWD, K_BWD_ACC };
+/* A primitive's kind: bit flags. */
+enum { KB_ACC = 1, KB_BIAS = 2, KB_BWD = 4 };
 
 typedef struct {
     int N, kind;   /* N == 0: free slot */
     unsigned long long used;
     dnnl_primitive_t prim;
     dnnl_memory_t src, dst, bias, scratch;
-    void *scratch_buf;
     char impl[64];
 } dm_prim;
 
+typedef struct {
+    void *p;
+    size_t cap;   /* bytes */
+} dm_buf;
+
+struct dm_arena {
+    dm_buf xb;        /* bf16 activations */
+    dm_buf scratch;   /* oneDNN scratchpad */
+};
+
 struct dm_linear {
-    int in, out, have_bwd;
-    dnnl_memory_desc_t wmd[2];   /* packed weights: [0] forward, [1] backward */
+    int in, out, bwd;
+    dnnl_memory_desc_t wmd[2];   /* weights: [0] forward, [1] backward */
     dnnl_memory_t wmem[2];
-    uint16_t *xb;                /* bf16 activations */
-    size_t xb_cap;
+    size_t wbytes;
+    dm_arena own, *arena;
     dm_prim prims[DM_MAX_PRIMS];
     unsigned long long clock;
     const char *last_impl[2];
@@ -149,6 +183,19 @@ static void to_bf16(uint16_t *xb, const float *x, int N, int K)
     }
 }
 
+/* Grows b to at least bytes (64-byte aligned; contents not kept). */
+static int buf_reserve(dm_buf *b, size_t bytes, pl_err *e)
+{
+    if (bytes <= b->cap)
+        return 0;
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!p)
+        return pl_errf(e, "bf16 matmul: out of memory (%zu bytes of scratch)", bytes);
+    free(b->p);
+    b->p = p, b->cap = bytes;
+    return 0;
+}
+
 /* Orientation o: (K, Nc) of the matmul weights. */
 static void orient_dims(const dm_linear *h, int o, int *K, int *Nc)
 {
@@ -164,6 +211,25 @@ static dnnl_status_t md2(dnnl_memory_desc_t *md, int64_t d0, int64_t d1, dnnl_da
     return dnnl_memory_desc_init_by_tag(md, 2, dims, dt, tag);
 }
 
+/* Attributes: user scratchpad, and the sum post-op (dst += result) with acc. */
+static dnnl_status_t matmul_attr(dnnl_primitive_attr_t *attr, int acc)
+{
+    dnnl_post_ops_t po = NULL;
+    dnnl_status_t s = dnnl_primitive_attr_create(attr);
+    if (s == dnnl_success)
+        s = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success && acc) {
+        s = dnnl_post_ops_create(&po);
+        if (s == dnnl_success)
+            s = dnnl_post_ops_append_sum(po, 1.0f);
+        if (s == dnnl_success)
+            s = dnnl_primitive_attr_set_post_ops(*attr, po);
+    }
+    if (po)
+        dnnl_post_ops_destroy(po);
+    return s;
+}
+
 /* Matmul primitive descriptor for [N,K] x weights -> [N,Nc] fp32. */
 static dnnl_status_t matmul_pd(dnnl_primitive_desc_t *pd, int N, int K, int Nc,
                                const dnnl_memory_desc_t *wmd, int bias, int acc)
@@ -171,7 +237,6 @@ static dnnl_status_t matmul_pd(dnnl_primitive_desc_t *pd, int N, int K, int Nc,
     dnnl_memory_desc_t smd, dmd, bmd;
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
     dnnl_status_t s = md2(&smd, N, K, dnnl_bf16, dnnl_ab);
     if (s == dnnl_success)
         s = md2(&dmd, N, Nc, dnnl_f32, dnnl_ab);
@@ -180,46 +245,33 @@ static dnnl_status_t matmul_pd(dnnl_primitive_desc_t *pd, int N, int K, int Nc,
     if (s == dnnl_success)
         s = dnnl_matmul_desc_init(&desc, &smd, wmd, bias ? &bmd : NULL, &dmd);
     if (s == dnnl_success)
-        s = dnnl_primitive_attr_create(&attr);
-    if (s == dnnl_success)
-        s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success && acc) {
-        s = dnnl_post_ops_create(&po);
-        if (s == dnnl_success)
-            s = dnnl_post_ops_append_sum(po, 1.0f);
-        if (s == dnnl_success)
-            s = dnnl_primitive_attr_set_post_ops(attr, po);
-    }
+        s = matmul_attr(&attr, acc);
     if (s == dnnl_success)
         s = dnnl_primitive_desc_create(pd, &desc, attr, g_engine, NULL);
-    if (po)
-        dnnl_post_ops_destroy(po);
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     return s;
 }
 
-/* Packs orientation o of the source weights into h->wmem[o]. */
-static int pack_one(dm_linear *h, int o, const void *w, dm_dtype dt, dm_layout layout, pl_err *e)
+/* Source element (k, n) of orientation o lies row-major in W: forward
+ * (k=i, n=o) at o*in+i in [out,in] (tag ba) and at i*out+o in [in,out] (ab);
+ * backward the other way round. */
+static dnnl_format_tag_t source_tag(dm_layout layout, int o)
+{
+    return (layout == DM_IN_OUT) == (o == 0) ? dnnl_ab : dnnl_ba;
+}
+
+/* Copies the source weights (fp32 or bf16, as they lie) into h->wmem[o]. */
+static dnnl_status_t reorder_into(dm_linear *h, int o, const void *w, dm_dtype dt,
+                                  dm_layout layout)
 {
     int K, Nc;
     orient_dims(h, o, &K, &Nc);
-    dnnl_memory_desc_t any, umd;
-    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
-    dnnl_primitive_t reorder = NULL;
+    dnnl_memory_desc_t umd;
     dnnl_memory_t user = NULL;
-    /* source element (k, n): forward (k=i, n=o) lies at o*in+i in [out,in] (ba)
-     * and at i*out+o in [in,out] (ab); backward is the other way round */
-    int plain = (layout == DM_IN_OUT) == (o == 0);
-    dnnl_status_t s = md2(&any, K, Nc, dnnl_bf16, dnnl_format_tag_any);
-    if (s == dnnl_success)
-        s = matmul_pd(&pd, DM_PACK_ROWS, K, Nc, &any, 0, 0);
-    if (s == dnnl_success) {
-        h->wmd[o] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        s = dnnl_memory_create(&h->wmem[o], &h->wmd[o], g_engine, DNNL_MEMORY_ALLOCATE);
-    }
-    if (s == dnnl_success)
-        s = md2(&umd, K, Nc, dt == DM_BF16 ? dnnl_bf16 : dnnl_f32, plain ? dnnl_ab : dnnl_ba);
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_status_t s = md2(&umd, K, Nc, dt == DM_BF16 ? dnnl_bf16 : dnnl_f32, source_tag(layout, o));
     if (s == dnnl_success)
         s = dnnl_memory_create(&user, &umd, g_engine, (void *)w);
     if (s == dnnl_success)
@@ -236,21 +288,68 @@ static int pack_one(dm_linear *h, int o, const void *w, dm_dtype dt, dm_layout l
         dnnl_primitive_destroy(reorder);
     if (rpd)
         dnnl_primitive_desc_destroy(rpd);
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
     if (user)
         dnnl_memory_destroy(user);
+    return s;
+}
+
+/* Packs orientation o of the source weights into h->wmem[o], in the layout
+ * oneDNN's matmul prefers for DM_PACK_ROWS rows. */
+static int pack_one(dm_linear *h, int o, const void *w, dm_dtype dt, dm_layout layout, pl_err *e)
+{
+    int K, Nc;
+    orient_dims(h, o, &K, &Nc);
+    dnnl_memory_desc_t any;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t s = md2(&any, K, Nc, dnnl_bf16, dnnl_format_tag_any);
+    if (s == dnnl_success)
+        s = matmul_pd(&pd, DM_PACK_ROWS, K, Nc, &any, 0, 0);
+    if (s == dnnl_success) {
+        h->wmd[o] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        s = dnnl_memory_create(&h->wmem[o], &h->wmd[o], g_engine, DNNL_MEMORY_ALLOCATE);
+    }
+    if (s == dnnl_success)
+        s = reorder_into(h, o, w, dt, layout);
+    if (s == dnnl_success)
+        h->wbytes += dnnl_memory_desc_get_size(&h->wmd[o]);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
     if (s != dnnl_success)
         return pl_errf(e, "bf16 matmul: packing %s weights [K=%d, N=%d] failed (oneDNN status %d)",
                        o == 0 ? "forward" : "backward", K, Nc, (int)s);
     return 0;
 }
 
-dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, int out,
-                          int with_bwd, pl_err *e)
+/* DM_FWD_BWD_ONE: one plain bf16 copy in the source's own row-major layout,
+ * described for the forward (wmd[0]) and, over the same buffer, for the
+ * backward orientation (wmd[1]). */
+static int pack_plain(dm_linear *h, const void *w, dm_dtype dt, dm_layout layout, pl_err *e)
 {
-    if (!w || in < 1 || out < 1) {
-        pl_errf(e, "bf16 matmul: bad weights (%s, in %d, out %d)", w ? "data" : "NULL", in, out);
+    void *data = NULL;
+    dnnl_status_t s = md2(&h->wmd[0], h->in, h->out, dnnl_bf16, source_tag(layout, 0));
+    if (s == dnnl_success)
+        s = md2(&h->wmd[1], h->out, h->in, dnnl_bf16, source_tag(layout, 1));
+    if (s == dnnl_success)
+        s = dnnl_memory_create(&h->wmem[0], &h->wmd[0], g_engine, DNNL_MEMORY_ALLOCATE);
+    if (s == dnnl_success)
+        s = reorder_into(h, 0, w, dt, layout);
+    if (s == dnnl_success)
+        s = dnnl_memory_get_data_handle(h->wmem[0], &data);
+    if (s == dnnl_success)
+        s = dnnl_memory_create(&h->wmem[1], &h->wmd[1], g_engine, data);
+    if (s != dnnl_success)
+        return pl_errf(e, "bf16 matmul: copying weights [%d -> %d] failed (oneDNN status %d)",
+                       h->in, h->out, (int)s);
+    h->wbytes = dnnl_memory_desc_get_size(&h->wmd[0]);
+    return 0;
+}
+
+dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, int out,
+                          int bwd, pl_err *e)
+{
+    if (!w || in < 1 || out < 1 || bwd < DM_FWD_ONLY || bwd > DM_FWD_BWD_ONE) {
+        pl_errf(e, "bf16 matmul: bad weights (%s, in %d, out %d, bwd %d)", w ? "data" : "NULL",
+                in, out, bwd);
         return NULL;
     }
     pthread_once(&g_once, engine_init);
@@ -264,15 +363,19 @@ dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, 
         pl_errf(e, "bf16 matmul: out of memory");
         return NULL;
     }
-    h->in = in, h->out = out, h->have_bwd = with_bwd != 0;
+    h->in = in, h->out = out, h->bwd = bwd, h->arena = &h->own;
     h->last_impl[0] = h->last_impl[1] = "";
-    for (int o = 0; o < 1 + h->have_bwd; o++)
-        if (pack_one(h, o, w, dt, layout, e) != 0) {
-            dm_free(h);
-            return NULL;
-        }
+    int rc = bwd == DM_FWD_BWD_ONE ? pack_plain(h, w, dt, layout, e) : pack_one(h, 0, w, dt, layout, e);
+    if (rc == 0 && bwd == DM_FWD_BWD)
+        rc = pack_one(h, 1, w, dt, layout, e);
+    if (rc != 0) {
+        dm_free(h);
+        return NULL;
+    }
     return h;
 }
+
+size_t dm_weight_bytes(const dm_linear *h) { return h ? h->wbytes : 0; }
 
 static void prim_release(dm_prim *p)
 {
@@ -286,44 +389,44 @@ static void prim_release(dm_prim *p)
         dnnl_memory_destroy(p->bias);
     if (p->scratch)
         dnnl_memory_destroy(p->scratch);
-    free(p->scratch_buf);
     memset(p, 0, sizeof *p);
 }
 
-/* Builds the primitive and memory objects of (N, kind) into slot p. */
+/* A memory object for the primitive's md `what` (index i), its data handle
+ * set at each run. */
+static dnnl_status_t prim_mem(dnnl_memory_t *m, const_dnnl_primitive_desc_t pd,
+                              dnnl_query_t what, int i)
+{
+    const dnnl_memory_desc_t *q = dnnl_primitive_desc_query_md(pd, what, i);
+    return dnnl_memory_create(m, q, g_engine, DNNL_MEMORY_NONE);
+}
+
+/* Builds the primitive and memory objects of (N, kind) into slot p, growing
+ * the arena's scratchpad to what it needs. */
 static int prim_build(dm_linear *h, dm_prim *p, int N, int kind, pl_err *e)
 {
-    int o = kind >= K_BWD, K, Nc;
+    int o = (kind & KB_BWD) != 0, K, Nc;
     orient_dims(h, o, &K, &Nc);
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t s = matmul_pd(&pd, N, K, Nc, &h->wmd[o], kind == K_FWD_BIAS, kind == K_BWD_ACC);
+    dnnl_status_t s = matmul_pd(&pd, N, K, Nc, &h->wmd[o], kind & KB_BIAS, kind & KB_ACC);
     const char *impl = NULL;
     if (s == dnnl_success && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) ==
                                  dnnl_success && impl)
         snprintf(p->impl, sizeof p->impl, "%s", impl);
     if (s == dnnl_success)
         s = dnnl_primitive_create(&p->prim, pd);
-    const dnnl_memory_desc_t *q;
+    if (s == dnnl_success)
+        s = prim_mem(&p->src, pd, dnnl_query_src_md, 0);
+    if (s == dnnl_success)
+        s = prim_mem(&p->dst, pd, dnnl_query_dst_md, 0);
+    if (s == dnnl_success && (kind & KB_BIAS))
+        s = prim_mem(&p->bias, pd, dnnl_query_weights_md, 1);
+    size_t sz = 0;
     if (s == dnnl_success) {
-        q = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-        s = dnnl_memory_create(&p->src, q, g_engine, DNNL_MEMORY_NONE);
-    }
-    if (s == dnnl_success) {
-        q = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-        s = dnnl_memory_create(&p->dst, q, g_engine, DNNL_MEMORY_NONE);
-    }
-    if (s == dnnl_success && kind == K_FWD_BIAS) {
-        q = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
-        s = dnnl_memory_create(&p->bias, q, g_engine, DNNL_MEMORY_NONE);
-    }
-    if (s == dnnl_success) {
-        q = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-        size_t sz = q ? dnnl_memory_desc_get_size(q) : 0;
-        if (sz) {
-            p->scratch_buf = aligned_alloc(64, (sz + 63) & ~(size_t)63);
-            s = p->scratch_buf ? dnnl_memory_create(&p->scratch, q, g_engine, p->scratch_buf)
-                               : dnnl_out_of_memory;
-        }
+        const dnnl_memory_desc_t *q = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        sz = q ? dnnl_memory_desc_get_size(q) : 0;
+        if (sz)
+            s = prim_mem(&p->scratch, pd, dnnl_query_scratchpad_md, 0);
     }
     if (pd)
         dnnl_primitive_desc_destroy(pd);
@@ -332,6 +435,10 @@ static int prim_build(dm_linear *h, dm_prim *p, int N, int kind, pl_err *e)
         return pl_errf(e,
                        "bf16 matmul: no %s primitive for [%d x %d] x [%d x %d] (oneDNN status %d)",
                        o == 0 ? "forward" : "backward", N, K, K, Nc, (int)s);
+    }
+    if (buf_reserve(&h->arena->scratch, sz, e) != 0) {
+        prim_release(p);
+        return -1;
     }
     p->N = N, p->kind = kind;
     return 0;
@@ -358,34 +465,28 @@ static dm_prim *prim_get(dm_linear *h, int N, int kind, pl_err *e)
     return victim;
 }
 
-/* Makes room for N x K bf16 activations (grows only). */
-static int xb_reserve(dm_linear *h, int N, int K, pl_err *e)
-{
-    size_t need = (size_t)N * K;
-    if (need <= h->xb_cap)
-        return 0;
-    uint16_t *b = aligned_alloc(64, (need * sizeof *b + 63) & ~(size_t)63);
-    if (!b)
-        return pl_errf(e, "bf16 matmul: out of memory (%zu activations)", need);
-    free(h->xb);
-    h->xb = b, h->xb_cap = need;
-    return 0;
-}
-
-/* Runs p on src (fp32 [N,K], rounded into h->xb) writing dst [N,Nc]. */
-static int run(dm_linear *h, dm_prim *p, const float *src, float *dst, const float *bias, int K,
+/* Runs (N, kind) on src (fp32 [N,K], rounded into the arena) writing dst. */
+static int run(dm_linear *h, int N, int kind, const float *src, float *dst, const float *bias,
                pl_err *e)
 {
-    to_bf16(h->xb, src, p->N, K);
+    int o = (kind & KB_BWD) != 0, K = o ? h->out : h->in;
+    if (buf_reserve(&h->arena->xb, (size_t)N * K * sizeof(uint16_t), e) != 0)
+        return -1;
+    dm_prim *p = prim_get(h, N, kind, e);
+    if (!p)
+        return -1;
+    to_bf16(h->arena->xb.p, src, N, K);
     dnnl_exec_arg_t args[5];
     int n = 0;
-    dnnl_status_t s = dnnl_memory_set_data_handle(p->src, h->xb);
+    dnnl_status_t s = dnnl_memory_set_data_handle(p->src, h->arena->xb.p);
     if (s == dnnl_success)
         s = dnnl_memory_set_data_handle(p->dst, dst);
     if (s == dnnl_success && p->bias)
         s = dnnl_memory_set_data_handle(p->bias, (void *)bias);
+    if (s == dnnl_success && p->scratch)
+        s = dnnl_memory_set_data_handle(p->scratch, h->arena->scratch.p);
     args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, p->src};
-    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, h->wmem[p->kind >= K_BWD]};
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, h->wmem[o]};
     args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, p->dst};
     if (p->bias)
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, p->bias};
@@ -397,34 +498,47 @@ static int run(dm_linear *h, dm_prim *p, const float *src, float *dst, const flo
         s = dnnl_stream_wait(g_stream);
     if (s != dnnl_success)
         return pl_errf(e, "bf16 matmul: execution failed (oneDNN status %d)", (int)s);
-    h->last_impl[p->kind >= K_BWD] = p->impl;
+    h->last_impl[o] = p->impl;
     return 0;
+}
+
+static int fwd(dm_linear *h, const float *x, float *y, const float *bias, int N, int acc,
+               pl_err *e)
+{
+    if (!h || !x || !y || N < 1)
+        return pl_errf(e, "bf16 matmul: bad forward call (N %d)", N);
+    return run(h, N, (bias ? KB_BIAS : 0) | (acc ? KB_ACC : 0), x, y, bias, e);
 }
 
 int dm_linear_fwd(dm_linear *h, const float *x, float *y, const float *bias, int N, pl_err *e)
 {
-    if (!h || !x || !y || N < 1)
-        return pl_errf(e, "bf16 matmul: bad forward call (N %d)", N);
-    if (xb_reserve(h, N, h->in, e) != 0)
-        return -1;
-    dm_prim *p = prim_get(h, N, bias ? K_FWD_BIAS : K_FWD, e);
-    return p ? run(h, p, x, y, bias, h->in, e) : -1;
+    return fwd(h, x, y, bias, N, 0, e);
+}
+
+int dm_linear_fwd_acc(dm_linear *h, const float *x, float *y, const float *bias, int N,
+                      pl_err *e)
+{
+    return fwd(h, x, y, bias, N, 1, e);
 }
 
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e)
 {
     if (!h || !dy || !dx || N < 1)
         return pl_errf(e, "bf16 matmul: bad backward call (N %d)", N);
-    if (!h->have_bwd)
-        return pl_errf(e, "bf16 matmul: weights [%d -> %d] were packed without with_bwd", h->in,
-                       h->out);
-    if (xb_reserve(h, N, h->out, e) != 0)
-        return -1;
-    dm_prim *p = prim_get(h, N, accumulate ? K_BWD_ACC : K_BWD, e);
-    return p ? run(h, p, dy, dx, NULL, h->out, e) : -1;
+    if (h->bwd == DM_FWD_ONLY)
+        return pl_errf(e, "bf16 matmul: weights [%d -> %d] were packed without a backward "
+                          "orientation (with_bwd)", h->in, h->out);
+    return run(h, N, KB_BWD | (accumulate ? KB_ACC : 0), dy, dx, NULL, e);
 }
 
 const char *dm_impl_name(const dm_linear *h, int bwd) { return h ? h->last_impl[bwd != 0] : ""; }
+
+static void arena_release(dm_arena *a)
+{
+    free(a->xb.p);
+    free(a->scratch.p);
+    memset(a, 0, sizeof *a);
+}
 
 void dm_free(dm_linear *h)
 {
@@ -432,11 +546,29 @@ void dm_free(dm_linear *h)
         return;
     for (int i = 0; i < DM_MAX_PRIMS; i++)
         prim_release(&h->prims[i]);
-    for (int o = 0; o < 2; o++)
+    for (int o = 1; o >= 0; o--)   /* wmem[1] may borrow wmem[0]'s buffer */
         if (h->wmem[o])
             dnnl_memory_destroy(h->wmem[o]);
-    free(h->xb);
+    arena_release(&h->own);
     free(h);
+}
+
+dm_arena *dm_arena_new(void) { return calloc(1, sizeof(dm_arena)); }
+
+void dm_linear_use_arena(dm_linear *h, dm_arena *a)
+{
+    if (h && a)
+        h->arena = a;
+}
+
+size_t dm_arena_bytes(const dm_arena *a) { return a ? a->xb.cap + a->scratch.cap : 0; }
+
+void dm_arena_free(dm_arena *a)
+{
+    if (!a)
+        return;
+    arena_release(a);
+    free(a);
 }
 
 #endif /* PSLORA_HAVE_DNNL */

@@ -9,6 +9,18 @@
  * Accumulation is fp32; rounding the inputs to bf16 costs about 2e-3 relative
  * (Frobenius) error per product.
  *
+ * The weights are held in one of three ways (dm_linear_pack's bwd):
+ *   DM_FWD_ONLY    one copy in oneDNN's packed (blocked) layout: forward only;
+ *   DM_FWD_BWD     two packed copies, one per orientation (as much memory as
+ *                  the fp32 weights, fastest);
+ *   DM_FWD_BWD_ONE one plain row-major bf16 copy read as it lies for one
+ *                  orientation and transposed for the other (half the fp32
+ *                  memory; 0-15% slower without AMX, docs/performance.md).
+ *
+ * Handles may share one dm_arena: the bf16 copy of the activations and
+ * oneDNN's scratchpads then live there once instead of once per handle (a
+ * model's dozens of linear maps run one at a time).
+ *
  * The path pays off only on CPUs with AMX (bf16 tiles); without AMX, oneDNN's
  * AVX512-BF16 kernels are slower than OpenBLAS sgemm, so callers choose the
  * path at run time with dm_cpu_has_amx() (`--compute auto`).
@@ -22,6 +34,7 @@
 #include "err.h"
 
 typedef struct dm_linear dm_linear;
+typedef struct dm_arena dm_arena;
 
 typedef enum { DM_F32, DM_BF16 } dm_dtype;    /* element type of the source weights */
 typedef enum {
@@ -38,22 +51,31 @@ int dm_available(void);
  * Detection only; it works in builds without oneDNN too. */
 int dm_cpu_has_amx(void);
 
-/* Packs W (w: float or uint16_t bf16 bits, per dt) for y = x W^T.
- * with_bwd != 0 also packs the transposed orientation for dm_linear_bwd_x
- * (a second bf16 copy; bench_gemm compares it with one plain copy read
- * transposed, see docs/performance.md).  NULL on failure, reason in e.
- * A handle is not thread-safe: one caller at a time (oneDNN itself runs the
- * product on omp_get_max_threads() threads). */
+/* How the weights are held (see above); 0 and 1 keep the old with_bwd meaning. */
+enum { DM_FWD_ONLY = 0, DM_FWD_BWD = 1, DM_FWD_BWD_ONE = 2 };
+
+/* Packs W (w: float or uint16_t bf16 bits, per dt) for y = x W^T.  bwd is
+ * DM_FWD_ONLY, DM_FWD_BWD or DM_FWD_BWD_ONE; the last two allow
+ * dm_linear_bwd_x.  The source is only read during the call.  NULL on
+ * failure, reason in e.  A handle is not thread-safe: one caller at a time
+ * (oneDNN itself runs the product on omp_get_max_threads() threads). */
 dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, int out,
-                          int with_bwd, pl_err *e);
+                          int bwd, pl_err *e);
+
+/* Bytes of bf16 weights the handle holds (0 for NULL). */
+size_t dm_weight_bytes(const dm_linear *h);
 
 /* y[N,out] = x[N,in] W^T + bias (bias [out] or NULL).  x and y fp32 row-major.
- * The first call with a given N (and bias or not) builds its primitive; later
- * calls with it allocate nothing.  0 on success, -1 with e filled. */
+ * The first call with a given N (and bias or not, accumulating or not)
+ * builds its primitive; later calls with it allocate nothing.  0 on success,
+ * -1 with e filled. */
 int dm_linear_fwd(dm_linear *h, const float *x, float *y, const float *bias, int N, pl_err *e);
+/* The same added to y: y[N,out] += x W^T + bias (oneDNN's sum post-op). */
+int dm_linear_fwd_acc(dm_linear *h, const float *x, float *y, const float *bias, int N,
+                      pl_err *e);
 
 /* dx[N,in] = dy[N,out] W, or dx += dy W when accumulate != 0.  The handle
- * must have been packed with with_bwd. */
+ * must have been packed with DM_FWD_BWD or DM_FWD_BWD_ONE. */
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e);
 
 /* oneDNN's name of the kernel used by the last fwd (bwd != 0: bwd_x) call,
@@ -61,5 +83,16 @@ int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumul
 const char *dm_impl_name(const dm_linear *h, int bwd);
 
 void dm_free(dm_linear *h);
+
+/* A shared home for the activation copies and scratchpads of several
+ * handles, which must then be called one at a time.  It grows to the
+ * largest call made through any of them (on the first call of each shape)
+ * and never shrinks.  NULL when out of memory or built without oneDNN. */
+dm_arena *dm_arena_new(void);
+/* Makes h use a (before its first call; a must outlive h). */
+void dm_linear_use_arena(dm_linear *h, dm_arena *a);
+/* Bytes the arena holds now. */
+size_t dm_arena_bytes(const dm_arena *a);
+void dm_arena_free(dm_arena *a);
 
 #endif

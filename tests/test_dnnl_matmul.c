@@ -8,7 +8,8 @@
  *     (round to nearest even): the product itself (fp32 accumulation) must
  *     match to EXACT_TOL, which catches a wrong layout or a lost bias that the
  *     loose bound could hide.
- * Shapes are rectangular (in != out) so a transposition cannot pass.
+ * Shapes are rectangular (in != out) so a transposition cannot pass.  Also
+ * one plain copy read both ways, the accumulating forward and a shared arena.
  * Built without oneDNN, every call must fail with "built without oneDNN". */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -275,6 +276,46 @@ static void test_bf16_source(void **state)
     free(w), free(wr), free(wb), free(x), free(xr), free(y), free(yd);
 }
 
+/* One plain bf16 copy read both ways (DM_FWD_BWD_ONE), forward accumulating
+ * (y += x W^T + b), and two handles sharing one arena: each exact against
+ * the double-precision product of the bf16-rounded inputs. */
+static void test_plain_acc_arena(void **state)
+{
+    (void)state;
+    pl_err e;
+    int N = 37;
+    float *w = frand((size_t)IN * OUT, 0.05f, 11), *wr = rounded(w, (size_t)IN * OUT);
+    float *b = frand(OUT, 1.0f, 12), *y0 = frand((size_t)N * OUT, 0.5f, 13);
+    float *x = frand((size_t)N * IN, 1.0f, 14), *xr = rounded(x, (size_t)N * IN);
+    float *dy = frand((size_t)N * OUT, 1.0f, 15), *dyr = rounded(dy, (size_t)N * OUT);
+    float *y = malloc((size_t)N * OUT * sizeof *y), *dx = malloc((size_t)N * IN * sizeof *dx);
+    double *yd = malloc((size_t)N * OUT * sizeof *yd), *dd = malloc((size_t)N * IN * sizeof *dd);
+    dm_arena *arena = dm_arena_new();
+    assert_non_null(arena);
+    for (int lay = DM_OUT_IN; lay <= DM_IN_OUT; lay++) {
+        dm_linear *h = dm_linear_pack(w, DM_F32, (dm_layout)lay, IN, OUT, DM_FWD_BWD_ONE, &e);
+        assert_non_null(h);
+        assert_int_equal(dm_weight_bytes(h), (size_t)IN * OUT * 2);   /* one plain copy */
+        dm_linear_use_arena(h, arena);
+        assert_int_equal(dm_linear_fwd(h, x, y, b, N, &e), 0);
+        ref_fwd(yd, xr, wr, b, (dm_layout)lay, N, IN, OUT);
+        assert_true(rel_fro(y, yd, (size_t)N * OUT) < EXACT_TOL);
+        memcpy(y, y0, (size_t)N * OUT * sizeof *y);
+        assert_int_equal(dm_linear_fwd_acc(h, x, y, b, N, &e), 0);
+        for (size_t i = 0; i < (size_t)N * OUT; i++)
+            yd[i] += y0[i];
+        assert_true(rel_fro(y, yd, (size_t)N * OUT) < EXACT_TOL);
+        assert_int_equal(dm_linear_bwd_x(h, dy, dx, N, 0, &e), 0);
+        ref_bwd(dd, dyr, wr, NULL, (dm_layout)lay, N, IN, OUT);
+        assert_true(rel_fro(dx, dd, (size_t)N * IN) < EXACT_TOL);
+        dm_free(h);
+    }
+    assert_true(dm_arena_bytes(arena) >= (size_t)N * IN * 2);   /* the activations lived there */
+    dm_arena_free(arena);
+    free(w), free(wr), free(b), free(y0), free(x), free(xr), free(dy), free(dyr);
+    free(y), free(dx), free(yd), free(dd);
+}
+
 /* More row counts than the primitive cache holds, then the first ones again:
  * evicted primitives are rebuilt and give the same results. */
 static void test_cache_eviction(void **state)
@@ -349,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_forward),
         cmocka_unit_test(test_backward),
         cmocka_unit_test(test_bf16_source),
+        cmocka_unit_test(test_plain_acc_arena),
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_rejections),
 #else
