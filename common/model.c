@@ -7,6 +7,7 @@
  * lm_head.weight required unless tie_word_embeddings; buffers such as
  * rotary_emb.inv_freq in older files are ignored. */
 #include "model.h"
+#include "model_bf16.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -70,9 +71,12 @@ static const st_tensor *find_raw(const model *m, const char *name, int *file)
 }
 
 /* Looks a weight up, checks dtype and shape, and returns float data: the
- * mapping itself for aligned F32, else a converted copy owned by m. */
+ * mapping itself for aligned F32, else a converted copy owned by m.  src
+ * (may be NULL) receives the file's data; with defer, a weight that has one
+ * is not converted (NULL returned, no error): bf16 compute packs it from src. */
 static const float *weight(model *m, const finder *f, const char *name, int ndim,
-                           int64_t d0, int64_t d1, int optional, pl_err *e, int *err)
+                           int64_t d0, int64_t d1, int optional, model_src *src, int defer,
+                           pl_err *e, int *err)
 {
     char full[320];
     snprintf(full, sizeof full, "%s%s", f->prefix, name);
@@ -100,8 +104,12 @@ static const float *weight(model *m, const finder *f, const char *name, int ndim
                        t->ndim > 1 ? ", ..." : "", want);
         return NULL;
     }
+    if (src)
+        *src = (model_src){t->data, t->dtype};
     if (t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)
         return t->data;
+    if (src && defer)
+        return NULL;
     float *copy = malloc(t->numel * sizeof(float));
     float **o = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *o);
     if (!copy || !o) {
@@ -182,6 +190,14 @@ static void table_add(model_weight *w, int *n, const char *name, const float **s
     (*n)++;
 }
 
+/* The same for a row whose file data bf16 compute wants (matrices, wte). */
+static void table_add_src(model_weight *w, int *n, const char *name, const float **slot,
+                          int64_t d0, int64_t d1, int init, model_src *src)
+{
+    table_add(w, n, name, slot, 2, d0, d1, init);
+    w[*n - 1].src = src;
+}
+
 /* GPT-2: names without "transformer.", Conv1D weights [in, out]. */
 static int gpt2_table(model *m, model_weight *w)
 {
@@ -189,7 +205,7 @@ static int gpt2_table(model *m, model_weight *w)
     int64_t C = c->n_embd;
     int n = 0;
     char nm[128];
-    table_add(w, &n, "wte.weight", &m->wte, 2, c->vocab, C, INIT_NORMAL);
+    table_add_src(w, &n, "wte.weight", &m->wte, c->vocab, C, INIT_NORMAL, &m->wte_src);
     table_add(w, &n, "wpe.weight", &m->wpe, 2, c->n_ctx, C, INIT_NORMAL);
     for (int l = 0; l < c->n_layer; l++) {
         model_block *b = &m->blocks[l];
@@ -206,7 +222,8 @@ static int gpt2_table(model *m, model_weight *w)
             lin->lora = -1;
             /* the two residual projections get std 0.02/sqrt(2 n_layer) */
             snprintf(nm, sizeof nm, "h.%d.%s.weight", l, GPT2_LINEARS[s]);
-            table_add(w, &n, nm, &lin->w, 2, lin->in, lin->out, s % 2 ? INIT_RESID : INIT_NORMAL);
+            table_add_src(w, &n, nm, &lin->w, lin->in, lin->out, s % 2 ? INIT_RESID : INIT_NORMAL,
+                          &lin->src);
             snprintf(nm, sizeof nm, "h.%d.%s.bias", l, GPT2_LINEARS[s]);
             table_add(w, &n, nm, &lin->b, 1, lin->out, 0, INIT_ZERO);
         }
@@ -228,7 +245,8 @@ static int llama_table(model *m, model_weight *w)
     int64_t C = c->n_embd;
     int n = 0;
     char nm[128];
-    table_add(w, &n, "model.embed_tokens.weight", &m->wte, 2, c->vocab, C, INIT_NORMAL);
+    table_add_src(w, &n, "model.embed_tokens.weight", &m->wte, c->vocab, C, INIT_NORMAL,
+                  &m->wte_src);
     for (int l = 0; l < c->n_layer; l++) {
         model_block *b = &m->blocks[l];
         b->ln1_b = b->ln2_b = NULL;
@@ -245,7 +263,7 @@ static int llama_table(model *m, model_weight *w)
                 table_add(w, &n, nm, &b->ln2_w, 1, C, 0, INIT_ONE);
             }
             snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, LLAMA_LINEARS[s]);
-            table_add(w, &n, nm, &lin->w, 2, lin->out, lin->in, INIT_NORMAL);
+            table_add_src(w, &n, nm, &lin->w, lin->out, lin->in, INIT_NORMAL, &lin->src);
             if (llama_has_bias(c, s)) {
                 snprintf(nm, sizeof nm, "model.layers.%d.%s.bias", l, LLAMA_LINEARS[s]);
                 table_add(w, &n, nm, &lin->b, 1, lin->out, 0, INIT_ZERO);
@@ -270,8 +288,9 @@ int model_weight_count(const model_config *c)
 }
 
 /* Every weight of the table from the files; then lm_head: GPT-2 ties it when
- * absent, Llama follows tie_word_embeddings (an untied head must be there). */
-static int load_weights(model *m, const char *dir, pl_err *e)
+ * absent, Llama follows tie_word_embeddings (an untied head must be there).
+ * defer: the matrices and wte stay unconverted (see weight()). */
+static int load_weights(model *m, const char *dir, int defer, pl_err *e)
 {
     const model_config *c = &m->cfg;
     finder f = {m, dir, ""};
@@ -283,28 +302,27 @@ static int load_weights(model *m, const char *dir, pl_err *e)
         return pl_errf(e, "%s: out of memory", dir);
     int n = model_weight_table(m, w);
     for (int i = 0; i < n && !err; i++)
-        *w[i].slot = weight(m, &f, w[i].name, w[i].ndim, w[i].shape[0], w[i].shape[1], 0, e, &err);
+        *w[i].slot = weight(m, &f, w[i].name, w[i].ndim, w[i].shape[0], w[i].shape[1], 0,
+                            w[i].src, defer, e, &err);
     free(w);
     if (err)
         return -1;
     /* lm_head.weight has no prefix in GPT2LMHeadModel nor in LlamaForCausalLM */
     finder top = {m, dir, ""};
-    if (c->arch == ARCH_LLAMA && c->tie_embeddings) {
-        m->lm_head = m->wte;   /* as transformers ties it, whatever the file holds */
-        return 0;
-    }
+    m->lm_head = m->wte, m->head_src = m->wte_src;
+    if (c->arch == ARCH_LLAMA && c->tie_embeddings)
+        return 0;   /* as transformers ties it, whatever the file holds */
     if (c->arch == ARCH_LLAMA && !find_raw(m, "lm_head.weight", &dummy))
         return pl_errf(e, "%s: tensor lm_head.weight not found (config.json has "
                           "tie_word_embeddings false)", dir);
-    m->lm_head = weight(m, &top, "lm_head.weight", 2, c->vocab, c->n_embd, 1, e, &err);
-    if (err)
-        return -1;
-    if (!m->lm_head)
-        m->lm_head = m->wte;
-    return 0;
+    if (!find_raw(m, "lm_head.weight", &dummy))
+        return 0;   /* GPT-2: tied when absent */
+    m->lm_head = weight(m, &top, "lm_head.weight", 2, c->vocab, c->n_embd, 1, &m->head_src,
+                        defer, e, &err);
+    return err ? -1 : 0;
 }
 
-int model_load(model *m, const char *dir, pl_err *e)
+int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_err *e)
 {
     memset(m, 0, sizeof *m);
     if (model_config_load(&m->cfg, dir, e) != 0)
@@ -312,15 +330,22 @@ int model_load(model *m, const char *dir, pl_err *e)
     m->blocks = calloc((size_t)m->cfg.n_layer, sizeof *m->blocks);
     if (!m->blocks)
         return pl_errf(e, "%s: out of memory", dir);
-    if (open_files(m, dir, e) != 0 || load_weights(m, dir, e) != 0) {
+    if (open_files(m, dir, e) != 0 || load_weights(m, dir, c == MODEL_BF16, e) != 0 ||
+        model_set_compute(m, c, with_bwd, e) != 0) {
         model_free(m);
         return -1;
     }
     return 0;
 }
 
+int model_load(model *m, const char *dir, pl_err *e)
+{
+    return model_load_for(m, dir, MODEL_FP32, 0, e);
+}
+
 void model_free(model *m)
 {
+    model_compute_free(m);
     for (int i = 0; i < m->n_files; i++)
         st_close(&m->files[i]);
     free(m->files);

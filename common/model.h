@@ -11,7 +11,15 @@
  * attention_bias / mlp_bias.
  *
  * Weights stored as F32 in the file are used in place from the read-only
- * mapping (ranks on one node share the pages); F16/BF16 are converted once. */
+ * mapping (ranks on one node share the pages); F16/BF16 are converted once.
+ *
+ * bf16 compute (model_load_for / model_set_compute, common/model_bf16.c):
+ * every frozen matrix product (the linear maps of every block and the lm
+ * head) runs through oneDNN on ONE bf16 copy of its weights, packed once;
+ * their fp32 data is then released (converted copies freed, mapped F32 pages
+ * dropped).  Norms, biases, wpe and the embedding rows stay fp32 (the
+ * embedding is gathered from the file's own rows when no fp32 copy is
+ * kept); LoRA, attention and every reduction stay fp32. */
 #ifndef PSLORA_MODEL_H
 #define PSLORA_MODEL_H
 
@@ -41,12 +49,26 @@ int model_arch_parse(const char *s, model_arch *a);
 
 #define MODEL_MAX_LINEARS 8
 
-/* A frozen linear map y = x W^T + b; W [out,in], or [in,out] for Conv1D. */
+typedef enum { MODEL_FP32, MODEL_BF16 } model_compute;
+
+/* A weight as the file holds it (data NULL for models made in memory). */
+typedef struct {
+    const void *data;   /* into the mapping */
+    st_dtype dtype;     /* F32, F16 or BF16 */
+} model_src;
+
+struct dm_linear;
+struct dm_arena;
+
+/* A frozen linear map y = x W^T + b; W [out,in], or [in,out] for Conv1D.
+ * With bf16 compute, dm holds W and w is NULL. */
 typedef struct {
     const float *w, *b;
     int in, out;
     int conv1d;
     int lora;           /* index of its LoRA module, -1 when not adapted */
+    model_src src;      /* W in the file */
+    struct dm_linear *dm;
 } model_linear;
 
 /* ln1/ln2: GPT-2 ln_1/ln_2; Llama input_layernorm/post_attention_layernorm. */
@@ -64,6 +86,12 @@ typedef struct {
     int n_files;
     float **owned;      /* converted copies (F16/BF16) */
     int n_owned;
+    /* bf16 compute: lm_head is NULL and head_dm holds E [V,C]; wte is NULL
+     * when the embedding rows are read from wte_src instead */
+    model_compute compute;
+    model_src wte_src, head_src;
+    struct dm_linear *head_dm;
+    struct dm_arena *arena;   /* activations and scratch of every dm handle */
 } model;
 
 /* Number of linear maps per block and their module names relative to the
@@ -75,7 +103,35 @@ void model_module_path(const model_config *c, int layer, int slot, char *buf, si
 /* in/out sizes of a linear slot. */
 void model_linear_shape(const model_config *c, int slot, int *in, int *out);
 
+/* model_load_for(m, dir, MODEL_FP32, 0, e). */
 int model_load(model *m, const char *dir, pl_err *e);
+/* Loads DIR for the given compute.  MODEL_BF16: the frozen matrices are not
+ * converted to fp32 at all; model_set_compute packs them straight from the
+ * file (BF16 bits as they are, F32 from the mapping, F16 through a
+ * temporary fp32 copy).  with_bwd: see model_set_compute. */
+int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_err *e);
+/* Switches a loaded or drawn fp32 model to bf16 compute (MODEL_FP32: no-op
+ * on an fp32 model, refused on a bf16 one).  with_bwd != 0 keeps the
+ * weights in a form that also serves dx = dy W (training); 0 packs them for
+ * the forward pass only (eval, generate).  Either way one bf16 copy per
+ * matrix: half the fp32 memory.  Drawn models (model_init_random) keep their
+ * one fp32 buffer.  Fails without oneDNN. */
+int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e);
+/* "fp32", "bf16" or "auto" -> *c: auto is bf16 only when oneDNN is built in
+ * and the CPU has AMX (dm_cpu_has_amx), else fp32.  bf16 in a build without
+ * oneDNN and unknown names are refused (one line naming --compute). */
+int model_compute_choose(const char *s, model_compute *c, pl_err *e);
+#define MODEL_COMPUTE_HELP "fp32, bf16 (oneDNN) or auto = bf16 on AMX CPUs (fp32)"
+const char *model_compute_name(model_compute c);
+/* "bf16 (requested auto; oneDNN built in, AMX yes)": the choice and why. */
+void model_compute_describe(char *buf, size_t len, model_compute c, const char *requested);
+/* Bytes of the frozen matrices (linear maps and head) as the compute holds
+ * them: fp32 4 per element (the head counted once when tied), bf16 what the
+ * dm handles hold. */
+size_t model_matrix_bytes(const model *m);
+/* bf16: bytes of the scratch the products share (bf16 activations, oneDNN
+ * scratchpad), as grown by the calls so far; 0 for fp32. */
+size_t model_bf16_scratch_bytes(const model *m);
 void model_free(model *m);
 
 /* The frozen weights as a table (name, where the pointer lives in the
@@ -92,6 +148,8 @@ typedef struct {
     int ndim;
     int64_t shape[2];
     int init;
+    model_src *src;     /* where loading records the file's data: the matrices
+                           bf16 compute packs and wte; NULL for the rest */
 } model_weight;
 int model_weight_count(const model_config *c);
 int model_weight_table(model *m, model_weight *w);
@@ -111,10 +169,16 @@ int model_save(const model *m, const char *dir, pl_err *e);
 typedef struct model_acts model_acts;
 struct lora_layout_s;
 
-/* need_backward = 0 allocates only what a forward pass needs (eval). */
+/* need_backward = 0 allocates only what a forward pass needs (eval).  Make
+ * them after the model's compute is set (the head's scratch differs). */
 model_acts *model_acts_new(const model *m, const struct lora_layout_s *L, int B, int T,
                            int need_backward);
 void model_acts_free(model_acts *a);
+/* NULL, or the first failure of a bf16 product in a pass made with a (then
+ * that pass returned NaN).  bf16 builds each product's oneDNN primitive on
+ * its first call with a row count, i.e. during the first step (and the first
+ * evaluation or generation) with a shape; a failure can only come then. */
+const char *model_acts_error(const model_acts *a);
 /* Seconds spent in the forward (incl. the fused head) and backward parts of
  * the last model_loss_grad call. */
 void model_acts_timing(const model_acts *a, double *fwd, double *bwd);

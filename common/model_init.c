@@ -82,6 +82,8 @@ int model_init_random(model *m, const model_config *c, unsigned long long seed, 
 
 int model_save(const model *m, const char *dir, pl_err *e)
 {
+    if (m->compute != MODEL_FP32)
+        return pl_errf(e, "%s: a model switched to bf16 compute has no fp32 weights to save", dir);
     if (mkdir(dir, 0755) != 0) {
         struct stat st;
         if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))

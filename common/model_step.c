@@ -15,15 +15,23 @@
  * then the final norm (LN_f / RMSNorm) and the lm head with cross-entropy.
  *
  * The backward pass forms gradients for the LoRA A and B only; through every
- * frozen weight it carries dx alone.  It stops at the lowest adapted layer. */
+ * frozen weight it carries dx alone.  It stops at the lowest adapted layer.
+ *
+ * With bf16 compute (model_bf16.h) every frozen product -- the linear maps
+ * forward and their dx, the head's logits and dx -- runs through the
+ * matrix's bf16 handle; the head then works in chunks of MB_HEAD_ROWS rows
+ * with an fp32 softmax.  Everything else is the same code.  A failing bf16
+ * product (only possible on the first call of a shape) is kept in the acts
+ * and makes the pass return NaN (model_acts_error). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
 #include "lora.h"
-#include "model.h"
 #include "metrics.h"
+#include "model.h"
+#include "model_bf16.h"
 #include "rng.h"
 
 #include <cblas.h>
@@ -59,6 +67,8 @@ struct model_acts {
     float *dup;          /* Llama: d(up) [N,I] */
     float *dtmp;         /* dropout: (du A) before the mask [N, widest input] */
     double t_fwd, t_bwd; /* seconds of the last pass (bench) */
+    int failed;          /* a bf16 product failed in the last pass: err says why */
+    pl_err err;
     float *block;        /* one allocation holding everything above */
 };
 
@@ -103,7 +113,8 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         layer_carve(&a->la[l], base, &off, c, a->B, a->T);
     a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
     a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
-    a->xent = carve(base, &off, k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
+    a->xent = carve(base, &off, m->head_dm ? mb_head_scratch(c)
+                                           : k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
     if (c->arch == ARCH_LLAMA) {
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
@@ -165,6 +176,8 @@ void model_acts_timing(const model_acts *a, double *fwd, double *bwd)
     *bwd = a->t_bwd;
 }
 
+const char *model_acts_error(const model_acts *a) { return a->failed ? a->err.msg : NULL; }
+
 void model_acts_free(model_acts *a)
 {
     if (!a)
@@ -202,6 +215,15 @@ static void lora_dropout(const pass *ps, int i, const float *x, size_t n)
         xd[k] = x[k] * mask[k];
 }
 
+/* Records the first failure of a bf16 product in this pass. */
+static void note(const pass *ps, int rc, const pl_err *e)
+{
+    if (rc != 0 && !ps->a->failed) {
+        ps->a->failed = 1;
+        ps->a->err = *e;
+    }
+}
+
 /* The LoRA input of module i for input x: x itself, or x after dropout. */
 static const float *lora_input(const pass *ps, int i)
 {
@@ -214,7 +236,12 @@ static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const 
                        const float *res)
 {
     int N = ps->a->N;
-    k_linear_fwd_res(y, res, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
+    if (lin->dm) {
+        pl_err e;
+        note(ps, mb_linear_fwd(lin, y, x, res, N, &e), &e);
+    } else {
+        k_linear_fwd_res(y, res, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
+    }
     if (lin->lora < 0 || !ps->p)
         return;
     const lora_module *mod = &ps->L->m[lin->lora];
@@ -227,13 +254,18 @@ static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const 
                lin->out, ps->L->r, ps->L->scale);
 }
 
-/* dx[N,in] = beta dx + dy W (+ LoRA's dx) when dx != NULL; LoRA gradients accumulate. */
+/* dx[N,in] = beta dx + dy W (+ LoRA's dx) when dx != NULL; LoRA gradients
+ * accumulate.  beta is 0 or 1. */
 static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
                        const float *x, float beta)
 {
     int N = ps->a->N;
-    if (dx)
+    if (dx && lin->dm) {
+        pl_err e;
+        note(ps, mb_linear_bwd(lin, dx, dy, N, beta != 0.0f, &e), &e);
+    } else if (dx) {
         k_linear_bwd(dx, dy, lin->w, N, lin->in, lin->out, lin->conv1d, beta);
+    }
     if (lin->lora < 0 || !ps->p)
         return;
     const lora_module *mod = &ps->L->m[lin->lora];
@@ -393,7 +425,10 @@ static void forward_blocks(const pass *ps, const int32_t *inp)
     model_acts *a = ps->a;
     int N = a->N, C = m->cfg.n_embd, nl = m->cfg.n_layer, llama = m->cfg.arch == ARCH_LLAMA;
     float *x0 = a->la[0].res;
-    k_embed_fwd(x0, inp, m->wte, m->wpe, N, a->T, C);
+    if (m->wte)
+        k_embed_fwd(x0, inp, m->wte, m->wpe, N, a->T, C);
+    else
+        mb_embed(x0, inp, m, N, a->T);
     for (int l = 0; l < nl; l++) {
         /* with a backward pass every block keeps its own input; eval reuses one slot */
         float *out = a->bwd && l + 1 < nl ? a->la[l + 1].res : a->res_out;
@@ -427,6 +462,22 @@ static void final_norm_bwd(const model *m, model_acts *a)
                         c->n_embd);
 }
 
+/* The summed cross-entropy of the head over a->hf, and with dx its gradient
+ * with respect to a->hf: fp32 fused kernel, or the bf16 chunks. */
+static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
+{
+    const model *m = ps->m;
+    model_acts *a = ps->a;
+    if (!m->head_dm)
+        return k_lmhead_xent(dx, a->xent, a->hf, m->lm_head, tgt, a->N, m->cfg.n_embd,
+                             m->cfg.vocab, XENT_CHUNK);
+    pl_err e;
+    int rc;
+    double loss = mb_head_xent(m, dx, a->xent, a->hf, tgt, a->N, &rc, &e);
+    note(ps, rc, &e);
+    return loss;
+}
+
 double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, const float *params,
                        float *grad, const int32_t *inp, const int32_t *tgt,
                        unsigned long long dropout_seed)
@@ -435,18 +486,17 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     pass ps = {m, a, L, L ? params : NULL, (a->bwd && L) ? grad : NULL, dropout_seed};
     int N = a->N, C = c->n_embd, nl = c->n_layer;
     double t0 = metrics_now();
+    a->failed = 0;
     forward_blocks(&ps, inp);
     final_norm_fwd(m, a, a->res_out, N);
     if (!ps.grad) {
-        double loss = k_lmhead_xent(NULL, a->xent, a->hf, m->lm_head, tgt, N, C, c->vocab,
-                                    XENT_CHUNK);
+        double loss = head_xent(&ps, NULL, tgt);
         a->t_fwd = metrics_now() - t0, a->t_bwd = 0;
-        return loss;
+        return a->failed ? NAN : loss;
     }
     memset(grad, 0, L->n_params * sizeof(float));
     /* the head's forward and backward are one fused pass; it counts as forward */
-    double loss = k_lmhead_xent(a->dnarrow, a->xent, a->hf, m->lm_head, tgt, N, C, c->vocab,
-                                XENT_CHUNK);
+    double loss = head_xent(&ps, a->dnarrow, tgt);
     double t1 = metrics_now();
     memset(a->dres, 0, (size_t)N * C * sizeof(float));
     final_norm_bwd(m, a);
@@ -458,7 +508,7 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
             gpt2_block_bwd(&ps, l, l > lo);
     }
     a->t_fwd = t1 - t0, a->t_bwd = metrics_now() - t1;
-    return loss;
+    return a->failed ? NAN : loss;
 }
 
 void model_logits(const model *m, model_acts *a, const lora_layout *L, const float *params,
@@ -467,8 +517,14 @@ void model_logits(const model *m, model_acts *a, const lora_layout *L, const flo
     const model_config *c = &m->cfg;
     pass ps = {m, a, L, L ? params : NULL, NULL, 0};
     int C = c->n_embd;
+    a->failed = 0;
     forward_blocks(&ps, inp);
     final_norm_fwd(m, a, a->res_out + (size_t)pos * C, 1);
+    if (m->head_dm) {
+        pl_err e;
+        note(&ps, mb_head_logits(m, a->hf, logits, &e), &e);
+        return;
+    }
     cblas_sgemv(CblasRowMajor, CblasNoTrans, c->vocab, C, 1.0f, m->lm_head, C, a->hf, 1, 0.0f,
                 logits, 1);
 }

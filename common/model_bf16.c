@@ -1,0 +1,256 @@
+/* model_bf16.c - bf16 compute of the frozen model (see model.h, model_bf16.h).
+ *
+ * Switching a model to bf16 gives every frozen matrix one dm_linear handle
+ * (common/dnnl_matmul.h) holding ONE bf16 copy of it:
+ *   - the linear maps of every block, W [out,in] (Llama) or [in,out] (GPT-2
+ *     Conv1D), as they lie;
+ *   - the lm head E [V,C] (wte when tied): logits = x E^T, dx = g E.
+ * Training (with_bwd) keeps that copy plain, read as it lies for y = x W^T
+ * and transposed for dx = dy W (DM_FWD_BWD_ONE); forward-only use (eval,
+ * generate) has it in oneDNN's packed layout (DM_FWD_ONLY).  Either way the
+ * matrices take half their fp32 memory.
+ *
+ * Where the bf16 copy comes from: BF16 file data as it is (exact), F32 from
+ * the mapping or the fp32 copy (rounded to nearest even), F16 through a
+ * temporary fp32 copy.  Then the fp32 data is released: a converted copy is
+ * freed; pages of the F32 mapping are dropped (madvise MADV_DONTNEED, the
+ * whole pages inside the weight), so they leave the resident set; a drawn
+ * model's single buffer is kept.  The embedding still needs rows of wte: it
+ * reads the mapping (F32) or, when the fp32 copy was freed, converts the
+ * file's rows on the fly (mb_embed).
+ *
+ * All handles share one dm_arena (the bf16 activations and oneDNN's
+ * scratchpad), grown on the first call of each shape. */
+#include "model_bf16.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "dnnl_matmul.h"
+#include "kernels.h"
+
+const char *model_compute_name(model_compute c) { return c == MODEL_BF16 ? "bf16" : "fp32"; }
+
+void model_compute_describe(char *buf, size_t len, model_compute c, const char *requested)
+{
+    snprintf(buf, len, "%s (requested %s; oneDNN %s, AMX %s)", model_compute_name(c), requested,
+             dm_available() ? "built in" : "absent", dm_cpu_has_amx() ? "yes" : "no");
+}
+
+int model_compute_choose(const char *s, model_compute *c, pl_err *e)
+{
+    if (!strcmp(s, "fp32"))
+        *c = MODEL_FP32;
+    else if (!strcmp(s, "bf16"))
+        *c = MODEL_BF16;
+    else if (!strcmp(s, "auto"))
+        *c = dm_available() && dm_cpu_has_amx() ? MODEL_BF16 : MODEL_FP32;
+    else
+        return pl_errf(e, "--compute: expected fp32, bf16 or auto, got '%s'", s);
+    if (*c == MODEL_BF16 && !dm_available())
+        return pl_errf(e, "--compute bf16: this pslora was built without oneDNN (libdnnl-dev)");
+    return 0;
+}
+
+/* ---- packing and releasing ---------------------------------------------------- */
+
+/* One bf16 handle for W (w: fp32 or NULL when loading deferred it; src: the
+ * file's data or none), in*out elements in layout lay. */
+static struct dm_linear *pack_matrix(const float *w, model_src src, dm_layout lay, int in, int out,
+                                     int bwd, pl_err *e)
+{
+    if (src.data && src.dtype == ST_BF16 && ((uintptr_t)src.data & 1) == 0)
+        return dm_linear_pack(src.data, DM_BF16, lay, in, out, bwd, e);
+    if (w)
+        return dm_linear_pack(w, DM_F32, lay, in, out, bwd, e);
+    size_t n = (size_t)in * out;
+    float *tmp = src.data ? malloc(n * sizeof *tmp) : NULL;
+    if (!tmp) {
+        pl_errf(e, "bf16 compute: %s for a [%d x %d] matrix",
+                src.data ? "out of memory converting" : "no weights", in, out);
+        return NULL;
+    }
+    st_to_f32(tmp, src.data, src.dtype, n);
+    struct dm_linear *h = dm_linear_pack(tmp, DM_F32, lay, in, out, bwd, e);
+    free(tmp);
+    return h;
+}
+
+/* Drops the resident pages lying wholly inside [p, p + bytes) of a mapping. */
+static void drop_pages(const void *p, size_t bytes)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1), b = ((uintptr_t)p + bytes) & ~(pg - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Releases a packed weight of n elements loaded from src: the pages of its
+ * file data are dropped from the mapping, and a converted fp32 copy w owned
+ * by m is freed; without a file source (a drawn model) nothing happens.
+ * Returns 1 when w was freed. */
+static int release(model *m, const float *w, model_src src, size_t n)
+{
+    if (!src.data)
+        return 0;
+    drop_pages(src.data, n * st_dtype_size(src.dtype));
+    if (!w || (const void *)w == src.data)
+        return 0;
+    for (int i = 0; i < m->n_owned; i++)
+        if (m->owned[i] == w) {
+            free(m->owned[i]);
+            m->owned[i] = m->owned[--m->n_owned];
+            return 1;
+        }
+    return 0;
+}
+
+static int pack_linears(model *m, int bwd, pl_err *e)
+{
+    int nl = model_n_linears(&m->cfg);
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int s = 0; s < nl; s++) {
+            model_linear *lin = &m->blocks[l].lin[s];
+            lin->dm = pack_matrix(lin->w, lin->src, lin->conv1d ? DM_IN_OUT : DM_OUT_IN, lin->in,
+                                  lin->out, bwd, e);
+            if (!lin->dm)
+                return -1;
+            dm_linear_use_arena(lin->dm, m->arena);
+            release(m, lin->w, lin->src, (size_t)lin->in * lin->out);
+            lin->w = NULL;
+        }
+    return 0;
+}
+
+/* The head E [V,C] (DM_OUT_IN: in = C, out = V); then what the embedding
+ * no longer needs of wte. */
+static int pack_head(model *m, int bwd, pl_err *e)
+{
+    int C = m->cfg.n_embd, V = m->cfg.vocab;
+    size_t n = (size_t)V * C;
+    int tied = m->lm_head == m->wte && m->head_src.data == m->wte_src.data;
+    m->head_dm = pack_matrix(m->lm_head, m->head_src, DM_OUT_IN, C, V, bwd, e);
+    if (!m->head_dm)
+        return -1;
+    dm_linear_use_arena(m->head_dm, m->arena);
+    if (!tied)
+        release(m, m->lm_head, m->head_src, n);
+    m->lm_head = NULL;
+    /* the embedding reads rows of wte: from the mapping (whose pages the
+     * head no longer needs) or, instead of a converted copy, from the file */
+    int mapped = (const void *)m->wte == m->wte_src.data;
+    if (m->wte_src.data && (tied || !mapped))
+        if (release(m, m->wte, m->wte_src, n) || !mapped)
+            m->wte = NULL;
+    return 0;
+}
+
+int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e)
+{
+    if (c == m->compute)
+        return 0;
+    if (c == MODEL_FP32)
+        return pl_errf(e, "model: bf16 compute cannot be switched back to fp32");
+    if (!dm_available())
+        return pl_errf(e, "bf16 compute: this pslora was built without oneDNN (libdnnl-dev)");
+    m->arena = dm_arena_new();
+    if (!m->arena)
+        return pl_errf(e, "bf16 compute: out of memory");
+    int bwd = with_bwd ? DM_FWD_BWD_ONE : DM_FWD_ONLY;
+    if (pack_linears(m, bwd, e) != 0 || pack_head(m, bwd, e) != 0)
+        return -1;
+    m->compute = MODEL_BF16;
+    return 0;
+}
+
+void model_compute_free(model *m)
+{
+    int nl = model_n_linears(&m->cfg);
+    for (int l = 0; m->blocks && l < m->cfg.n_layer; l++)
+        for (int s = 0; s < nl; s++) {
+            dm_free(m->blocks[l].lin[s].dm);
+            m->blocks[l].lin[s].dm = NULL;
+        }
+    dm_free(m->head_dm);
+    dm_arena_free(m->arena);
+    m->head_dm = NULL, m->arena = NULL;
+}
+
+size_t model_matrix_bytes(const model *m)
+{
+    const model_config *c = &m->cfg;
+    int bf16 = m->compute == MODEL_BF16, nl = model_n_linears(c);
+    size_t head = (size_t)c->vocab * c->n_embd * sizeof(float), total;
+    total = bf16 ? dm_weight_bytes(m->head_dm) : head;
+    for (int l = 0; l < c->n_layer; l++)
+        for (int s = 0; s < nl; s++) {
+            const model_linear *lin = &m->blocks[l].lin[s];
+            total += bf16 ? dm_weight_bytes(lin->dm) : (size_t)lin->in * lin->out * sizeof(float);
+        }
+    return total;
+}
+
+size_t model_bf16_scratch_bytes(const model *m) { return dm_arena_bytes(m->arena); }
+
+/* ---- the products --------------------------------------------------------------- */
+
+int mb_linear_fwd(const model_linear *lin, float *y, const float *x, const float *res, int N,
+                  pl_err *e)
+{
+    if (!res)
+        return dm_linear_fwd(lin->dm, x, y, lin->b, N, e);
+    if (res != y)
+        memcpy(y, res, (size_t)N * lin->out * sizeof *y);
+    return dm_linear_fwd_acc(lin->dm, x, y, lin->b, N, e);
+}
+
+int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
+                  pl_err *e)
+{
+    return dm_linear_bwd_x(lin->dm, dy, dx, N, accumulate, e);
+}
+
+size_t mb_head_scratch(const model_config *c) { return (size_t)MB_HEAD_ROWS * c->vocab; }
+
+double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
+                    const int32_t *tgt, int N, int *rc, pl_err *e)
+{
+    int C = m->cfg.n_embd, V = m->cfg.vocab;
+    double loss = 0.0;
+    *rc = 0;
+    for (int n0 = 0; n0 < N && *rc == 0; n0 += MB_HEAD_ROWS) {
+        int R = N - n0 < MB_HEAD_ROWS ? N - n0 : MB_HEAD_ROWS;
+        *rc = dm_linear_fwd(m->head_dm, x + (size_t)n0 * C, scratch, NULL, R, e);
+        if (*rc == 0)
+            loss += k_xent_rows(scratch, tgt + n0, R, V, dx != NULL);
+        if (*rc == 0 && dx)
+            *rc = dm_linear_bwd_x(m->head_dm, scratch, dx + (size_t)n0 * C, R, 0, e);
+    }
+    return loss;
+}
+
+int mb_head_logits(const model *m, const float *x, float *logits, pl_err *e)
+{
+    return dm_linear_fwd(m->head_dm, x, logits, NULL, 1, e);
+}
+
+void mb_embed(float *x, const int32_t *inp, const model *m, int N, int T)
+{
+    int C = m->cfg.n_embd;
+    size_t row = (size_t)C * st_dtype_size(m->wte_src.dtype);
+    const unsigned char *E = m->wte_src.data;
+    const float *wpe = m->wpe;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *xr = x + (size_t)n * C;
+        st_to_f32(xr, E + (size_t)inp[n] * row, m->wte_src.dtype, (size_t)C);
+        if (wpe) {
+            const float *pr = wpe + (size_t)(n % T) * C;
+            for (int c = 0; c < C; c++)
+                xr[c] += pr[c];
+        }
+    }
+}
