@@ -1,7 +1,10 @@
 /* fingerprint.c - see fingerprint.h. */
 #include "fingerprint.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* FNV-1a over every tensor's name, dtype and shape, in file order. */
 static unsigned long long shapes_hash(const model *m)
@@ -17,6 +20,16 @@ static unsigned long long shapes_hash(const model *m)
     return h;
 }
 
+/* 64 bytes of file f at off: read with pread rather than through the
+ * mapping, so that the samples do not map pages (with the kernel's large
+ * folios, 256 touches mapped most of a 500 MB file) that the model has
+ * released or never needs; the mapping when the file cannot be reopened. */
+static void sample(const st_file *f, int fd, size_t off, unsigned char *buf)
+{
+    if (fd < 0 || pread(fd, buf, 64, (off_t)off) != 64)
+        memcpy(buf, (const unsigned char *)f->map + off, 64);
+}
+
 /* A cheap content check: each file's size and 256 samples of 64 bytes spread
  * over it, so two checkpoints of the same shapes differ (hashing every byte
  * of a large model would cost seconds at start). */
@@ -24,11 +37,22 @@ static unsigned long long content_hash(const model *m)
 {
     uint64_t h = PS_HASH_INIT;
     for (int f = 0; f < m->n_files; f++) {
-        const unsigned char *p = m->files[f].map;
-        size_t n = m->files[f].map_size;
+        const st_file *sf = &m->files[f];
+        size_t n = sf->map_size;
+        unsigned char buf[64];
         h = ps_hash64(h, &n, sizeof n);
-        for (int k = 0; p && n >= 64 && k < 256; k++)
-            h = ps_hash64(h, p + (n - 64) / 255 * (size_t)k, 64);
+        if (!sf->map || n < 64)
+            continue;
+        int fd = open(sf->path, O_RDONLY);
+        struct stat st;
+        if (fd >= 0 && (fstat(fd, &st) != 0 || (size_t)st.st_size != n))
+            close(fd), fd = -1;   /* not the file that is mapped */
+        for (int k = 0; k < 256; k++) {
+            sample(sf, fd, (n - 64) / 255 * (size_t)k, buf);
+            h = ps_hash64(h, buf, 64);
+        }
+        if (fd >= 0)
+            close(fd);
     }
     return h;
 }
