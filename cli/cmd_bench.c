@@ -9,8 +9,10 @@
  * machine's measured sgemm ceiling on the model's own shapes and the share of
  * it reached, and last the line "tokens/s X".
  *
- * --compute bf16 measures the oneDNN bf16 ceiling on the same shapes only: the
- * model has no bf16 path yet, so no step is timed (no figures are made up). */
+ * --compute bf16 (or auto on an AMX CPU) switches the model to bf16 compute
+ * (model_set_compute: one bf16 copy per frozen matrix, products through
+ * oneDNN) and times the same step; its peak is then oneDNN's bf16 matmul on
+ * the same shapes, with the weights held as the model holds them. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -205,9 +207,9 @@ static double measure_peak(const model *m, const lora_layout *L, int N, int bf16
     int rc = w && x && y ? 0 : pl_errf(e, "peak: out of memory");
     for (int i = 0; rc == 0 && i < ng; i++) {
         gemm_job j = {&g[i], N, w, x, y, NULL};
-        if (bf16) {
+        if (bf16) {   /* as the training model holds them: one plain copy */
             j.h = dm_linear_pack(w, DM_F32, g[i].conv1d ? DM_IN_OUT : DM_OUT_IN, g[i].in,
-                                 g[i].out, g[i].bwd, e);
+                                 g[i].out, DM_FWD_BWD_ONE, e);
             if (!j.h) {
                 rc = -1;
                 break;
@@ -276,6 +278,10 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
         double t0 = metrics_now(), tf, tb;
         double loss = model_loss_grad(m, a, L, p, g, tok, tok + 1, (unsigned long long)s) / N;
         model_acts_timing(a, &tf, &tb);
+        if (model_acts_error(a)) {
+            rc = pl_errf(e, "%s", model_acts_error(a));
+            break;
+        }
         double t1 = metrics_now();
         float k = opt_clip_factor(&oc, sqrt(opt_sq_norm(g, np)) / N) / N;
         for (size_t i = 0; i < np; i++)
@@ -334,22 +340,8 @@ static int build_config(model_config *c, const bench_opts *o, pl_err *e)
     return 0;
 }
 
-/* fp32, or bf16 when asked (needs oneDNN), or bf16 under auto only with AMX. */
-static int choose_compute(const char *s, int *bf16, pl_err *e)
-{
-    if (!strcmp(s, "fp32"))
-        *bf16 = 0;
-    else if (!strcmp(s, "bf16"))
-        *bf16 = 1;
-    else if (!strcmp(s, "auto"))
-        *bf16 = dm_available() && dm_cpu_has_amx();
-    else
-        return pl_errf(e, "--compute: expected fp32, bf16 or auto, got '%s'", s);
-    return 0;
-}
-
 static void print_config(const model_config *c, const lora_layout *L, const bench_opts *o,
-                         int bf16)
+                         model_compute mc)
 {
     printf("model: %s, %d layers, dim %d, %d heads (kv %d), intermediate %d, vocab %d, ctx %d\n",
            model_arch_name(c->arch), c->n_layer, c->n_embd, c->n_head, c->n_kv_head, c->n_inner,
@@ -357,9 +349,9 @@ static void print_config(const model_config *c, const lora_layout *L, const benc
     printf("step: batch %ld x seq %ld = %ld tokens; LoRA r %d alpha %g on %s (%d modules, %zu "
            "params); AdamW\n",
            o->batch, o->seq, o->batch * o->seq, L->r, L->alpha, L->targets, L->n, L->n_params);
-    printf("threads %d; compute %s (requested %s; oneDNN %s, AMX %s); %s, core %s\n",
-           omp_get_max_threads(), bf16 ? "bf16" : "fp32", o->compute,
-           dm_available() ? "built in" : "absent", dm_cpu_has_amx() ? "yes" : "no",
+    char how[128];
+    model_compute_describe(how, sizeof how, mc, o->compute);
+    printf("threads %d; compute %s; %s, core %s\n", omp_get_max_threads(), how,
            openblas_get_config(), openblas_get_corename());
 }
 
@@ -393,13 +385,12 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
     model_config c;
     model m;
     lora_layout L;
-    int bf16 = 0;
+    model_compute mc;
     *status = 2;
-    if (build_config(&c, o, e) != 0 || choose_compute(o->compute, &bf16, e) != 0)
+    if (build_config(&c, o, e) != 0 || model_compute_choose(o->compute, &mc, e) != 0)
         return -1;
     *status = 1;
-    if (bf16 && !dm_available())
-        return pl_errf(e, "--compute bf16: this pslora was built without oneDNN (libdnnl-dev)");
+    int bf16 = mc == MODEL_BF16;
     omp_set_num_threads(o->threads > 0 ? (int)o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
     if (model_init_random(&m, &c, (unsigned long long)o->seed, e) != 0)
         return -1;
@@ -409,7 +400,15 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
         return -1;
     }
     lora_attach(&L, &m);
-    print_config(&c, &L, o, bf16);
+    size_t fp32_bytes = model_matrix_bytes(&m);
+    if (model_set_compute(&m, mc, 1, e) != 0) {
+        lora_layout_free(&L);
+        model_free(&m);
+        return -1;
+    }
+    print_config(&c, &L, o, mc);
+    printf("frozen matrices: %.1f MB as %s (fp32: %.1f MB)\n", model_matrix_bytes(&m) / 1e6,
+           model_compute_name(mc), fp32_bytes / 1e6);
     check_openblas_core();
     int N = (int)(o->batch * o->seq), rc = 0;
     flops f = step_flops(&c, &L, (int)o->batch, (int)o->seq);
@@ -422,12 +421,13 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
         rc = -1;
     else
         printf("peak, FLOP-weighted over those products: %.1f GFLOP/s\n", peak);
-    if (rc == 0 && bf16) {
-        printf("bf16: the model's bf16 path is not integrated yet, so no step is timed\n");
-    } else if (rc == 0) {
+    if (rc == 0) {
         step_times st;
         fflush(stdout);
         rc = run_steps(&m, &L, o, &st, e);
+        if (rc == 0 && bf16)
+            printf("bf16 scratch shared by the products: %.1f MB\n",
+                   model_bf16_scratch_bytes(&m) / 1e6);
         if (rc == 0)
             print_steps(&st, o, f, peak);
     }
@@ -458,7 +458,7 @@ int cmd_bench(int argc, char **argv)
         {"threads", FL_INT, &o.threads, "OpenMP threads (default: all CPUs)", 1, 4096, 0, 0},
         {"steps", FL_INT, &o.steps, "timed steps (10)", 1, 1000000, 0, 0},
         {"warmup", FL_INT, &o.warmup, "untimed steps first (2)", 0, 1000000, 0, 0},
-        {"compute", FL_STR, &o.compute, "fp32, bf16 or auto (fp32)", 0, -1, 0, 0},
+        {"compute", FL_STR, &o.compute, MODEL_COMPUTE_HELP, 0, -1, 0, 0},
         {"seed", FL_INT, &o.seed, "random seed (1)", 0, 1e18, 0, 0},
         {"peak-seconds", FL_FLOAT, &o.peak_seconds, "time per product for the peak (0.5)", 0,
          60, 0, 0},

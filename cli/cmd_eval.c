@@ -9,7 +9,7 @@
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model_dir = NULL, *adapter = NULL, *data = NULL;
+    const char *model_dir = NULL, *adapter = NULL, *data = NULL, *compute = "fp32";
     long batch = 4, seq = 64, max_batches = 0;
     int json = 0;
     fl_spec specs[] = {
@@ -20,6 +20,7 @@ int cmd_eval(int argc, char **argv)
         {"seq", FL_INT, &seq, "tokens per sequence (64)", 1, 1 << 20, 0, 0},
         {"max-batches", FL_INT, &max_batches, "at most this many batches (all)", 1, 1e12, 0, 0},
         {"json", FL_BOOL, &json, "print a JSON object", 0, -1, 0, 0},
+        {"compute", FL_STR, &compute, MODEL_COMPUTE_HELP, 0, -1, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0, 0},
     };
     pl_err e;
@@ -27,8 +28,11 @@ int cmd_eval(int argc, char **argv)
                       argv, NULL, 0, &e);
     if (rc)
         return rc > 0 ? 0 : cli_fail("eval", e.msg, 2);
+    model_compute mc;
+    if (model_compute_choose(compute, &mc, &e) != 0)
+        return cli_fail("eval", e.msg, 2);
     model m;
-    if (model_load(&m, model_dir, &e) != 0)
+    if (model_load_for(&m, model_dir, mc, 0, &e) != 0)
         return cli_fail("eval", e.msg, 1);
     if (seq > m.cfg.n_ctx) {
         model_free(&m);

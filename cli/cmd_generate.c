@@ -110,7 +110,7 @@ static void gen_run(const model *m, model_acts *a, const lora_layout *L, const f
 
 int cmd_generate(int argc, char **argv)
 {
-    const char *model_dir = NULL, *adapter = NULL, *prompt = NULL;
+    const char *model_dir = NULL, *adapter = NULL, *prompt = NULL, *compute = "fp32";
     long n_tokens = 64, top_k = 0, seed = 1;
     float temperature = 1.0f;
     fl_spec specs[] = {
@@ -123,6 +123,7 @@ int cmd_generate(int argc, char **argv)
         {"top-k", FL_INT, &top_k, "sample among the k most likely tokens, 0 = all (0)", 0,
          1 << 30, 0, 0},
         {"seed", FL_INT, &seed, "sampling seed (1)", 0, 1e18, 0, 0},
+        {"compute", FL_STR, &compute, MODEL_COMPUTE_HELP, 0, -1, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0, 0},
     };
     pl_err e;
@@ -136,8 +137,11 @@ int cmd_generate(int argc, char **argv)
                                     "least one token to continue)", 2);
     if ((size_t)n0 + (size_t)n_tokens > (size_t)INT32_MAX / 2)
         return cli_fail("generate", "--prompt: too long", 2);
+    model_compute mc;
+    if (model_compute_choose(compute, &mc, &e) != 0)
+        return cli_fail("generate", e.msg, 2);
     model m;
-    if (model_load(&m, model_dir, &e) != 0)
+    if (model_load_for(&m, model_dir, mc, 0, &e) != 0)
         return cli_fail("generate", e.msg, 1);
     if (m.cfg.vocab < 256) {
         pl_errf(&e, "%s/config.json: vocab_size %d is below 256, the bytes tokenizer needs 256",
@@ -172,6 +176,10 @@ int cmd_generate(int argc, char **argv)
     fwrite(prompt, 1, (size_t)n0, stdout);
     gen_run(&m, acts, adapter ? &L : NULL, p, &s, seq, n0, (int)n_tokens, T, window, logits);
     putchar('\n');
+    if (model_acts_error(acts)) {
+        pl_errf(&e, "%s", model_acts_error(acts));
+        goto done;
+    }
     status = 0;
 done:
     if (status)

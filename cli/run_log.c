@@ -69,6 +69,10 @@ int run_begin(run_log *r, const train_config *t, int world, int n_workers, long 
         return -1;
     if (metrics_open(&r->log, t->out, t->resume != NULL, e) != 0)
         return -1;
+    char how[128];
+    model_compute_describe(how, sizeof how, t->compute_mode, t->compute);
+    printf("compute %s\n", how);
+    fflush(stdout);
     r->t_start = metrics_now();
     return 0;
 }

@@ -66,6 +66,10 @@ int train_local(const train_config *t)
         double t0 = metrics_now();
         long ntok;
         double loss = worker_compute(&w, step, 0, 1, &ntok);
+        if (model_acts_error(w.acts)) {
+            pl_errf(&e, "%s", model_acts_error(w.acts));
+            goto done;
+        }
         worker_test_hooks(&w, step, 0);
         double t1 = metrics_now();
         double sq = server_scale(&s, w.grad, ntok);

@@ -43,6 +43,8 @@ int eval_run(evaluator *ev, const model *m, const lora_layout *L, const float *p
             shard_set_sequence(d, (uint64_t)(b * ev->B + i), ev->T, ev->inp + (size_t)i * ev->T,
                                ev->tgt + (size_t)i * ev->T);
         sum += model_loss_grad(m, ev->acts, L, params, NULL, ev->inp, ev->tgt, 0);
+        if (model_acts_error(ev->acts))
+            return pl_errf(e, "%s", model_acts_error(ev->acts));
     }
     *loss_sum = sum;
     *ntok = nb * ev->B * ev->T;

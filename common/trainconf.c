@@ -68,13 +68,8 @@ static int cross_checks(train_config *t, pl_err *e)
         return pl_errf(e, "--optimizer: expected adamw or sgd, got '%s'", t->optimizer);
     if (sched_parse(t->schedule, &t->opt.schedule) != 0)
         return pl_errf(e, "--schedule: expected constant, linear or cosine, got '%s'", t->schedule);
-    if (strcmp(t->compute, "fp32") && strcmp(t->compute, "bf16") && strcmp(t->compute, "auto"))
-        return pl_errf(e, "--compute: expected fp32, bf16 or auto, got '%s'", t->compute);
-    /* the bf16 model path is not wired into training yet: say so, never
-     * train in fp32 while claiming bf16 (auto means fp32 until then) */
-    if (!strcmp(t->compute, "bf16"))
-        return pl_errf(e, "--compute bf16: the bf16 model path is not available in this "
-                          "version (fp32 only; see docs/performance.md)");
+    if (model_compute_choose(t->compute, &t->compute_mode, e) != 0)
+        return -1;
     if (t->val && !t->eval_every)
         t->eval_every = t->steps;   /* evaluate at the end at least */
     if (t->eval_every && !t->val)
@@ -127,7 +122,7 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         {"log-every", FL_INT, &t->log_every, "metrics period in steps (1)", 1, 1e9, 0, 0},
         {"max-skips", FL_INT, &t->max_skips, "stop after this many consecutive non-finite steps (5)", 1, 1e9, 0, 0},
         {"timeout", FL_INT, &t->timeout, "seconds to wait for a peer before giving up (600)", 1, 1e9, 0, 0},
-        {"compute", FL_STR, &t->compute, "fp32, bf16 or auto (fp32)", 0, -1, 0, 0},
+        {"compute", FL_STR, &t->compute, MODEL_COMPUTE_HELP, 0, -1, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0, 0},
     };
     int rc = fl_parse("train", SYNOPSIS, specs, argc, argv, NULL, 0, e);
@@ -175,7 +170,7 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--data", "%s", t->data);
     KV("--init-adapter", "%s", t->init_adapter ? t->init_adapter : "");
     KV("--resume", "%s", t->resume ? t->resume : "");
-    KV("--compute", "%s", t->compute);
+    KV("--compute", "%s", model_compute_name(t->compute_mode));   /* as decided */
     KV("--optimizer", "%s", opt_kind_name(t->opt.kind));
     KV("--lr", "%s", fmt_float(f, sizeof f, t->opt.lr));
     KV("--momentum", "%s", fmt_float(f, sizeof f, t->opt.momentum));
@@ -235,7 +230,8 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     cJSON_AddNumberToObject(f, "eval_every", t->eval_every);
     cJSON_AddNumberToObject(f, "threads", t->threads);
     cJSON_AddNumberToObject(f, "log_every", t->log_every);
-    cJSON_AddStringToObject(f, "compute", t->compute);
+    cJSON_AddStringToObject(f, "compute", model_compute_name(t->compute_mode));
+    cJSON_AddStringToObject(f, "compute_requested", t->compute);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     char path[4096];

@@ -7,6 +7,7 @@
 #define PSLORA_TRAINCONF_H
 
 #include "err.h"
+#include "model.h"
 #include "optim.h"
 
 typedef enum { SYNC_BSP, SYNC_SSP, SYNC_ASP } sync_mode;
@@ -18,6 +19,7 @@ typedef struct {
         eval_batches, threads, log_every, keep_checkpoints, max_skips, timeout;
     float alpha, dropout;
     int rslora;
+    model_compute compute_mode;   /* --compute as decided on this rank (auto: bf16 only with AMX) */
     sync_mode sync;
     opt_config opt;
 } train_config;

@@ -50,7 +50,7 @@ expect_fail 1 'data.bin: token [0-9]+ at position [0-9]+ is out of range \(vocab
 expect_fail 1 "--targets: 'q_proj' matches no module" "$PSLORA" train $T --targets q_proj --out o7
 expect_fail 2 '^pslora train: --rank' "$PSLORA" train $T --rank 0 --out o8
 expect_fail 2 '--steps: expected an integer' "$PSLORA" train $T --steps ten --out o9
-expect_fail 2 '--compute bf16: the bf16 model path is not available' "$PSLORA" train $T --compute bf16 --out o13
+expect_fail 2 "--compute: expected fp32, bf16 or auto, got 'bf15'" "$PSLORA" train $T --compute bf15 --out o13
 expect_fail 2 '--bogus: unknown flag' "$PSLORA" train $T --bogus 1 --out o10
 expect_fail 2 '--model: required' "$PSLORA" train --data data.bin --out o11
 expect_fail 1 '--out: run already exists' "$PSLORA" train $T --out run

@@ -135,6 +135,10 @@ int ps_worker_run(worker *w, const ps_worker_env *env, pl_err *e)
         double t0 = metrics_now();
         long ntok;
         double loss = worker_compute(w, step, wi, env->W, &ntok);
+        if (model_acts_error(w->acts)) {
+            rc = pl_errf(e, "%s", model_acts_error(w->acts));
+            break;
+        }
         worker_test_hooks(w, step, env->rank);
         rc = push(&v, step, version, loss, ntok, metrics_now() - t0, e);
         if (rc == 0)

@@ -10,7 +10,8 @@ int worker_init(worker *w, const train_config *t, pl_err *e)
 {
     memset(w, 0, sizeof *w);
     w->t = t;
-    if (model_load(&w->m, t->model_dir, e) != 0)
+    /* bf16: the frozen matrices are packed for forward and backward */
+    if (model_load_for(&w->m, t->model_dir, t->compute_mode, 1, e) != 0)
         return -1;
     const model_config *c = &w->m.cfg;
     if (t->seq > c->n_ctx) {

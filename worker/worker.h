@@ -40,7 +40,9 @@ int worker_init(worker *w, const train_config *t, pl_err *e);
 void worker_free(worker *w);
 
 /* Forward + backward on this worker's micro-batch of `step`; fills w->grad
- * and returns the summed loss; *ntok receives B*T. */
+ * and returns the summed loss; *ntok receives B*T.  NaN with
+ * model_acts_error(w->acts) set when a bf16 product failed (a fatal error,
+ * unlike a non-finite loss). */
 double worker_compute(worker *w, long step, int wi, int nw, long *ntok);
 
 /* Mean validation loss of the current adapter (NaN without --val). */
