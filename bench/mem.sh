@@ -46,6 +46,8 @@ options:
   --no-mpi           skip the mpirun runs
   --bf16 / --no-bf16 also run one process on a BF16 copy of the model, made
                      with python3 (default: on; skipped without python3)
+  --compute LIST     pslora's --compute values to run, comma-separated (default
+                     fp32); every run is repeated for each, labelled with it
   --batch B          sequences per worker per step (default 1)
   --seq T            tokens per sequence (default 128)
   --steps N          steps per run (default 6; the run must last long enough
@@ -77,6 +79,7 @@ servers=1
 local_run=1
 mpi_runs=1
 bf16=1
+computes=fp32
 batch=1
 seq=128
 steps=6
@@ -97,6 +100,7 @@ while [ $# -gt 0 ]; do
   --no-mpi) mpi_runs=0; shift ;;
   --bf16) bf16=1; shift ;;
   --no-bf16) bf16=0; shift ;;
+  --compute) need "$@"; computes=$2; shift 2 ;;
   --batch) need "$@"; batch=$2; shift 2 ;;
   --seq) need "$@"; seq=$2; shift 2 ;;
   --steps) need "$@"; steps=$2; shift 2 ;;
@@ -117,6 +121,9 @@ isnum --samples "$samples"; isnum --timeout "$timeout"
 for w in $workers; do isnum --workers "$w"; [ "$w" -ge 1 ] || { echo "$PROG: --workers: 0" >&2; exit 2; }; done
 [ "$servers" -ge 1 ] || { echo "$PROG: --servers must be at least 1" >&2; exit 2; }
 [ "$samples" -ge 1 ] || { echo "$PROG: --samples must be at least 1" >&2; exit 2; }
+for c in ${computes//,/ }; do
+  case $c in fp32 | bf16 | auto) ;; *) echo "$PROG: --compute: expected fp32, bf16 or auto, got '$c'" >&2; exit 2 ;; esac
+done
 
 if [ -z "$pslora" ]; then
   if [ -x "$here/../build/cli/pslora" ]; then pslora=$here/../build/cli/pslora
@@ -291,7 +298,7 @@ run() {
           --servers "$servers")
   fi
   cmd+=(--model "$mdir" --data "$data" --out "$out" --batch "$batch" --seq "$seq"
-        --steps "$steps" --threads 1 --log-every 1)
+        --steps "$steps" --threads 1 --log-every 1 --compute "$compute")
   say "$label: ${cmd[*]}"
   "${cmd[@]}" >"$log" 2>&1 &
   run_pid=$!
@@ -353,17 +360,26 @@ run() {
 
 rows_file=$work/rows.md
 : >"$rows_file"
-((local_run)) && run "1 process" 0 "$work/run-local" "$model"
-if ((mpi_runs)); then
-  for w in $workers; do
-    run "$servers server + $w worker$([ "$w" -gt 1 ] && echo s)" $((servers + w)) "$work/run-w$w" "$model"
-  done
-fi
-if ((bf16)); then
-  say "making a BF16 copy of the model"
-  make_bf16 "$model" "$work/model-bf16" || die "the BF16 copy failed"
-  run "1 process, BF16 file" 0 "$work/run-bf16" "$work/model-bf16"
-fi
+made_bf16=0
+for compute in ${computes//,/ }; do
+  tag="" sfx=""
+  [ "$compute" = fp32 ] || tag=", --compute $compute" sfx=-$compute
+  ((local_run)) && run "1 process$tag" 0 "$work/run-local$sfx" "$model"
+  if ((mpi_runs)); then
+    for w in $workers; do
+      run "$servers server + $w worker$([ "$w" -gt 1 ] && echo s)$tag" $((servers + w)) \
+        "$work/run-w$w$sfx" "$model"
+    done
+  fi
+  if ((bf16)); then
+    if ((!made_bf16)); then
+      say "making a BF16 copy of the model"
+      make_bf16 "$model" "$work/model-bf16" || die "the BF16 copy failed"
+      made_bf16=1
+    fi
+    run "1 process, BF16 file$tag" 0 "$work/run-bf16$sfx" "$work/model-bf16"
+  fi
+done
 
 file_mb=$(du -cb "$model"/*.safetensors | awk 'END { printf "%.1f", $1 / 1e6 }')
 echo "model: $model ($file_mb MB of .safetensors); batch $batch x seq $seq, $steps steps," \
