@@ -60,6 +60,8 @@ void metrics_step(metrics_log *m, const metrics_row *r)
     cJSON_AddNumberToObject(j, "bytes_pulled", r->bytes_pull);
     num(j, "time_step", r->t_step);
     num(j, "time_compute", r->t_compute);
+    /* the slowest worker: time_step - this is what the exchange itself cost */
+    num(j, "time_compute_max", r->t_compute_max > r->t_compute ? r->t_compute_max : r->t_compute);
     num(j, "time_comm", r->t_comm);
     num(j, "time_wait", r->t_wait);
     num(j, "staleness_max", r->stale_max);

@@ -18,7 +18,8 @@ typedef struct {
     double tokens_per_s;   /* over the step's wall time */
     long tokens;
     double bytes_push, bytes_pull;   /* all workers together */
-    double t_compute, t_comm, t_wait, t_step;   /* seconds */
+    double t_compute, t_comm, t_wait, t_step;   /* seconds; means over the workers */
+    double t_compute_max;  /* the slowest worker's compute (0: take t_compute) */
     double stale_max, stale_mean;    /* SSP/ASP: versions behind; 0 under BSP */
     long skipped;          /* non-finite steps skipped so far */
     double grad_norm;

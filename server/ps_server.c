@@ -79,7 +79,7 @@ static int send_update(srv *v, long version, long step, int stop, int tag, pl_er
 
 /* Per-step figures rank 0 collects from the pushes. */
 typedef struct {
-    double loss, t_compute, t_comm, t_wait, stale_sum, stale_max, bytes_in;
+    double loss, t_compute, t_compute_max, t_comm, t_wait, stale_sum, stale_max, bytes_in;
     long tokens, pushes;
     int nonfinite;
 } step_acc;
@@ -90,6 +90,8 @@ static void acc_push(step_acc *a, const ps_push_hdr *h, size_t bytes)
     a->tokens += h->tokens;
     a->nonfinite |= h->nonfinite;
     a->t_compute += h->t_compute;
+    if (h->t_compute > a->t_compute_max)
+        a->t_compute_max = h->t_compute;
     a->t_comm += h->t_comm;
     a->t_wait += h->t_wait;
     double st = (double)(h->step - h->version);
@@ -109,7 +111,8 @@ static void make_row(const srv *v, const step_acc *a, long done, double bytes_pu
     row->loss = a->loss / (double)(a->tokens ? a->tokens : 1);
     row->tokens = a->tokens;
     row->bytes_push = bytes_push, row->bytes_pull = bytes_pull;
-    row->t_compute = a->t_compute / n, row->t_comm = a->t_comm / n, row->t_wait = a->t_wait / n;
+    row->t_compute = a->t_compute / n, row->t_compute_max = a->t_compute_max;
+    row->t_comm = a->t_comm / n, row->t_wait = a->t_wait / n;
     row->t_step = now - v->t_last;
     row->tokens_per_s = row->t_step > 0 ? (double)a->tokens / row->t_step : 0;
     row->stale_max = a->stale_max, row->stale_mean = a->stale_sum / n;

@@ -49,6 +49,12 @@ for f in bytes_pushed bytes_pulled; do
   done
 done
 grep -Eq "bytes/step [0-9]+" w2.txt || fail "summary lacks bytes/step"
+# the slowest worker's compute: one value per step row, never below the mean
+paste <(json_field w2/metrics.jsonl step time_compute) \
+      <(json_field w2/metrics.jsonl step time_compute_max) >times.txt
+[ "$(wc -l <times.txt)" = "$(grep -c '"type":"step"' w2/metrics.jsonl)" ] || fail "time_compute_max missing"
+awk '{ if ($2 + 0 < $1 + 0 || $2 == "") exit 1 }' times.txt || fail "time_compute_max < time_compute"
+
 ok "bytes per step = adapter ($payload B) x workers (+ <1%)"
 [ "$adapter_bytes" -gt "$payload" ]
 
