@@ -7,11 +7,17 @@
 
 #include "metrics.h"
 
-/* Sleeps a little between polls: 20 us at first, up to 1 ms, so that an
- * idle rank leaves the core to the others (oversubscribed runs). */
-static void backoff(int *round)
+/* Between polls: spin 50 rounds, then sleep 20 us for 150 rounds, then sleep
+ * 1% of the time waited so far, at least 20 us and at most 10 ms.  An idle
+ * rank so leaves the core to the others (oversubscribed runs: a server
+ * waiting out a 4 s step wakes 100 times a second, not 1000), and the
+ * delay it adds when the message comes is at most 1% of what it had waited
+ * already. */
+static void backoff(int *round, double waited)
 {
-    long ns = *round < 50 ? 0 : *round < 200 ? 20000 : 1000000;
+    double s = waited * 0.01;
+    s = s < 2e-5 ? 2e-5 : s > 1e-2 ? 1e-2 : s;
+    long ns = *round < 50 ? 0 : *round < 200 ? 20000 : (long)(s * 1e9);
     if (ns) {
         struct timespec ts = {0, ns};
         nanosleep(&ts, NULL);
@@ -46,7 +52,7 @@ int tp_recv(MPI_Comm c, int src, int tag, ps_buf *b, double timeout, int *src_ou
                 return pl_errf(e, "no message from any peer within %.0f s (--timeout)", timeout);
             return pl_errf(e, "no message from rank %d within %.0f s (--timeout)", src, timeout);
         }
-        backoff(&round);
+        backoff(&round, metrics_now() - t0);
     }
     if (waited)
         *waited = metrics_now() - t0;
@@ -78,6 +84,6 @@ int tp_wait(MPI_Request *reqs, int n, double timeout, const char *what, pl_err *
             return 0;
         if (metrics_now() - t0 > timeout)
             return pl_errf(e, "%s: not delivered within %.0f s (--timeout)", what, timeout);
-        backoff(&round);
+        backoff(&round, metrics_now() - t0);
     }
 }
