@@ -6,7 +6,8 @@
  *     [K=in, N=out], backward [K=out, N=in].  Packed, the layout is the one
  *     oneDNN picks for DM_PACK_ROWS rows, and every later primitive is
  *     created for that exact layout; DM_FWD_BWD_ONE keeps one plain copy and
- *     describes it twice (tags ab / ba over the same buffer);
+ *     describes it twice (tags ab / ba over the same buffer), in oneDNN's
+ *     own buffer (dm_linear_pack) or the caller's (dm_linear_wrap_bf16);
  *   - a small cache of primitives keyed by (rows, kind), each with its memory
  *     objects, so a repeated call allocates nothing;
  *   - an arena (its own, or one shared with other handles) holding the bf16
@@ -77,6 +78,21 @@ int dm_linear_fwd_acc(dm_linear *h, const float *x, float *y, const float *bias,
     return dm_linear_fwd(h, x, y, bias, N, e);
 }
 
+dm_linear *dm_linear_wrap_bf16(void *data, dm_layout layout, int in, int out, pl_err *e)
+{
+    (void)data, (void)layout, (void)in, (void)out;
+    pl_errf(e, NO_DNNL);
+    return NULL;
+}
+
+int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e)
+{
+    (void)h, (void)w, (void)dt;
+    return pl_errf(e, NO_DNNL);
+}
+
+size_t dm_plain_bytes(int in, int out) { return (size_t)in * (size_t)out * 2; }
+
 size_t dm_weight_bytes(const dm_linear *h)
 {
     (void)h;
@@ -137,6 +153,7 @@ struct dm_arena {
 
 struct dm_linear {
     int in, out, bwd;
+    dm_layout layout;            /* of the source weights */
     dnnl_memory_desc_t wmd[2];   /* weights: [0] forward, [1] backward */
     dnnl_memory_t wmem[2];
     size_t wbytes;
@@ -320,36 +337,45 @@ static int pack_one(dm_linear *h, int o, const void *w, dm_dtype dt, dm_layout l
     return 0;
 }
 
-/* DM_FWD_BWD_ONE: one plain bf16 copy in the source's own row-major layout,
- * described for the forward (wmd[0]) and, over the same buffer, for the
- * backward orientation (wmd[1]). */
-static int pack_plain(dm_linear *h, const void *w, dm_dtype dt, dm_layout layout, pl_err *e)
+/* DM_FWD_BWD_ONE: one plain bf16 buffer (data, or oneDNN's own with
+ * DNNL_MEMORY_ALLOCATE) in the source's row-major layout, described for the
+ * forward (wmd[0]) and, over the same buffer, for the backward orientation
+ * (wmd[1]).  Reads nothing of the buffer. */
+static int plain_mems(dm_linear *h, void *data, pl_err *e)
 {
-    void *data = NULL;
-    dnnl_status_t s = md2(&h->wmd[0], h->in, h->out, dnnl_bf16, source_tag(layout, 0));
+    void *p = NULL;
+    dnnl_status_t s = md2(&h->wmd[0], h->in, h->out, dnnl_bf16, source_tag(h->layout, 0));
     if (s == dnnl_success)
-        s = md2(&h->wmd[1], h->out, h->in, dnnl_bf16, source_tag(layout, 1));
+        s = md2(&h->wmd[1], h->out, h->in, dnnl_bf16, source_tag(h->layout, 1));
     if (s == dnnl_success)
-        s = dnnl_memory_create(&h->wmem[0], &h->wmd[0], g_engine, DNNL_MEMORY_ALLOCATE);
+        s = dnnl_memory_create(&h->wmem[0], &h->wmd[0], g_engine, data);
     if (s == dnnl_success)
-        s = reorder_into(h, 0, w, dt, layout);
+        s = dnnl_memory_get_data_handle(h->wmem[0], &p);
     if (s == dnnl_success)
-        s = dnnl_memory_get_data_handle(h->wmem[0], &data);
-    if (s == dnnl_success)
-        s = dnnl_memory_create(&h->wmem[1], &h->wmd[1], g_engine, data);
+        s = dnnl_memory_create(&h->wmem[1], &h->wmd[1], g_engine, p);
     if (s != dnnl_success)
-        return pl_errf(e, "bf16 matmul: copying weights [%d -> %d] failed (oneDNN status %d)",
+        return pl_errf(e, "bf16 matmul: describing weights [%d -> %d] failed (oneDNN status %d)",
                        h->in, h->out, (int)s);
     h->wbytes = dnnl_memory_desc_get_size(&h->wmd[0]);
     return 0;
 }
 
-dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, int out,
-                          int bwd, pl_err *e)
+/* Writes W (as it lies, fp32 or bf16) into the plain copy of h. */
+static int fill_plain(dm_linear *h, const void *w, dm_dtype dt, pl_err *e)
 {
-    if (!w || in < 1 || out < 1 || bwd < DM_FWD_ONLY || bwd > DM_FWD_BWD_ONE) {
-        pl_errf(e, "bf16 matmul: bad weights (%s, in %d, out %d, bwd %d)", w ? "data" : "NULL",
-                in, out, bwd);
+    dnnl_status_t s = reorder_into(h, 0, w, dt, h->layout);
+    if (s != dnnl_success)
+        return pl_errf(e, "bf16 matmul: copying weights [%d -> %d] failed (oneDNN status %d)",
+                       h->in, h->out, (int)s);
+    return 0;
+}
+
+/* A handle for in x out weights in layout, nothing held yet; NULL (e filled)
+ * for bad arguments or without the engine. */
+static dm_linear *handle_new(int in, int out, dm_layout layout, int bwd, pl_err *e)
+{
+    if (in < 1 || out < 1 || bwd < DM_FWD_ONLY || bwd > DM_FWD_BWD_ONE) {
+        pl_errf(e, "bf16 matmul: bad weights (in %d, out %d, bwd %d)", in, out, bwd);
         return NULL;
     }
     pthread_once(&g_once, engine_init);
@@ -363,17 +389,60 @@ dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, 
         pl_errf(e, "bf16 matmul: out of memory");
         return NULL;
     }
-    h->in = in, h->out = out, h->bwd = bwd, h->arena = &h->own;
+    h->in = in, h->out = out, h->bwd = bwd, h->layout = layout, h->arena = &h->own;
     h->last_impl[0] = h->last_impl[1] = "";
-    int rc = bwd == DM_FWD_BWD_ONE ? pack_plain(h, w, dt, layout, e) : pack_one(h, 0, w, dt, layout, e);
-    if (rc == 0 && bwd == DM_FWD_BWD)
-        rc = pack_one(h, 1, w, dt, layout, e);
+    return h;
+}
+
+dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, int out,
+                          int bwd, pl_err *e)
+{
+    if (!w) {
+        pl_errf(e, "bf16 matmul: bad weights (NULL, in %d, out %d, bwd %d)", in, out, bwd);
+        return NULL;
+    }
+    dm_linear *h = handle_new(in, out, layout, bwd, e);
+    if (!h)
+        return NULL;
+    int rc;
+    if (bwd == DM_FWD_BWD_ONE) {
+        rc = plain_mems(h, DNNL_MEMORY_ALLOCATE, e);
+        if (rc == 0)
+            rc = fill_plain(h, w, dt, e);
+    } else {
+        rc = pack_one(h, 0, w, dt, layout, e);
+        if (rc == 0 && bwd == DM_FWD_BWD)
+            rc = pack_one(h, 1, w, dt, layout, e);
+    }
     if (rc != 0) {
         dm_free(h);
         return NULL;
     }
     return h;
 }
+
+dm_linear *dm_linear_wrap_bf16(void *data, dm_layout layout, int in, int out, pl_err *e)
+{
+    if (!data) {
+        pl_errf(e, "bf16 matmul: no memory to wrap for weights [%d -> %d]", in, out);
+        return NULL;
+    }
+    dm_linear *h = handle_new(in, out, layout, DM_FWD_BWD_ONE, e);
+    if (h && plain_mems(h, data, e) != 0) {
+        dm_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e)
+{
+    if (!h || !w || h->bwd != DM_FWD_BWD_ONE)
+        return pl_errf(e, "bf16 matmul: fill needs weights and a plain (DM_FWD_BWD_ONE) handle");
+    return fill_plain(h, w, dt, e);
+}
+
+size_t dm_plain_bytes(int in, int out) { return (size_t)in * (size_t)out * sizeof(uint16_t); }
 
 size_t dm_weight_bytes(const dm_linear *h) { return h ? h->wbytes : 0; }
 

@@ -17,6 +17,10 @@
  *                  orientation and transposed for the other (half the fp32
  *                  memory; 0-15% slower without AMX, docs/performance.md).
  *
+ * A DM_FWD_BWD_ONE copy may also live in memory the caller owns
+ * (dm_linear_wrap_bf16): several processes can then share one copy, which
+ * one of them writes (dm_linear_fill) and the others only describe.
+ *
  * Handles may share one dm_arena: the bf16 copy of the activations and
  * oneDNN's scratchpads then live there once instead of once per handle (a
  * model's dozens of linear maps run one at a time).
@@ -62,7 +66,21 @@ enum { DM_FWD_ONLY = 0, DM_FWD_BWD = 1, DM_FWD_BWD_ONE = 2 };
 dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, int out,
                           int bwd, pl_err *e);
 
-/* Bytes of bf16 weights the handle holds (0 for NULL). */
+/* A DM_FWD_BWD_ONE handle over plain bf16 memory the caller owns: data
+ * holds W's in*out bf16 elements (dm_plain_bytes), row-major as layout
+ * says.  The handle neither fills nor frees it (data must outlive the
+ * handle), and making it or its primitives reads nothing of data: write the
+ * weights (dm_linear_fill here, or through another handle or process over
+ * the same bytes) before the first product.  NULL on failure, reason in e. */
+dm_linear *dm_linear_wrap_bf16(void *data, dm_layout layout, int in, int out, pl_err *e);
+/* Writes W (w: float or uint16_t bf16 bits, per dt, in the handle's layout)
+ * into the plain bf16 copy of a DM_FWD_BWD_ONE handle, rounded as
+ * dm_linear_pack rounds: the same bytes.  0, or -1 with e filled. */
+int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e);
+/* Bytes of a plain bf16 copy of in x out weights. */
+size_t dm_plain_bytes(int in, int out);
+
+/* Bytes of bf16 weights the handle holds or wraps (0 for NULL). */
 size_t dm_weight_bytes(const dm_linear *h);
 
 /* y[N,out] = x[N,in] W^T + bias (bias [out] or NULL).  x and y fp32 row-major.

@@ -9,7 +9,9 @@
  *     match to EXACT_TOL, which catches a wrong layout or a lost bias that the
  *     loose bound could hide.
  * Shapes are rectangular (in != out) so a transposition cannot pass.  Also
- * one plain copy read both ways, the accumulating forward and a shared arena.
+ * one plain copy read both ways, the accumulating forward and a shared arena,
+ * and a plain copy in the caller's memory (dm_linear_wrap_bf16): filled, it
+ * holds the bytes dm_linear_pack makes and gives its results bit for bit.
  * Built without oneDNN, every call must fail with "built without oneDNN". */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -316,6 +318,59 @@ static void test_plain_acc_arena(void **state)
     free(y), free(dx), free(yd), free(dd);
 }
 
+/* A plain copy in caller memory: made before it is filled (a shared copy
+ * another process writes), then filled; the same bf16 bytes and results as
+ * dm_linear_pack's own copy, and a second wrap of the memory sees them. */
+static void test_wrap(void **state)
+{
+    (void)state;
+    pl_err e;
+    int N = 19;
+    size_t bytes = dm_plain_bytes(IN, OUT);
+    assert_int_equal(bytes, (size_t)IN * OUT * 2);
+    float *w = frand((size_t)IN * OUT, 0.05f, 21), *x = frand((size_t)N * IN, 1.0f, 22);
+    float *dy = frand((size_t)N * OUT, 1.0f, 23);
+    float *y[3], *dx[3];
+    for (int k = 0; k < 3; k++) {
+        y[k] = malloc((size_t)N * OUT * sizeof(float));
+        dx[k] = malloc((size_t)N * IN * sizeof(float));
+    }
+    uint16_t *mem = malloc(bytes);
+    for (int lay = DM_OUT_IN; lay <= DM_IN_OUT; lay++) {
+        memset(mem, 0xff, bytes);
+        dm_linear *own = dm_linear_pack(w, DM_F32, (dm_layout)lay, IN, OUT, DM_FWD_BWD_ONE, &e);
+        dm_linear *filler = dm_linear_wrap_bf16(mem, (dm_layout)lay, IN, OUT, &e);
+        dm_linear *reader = dm_linear_wrap_bf16(mem, (dm_layout)lay, IN, OUT, &e);
+        assert_non_null(own), assert_non_null(filler), assert_non_null(reader);
+        assert_int_equal(dm_weight_bytes(reader), bytes);
+        assert_int_equal(dm_linear_fill(filler, w, DM_F32, &e), 0);
+        dm_linear *hs[3] = {own, filler, reader};
+        for (int k = 0; k < 3; k++) {
+            assert_int_equal(dm_linear_fwd(hs[k], x, y[k], NULL, N, &e), 0);
+            assert_int_equal(dm_linear_bwd_x(hs[k], dy, dx[k], N, 0, &e), 0);
+        }
+        for (int k = 1; k < 3; k++) {
+            assert_memory_equal(y[k], y[0], (size_t)N * OUT * sizeof(float));
+            assert_memory_equal(dx[k], dx[0], (size_t)N * IN * sizeof(float));
+        }
+        for (size_t i = 0; i < (size_t)IN * OUT; i++) {   /* round to nearest even, as laid */
+            uint32_t u;
+            memcpy(&u, &w[i], 4);
+            assert_int_equal(mem[i], (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16));
+        }
+        dm_free(own), dm_free(filler), dm_free(reader);   /* mem is ours to free */
+    }
+    assert_null(dm_linear_wrap_bf16(NULL, DM_OUT_IN, IN, OUT, &e));
+    assert_non_null(strstr(e.msg, "no memory"));
+    dm_linear *packed = dm_linear_pack(w, DM_F32, DM_OUT_IN, IN, OUT, DM_FWD_ONLY, &e);
+    assert_int_equal(dm_linear_fill(packed, w, DM_F32, &e), -1);
+    assert_non_null(strstr(e.msg, "DM_FWD_BWD_ONE"));
+    dm_free(packed);
+    for (int k = 0; k < 3; k++)
+        free(y[k]), free(dx[k]);
+    free(w), free(x), free(dy), free(mem);
+}
+
 /* More row counts than the primitive cache holds, then the first ones again:
  * evicted primitives are rebuilt and give the same results. */
 static void test_cache_eviction(void **state)
@@ -372,6 +427,9 @@ static void test_without_dnnl(void **state)
     assert_null(dm_linear_pack(w, DM_F32, DM_OUT_IN, 4, 3, 1, &e));
     assert_non_null(strstr(e.msg, "built without oneDNN"));
     e.msg[0] = 0;
+    assert_null(dm_linear_wrap_bf16(w, DM_OUT_IN, 4, 3, &e));
+    assert_non_null(strstr(e.msg, "built without oneDNN"));
+    e.msg[0] = 0;
     assert_int_equal(dm_linear_fwd(NULL, x, y, NULL, 1, &e), -1);
     assert_non_null(strstr(e.msg, "built without oneDNN"));
     e.msg[0] = 0;
@@ -391,6 +449,7 @@ int main(void)
         cmocka_unit_test(test_backward),
         cmocka_unit_test(test_bf16_source),
         cmocka_unit_test(test_plain_acc_arena),
+        cmocka_unit_test(test_wrap),
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_rejections),
 #else
