@@ -322,7 +322,8 @@ static int load_weights(model *m, const char *dir, int defer, pl_err *e)
     return err ? -1 : 0;
 }
 
-int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_err *e)
+int model_load_in(model *m, const char *dir, model_compute c, int with_bwd,
+                  const model_bf16_store *store, pl_err *e)
 {
     memset(m, 0, sizeof *m);
     if (model_config_load(&m->cfg, dir, e) != 0)
@@ -331,11 +332,16 @@ int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_
     if (!m->blocks)
         return pl_errf(e, "%s: out of memory", dir);
     if (open_files(m, dir, e) != 0 || load_weights(m, dir, c == MODEL_BF16, e) != 0 ||
-        model_set_compute(m, c, with_bwd, e) != 0) {
+        model_set_compute_in(m, c, with_bwd, store, e) != 0) {
         model_free(m);
         return -1;
     }
     return 0;
+}
+
+int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_err *e)
+{
+    return model_load_in(m, dir, c, with_bwd, NULL, e);
 }
 
 int model_load(model *m, const char *dir, pl_err *e)

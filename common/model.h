@@ -19,7 +19,9 @@
  * their fp32 data is then released (converted copies freed, mapped F32 pages
  * dropped).  Norms, biases, wpe and the embedding rows stay fp32 (the
  * embedding is gathered from the file's own rows when no fp32 copy is
- * kept); LoRA, attention and every reduction stay fp32. */
+ * kept); LoRA, attention and every reduction stay fp32.  The copies of
+ * training lie in one region that a model_bf16_store may provide, so that
+ * processes can share them (model_set_compute_in, model_load_in). */
 #ifndef PSLORA_MODEL_H
 #define PSLORA_MODEL_H
 
@@ -60,6 +62,26 @@ typedef struct {
 struct dm_linear;
 struct dm_arena;
 
+/* Where the plain bf16 copies of training (bf16 compute with_bwd) live:
+ * ONE region for all the model's frozen matrices, each at a 64-byte aligned
+ * offset in a fixed order (the blocks' linear maps layer by layer, then the
+ * head), so processes holding the same model lay it out alike and may share
+ * it.  model.c and model_bf16.c know nothing of who provides it (under
+ * mpirun: worker/node_shared.h, one region per node). */
+typedef struct model_bf16_store {
+    /* Returns the region of `bytes` bytes, or NULL with e filled.  *must_fill
+     * = 1: this caller writes the copies; 0: another process writes them,
+     * and they are there once done() has returned 0.  The store owns the
+     * region: the model never frees it, and it must outlive the model. */
+    void *(*alloc)(void *ctx, size_t bytes, int *must_fill, pl_err *e);
+    /* Called once after every successful alloc, with this caller's status
+     * (ok 1: filled, when it had to, and every handle made; 0: failed).
+     * Returns 0 when the region is complete, -1 (e filled) when any process
+     * sharing it failed. */
+    int (*done)(void *ctx, int ok, pl_err *e);
+    void *ctx;
+} model_bf16_store;
+
 /* A frozen linear map y = x W^T + b; W [out,in], or [in,out] for Conv1D.
  * With bf16 compute, dm holds W and w is NULL. */
 typedef struct {
@@ -92,6 +114,8 @@ typedef struct {
     model_src wte_src, head_src;
     struct dm_linear *head_dm;
     struct dm_arena *arena;   /* activations and scratch of every dm handle */
+    void *bf16_own;           /* the plain copies' region when the model owns it */
+    size_t bf16_bytes;        /* that region's size, owned or not (0: none) */
 } model;
 
 /* Number of linear maps per block and their module names relative to the
@@ -117,6 +141,13 @@ int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_
  * matrix: half the fp32 memory.  Drawn models (model_init_random) keep their
  * one fp32 buffer.  Fails without oneDNN. */
 int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e);
+/* The same with the plain copies of with_bwd in store's region (store NULL,
+ * or !with_bwd: private memory of the model's own, as model_set_compute). */
+int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf16_store *store,
+                         pl_err *e);
+/* model_load_for whose bf16 copies (with_bwd) live in store's region. */
+int model_load_in(model *m, const char *dir, model_compute c, int with_bwd,
+                  const model_bf16_store *store, pl_err *e);
 /* "fp32", "bf16" or "auto" -> *c: auto is bf16 only when oneDNN is built in
  * and the CPU has AMX (dm_cpu_has_amx), else fp32.  bf16 in a build without
  * oneDNN and unknown names are refused (one line naming --compute). */

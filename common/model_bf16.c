@@ -10,6 +10,14 @@
  * generate) has it in oneDNN's packed layout (DM_FWD_ONLY).  Either way the
  * matrices take half their fp32 memory.
  *
+ * The plain copies of training all lie in ONE region, each matrix at a
+ * 64-byte aligned offset in a fixed order (region_bytes), so processes
+ * holding the same model lay it out alike.  The region is the model's own
+ * (model_set_compute), or a model_bf16_store's (model_set_compute_in):
+ * under mpirun one per node, written by one rank, only described (wrapped)
+ * by the others, which then convert and read nothing of the file's
+ * matrices.
+ *
  * Where the bf16 copy comes from: BF16 file data as it is (exact), F32 from
  * the mapping or the fp32 copy (rounded to nearest even), F16 through a
  * temporary fp32 copy.  Then the fp32 data is released: a converted copy is
@@ -57,26 +65,106 @@ int model_compute_choose(const char *s, model_compute *c, pl_err *e)
 
 /* ---- packing and releasing ---------------------------------------------------- */
 
+/* W as dm_linear_pack and dm_linear_fill take it: the file's BF16 bits, the
+ * fp32 weights w, or a temporary fp32 conversion of the file's data. */
+typedef struct {
+    const void *p;
+    dm_dtype dt;
+    float *tmp;
+} mat_data;
+
+static int mat_open(mat_data *d, const float *w, model_src src, int in, int out, pl_err *e)
+{
+    memset(d, 0, sizeof *d);
+    if (src.data && src.dtype == ST_BF16 && ((uintptr_t)src.data & 1) == 0) {
+        d->p = src.data, d->dt = DM_BF16;
+        return 0;
+    }
+    d->p = w, d->dt = DM_F32;
+    if (w)
+        return 0;
+    size_t n = (size_t)in * out;
+    d->tmp = src.data ? malloc(n * sizeof *d->tmp) : NULL;
+    if (!d->tmp)
+        return pl_errf(e, "bf16 compute: %s for a [%d x %d] matrix",
+                       src.data ? "out of memory converting" : "no weights", in, out);
+    st_to_f32(d->tmp, src.data, src.dtype, n);
+    d->p = d->tmp;
+    return 0;
+}
+
+/* How the handles are made: packed privately (region NULL), or plain
+ * copies at consecutive 64-byte aligned offsets of one region, written
+ * here when fill (else by whoever shares the region). */
+typedef struct {
+    int bwd;
+    unsigned char *region;
+    size_t off;
+    int fill;
+} maker;
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Writes W into the plain copy of a wrapped handle h. */
+static int fill(struct dm_linear *h, const float *w, model_src src, int in, int out, pl_err *e)
+{
+    mat_data d;
+    if (mat_open(&d, w, src, in, out, e) != 0)
+        return -1;
+    int rc = dm_linear_fill(h, d.p, d.dt, e);
+    free(d.tmp);
+    return rc;
+}
+
 /* One bf16 handle for W (w: fp32 or NULL when loading deferred it; src: the
  * file's data or none), in*out elements in layout lay. */
-static struct dm_linear *pack_matrix(const float *w, model_src src, dm_layout lay, int in, int out,
-                                     int bwd, pl_err *e)
+static struct dm_linear *make_handle(maker *mk, const float *w, model_src src, dm_layout lay,
+                                     int in, int out, pl_err *e)
 {
-    if (src.data && src.dtype == ST_BF16 && ((uintptr_t)src.data & 1) == 0)
-        return dm_linear_pack(src.data, DM_BF16, lay, in, out, bwd, e);
-    if (w)
-        return dm_linear_pack(w, DM_F32, lay, in, out, bwd, e);
-    size_t n = (size_t)in * out;
-    float *tmp = src.data ? malloc(n * sizeof *tmp) : NULL;
-    if (!tmp) {
-        pl_errf(e, "bf16 compute: %s for a [%d x %d] matrix",
-                src.data ? "out of memory converting" : "no weights", in, out);
-        return NULL;
+    struct dm_linear *h;
+    if (mk->region) {
+        h = dm_linear_wrap_bf16(mk->region + mk->off, lay, in, out, e);
+        mk->off = align64(mk->off + dm_plain_bytes(in, out));
+        if (h && mk->fill && fill(h, w, src, in, out, e) != 0) {
+            dm_free(h);
+            h = NULL;
+        }
+        return h;
     }
-    st_to_f32(tmp, src.data, src.dtype, n);
-    struct dm_linear *h = dm_linear_pack(tmp, DM_F32, lay, in, out, bwd, e);
-    free(tmp);
+    mat_data d;
+    if (mat_open(&d, w, src, in, out, e) != 0)
+        return NULL;
+    h = dm_linear_pack(d.p, d.dt, lay, in, out, mk->bwd, e);
+    free(d.tmp);
     return h;
+}
+
+/* Bytes of the region: every matrix in make_handle's order (linear maps
+ * layer by layer, then the head), each from a 64-byte boundary. */
+static size_t region_bytes(const model *m)
+{
+    int nl = model_n_linears(&m->cfg);
+    size_t off = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int s = 0; s < nl; s++)
+            off = align64(off + dm_plain_bytes(m->blocks[l].lin[s].in, m->blocks[l].lin[s].out));
+    return align64(off + dm_plain_bytes(m->cfg.n_embd, m->cfg.vocab));
+}
+
+/* The region of the plain copies: the store's, or the model's own. */
+static int region_open(model *m, maker *mk, const model_bf16_store *store, pl_err *e)
+{
+    size_t bytes = region_bytes(m);
+    if (store) {
+        mk->region = store->alloc(store->ctx, bytes, &mk->fill, e);
+    } else {
+        mk->region = m->bf16_own = aligned_alloc(64, bytes);
+        mk->fill = 1;
+        if (!mk->region)
+            pl_errf(e, "bf16 compute: out of memory (%zu bytes of bf16 weights)", bytes);
+    }
+    m->bf16_bytes = mk->region ? bytes : 0;
+    return mk->region ? 0 : -1;
 }
 
 /* Drops the resident pages lying wholly inside [p, p + bytes) of a mapping. */
@@ -108,14 +196,14 @@ static int release(model *m, const float *w, model_src src, size_t n)
     return 0;
 }
 
-static int pack_linears(model *m, int bwd, pl_err *e)
+static int pack_linears(model *m, maker *mk, pl_err *e)
 {
     int nl = model_n_linears(&m->cfg);
     for (int l = 0; l < m->cfg.n_layer; l++)
         for (int s = 0; s < nl; s++) {
             model_linear *lin = &m->blocks[l].lin[s];
-            lin->dm = pack_matrix(lin->w, lin->src, lin->conv1d ? DM_IN_OUT : DM_OUT_IN, lin->in,
-                                  lin->out, bwd, e);
+            lin->dm = make_handle(mk, lin->w, lin->src, lin->conv1d ? DM_IN_OUT : DM_OUT_IN,
+                                  lin->in, lin->out, e);
             if (!lin->dm)
                 return -1;
             dm_linear_use_arena(lin->dm, m->arena);
@@ -127,12 +215,12 @@ static int pack_linears(model *m, int bwd, pl_err *e)
 
 /* The head E [V,C] (DM_OUT_IN: in = C, out = V); then what the embedding
  * no longer needs of wte. */
-static int pack_head(model *m, int bwd, pl_err *e)
+static int pack_head(model *m, maker *mk, pl_err *e)
 {
     int C = m->cfg.n_embd, V = m->cfg.vocab;
     size_t n = (size_t)V * C;
     int tied = m->lm_head == m->wte && m->head_src.data == m->wte_src.data;
-    m->head_dm = pack_matrix(m->lm_head, m->head_src, DM_OUT_IN, C, V, bwd, e);
+    m->head_dm = make_handle(mk, m->lm_head, m->head_src, DM_OUT_IN, C, V, e);
     if (!m->head_dm)
         return -1;
     dm_linear_use_arena(m->head_dm, m->arena);
@@ -148,7 +236,8 @@ static int pack_head(model *m, int bwd, pl_err *e)
     return 0;
 }
 
-int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e)
+int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf16_store *store,
+                         pl_err *e)
 {
     if (c == m->compute)
         return 0;
@@ -159,11 +248,24 @@ int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e)
     m->arena = dm_arena_new();
     if (!m->arena)
         return pl_errf(e, "bf16 compute: out of memory");
-    int bwd = with_bwd ? DM_FWD_BWD_ONE : DM_FWD_ONLY;
-    if (pack_linears(m, bwd, e) != 0 || pack_head(m, bwd, e) != 0)
+    maker mk = {.bwd = with_bwd ? DM_FWD_BWD_ONE : DM_FWD_ONLY};
+    if (with_bwd && region_open(m, &mk, store, e) != 0)
+        return -1;
+    int rc = pack_linears(m, &mk, e) != 0 || pack_head(m, &mk, e) != 0 ? -1 : 0;
+    if (mk.region && store) {   /* the store learns our status even when we failed */
+        pl_err why;
+        if (store->done(store->ctx, rc == 0, rc == 0 ? e : &why) != 0)
+            rc = -1;
+    }
+    if (rc != 0)
         return -1;
     m->compute = MODEL_BF16;
     return 0;
+}
+
+int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e)
+{
+    return model_set_compute_in(m, c, with_bwd, NULL, e);
 }
 
 void model_compute_free(model *m)
@@ -176,7 +278,8 @@ void model_compute_free(model *m)
         }
     dm_free(m->head_dm);
     dm_arena_free(m->arena);
-    m->head_dm = NULL, m->arena = NULL;
+    free(m->bf16_own);   /* a store's region is its owner's to free */
+    m->head_dm = NULL, m->arena = NULL, m->bf16_own = NULL, m->bf16_bytes = 0;
 }
 
 size_t model_matrix_bytes(const model *m)

@@ -18,7 +18,11 @@
  *       the loss of an F32 directory holding the same (bf16-exact) values
  *       packed from fp32; no fp32 copy of wte is kept; F16 within tolerance;
  *   (c) a drawn model switches too; switching back and saving are refused;
- *   (d) --compute parsing: fp32, bf16, auto, garbage.
+ *   (d) --compute parsing: fp32, bf16, auto, garbage;
+ *   (e) a model_bf16_store: one model writes the region, another only wraps
+ *       it; both give bitwise the loss and gradients of a private copy, the
+ *       wrapper really reads the region, a failing done() fails the load,
+ *       forward-only loads never ask the store.
  * Built without oneDNN, (a)-(c) are skipped (printed) and (d) checks the
  * refusals. */
 #include <stdarg.h>
@@ -365,12 +369,96 @@ static void test_choose(void **state)
     assert_non_null(strstr(e.msg, "built without oneDNN"));
 }
 
+/* ---- (e) a store shared by two models ------------------------------------------- */
+
+typedef struct {
+    void *region;
+    size_t bytes;
+    int allocs, dones, fail_done;
+} fake_store;
+
+/* The first call gets a fresh region to fill; later ones wrap it. */
+static void *fake_alloc(void *ctx, size_t bytes, int *must_fill, pl_err *e)
+{
+    (void)e;
+    fake_store *s = ctx;
+    s->allocs++;
+    *must_fill = s->region == NULL;
+    if (!s->region) {
+        s->region = aligned_alloc(64, bytes);
+        s->bytes = bytes;
+    }
+    assert_int_equal(bytes, s->bytes);
+    return s->region;
+}
+
+static int fake_done(void *ctx, int ok, pl_err *e)
+{
+    fake_store *s = ctx;
+    s->dones++;
+    if (s->fail_done)
+        return pl_errf(e, "fake store: the writer failed");
+    return ok ? 0 : -1;
+}
+
+static model load_in(const char *dir, int with_bwd, const model_bf16_store *st)
+{
+    model m;
+    pl_err e;
+    if (model_load_in(&m, dir, MODEL_BF16, with_bwd, st, &e) != 0)
+        rc_fail_err(dir, &e);
+    return m;
+}
+
+static void same(const char *what, result a, result b)
+{
+    if (memcmp(&a.loss, &b.loss, sizeof a.loss) != 0 || memcmp(a.grad, b.grad, a.n * 4) != 0)
+        fail_msg("%s: loss %.17g against %.17g (or the gradients differ)", what, a.loss, b.loss);
+}
+
+static void test_store(void **state)
+{
+    (void)state;
+    char dir[512];
+    pl_err e;
+    skip_without_dnnl();
+    write_dirs(1, "bf16_store", REF_F32, dir, NULL);   /* Llama: untied head, 7 maps */
+    fake_store fs = {0};
+    model_bf16_store st = {fake_alloc, fake_done, &fs};
+    model own = load(dir, MODEL_BF16, 1), writer = load_in(dir, 1, &st);
+    model reader = load_in(dir, 1, &st);
+    assert_int_equal(fs.allocs, 2), assert_int_equal(fs.dones, 2);
+    assert_null(writer.bf16_own), assert_null(reader.bf16_own);
+    assert_int_equal(reader.bf16_bytes, fs.bytes), assert_int_equal(own.bf16_bytes, fs.bytes);
+    /* every matrix from a 64-byte boundary: at most 63 bytes of padding each */
+    int nm = own.cfg.n_layer * model_n_linears(&own.cfg) + 1;
+    assert_true(fs.bytes >= model_matrix_bytes(&own) && fs.bytes < model_matrix_bytes(&own) + 64 * nm);
+    assert_int_equal(model_matrix_bytes(&reader), model_matrix_bytes(&own));
+    result ro = pass(&own, 1), rw = pass(&writer, 1), rr = pass(&reader, 1);
+    same("store writer", rw, ro);
+    same("store reader", rr, ro);
+    memset(fs.region, 0, fs.bytes);   /* the reader's weights are the region's */
+    result rz = pass(&reader, 0);
+    assert_true(rz.loss != rr.loss);
+    result_free(&ro), result_free(&rw), result_free(&rr);
+    model ev = load_in(dir, 0, &st);   /* packed for the forward pass: private */
+    assert_int_equal(fs.allocs, 2);
+    assert_null(ev.bf16_own), assert_int_equal(ev.bf16_bytes, 0);
+    fs.fail_done = 1;
+    model bad;
+    assert_int_equal(model_load_in(&bad, dir, MODEL_BF16, 1, &st, &e), -1);
+    assert_non_null(strstr(e.msg, "the writer failed"));
+    model_free(&own), model_free(&writer), model_free(&reader), model_free(&ev);
+    free(fs.region);   /* the store's: no model freed it */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpt2),       cmocka_unit_test(test_llama),
         cmocka_unit_test(test_bf16_files), cmocka_unit_test(test_f16_file),
         cmocka_unit_test(test_drawn),      cmocka_unit_test(test_choose),
+        cmocka_unit_test(test_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
