@@ -41,7 +41,7 @@ int train_local(const train_config *t)
     worker w;
     server s;
     run_fp fp;
-    if (worker_init(&w, t, &e) != 0)
+    if (worker_init(&w, t, NULL, &e) != 0)
         return cli_fail("train", e.msg, 1);
     float *sp = malloc(w.L.n_params * sizeof(float) + 1);
     if (!sp || server_init(&s, t, &w.L, sp, NULL, &e) != 0) {

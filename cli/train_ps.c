@@ -6,13 +6,16 @@
  * difference, and a second allreduce stops everyone on a mismatch.  With
  * --resume, rank 0 picks the checkpoint (checking it against the run's
  * fingerprint), tells every rank its step and directory, and every server
- * loads it.  No collective waits longer than --timeout. */
+ * loads it.  No collective waits longer than --timeout.  With --compute
+ * bf16 the workers of a node load into one shared copy of the bf16 weights
+ * (worker/node_shared.h), freed at the end by every one of them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "fingerprint.h"
+#include "node_shared.h"
 #include "ps_server.h"
 #include "ps_worker.h"
 #include "server.h"
@@ -26,6 +29,7 @@ typedef struct {
     MPI_Comm world_comm, servers;
     int *owner;
     worker w;           /* worker ranks */
+    ns_node ns;         /* worker ranks: the node's shared bf16 weights */
     model m;            /* server ranks: the model (mapped) for the fingerprint */
     lora_layout L;      /* server ranks */
     server s;
@@ -60,8 +64,11 @@ static int all_ok(ps_run *r, int ok, const pl_err *e)
 
 static int load_role(ps_run *r, pl_err *e)
 {
-    if (r->rank >= r->S)
-        return worker_init(&r->w, r->t, e);
+    if (r->rank >= r->S) {   /* bf16: one copy of the weights per node */
+        int rc = worker_init(&r->w, r->t, ns_store(&r->ns), e);
+        ns_settle(&r->ns);
+        return rc;
+    }
     if (model_load(&r->m, r->t->model_dir, e) != 0)
         return -1;
     float *p;
@@ -160,9 +167,10 @@ static int run_roles(ps_run *r, pl_err *e)
 static void release(ps_run *r)
 {
     run_fingerprint_free(&r->fp);
-    if (r->rank >= r->S)
+    if (r->rank >= r->S) {
         worker_free(&r->w);
-    else {
+        ns_free(&r->ns);   /* after the model that wraps its window */
+    } else {
         server_free(&r->s);
         lora_layout_free(&r->L);
         model_free(&r->m);
@@ -187,6 +195,7 @@ int train_ps(const train_config *t, MPI_Comm comm)
         return 2;
     }
     MPI_Comm_split(comm, r.rank < r.S ? 0 : MPI_UNDEFINED, r.rank, &r.servers);
+    ns_init(&r.ns, comm, r.rank >= r.S, (double)t->timeout);
     int ok = load_role(&r, &e) == 0;
     if (!ok) {   /* name the rank that could not start */
         pl_err why = e;

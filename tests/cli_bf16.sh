@@ -4,8 +4,11 @@
 #  - 200 steps of one process: every step's loss within 1% of the fp32 run
 #    on the same batches (the criterion; the largest difference is
 #    printed), eval and generate with --compute bf16;
-#  - 1 server + 2 workers with --compute bf16; a worker with another
-#    --compute is refused, naming its rank;
+#  - 1 server + 2 workers with --compute bf16: the two workers share one
+#    bf16 copy of the weights (worker/node_shared.h; the run says so), and
+#    the adapter is byte for byte the one of the same run with private
+#    copies (PSLORA_BF16_PRIVATE=1); a worker with another --compute is
+#    refused, naming its rank;
 #  - a resume with another --compute is refused; auto resumes a run whose
 #    auto chose the same;
 #  - --compute garbage is refused; auto picks bf16 only with oneDNN and AMX.
@@ -67,10 +70,28 @@ P="$T --steps 6 --log-every 1"
 mpi -np 3 "$PSLORA" train $P --batch 4 --compute bf16 --out ps > ps.txt 2>&1 || fail "np3 bf16: $(tail -3 ps.txt)"
 grep -q '^compute bf16 ' ps.txt || fail "ps start-up line"
 [ -s ps/adapter_model.safetensors ] || fail "ps adapter missing"
-ok "1 server + 2 workers with --compute bf16"
+grep -Eq '^bf16 weights: [0-9]+\.[0-9] MB shared by 2 ranks on this node$' ps.txt \
+  || fail "the 2 workers did not share their bf16 weights: $(grep 'bf16 weights' ps.txt || tail -3 ps.txt)"
+[ "$(grep -c 'bf16 weights' ps.txt)" = 1 ] || fail "bf16 weights lines: $(grep 'bf16 weights' ps.txt)"
+ok "1 server + 2 workers with --compute bf16: $(grep '^bf16 weights' ps.txt)"
+mpi -np 3 -x PSLORA_BF16_PRIVATE=1 "$PSLORA" train $P --batch 4 --compute bf16 --out psp > psp.txt 2>&1 \
+  || fail "np3 bf16 private: $(tail -3 psp.txt)"
+[ "$(grep -Ec '^bf16 weights: [0-9.]+ MB private to rank [12] \(PSLORA_BF16_PRIVATE\)$' psp.txt)" = 2 ] \
+  || fail "PSLORA_BF16_PRIVATE: $(grep 'bf16 weights' psp.txt || tail -3 psp.txt)"
+! grep -q 'shared by' psp.txt || fail "PSLORA_BF16_PRIVATE: shared anyway"
+cmp ps/adapter_model.safetensors psp/adapter_model.safetensors \
+  || fail "shared and private bf16 weights gave different adapters"
+ok "shared and private bf16 weights: the same adapter, byte for byte"
+# one worker alone on its node: a share of one
+mpi -np 2 "$PSLORA" train $P --batch 4 --compute bf16 --out ps1 > ps1.txt 2>&1 || fail "np2 bf16: $(tail -3 ps1.txt)"
+grep -Eq '^bf16 weights: [0-9.]+ MB shared by 1 rank on this node$' ps1.txt \
+  || fail "np2: $(grep 'bf16 weights' ps1.txt || tail -3 ps1.txt)"
 expect_fail 1 'rank 2: --compute differs: worker has fp32, server has bf16' \
   mpi -np 2 "$PSLORA" train $P --batch 4 --compute bf16 --out h1 : -np 1 "$PSLORA" train $P --batch 4 --out h1
 [ ! -e h1 ] || fail "rejected run left output"
+# the bf16 worker could not share with the fp32 one, and said so
+grep -q '^pslora train: warning: rank 1: bf16 weights not shared on this node: .*; this rank keeps a private copy$' err.txt \
+  || fail "mixed --compute: no warning from rank 1: $(cat err.txt)"
 
 # resume: another --compute is refused; the same is accepted
 "$PSLORA" train $T --batch 4 --steps 4 --checkpoint-every 2 --out rs >/dev/null 2>&1

@@ -6,12 +6,12 @@
 #include <string.h>
 #include <time.h>
 
-int worker_init(worker *w, const train_config *t, pl_err *e)
+int worker_init(worker *w, const train_config *t, const model_bf16_store *store, pl_err *e)
 {
     memset(w, 0, sizeof *w);
     w->t = t;
     /* bf16: the frozen matrices are packed for forward and backward */
-    if (model_load_for(&w->m, t->model_dir, t->compute_mode, 1, e) != 0)
+    if (model_load_in(&w->m, t->model_dir, t->compute_mode, 1, store, e) != 0)
         return -1;
     const model_config *c = &w->m.cfg;
     if (t->seq > c->n_ctx) {

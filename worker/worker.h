@@ -35,8 +35,10 @@ typedef struct {
 } worker;
 
 /* Loads the model, builds the adapter layout, opens the data (tokens checked
- * against the vocabulary) and allocates every buffer of the step loop. */
-int worker_init(worker *w, const train_config *t, pl_err *e);
+ * against the vocabulary) and allocates every buffer of the step loop.
+ * bf16 compute keeps its weight copies in store's region (NULL: private;
+ * under mpirun worker/node_shared.h shares one per node). */
+int worker_init(worker *w, const train_config *t, const model_bf16_store *store, pl_err *e);
 void worker_free(worker *w);
 
 /* Forward + backward on this worker's micro-batch of `step`; fills w->grad
