@@ -7,8 +7,9 @@
 #  - 1 server + 2 workers with --compute bf16: the two workers share one
 #    bf16 copy of the weights (worker/node_shared.h; the run says so), and
 #    the adapter is byte for byte the one of the same run with private
-#    copies (PSLORA_BF16_PRIVATE=1); a worker with another --compute is
-#    refused, naming its rank;
+#    copies (PSLORA_BF16_PRIVATE=1) or without room for the shared window
+#    (Open MPI only); a worker with another --compute is refused, naming its
+#    rank;
 #  - a resume with another --compute is refused; auto resumes a run whose
 #    auto chose the same;
 #  - --compute garbage is refused; auto picks bf16 only with oneDNN and AMX.
@@ -82,6 +83,20 @@ mpi -np 3 -x PSLORA_BF16_PRIVATE=1 "$PSLORA" train $P --batch 4 --compute bf16 -
 cmp ps/adapter_model.safetensors psp/adapter_model.safetensors \
   || fail "shared and private bf16 weights gave different adapters"
 ok "shared and private bf16 weights: the same adapter, byte for byte"
+# no room for the window (Open MPI's backing directory missing): private
+# copies with a warning from each worker, the same adapter
+if "$MPIEXEC" --version 2>&1 | grep -q 'Open MPI'; then
+  mpi -np 3 -x OMPI_MCA_osc_sm_backing_directory=/nonexistent "$PSLORA" train $P --batch 4 --compute bf16 \
+    --out psn > psn.txt 2>&1 || fail "np3 bf16 without room: $(tail -3 psn.txt)"
+  grep -q "^pslora train: warning: rank 1: bf16 weights not shared on this node: Open MPI's window directory /nonexistent" psn.txt \
+    || fail "no room: rank 1's warning: $(grep -i 'bf16 weights' psn.txt || tail -3 psn.txt)"
+  grep -q '^pslora train: warning: rank 2: bf16 weights not shared on this node: rank 1 found no room' psn.txt \
+    || fail "no room: rank 2's warning: $(grep -i 'bf16 weights' psn.txt || tail -3 psn.txt)"
+  cmp ps/adapter_model.safetensors psn/adapter_model.safetensors || fail "no room: another adapter"
+  ok "no room for the shared window: private copies, warned, the same adapter"
+else
+  echo "cli_bf16: SKIPPED the no-room case: $MPIEXEC is not Open MPI"
+fi
 # one worker alone on its node: a share of one
 mpi -np 2 "$PSLORA" train $P --batch 4 --compute bf16 --out ps1 > ps1.txt 2>&1 || fail "np2 bf16: $(tail -3 ps1.txt)"
 grep -Eq '^bf16 weights: [0-9.]+ MB shared by 1 rank on this node$' ps1.txt \

@@ -1,9 +1,12 @@
 /* node_shared.c - the node's shared bf16 weights (see node_shared.h). */
 #include "node_shared.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "transport.h"
 
@@ -22,17 +25,58 @@ static void node_wait(ns_node *n, MPI_Request *q, const char *what)
     }
 }
 
+/* 1 when the window's backing file fits, else 0 with the reason in e.
+ * Open MPI keeps a shared window in a file of its backing directory (MCA
+ * osc_sm_backing_directory, default /dev/shm) that node rank 0 creates;
+ * when it cannot, the other ranks wait inside MPI_Win_allocate_shared
+ * forever (Open MPI 4.1), so the room is looked at first.  Other MPIs: 1. */
+static int room_for(size_t bytes, pl_err *e)
+{
+#ifdef OPEN_MPI
+    const char *dir = getenv("OMPI_MCA_osc_sm_backing_directory");
+    struct statvfs sv;
+    if (!dir || !*dir)
+        dir = "/dev/shm";
+    if (statvfs(dir, &sv) != 0 || access(dir, W_OK) != 0) {
+        pl_errf(e, "Open MPI's window directory %s (osc_sm_backing_directory): %s", dir,
+                strerror(errno));
+        return 0;
+    }
+    double free_b = (double)sv.f_bavail * (double)sv.f_frsize;
+    if (free_b < (double)bytes + 16e6) {   /* a margin for Open MPI's other segments */
+        pl_errf(e, "Open MPI's window directory %s has %.1f MB free, the weights need %.1f MB",
+                dir, free_b / 1e6, mb(bytes));
+        return 0;
+    }
+#else
+    (void)bytes, (void)e;
+#endif
+    return 1;
+}
+
 /* The size agreement: every worker of the node says how many bytes it asks
  * to share (0: none); *lo and *hi become the smallest and largest asked,
- * n->filler the world rank of node rank 0. */
-static void agree(ns_node *n, long long want, long long *lo, long long *hi)
+ * n->filler the world rank of node rank 0.  Returns node rank 0's verdict
+ * on the room for them (room_for; 0 when it asked for none). */
+static int agree(ns_node *n, long long want, long long *lo, long long *hi, pl_err *why)
 {
-    long long mine[3] = {want, -want, n->node_rank == 0 ? n->world_rank : -1}, all[3];
+    int first = n->node_rank == 0;
+    pl_err no_room = {""};
+    long long room = first && want > 0 ? room_for((size_t)want, &no_room) : 0;
+    long long mine[4] = {want, -want, first ? n->world_rank : -1, room}, all[4];
     MPI_Request q;
-    MPI_Iallreduce(mine, all, 3, MPI_LONG_LONG, MPI_MAX, n->node, &q);
+    MPI_Iallreduce(mine, all, 4, MPI_LONG_LONG, MPI_MAX, n->node, &q);
     node_wait(n, &q, "start-up: the bf16 weights' size on this node");
     *hi = all[0], *lo = -all[1], n->filler = (int)all[2];
     n->state = NS_PRIVATE;
+    if (*lo == *hi && *lo > 0 && !all[3]) {   /* the sizes agree, the room does not */
+        if (first)
+            *why = no_room;
+        else
+            pl_errf(why, "rank %d found no room for the shared window (see its warning)",
+                    n->filler);
+    }
+    return (int)all[3];
 }
 
 /* The window: all of it on node rank 0.  0 when every worker of the node
@@ -100,10 +144,10 @@ static void *ns_alloc(void *ctx, size_t bytes, int *must_fill, pl_err *e)
         pl_errf(e, "bf16 weights: the node's store was asked twice");
         return NULL;
     }
-    agree(n, n->private_env ? 0 : (long long)bytes, &lo, &hi);
+    int room = agree(n, n->private_env ? 0 : (long long)bytes, &lo, &hi, &why);
     n->bytes = bytes;
     void *base = NULL;
-    if (lo == hi && lo > 0 && window_open(n, bytes, &base, &why) == 0) {
+    if (lo == hi && lo > 0 && room && window_open(n, bytes, &base, &why) == 0) {
         n->state = NS_SHARED;
         *must_fill = n->node_rank == 0;
         return base;
@@ -172,8 +216,9 @@ const model_bf16_store *ns_store(ns_node *n)
 void ns_settle(ns_node *n)
 {
     long long lo, hi;
+    pl_err why;
     if (n->node != MPI_COMM_NULL && n->state == NS_IDLE)
-        agree(n, 0, &lo, &hi);
+        agree(n, 0, &lo, &hi, &why);
 }
 
 void ns_free(ns_node *n)

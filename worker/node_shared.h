@@ -18,14 +18,23 @@
  *   - the node's workers do not all ask for the same size (another model or
  *     --compute on some rank, or a rank that failed to load: the start-up
  *     checks then stop the run naming the difference);
- *   - the window cannot be allocated (e.g. Open MPI finds too little room
- *     in its backing directory, /dev/shm by default).
+ *   - no room for the window: under Open MPI, node rank 0 first checks that
+ *     its backing directory (MCA osc_sm_backing_directory as the
+ *     environment gives it, else /dev/shm) is writable with room for the
+ *     weights plus 16 MB, because Open MPI 4.1 leaves the other ranks
+ *     waiting forever inside MPI_Win_allocate_shared when the first one
+ *     cannot make the file (a directory named only in an mca-params.conf
+ *     is not seen, and a failure there hangs the start-up: the call has no
+ *     deadline);
+ *   - MPI_Win_allocate_shared fails on every rank.
  * PSLORA_BF16_PRIVATE=1 (for tests: the private copies give the same
  * adapter) makes a rank ask for nothing; it prints "bf16 weights: X MB
  * private to rank R (PSLORA_BF16_PRIVATE)" instead.
  *
  * Every collective runs on the node's worker communicator under --timeout
- * (past it the rank names what it waited for and aborts the job).  Each
+ * (past it the rank names what it waited for and aborts the job), but
+ * MPI_Win_allocate_shared and MPI_Win_free, which block and are entered
+ * only once every worker of the node has agreed, or at the end.  Each
  * worker of the node must take part in the size agreement exactly once:
  * through the store's alloc, or through ns_settle when its load never got
  * there (fp32, or a failure before the bf16 copies). */
