@@ -10,8 +10,9 @@
 #    copies (PSLORA_BF16_PRIVATE=1) or without room for the shared window
 #    (Open MPI only); a worker with another --compute is refused, naming its
 #    rank;
+#  - 2 workers x batch 4 give the adapter of 1 process x batch 8 (2e-3: bf16);
 #  - a resume with another --compute is refused; auto resumes a run whose
-#    auto chose the same;
+#    auto chose the same; a resumed bf16 run equals the uninterrupted one;
 #  - --compute garbage is refused; auto picks bf16 only with oneDNN and AMX.
 # Built without oneDNN: --compute bf16 is refused with one line (checked),
 # the bf16 runs are skipped (printed), auto trains in fp32.
@@ -83,6 +84,16 @@ mpi -np 3 -x PSLORA_BF16_PRIVATE=1 "$PSLORA" train $P --batch 4 --compute bf16 -
 cmp ps/adapter_model.safetensors psp/adapter_model.safetensors \
   || fail "shared and private bf16 weights gave different adapters"
 ok "shared and private bf16 weights: the same adapter, byte for byte"
+# W workers against 1: 2 workers x batch 4 = one process x batch 8, as cli_ps
+# checks for fp32 (1e-5, seen 4e-7).  In bf16 a product over 128 rows and one
+# over 256 may sum in another order (oneDNN's blocking depends on the row
+# count); an fp32 difference in the last bit can then flip the bf16 rounding
+# of an activation feeding the next product (2^-8 relative), and AdamW
+# turns gradient differences near zero into whole steps.  Seen: 2.6e-4 after
+# 6 steps; bound 2e-3, half a bf16 unit: a wrong split or sum is far larger.
+"$PSLORA" train $P --batch 8 --compute bf16 --out one > one.txt 2>&1 || fail "bf16 one process: $(tail -3 one.txt)"
+"$ADAPTER_DIFF" one ps 2e-3 || fail "bf16: 2 workers x 4 != 1 x 8"
+ok "bf16: 2 workers x batch 4 = 1 process x batch 8 (within 2e-3)"
 # no room for the window (Open MPI's backing directory missing): private
 # copies with a warning from each worker, the same adapter
 if "$MPIEXEC" --version 2>&1 | grep -q 'Open MPI'; then
@@ -118,5 +129,7 @@ expect_fail 1 '--resume: --compute differs: .* has bf16, this run has fp32' \
 "$PSLORA" train $T --batch 4 --steps 6 --checkpoint-every 2 --resume rb --compute bf16 >/dev/null 2>&1 \
   || fail "bf16 resume of a bf16 run"
 [ "$(json_field rb/metrics.jsonl step step | wc -l)" = 6 ] || fail "resumed bf16 run: 6 steps expected"
-ok "resume keeps --compute"
+"$PSLORA" train $T --batch 4 --steps 6 --checkpoint-every 2 --compute bf16 --out ru >/dev/null 2>&1
+cmp rb/adapter_model.safetensors ru/adapter_model.safetensors || fail "bf16 resume differs from the uninterrupted run"
+ok "resume keeps --compute; a resumed bf16 run equals the uninterrupted one, byte for byte"
 echo "cli_bf16: all passed"
