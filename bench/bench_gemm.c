@@ -193,8 +193,7 @@ static float *randn(size_t n, float sd, uint64_t seed)
     rng_state r;
     uint64_t w[2] = {0x67656d6dULL, seed};
     rng_seed(&r, w, 2);
-    for (size_t i = 0; i < n; i++)
-        a[i] = sd * rng_normal(&r);
+    rng_fill_normal(&r, a, n, sd);
     return a;
 }
 

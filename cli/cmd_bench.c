@@ -246,8 +246,7 @@ static void perturb_b(const lora_layout *L, float *p, unsigned long long seed)
     uint64_t w[2] = {seed, 0xb0b};
     rng_seed(&r, w, 2);
     for (int i = 0; i < L->n; i++)
-        for (size_t k = 0; k < (size_t)L->m[i].out * L->r; k++)
-            p[L->m[i].b_off + k] = 0.01f * rng_normal(&r);
+        rng_fill_normal(&r, p + L->m[i].b_off, (size_t)L->m[i].out * L->r, 0.01f);
 }
 
 /* Warm-up then timed steps: loss and gradient, mean over tokens, clip, AdamW. */

@@ -72,8 +72,7 @@ int model_init_random(model *m, const model_config *c, unsigned long long seed, 
         rng_state r;
         uint64_t words[2] = {seed, 0x4ead};
         rng_seed(&r, words, 2);
-        for (size_t j = 0; j < head; j++)
-            buf[j] = 0.02f * rng_normal(&r);
+        rng_fill_normal(&r, buf, head, 0.02f);
         m->lm_head = buf;
     }
     free(w);

@@ -47,6 +47,12 @@ float rng_normal(rng_state *r)
     return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
 }
 
+void rng_fill_normal(rng_state *r, float *a, size_t n, float sd)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = sd * rng_normal(r);
+}
+
 uint64_t rng_below(rng_state *r, uint64_t n)
 {
     /* rejection sampling: unbiased */

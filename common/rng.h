@@ -5,6 +5,7 @@
 #ifndef PSLORA_RNG_H
 #define PSLORA_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -18,6 +19,8 @@ uint64_t rng_u64(rng_state *r);
 float rng_uniform(rng_state *r);
 /* Standard normal (Box-Muller, one value per call). */
 float rng_normal(rng_state *r);
+/* a[i] = sd * rng_normal(r) for i in [0, n), in order. */
+void rng_fill_normal(rng_state *r, float *a, size_t n, float sd);
 /* Uniform integer in [0, n). */
 uint64_t rng_below(rng_state *r, uint64_t n);
 

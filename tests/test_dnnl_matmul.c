@@ -71,8 +71,7 @@ static float *frand(size_t n, float sd, uint64_t seed)
     rng_state r;
     uint64_t w[2] = {0x646e6e6cULL, seed};
     rng_seed(&r, w, 2);
-    for (size_t i = 0; i < n; i++)
-        a[i] = sd * rng_normal(&r);
+    rng_fill_normal(&r, a, n, sd);
     return a;
 }
 

@@ -45,8 +45,7 @@ static void fill_normal(float *a, size_t n, float sd, uint64_t seed)
     rng_state r;
     uint64_t w[2] = {0x6b65726eULL, seed};
     rng_seed(&r, w, 2);
-    for (size_t i = 0; i < n; i++)
-        a[i] = sd * rng_normal(&r);
+    rng_fill_normal(&r, a, n, sd);
 }
 
 static void fill_const(float *a, size_t n, float v)

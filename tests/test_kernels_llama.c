@@ -36,8 +36,9 @@ static void fill_normal(float *a, size_t n, float mean, float sd, uint64_t seed)
     rng_state r;
     uint64_t w[2] = {0x6c6c616dULL, seed};
     rng_seed(&r, w, 2);
+    rng_fill_normal(&r, a, n, sd);
     for (size_t i = 0; i < n; i++)
-        a[i] = mean + sd * rng_normal(&r);
+        a[i] += mean;
 }
 
 static double *to_double(const float *a, size_t n)
