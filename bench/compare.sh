@@ -50,6 +50,16 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
+IFS=, read -ra compute_list <<<"$computes"
+for c in "${compute_list[@]}"; do
+    case $c in fp32 | bf16 | auto) ;;
+    *) echo "compare.sh: -c: expected fp32, bf16 or auto, got '$c'" >&2; exit 2 ;;
+    esac
+done
+if [ $matrix -eq 0 ] && [ ${#compute_list[@]} -ne 1 ]; then
+    echo "compare.sh: -c: a list needs --matrix" >&2
+    exit 2
+fi
 if [ -z "$pslora" ]; then
     if [ -x "$here/../build/cli/pslora" ]; then pslora=$here/../build/cli/pslora
     else pslora=$(command -v pslora || true); fi
@@ -136,7 +146,6 @@ gpt2="--layers 12 --dim 768 --heads 12 --vocab 50257 --batch 4 --seq 256"
 gpt2_steps="--steps ${GPT2_STEPS:-3} --warmup ${GPT2_WARMUP:-1}"
 echo "| model | adapter | threads | compute | pslora tok/s | torch tok/s (fp32) | pslora / torch | pslora % of peak |"
 echo "|---|---|---|---|---|---|---|---|"
-IFS=, read -ra compute_list <<<"$computes"
 for model in tiny gpt2; do
     for ad in "r8 c_attn|--rank 8 --alpha 16 --targets c_attn" \
               "r16 c_attn,c_proj,c_fc|--rank 16 --alpha 32 --targets c_attn,c_proj,c_fc"; do

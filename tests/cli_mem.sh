@@ -11,6 +11,7 @@ bash -n "$MEM" || fail "bash -n bench/mem.sh"
 grep -q '^usage: bench/mem.sh' help.txt || fail "--help: no usage line"
 expect_fail 2 "unknown argument '--bogus'" "$MEM" --bogus
 expect_fail 2 '--workers takes a whole number' "$MEM" --workers "1 x"
+expect_fail 2 "--compute: expected fp32, bf16 or auto, got 'fp16'" "$MEM" --compute fp32,fp16
 
 # Long enough runs for two samples each (a tiny step takes about a millisecond).
 MPIEXEC=$MPIEXEC "$MEM" --model model --data data.bin --workers "1 2" --seq 32 --steps 2000 \
