@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "cpu.h"
 #include "dnnl_matmul.h"
 #include "kernels.h"
@@ -50,16 +51,16 @@ typedef struct {
 static double best_time(void (*fn)(void *), void *arg, double budget)
 {
     fn(arg);
-    double best = 1e30, start = metrics_now();
+    double best = 1e30, start = clock_now();
     int calls = 0;
     do {
-        double t0 = metrics_now();
+        double t0 = clock_now();
         fn(arg);
-        double dt = metrics_now() - t0;
+        double dt = clock_now() - t0;
         if (dt < best)
             best = dt;
         calls++;
-    } while (metrics_now() - start < budget || calls < 1);
+    } while (clock_now() - start < budget || calls < 1);
     return best;
 }
 

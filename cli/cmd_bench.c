@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cli.h"
 #include "cpu.h"
 #include "dnnl_matmul.h"
@@ -162,14 +163,14 @@ static double gemm_rate(gemm_job *j, double budget, pl_err *e)
 {
     if (gemm_run(j, e) != 0)
         return -1;
-    double best = 1e30, start = metrics_now();
+    double best = 1e30, start = clock_now();
     do {
-        double t0 = metrics_now();
+        double t0 = clock_now();
         if (gemm_run(j, e) != 0)
             return -1;
-        double dt = metrics_now() - t0;
+        double dt = clock_now() - t0;
         best = dt < best ? dt : best;
-    } while (metrics_now() - start < budget);
+    } while (clock_now() - start < budget);
     int in = j->s->in, out = j->s->out;
     return 2.0 * j->N * in * out / best * 1e-9;
 }
@@ -274,19 +275,19 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
     }
     memset(st, 0, sizeof *st);
     for (int s = 0; rc == 0 && s < total; s++) {
-        double t0 = metrics_now(), tf, tb;
+        double t0 = clock_now(), tf, tb;
         double loss = model_loss_grad(m, a, L, p, g, tok, tok + 1, (unsigned long long)s) / N;
         model_acts_timing(a, &tf, &tb);
         if (model_acts_error(a)) {
             rc = pl_errf(e, "%s", model_acts_error(a));
             break;
         }
-        double t1 = metrics_now();
+        double t1 = clock_now();
         float k = opt_clip_factor(&oc, sqrt(opt_sq_norm(g, np)) / N) / N;
         for (size_t i = 0; i < np; i++)
             g[i] *= k;
         opt_update(&oc, p, g, mo, vo, np, opt_lr(&oc, s), s + 1);
-        double t2 = metrics_now();
+        double t2 = clock_now();
         if (!isfinite(loss))
             rc = pl_errf(e, "step %d: loss is not finite", s);
         if (s < o->warmup)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clock.h"
 #include "fingerprint.h"
 #include "outdir.h"
 #include "train.h"
@@ -73,7 +74,7 @@ int run_begin(run_log *r, const train_config *t, int world, int n_workers, long 
     model_compute_describe(how, sizeof how, t->compute_mode, t->compute);
     printf("compute %s\n", how);
     fflush(stdout);
-    r->t_start = metrics_now();
+    r->t_start = clock_now();
     return 0;
 }
 
@@ -89,7 +90,7 @@ void run_step(run_log *r, metrics_row *row)
     if (logged || !isnan(row->val_loss))
         metrics_step(&r->log, row);
     if (logged)
-        metrics_progress(row, r->t->steps, metrics_now() - r->t_start);
+        metrics_progress(row, r->t->steps, clock_now() - r->t_start);
 }
 
 int run_finish(run_log *r, const lora_layout *L, const model_config *c, const float *params,
@@ -98,7 +99,7 @@ int run_finish(run_log *r, const lora_layout *L, const model_config *c, const fl
     metrics_close(&r->log);
     if (lora_save_peft(r->t->out, L, c, params, r->t->model_dir, e) != 0)
         return -1;
-    double secs = metrics_now() - r->t_start;
+    double secs = clock_now() - r->t_start;
     double steps = r->steps_done > 0 ? (double)r->steps_done : 1;
     char val[48] = "";
     if (!isnan(r->last_val))

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "cli.h"
 #include "server.h"
 #include "train.h"
@@ -63,7 +64,7 @@ int train_local(const train_config *t)
     memcpy(w.params, s.params, w.L.n_params * sizeof(float));
     for (long step = start; step < t->steps; step++) {
         metrics_row row = {.step = step + 1, .val_loss = NAN, .lr = opt_lr(&t->opt, step)};
-        double t0 = metrics_now();
+        double t0 = clock_now();
         long ntok;
         double loss = worker_compute(&w, step, 0, 1, &ntok);
         if (model_acts_error(w.acts)) {
@@ -71,7 +72,7 @@ int train_local(const train_config *t)
             goto done;
         }
         worker_test_hooks(&w, step, 0);
-        double t1 = metrics_now();
+        double t1 = clock_now();
         double sq = server_scale(&s, w.grad, ntok);
         if (!worker_grad_finite(&w, loss))
             sq = NAN;
@@ -82,7 +83,7 @@ int train_local(const train_config *t)
         row.grad_norm = sqrt(sq);
         row.skipped = s.skipped;
         row.t_compute = t1 - t0;
-        row.t_step = metrics_now() - t0;
+        row.t_step = clock_now() - t0;
         row.tokens_per_s = (double)ntok / row.t_step;
         row.val_loss = maybe_validate(&w, t, step + 1, &r);
         run_step(&r, &row);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "metrics.h"
 #include "msg.h"
 #include "transport.h"
@@ -106,7 +107,7 @@ static void acc_push(step_acc *a, const ps_push_hdr *h, size_t bytes)
 static void make_row(const srv *v, const step_acc *a, long done, double bytes_push,
                      double bytes_pull, metrics_row *row)
 {
-    double now = metrics_now(), n = a->pushes ? (double)a->pushes : 1;
+    double now = clock_now(), n = a->pushes ? (double)a->pushes : 1;
     *row = (metrics_row){.step = done, .val_loss = NAN, .lr = opt_lr(&v->t->opt, done - 1)};
     row->loss = a->loss / (double)(a->tokens ? a->tokens : 1);
     row->tokens = a->tokens;
@@ -180,7 +181,7 @@ static int bsp_step(srv *v, long step, pl_err *e)
     metrics_row row;
     make_row(v, &a, step + 1, tot[0], tot[1], &row);
     row.grad_norm = sqrt(sq);
-    v->t_last = metrics_now();
+    v->t_last = clock_now();
     if (eval_due(v->t, step + 1) && recv_eval(v, step + 1, &row.val_loss, e) != 0)
         return -1;
     if (v->env->on_step)
@@ -293,7 +294,7 @@ static int async_run(srv *v, pl_err *e)
             make_row(v, &a, ++rows, a.bytes_in, (double)v->out.len * W, &row);
             row.val_loss = pending_val;
             pending_val = NAN;
-            v->t_last = metrics_now();
+            v->t_last = clock_now();
             if (v->env->on_step)
                 v->env->on_step(v->env->ctx, &row);
             memset(&a, 0, sizeof a);
@@ -381,7 +382,7 @@ int ps_server_run(server *s, const ps_server_env *env, pl_err *e)
     /* the adapter of step `start`; async versions count in steps (min clock) */
     if (rc == 0)
         rc = send_update(&v, t->sync == SYNC_BSP ? s->version : start, start, 0, TP_TAG_UPDATE, e);
-    v.t_last = metrics_now();
+    v.t_last = clock_now();
     for (long step = start; rc == 0 && t->sync == SYNC_BSP && step < t->steps; step++) {
         rc = bsp_step(&v, step, e);
         if (rc == 0 && server_checkpoint_due(t, step + 1))

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "metrics.h"
 #include "msg.h"
 #include "optim.h"
@@ -63,7 +64,7 @@ static void wrk_free(wrk *v)
  * when a worker is stuck the server, which knows which one, speaks first. */
 static int pull(wrk *v, long step_min, long step_max, long *version, int *stop, pl_err *e)
 {
-    double t0 = metrics_now(), waited_total = 0;
+    double t0 = clock_now(), waited_total = 0;
     long vmin = -1;
     for (int s = 0; s < v->env->S; s++) {
         double waited;
@@ -80,7 +81,7 @@ static int pull(wrk *v, long step_min, long step_max, long *version, int *stop, 
     }
     *version = vmin;
     v->t_wait = waited_total;
-    v->t_comm += metrics_now() - t0 - waited_total;
+    v->t_comm += clock_now() - t0 - waited_total;
     return 0;
 }
 
@@ -89,7 +90,7 @@ static int push(wrk *v, long step, long version, double loss, long ntok, double 
                 pl_err *e)
 {
     worker *w = v->w;
-    double t0 = metrics_now();
+    double t0 = clock_now();
     int finite = worker_grad_finite(w, loss);
     double mean_sq = opt_sq_norm(w->grad, w->L.n_params) / ((double)ntok * (double)ntok);
     ps_push_hdr h = {.step = step, .version = version, .rank = v->env->rank, .tokens = ntok,
@@ -101,7 +102,7 @@ static int push(wrk *v, long step, long version, double loss, long ntok, double 
         tp_isend(v->env->world, s, TP_TAG_PUSH, &v->out[s], &v->reqs[s]);
     }
     int rc = tp_wait(v->reqs, v->env->S, (double)w->t->timeout, "gradient push", e);
-    v->t_comm = metrics_now() - t0;
+    v->t_comm = clock_now() - t0;
     return rc;
 }
 
@@ -132,7 +133,7 @@ int ps_worker_run(worker *w, const ps_worker_env *env, pl_err *e)
     if (rc == 0)   /* the adapter of step `start`: version 0, or the checkpoint's */
         rc = pull(&v, env->start, env->start, &version, &stop, e);
     for (long step = env->start; rc == 0 && step < w->t->steps; step++) {
-        double t0 = metrics_now();
+        double t0 = clock_now();
         long ntok;
         double loss = worker_compute(w, step, wi, env->W, &ntok);
         if (model_acts_error(w->acts)) {
@@ -140,7 +141,7 @@ int ps_worker_run(worker *w, const ps_worker_env *env, pl_err *e)
             break;
         }
         worker_test_hooks(w, step, env->rank);
-        rc = push(&v, step, version, loss, ntok, metrics_now() - t0, e);
+        rc = push(&v, step, version, loss, ntok, clock_now() - t0, e);
         if (rc == 0)
             rc = pull(&v, step, step, &version, &stop, e);
         if (rc == 0)

@@ -27,9 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "kernels.h"
 #include "lora.h"
-#include "metrics.h"
 #include "model.h"
 #include "model_bf16.h"
 #include "rng.h"
@@ -485,19 +485,19 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     const model_config *c = &m->cfg;
     pass ps = {m, a, L, L ? params : NULL, (a->bwd && L) ? grad : NULL, dropout_seed};
     int N = a->N, C = c->n_embd, nl = c->n_layer;
-    double t0 = metrics_now();
+    double t0 = clock_now();
     a->failed = 0;
     forward_blocks(&ps, inp);
     final_norm_fwd(m, a, a->res_out, N);
     if (!ps.grad) {
         double loss = head_xent(&ps, NULL, tgt);
-        a->t_fwd = metrics_now() - t0, a->t_bwd = 0;
+        a->t_fwd = clock_now() - t0, a->t_bwd = 0;
         return a->failed ? NAN : loss;
     }
     memset(grad, 0, L->n_params * sizeof(float));
     /* the head's forward and backward are one fused pass; it counts as forward */
     double loss = head_xent(&ps, a->dnarrow, tgt);
-    double t1 = metrics_now();
+    double t1 = clock_now();
     memset(a->dres, 0, (size_t)N * C * sizeof(float));
     final_norm_bwd(m, a);
     int lo = lowest_adapted(m);
@@ -507,7 +507,7 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
         else
             gpt2_block_bwd(&ps, l, l > lo);
     }
-    a->t_fwd = t1 - t0, a->t_bwd = metrics_now() - t1;
+    a->t_fwd = t1 - t0, a->t_bwd = clock_now() - t1;
     return a->failed ? NAN : loss;
 }
 

@@ -38,7 +38,4 @@ void metrics_close(metrics_log *m);
 /* "step 10/100 loss 3.2100 val 3.3000 lr 2e-04 tok/s 1234 eta 0:12" on stderr. */
 void metrics_progress(const metrics_row *r, long total_steps, double elapsed_s);
 
-/* Monotonic seconds. */
-double metrics_now(void);
-
 #endif

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "metrics.h"
+#include "clock.h"
 
 /* Between polls: spin 50 rounds, then sleep 20 us for 150 rounds, then sleep
  * 1% of the time waited so far, at least 20 us and at most 10 ms.  An idle
@@ -40,22 +40,22 @@ static int grow(ps_buf *b, size_t n)
 int tp_recv(MPI_Comm c, int src, int tag, ps_buf *b, double timeout, int *src_out,
             int *tag_out, double *waited, pl_err *e)
 {
-    double t0 = metrics_now();
+    double t0 = clock_now();
     int flag = 0, round = 0;
     MPI_Status st;
     for (;;) {
         MPI_Iprobe(src, tag, c, &flag, &st);
         if (flag)
             break;
-        if (metrics_now() - t0 > timeout) {
+        if (clock_now() - t0 > timeout) {
             if (src == MPI_ANY_SOURCE)
                 return pl_errf(e, "no message from any peer within %.0f s (--timeout)", timeout);
             return pl_errf(e, "no message from rank %d within %.0f s (--timeout)", src, timeout);
         }
-        backoff(&round, metrics_now() - t0);
+        backoff(&round, clock_now() - t0);
     }
     if (waited)
-        *waited = metrics_now() - t0;
+        *waited = clock_now() - t0;
     int count;
     MPI_Get_count(&st, MPI_BYTE, &count);
     if (grow(b, (size_t)count + 1) != 0)
@@ -76,14 +76,14 @@ void tp_isend(MPI_Comm c, int dst, int tag, const ps_buf *b, MPI_Request *req)
 
 int tp_wait(MPI_Request *reqs, int n, double timeout, const char *what, pl_err *e)
 {
-    double t0 = metrics_now();
+    double t0 = clock_now();
     int round = 0, done = 0;
     for (;;) {
         MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
         if (done)
             return 0;
-        if (metrics_now() - t0 > timeout)
+        if (clock_now() - t0 > timeout)
             return pl_errf(e, "%s: not delivered within %.0f s (--timeout)", what, timeout);
-        backoff(&round, metrics_now() - t0);
+        backoff(&round, clock_now() - t0);
     }
 }

@@ -8,13 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-double metrics_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int metrics_open(metrics_log *m, const char *out_dir, int append, pl_err *e)
 {
     char path[4096];
