@@ -29,6 +29,7 @@
 #include "lora.h"
 #include "metrics.h"
 #include "model.h"
+#include "model_bf16.h"
 #include "optim.h"
 #include "rng.h"
 

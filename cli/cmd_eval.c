@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "evaluate.h"
 #include "flags.h"
+#include "model_bf16.h"
 
 int cmd_eval(int argc, char **argv)
 {

@@ -18,6 +18,7 @@
 #include "flags.h"
 #include "lora.h"
 #include "model.h"
+#include "model_bf16.h"
 #include "rng.h"
 
 /* Scratch of the sampler, allocated once: V logits and V indices. */

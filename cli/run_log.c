@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "fingerprint.h"
+#include "model_bf16.h"
 #include "outdir.h"
 #include "train.h"
 

@@ -38,6 +38,7 @@
 
 #include "dnnl_matmul.h"
 #include "lora.h"
+#include "model_bf16.h"
 #include "model.h"
 #include "refcheck.h"
 #include "testutil.h"
@@ -428,8 +429,10 @@ static void test_store(void **state)
     model own = load(dir, MODEL_BF16, 1), writer = load_in(dir, 1, &st);
     model reader = load_in(dir, 1, &st);
     assert_int_equal(fs.allocs, 2), assert_int_equal(fs.dones, 2);
-    assert_null(writer.bf16_own), assert_null(reader.bf16_own);
-    assert_int_equal(reader.bf16_bytes, fs.bytes), assert_int_equal(own.bf16_bytes, fs.bytes);
+    int owned;   /* the store's region, not the model's own */
+    assert_int_equal(model_bf16_region(&writer, &owned), fs.bytes), assert_false(owned);
+    assert_int_equal(model_bf16_region(&reader, &owned), fs.bytes), assert_false(owned);
+    assert_int_equal(model_bf16_region(&own, &owned), fs.bytes);
     /* every matrix from a 64-byte boundary: at most 63 bytes of padding each */
     int nm = own.cfg.n_layer * model_n_linears(&own.cfg) + 1;
     assert_true(fs.bytes >= model_matrix_bytes(&own) && fs.bytes < model_matrix_bytes(&own) + 64 * nm);
@@ -443,7 +446,7 @@ static void test_store(void **state)
     result_free(&ro), result_free(&rw), result_free(&rr);
     model ev = load_in(dir, 0, &st);   /* packed for the forward pass: private */
     assert_int_equal(fs.allocs, 2);
-    assert_null(ev.bf16_own), assert_int_equal(ev.bf16_bytes, 0);
+    assert_int_equal(model_bf16_region(&ev, &owned), 0), assert_false(owned);
     fs.fail_done = 1;
     model bad;
     assert_int_equal(model_load_in(&bad, dir, MODEL_BF16, 1, &st, &e), -1);

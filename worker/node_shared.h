@@ -46,6 +46,7 @@
 
 #include "err.h"
 #include "model.h"
+#include "model_bf16.h"
 
 typedef struct {
     MPI_Comm world, node;   /* node: this node's workers (MPI_COMM_NULL on servers) */

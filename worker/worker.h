@@ -12,6 +12,7 @@
 #include "evaluate.h"
 #include "lora.h"
 #include "model.h"
+#include "model_bf16.h"
 #include "shard.h"
 #include "trainconf.h"
 

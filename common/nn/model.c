@@ -7,7 +7,6 @@
  * lm_head.weight required unless tie_word_embeddings; buffers such as
  * rotary_emb.inv_freq in older files are ignored. */
 #include "model.h"
-#include "model_bf16.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -322,8 +321,7 @@ static int load_weights(model *m, const char *dir, int defer, pl_err *e)
     return err ? -1 : 0;
 }
 
-int model_load_in(model *m, const char *dir, model_compute c, int with_bwd,
-                  const model_bf16_store *store, pl_err *e)
+static int load(model *m, const char *dir, int defer, pl_err *e)
 {
     memset(m, 0, sizeof *m);
     if (model_config_load(&m->cfg, dir, e) != 0)
@@ -331,27 +329,21 @@ int model_load_in(model *m, const char *dir, model_compute c, int with_bwd,
     m->blocks = calloc((size_t)m->cfg.n_layer, sizeof *m->blocks);
     if (!m->blocks)
         return pl_errf(e, "%s: out of memory", dir);
-    if (open_files(m, dir, e) != 0 || load_weights(m, dir, c == MODEL_BF16, e) != 0 ||
-        model_set_compute_in(m, c, with_bwd, store, e) != 0) {
+    if (open_files(m, dir, e) != 0 || load_weights(m, dir, defer, e) != 0) {
         model_free(m);
         return -1;
     }
     return 0;
 }
 
-int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_err *e)
-{
-    return model_load_in(m, dir, c, with_bwd, NULL, e);
-}
+int model_load(model *m, const char *dir, pl_err *e) { return load(m, dir, 0, e); }
 
-int model_load(model *m, const char *dir, pl_err *e)
-{
-    return model_load_for(m, dir, MODEL_FP32, 0, e);
-}
+int model_load_deferred(model *m, const char *dir, pl_err *e) { return load(m, dir, 1, e); }
 
 void model_free(model *m)
 {
-    model_compute_free(m);
+    if (m->bf16_free)
+        m->bf16_free(m);
     for (int i = 0; i < m->n_files; i++)
         st_close(&m->files[i]);
     free(m->files);

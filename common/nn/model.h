@@ -13,15 +13,9 @@
  * Weights stored as F32 in the file are used in place from the read-only
  * mapping (ranks on one node share the pages); F16/BF16 are converted once.
  *
- * bf16 compute (model_load_for / model_set_compute, common/model_bf16.c):
- * every frozen matrix product (the linear maps of every block and the lm
- * head) runs through oneDNN on ONE bf16 copy of its weights, packed once;
- * their fp32 data is then released (converted copies freed, mapped F32 pages
- * dropped).  Norms, biases, wpe and the embedding rows stay fp32 (the
- * embedding is gathered from the file's own rows when no fp32 copy is
- * kept); LoRA, attention and every reduction stay fp32.  The copies of
- * training lie in one region that a model_bf16_store may provide, so that
- * processes can share them (model_set_compute_in, model_load_in). */
+ * bf16 compute (model_bf16.h) builds on this module and not the reverse:
+ * it loads with model_load_deferred, keeps its state behind m->bf16 and
+ * gives model_free the function that releases it. */
 #ifndef PSLORA_MODEL_H
 #define PSLORA_MODEL_H
 
@@ -60,27 +54,7 @@ typedef struct {
 } model_src;
 
 struct dm_linear;
-struct dm_arena;
-
-/* Where the plain bf16 copies of training (bf16 compute with_bwd) live:
- * ONE region for all the model's frozen matrices, each at a 64-byte aligned
- * offset in a fixed order (the blocks' linear maps layer by layer, then the
- * head), so processes holding the same model lay it out alike and may share
- * it.  model.c and model_bf16.c know nothing of who provides it (under
- * mpirun: worker/node_shared.h, one region per node). */
-typedef struct model_bf16_store {
-    /* Returns the region of `bytes` bytes, or NULL with e filled.  *must_fill
-     * = 1: this caller writes the copies; 0: another process writes them,
-     * and they are there once done() has returned 0.  The store owns the
-     * region: the model never frees it, and it must outlive the model. */
-    void *(*alloc)(void *ctx, size_t bytes, int *must_fill, pl_err *e);
-    /* Called once after every successful alloc, with this caller's status
-     * (ok 1: filled, when it had to, and every handle made; 0: failed).
-     * Returns 0 when the region is complete, -1 (e filled) when any process
-     * sharing it failed. */
-    int (*done)(void *ctx, int ok, pl_err *e);
-    void *ctx;
-} model_bf16_store;
+struct model_bf16;
 
 /* A frozen linear map y = x W^T + b; W [out,in], or [in,out] for Conv1D.
  * With bf16 compute, dm holds W and w is NULL. */
@@ -99,7 +73,8 @@ typedef struct {
     model_linear lin[MODEL_MAX_LINEARS];   /* order: model_linear_names() */
 } model_block;
 
-typedef struct {
+typedef struct model_s model;
+struct model_s {
     model_config cfg;
     const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head;   /* lm_head == wte when tied;
                                                            llama: wpe, lnf_b NULL */
@@ -108,15 +83,14 @@ typedef struct {
     int n_files;
     float **owned;      /* converted copies (F16/BF16) */
     int n_owned;
-    /* bf16 compute: lm_head is NULL and head_dm holds E [V,C]; wte is NULL
-     * when the embedding rows are read from wte_src instead */
-    model_compute compute;
     model_src wte_src, head_src;
-    struct dm_linear *head_dm;
-    struct dm_arena *arena;   /* activations and scratch of every dm handle */
-    void *bf16_own;           /* the plain copies' region when the model owns it */
-    size_t bf16_bytes;        /* that region's size, owned or not (0: none) */
-} model;
+    /* bf16 compute (model_bf16.h): lm_head is NULL and the head is one of
+     * bf16's handles; wte is NULL when the embedding rows are read from
+     * wte_src instead.  bf16 is opaque here; bf16_free releases it. */
+    model_compute compute;
+    struct model_bf16 *bf16;
+    void (*bf16_free)(model *m);
+};
 
 /* Number of linear maps per block and their module names relative to the
  * block ("attn.c_attn", ...), and the block's module path prefix. */
@@ -127,42 +101,14 @@ void model_module_path(const model_config *c, int layer, int slot, char *buf, si
 /* in/out sizes of a linear slot. */
 void model_linear_shape(const model_config *c, int slot, int *in, int *out);
 
-/* model_load_for(m, dir, MODEL_FP32, 0, e). */
+/* Loads DIR (config.json and the safetensors files) for fp32 compute:
+ * F32 weights used in place from the mapping, F16/BF16 converted once. */
 int model_load(model *m, const char *dir, pl_err *e);
-/* Loads DIR for the given compute.  MODEL_BF16: the frozen matrices are not
- * converted to fp32 at all; model_set_compute packs them straight from the
- * file (BF16 bits as they are, F32 from the mapping, F16 through a
- * temporary fp32 copy).  with_bwd: see model_set_compute. */
-int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_err *e);
-/* Switches a loaded or drawn fp32 model to bf16 compute (MODEL_FP32: no-op
- * on an fp32 model, refused on a bf16 one).  with_bwd != 0 keeps the
- * weights in a form that also serves dx = dy W (training); 0 packs them for
- * the forward pass only (eval, generate).  Either way one bf16 copy per
- * matrix: half the fp32 memory.  Drawn models (model_init_random) keep their
- * one fp32 buffer.  Fails without oneDNN. */
-int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e);
-/* The same with the plain copies of with_bwd in store's region (store NULL,
- * or !with_bwd: private memory of the model's own, as model_set_compute). */
-int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf16_store *store,
-                         pl_err *e);
-/* model_load_for whose bf16 copies (with_bwd) live in store's region. */
-int model_load_in(model *m, const char *dir, model_compute c, int with_bwd,
-                  const model_bf16_store *store, pl_err *e);
-/* "fp32", "bf16" or "auto" -> *c: auto is bf16 only when oneDNN is built in
- * and the CPU has AMX (dm_cpu_has_amx), else fp32.  bf16 in a build without
- * oneDNN and unknown names are refused (one line naming --compute). */
-int model_compute_choose(const char *s, model_compute *c, pl_err *e);
-#define MODEL_COMPUTE_HELP "fp32, bf16 (oneDNN) or auto = bf16 on AMX CPUs (fp32)"
-const char *model_compute_name(model_compute c);
-/* "bf16 (requested auto; oneDNN built in, AMX yes)": the choice and why. */
-void model_compute_describe(char *buf, size_t len, model_compute c, const char *requested);
-/* Bytes of the frozen matrices (linear maps and head) as the compute holds
- * them: fp32 4 per element (the head counted once when tied), bf16 what the
- * dm handles hold. */
-size_t model_matrix_bytes(const model *m);
-/* bf16: bytes of the scratch the products share (bf16 activations, oneDNN
- * scratchpad), as grown by the calls so far; 0 for fp32. */
-size_t model_bf16_scratch_bytes(const model *m);
+/* The same, but a matrix (linear maps, head) or wte whose file data is not
+ * aligned F32 stays unconverted: its pointer NULL, its model_src set, for a
+ * compute that reads the file's data itself (model_bf16.h). */
+int model_load_deferred(model *m, const char *dir, pl_err *e);
+/* Releases everything, the bf16 state through m->bf16_free. */
 void model_free(model *m);
 
 /* The frozen weights as a table (name, where the pointer lives in the

@@ -1,4 +1,4 @@
-/* model_bf16.c - bf16 compute of the frozen model (see model.h, model_bf16.h).
+/* model_bf16.c - bf16 compute of the frozen model (see model_bf16.h).
  *
  * Switching a model to bf16 gives every frozen matrix one dm_linear handle
  * (common/dnnl_matmul.h) holding ONE bf16 copy of it:
@@ -39,6 +39,14 @@
 
 #include "dnnl_matmul.h"
 #include "kernels.h"
+
+/* What a model in bf16 compute holds beyond model.h (m->bf16). */
+struct model_bf16 {
+    struct dm_linear *head;   /* E [V,C] */
+    struct dm_arena *arena;   /* activations and scratch of every dm handle */
+    void *own;                /* the plain copies' region when the model owns it */
+    size_t bytes;             /* that region's size, owned or not (0: none) */
+};
 
 const char *model_compute_name(model_compute c) { return c == MODEL_BF16 ? "bf16" : "fp32"; }
 
@@ -158,12 +166,12 @@ static int region_open(model *m, maker *mk, const model_bf16_store *store, pl_er
     if (store) {
         mk->region = store->alloc(store->ctx, bytes, &mk->fill, e);
     } else {
-        mk->region = m->bf16_own = aligned_alloc(64, bytes);
+        mk->region = m->bf16->own = aligned_alloc(64, bytes);
         mk->fill = 1;
         if (!mk->region)
             pl_errf(e, "bf16 compute: out of memory (%zu bytes of bf16 weights)", bytes);
     }
-    m->bf16_bytes = mk->region ? bytes : 0;
+    m->bf16->bytes = mk->region ? bytes : 0;
     return mk->region ? 0 : -1;
 }
 
@@ -206,7 +214,7 @@ static int pack_linears(model *m, maker *mk, pl_err *e)
                                   lin->in, lin->out, e);
             if (!lin->dm)
                 return -1;
-            dm_linear_use_arena(lin->dm, m->arena);
+            dm_linear_use_arena(lin->dm, m->bf16->arena);
             release(m, lin->w, lin->src, (size_t)lin->in * lin->out);
             lin->w = NULL;
         }
@@ -220,10 +228,10 @@ static int pack_head(model *m, maker *mk, pl_err *e)
     int C = m->cfg.n_embd, V = m->cfg.vocab;
     size_t n = (size_t)V * C;
     int tied = m->lm_head == m->wte && m->head_src.data == m->wte_src.data;
-    m->head_dm = make_handle(mk, m->lm_head, m->head_src, DM_OUT_IN, C, V, e);
-    if (!m->head_dm)
+    m->bf16->head = make_handle(mk, m->lm_head, m->head_src, DM_OUT_IN, C, V, e);
+    if (!m->bf16->head)
         return -1;
-    dm_linear_use_arena(m->head_dm, m->arena);
+    dm_linear_use_arena(m->bf16->head, m->bf16->arena);
     if (!tied)
         release(m, m->lm_head, m->head_src, n);
     m->lm_head = NULL;
@@ -236,6 +244,22 @@ static int pack_head(model *m, maker *mk, pl_err *e)
     return 0;
 }
 
+/* model.bf16_free: the handles, their arena and an owned region. */
+static void bf16_free(model *m)
+{
+    int nl = model_n_linears(&m->cfg);
+    for (int l = 0; m->blocks && l < m->cfg.n_layer; l++)
+        for (int s = 0; s < nl; s++) {
+            dm_free(m->blocks[l].lin[s].dm);
+            m->blocks[l].lin[s].dm = NULL;
+        }
+    dm_free(m->bf16->head);
+    dm_arena_free(m->bf16->arena);
+    free(m->bf16->own);   /* a store's region is its owner's to free */
+    free(m->bf16);
+    m->bf16 = NULL, m->bf16_free = NULL;
+}
+
 int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf16_store *store,
                          pl_err *e)
 {
@@ -245,8 +269,12 @@ int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf
         return pl_errf(e, "model: bf16 compute cannot be switched back to fp32");
     if (!dm_available())
         return pl_errf(e, "bf16 compute: this pslora was built without oneDNN (libdnnl-dev)");
-    m->arena = dm_arena_new();
-    if (!m->arena)
+    m->bf16 = calloc(1, sizeof *m->bf16);
+    if (m->bf16) {
+        m->bf16_free = bf16_free;
+        m->bf16->arena = dm_arena_new();
+    }
+    if (!m->bf16 || !m->bf16->arena)
         return pl_errf(e, "bf16 compute: out of memory");
     maker mk = {.bwd = with_bwd ? DM_FWD_BWD_ONE : DM_FWD_ONLY};
     if (with_bwd && region_open(m, &mk, store, e) != 0)
@@ -268,18 +296,22 @@ int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e)
     return model_set_compute_in(m, c, with_bwd, NULL, e);
 }
 
-void model_compute_free(model *m)
+int model_load_in(model *m, const char *dir, model_compute c, int with_bwd,
+                  const model_bf16_store *store, pl_err *e)
 {
-    int nl = model_n_linears(&m->cfg);
-    for (int l = 0; m->blocks && l < m->cfg.n_layer; l++)
-        for (int s = 0; s < nl; s++) {
-            dm_free(m->blocks[l].lin[s].dm);
-            m->blocks[l].lin[s].dm = NULL;
-        }
-    dm_free(m->head_dm);
-    dm_arena_free(m->arena);
-    free(m->bf16_own);   /* a store's region is its owner's to free */
-    m->head_dm = NULL, m->arena = NULL, m->bf16_own = NULL, m->bf16_bytes = 0;
+    int rc = c == MODEL_BF16 ? model_load_deferred(m, dir, e) : model_load(m, dir, e);
+    if (rc != 0)
+        return -1;
+    if (model_set_compute_in(m, c, with_bwd, store, e) != 0) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_err *e)
+{
+    return model_load_in(m, dir, c, with_bwd, NULL, e);
 }
 
 size_t model_matrix_bytes(const model *m)
@@ -287,7 +319,7 @@ size_t model_matrix_bytes(const model *m)
     const model_config *c = &m->cfg;
     int bf16 = m->compute == MODEL_BF16, nl = model_n_linears(c);
     size_t head = (size_t)c->vocab * c->n_embd * sizeof(float), total;
-    total = bf16 ? dm_weight_bytes(m->head_dm) : head;
+    total = bf16 ? dm_weight_bytes(m->bf16->head) : head;
     for (int l = 0; l < c->n_layer; l++)
         for (int s = 0; s < nl; s++) {
             const model_linear *lin = &m->blocks[l].lin[s];
@@ -296,7 +328,16 @@ size_t model_matrix_bytes(const model *m)
     return total;
 }
 
-size_t model_bf16_scratch_bytes(const model *m) { return dm_arena_bytes(m->arena); }
+size_t model_bf16_scratch_bytes(const model *m)
+{
+    return m->bf16 ? dm_arena_bytes(m->bf16->arena) : 0;
+}
+
+size_t model_bf16_region(const model *m, int *owned)
+{
+    *owned = m->bf16 && m->bf16->own;
+    return m->bf16 ? m->bf16->bytes : 0;
+}
 
 /* ---- the products --------------------------------------------------------------- */
 
@@ -326,18 +367,18 @@ double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
     *rc = 0;
     for (int n0 = 0; n0 < N && *rc == 0; n0 += MB_HEAD_ROWS) {
         int R = N - n0 < MB_HEAD_ROWS ? N - n0 : MB_HEAD_ROWS;
-        *rc = dm_linear_fwd(m->head_dm, x + (size_t)n0 * C, scratch, NULL, R, e);
+        *rc = dm_linear_fwd(m->bf16->head, x + (size_t)n0 * C, scratch, NULL, R, e);
         if (*rc == 0)
             loss += k_xent_rows(scratch, tgt + n0, R, V, dx != NULL);
         if (*rc == 0 && dx)
-            *rc = dm_linear_bwd_x(m->head_dm, scratch, dx + (size_t)n0 * C, R, 0, e);
+            *rc = dm_linear_bwd_x(m->bf16->head, scratch, dx + (size_t)n0 * C, R, 0, e);
     }
     return loss;
 }
 
 int mb_head_logits(const model *m, const float *x, float *logits, pl_err *e)
 {
-    return dm_linear_fwd(m->head_dm, x, logits, NULL, 1, e);
+    return dm_linear_fwd(m->bf16->head, x, logits, NULL, 1, e);
 }
 
 void mb_embed(float *x, const int32_t *inp, const model *m, int N, int T)

@@ -1,10 +1,19 @@
-/* model_bf16.h - the model's bf16 compute, as the other model modules use it.
+/* model_bf16.h - bf16 compute of the frozen model, built on model.h.
  *
- * The public side (model_set_compute, model_load_for, model_compute_choose,
- * model_matrix_bytes) is declared in model.h; this header is the part that
- * model.c and model_step.c call: the products through a linear map's or the
- * head's dm handle, and the embedding gathered from the file's rows.
- * Shapes: N rows, C = n_embd, V = vocab; all activations fp32 row-major. */
+ * Every frozen matrix product (the linear maps of every block and the lm
+ * head) runs through oneDNN on ONE bf16 copy of its weights, packed once;
+ * their fp32 data is then released (converted copies freed, mapped F32
+ * pages dropped).  Norms, biases, wpe and the embedding rows stay fp32 (the
+ * embedding is gathered from the file's own rows when no fp32 copy is
+ * kept); LoRA, attention and every reduction stay fp32.  The copies of
+ * training lie in one region that a model_bf16_store may provide, so that
+ * processes can share them.
+ *
+ * The first half is the public side (loading for a compute, switching,
+ * choosing, sizes); the second (mb_) is what model_step.c calls: the
+ * products through a linear map's or the head's handle, and the embedding
+ * gathered from the file's rows.  Shapes: N rows, C = n_embd, V = vocab;
+ * all activations fp32 row-major. */
 #ifndef PSLORA_MODEL_BF16_H
 #define PSLORA_MODEL_BF16_H
 
@@ -20,8 +29,64 @@
  * AMX): 256 rows ran the head 2-5% faster for twice the scratch. */
 #define MB_HEAD_ROWS 128
 
-/* Frees the dm handles and their arena (model_free). */
-void model_compute_free(model *m);
+/* Where the plain bf16 copies of training (bf16 compute with_bwd) live:
+ * ONE region for all the model's frozen matrices, each at a 64-byte aligned
+ * offset in a fixed order (the blocks' linear maps layer by layer, then the
+ * head), so processes holding the same model lay it out alike and may share
+ * it.  This module knows nothing of who provides it (under mpirun:
+ * worker/node_shared.h, one region per node). */
+typedef struct model_bf16_store {
+    /* Returns the region of `bytes` bytes, or NULL with e filled.  *must_fill
+     * = 1: this caller writes the copies; 0: another process writes them,
+     * and they are there once done() has returned 0.  The store owns the
+     * region: the model never frees it, and it must outlive the model. */
+    void *(*alloc)(void *ctx, size_t bytes, int *must_fill, pl_err *e);
+    /* Called once after every successful alloc, with this caller's status
+     * (ok 1: filled, when it had to, and every handle made; 0: failed).
+     * Returns 0 when the region is complete, -1 (e filled) when any process
+     * sharing it failed. */
+    int (*done)(void *ctx, int ok, pl_err *e);
+    void *ctx;
+} model_bf16_store;
+
+/* model_load_for(m, dir, MODEL_FP32, 0, e) is model_load.  MODEL_BF16:
+ * the frozen matrices are not converted to fp32 at all (model_load_deferred);
+ * model_set_compute packs them straight from the file (BF16 bits as they
+ * are, F32 from the mapping, F16 through a temporary fp32 copy).  with_bwd:
+ * see model_set_compute. */
+int model_load_for(model *m, const char *dir, model_compute c, int with_bwd, pl_err *e);
+/* model_load_for whose bf16 copies (with_bwd) live in store's region. */
+int model_load_in(model *m, const char *dir, model_compute c, int with_bwd,
+                  const model_bf16_store *store, pl_err *e);
+/* Switches a loaded or drawn fp32 model to bf16 compute (MODEL_FP32: no-op
+ * on an fp32 model, refused on a bf16 one).  with_bwd != 0 keeps the
+ * weights in a form that also serves dx = dy W (training); 0 packs them for
+ * the forward pass only (eval, generate).  Either way one bf16 copy per
+ * matrix: half the fp32 memory.  Drawn models (model_init_random) keep their
+ * one fp32 buffer.  Fails without oneDNN. */
+int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e);
+/* The same with the plain copies of with_bwd in store's region (store NULL,
+ * or !with_bwd: private memory of the model's own, as model_set_compute). */
+int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf16_store *store,
+                         pl_err *e);
+/* "fp32", "bf16" or "auto" -> *c: auto is bf16 only when oneDNN is built in
+ * and the CPU has AMX (dm_cpu_has_amx), else fp32.  bf16 in a build without
+ * oneDNN and unknown names are refused (one line naming --compute). */
+int model_compute_choose(const char *s, model_compute *c, pl_err *e);
+#define MODEL_COMPUTE_HELP "fp32, bf16 (oneDNN) or auto = bf16 on AMX CPUs (fp32)"
+const char *model_compute_name(model_compute c);
+/* "bf16 (requested auto; oneDNN built in, AMX yes)": the choice and why. */
+void model_compute_describe(char *buf, size_t len, model_compute c, const char *requested);
+/* Bytes of the frozen matrices (linear maps and head) as the compute holds
+ * them: fp32 4 per element (the head counted once when tied), bf16 what the
+ * dm handles hold. */
+size_t model_matrix_bytes(const model *m);
+/* bf16: bytes of the scratch the products share (bf16 activations, oneDNN
+ * scratchpad), as grown by the calls so far; 0 for fp32. */
+size_t model_bf16_scratch_bytes(const model *m);
+/* Bytes of the plain copies' region (0: none, i.e. fp32 or forward only);
+ * *owned = 1 when the model allocated it, 0 when a store provides it. */
+size_t model_bf16_region(const model *m, int *owned);
 
 /* y[N,out] = x[N,in] W^T + b, plus res when res != NULL (y may be res). */
 int mb_linear_fwd(const model_linear *lin, float *y, const float *x, const float *res, int N,

@@ -113,7 +113,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         layer_carve(&a->la[l], base, &off, c, a->B, a->T);
     a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
     a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
-    a->xent = carve(base, &off, m->head_dm ? mb_head_scratch(c)
+    a->xent = carve(base, &off, m->compute == MODEL_BF16 ? mb_head_scratch(c)
                                            : k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
     if (c->arch == ARCH_LLAMA) {
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
@@ -468,7 +468,7 @@ static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
 {
     const model *m = ps->m;
     model_acts *a = ps->a;
-    if (!m->head_dm)
+    if (m->compute != MODEL_BF16)
         return k_lmhead_xent(dx, a->xent, a->hf, m->lm_head, tgt, a->N, m->cfg.n_embd,
                              m->cfg.vocab, XENT_CHUNK);
     pl_err e;
@@ -520,7 +520,7 @@ void model_logits(const model *m, model_acts *a, const lora_layout *L, const flo
     a->failed = 0;
     forward_blocks(&ps, inp);
     final_norm_fwd(m, a, a->res_out + (size_t)pos * C, 1);
-    if (m->head_dm) {
+    if (m->compute == MODEL_BF16) {
         pl_err e;
         note(&ps, mb_head_logits(m, a->hf, logits, &e), &e);
         return;

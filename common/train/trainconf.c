@@ -9,6 +9,7 @@
 
 #include "flags.h"
 #include "lora.h"
+#include "model_bf16.h"
 
 #define PSLORA_VERSION "0.1.0"
 
