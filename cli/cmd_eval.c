@@ -7,6 +7,7 @@
 #include "evaluate.h"
 #include "flags.h"
 #include "model_bf16.h"
+#include "model_open.h"
 
 int cmd_eval(int argc, char **argv)
 {
@@ -29,31 +30,22 @@ int cmd_eval(int argc, char **argv)
                       argv, NULL, 0, &e);
     if (rc)
         return rc > 0 ? 0 : cli_fail("eval", e.msg, 2);
-    model_compute mc;
-    if (model_compute_choose(compute, &mc, &e) != 0)
-        return cli_fail("eval", e.msg, 2);
-    model m;
-    if (model_load_for(&m, model_dir, mc, 0, &e) != 0)
-        return cli_fail("eval", e.msg, 1);
-    if (seq > m.cfg.n_ctx) {
-        model_free(&m);
+    opened_model o;
+    if ((rc = model_open_forward(&o, "eval", model_dir, adapter, compute)) != 0)
+        return rc;
+    if (seq > o.m.cfg.n_ctx) {
+        opened_model_close(&o);
         return cli_fail("eval", "--seq: longer than the model's context", 2);
     }
-    lora_layout L = {0};
-    float *p = NULL;
     shard_set d = {0};
     evaluator ev = {0};
     double sum = 0;
     long ntok = 0;
     int status = 1;
-    if (adapter && lora_load_peft(adapter, &m.cfg, &L, &p, &e) != 0)
+    if (shard_set_open(&d, data, (uint32_t)o.m.cfg.vocab, &e) != 0)
         goto done;
-    if (adapter)
-        lora_attach(&L, &m);
-    if (shard_set_open(&d, data, (uint32_t)m.cfg.vocab, &e) != 0)
-        goto done;
-    if (eval_init(&ev, &m, adapter ? &L : NULL, (int)batch, (int)seq, &e) != 0 ||
-        eval_run(&ev, &m, adapter ? &L : NULL, p, &d, data, max_batches, &sum, &ntok, &e) != 0)
+    if (eval_init(&ev, &o.m, opened_lora(&o), (int)batch, (int)seq, &e) != 0 ||
+        eval_run(&ev, &o.m, opened_lora(&o), o.p, &d, data, max_batches, &sum, &ntok, &e) != 0)
         goto done;
     double loss = sum / (double)ntok;
     if (json)
@@ -67,8 +59,6 @@ done:
     eval_free(&ev);
     if (d.files)
         shard_set_close(&d);
-    free(p);
-    lora_layout_free(&L);
-    model_free(&m);
+    opened_model_close(&o);
     return status;
 }

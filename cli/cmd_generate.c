@@ -19,6 +19,7 @@
 #include "lora.h"
 #include "model.h"
 #include "model_bf16.h"
+#include "model_open.h"
 #include "rng.h"
 
 /* Scratch of the sampler, allocated once: V logits and V indices. */
@@ -138,36 +139,29 @@ int cmd_generate(int argc, char **argv)
                                     "least one token to continue)", 2);
     if ((size_t)n0 + (size_t)n_tokens > (size_t)INT32_MAX / 2)
         return cli_fail("generate", "--prompt: too long", 2);
-    model_compute mc;
-    if (model_compute_choose(compute, &mc, &e) != 0)
-        return cli_fail("generate", e.msg, 2);
-    model m;
-    if (model_load_for(&m, model_dir, mc, 0, &e) != 0)
-        return cli_fail("generate", e.msg, 1);
-    if (m.cfg.vocab < 256) {
+    opened_model o;
+    if ((rc = model_open_forward(&o, "generate", model_dir, adapter, compute)) != 0)
+        return rc;
+    const model *m = &o.m;
+    if (m->cfg.vocab < 256) {
         pl_errf(&e, "%s/config.json: vocab_size %d is below 256, the bytes tokenizer needs 256",
-                model_dir, m.cfg.vocab);
-        model_free(&m);
+                model_dir, m->cfg.vocab);
+        opened_model_close(&o);
         return cli_fail("generate", e.msg, 1);
     }
-    lora_layout L = {0};
-    float *p = NULL, *logits = NULL;
+    float *logits = NULL;
     int32_t *seq = NULL, *window = NULL;
     model_acts *acts = NULL;
-    gen_sampler s = {temperature, (int)top_k, m.cfg.vocab, NULL, {{0}}};
+    gen_sampler s = {temperature, (int)top_k, m->cfg.vocab, NULL, {{0}}};
     int status = 1, total = n0 + (int)n_tokens;
-    int T = total < m.cfg.n_ctx ? total : m.cfg.n_ctx;
-    if (adapter && lora_load_peft(adapter, &m.cfg, &L, &p, &e) != 0)
-        goto done;
-    if (adapter)
-        lora_attach(&L, &m);
+    int T = total < m->cfg.n_ctx ? total : m->cfg.n_ctx;
     uint64_t words[2] = {(uint64_t)seed, 0x9e4e};
     rng_seed(&s.rng, words, 2);
     seq = malloc((size_t)total * sizeof *seq);
     window = malloc((size_t)T * sizeof *window);
-    logits = malloc((size_t)m.cfg.vocab * sizeof *logits);
-    s.idx = malloc((size_t)m.cfg.vocab * sizeof *s.idx);
-    acts = model_acts_new(&m, adapter ? &L : NULL, 1, T, 0);
+    logits = malloc((size_t)m->cfg.vocab * sizeof *logits);
+    s.idx = malloc((size_t)m->cfg.vocab * sizeof *s.idx);
+    acts = model_acts_new(m, opened_lora(&o), 1, T, 0);
     if (!seq || !window || !logits || !s.idx || !acts) {
         pl_errf(&e, "%s: out of memory for a context of %d tokens", model_dir, T);
         goto done;
@@ -175,7 +169,7 @@ int cmd_generate(int argc, char **argv)
     for (int i = 0; i < n0; i++)
         seq[i] = (unsigned char)prompt[i];
     fwrite(prompt, 1, (size_t)n0, stdout);
-    gen_run(&m, acts, adapter ? &L : NULL, p, &s, seq, n0, (int)n_tokens, T, window, logits);
+    gen_run(m, acts, opened_lora(&o), o.p, &s, seq, n0, (int)n_tokens, T, window, logits);
     putchar('\n');
     if (model_acts_error(acts)) {
         pl_errf(&e, "%s", model_acts_error(acts));
@@ -190,8 +184,6 @@ done:
     free(logits);
     free(window);
     free(seq);
-    free(p);
-    lora_layout_free(&L);
-    model_free(&m);
+    opened_model_close(&o);
     return status;
 }

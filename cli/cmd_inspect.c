@@ -19,7 +19,9 @@
 
 #include "cli.h"
 #include "err.h"
+#include "file.h"
 #include "flags.h"
+#include "hf_files.h"
 #include "safetensors.h"
 #include "shard.h"
 
@@ -140,57 +142,16 @@ static int inspect_json(const char *path, const char *const *keys, pl_err *e)
     return 0;
 }
 
-/* Checks that every tensor of the weight_map is in the shard file it names. */
-static int check_shard(const char *dir, const char *index, const cJSON *wm, const char *file,
-                       pl_err *e)
-{
-    char p[4096];
-    st_file f;
-    snprintf(p, sizeof p, "%s/%s", dir, file);
-    if (st_open(&f, p, e) != 0)
-        return -1;
-    int rc = 0;
-    for (const cJSON *it = wm->child; it && rc == 0; it = it->next)
-        if (strcmp(it->valuestring, file) == 0 && !st_find(&f, it->string))
-            rc = pl_errf(e, "%s: tensor '%s' is not in %s", index, it->string, file);
-    st_close(&f);
-    return rc;
-}
-
-/* model.safetensors.index.json: a weight_map of tensor -> shard file; each
- * shard is opened once and must hold its tensors.  The shards themselves are
- * listed by inspect_dir. */
+/* model.safetensors.index.json: hf_files_open checks the map and that each
+ * shard holds its tensors.  The shards themselves are listed by inspect_dir. */
 static int inspect_index(const char *dir, const char *path, pl_err *e)
 {
-    cJSON *j = read_json_object(path, e);
-    if (!j)
+    hf_files f;
+    if (hf_files_open(&f, dir, e) != 0)
         return -1;
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
-    int rc = cJSON_IsObject(wm) ? 0 : pl_errf(e, "%s: no \"weight_map\" object", path);
-    int n = 0, n_files = 0;
-    for (const cJSON *it = rc == 0 ? wm->child : NULL; it && rc == 0; it = it->next, n++)
-        if (!cJSON_IsString(it))
-            rc = pl_errf(e, "%s: weight_map '%s' is not a file name", path, it->string);
-    /* A file is checked at its first mention (files are few, tensors many). */
-    for (const cJSON *it = rc == 0 ? wm->child : NULL; it && rc == 0; it = it->next) {
-        const cJSON *prev = wm->child;
-        while (prev != it && strcmp(prev->valuestring, it->valuestring) != 0)
-            prev = prev->next;
-        if (prev == it) {
-            n_files++;
-            rc = check_shard(dir, path, wm, it->valuestring, e);
-        }
-    }
-    if (rc == 0)
-        printf("%s: %d tensors in %d shard files, all present\n", path, n, n_files);
-    cJSON_Delete(j);
-    return rc;
-}
-
-static int is_file(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    printf("%s: %d tensors in %d shard files, all present\n", path, f.n_mapped, f.n);
+    hf_files_close(&f);
+    return 0;
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -214,14 +175,14 @@ static int inspect_dir(const char *dir, pl_err *e)
     int found = 0;
     for (size_t i = 0; i < sizeof jsons / sizeof jsons[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, jsons[i].file);
-        if (!is_file(p))
+        if (!pl_file_exists(p))
             continue;
         found++;
         if (inspect_json(p, jsons[i].keys, e) != 0)
             return -1;
     }
-    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
-    if (is_file(p)) {
+    snprintf(p, sizeof p, "%s/%s", dir, HF_INDEX_NAME);
+    if (pl_file_exists(p)) {
         found++;
         if (inspect_index(dir, p, e) != 0)
             return -1;
@@ -233,7 +194,7 @@ static int inspect_dir(const char *dir, pl_err *e)
     int rc = 0;
     for (int i = 0; i < n; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, list[i]->d_name);
-        if (rc == 0 && is_file(p)) {
+        if (rc == 0 && pl_file_exists(p)) {
             found++;
             rc = inspect_safetensors(p, e);
         }

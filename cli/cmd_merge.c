@@ -17,23 +17,15 @@
 #include <string.h>
 
 #include "cli.h"
+#include "file.h"
 #include "flags.h"
+#include "hf_files.h"
 #include "lora.h"
 #include "model.h"
 #include "outdir.h"
 #include "safetensors.h"
 
-#define MERGE_INDEX "model.safetensors.index.json"
 #define MERGE_JSON_MAX (64u << 20)
-
-/* The safetensors files of the input model directory. */
-typedef struct {
-    int n;
-    char **names;       /* file names inside the directory */
-    st_file *files;
-    char *index_text;   /* the index file's bytes when sharded, else NULL */
-    size_t index_len;
-} merge_src;
 
 /* Where the weight of adapter module i lives: file and tensor. */
 typedef struct {
@@ -49,119 +41,10 @@ static int merge_join(char *buf, const char *dir, const char *name, pl_err *e)
     return 0;
 }
 
-static void merge_src_close(merge_src *s)
-{
-    for (int i = 0; i < s->n; i++)
-        st_close(&s->files[i]);
-    for (int i = 0; s->names && s->names[i]; i++)
-        free(s->names[i]);
-    free(s->names);
-    free(s->files);
-    free(s->index_text);
-    memset(s, 0, sizeof *s);
-}
-
-/* Appends name to the list of distinct shard file names; -1 on no memory. */
-static int merge_add_name(merge_src *s, int *count, const char *name)
-{
-    for (int k = 0; k < *count; k++)
-        if (strcmp(s->names[k], name) == 0)
-            return 0;
-    s->names[*count] = strdup(name);
-    if (!s->names[*count])
-        return -1;
-    (*count)++;
-    return 0;
-}
-
-/* Collects the distinct file names of the index's weight_map (kept in
- * s->index_text so the index can be copied byte for byte). */
-static int merge_read_index(merge_src *s, const char *path, int *count, pl_err *e)
-{
-    s->index_text = pl_read_text(path, MERGE_JSON_MAX, &s->index_len, e);
-    if (!s->index_text)
-        return -1;
-    cJSON *j = cJSON_Parse(s->index_text);
-    const cJSON *map = j ? cJSON_GetObjectItemCaseSensitive(j, "weight_map") : NULL;
-    int rc = 0;
-    if (!cJSON_IsObject(map) || !map->child)
-        rc = pl_errf(e, "%s: no weight_map object with entries", path);
-    s->names = rc ? NULL : calloc((size_t)cJSON_GetArraySize(map) + 1, sizeof *s->names);
-    if (!rc && !s->names)
-        rc = pl_errf(e, "%s: out of memory", path);
-    const cJSON *it;
-    if (!rc)
-        cJSON_ArrayForEach(it, map)
-        {
-            if (!cJSON_IsString(it) || !it->valuestring[0] || strchr(it->valuestring, '/') ||
-                strcmp(it->valuestring, "..") == 0) {
-                rc = pl_errf(e, "%s: weight_map entry %s is not a file name", path, it->string);
-                break;
-            }
-            if (merge_add_name(s, count, it->valuestring) != 0) {
-                rc = pl_errf(e, "%s: out of memory", path);
-                break;
-            }
-        }
-    cJSON_Delete(j);
-    return rc;
-}
-
-/* Opens DIR/model.safetensors, or every file named by DIR's index. */
-static int merge_src_open(merge_src *s, const char *dir, pl_err *e)
-{
-    memset(s, 0, sizeof *s);
-    char path[4096];
-    int count = 0;
-    if (merge_join(path, dir, MERGE_INDEX, e) != 0)
-        return -1;
-    FILE *probe = fopen(path, "rb");
-    if (probe) {
-        fclose(probe);
-        if (merge_read_index(s, path, &count, e) != 0) {
-            merge_src_close(s);
-            return -1;
-        }
-    } else {
-        s->names = calloc(2, sizeof *s->names);
-        if (!s->names || merge_add_name(s, &count, "model.safetensors") != 0) {
-            merge_src_close(s);
-            return pl_errf(e, "%s: out of memory", dir);
-        }
-    }
-    s->files = calloc((size_t)count, sizeof *s->files);
-    if (!s->files) {
-        merge_src_close(s);
-        return pl_errf(e, "%s: out of memory", dir);
-    }
-    for (int k = 0; k < count; k++) {
-        if (merge_join(path, dir, s->names[k], e) != 0 ||
-            st_open(&s->files[k], path, e) != 0) {
-            merge_src_close(s);
-            return -1;
-        }
-        s->n = k + 1;
-    }
-    return 0;
-}
-
-/* Finds a tensor by name in any of the files. */
-static const st_tensor *merge_find(const merge_src *s, const char *name, int *file)
-{
-    for (int k = 0; k < s->n; k++) {
-        const st_tensor *t = st_find(&s->files[k], name);
-        if (t) {
-            *file = k;
-            return t;
-        }
-    }
-    return NULL;
-}
-
 /* Maps each adapter module to its weight: "<path>.weight", or for GPT-2 the
  * same without "transformer.", and checks dtype and the layout's shape
  * ([in, out] for Conv1D, [out, in] for Linear). */
-static int merge_find_targets(const merge_src *s, const char *dir, const lora_layout *L,
+static int merge_find_targets(const hf_files *s, const char *dir, const lora_layout *L,
                               int conv1d, merge_target *tg, pl_err *e)
 {
     static const char prefix[] = "transformer.";
@@ -170,9 +53,9 @@ static int merge_find_targets(const merge_src *s, const char *dir, const lora_la
         char key[160];
         snprintf(key, sizeof key, "%s.weight", mod->path);
         int gpt2_short = strncmp(key, prefix, sizeof prefix - 1) == 0;
-        const st_tensor *t = merge_find(s, key, &tg[i].file);
+        const st_tensor *t = hf_files_find(s, key, &tg[i].file);
         if (!t && gpt2_short)
-            t = merge_find(s, key + sizeof prefix - 1, &tg[i].file);
+            t = hf_files_find(s, key + sizeof prefix - 1, &tg[i].file);
         if (!t)
             return pl_errf(e, "%s: no tensor %s%s%s for the adapter's module %s", dir, key,
                            gpt2_short ? " or " : "", gpt2_short ? key + sizeof prefix - 1 : "",
@@ -232,7 +115,7 @@ static void *merge_tensor(const st_tensor *t, const lora_module *mod, const lora
 
 /* Writes file k of the input into out_dir under the same name: every tensor
  * as it is, the adapted ones merged; the file's metadata is kept. */
-static int merge_write_file(const merge_src *s, int k, const lora_layout *L, const float *p,
+static int merge_write_file(const hf_files *s, int k, const lora_layout *L, const float *p,
                             const merge_target *tg, int conv1d, const char *out_dir, pl_err *e)
 {
     const st_file *f = &s->files[k];
@@ -290,7 +173,7 @@ static int merge_copy(const char *dir, const char *out_dir, const char *name, in
 }
 
 /* Writes the whole output directory into od->tmp. */
-static int merge_write_all(const char *model_dir, const merge_src *s, const lora_layout *L,
+static int merge_write_all(const char *model_dir, const hf_files *s, const lora_layout *L,
                            const float *p, const merge_target *tg, int conv1d, const outdir *od,
                            pl_err *e)
 {
@@ -299,7 +182,7 @@ static int merge_write_all(const char *model_dir, const merge_src *s, const lora
             return -1;
     if (s->index_text) {
         char path[4096];
-        if (merge_join(path, od->tmp, MERGE_INDEX, e) != 0 ||
+        if (merge_join(path, od->tmp, HF_INDEX_NAME, e) != 0 ||
             pl_write_atomic(path, s->index_text, s->index_len, e) != 0)
             return -1;
     }
@@ -326,12 +209,12 @@ int cmd_merge(int argc, char **argv)
     model_config c;
     lora_layout L = {0};
     float *p = NULL;
-    merge_src s = {0};
+    hf_files s = {0};
     merge_target *tg = NULL;
     outdir od = {0};
     int status = 1;
     if (model_config_load(&c, model_dir, &e) != 0 ||
-        lora_load_peft(adapter, &c, &L, &p, &e) != 0 || merge_src_open(&s, model_dir, &e) != 0)
+        lora_load_peft(adapter, &c, &L, &p, &e) != 0 || hf_files_open(&s, model_dir, &e) != 0)
         goto done;
     int conv1d = c.arch == ARCH_GPT2;
     tg = calloc((size_t)L.n + 1, sizeof *tg);
@@ -353,7 +236,7 @@ done:
         cli_fail("merge", e.msg, 1);
     }
     free(tg);
-    merge_src_close(&s);
+    hf_files_close(&s);
     free(p);
     lora_layout_free(&L);
     return status;

@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "err.h"
+#include "file.h"
 #include "flags.h"
 #include "shard.h"
 

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "clock.h"
+#include "file.h"
 #include "fingerprint.h"
 #include "model_bf16.h"
 #include "outdir.h"

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file.h"
 #include "refcheck.h"
 #include "safetensors.h"
 #include "testutil.h"

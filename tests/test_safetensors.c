@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "safetensors.h"
 #include "testutil.h"
 

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
+
 int outdir_in_use(const char *path)
 {
     struct stat st;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "outdir.h"
 
 #define CKPT_MAX_INT 9007199254740992.0   /* 2^53: exact in a JSON number */

@@ -17,6 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bf16.h"
+#include "file.h"
+
 /* Offsets and dims travel through cJSON as doubles: exact up to 2^53. */
 #define ST_MAX_INT (1ULL << 53)
 
@@ -504,7 +507,7 @@ static float bits_f32(uint32_t u)
     return x;
 }
 
-float st_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+float st_bf16_to_f32(uint16_t h) { return bf16_to_f32(h); }
 
 /* IEEE half: sign | 5-bit exponent (bias 15) | 10-bit mantissa.  Subnormals
  * are m x 2^-24; exponent 31 is inf/nan (payload kept). */
@@ -522,14 +525,7 @@ float st_f16_to_f32(uint16_t h)
 }
 
 /* Truncate the low 16 bits with round to nearest even; NaN stays a (quiet) NaN. */
-uint16_t st_f32_to_bf16(float x)
-{
-    uint32_t u = f32_bits(x);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x0040);
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
+uint16_t st_f32_to_bf16(float x) { return bf16_from_f32(x); }
 
 /* Round-to-nearest-even of (v >> shift), shift >= 1. */
 static uint32_t rne_shift(uint32_t v, int shift)

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
+
 #define SHARD_HEADER_BYTES (SHARD_HEADER_INTS * 4)
 
 /* Little-endian loads from unaligned bytes: the format is little-endian and

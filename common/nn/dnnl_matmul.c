@@ -28,6 +28,8 @@
 #include <unistd.h>
 #endif
 
+#include "bf16.h"
+
 #define ARCH_REQ_XCOMP_PERM 0x1023 /* linux/arch/x86/include/uapi/asm/prctl.h */
 #define XFEATURE_XTILEDATA 18
 
@@ -177,17 +179,6 @@ static void engine_init(void)
 
 int dm_available(void) { return 1; }
 
-/* Round to nearest even; NaN stays a (quiet) NaN. */
-static inline uint16_t f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 /* xb[n*K + k] = bf16(x[n*K + k]) for n < N: the matmul's bf16 source. */
 static void to_bf16(uint16_t *xb, const float *x, int N, int K)
 {
@@ -196,7 +187,7 @@ static void to_bf16(uint16_t *xb, const float *x, int N, int K)
         const float *xr = x + (size_t)n * K;
         uint16_t *br = xb + (size_t)n * K;
         for (int k = 0; k < K; k++)
-            br[k] = f32_to_bf16(xr[k]);
+            br[k] = bf16_from_f32(xr[k]);
     }
 }
 

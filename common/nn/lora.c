@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "file.h"
 #include "rng.h"
 #include "safetensors.h"
 

@@ -8,11 +8,11 @@
  * rotary_emb.inv_freq in older files are ignored. */
 #include "model.h"
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 
 static const char *GPT2_LINEARS[] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
 static const char *LLAMA_LINEARS[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
@@ -59,14 +59,7 @@ typedef struct {
 
 static const st_tensor *find_raw(const model *m, const char *name, int *file)
 {
-    for (int i = 0; i < m->n_files; i++) {
-        const st_tensor *t = st_find(&m->files[i], name);
-        if (t) {
-            *file = i;
-            return t;
-        }
-    }
-    return NULL;
+    return hf_files_find(&m->files, name, file);
 }
 
 /* Looks a weight up, checks dtype and shape, and returns float data: the
@@ -86,7 +79,7 @@ static const float *weight(model *m, const finder *f, const char *name, int ndim
             *err = pl_errf(e, "%s: tensor %s not found", f->dir, full);
         return NULL;
     }
-    const char *fname = m->files[file].path;
+    const char *fname = m->files.files[file].path;
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
         *err = pl_errf(e, "%s: tensor %s has dtype %s (F32, F16 or BF16 expected)", fname, full,
                        st_dtype_name(t->dtype));
@@ -122,62 +115,6 @@ static const float *weight(model *m, const finder *f, const char *name, int ndim
     m->owned[m->n_owned++] = copy;
     st_to_f32(copy, t->data, t->dtype, t->numel);
     return copy;
-}
-
-/* Opens model.safetensors, or every shard named by model.safetensors.index.json. */
-static int open_files(model *m, const char *dir, pl_err *e)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    FILE *probe = fopen(path, "rb");
-    if (!probe) {
-        m->files = calloc(1, sizeof(st_file));
-        if (!m->files)
-            return pl_errf(e, "%s: out of memory", dir);
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        if (st_open(&m->files[0], path, e) != 0)
-            return -1;
-        m->n_files = 1;
-        return 0;
-    }
-    fclose(probe);
-    char *text = pl_read_text(path, 64u << 20, NULL, e);
-    if (!text)
-        return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    const cJSON *map = j ? cJSON_GetObjectItemCaseSensitive(j, "weight_map") : NULL;
-    if (!cJSON_IsObject(map)) {
-        cJSON_Delete(j);
-        return pl_errf(e, "%s: no weight_map object", path);
-    }
-    int cap = cJSON_GetArraySize(map), rc = 0;
-    char **names = calloc((size_t)cap + 1, sizeof *names);
-    int n = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, map)
-    {
-        if (!cJSON_IsString(it) || strchr(it->valuestring, '/')) {
-            rc = pl_errf(e, "%s: weight_map entry %s is not a file name", path, it->string);
-            break;
-        }
-        int k = 0;
-        while (k < n && strcmp(names[k], it->valuestring) != 0)
-            k++;
-        if (k == n)
-            names[n++] = it->valuestring;
-    }
-    m->files = calloc((size_t)n + 1, sizeof(st_file));
-    for (int k = 0; rc == 0 && k < n; k++) {
-        char fpath[4096];
-        snprintf(fpath, sizeof fpath, "%s/%s", dir, names[k]);
-        rc = st_open(&m->files[k], fpath, e);
-        if (rc == 0)
-            m->n_files = k + 1;
-    }
-    free(names);
-    cJSON_Delete(j);
-    return rc;
 }
 
 /* Appends one row to the weight table. */
@@ -329,7 +266,7 @@ static int load(model *m, const char *dir, int defer, pl_err *e)
     m->blocks = calloc((size_t)m->cfg.n_layer, sizeof *m->blocks);
     if (!m->blocks)
         return pl_errf(e, "%s: out of memory", dir);
-    if (open_files(m, dir, e) != 0 || load_weights(m, dir, defer, e) != 0) {
+    if (hf_files_open(&m->files, dir, e) != 0 || load_weights(m, dir, defer, e) != 0) {
         model_free(m);
         return -1;
     }
@@ -344,9 +281,7 @@ void model_free(model *m)
 {
     if (m->bf16_free)
         m->bf16_free(m);
-    for (int i = 0; i < m->n_files; i++)
-        st_close(&m->files[i]);
-    free(m->files);
+    hf_files_close(&m->files);
     for (int i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);

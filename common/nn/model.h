@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "hf_files.h"
 #include "safetensors.h"
 
 typedef enum { ARCH_GPT2, ARCH_LLAMA } model_arch;
@@ -79,8 +80,7 @@ struct model_s {
     const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head;   /* lm_head == wte when tied;
                                                            llama: wpe, lnf_b NULL */
     model_block *blocks;
-    st_file *files;
-    int n_files;
+    hf_files files;     /* the directory's safetensors files, mapped */
     float **owned;      /* converted copies (F16/BF16) */
     int n_owned;
     model_src wte_src, head_src;

@@ -1,4 +1,5 @@
 /* model_config.c - config.json of a Hugging Face model directory (GPT-2, Llama). */
+#include "file.h"
 #include "model.h"
 
 #include <cjson/cJSON.h>

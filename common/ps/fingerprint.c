@@ -10,9 +10,9 @@
 static unsigned long long shapes_hash(const model *m)
 {
     uint64_t h = PS_HASH_INIT;
-    for (int f = 0; f < m->n_files; f++)
-        for (int i = 0; i < m->files[f].n; i++) {
-            const st_tensor *t = &m->files[f].t[i];
+    for (int f = 0; f < m->files.n; f++)
+        for (int i = 0; i < m->files.files[f].n; i++) {
+            const st_tensor *t = &m->files.files[f].t[i];
             h = ps_hash64(h, t->name, strlen(t->name));
             h = ps_hash64(h, &t->dtype, sizeof t->dtype);
             h = ps_hash64(h, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
@@ -36,8 +36,8 @@ static void sample(const st_file *f, int fd, size_t off, unsigned char *buf)
 static unsigned long long content_hash(const model *m)
 {
     uint64_t h = PS_HASH_INIT;
-    for (int f = 0; f < m->n_files; f++) {
-        const st_file *sf = &m->files[f];
+    for (int f = 0; f < m->files.n; f++) {
+        const st_file *sf = &m->files.files[f];
         size_t n = sf->map_size;
         unsigned char buf[64];
         h = ps_hash64(h, &n, sizeof n);

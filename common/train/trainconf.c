@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "file.h"
 #include "flags.h"
 #include "lora.h"
 #include "model_bf16.h"
