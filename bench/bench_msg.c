@@ -3,9 +3,9 @@
  * For pushes of 1M and 10M floats (split into 64 tensors, as an adapter is),
  * times with warmed-up buffers, best of 20:
  *   memcpy         the payload bytes from one buffer to another
- *   encode         ps_encode_push_flat into a reused ps_buf
- *   decode         ps_decode_push without a destination (unpack + validate)
- *   decode+copy    ps_decode_push into the flat vector (what a server does)
+ *   encode         msg_encode_push_flat into a reused msg_buf
+ *   decode         msg_decode_push without a destination (unpack + validate)
+ *   decode+copy    msg_decode_push into the flat vector (what a server does)
  * and prints a table in ms, GB/s of payload, and multiples of memcpy.
  * encode must be about one memcpy (the floats are copied once, straight from
  * the caller's vector); decode+copy about two (unpack, then into dst).
@@ -28,11 +28,11 @@ static double now(void)
 
 typedef struct {
     size_t numel[N_TENSORS], offset[N_TENSORS];
-    ps_layout L;
+    msg_layout L;
     float *grad, *dst;
-    ps_buf out, scratch;
-    ps_expect x;
-    ps_push_hdr h;
+    msg_buf out, scratch;
+    msg_expect x;
+    msg_push_hdr h;
 } bench;
 
 /* n floats split into N_TENSORS near-equal tensors; buffers touched once. */
@@ -45,7 +45,7 @@ static int bench_init(bench *b, size_t n)
         b->offset[i] = off;
         off += b->numel[i];
     }
-    b->L = (ps_layout){N_TENSORS, b->numel, b->offset};
+    b->L = (msg_layout){N_TENSORS, b->numel, b->offset};
     b->grad = malloc(n * sizeof(float));
     b->dst = malloc(n * sizeof(float));
     if (!b->grad || !b->dst)
@@ -54,8 +54,8 @@ static int bench_init(bench *b, size_t n)
         b->grad[i] = (float)(i % 1000) * 1e-3f - 0.5f;
         b->dst[i] = 0;
     }
-    b->x = (ps_expect){&b->L, NULL, 1, 1, 1, 1};
-    b->h = (ps_push_hdr){.step = 1, .version = 1, .rank = 1, .tokens = 4096, .loss_sum = 1234.5,
+    b->x = (msg_expect){&b->L, NULL, 1, 1, 1, 1};
+    b->h = (msg_push_hdr){.step = 1, .version = 1, .rank = 1, .tokens = 4096, .loss_sum = 1234.5,
                          .sq_norm = 0.5, .t_compute = 0.1, .t_comm = 0.01, .t_wait = 0.001};
     return 0;
 }
@@ -64,8 +64,8 @@ static void bench_free(bench *b)
 {
     free(b->grad);
     free(b->dst);
-    ps_buf_free(&b->out);
-    ps_buf_free(&b->scratch);
+    msg_buf_free(&b->out);
+    msg_buf_free(&b->scratch);
 }
 
 enum { OP_MEMCPY, OP_ENCODE, OP_DECODE, OP_DECODE_COPY, N_OPS };
@@ -75,20 +75,20 @@ static const char *op_name[N_OPS] = {"memcpy", "encode", "decode", "decode+copy"
 static int run_op(bench *b, int op, size_t n)
 {
     pl_err e;
-    ps_push_hdr g;
+    msg_push_hdr g;
     int rc = 0;
     switch (op) {
     case OP_MEMCPY:
         memcpy(b->dst, b->grad, n * sizeof(float));
         break;
     case OP_ENCODE:
-        rc = ps_encode_push_flat(&b->out, &b->h, &b->L, NULL, b->grad, &e);
+        rc = msg_encode_push_flat(&b->out, &b->h, &b->L, NULL, b->grad, &e);
         break;
     case OP_DECODE:
-        rc = ps_decode_push(&b->scratch, b->out.data, b->out.len, 1, &b->x, &g, NULL, &e);
+        rc = msg_decode_push(&b->scratch, b->out.data, b->out.len, 1, &b->x, &g, NULL, &e);
         break;
     case OP_DECODE_COPY:
-        rc = ps_decode_push(&b->scratch, b->out.data, b->out.len, 1, &b->x, &g, b->dst, &e);
+        rc = msg_decode_push(&b->scratch, b->out.data, b->out.len, 1, &b->x, &g, b->dst, &e);
         break;
     }
     if (rc)

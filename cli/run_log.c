@@ -117,8 +117,8 @@ int run_fingerprint(run_fp *f, const train_config *t, const model *m, const lora
                     int workers, pl_err *e)
 {
     memset(f, 0, sizeof *f);
-    ps_hello_init(&f->h, 0, 1);
-    if (fp_build(&f->h, t, m, L, e) != 0 || ps_hello_addf(&f->h, e, "workers", "%d", workers)) {
+    msg_hello_init(&f->h, 0, 1);
+    if (fp_build(&f->h, t, m, L, e) != 0 || msg_hello_addf(&f->h, e, "workers", "%d", workers)) {
         run_fingerprint_free(f);
         return -1;
     }
@@ -135,7 +135,7 @@ int run_fingerprint(run_fp *f, const train_config *t, const model *m, const lora
 
 void run_fingerprint_free(run_fp *f)
 {
-    ps_hello_free(&f->h);
+    msg_hello_free(&f->h);
     free(f->kv);
     memset(f, 0, sizeof *f);
 }

@@ -41,7 +41,7 @@ int run_finish(run_log *r, const lora_layout *L, const model_config *c, const fl
 /* The run's fingerprint as a checkpoint records it: the Hello entries
  * (fp_build) plus "workers" (the batch geometry is workers x --batch). */
 typedef struct {
-    ps_hello h;
+    msg_hello h;
     ckpt_kv *kv;
     int n;
 } run_fp;

@@ -83,12 +83,12 @@ static const model *the_model(ps_run *r) { return r->rank >= r->S ? &r->w.m : &r
 /* Workers send their Hello to every server; servers compare with their own. */
 static int handshake(ps_run *r, pl_err *e)
 {
-    ps_hello mine, theirs;
-    ps_buf buf = {0};
-    ps_hello_init(&mine, r->rank, r->world);
+    msg_hello mine, theirs;
+    msg_buf buf = {0};
+    msg_hello_init(&mine, r->rank, r->world);
     int rc = fp_build(&mine, r->t, the_model(r), layout(r), e);
     if (rc == 0 && r->rank >= r->S) {
-        rc = ps_encode_hello(&buf, &mine, e);
+        rc = msg_encode_hello(&buf, &mine, e);
         MPI_Request *q = malloc((size_t)r->S * sizeof *q);
         for (int s = 0; rc == 0 && s < r->S; s++)
             tp_isend(r->world_comm, s, TP_TAG_HELLO, &buf, &q[s]);
@@ -102,14 +102,14 @@ static int handshake(ps_run *r, pl_err *e)
                      NULL, e);
         if (rc == 0) {
             memset(&theirs, 0, sizeof theirs);
-            rc = ps_decode_hello(buf.data, buf.len, src, &theirs, e);
+            rc = msg_decode_hello(buf.data, buf.len, src, &theirs, e);
             if (rc == 0)
-                rc = ps_hello_compare(&theirs, &mine, e);
-            ps_hello_free(&theirs);
+                rc = msg_hello_compare(&theirs, &mine, e);
+            msg_hello_free(&theirs);
         }
     }
-    ps_hello_free(&mine);
-    ps_buf_free(&buf);
+    msg_hello_free(&mine);
+    msg_buf_free(&buf);
     return rc;
 }
 

@@ -14,10 +14,10 @@ typedef struct {
     server *s;
     const ps_server_env *env;
     const train_config *t;
-    ps_layout lay;
+    msg_layout lay;
     size_t *numel, *offset;
     unsigned char *mine;      /* tensors this server owns */
-    ps_buf in, out, scratch;
+    msg_buf in, out, scratch;
     float *gsum, *gtmp;       /* flat, owned ranges used */
     MPI_Request *reqs;
     double t_last;            /* when the previous update went out */
@@ -43,14 +43,14 @@ static int srv_init(srv *v, server *s, const ps_server_env *env, pl_err *e)
         v->offset[id] = lora_tensor_offset(L, id);
         v->mine[id] = env->owner[id] == env->rank;
     }
-    v->lay = (ps_layout){nt, v->numel, v->offset};
+    v->lay = (msg_layout){nt, v->numel, v->offset};
     return 0;
 }
 
 static void srv_free(srv *v)
 {
     free(v->numel), free(v->offset), free(v->mine), free(v->gsum), free(v->gtmp), free(v->reqs);
-    ps_buf_free(&v->in), ps_buf_free(&v->out), ps_buf_free(&v->scratch);
+    msg_buf_free(&v->in), msg_buf_free(&v->out), msg_buf_free(&v->scratch);
 }
 
 /* gsum += gtmp over the owned ranges. */
@@ -69,8 +69,8 @@ static void add_owned(srv *v)
 /* Sends the owned slices of the adapter to every worker (one encoding). */
 static int send_update(srv *v, long version, long step, int stop, int tag, pl_err *e)
 {
-    ps_update_hdr h = {version, step, stop};
-    if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
+    msg_update_hdr h = {version, step, stop};
+    if (msg_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
         return -1;
     int S = v->env->S, W = v->env->W;
     for (int wi = 0; wi < W; wi++)
@@ -85,7 +85,7 @@ typedef struct {
     int nonfinite;
 } step_acc;
 
-static void acc_push(step_acc *a, const ps_push_hdr *h, size_t bytes)
+static void acc_push(step_acc *a, const msg_push_hdr *h, size_t bytes)
 {
     a->loss += h->loss_sum;
     a->tokens += h->tokens;
@@ -127,12 +127,12 @@ static int recv_eval(srv *v, long done, double *val, pl_err *e)
     if (tp_recv(v->env->world, S, TP_TAG_CTRL, &v->in, (double)v->t->timeout, NULL, NULL, NULL,
                 e) != 0)
         return -1;
-    ps_control c;
-    if (ps_decode_control(&v->scratch, v->in.data, v->in.len, S, &c, e) != 0)
+    msg_control c;
+    if (msg_decode_control(&v->scratch, v->in.data, v->in.len, S, &c, e) != 0)
         return -1;
-    if (c.kind == PS_CTRL_ERROR)
+    if (c.kind == MSG_CTRL_ERROR)
         return pl_errf(e, "rank %d: %s", S, c.message);
-    if (c.kind != PS_CTRL_EVALUATE || c.step != done)
+    if (c.kind != MSG_CTRL_EVALUATE || c.step != done)
         return pl_errf(e, "rank %d: expected the evaluation of step %ld", S, done);
     *val = c.value;
     if (v->env->on_eval)
@@ -152,11 +152,11 @@ static int bsp_step(srv *v, long step, pl_err *e)
     int S = v->env->S, W = v->env->W;
     step_acc a = {0};
     for (int wi = 0; wi < W; wi++) {
-        ps_push_hdr h;
-        ps_expect x = {&v->lay, v->mine, step, step, s->version, s->version};
+        msg_push_hdr h;
+        msg_expect x = {&v->lay, v->mine, step, step, s->version, s->version};
         if (tp_recv(v->env->world, S + wi, TP_TAG_PUSH, &v->in, (double)v->t->timeout, NULL, NULL,
                     NULL, e) != 0 ||
-            ps_decode_push(&v->scratch, v->in.data, v->in.len, S + wi, &x, &h,
+            msg_decode_push(&v->scratch, v->in.data, v->in.len, S + wi, &x, &h,
                            wi ? v->gtmp : v->gsum, e) != 0)
             return -1;
         if (wi)
@@ -220,8 +220,8 @@ static int async_replies(srv *v, async_state *st, pl_err *e)
         long t = st->pending[wi];
         if (t < 0 || (v->t->sync == SYNC_SSP && mc < t + 1 - v->t->staleness))
             continue;
-        ps_update_hdr h = {mc, t, t == v->t->steps - 1};
-        if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
+        msg_update_hdr h = {mc, t, t == v->t->steps - 1};
+        if (msg_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
             return -1;
         tp_isend(v->env->world, S + wi, TP_TAG_UPDATE, &v->out, &v->reqs[0]);
         if (tp_wait(v->reqs, 1, (double)v->t->timeout, "adapter update", e) != 0)
@@ -236,9 +236,9 @@ static int async_replies(srv *v, async_state *st, pl_err *e)
 static int async_push(srv *v, async_state *st, int src, step_acc *a, pl_err *e)
 {
     int wi = src - v->env->S;
-    ps_push_hdr h;
-    ps_expect x = {&v->lay, v->mine, st->clock[wi], st->clock[wi], 0, v->t->steps};
-    if (ps_decode_push(&v->scratch, v->in.data, v->in.len, src, &x, &h, v->gtmp, e) != 0)
+    msg_push_hdr h;
+    msg_expect x = {&v->lay, v->mine, st->clock[wi], st->clock[wi], 0, v->t->steps};
+    if (msg_decode_push(&v->scratch, v->in.data, v->in.len, src, &x, &h, v->gtmp, e) != 0)
         return -1;
     server_scale(v->s, v->gtmp, h.tokens);
     server_apply(v->s, v->gtmp, h.nonfinite ? NAN : h.sq_norm, h.step);
@@ -273,9 +273,9 @@ static int async_run(srv *v, pl_err *e)
         if (rc)
             break;
         if (tag == TP_TAG_CTRL && root && src == S) {
-            ps_control c;
-            rc = ps_decode_control(&v->scratch, v->in.data, v->in.len, src, &c, e);
-            if (!rc && c.kind == PS_CTRL_EVALUATE) {
+            msg_control c;
+            rc = msg_decode_control(&v->scratch, v->in.data, v->in.len, src, &c, e);
+            if (!rc && c.kind == MSG_CTRL_EVALUATE) {
                 pending_val = c.value;
                 evals_left--;
                 if (v->env->on_eval)
@@ -312,8 +312,8 @@ static int gather_final(srv *v, pl_err *e)
 {
     int S = v->env->S;
     if (v->env->rank != 0) {
-        ps_update_hdr h = {v->s->version, v->t->steps, 1};
-        if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
+        msg_update_hdr h = {v->s->version, v->t->steps, 1};
+        if (msg_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
             return -1;
         tp_isend(v->env->world, 0, TP_TAG_FINAL, &v->out, &v->reqs[0]);
         return tp_wait(v->reqs, 1, (double)v->t->timeout, "final adapter to rank 0", e);
@@ -323,12 +323,12 @@ static int gather_final(srv *v, pl_err *e)
     for (int r = 1; r < S && rc == 0; r++) {
         for (int id = 0; id < v->lay.n_tensors; id++)
             theirs[id] = v->env->owner[id] == r;
-        ps_update_hdr h;
-        ps_expect x = {&v->lay, theirs, 0, v->t->steps, 0, 1L << 62};
+        msg_update_hdr h;
+        msg_expect x = {&v->lay, theirs, 0, v->t->steps, 0, 1L << 62};
         rc = tp_recv(v->env->world, r, TP_TAG_FINAL, &v->in, (double)v->t->timeout, NULL, NULL,
                      NULL, e);
         if (rc == 0)
-            rc = ps_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, v->s->params, e);
+            rc = msg_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, v->s->params, e);
     }
     free(theirs);
     return rc;
@@ -345,8 +345,8 @@ static int checkpoint(srv *v, long done, pl_err *e)
     double tmo = (double)v->t->timeout;
     if (v->env->rank != 0) {
         for (int k = 0; k < 3; k++) {
-            ps_update_hdr h = {s->version, done, 0};
-            if (ps_encode_update_flat(&v->out, &h, &v->lay, v->mine, arr[k], e) != 0)
+            msg_update_hdr h = {s->version, done, 0};
+            if (msg_encode_update_flat(&v->out, &h, &v->lay, v->mine, arr[k], e) != 0)
                 return -1;
             tp_isend(v->env->world, 0, TP_TAG_CKPT, &v->out, &v->reqs[0]);
             if (tp_wait(v->reqs, 1, tmo, "checkpoint state to rank 0", e) != 0)
@@ -359,12 +359,12 @@ static int checkpoint(srv *v, long done, pl_err *e)
     for (int r = 1; r < S && rc == 0; r++) {
         for (int id = 0; id < v->lay.n_tensors; id++)
             theirs[id] = v->env->owner[id] == r;
-        ps_expect x = {&v->lay, theirs, done, done, 0, 1L << 62};
+        msg_expect x = {&v->lay, theirs, done, done, 0, 1L << 62};
         for (int k = 0; k < 3 && rc == 0; k++) {
-            ps_update_hdr h;
+            msg_update_hdr h;
             rc = tp_recv(v->env->world, r, TP_TAG_CKPT, &v->in, tmo, NULL, NULL, NULL, e);
             if (rc == 0)
-                rc = ps_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, arr[k], e);
+                rc = msg_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, arr[k], e);
         }
     }
     free(theirs);

@@ -16,7 +16,7 @@
  * breaks: an accepted GradPush, AdapterUpdate or Control re-encodes to a
  * message that decodes to the same header (bit for bit, but for the sign of
  * a zero) and bit-identical floats; an accepted message is of the kind
- * ps_peek_kind reports; an accepted Hello survives its own round trip and
+ * msg_peek_kind reports; an accepted Hello survives its own round trip and
  * compares equal to itself; every error is one NUL-terminated line. */
 #include <stddef.h>
 #include <stdint.h>
@@ -30,10 +30,10 @@
 #define NP 40
 static const size_t numel[NT] = {4, 12, 1, 8, 15};
 static const size_t offset[NT] = {0, 4, 16, 17, 25};
-static const ps_layout layout = {NT, numel, offset};
+static const msg_layout layout = {NT, numel, offset};
 static const unsigned char owned[NT] = {1, 0, 1, 1, 0};
 
-static ps_buf scratch, out;   /* reused across inputs, as a server would */
+static msg_buf scratch, out;   /* reused across inputs, as a server would */
 
 #define CHECK(c) do { if (!(c)) __builtin_trap(); } while (0)
 
@@ -44,14 +44,14 @@ static int same_double(double a, double b)
 }
 
 /* Round trip of an accepted push: encode what was decoded, decode again. */
-static void recheck_push(const ps_push_hdr *h, const float *p, const ps_expect *x)
+static void recheck_push(const msg_push_hdr *h, const float *p, const msg_expect *x)
 {
     float q[NP];
-    ps_push_hdr g;
+    msg_push_hdr g;
     pl_err e;
-    CHECK(ps_encode_push_flat(&out, h, &layout, owned, p, &e) == 0);
+    CHECK(msg_encode_push_flat(&out, h, &layout, owned, p, &e) == 0);
     memset(q, 0, sizeof q);
-    CHECK(ps_decode_push(&scratch, out.data, out.len, h->rank, x, &g, q, &e) == 0);
+    CHECK(msg_decode_push(&scratch, out.data, out.len, h->rank, x, &g, q, &e) == 0);
     CHECK(g.step == h->step && g.version == h->version && g.rank == h->rank);
     CHECK(g.tokens == h->tokens && g.nonfinite == h->nonfinite);
     CHECK(same_double(g.loss_sum, h->loss_sum) && same_double(g.sq_norm, h->sq_norm));
@@ -63,14 +63,14 @@ static void recheck_push(const ps_push_hdr *h, const float *p, const ps_expect *
 }
 
 /* Round trip of an accepted update. */
-static void recheck_update(const ps_update_hdr *h, const float *p, const ps_expect *x, int src)
+static void recheck_update(const msg_update_hdr *h, const float *p, const msg_expect *x, int src)
 {
     float q[NP];
-    ps_update_hdr g;
+    msg_update_hdr g;
     pl_err e;
-    CHECK(ps_encode_update_flat(&out, h, &layout, owned, p, &e) == 0);
+    CHECK(msg_encode_update_flat(&out, h, &layout, owned, p, &e) == 0);
     memset(q, 0, sizeof q);
-    CHECK(ps_decode_update(&scratch, out.data, out.len, src, x, &g, q, &e) == 0);
+    CHECK(msg_decode_update(&scratch, out.data, out.len, src, x, &g, q, &e) == 0);
     CHECK(g.step == h->step && g.version == h->version && g.stop == h->stop);
     for (int id = 0; id < NT; id++)
         if (owned[id])
@@ -78,15 +78,15 @@ static void recheck_update(const ps_update_hdr *h, const float *p, const ps_expe
 }
 
 /* Round trip of an accepted Hello, and its comparison with itself. */
-static void recheck_hello(const ps_hello *h, int src)
+static void recheck_hello(const msg_hello *h, int src)
 {
-    ps_hello g;
+    msg_hello g;
     pl_err e;
-    CHECK(ps_encode_hello(&out, h, &e) == 0);
-    CHECK(ps_decode_hello(out.data, out.len, src, &g, &e) == 0);
-    CHECK(ps_hello_compare(&g, h, &e) == 0);
-    CHECK(ps_hello_compare(h, &g, &e) == 0);
-    ps_hello_free(&g);
+    CHECK(msg_encode_hello(&out, h, &e) == 0);
+    CHECK(msg_decode_hello(out.data, out.len, src, &g, &e) == 0);
+    CHECK(msg_hello_compare(&g, h, &e) == 0);
+    CHECK(msg_hello_compare(h, &g, &e) == 0);
+    msg_hello_free(&g);
 }
 
 /* The error line must be one printable line. */
@@ -100,38 +100,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const int src = 2;
     pl_err e;
-    ps_kind kind = PS_MSG_NONE;
-    int peek = ps_peek_kind(data, size, src, &kind, &e);
+    msg_kind kind = MSG_NONE;
+    int peek = msg_peek_kind(data, size, src, &kind, &e);
     if (peek)
         check_line(&e);
 
     float p[NP];
-    ps_expect x = {&layout, owned, 0, 1L << 40, -1, 1L << 40};
-    ps_push_hdr ph;
-    if (ps_decode_push(&scratch, data, size, src, &x, &ph, p, &e) == 0) {
-        CHECK(peek == 0 && kind == PS_MSG_PUSH);
+    msg_expect x = {&layout, owned, 0, 1L << 40, -1, 1L << 40};
+    msg_push_hdr ph;
+    if (msg_decode_push(&scratch, data, size, src, &x, &ph, p, &e) == 0) {
+        CHECK(peek == 0 && kind == MSG_PUSH);
         recheck_push(&ph, p, &x);
     } else {
         check_line(&e);
     }
 
-    ps_update_hdr uh;
-    if (ps_decode_update(&scratch, data, size, src, &x, &uh, p, &e) == 0) {
-        CHECK(peek == 0 && kind == PS_MSG_UPDATE);
+    msg_update_hdr uh;
+    if (msg_decode_update(&scratch, data, size, src, &x, &uh, p, &e) == 0) {
+        CHECK(peek == 0 && kind == MSG_UPDATE);
         recheck_update(&uh, p, &x, src);
     } else {
         check_line(&e);
     }
 
-    ps_control c;
-    if (ps_decode_control(&scratch, data, size, src, &c, &e) == 0) {
-        CHECK(peek == 0 && kind == PS_MSG_CONTROL);
-        CHECK(c.kind >= PS_CTRL_STOP && c.kind <= PS_CTRL_ERROR);
-        CHECK(strlen(c.message) < PS_CTRL_MSG_LEN && !strchr(c.message, '\n'));
+    msg_control c;
+    if (msg_decode_control(&scratch, data, size, src, &c, &e) == 0) {
+        CHECK(peek == 0 && kind == MSG_CONTROL);
+        CHECK(c.kind >= MSG_CTRL_STOP && c.kind <= MSG_CTRL_ERROR);
+        CHECK(strlen(c.message) < MSG_CTRL_MSG_LEN && !strchr(c.message, '\n'));
         CHECK(c.count >= 0);
-        ps_control g;
-        CHECK(ps_encode_control(&out, &c, &e) == 0);
-        CHECK(ps_decode_control(&scratch, out.data, out.len, src, &g, &e) == 0);
+        msg_control g;
+        CHECK(msg_encode_control(&out, &c, &e) == 0);
+        CHECK(msg_decode_control(&scratch, out.data, out.len, src, &g, &e) == 0);
         CHECK(g.kind == c.kind && g.step == c.step && g.count == c.count);
         CHECK(same_double(g.value, c.value));
         CHECK(strcmp(g.message, c.message) == 0);
@@ -139,20 +139,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_line(&e);
     }
 
-    ps_hello h;
-    if (ps_decode_hello(data, size, src, &h, &e) == 0) {
-        CHECK(peek == 0 && kind == PS_MSG_HELLO);
+    msg_hello h;
+    if (msg_decode_hello(data, size, src, &h, &e) == 0) {
+        CHECK(peek == 0 && kind == MSG_HELLO);
         recheck_hello(&h, src);
     } else {
         check_line(&e);
     }
-    ps_hello_free(&h);
+    msg_hello_free(&h);
     return 0;
 }
 
 #ifdef FUZZ_MSG_SEEDS
 /* Writes one valid message of each kind into the directory argv[1]. */
-static void seed(const char *dir, const char *name, const ps_buf *b)
+static void seed(const char *dir, const char *name, const msg_buf *b)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -174,24 +174,24 @@ int main(int argc, char **argv)
     for (int i = 0; i < NP; i++)
         p[i] = (float)i * 0.25f - 3.0f;
     pl_err e;
-    ps_push_hdr ph = {7, 7, 2, 512, 1234.5, 0, 0.5, 0.25, 0.125, 0.0625};
-    ps_update_hdr uh = {8, 7, 0};
-    ps_control c = {PS_CTRL_EVALUATE, 7, "worker 2: model.safetensors: bad header", 3.25, 4096};
-    ps_hello h;
-    ps_hello_init(&h, 2, 4);
-    if (ps_encode_push_flat(&out, &ph, &layout, owned, p, &e) ||
+    msg_push_hdr ph = {7, 7, 2, 512, 1234.5, 0, 0.5, 0.25, 0.125, 0.0625};
+    msg_update_hdr uh = {8, 7, 0};
+    msg_control c = {MSG_CTRL_EVALUATE, 7, "worker 2: model.safetensors: bad header", 3.25, 4096};
+    msg_hello h;
+    msg_hello_init(&h, 2, 4);
+    if (msg_encode_push_flat(&out, &ph, &layout, owned, p, &e) ||
         (seed(argv[1], "push", &out), 0) ||
-        ps_encode_update_flat(&out, &uh, &layout, owned, p, &e) ||
+        msg_encode_update_flat(&out, &uh, &layout, owned, p, &e) ||
         (seed(argv[1], "update", &out), 0) ||
-        ps_encode_control(&out, &c, &e) || (seed(argv[1], "control", &out), 0) ||
-        ps_hello_add(&h, "model.arch", "gpt2", &e) || ps_hello_add(&h, "--rank", "8", &e) ||
-        ps_encode_hello(&out, &h, &e)) {
+        msg_encode_control(&out, &c, &e) || (seed(argv[1], "control", &out), 0) ||
+        msg_hello_add(&h, "model.arch", "gpt2", &e) || msg_hello_add(&h, "--rank", "8", &e) ||
+        msg_encode_hello(&out, &h, &e)) {
         fprintf(stderr, "%s\n", e.msg);
         return 1;
     }
     seed(argv[1], "hello", &out);
-    ps_hello_free(&h);
-    ps_buf_free(&out);
+    msg_hello_free(&h);
+    msg_buf_free(&out);
     return 0;
 }
 #endif

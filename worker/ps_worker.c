@@ -14,11 +14,11 @@
 typedef struct {
     worker *w;
     const ps_worker_env *env;
-    ps_layout lay;
+    msg_layout lay;
     size_t *numel, *offset;
     unsigned char **owned;   /* [S][n_tensors] */
-    ps_buf *out;             /* one encoding per server */
-    ps_buf in, scratch;
+    msg_buf *out;             /* one encoding per server */
+    msg_buf in, scratch;
     MPI_Request *reqs;
     double t_comm, t_wait;   /* of the last exchange (push + pull), sent with the next push */
 } wrk;
@@ -45,7 +45,7 @@ static int wrk_init(wrk *v, worker *w, const ps_worker_env *env, pl_err *e)
         for (int id = 0; id < nt; id++)
             v->owned[s][id] = env->owner[id] == s;
     }
-    v->lay = (ps_layout){nt, v->numel, v->offset};
+    v->lay = (msg_layout){nt, v->numel, v->offset};
     return 0;
 }
 
@@ -53,10 +53,10 @@ static void wrk_free(wrk *v)
 {
     for (int s = 0; v->owned && s < v->env->S; s++) {
         free(v->owned[s]);
-        ps_buf_free(&v->out[s]);
+        msg_buf_free(&v->out[s]);
     }
     free(v->owned), free(v->out), free(v->numel), free(v->offset), free(v->reqs);
-    ps_buf_free(&v->in), ps_buf_free(&v->scratch);
+    msg_buf_free(&v->in), msg_buf_free(&v->scratch);
 }
 
 /* Takes one AdapterUpdate from every server; *version = the oldest of them.
@@ -68,11 +68,11 @@ static int pull(wrk *v, long step_min, long step_max, long *version, int *stop, 
     long vmin = -1;
     for (int s = 0; s < v->env->S; s++) {
         double waited;
-        ps_update_hdr h;
-        ps_expect x = {&v->lay, v->owned[s], step_min, step_max, 0, v->w->t->steps};
+        msg_update_hdr h;
+        msg_expect x = {&v->lay, v->owned[s], step_min, step_max, 0, v->w->t->steps};
         if (tp_recv(v->env->world, s, TP_TAG_UPDATE, &v->in, 2.0 * (double)v->w->t->timeout,
                     NULL, NULL, &waited, e) != 0 ||
-            ps_decode_update(&v->scratch, v->in.data, v->in.len, s, &x, &h, v->w->params, e))
+            msg_decode_update(&v->scratch, v->in.data, v->in.len, s, &x, &h, v->w->params, e))
             return -1;
         waited_total += waited;
         if (vmin < 0 || h.version < vmin)
@@ -93,11 +93,11 @@ static int push(wrk *v, long step, long version, double loss, long ntok, double 
     double t0 = clock_now();
     int finite = worker_grad_finite(w, loss);
     double mean_sq = opt_sq_norm(w->grad, w->L.n_params) / ((double)ntok * (double)ntok);
-    ps_push_hdr h = {.step = step, .version = version, .rank = v->env->rank, .tokens = ntok,
+    msg_push_hdr h = {.step = step, .version = version, .rank = v->env->rank, .tokens = ntok,
                      .loss_sum = loss, .nonfinite = !finite, .t_compute = t_compute,
                      .t_comm = v->t_comm, .t_wait = v->t_wait, .sq_norm = mean_sq};
     for (int s = 0; s < v->env->S; s++) {
-        if (ps_encode_push_flat(&v->out[s], &h, &v->lay, v->owned[s], w->grad, e) != 0)
+        if (msg_encode_push_flat(&v->out[s], &h, &v->lay, v->owned[s], w->grad, e) != 0)
             return -1;
         tp_isend(v->env->world, s, TP_TAG_PUSH, &v->out[s], &v->reqs[s]);
     }
@@ -116,8 +116,8 @@ static int send_eval(wrk *v, long done, pl_err *e)
     long n;
     if (worker_validate(v->w, &val, &n, e) != 0)
         return -1;
-    ps_control c = {.kind = PS_CTRL_EVALUATE, .step = done, .value = val, .count = n};
-    if (ps_encode_control(&v->scratch, &c, e) != 0)
+    msg_control c = {.kind = MSG_CTRL_EVALUATE, .step = done, .value = val, .count = n};
+    if (msg_encode_control(&v->scratch, &c, e) != 0)
         return -1;
     MPI_Request r;
     tp_isend(v->env->world, 0, TP_TAG_CTRL, &v->scratch, &r);

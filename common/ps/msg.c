@@ -2,8 +2,8 @@
  * msg.h for the messages and their checks, proto/pslora.proto for the wire).
  *
  * Encoding points the generated structs at the caller's floats and packs into
- * a grow-only ps_buf.  Decoding unpacks with an arena allocator that bumps
- * through a grow-only ps_buf (free is a no-op, the arena is reset by the next
+ * a grow-only msg_buf.  Decoding unpacks with an arena allocator that bumps
+ * through a grow-only msg_buf (free is a no-op, the arena is reset by the next
  * decode), so a warmed-up step allocates nothing and nothing can leak. */
 #include "msg.h"
 
@@ -18,7 +18,7 @@
 
 /* ------------------------------------------------------------------ buffers */
 
-void ps_buf_free(ps_buf *b)
+void msg_buf_free(msg_buf *b)
 {
     free(b->data);
     free(b->aux);
@@ -27,7 +27,7 @@ void ps_buf_free(ps_buf *b)
 
 /* Makes b->data hold at least n bytes; old contents are not kept (callers
  * reserve before writing).  0 / -1 on out of memory. */
-static int buf_reserve(ps_buf *b, size_t n)
+static int buf_reserve(msg_buf *b, size_t n)
 {
     if (b->cap >= n)
         return 0;
@@ -42,7 +42,7 @@ static int buf_reserve(ps_buf *b, size_t n)
 }
 
 /* Same for the encoder's struct area b->aux. */
-static int aux_reserve(ps_buf *b, size_t n)
+static int aux_reserve(msg_buf *b, size_t n)
 {
     if (b->aux_cap >= n)
         return 0;
@@ -55,7 +55,7 @@ static int aux_reserve(ps_buf *b, size_t n)
 /* ------------------------------------------------------------------- arena */
 
 typedef struct {
-    ps_buf *b;
+    msg_buf *b;
     int overflow;   /* an allocation did not fit: grow and unpack again */
 } arena;
 
@@ -63,7 +63,7 @@ typedef struct {
 static void *arena_alloc(void *data, size_t n)
 {
     arena *a = data;
-    ps_buf *b = a->b;
+    msg_buf *b = a->b;
     size_t at = (b->len + 15) & ~(size_t)15;
     if (at < b->len || at > b->cap || n > b->cap - at) {
         a->overflow = 1;
@@ -88,7 +88,7 @@ static size_t arena_limit(size_t len)
 
 /* Unpacks an Envelope into scratch, growing it while the arena is what
  * failed.  NULL when the bytes are not a valid Envelope (or out of memory). */
-static Pslora__Envelope *unpack_envelope(ps_buf *scratch, const void *bytes, size_t len)
+static Pslora__Envelope *unpack_envelope(msg_buf *scratch, const void *bytes, size_t len)
 {
     if (len > INT_MAX || buf_reserve(scratch, len + len / 8 + 65536))
         return NULL;
@@ -109,13 +109,13 @@ static Pslora__Envelope *unpack_envelope(ps_buf *scratch, const void *bytes, siz
 
 /* -------------------------------------------------------------- envelope kind */
 
-const char *ps_kind_name(ps_kind k)
+const char *msg_kind_name(msg_kind k)
 {
     switch (k) {
-    case PS_MSG_HELLO: return "Hello";
-    case PS_MSG_PUSH: return "GradPush";
-    case PS_MSG_UPDATE: return "AdapterUpdate";
-    case PS_MSG_CONTROL: return "Control";
+    case MSG_HELLO: return "Hello";
+    case MSG_PUSH: return "GradPush";
+    case MSG_UPDATE: return "AdapterUpdate";
+    case MSG_CONTROL: return "Control";
     default: return "empty message";
     }
 }
@@ -160,53 +160,53 @@ static int skip_field(const unsigned char *p, size_t len, size_t *pos, unsigned 
 /* The body kind from a scan of the top-level fields: 0 with *kind (NONE when
  * there is no body), or -1 when the fields are malformed.  Field number 0 is
  * refused here although protobuf-c would skip it. */
-static int scan_kind(const unsigned char *p, size_t len, ps_kind *kind)
+static int scan_kind(const unsigned char *p, size_t len, msg_kind *kind)
 {
     size_t pos = 0;
-    ps_kind k = PS_MSG_NONE;
+    msg_kind k = MSG_NONE;
     while (pos < len) {
         uint64_t key;
         if (read_varint(p, len, &pos, &key))
             return -1;
         uint64_t field = key >> 3;
         unsigned wt = key & 7;
-        if (field == 0 || (field <= PS_MSG_CONTROL && wt != 2) || skip_field(p, len, &pos, wt))
+        if (field == 0 || (field <= MSG_CONTROL && wt != 2) || skip_field(p, len, &pos, wt))
             return -1;
-        if (field <= PS_MSG_CONTROL)
-            k = (ps_kind)field;   /* the last body field wins, as in protobuf */
+        if (field <= MSG_CONTROL)
+            k = (msg_kind)field;   /* the last body field wins, as in protobuf */
     }
     *kind = k;
     return 0;
 }
 
-int ps_peek_kind(const void *bytes, size_t len, int src, ps_kind *kind, pl_err *e)
+int msg_peek_kind(const void *bytes, size_t len, int src, msg_kind *kind, pl_err *e)
 {
-    ps_kind k;
+    msg_kind k;
     if (scan_kind(bytes, len, &k))
         return pl_errf(e, "rank %d: undecodable message (%zu bytes)", src, len);
-    if (k == PS_MSG_NONE)
+    if (k == MSG_NONE)
         return pl_errf(e, "rank %d: empty message (%zu bytes, no body)", src, len);
     *kind = k;
     return 0;
 }
 
 /* Checks the body kind with a scan (so a decoder accepts only what
- * ps_peek_kind accepts, and a wrong kind costs no unpacking), then unpacks.
+ * msg_peek_kind accepts, and a wrong kind costs no unpacking), then unpacks.
  * On failure the error names src. */
-static Pslora__Envelope *unpack_kind(ps_buf *scratch, const void *bytes, size_t len, int src,
-                                     ps_kind want, pl_err *e)
+static Pslora__Envelope *unpack_kind(msg_buf *scratch, const void *bytes, size_t len, int src,
+                                     msg_kind want, pl_err *e)
 {
-    ps_kind k = PS_MSG_NONE;   /* stays NONE when the scan fails */
+    msg_kind k = MSG_NONE;   /* stays NONE when the scan fails */
     Pslora__Envelope *env = NULL;
     if (scan_kind(bytes, len, &k) == 0 && k != want) {
-        pl_errf(e, "rank %d: expected %s, got %s", src, ps_kind_name(want), ps_kind_name(k));
+        pl_errf(e, "rank %d: expected %s, got %s", src, msg_kind_name(want), msg_kind_name(k));
         return NULL;
     }
     if (k == want)
         env = unpack_envelope(scratch, bytes, len);
     if (!env || (int)env->body_case != (int)want) {
         pl_errf(e, "rank %d: undecodable message (%zu bytes, expected %s)", src, len,
-                ps_kind_name(want));
+                msg_kind_name(want));
         return NULL;
     }
     return env;
@@ -215,7 +215,7 @@ static Pslora__Envelope *unpack_kind(ps_buf *scratch, const void *bytes, size_t 
 /* ------------------------------------------------------------------ encoding */
 
 /* Packs env into out; -1 past MPI's int count or out of memory. */
-static int pack_envelope(ps_buf *out, const Pslora__Envelope *env, const char *what, pl_err *e)
+static int pack_envelope(msg_buf *out, const Pslora__Envelope *env, const char *what, pl_err *e)
 {
     size_t n = pslora__envelope__get_packed_size(env);
     if (n > INT_MAX)
@@ -253,7 +253,7 @@ static size_t varint_size(uint64_t v)
  * then each slice (whose packed floats it copies once, with no memmove).
  * Fields may come in any order on the wire; as slices has the body's highest
  * field number, the bytes are exactly protobuf-c's. */
-static int pack_framed(ps_buf *out, ProtobufCMessage *body, size_t *n_slices,
+static int pack_framed(msg_buf *out, ProtobufCMessage *body, size_t *n_slices,
                        unsigned env_field, Pslora__TensorSlice *const *s, const char *what,
                        pl_err *e)
 {
@@ -285,7 +285,7 @@ static int pack_framed(ps_buf *out, ProtobufCMessage *body, size_t *n_slices,
 }
 
 /* Makes n TensorSlice structs and the pointer array to them in out->aux. */
-static Pslora__TensorSlice **slices_alloc(ps_buf *out, int n)
+static Pslora__TensorSlice **slices_alloc(msg_buf *out, int n)
 {
     size_t need = (size_t)n * (sizeof(Pslora__TensorSlice *) + sizeof(Pslora__TensorSlice));
     if (aux_reserve(out, need ? need : 1))
@@ -309,7 +309,7 @@ static void slice_set(Pslora__TensorSlice *s, int id, const float *data, size_t 
 
 /* Slices from explicit lists; -1 on a bad id, count or pointer, or a payload
  * past INT_MAX bytes. */
-static Pslora__TensorSlice **slices_from_lists(ps_buf *out, const char *what, int n,
+static Pslora__TensorSlice **slices_from_lists(msg_buf *out, const char *what, int n,
                                                const int *ids, const float *const *data,
                                                const size_t *lens, pl_err *e)
 {
@@ -343,7 +343,7 @@ static Pslora__TensorSlice **slices_from_lists(ps_buf *out, const char *what, in
 }
 
 /* Slices for the owned tensors of a flat vector, in id order; *n gets the count. */
-static Pslora__TensorSlice **slices_from_flat(ps_buf *out, const char *what, const ps_layout *L,
+static Pslora__TensorSlice **slices_from_flat(msg_buf *out, const char *what, const msg_layout *L,
                                               const unsigned char *owned, const float *flat,
                                               int *n, pl_err *e)
 {
@@ -372,7 +372,7 @@ static Pslora__TensorSlice **slices_from_flat(ps_buf *out, const char *what, con
 }
 
 /* Packs a push with the given slices. */
-static int pack_push(ps_buf *out, const ps_push_hdr *h, Pslora__TensorSlice **s, int n,
+static int pack_push(msg_buf *out, const msg_push_hdr *h, Pslora__TensorSlice **s, int n,
                      pl_err *e)
 {
     Pslora__GradPush m = PSLORA__GRAD_PUSH__INIT;
@@ -392,7 +392,7 @@ static int pack_push(ps_buf *out, const ps_push_hdr *h, Pslora__TensorSlice **s,
 }
 
 /* Packs an update with the given slices. */
-static int pack_update(ps_buf *out, const ps_update_hdr *h, Pslora__TensorSlice **s, int n,
+static int pack_update(msg_buf *out, const msg_update_hdr *h, Pslora__TensorSlice **s, int n,
                        pl_err *e)
 {
     Pslora__AdapterUpdate m = PSLORA__ADAPTER_UPDATE__INIT;
@@ -405,14 +405,14 @@ static int pack_update(ps_buf *out, const ps_update_hdr *h, Pslora__TensorSlice 
                        "AdapterUpdate", e);
 }
 
-int ps_encode_push(ps_buf *out, const ps_push_hdr *h, int n, const int *ids,
+int msg_encode_push(msg_buf *out, const msg_push_hdr *h, int n, const int *ids,
                    const float *const *data, const size_t *lens, pl_err *e)
 {
     Pslora__TensorSlice **s = slices_from_lists(out, "GradPush", n, ids, data, lens, e);
     return s ? pack_push(out, h, s, n, e) : -1;
 }
 
-int ps_encode_push_flat(ps_buf *out, const ps_push_hdr *h, const ps_layout *L,
+int msg_encode_push_flat(msg_buf *out, const msg_push_hdr *h, const msg_layout *L,
                         const unsigned char *owned, const float *flat, pl_err *e)
 {
     int n = 0;
@@ -420,14 +420,14 @@ int ps_encode_push_flat(ps_buf *out, const ps_push_hdr *h, const ps_layout *L,
     return s ? pack_push(out, h, s, n, e) : -1;
 }
 
-int ps_encode_update(ps_buf *out, const ps_update_hdr *h, int n, const int *ids,
+int msg_encode_update(msg_buf *out, const msg_update_hdr *h, int n, const int *ids,
                      const float *const *data, const size_t *lens, pl_err *e)
 {
     Pslora__TensorSlice **s = slices_from_lists(out, "AdapterUpdate", n, ids, data, lens, e);
     return s ? pack_update(out, h, s, n, e) : -1;
 }
 
-int ps_encode_update_flat(ps_buf *out, const ps_update_hdr *h, const ps_layout *L,
+int msg_encode_update_flat(msg_buf *out, const msg_update_hdr *h, const msg_layout *L,
                           const unsigned char *owned, const float *flat, pl_err *e)
 {
     int n = 0;
@@ -435,12 +435,12 @@ int ps_encode_update_flat(ps_buf *out, const ps_update_hdr *h, const ps_layout *
     return s ? pack_update(out, h, s, n, e) : -1;
 }
 
-int ps_encode_control(ps_buf *out, const ps_control *c, pl_err *e)
+int msg_encode_control(msg_buf *out, const msg_control *c, pl_err *e)
 {
-    if (c->kind < PS_CTRL_STOP || c->kind > PS_CTRL_ERROR)
+    if (c->kind < MSG_CTRL_STOP || c->kind > MSG_CTRL_ERROR)
         return pl_errf(e, "Control: unknown kind %d", (int)c->kind);
-    char text[PS_CTRL_MSG_LEN];
-    snprintf(text, sizeof text, "%.*s", PS_CTRL_MSG_LEN - 1, c->message);
+    char text[MSG_CTRL_MSG_LEN];
+    snprintf(text, sizeof text, "%.*s", MSG_CTRL_MSG_LEN - 1, c->message);
     Pslora__Control m = PSLORA__CONTROL__INIT;
     m.kind = (Pslora__Control__Kind)c->kind;
     m.step = c->step;
@@ -458,10 +458,10 @@ int ps_encode_control(ps_buf *out, const ps_control *c, pl_err *e)
 /* Checks a message's slices against x (see msg.h for the order of checks);
  * what/src name the message in the error.  The seen-mask lives in
  * scratch->aux, which the unpacked message does not use. */
-static int check_slices(ps_buf *scratch, Pslora__TensorSlice *const *s, size_t n,
-                        const ps_expect *x, const char *what, int src, pl_err *e)
+static int check_slices(msg_buf *scratch, Pslora__TensorSlice *const *s, size_t n,
+                        const msg_expect *x, const char *what, int src, pl_err *e)
 {
-    const ps_layout *L = x->layout;
+    const msg_layout *L = x->layout;
     size_t n_seen = L->n_tensors > 0 ? (size_t)L->n_tensors : 1;
     if (aux_reserve(scratch, n_seen))
         return pl_errf(e, "rank %d: %s: out of memory", src, what);
@@ -488,7 +488,7 @@ static int check_slices(ps_buf *scratch, Pslora__TensorSlice *const *s, size_t n
 }
 
 /* Copies validated slices into the flat vector dst at layout offsets. */
-static void copy_slices(Pslora__TensorSlice *const *s, size_t n, const ps_layout *L, float *dst)
+static void copy_slices(Pslora__TensorSlice *const *s, size_t n, const msg_layout *L, float *dst)
 {
     if (!dst)
         return;
@@ -498,7 +498,7 @@ static void copy_slices(Pslora__TensorSlice *const *s, size_t n, const ps_layout
 }
 
 /* Step and version against the expected windows. */
-static int check_step_version(long step, long version, const ps_expect *x, const char *what,
+static int check_step_version(long step, long version, const msg_expect *x, const char *what,
                               int src, pl_err *e)
 {
     if (step < x->step_min || step > x->step_max)
@@ -510,10 +510,10 @@ static int check_step_version(long step, long version, const ps_expect *x, const
     return 0;
 }
 
-int ps_decode_push(ps_buf *scratch, const void *bytes, size_t len, int src,
-                   const ps_expect *x, ps_push_hdr *h, float *dst, pl_err *e)
+int msg_decode_push(msg_buf *scratch, const void *bytes, size_t len, int src,
+                   const msg_expect *x, msg_push_hdr *h, float *dst, pl_err *e)
 {
-    Pslora__Envelope *env = unpack_kind(scratch, bytes, len, src, PS_MSG_PUSH, e);
+    Pslora__Envelope *env = unpack_kind(scratch, bytes, len, src, MSG_PUSH, e);
     if (!env)
         return -1;
     const Pslora__GradPush *m = env->push;
@@ -548,10 +548,10 @@ int ps_decode_push(ps_buf *scratch, const void *bytes, size_t len, int src,
     return 0;
 }
 
-int ps_decode_update(ps_buf *scratch, const void *bytes, size_t len, int src,
-                     const ps_expect *x, ps_update_hdr *h, float *dst, pl_err *e)
+int msg_decode_update(msg_buf *scratch, const void *bytes, size_t len, int src,
+                     const msg_expect *x, msg_update_hdr *h, float *dst, pl_err *e)
 {
-    Pslora__Envelope *env = unpack_kind(scratch, bytes, len, src, PS_MSG_UPDATE, e);
+    Pslora__Envelope *env = unpack_kind(scratch, bytes, len, src, MSG_UPDATE, e);
     if (!env)
         return -1;
     const Pslora__AdapterUpdate *m = env->update;
@@ -577,10 +577,10 @@ static void copy_line(char *out, size_t cap, const char *s)
     out[i] = 0;
 }
 
-int ps_decode_control(ps_buf *scratch, const void *bytes, size_t len, int src,
-                      ps_control *c, pl_err *e)
+int msg_decode_control(msg_buf *scratch, const void *bytes, size_t len, int src,
+                      msg_control *c, pl_err *e)
 {
-    Pslora__Envelope *env = unpack_kind(scratch, bytes, len, src, PS_MSG_CONTROL, e);
+    Pslora__Envelope *env = unpack_kind(scratch, bytes, len, src, MSG_CONTROL, e);
     if (!env)
         return -1;
     const Pslora__Control *m = env->control;
@@ -588,7 +588,7 @@ int ps_decode_control(ps_buf *scratch, const void *bytes, size_t len, int src,
         return pl_errf(e, "rank %d: Control: unknown kind %d", src, (int)m->kind);
     if (m->count < 0)
         return pl_errf(e, "rank %d: Control: negative count %ld", src, (long)m->count);
-    c->kind = (ps_ctrl_kind)m->kind;
+    c->kind = (msg_ctrl_kind)m->kind;
     c->step = m->step;
     c->value = m->value;
     c->count = m->count;
@@ -598,15 +598,15 @@ int ps_decode_control(ps_buf *scratch, const void *bytes, size_t len, int src,
 
 /* -------------------------------------------------------------------- Hello */
 
-void ps_hello_init(ps_hello *h, int rank, int world)
+void msg_hello_init(msg_hello *h, int rank, int world)
 {
     memset(h, 0, sizeof *h);
     h->rank = rank;
     h->world = world;
-    h->protocol = PS_PROTOCOL_VERSION;
+    h->protocol = MSG_PROTOCOL_VERSION;
 }
 
-void ps_hello_free(ps_hello *h)
+void msg_hello_free(msg_hello *h)
 {
     for (int i = 0; i < h->n; i++) {
         free(h->kv[i].key);
@@ -626,7 +626,7 @@ static int printable(const char *s)
     return 1;
 }
 
-const char *ps_hello_get(const ps_hello *h, const char *key)
+const char *msg_hello_get(const msg_hello *h, const char *key)
 {
     for (int i = 0; i < h->n; i++)
         if (strcmp(h->kv[i].key, key) == 0)
@@ -635,31 +635,31 @@ const char *ps_hello_get(const ps_hello *h, const char *key)
 }
 
 /* Checks one entry; prefix names where it came from ("rank 3: Hello"). */
-static int check_entry(const ps_hello *h, const char *key, const char *value,
+static int check_entry(const msg_hello *h, const char *key, const char *value,
                        const char *prefix, pl_err *e)
 {
     if (!key || !*key)
         return pl_errf(e, "%s: empty fingerprint key", prefix);
-    if (strlen(key) > PS_KEY_MAX || !printable(key))
+    if (strlen(key) > MSG_KEY_MAX || !printable(key))
         return pl_errf(e, "%s: fingerprint key of %zu bytes is longer than %d or not printable",
-                       prefix, strlen(key), PS_KEY_MAX);
-    if (!value || strlen(value) > PS_VALUE_MAX || !printable(value))
+                       prefix, strlen(key), MSG_KEY_MAX);
+    if (!value || strlen(value) > MSG_VALUE_MAX || !printable(value))
         return pl_errf(e, "%s: %s: value is missing, longer than %d bytes or not printable",
-                       prefix, key, PS_VALUE_MAX);
-    if (ps_hello_get(h, key))
+                       prefix, key, MSG_VALUE_MAX);
+    if (msg_hello_get(h, key))
         return pl_errf(e, "%s: %s: duplicate fingerprint key", prefix, key);
-    if (h->n >= PS_HELLO_MAX_KEYS)
+    if (h->n >= MSG_HELLO_MAX_KEYS)
         return pl_errf(e, "%s: %s: more than %d fingerprint keys", prefix, key,
-                       PS_HELLO_MAX_KEYS);
+                       MSG_HELLO_MAX_KEYS);
     return 0;
 }
 
 /* Appends without checks (the caller ran check_entry). */
-static int append_entry(ps_hello *h, const char *key, const char *value, pl_err *e)
+static int append_entry(msg_hello *h, const char *key, const char *value, pl_err *e)
 {
     if (h->n == h->cap) {
         int cap = h->cap ? 2 * h->cap : 16;
-        ps_kv *kv = realloc(h->kv, (size_t)cap * sizeof *kv);
+        msg_kv *kv = realloc(h->kv, (size_t)cap * sizeof *kv);
         if (!kv)
             return pl_errf(e, "Hello: out of memory");
         h->kv = kv;
@@ -677,27 +677,27 @@ static int append_entry(ps_hello *h, const char *key, const char *value, pl_err 
     return 0;
 }
 
-int ps_hello_add(ps_hello *h, const char *key, const char *value, pl_err *e)
+int msg_hello_add(msg_hello *h, const char *key, const char *value, pl_err *e)
 {
     if (check_entry(h, key, value, "Hello", e))
         return -1;
     return append_entry(h, key, value, e);
 }
 
-int ps_hello_addf(ps_hello *h, pl_err *e, const char *key, const char *fmt, ...)
+int msg_hello_addf(msg_hello *h, pl_err *e, const char *key, const char *fmt, ...)
 {
-    char value[PS_VALUE_MAX + 2];
+    char value[MSG_VALUE_MAX + 2];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(value, sizeof value, fmt, ap);
     va_end(ap);
-    if (n < 0 || n > PS_VALUE_MAX)
+    if (n < 0 || n > MSG_VALUE_MAX)
         return pl_errf(e, "Hello: %s: value longer than %d bytes", key ? key : "?",
-                       PS_VALUE_MAX);
-    return ps_hello_add(h, key, value, e);
+                       MSG_VALUE_MAX);
+    return msg_hello_add(h, key, value, e);
 }
 
-int ps_encode_hello(ps_buf *out, const ps_hello *h, pl_err *e)
+int msg_encode_hello(msg_buf *out, const msg_hello *h, pl_err *e)
 {
     Pslora__KeyValue *kv = malloc((size_t)(h->n ? h->n : 1) * sizeof *kv);
     Pslora__KeyValue **ptr = malloc((size_t)(h->n ? h->n : 1) * sizeof *ptr);
@@ -728,7 +728,7 @@ int ps_encode_hello(ps_buf *out, const ps_hello *h, pl_err *e)
 }
 
 /* Copies a decoded Hello into h, checking every entry. */
-static int hello_from_msg(const Pslora__Hello *m, int src, ps_hello *h, pl_err *e)
+static int hello_from_msg(const Pslora__Hello *m, int src, msg_hello *h, pl_err *e)
 {
     char prefix[64];
     snprintf(prefix, sizeof prefix, "rank %d: Hello", src);
@@ -736,10 +736,10 @@ static int hello_from_msg(const Pslora__Hello *m, int src, ps_hello *h, pl_err *
         return pl_errf(e, "rank %d: Hello claims rank %d", src, (int)m->rank);
     if (m->world < 1 || m->rank >= m->world)
         return pl_errf(e, "rank %d: Hello: rank outside world size %d", src, (int)m->world);
-    if (m->n_fingerprint > PS_HELLO_MAX_KEYS)
+    if (m->n_fingerprint > MSG_HELLO_MAX_KEYS)
         return pl_errf(e, "%s: %zu fingerprint keys (at most %d)", prefix, m->n_fingerprint,
-                       PS_HELLO_MAX_KEYS);
-    ps_hello_init(h, m->rank, m->world);
+                       MSG_HELLO_MAX_KEYS);
+    msg_hello_init(h, m->rank, m->world);
     h->protocol = m->protocol;
     for (size_t i = 0; i < m->n_fingerprint; i++) {
         const Pslora__KeyValue *kv = m->fingerprint[i];
@@ -750,17 +750,17 @@ static int hello_from_msg(const Pslora__Hello *m, int src, ps_hello *h, pl_err *
     return 0;
 }
 
-int ps_decode_hello(const void *bytes, size_t len, int src, ps_hello *h, pl_err *e)
+int msg_decode_hello(const void *bytes, size_t len, int src, msg_hello *h, pl_err *e)
 {
     memset(h, 0, sizeof *h);
-    ps_buf scratch = {0};
-    Pslora__Envelope *env = unpack_kind(&scratch, bytes, len, src, PS_MSG_HELLO, e);
+    msg_buf scratch = {0};
+    Pslora__Envelope *env = unpack_kind(&scratch, bytes, len, src, MSG_HELLO, e);
     int rc = env ? hello_from_msg(env->hello, src, h, e) : -1;
-    ps_buf_free(&scratch);
+    msg_buf_free(&scratch);
     return rc;
 }
 
-int ps_hello_compare(const ps_hello *worker, const ps_hello *server, pl_err *e)
+int msg_hello_compare(const msg_hello *worker, const msg_hello *server, pl_err *e)
 {
     int r = worker->rank;
     if (worker->protocol != server->protocol)
@@ -771,19 +771,19 @@ int ps_hello_compare(const ps_hello *worker, const ps_hello *server, pl_err *e)
                        worker->world, server->world);
     for (int i = 0; i < server->n; i++) {
         const char *k = server->kv[i].key, *sv = server->kv[i].value;
-        const char *wv = ps_hello_get(worker, k);
+        const char *wv = msg_hello_get(worker, k);
         if (!wv || strcmp(wv, sv) != 0)
             return pl_errf(e, "rank %d: %s differs: worker has %s, server has %s", r, k,
                            wv ? wv : "(none)", sv);
     }
     for (int i = 0; i < worker->n; i++)
-        if (!ps_hello_get(server, worker->kv[i].key))
+        if (!msg_hello_get(server, worker->kv[i].key))
             return pl_errf(e, "rank %d: %s differs: worker has %s, server has (none)", r,
                            worker->kv[i].key, worker->kv[i].value);
     return 0;
 }
 
-uint64_t ps_hash64(uint64_t h, const void *p, size_t n)
+uint64_t msg_hash64(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *b = p;
     for (size_t i = 0; i < n; i++) {

@@ -25,7 +25,7 @@ static void backoff(int *round, double waited)
     (*round)++;
 }
 
-static int grow(ps_buf *b, size_t n)
+static int grow(msg_buf *b, size_t n)
 {
     if (b->cap >= n)
         return 0;
@@ -37,7 +37,7 @@ static int grow(ps_buf *b, size_t n)
     return 0;
 }
 
-int tp_recv(MPI_Comm c, int src, int tag, ps_buf *b, double timeout, int *src_out,
+int tp_recv(MPI_Comm c, int src, int tag, msg_buf *b, double timeout, int *src_out,
             int *tag_out, double *waited, pl_err *e)
 {
     double t0 = clock_now();
@@ -69,7 +69,7 @@ int tp_recv(MPI_Comm c, int src, int tag, ps_buf *b, double timeout, int *src_ou
     return 0;
 }
 
-void tp_isend(MPI_Comm c, int dst, int tag, const ps_buf *b, MPI_Request *req)
+void tp_isend(MPI_Comm c, int dst, int tag, const msg_buf *b, MPI_Request *req)
 {
     MPI_Isend(b->data, (int)b->len, MPI_BYTE, dst, tag, c, req);
 }

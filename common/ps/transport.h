@@ -19,11 +19,11 @@ enum { TP_TAG_HELLO = 11, TP_TAG_PUSH, TP_TAG_UPDATE, TP_TAG_CTRL, TP_TAG_FINAL,
  * MPI_ANY_TAG) into b (grown as needed; b->len = its size).  *waited
  * receives the seconds spent before the message was there.  Fails after
  * timeout seconds with "no message from rank 3 within 600 s". */
-int tp_recv(MPI_Comm c, int src, int tag, ps_buf *b, double timeout, int *src_out,
+int tp_recv(MPI_Comm c, int src, int tag, msg_buf *b, double timeout, int *src_out,
             int *tag_out, double *waited, pl_err *e);
 
 /* Starts a send of b (which must stay untouched until tp_wait returns). */
-void tp_isend(MPI_Comm c, int dst, int tag, const ps_buf *b, MPI_Request *req);
+void tp_isend(MPI_Comm c, int dst, int tag, const msg_buf *b, MPI_Request *req);
 /* Waits for n requests, at most timeout seconds; the error names what. */
 int tp_wait(MPI_Request *reqs, int n, double timeout, const char *what, pl_err *e);
 
