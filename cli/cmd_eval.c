@@ -15,15 +15,20 @@ int cmd_eval(int argc, char **argv)
     long batch = 4, seq = 64, max_batches = 0;
     int json = 0;
     fl_spec specs[] = {
-        {"model", FL_STR, &model_dir, "model directory", 0, -1, 1, 0},
-        {"adapter", FL_STR, &adapter, "PEFT adapter directory", 0, -1, 0, 0},
-        {"data", FL_STR, &data, "token shards, comma-separated", 0, -1, 1, 0},
-        {"batch", FL_INT, &batch, "sequences per batch (4)", 1, 1 << 20, 0, 0},
-        {"seq", FL_INT, &seq, "tokens per sequence (64)", 1, 1 << 20, 0, 0},
-        {"max-batches", FL_INT, &max_batches, "at most this many batches (all)", 1, 1e12, 0, 0},
-        {"json", FL_BOOL, &json, "print a JSON object", 0, -1, 0, 0},
-        {"compute", FL_STR, &compute, MODEL_COMPUTE_HELP, 0, -1, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0, 0},
+        {.name = "model", .type = FL_STR, .dst = &model_dir,
+         .help = "model directory", .required = 1},
+        {.name = "adapter", .type = FL_STR, .dst = &adapter, .help = "PEFT adapter directory"},
+        {.name = "data", .type = FL_STR, .dst = &data,
+         .help = "token shards, comma-separated", .required = 1},
+        {.name = "batch", .type = FL_INT, .dst = &batch,
+         .help = "sequences per batch (4)", .min = 1, .max = 1 << 20},
+        {.name = "seq", .type = FL_INT, .dst = &seq,
+         .help = "tokens per sequence (64)", .min = 1, .max = 1 << 20},
+        {.name = "max-batches", .type = FL_INT, .dst = &max_batches,
+         .help = "at most this many batches (all)", .min = 1, .max = 1e12},
+        {.name = "json", .type = FL_BOOL, .dst = &json, .help = "print a JSON object"},
+        {.name = "compute", .type = FL_STR, .dst = &compute, .help = MODEL_COMPUTE_HELP},
+        {.name = NULL},
     };
     pl_err e;
     int rc = fl_parse("eval", "--model DIR --data SHARDS [--adapter DIR] [flags]", specs, argc,

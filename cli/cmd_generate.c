@@ -116,17 +116,21 @@ int cmd_generate(int argc, char **argv)
     long n_tokens = 64, top_k = 0, seed = 1;
     float temperature = 1.0f;
     fl_spec specs[] = {
-        {"model", FL_STR, &model_dir, "model directory", 0, -1, 1, 0},
-        {"adapter", FL_STR, &adapter, "PEFT adapter directory", 0, -1, 0, 0},
-        {"prompt", FL_STR, &prompt, "text to continue (bytes tokenizer)", 0, -1, 1, 0},
-        {"tokens", FL_INT, &n_tokens, "tokens to generate (64)", 1, 1 << 24, 0, 0},
-        {"temperature", FL_FLOAT, &temperature, "softmax temperature, 0 = greedy (1.0)", 0, 1e6,
-         0, 0},
-        {"top-k", FL_INT, &top_k, "sample among the k most likely tokens, 0 = all (0)", 0,
-         1 << 30, 0, 0},
-        {"seed", FL_INT, &seed, "sampling seed (1)", 0, 1e18, 0, 0},
-        {"compute", FL_STR, &compute, MODEL_COMPUTE_HELP, 0, -1, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0, 0},
+        {.name = "model", .type = FL_STR, .dst = &model_dir,
+         .help = "model directory", .required = 1},
+        {.name = "adapter", .type = FL_STR, .dst = &adapter, .help = "PEFT adapter directory"},
+        {.name = "prompt", .type = FL_STR, .dst = &prompt,
+         .help = "text to continue (bytes tokenizer)", .required = 1},
+        {.name = "tokens", .type = FL_INT, .dst = &n_tokens,
+         .help = "tokens to generate (64)", .min = 1, .max = 1 << 24},
+        {.name = "temperature", .type = FL_FLOAT, .dst = &temperature,
+         .help = "softmax temperature, 0 = greedy (1.0)", .min = 0, .max = 1e6},
+        {.name = "top-k", .type = FL_INT, .dst = &top_k,
+         .help = "sample among the k most likely tokens, 0 = all (0)", .min = 0, .max = 1 << 30},
+        {.name = "seed", .type = FL_INT, .dst = &seed,
+         .help = "sampling seed (1)", .min = 0, .max = 1e18},
+        {.name = "compute", .type = FL_STR, .dst = &compute, .help = MODEL_COMPUTE_HELP},
+        {.name = NULL},
     };
     pl_err e;
     int rc = fl_parse("generate", "--model DIR --prompt TEXT [--adapter DIR] [flags]", specs,

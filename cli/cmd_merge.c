@@ -196,10 +196,13 @@ int cmd_merge(int argc, char **argv)
 {
     const char *model_dir = NULL, *adapter = NULL, *out = NULL;
     fl_spec specs[] = {
-        {"model", FL_STR, &model_dir, "base model directory", 0, -1, 1, 0},
-        {"adapter", FL_STR, &adapter, "PEFT adapter directory", 0, -1, 1, 0},
-        {"out", FL_STR, &out, "output model directory (absent or empty)", 0, -1, 1, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0, 0},
+        {.name = "model", .type = FL_STR, .dst = &model_dir,
+         .help = "base model directory", .required = 1},
+        {.name = "adapter", .type = FL_STR, .dst = &adapter,
+         .help = "PEFT adapter directory", .required = 1},
+        {.name = "out", .type = FL_STR, .dst = &out,
+         .help = "output model directory (absent or empty)", .required = 1},
+        {.name = NULL},
     };
     pl_err e;
     int rc = fl_parse("merge", "--model DIR --adapter DIR --out DIR", specs, argc, argv, NULL, 0,

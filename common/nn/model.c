@@ -51,37 +51,45 @@ void model_linear_shape(const model_config *c, int slot, int *in, int *out)
 
 /* ---- finding tensors across the files of a directory ---- */
 
+/* One loading pass over a directory's files: where names are looked up and
+ * how, and the first error. */
 typedef struct {
-    const model *m;
+    model *m;
     const char *dir;
     const char *prefix;   /* "transformer." when the file uses it, else "" */
-} finder;
+    int defer;            /* leave matrices with file data unconverted (bf16) */
+    pl_err *e;
+    int err;              /* -1 once a weight failed */
+} loader;
 
 static const st_tensor *find_raw(const model *m, const char *name, int *file)
 {
     return hf_files_find(&m->files, name, file);
 }
 
-/* Looks a weight up, checks dtype and shape, and returns float data: the
- * mapping itself for aligned F32, else a converted copy owned by m.  src
- * (may be NULL) receives the file's data; with defer, a weight that has one
- * is not converted (NULL returned, no error): bf16 compute packs it from src. */
-static const float *weight(model *m, const finder *f, const char *name, int ndim,
-                           int64_t d0, int64_t d1, int optional, model_src *src, int defer,
-                           pl_err *e, int *err)
+/* Looks weight w up (its name after the loader's prefix), checks dtype and
+ * shape, and returns float data: the mapping itself for aligned F32, else a
+ * converted copy owned by m.  w->src (may be NULL) receives the file's data;
+ * with defer, a weight that has one is not converted (NULL returned, no
+ * error): bf16 compute packs it from src.  A failure sets ld->err. */
+static const float *weight(loader *ld, const model_weight *w)
 {
+    model *m = ld->m;
+    pl_err *e = ld->e;
+    int ndim = w->ndim;
+    int64_t d0 = w->shape[0], d1 = w->shape[1];
+    model_src *src = w->src;
     char full[320];
-    snprintf(full, sizeof full, "%s%s", f->prefix, name);
+    snprintf(full, sizeof full, "%s%s", ld->prefix, w->name);
     int file = 0;
     const st_tensor *t = find_raw(m, full, &file);
     if (!t) {
-        if (!optional)
-            *err = pl_errf(e, "%s: tensor %s not found", f->dir, full);
+        ld->err = pl_errf(e, "%s: tensor %s not found", ld->dir, full);
         return NULL;
     }
     const char *fname = m->files.files[file].path;
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
-        *err = pl_errf(e, "%s: tensor %s has dtype %s (F32, F16 or BF16 expected)", fname, full,
+        ld->err = pl_errf(e, "%s: tensor %s has dtype %s (F32, F16 or BF16 expected)", fname, full,
                        st_dtype_name(t->dtype));
         return NULL;
     }
@@ -91,7 +99,7 @@ static const float *weight(model *m, const finder *f, const char *name, int ndim
             snprintf(want, sizeof want, "[%lld, %lld]", (long long)d0, (long long)d1);
         else
             snprintf(want, sizeof want, "[%lld]", (long long)d0);
-        *err = pl_errf(e, "%s: tensor %s has shape of %d dims [%lld%s], expected %s", fname,
+        ld->err = pl_errf(e, "%s: tensor %s has shape of %d dims [%lld%s], expected %s", fname,
                        full, t->ndim, t->ndim ? (long long)t->shape[0] : 0LL,
                        t->ndim > 1 ? ", ..." : "", want);
         return NULL;
@@ -100,7 +108,7 @@ static const float *weight(model *m, const finder *f, const char *name, int ndim
         *src = (model_src){t->data, t->dtype};
     if (t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)
         return t->data;
-    if (src && defer)
+    if (src && ld->defer)
         return NULL;
     float *copy = malloc(t->numel * sizeof(float));
     float **o = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *o);
@@ -108,7 +116,7 @@ static const float *weight(model *m, const finder *f, const char *name, int ndim
         free(copy);
         if (o)
             m->owned = o;
-        *err = pl_errf(e, "%s: out of memory converting %s", fname, full);
+        ld->err = pl_errf(e, "%s: out of memory converting %s", fname, full);
         return NULL;
     }
     m->owned = o;
@@ -229,22 +237,19 @@ int model_weight_count(const model_config *c)
 static int load_weights(model *m, const char *dir, int defer, pl_err *e)
 {
     const model_config *c = &m->cfg;
-    finder f = {m, dir, ""};
-    int dummy, err = 0;
+    loader ld = {.m = m, .dir = dir, .prefix = "", .defer = defer, .e = e};
+    int dummy;
     if (c->arch == ARCH_GPT2 && find_raw(m, "transformer.wte.weight", &dummy))
-        f.prefix = "transformer.";
+        ld.prefix = "transformer.";
     model_weight *w = calloc((size_t)model_weight_count(c), sizeof *w);
     if (!w)
         return pl_errf(e, "%s: out of memory", dir);
     int n = model_weight_table(m, w);
-    for (int i = 0; i < n && !err; i++)
-        *w[i].slot = weight(m, &f, w[i].name, w[i].ndim, w[i].shape[0], w[i].shape[1], 0,
-                            w[i].src, defer, e, &err);
+    for (int i = 0; i < n && !ld.err; i++)
+        *w[i].slot = weight(&ld, &w[i]);
     free(w);
-    if (err)
+    if (ld.err)
         return -1;
-    /* lm_head.weight has no prefix in GPT2LMHeadModel nor in LlamaForCausalLM */
-    finder top = {m, dir, ""};
     m->lm_head = m->wte, m->head_src = m->wte_src;
     if (c->arch == ARCH_LLAMA && c->tie_embeddings)
         return 0;   /* as transformers ties it, whatever the file holds */
@@ -253,9 +258,12 @@ static int load_weights(model *m, const char *dir, int defer, pl_err *e)
                           "tie_word_embeddings false)", dir);
     if (!find_raw(m, "lm_head.weight", &dummy))
         return 0;   /* GPT-2: tied when absent */
-    m->lm_head = weight(m, &top, "lm_head.weight", 2, c->vocab, c->n_embd, 1, &m->head_src,
-                        defer, e, &err);
-    return err ? -1 : 0;
+    /* lm_head.weight has no prefix in GPT2LMHeadModel nor in LlamaForCausalLM */
+    model_weight head = {.name = "lm_head.weight", .ndim = 2, .shape = {c->vocab, c->n_embd},
+                         .src = &m->head_src};
+    ld.prefix = "";
+    m->lm_head = weight(&ld, &head);
+    return ld.err ? -1 : 0;
 }
 
 static int load(model *m, const char *dir, int defer, pl_err *e)

@@ -1,5 +1,4 @@
 /* model_config.c - config.json of a Hugging Face model directory (GPT-2, Llama). */
-#include "file.h"
 #include "model.h"
 
 #include <cjson/cJSON.h>
@@ -7,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "file.h"
 
 const char *model_arch_name(model_arch a) { return a == ARCH_LLAMA ? "llama" : "gpt2"; }
 
@@ -161,76 +162,5 @@ int model_config_load(model_config *c, const char *dir, pl_err *e)
         rc = pl_errf(e, "%s: model_type %s is not supported (gpt2, llama)", path,
                      cJSON_IsString(mt) ? mt->valuestring : "(not a string)");
     cJSON_Delete(j);
-    return rc;
-}
-
-/* The shortest decimal that reads back as f, as a double: 1e-6f is written
- * "1e-06", not "9.99999997475243e-07". */
-static double short_float(float f)
-{
-    char buf[32];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
-        if ((float)strtod(buf, NULL) == f)
-            return strtod(buf, NULL);
-    }
-    return (double)f;
-}
-
-static cJSON *gpt2_json(const model_config *c)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
-    cJSON_AddStringToObject(j, "model_type", "gpt2");
-    cJSON_AddStringToObject(j, "activation_function", "gelu_new");
-    cJSON_AddNumberToObject(j, "n_embd", c->n_embd);
-    cJSON_AddNumberToObject(j, "n_layer", c->n_layer);
-    cJSON_AddNumberToObject(j, "n_head", c->n_head);
-    cJSON_AddNumberToObject(j, "n_positions", c->n_ctx);
-    cJSON_AddNumberToObject(j, "n_ctx", c->n_ctx);
-    cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
-    cJSON_AddNumberToObject(j, "layer_norm_epsilon", short_float(c->eps));
-    if (c->n_inner == 4 * c->n_embd)
-        cJSON_AddNullToObject(j, "n_inner");
-    else
-        cJSON_AddNumberToObject(j, "n_inner", c->n_inner);
-    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
-    return j;
-}
-
-static cJSON *llama_json(const model_config *c)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
-    cJSON_AddStringToObject(j, "model_type", "llama");
-    cJSON_AddStringToObject(j, "hidden_act", "silu");
-    cJSON_AddNumberToObject(j, "hidden_size", c->n_embd);
-    cJSON_AddNumberToObject(j, "intermediate_size", c->n_inner);
-    cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layer);
-    cJSON_AddNumberToObject(j, "num_attention_heads", c->n_head);
-    cJSON_AddNumberToObject(j, "num_key_value_heads", c->n_kv_head);
-    cJSON_AddNumberToObject(j, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(j, "max_position_embeddings", c->n_ctx);
-    cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
-    cJSON_AddNumberToObject(j, "rms_norm_eps", short_float(c->eps));
-    cJSON_AddNumberToObject(j, "rope_theta", short_float(c->rope_theta));
-    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
-    cJSON_AddBoolToObject(j, "attention_bias", c->attn_bias);
-    cJSON_AddBoolToObject(j, "mlp_bias", c->mlp_bias);
-    return j;
-}
-
-int model_config_save(const model_config *c, const char *dir, pl_err *e)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    cJSON *j = c->arch == ARCH_LLAMA ? llama_json(c) : gpt2_json(c);
-    cJSON_AddStringToObject(j, "torch_dtype", "float32");
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    int rc = pl_write_atomic(path, text, strlen(text), e);
-    free(text);
     return rc;
 }

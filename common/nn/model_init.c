@@ -1,10 +1,9 @@
-/* model_init.c - models drawn at random (`pslora init`, bench) and saved in
- * the Hugging Face layout, both through the weight table of model.c. */
+/* model_init.c - models drawn at random (`pslora init`, bench), through the
+ * weight table of model.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "model.h"
 #include "rng.h"
@@ -77,50 +76,4 @@ int model_init_random(model *m, const model_config *c, unsigned long long seed, 
     }
     free(w);
     return 0;
-}
-
-int model_save(const model *m, const char *dir, pl_err *e)
-{
-    if (m->compute != MODEL_FP32)
-        return pl_errf(e, "%s: a model switched to bf16 compute has no fp32 weights to save", dir);
-    if (mkdir(dir, 0755) != 0) {
-        struct stat st;
-        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-            return pl_errf(e, "%s: cannot create directory", dir);
-    }
-    int nw = model_weight_count(&m->cfg);
-    model_weight *w = calloc((size_t)nw + 1, sizeof *w);
-    st_entry *ent = calloc((size_t)nw + 1, sizeof *ent);
-    char (*names)[160] = calloc((size_t)nw + 1, sizeof *names);
-    if (!w || !ent || !names) {
-        free(w), free(ent), free(names);
-        return pl_errf(e, "out of memory");
-    }
-    /* the table fills pointers; work on a copy so m stays untouched */
-    model copy = *m;
-    model_block *blocks = malloc((size_t)m->cfg.n_layer * sizeof *blocks);
-    memcpy(blocks, m->blocks, (size_t)m->cfg.n_layer * sizeof *blocks);
-    copy.blocks = blocks;
-    int n = model_weight_table(&copy, w);
-    for (int i = 0; i < n; i++) {
-        snprintf(names[i], sizeof names[i], "%s%s", m->cfg.arch == ARCH_GPT2 ? "transformer." : "",
-                 w[i].name);
-        ent[i] = (st_entry){names[i], ST_F32, w[i].ndim, {w[i].shape[0], w[i].shape[1]}, *w[i].slot};
-    }
-    if (m->lm_head != m->wte) {
-        snprintf(names[n], sizeof names[n], "lm_head.weight");
-        ent[n] = (st_entry){names[n], ST_F32, 2, {m->cfg.vocab, m->cfg.n_embd}, m->lm_head};
-        n++;
-    }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    const char *mk[] = {"format"}, *mv[] = {"pt"};
-    int rc = st_write(path, ent, n, mk, mv, 1, e);
-    if (rc == 0) {
-        model_config c = m->cfg;
-        c.tie_embeddings = m->lm_head == m->wte;
-        rc = model_config_save(&c, dir, e);
-    }
-    free(blocks), free(w), free(ent), free(names);
-    return rc;
 }
