@@ -2,7 +2,7 @@
  * LoRA gradient of one micro-batch.
  *
  * Worker w of W at step t reads stream sequences k = t*W*B + w*B + i,
- * i < B (DESIGN.md "Data order"), so W workers with batch B see exactly the
+ * i < B (docs/design.md, "Data order"), so W workers with batch B see exactly the
  * sequences one worker with batch W*B sees.  The gradient it produces is
  * that of the *summed* token loss: the server divides by the step's total
  * token count. */

@@ -1,7 +1,9 @@
 /* rng.h - deterministic random numbers (xoshiro256** seeded by splitmix64).
  *
- * Same seed, same sequence on every platform: adapters, dropout masks and data
- * permutations depend only on the seed and the step, never on timing. */
+ * Same seed, same sequence on every platform: adapter initialisation, dropout
+ * masks and drawn models depend only on the seed (and the step, worker and
+ * module a stream is seeded with), never on timing.  The data is read in
+ * order today; shuffled data orders will draw from here too. */
 #ifndef PSLORA_RNG_H
 #define PSLORA_RNG_H
 

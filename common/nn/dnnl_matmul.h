@@ -15,7 +15,7 @@
  *                  the fp32 weights, fastest);
  *   DM_FWD_BWD_ONE one plain row-major bf16 copy read as it lies for one
  *                  orientation and transposed for the other (half the fp32
- *                  memory; 0-15% slower without AMX, docs/performance.md).
+ *                  memory; somewhat slower without AMX: docs/performance.md).
  *
  * A DM_FWD_BWD_ONE copy may also live in memory the caller owns
  * (dm_linear_wrap_bf16): several processes can then share one copy, which

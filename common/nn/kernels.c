@@ -25,7 +25,9 @@
  * (a compare might trap) and does not vectorise their loops unless told that
  * they do not trap; and its jump threading would evaluate vexp on the clamp
  * bounds as extra vector paths, whose denormal results (x / (1 + exp(88)))
- * cost a microcode assist per lane: 5-8x slower GELU.  So neither here. */
+ * cost a microcode assist per lane: a several times slower GELU
+ * (docs/performance.md, "Measurements behind the code's choices").  So
+ * neither here. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math", "no-thread-jumps")
 #endif
@@ -170,10 +172,10 @@ static size_t span_len(size_t n, size_t s) { return n - s * SPAN < SPAN ? n - s 
 /* ---- matrix products ------------------------------------------------------------ */
 
 /* How C's longer side (len) is cut: in two halves (a multiple of 16 long), so
- * that two threads get equal shares; small products stay whole.  Measured on
- * the GPT-2 shapes (M = 1024) with one thread: halves run 3-5% below one
- * call, quarters 8-10% below (each tile packs the uncut operand again).
- * Depends on the shape only. */
+ * that two threads get equal shares; small products stay whole.  Not finer:
+ * each tile packs the uncut operand again, so more tiles cost more than two
+ * threads gain (docs/performance.md, "Measurements behind the code's
+ * choices").  Depends on the shape only. */
 static int gemm_tiles(int len, double macs, int *tile)
 {
     int nt = macs < GEMM_SMALL || len < 32 ? 1 : 2;

@@ -71,7 +71,7 @@ typedef struct {
 /* ln1/ln2: GPT-2 ln_1/ln_2; Llama input_layernorm/post_attention_layernorm. */
 typedef struct {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    model_linear lin[MODEL_MAX_LINEARS];   /* order: model_linear_names() */
+    model_linear lin[MODEL_MAX_LINEARS];   /* slot order: model_linear_name() */
 } model_block;
 
 typedef struct model_s model;
@@ -92,8 +92,8 @@ struct model_s {
     void (*bf16_free)(model *m);
 };
 
-/* Number of linear maps per block and their module names relative to the
- * block ("attn.c_attn", ...), and the block's module path prefix. */
+/* Number of linear maps per block, and the name of slot `slot` relative to
+ * its block ("attn.c_attn", ...). */
 int model_n_linears(const model_config *c);
 const char *model_linear_name(const model_config *c, int slot);
 /* Writes the full module path of (layer, slot), e.g. "transformer.h.3.attn.c_attn". */

@@ -25,8 +25,8 @@
 
 /* Rows of the head per bf16 product: the logits [MB_HEAD_ROWS, V] of one
  * chunk are the head's scratch (GPT-2's V = 50257: 25.7 MB, about the fp32
- * head's 21 MB).  Measured in the step (GPT-2 124M's head, 2 threads, no
- * AMX): 256 rows ran the head 2-5% faster for twice the scratch. */
+ * head's 21 MB).  Larger chunks gain little for more scratch
+ * (docs/performance.md, "Measurements behind the code's choices"). */
 #define MB_HEAD_ROWS 128
 
 /* Where the plain bf16 copies of training (bf16 compute with_bwd) live:

@@ -1,8 +1,8 @@
 /* evaluate.h - mean loss of a model (with an optional adapter) on shards.
  *
- * Batches are taken in the unshuffled stream order of DESIGN.md: batch b,
- * row i is stream sequence b*B + i.  All whole batches the data holds are
- * used, or the first max_batches of them. */
+ * Batches are taken in the unshuffled stream order of docs/design.md ("Data
+ * order"): batch b, row i is stream sequence b*B + i.  All whole batches the
+ * data holds are used, or the first max_batches of them. */
 #ifndef PSLORA_EVALUATE_H
 #define PSLORA_EVALUATE_H
 
