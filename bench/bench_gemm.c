@@ -4,7 +4,7 @@
  * count, in the forward orientation y[M,out] = x[M,in] W (W [in,out], Conv1D)
  * and the backward one dx[M,in] = dy[M,out] W^T:
  *   sgemm    one cblas_sgemm call (OpenBLAS threads itself): the machine's ceiling
- *   tiled    the model's deterministic form, k_gemm (common/kernels.h): the
+ *   tiled    the model's deterministic form, k_gemm (common/nn/kernels.h): the
  *            output cut into tiles fixed by the shape, one single-threaded
  *            sgemm per tile inside an OpenMP loop
  *   bf16     dm_linear_fwd / dm_linear_bwd_x: weights packed once per orientation,
@@ -241,7 +241,7 @@ static const char *arg_str(int argc, char **argv, const char *name, const char *
 
 int main(int argc, char **argv)
 {
-    cpu_fix_blas(argv);   /* the kernels pslora itself runs on (common/cpu.h) */
+    cpu_fix_blas(argv);   /* the kernels pslora itself runs on (common/base/cpu.h) */
     int M = (int)arg_long(argc, argv, "--rows", 1024), C = (int)arg_long(argc, argv, "--dim", 768);
     int inter = (int)arg_long(argc, argv, "--inter", 4L * C);
     int V = (int)arg_long(argc, argv, "--vocab", 50257);

@@ -28,7 +28,7 @@
 # many short parallel regions by up to 10x (measured, docs/performance.md).
 # Both use the same OpenBLAS kernels: OpenBLAS 0.3.21 does not recognise some
 # newer CPUs and falls back to its SSE3 kernels; pslora then re-executes
-# itself with OPENBLAS_CORETYPE set (common/cpu.h), torch does not, so the
+# itself with OPENBLAS_CORETYPE set (common/base/cpu.h), torch does not, so the
 # peer gets the core pslora reports unless OPENBLAS_CORETYPE is given.
 set -euo pipefail
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}

@@ -3,7 +3,7 @@
 # (Pss) set sizes, and how much of each is the mapping of the model file.
 #
 # F32 frozen weights are memory-mapped read-only from model.safetensors
-# (common/model.c), so the ranks of one node share the file's pages: each
+# (common/nn/model.c), so the ranks of one node share the file's pages: each
 # worker's Rss counts the whole file, its Pss only its share of it.  This
 # script shows that.  It trains a few steps
 #   - in one process (local mode: server and worker in one),

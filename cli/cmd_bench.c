@@ -306,7 +306,7 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
 /* ---- setup and report ------------------------------------------------------ */
 
 /* pslora's main() already re-executes with OPENBLAS_CORETYPE set when
- * OpenBLAS fell back to a generic core (common/cpu.h); say so if it still
+ * OpenBLAS fell back to a generic core (common/base/cpu.h); say so if it still
  * runs one (e.g. OPENBLAS_CORETYPE given as a slow core): the figures below
  * would then be several times too low. */
 static void check_openblas_core(void)

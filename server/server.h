@@ -43,7 +43,7 @@ int server_apply(server *s, float *g, double global_sq_norm, long step);
  * the lower server).  owner[id] receives the server index. */
 void server_assign(const lora_layout *L, int n_servers, int *owner);
 
-/* ---- checkpoints (see common/checkpoint.h and docs/checkpoints.md) ---- */
+/* ---- checkpoints (see common/io/checkpoint.h and docs/checkpoints.md) ---- */
 
 /* What a checkpoint records besides the server's state. */
 typedef struct {

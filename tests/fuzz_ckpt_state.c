@@ -1,18 +1,14 @@
 /* fuzz_ckpt_state.c - libFuzzer target for the checkpoint readers
- * (common/checkpoint.h): every input goes through
+ * (common/io/checkpoint.h): every input goes through
  *   - ckpt_state_parse (trainer_state.json),
  *   - st_parse + ckpt_optim_check (optimizer.safetensors) against a small
  *     fixed adapter of three tensors,
  *   - ckpt_parse_name (checkpoint directory names).
  *
- * Build and run (tests/run_fuzz.sh does this for every tests/fuzz_*.c):
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
- *         -fno-sanitize-recover=undefined -Icommon tests/fuzz_ckpt_state.c \
- *         common/checkpoint.c common/safetensors.c common/outdir.c common/err.c \
- *         -lcjson -lm -o /tmp/fuzz_ckpt_state
- *   /tmp/fuzz_ckpt_state -max_total_time=60 /tmp/ckpt_corpus tests/corpus/ckpt_state
- * Seeds (tests/corpus/ckpt_state): the same command with -DFUZZ_CKPT_SEEDS
- * and -fsanitize=address,undefined (no fuzzer), then `/tmp/seeds DIR`.
+ * Build and run: `FUZZ_SECONDS=60 tests/run_fuzz.sh fuzz_ckpt_state` (clang,
+ * libFuzzer, ASan, UBSan; seeds from tests/corpus/ckpt_state).  The seeds
+ * were made by the same sources built with -DFUZZ_CKPT_SEEDS and
+ * -fsanitize=address,undefined (no fuzzer), run as `SEEDS_BINARY DIR`.
  *
  * Besides crashes and sanitizer reports, the target traps when an invariant
  * breaks: an accepted state has its counters in [0, 2^53), consecutive

@@ -1,16 +1,11 @@
 /* fuzz_msg.c - libFuzzer target: arbitrary bytes through every message
- * decoder (common/msg.h) against a small fixed layout.
+ * decoder (common/ps/msg.h) against a small fixed layout.
  *
- * Build and run from the repository root (protoc-c output goes to /tmp/gen):
- *   protoc-c --proto_path=proto --c_out=/tmp/gen proto/pslora.proto
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
- *         -fno-sanitize-recover=undefined -Icommon -I/tmp/gen \
- *         tests/fuzz_msg.c common/msg.c common/err.c /tmp/gen/pslora.pb-c.c \
- *         -lprotobuf-c -lm -o /tmp/fuzz_msg
- *   mkdir -p /tmp/corpus && /tmp/fuzz_msg -max_total_time=60 /tmp/corpus
- * Seed corpus (one valid message of each kind): the same command with
- * -DFUZZ_MSG_SEEDS and -fsanitize=address,undefined (no fuzzer) and
- * -o /tmp/fuzz_msg_seeds, then `/tmp/fuzz_msg_seeds /tmp/corpus`.
+ * Build and run: `FUZZ_SECONDS=60 tests/run_fuzz.sh fuzz_msg` (clang,
+ * libFuzzer, ASan, UBSan, the protoc-c output made on the way).  Seed corpus
+ * (one valid message of each kind): the same sources built with
+ * -DFUZZ_MSG_SEEDS and -fsanitize=address,undefined (no fuzzer), run as
+ * `SEEDS_BINARY DIR`.
  *
  * Besides crashes and sanitizer reports, the target traps when an invariant
  * breaks: an accepted GradPush, AdapterUpdate or Control re-encodes to a

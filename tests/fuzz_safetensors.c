@@ -1,14 +1,8 @@
 /* fuzz_safetensors.c - libFuzzer target for the safetensors reader.
  *
  * Not a cmocka test (tests/CMakeLists.txt only builds tests/test_*.c).  Build
- * and run by hand from the repository root:
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I common \
- *       tests/fuzz_safetensors.c common/safetensors.c common/err.c \
- *       -lcjson -lm -o /tmp/fuzz_safetensors
- *   /tmp/fuzz_safetensors -max_total_time=60 /tmp/corpus tests/corpus/safetensors
- *
- * (the first corpus directory receives new inputs; the seeds are made by
+ * and run: `FUZZ_SECONDS=60 tests/run_fuzz.sh fuzz_safetensors` (clang,
+ * libFuzzer, ASan, UBSan; the seeds in tests/corpus/safetensors are made by
  * tests/corpus/make_corpus.sh). */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,11 +1,8 @@
 /* fuzz_shard.c - libFuzzer target for the token-shard parser.
  *
  * Not a cmocka test (tests/CMakeLists.txt only picks up test_*.c).  Build and
- * run from the repository root:
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- *         -Icommon tests/fuzz_shard.c common/shard.c common/err.c -o /tmp/fuzz_shard
- *   /tmp/fuzz_shard -max_total_time=60 /tmp/shard_corpus tests/corpus/shard
- * (the first directory collects new inputs; the second holds the seeds).
+ * run: `FUZZ_SECONDS=60 tests/run_fuzz.sh fuzz_shard` (clang, libFuzzer,
+ * ASan, UBSan; seeds from tests/corpus/shard).
  *
  * Any input must either be rejected with a one-line message or parse into a
  * shard whose every token can be read; a parsed shard must also satisfy the

@@ -6,7 +6,7 @@
  * Header-only (static inline functions) so that any tests/test_*.c can use it
  * without changing the test build.  Nothing here calls the project: the
  * safetensors bytes are written by hand from the format (u64 LE header length,
- * JSON header, data), independently of common/safetensors.c, which is what the
+ * JSON header, data), independently of common/io/safetensors.c, which is what the
  * tests that read them check. */
 #ifndef PSLORA_REF_COMMON_H
 #define PSLORA_REF_COMMON_H
@@ -19,7 +19,7 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------ */
-/* random numbers (splitmix64), independent of common/rng.c             */
+/* random numbers (splitmix64), independent of common/base/rng.c             */
 
 typedef struct {
     uint64_t s;

@@ -10,9 +10,9 @@
 #
 # Environment: FUZZ_SECONDS, FUZZ_WORK (scratch dir, default a fresh
 # mktemp -d; findings are kept there as crash-*/leak-*/timeout-* files),
-# CC (default clang).  Each target links the reader modules it may need
-# (common/{err,safetensors,shard,msg,checkpoint,outdir}.c and the protoc-c
-# output) against the system cJSON and protobuf-c.
+# CC (default clang).  Each target links the subsystems below the model
+# (common/base but its BLAS module, common/io, common/text when present), the message module
+# common/ps/msg.c and the protoc-c output, against the system libraries.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${FUZZ_SECONDS:-60}
@@ -21,11 +21,19 @@ WORK=${FUZZ_WORK:-$(mktemp -d /tmp/pslora-fuzz.XXXXXX)}
 mkdir -p "$WORK/gen"
 protoc-c --proto_path="$ROOT/proto" --c_out="$WORK/gen" "$ROOT/proto/pslora.proto" || exit 2
 
-SRC=("$ROOT/common/err.c" "$ROOT/common/safetensors.c" "$ROOT/common/shard.c"
-     "$ROOT/common/msg.c" "$ROOT/common/checkpoint.c" "$ROOT/common/outdir.c"
-     "$WORK/gen/pslora.pb-c.c")
+SRC=("$ROOT/common/ps/msg.c" "$WORK/gen/pslora.pb-c.c" "$ROOT"/common/io/*.c)
+for f in "$ROOT"/common/base/*.c; do   # cpu.c is OpenBLAS's, not a reader's
+  [ "$(basename "$f")" = cpu.c ] || SRC+=("$f")
+done
+INC=(-I"$ROOT/common/base" -I"$ROOT/common/io" -I"$ROOT/common/ps" -I"$WORK/gen")
+LIBS=(-lcjson -lprotobuf-c -lm)
+if [ -d "$ROOT/common/text" ]; then
+  SRC+=("$ROOT"/common/text/*.c)
+  INC+=(-I"$ROOT/common/text" $(pkg-config --cflags libpcre2-8 libutf8proc))
+  LIBS+=($(pkg-config --libs libpcre2-8 libutf8proc))
+fi
 CFLAGS=(-std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -I"$ROOT/common" -I"$WORK/gen")
+        "${INC[@]}")
 
 if [ $# -gt 0 ]; then targets=("$@"); else
   targets=(); for f in "$ROOT"/tests/fuzz_*.c; do targets+=("$(basename "$f" .c)"); done
@@ -38,7 +46,7 @@ for t in "${targets[@]}"; do
   seeds="$ROOT/tests/corpus/$name"
   bin="$WORK/$t"
   echo "== $t: build"
-  if ! "$CC" "${CFLAGS[@]}" "$ROOT/tests/$t.c" "${SRC[@]}" -lcjson -lprotobuf-c -lm -o "$bin" \
+  if ! "$CC" "${CFLAGS[@]}" "$ROOT/tests/$t.c" "${SRC[@]}" "${LIBS[@]}" -o "$bin" \
        > "$WORK/$t.build.log" 2>&1; then
     cat "$WORK/$t.build.log"
     summary+=("$t: BUILD FAILED")

@@ -1,4 +1,4 @@
-/* test_checkpoint.c - common/checkpoint.c: the all-or-nothing writer
+/* test_checkpoint.c - common/io/checkpoint.c: the all-or-nothing writer
  * (rename, latest, pruning, leftovers of killed writes), round trips of
  * trainer_state.json and optimizer.safetensors (bit for bit), the resume
  * comparison, and every rejection of the readers with a check that the

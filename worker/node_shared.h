@@ -1,7 +1,7 @@
 /* node_shared.h - one bf16 copy of the frozen weights per node, shared by
  * the worker ranks on it (an MPI-3 shared-memory window).
  *
- * A model_bf16_store (common/model.h) for `pslora train` under mpirun.  The
+ * A model_bf16_store (common/nn/model.h) for `pslora train` under mpirun.  The
  * worker ranks of one node (MPI_Comm_split_type MPI_COMM_TYPE_SHARED over
  * the workers; servers load the model for the start-up fingerprint only and
  * hold no bf16 copy) agree on the region's size; node rank 0 allocates all

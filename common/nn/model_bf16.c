@@ -1,7 +1,7 @@
 /* model_bf16.c - bf16 compute of the frozen model (see model_bf16.h).
  *
  * Switching a model to bf16 gives every frozen matrix one dm_linear handle
- * (common/dnnl_matmul.h) holding ONE bf16 copy of it:
+ * (common/nn/dnnl_matmul.h) holding ONE bf16 copy of it:
  *   - the linear maps of every block, W [out,in] (Llama) or [in,out] (GPT-2
  *     Conv1D), as they lie;
  *   - the lm head E [V,C] (wte when tied): logits = x E^T, dx = g E.
