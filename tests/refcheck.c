@@ -254,9 +254,11 @@ void rc_test_zero_b_is_base(void **state)
 }
 
 /* One gradient entry against a central difference of the reference's summed
- * loss in *v; returns 1 when it is out of tolerance. */
+ * loss in *v; returns 1 when it is out of tolerance.  An entry passes on an
+ * absolute error below 1e-4 whatever its size, so check_tensor also asks the
+ * tensor's gradient not to be tiny. */
 static int check_entry(const rc_fixture *f, const ref_lora *lo, double *v, float got,
-                       const char *path, const char *which, size_t j)
+                       const char *path, const char *which, size_t j, double *fd_sq)
 {
     const double h = 1e-5;
     double v0 = *v;
@@ -266,11 +268,39 @@ static int check_entry(const rc_fixture *f, const ref_lora *lo, double *v, float
     double lm = rc_ref_loss(f, lo);
     *v = v0;
     double fd = (lp - lm) / (2 * h), ad = fabs(got - fd);
+    *fd_sq += fd * fd;
     if (ad < 1e-4 || ad / fabs(fd) < 1e-3)
         return 0;
     print_error("%s.%s[%zu]: model_loss_grad %.9g, finite difference %.9g\n", path, which, j,
                 (double)got, fd);
     return 1;
+}
+
+/* The floor on a tensor's gradient norm (both the model's and the finite
+ * differences'): a zero or vanishing gradient must not pass on the absolute
+ * tolerance of 1e-4 per entry.  The tensors here have at most 64 entries, so
+ * all of them below 1e-4 make a norm below 8e-4; the fixtures' tensors have
+ * norms of 0.49 (Llama) and 1.06 (GPT-2) and more. */
+#define RC_GRAD_NORM_FLOOR 0.05
+
+/* Every entry of one tensor (n at got, the reference's at ref) against
+ * finite differences; the tensor's gradient norm must reach the floor.
+ * Returns the number of entries out of tolerance. */
+static int check_tensor(const rc_fixture *f, const ref_lora *lo, double *ref, const float *got,
+                        size_t n, const char *path, const char *which)
+{
+    int bad = 0;
+    double fd_sq = 0, got_sq = 0;
+    for (size_t j = 0; j < n; j++) {
+        bad += check_entry(f, lo, &ref[j], got[j], path, which, j, &fd_sq);
+        got_sq += (double)got[j] * got[j];
+    }
+    if (!(sqrt(fd_sq) >= RC_GRAD_NORM_FLOOR && sqrt(got_sq) >= RC_GRAD_NORM_FLOOR)) {
+        print_error("%s.%s: gradient norm %.3g (finite differences %.3g) below the floor %g\n",
+                    path, which, sqrt(got_sq), sqrt(fd_sq), RC_GRAD_NORM_FLOOR);
+        bad++;
+    }
+    return bad;
 }
 
 /* The dropout masks model_step.c draws for module i with seed s: keep with
@@ -313,15 +343,15 @@ static void check_grad_fd(rc_fixture *f, float p_drop)
         const lora_module *mod = &L.m[i];
         int l, k;
         ref_parse(f, mod->path, &l, &k);
-        for (size_t j = 0; j < (size_t)L.r * mod->in; j++, checked++)
-            bad += check_entry(f, &lo, &lo.A[l][k][j], g[mod->a_off + j], mod->path, "lora_A", j);
-        for (size_t j = 0; j < (size_t)mod->out * L.r; j++, checked++)
-            bad += check_entry(f, &lo, &lo.B[l][k][j], g[mod->b_off + j], mod->path, "lora_B", j);
+        size_t na = (size_t)L.r * mod->in, nb = (size_t)mod->out * L.r;
+        bad += check_tensor(f, &lo, lo.A[l][k], g + mod->a_off, na, mod->path, "lora_A");
+        bad += check_tensor(f, &lo, lo.B[l][k], g + mod->b_off, nb, mod->path, "lora_B");
+        checked += (int)(na + nb);
     }
     assert_int_equal(checked, (int)L.n_params);
     if (bad)
-        fail_msg("%s dropout %g: %d of %d adapter gradients differ from finite differences",
-                 f->name, p_drop, bad, checked);
+        fail_msg("%s dropout %g: %d of %d adapter gradients (or tensor norms) differ from finite "
+                 "differences", f->name, p_drop, bad, checked);
     for (int i = 0; masks && i < L.n; i++)
         free(masks[i]);
     free(masks);
