@@ -131,6 +131,15 @@ double rc_ref_loss(const rc_fixture *f, const ref_lora *lo)
     return ref_gpt2_loss(&f->ref.gpt2, lo, f->inp, f->tgt, RC_B, RC_T);
 }
 
+/* The reference's logits [vocab] at position pos of the sequence f->inp [RC_T]. */
+static void ref_logits(const rc_fixture *f, const ref_lora *lo, int pos, double *logits)
+{
+    if (f->llama)
+        ref_llama_logits(&f->ref.llama, lo, f->inp, RC_T, pos, logits);
+    else
+        ref_gpt2_logits(&f->ref.gpt2, lo, f->inp, RC_T, pos, logits);
+}
+
 void rc_build_layout(rc_fixture *f, lora_layout *L, int rslora, float dropout)
 {
     pl_err e = {{0}};
@@ -394,4 +403,35 @@ void rc_test_lora_loss_vs_ref(void **state)
         free(p);
         lora_layout_free(&L);
     }
+}
+
+/* model_logits of every position of one sequence, with a nonzero adapter,
+ * against the reference's: max error below 1e-5 of max(1, largest logit). */
+void rc_test_logits_vs_ref(void **state)
+{
+    rc_fixture *f = *state;
+    int V = f->llama ? f->ref.llama.cfg.vocab : f->ref.gpt2.cfg.vocab;
+    lora_layout L;
+    ref_lora lo;
+    rc_build_layout(f, &L, 0, 0.0f);
+    float *p = malloc(L.n_params * sizeof *p), *lg = malloc((size_t)V * sizeof *lg);
+    double *want = malloc((size_t)V * sizeof *want);
+    rc_fill_adapter(&L, p, 31);
+    rc_ref_adapter(&lo, f, &L, p, (double)RC_ALPHA / RC_RANK, NULL);
+    model_acts *a = model_acts_new(&f->lm, &L, 1, RC_T, 0);
+    for (int pos = 0; pos < RC_T; pos++) {
+        model_logits(&f->lm, a, &L, p, f->inp, pos, lg);
+        ref_logits(f, &lo, pos, want);
+        double err = 0, mx = 0;
+        for (int v = 0; v < V; v++) {
+            err = fmax(err, fabs(lg[v] - want[v]));
+            mx = fmax(mx, fabs(want[v]));
+        }
+        if (!(err < 1e-5 * fmax(1, mx)))
+            fail_msg("%s: logits at %d off by %.3g (max %.3g)", f->name, pos, err, mx);
+    }
+    model_acts_free(a);
+    ref_lora_free(&lo);
+    free(p), free(lg), free(want);
+    lora_layout_free(&L);
 }
