@@ -28,12 +28,6 @@ last_step() {
   echo "${s:-0}"
 }
 
-# descendants PID: every process below PID (mpirun runs inside a subshell).
-descendants() {
-  local p
-  for p in $(pgrep -P "$1"); do echo "$p"; descendants "$p"; done
-}
-
 # kill_at OUT K: waits until OUT has logged step K (or the run ended), then
 # SIGKILLs the job: mpirun and every rank at once (a node failure), or the
 # single process.  Returns once every killed process is gone.
