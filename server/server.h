@@ -40,7 +40,10 @@ int server_apply(server *s, float *g, double global_sq_norm, long step);
 
 /* Assigns tensors to n servers: a deterministic greedy balance of element
  * counts (largest first, ties by id, to the least loaded server, ties by
- * the lower server).  owner[id] receives the server index. */
+ * the lower server).  owner[id] receives the server index.  Balance: the
+ * heaviest server's load exceeds the lightest's by at most the largest
+ * tensor (so it is at most total/n + largest); with n >= tensors each
+ * server holds at most one.  Tested in tests/test_server_assign.c. */
 void server_assign(const lora_layout *L, int n_servers, int *owner);
 
 /* ---- checkpoints (see common/io/checkpoint.h and docs/checkpoints.md) ---- */

@@ -58,12 +58,6 @@ grep -q '^pslora train: rank 0: 3 consecutive steps with non-finite loss or grad
   || fail "max-skips under mpirun: $(grep pslora ms-ps.txt)"
 ok "--max-skips 3 stops with one line (one process, mpirun)"
 
-# descendants PID: every process below PID (mpirun runs inside a subshell).
-descendants() {
-  local p
-  for p in $(pgrep -P "$1"); do echo "$p"; descendants "$p"; done
-}
-
 # killed ranks.  kill_rank LOG RANK AFTER_STEP OUT: SIGKILL rank RANK of the
 # mpirun in the background once OUT has logged AFTER_STEP; checks that
 # mpirun ends within 15 s, non-zero, naming the rank.

@@ -4,24 +4,15 @@
 # options with exit status 2, and the composed line runs under the real mpirun.
 #
 # Environment (set by CTest): PSLORA (the binary), MPIEXEC, SCRATCH.
-set -euo pipefail
-
-: "${PSLORA:?set PSLORA to the pslora binary}"
 : "${MPIEXEC:?set MPIEXEC to mpiexec}"
-: "${SCRATCH:?set SCRATCH to a scratch directory}"
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"   # checks PSLORA and SCRATCH, cd into a fresh SCRATCH, fail()
 RUN=$HERE/../deploy/pslora-run
 SBATCH=$HERE/../deploy/pslora.sbatch
-rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
 export MPIEXEC
 CORES=$(nproc)
 ROOT=0
 [[ $(id -u) == 0 ]] && ROOT=1
-
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
 
 # dry ARGS...: runs the launcher with --dry-run and sets WORDS to the words of
 # the command line it printed (its last stderr line, read back by the shell,

@@ -6,23 +6,13 @@
 # safetensors helper (no numpy) that converts dtypes, writes a sharded Llama
 # model with a random adapter, and checks a merged directory against its own
 # computation of W + s*B*A in the file's layout.
-set -euo pipefail
-: "${PSLORA:?PSLORA must name the pslora binary}"
-: "${SCRATCH:?SCRATCH must name a scratch directory}"
+. "$(dirname "$0")/lib.sh"   # checks PSLORA and SCRATCH, cd into a fresh SCRATCH, fail()
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
-rm -rf "$SCRATCH"
-mkdir -p "$SCRATCH"
-cd "$SCRATCH"
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-
 # expect_fail STATUS PATTERN CMD...: CMD must exit with STATUS and print one
-# stderr line containing PATTERN (the flag or file it names).
+# stderr line containing PATTERN (the flag or file it names); stricter than
+# lib.sh's (a fixed string, and exactly one line), so it replaces it here.
 expect_fail() {
     local want=$1 pattern=$2 rc=0
     shift 2

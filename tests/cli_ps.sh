@@ -56,7 +56,15 @@ paste <(json_field w2/metrics.jsonl step time_compute) \
 awk '{ if ($2 + 0 < $1 + 0 || $2 == "") exit 1 }' times.txt || fail "time_compute_max < time_compute"
 
 ok "bytes per step = adapter ($payload B) x workers (+ <1%)"
-[ "$adapter_bytes" -gt "$payload" ]
+# the payload the traffic is measured against is the adapter's, from the
+# shapes: rank 8 on c_attn 32->96, attn.c_proj 32->32, mlp.c_fc 32->128 and
+# mlp.c_proj 128->32, r*(in+out) each, 2 layers = 2*8*(128+64+160+160) = 8192;
+# and the file is its 8-byte header length, that header and exactly the payload
+[ "$floats" = 8192 ] || fail "adapter holds $floats parameters, expected 8192"
+hdr=$(od -An -tu8 -N8 ref/adapter_model.safetensors | tr -d ' ')
+[ "$adapter_bytes" = $((8 + hdr + payload)) ] \
+  || fail "adapter file $adapter_bytes B != 8 + header $hdr + payload $payload"
+ok "adapter: 8192 parameters, file = 8 + $hdr + $payload B"
 
 # handshake: a rank with another --rank or another model is rejected
 "$PSLORA" init --layers 2 --dim 32 --heads 4 --vocab 256 --ctx 64 --seed 4 --out model2 >/dev/null

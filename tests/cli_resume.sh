@@ -28,12 +28,6 @@ last_step() {
   echo "${s:-0}"
 }
 
-# descendants PID: every process below PID (mpirun runs inside a subshell).
-descendants() {
-  local p
-  for p in $(pgrep -P "$1"); do echo "$p"; descendants "$p"; done
-}
-
 # kill_at OUT K: waits until OUT has logged step K (or the run ended), then
 # SIGKILLs the job: mpirun and every rank at once (a node failure), or the
 # single process.  Returns once every killed process is gone.
@@ -60,18 +54,35 @@ steps_once() {
   [ "$got" = "$want" ] || fail "$1/metrics.jsonl steps: $got (expected $want)"
 }
 
+# killed_mid_run OUT K: the kill landed at or after step K and before the last
+# step: metrics.jsonl ends before STEPS, no final adapter, and the latest
+# checkpoint is short of STEPS (a run that finished first would prove nothing).
+killed_mid_run() {
+  local out=$1 k=$2 at latest
+  at=$(last_step "$out")
+  [ "$at" -ge "$k" ] && [ "$at" -lt "$STEPS" ] \
+    || fail "$out: killed after step $at, expected a step in [$k, $((STEPS - 1))]"
+  [ ! -e "$out/adapter_model.safetensors" ] || fail "$out: the run finished before the kill"
+  latest=$(readlink "$out/checkpoints/latest" 2>/dev/null || echo step-00000000)
+  [ "$((10#${latest#step-}))" -lt "$STEPS" ] || fail "$out: latest checkpoint $latest is the last step"
+}
+
 # check_mode NAME SLOW_RANK SEEDS "TRAIN FLAGS" LAUNCH...: an uninterrupted
 # run, then per seed a run killed at a random step in [1, STEPS-2] and
-# resumed; adapters compared by cmp.
+# resumed; adapters compared by cmp.  The killed run's slow rank sleeps
+# SLOW_MS per step, so two steps (>= 0.5 s) separate the target from the end
+# of the run: the kill lands mid-run even on a loaded machine.
+SLOW_MS=250
 check_mode() {
   local name=$1 slow=$2 seeds=$3 flags=$4; shift 4
   "$@" "$PSLORA" train $T $flags --out "$name-ref" > "$name-ref.txt" 2>&1 || fail "$name ref: $(tail -3 "$name-ref.txt")"
   for seed in $seeds; do
     RANDOM=$seed
     local k=$((1 + RANDOM % (STEPS - 2))) out="$name-kill$seed"
-    PSLORA_TEST_SLOW_RANK=$slow PSLORA_TEST_SLOW_MS=80 start_bg "$out" "$out.txt" \
+    PSLORA_TEST_SLOW_RANK=$slow PSLORA_TEST_SLOW_MS=$SLOW_MS start_bg "$out" "$out.txt" \
       "$@" "$PSLORA" train $T $flags --out "$out"
     kill_at "$out" "$k"
+    killed_mid_run "$out" "$k"
     local at; at=$(last_step "$out")
     "$@" "$PSLORA" train $T $flags --resume "$out" > "$out-resume.txt" 2>&1 \
       || fail "$name seed $seed: resume failed: $(tail -3 "$out-resume.txt")"

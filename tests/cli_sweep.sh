@@ -6,22 +6,13 @@
 # exist when gnuplot is installed, and a missing gnuplot only skips them.
 #
 # Environment (set by CTest): PSLORA (the binary), MPIEXEC, SCRATCH.
-set -euo pipefail
-
-: "${PSLORA:?set PSLORA to the pslora binary}"
 : "${MPIEXEC:?set MPIEXEC to mpiexec}"
-: "${SCRATCH:?set SCRATCH to a scratch directory}"
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"   # checks PSLORA and SCRATCH, cd into a fresh SCRATCH, fail()
 SWEEP=$HERE/../deploy/sweep
-rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
 export MPIEXEC
 OUT=$SCRATCH/sweep
 CSV=$OUT/sweep.csv
-
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
 
 # col RANK WORKERS COLUMN: one field of the CSV row of that run.
 col() {

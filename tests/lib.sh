@@ -8,6 +8,12 @@ rm -rf "$SCRATCH" && mkdir -p "$SCRATCH" && cd "$SCRATCH"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 
+# descendants PID: every process below PID (mpirun runs inside a subshell).
+descendants() {
+  local p
+  for p in $(pgrep -P "$1"); do echo "$p"; descendants "$p"; done
+}
+
 # expect_fail STATUS PATTERN CMD...: CMD exits with STATUS and its stderr
 # (one line) matches the extended regex PATTERN.
 expect_fail() {

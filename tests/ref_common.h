@@ -477,4 +477,27 @@ static inline double ref_xent_sum(const double *x, const double *E, const int32_
     return loss;
 }
 
+/* The model heads on the final-normed hidden states h [N,C] (malloc'd, freed
+ * here), E [V,C]: the summed cross entropy at tgt [N], and the logits [V] of
+ * position pos. */
+static inline double ref_head_loss(double *h, const double *E, const int32_t *tgt, int N, int C,
+                                   int V)
+{
+    double loss = ref_xent_sum(h, E, tgt, N, C, V);
+    free(h);
+    return loss;
+}
+
+static inline void ref_head_logits(double *h, const double *E, int pos, int C, int V,
+                                   double *logits)
+{
+    for (int v = 0; v < V; v++) {
+        double acc = 0;
+        for (int i = 0; i < C; i++)
+            acc += h[(size_t)pos * C + i] * E[(size_t)v * C + i];
+        logits[v] = acc;
+    }
+    free(h);
+}
+
 #endif

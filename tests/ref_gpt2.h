@@ -275,9 +275,10 @@ static inline void ref_block_linear(const ref_gpt2 *m, const ref_lora *lo, int l
     ref_linear_adapted(y, x, m->blk[l].w[k], (size_t)out, 1, m->blk[l].b[k], lo, l, k, N, in, out);
 }
 
-/* Summed token loss of inp/tgt [B,T] (T <= n_positions); lo may be NULL. */
-static inline double ref_gpt2_loss(const ref_gpt2 *m, const ref_lora *lo, const int32_t *inp,
-                                   const int32_t *tgt, int B, int T)
+/* The final layer-normed hidden states [B*T, n_embd] of inp [B,T]
+ * (T <= n_positions), malloc'd; lo may be NULL. */
+static inline double *ref_gpt2_hidden(const ref_gpt2 *m, const ref_lora *lo, const int32_t *inp,
+                                      int B, int T)
 {
     const ref_config *c = &m->cfg;
     int C = c->n_embd, N = B * T;
@@ -304,13 +305,27 @@ static inline double ref_gpt2_loss(const ref_gpt2 *m, const ref_lora *lo, const 
             x[i] += y[i];
     }
     ref_layernorm(a, x, m->lnf_w, m->lnf_b, N, C, c->eps);
-    double loss = ref_xent_sum(a, m->lm_head ? m->lm_head : m->wte, tgt, N, C, c->vocab);
     free(x);
-    free(a);
     free(qkv);
     free(y);
     free(f);
-    return loss;
+    return a;
+}
+
+/* Summed token loss of inp/tgt [B,T] (T <= n_positions); lo may be NULL. */
+static inline double ref_gpt2_loss(const ref_gpt2 *m, const ref_lora *lo, const int32_t *inp,
+                                   const int32_t *tgt, int B, int T)
+{
+    return ref_head_loss(ref_gpt2_hidden(m, lo, inp, B, T), m->lm_head ? m->lm_head : m->wte, tgt,
+                         B * T, m->cfg.n_embd, m->cfg.vocab);
+}
+
+/* logits [V] of position pos of the single sequence inp [T]. */
+static inline void ref_gpt2_logits(const ref_gpt2 *m, const ref_lora *lo, const int32_t *inp,
+                                   int T, int pos, double *logits)
+{
+    ref_head_logits(ref_gpt2_hidden(m, lo, inp, 1, T), m->lm_head ? m->lm_head : m->wte, pos,
+                    m->cfg.n_embd, m->cfg.vocab, logits);
 }
 
 #endif

@@ -333,27 +333,16 @@ static inline double *ref_llama_hidden(const ref_llama *m, const ref_lora *lo, c
 static inline double ref_llama_loss(const ref_llama *m, const ref_lora *lo, const int32_t *inp,
                                     const int32_t *tgt, int B, int T)
 {
-    double *h = ref_llama_hidden(m, lo, inp, B, T);
-    double loss = ref_xent_sum(h, m->lm_head ? m->lm_head : m->embed, tgt, B * T, m->cfg.hidden,
-                               m->cfg.vocab);
-    free(h);
-    return loss;
+    return ref_head_loss(ref_llama_hidden(m, lo, inp, B, T), m->lm_head ? m->lm_head : m->embed,
+                         tgt, B * T, m->cfg.hidden, m->cfg.vocab);
 }
 
 /* logits [V] of position pos of the single sequence inp [T]. */
 static inline void ref_llama_logits(const ref_llama *m, const ref_lora *lo, const int32_t *inp,
                                     int T, int pos, double *logits)
 {
-    int C = m->cfg.hidden;
-    double *h = ref_llama_hidden(m, lo, inp, 1, T);
-    const double *E = m->lm_head ? m->lm_head : m->embed;
-    for (int v = 0; v < m->cfg.vocab; v++) {
-        double acc = 0;
-        for (int i = 0; i < C; i++)
-            acc += h[(size_t)pos * C + i] * E[(size_t)v * C + i];
-        logits[v] = acc;
-    }
-    free(h);
+    ref_head_logits(ref_llama_hidden(m, lo, inp, 1, T), m->lm_head ? m->lm_head : m->embed, pos,
+                    m->cfg.hidden, m->cfg.vocab, logits);
 }
 
 #endif

@@ -131,6 +131,15 @@ double rc_ref_loss(const rc_fixture *f, const ref_lora *lo)
     return ref_gpt2_loss(&f->ref.gpt2, lo, f->inp, f->tgt, RC_B, RC_T);
 }
 
+/* The reference's logits [vocab] at position pos of the sequence f->inp [RC_T]. */
+static void ref_logits(const rc_fixture *f, const ref_lora *lo, int pos, double *logits)
+{
+    if (f->llama)
+        ref_llama_logits(&f->ref.llama, lo, f->inp, RC_T, pos, logits);
+    else
+        ref_gpt2_logits(&f->ref.gpt2, lo, f->inp, RC_T, pos, logits);
+}
+
 void rc_build_layout(rc_fixture *f, lora_layout *L, int rslora, float dropout)
 {
     pl_err e = {{0}};
@@ -254,9 +263,11 @@ void rc_test_zero_b_is_base(void **state)
 }
 
 /* One gradient entry against a central difference of the reference's summed
- * loss in *v; returns 1 when it is out of tolerance. */
+ * loss in *v; returns 1 when it is out of tolerance.  An entry passes on an
+ * absolute error below 1e-4 whatever its size, so check_tensor also asks the
+ * tensor's gradient not to be tiny. */
 static int check_entry(const rc_fixture *f, const ref_lora *lo, double *v, float got,
-                       const char *path, const char *which, size_t j)
+                       const char *path, const char *which, size_t j, double *fd_sq)
 {
     const double h = 1e-5;
     double v0 = *v;
@@ -266,11 +277,39 @@ static int check_entry(const rc_fixture *f, const ref_lora *lo, double *v, float
     double lm = rc_ref_loss(f, lo);
     *v = v0;
     double fd = (lp - lm) / (2 * h), ad = fabs(got - fd);
+    *fd_sq += fd * fd;
     if (ad < 1e-4 || ad / fabs(fd) < 1e-3)
         return 0;
     print_error("%s.%s[%zu]: model_loss_grad %.9g, finite difference %.9g\n", path, which, j,
                 (double)got, fd);
     return 1;
+}
+
+/* The floor on a tensor's gradient norm (both the model's and the finite
+ * differences'): a zero or vanishing gradient must not pass on the absolute
+ * tolerance of 1e-4 per entry.  The tensors here have at most 64 entries, so
+ * all of them below 1e-4 make a norm below 8e-4; the fixtures' tensors have
+ * norms of 0.49 (Llama) and 1.06 (GPT-2) and more. */
+#define RC_GRAD_NORM_FLOOR 0.05
+
+/* Every entry of one tensor (n at got, the reference's at ref) against
+ * finite differences; the tensor's gradient norm must reach the floor.
+ * Returns the number of entries out of tolerance. */
+static int check_tensor(const rc_fixture *f, const ref_lora *lo, double *ref, const float *got,
+                        size_t n, const char *path, const char *which)
+{
+    int bad = 0;
+    double fd_sq = 0, got_sq = 0;
+    for (size_t j = 0; j < n; j++) {
+        bad += check_entry(f, lo, &ref[j], got[j], path, which, j, &fd_sq);
+        got_sq += (double)got[j] * got[j];
+    }
+    if (!(sqrt(fd_sq) >= RC_GRAD_NORM_FLOOR && sqrt(got_sq) >= RC_GRAD_NORM_FLOOR)) {
+        print_error("%s.%s: gradient norm %.3g (finite differences %.3g) below the floor %g\n",
+                    path, which, sqrt(got_sq), sqrt(fd_sq), RC_GRAD_NORM_FLOOR);
+        bad++;
+    }
+    return bad;
 }
 
 /* The dropout masks model_step.c draws for module i with seed s: keep with
@@ -313,15 +352,15 @@ static void check_grad_fd(rc_fixture *f, float p_drop)
         const lora_module *mod = &L.m[i];
         int l, k;
         ref_parse(f, mod->path, &l, &k);
-        for (size_t j = 0; j < (size_t)L.r * mod->in; j++, checked++)
-            bad += check_entry(f, &lo, &lo.A[l][k][j], g[mod->a_off + j], mod->path, "lora_A", j);
-        for (size_t j = 0; j < (size_t)mod->out * L.r; j++, checked++)
-            bad += check_entry(f, &lo, &lo.B[l][k][j], g[mod->b_off + j], mod->path, "lora_B", j);
+        size_t na = (size_t)L.r * mod->in, nb = (size_t)mod->out * L.r;
+        bad += check_tensor(f, &lo, lo.A[l][k], g + mod->a_off, na, mod->path, "lora_A");
+        bad += check_tensor(f, &lo, lo.B[l][k], g + mod->b_off, nb, mod->path, "lora_B");
+        checked += (int)(na + nb);
     }
     assert_int_equal(checked, (int)L.n_params);
     if (bad)
-        fail_msg("%s dropout %g: %d of %d adapter gradients differ from finite differences",
-                 f->name, p_drop, bad, checked);
+        fail_msg("%s dropout %g: %d of %d adapter gradients (or tensor norms) differ from finite "
+                 "differences", f->name, p_drop, bad, checked);
     for (int i = 0; masks && i < L.n; i++)
         free(masks[i]);
     free(masks);
@@ -364,4 +403,35 @@ void rc_test_lora_loss_vs_ref(void **state)
         free(p);
         lora_layout_free(&L);
     }
+}
+
+/* model_logits of every position of one sequence, with a nonzero adapter,
+ * against the reference's: max error below 1e-5 of max(1, largest logit). */
+void rc_test_logits_vs_ref(void **state)
+{
+    rc_fixture *f = *state;
+    int V = f->llama ? f->ref.llama.cfg.vocab : f->ref.gpt2.cfg.vocab;
+    lora_layout L;
+    ref_lora lo;
+    rc_build_layout(f, &L, 0, 0.0f);
+    float *p = malloc(L.n_params * sizeof *p), *lg = malloc((size_t)V * sizeof *lg);
+    double *want = malloc((size_t)V * sizeof *want);
+    rc_fill_adapter(&L, p, 31);
+    rc_ref_adapter(&lo, f, &L, p, (double)RC_ALPHA / RC_RANK, NULL);
+    model_acts *a = model_acts_new(&f->lm, &L, 1, RC_T, 0);
+    for (int pos = 0; pos < RC_T; pos++) {
+        model_logits(&f->lm, a, &L, p, f->inp, pos, lg);
+        ref_logits(f, &lo, pos, want);
+        double err = 0, mx = 0;
+        for (int v = 0; v < V; v++) {
+            err = fmax(err, fabs(lg[v] - want[v]));
+            mx = fmax(mx, fabs(want[v]));
+        }
+        if (!(err < 1e-5 * fmax(1, mx)))
+            fail_msg("%s: logits at %d off by %.3g (max %.3g)", f->name, pos, err, mx);
+    }
+    model_acts_free(a);
+    ref_lora_free(&lo);
+    free(p), free(lg), free(want);
+    lora_layout_free(&L);
 }

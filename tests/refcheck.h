@@ -20,7 +20,11 @@
  *                           applying the masks model_step.c draws;
  *   test_lora_loss_vs_ref   the loss with a nonzero adapter, scale alpha/r
  *                           and rslora's alpha/sqrt(r), forward-only and
- *                           backward activations. */
+ *                           backward activations;
+ *   test_logits_vs_ref      model_logits (generation) at every position of
+ *                           one sequence with a nonzero adapter.
+ * Each adapter tensor's gradient must also reach a norm floor, so a zero
+ * gradient cannot pass on the absolute tolerance. */
 #ifndef PSLORA_REFCHECK_H
 #define PSLORA_REFCHECK_H
 
@@ -93,6 +97,7 @@ void rc_test_zero_b_is_base(void **state);
 void rc_test_lora_grad_fd(void **state);
 void rc_test_lora_grad_fd_dropout(void **state);
 void rc_test_lora_loss_vs_ref(void **state);
+void rc_test_logits_vs_ref(void **state);
 
 /* A cmocka test entry for rc_NAME, reported as NAME. */
 #define RC_UNIT_TEST(NAME) {#NAME, rc_##NAME, NULL, NULL, NULL}

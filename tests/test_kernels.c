@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "rng.h"
+#include "testutil.h"
 
 /* Tolerances, relative to max |ref| (see above).  Measured on this machine: about
  * 1e-7 for every forward and every gradient, so both bounds leave a factor of ~100
@@ -30,22 +30,10 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static float *fnew(size_t n)
-{
-    return calloc(n ? n : 1, sizeof(float));
-}
-static double *dnew(size_t n)
-{
-    return calloc(n ? n : 1, sizeof(double));
-}
-
-/* Fills a with N(0, sd^2) from a stream seeded by seed. */
+/* Fills a with N(0, sd^2) from a stream seeded by seed (this file's tag). */
 static void fill_normal(float *a, size_t n, float sd, uint64_t seed)
 {
-    rng_state r;
-    uint64_t w[2] = {0x6b65726eULL, seed};
-    rng_seed(&r, w, 2);
-    rng_fill_normal(&r, a, n, sd);
+    tu_fill_normal(a, n, 0.0f, sd, 0x6b65726eULL, seed);
 }
 
 static void fill_const(float *a, size_t n, float v)
@@ -54,65 +42,13 @@ static void fill_const(float *a, size_t n, float v)
         a[i] = v;
 }
 
-static double *to_double(const float *a, size_t n)
-{
-    double *d = dnew(n);
-    for (size_t i = 0; i < n; i++)
-        d[i] = a[i];
-    return d;
-}
-
 /* (a - b) in double: the increment an accumulating kernel added. */
 static double *diff_double(const float *a, const float *b, size_t n)
 {
-    double *d = dnew(n);
+    double *d = tu_dnew(n);
     for (size_t i = 0; i < n; i++)
         d[i] = (double)a[i] - (double)b[i];
     return d;
-}
-
-static double dot(const double *a, const double *b, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-/* max |got - ref| / max |ref| (see the header comment). */
-static double rel_err(const double *got, const double *ref, size_t n)
-{
-    double e = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        e = fmax(e, fabs(got[i] - ref[i]));
-        m = fmax(m, fabs(ref[i]));
-    }
-    return e / fmax(m, 1e-300);
-}
-
-static double rel_err_f(const float *got, const double *ref, size_t n)
-{
-    double *g = to_double(got, n);
-    double e = rel_err(g, ref, n);
-    free(g);
-    return e;
-}
-
-typedef double (*loss_fn)(void *ctx);
-
-/* g[i] = (L(p + h e_i) - L(p - h e_i)) / 2h, h = 1e-4 * max(1, |p_i|), all in double. */
-static void fd_grad(double *g, double *p, size_t n, loss_fn L, void *ctx)
-{
-    for (size_t i = 0; i < n; i++) {
-        double p0 = p[i], h = 1e-4 * fmax(1.0, fabs(p0));
-        double hp = p0 + h, hm = p0 - h;
-        p[i] = hp;
-        double lp = L(ctx);
-        p[i] = hm;
-        double lm = L(ctx);
-        p[i] = p0;
-        g[i] = (lp - lm) / (hp - hm);
-    }
 }
 
 /* ---- double references ---------------------------------------------------- */
@@ -266,7 +202,7 @@ static void test_embed(void **state)
     (void)state;
     enum { B = 2, T = 3, C = 4, V = 5 };
     int32_t inp[B * T] = {4, 0, 2, 2, 3, 1};
-    float *wte = fnew(V * C), *wpe = fnew(T * C), *x = fnew(B * T * C);
+    float *wte = tu_fnew(V * C), *wpe = tu_fnew(T * C), *x = tu_fnew(B * T * C);
     fill_normal(wte, V * C, 1, 1);
     fill_normal(wpe, T * C, 1, 2);
     k_embed_fwd(x, inp, wte, wpe, B * T, T, C);
@@ -299,15 +235,15 @@ static double ln_loss(void *vc)
 {
     ln_ctx *c = vc;
     ref_layernorm(c->y, c->x, c->w, c->b, c->N, c->C, 1e-5);
-    return dot(c->dy, c->y, (size_t)c->N * c->C);
+    return tu_dot(c->dy, c->y, (size_t)c->N * c->C);
 }
 
 static void test_layernorm(void **state)
 {
     (void)state;
     enum { N = 6, C = 8 };
-    float *x = fnew(N * C), *w = fnew(C), *b = fnew(C), *dy = fnew(N * C), *y = fnew(N * C);
-    float *dx = fnew(N * C), *dx0 = fnew(N * C), mean[N], rstd[N];
+    float *x = tu_fnew(N * C), *w = tu_fnew(C), *b = tu_fnew(C), *dy = tu_fnew(N * C), *y = tu_fnew(N * C);
+    float *dx = tu_fnew(N * C), *dx0 = tu_fnew(N * C), mean[N], rstd[N];
     fill_normal(x, N * C, 2, 10);
     for (int i = 0; i < N * C; i++)
         x[i] += 0.5f * (float)(i % C); /* rows with a nonzero mean */
@@ -320,11 +256,11 @@ static void test_layernorm(void **state)
     memcpy(dx, dx0, sizeof(float) * N * C);
 
     ln_ctx c = {
-        N,          C, to_double(x, N * C), to_double(w, C), to_double(b, C), to_double(dy, N * C),
-        dnew(N * C)};
+        N,          C, tu_to_double(x, N * C), tu_to_double(w, C), tu_to_double(b, C), tu_to_double(dy, N * C),
+        tu_dnew(N * C)};
     k_layernorm_fwd(y, mean, rstd, x, w, b, N, C, 1e-5f);
     ref_layernorm(c.y, c.x, c.w, c.b, N, C, 1e-5);
-    assert_true(rel_err_f(y, c.y, N * C) < FWD_TOL);
+    assert_true(tu_rel_err_f(y, c.y, N * C) < FWD_TOL);
     for (int n = 0; n < N; n++) { /* kept statistics */
         double m = 0, v = 0;
         for (int k = 0; k < C; k++)
@@ -336,9 +272,9 @@ static void test_layernorm(void **state)
     }
 
     k_layernorm_bwd(dx, dy, x, mean, rstd, w, N, C); /* accumulates onto dx0 */
-    double *fd = dnew(N * C), *got = diff_double(dx, dx0, N * C);
-    fd_grad(fd, c.x, N * C, ln_loss, &c);
-    assert_true(rel_err(got, fd, N * C) < GRAD_TOL);
+    double *fd = tu_dnew(N * C), *got = diff_double(dx, dx0, N * C);
+    tu_fd_grad(fd, c.x, N * C, ln_loss, &c);
+    assert_true(tu_rel_err(got, fd, N * C) < GRAD_TOL);
 
     free(fd), free(got), free(c.x), free(c.w), free(c.b), free(c.dy), free(c.y);
     free(x), free(w), free(b), free(dy), free(y), free(dx), free(dx0);
@@ -364,20 +300,20 @@ static void test_gelu(void **state)
 {
     (void)state;
     enum { n = 64 };
-    float *x = fnew(n), *y = fnew(n), *dy = fnew(n), *dx = fnew(n);
+    float *x = tu_fnew(n), *y = tu_fnew(n), *dy = tu_fnew(n), *dx = tu_fnew(n);
     for (int i = 0; i < n; i++) /* a ramp over [-6, 6] covers both saturated tails */
         x[i] = -6.0f + 12.0f * (float)i / (n - 1);
     fill_normal(dy, n, 1, 20);
-    gelu_ctx c = {n, to_double(x, n), to_double(dy, n)};
-    double *yr = dnew(n), *fd = dnew(n);
+    gelu_ctx c = {n, tu_to_double(x, n), tu_to_double(dy, n)};
+    double *yr = tu_dnew(n), *fd = tu_dnew(n);
     for (int i = 0; i < n; i++)
         yr[i] = ref_gelu(c.x[i]);
     k_gelu_fwd(y, x, n);
-    assert_true(rel_err_f(y, yr, n) < FWD_TOL);
+    assert_true(tu_rel_err_f(y, yr, n) < FWD_TOL);
 
-    fd_grad(fd, c.x, n, gelu_loss, &c);
+    tu_fd_grad(fd, c.x, n, gelu_loss, &c);
     k_gelu_bwd(dx, dy, x, n);
-    assert_true(rel_err_f(dx, fd, n) < GRAD_TOL);
+    assert_true(tu_rel_err_f(dx, fd, n) < GRAD_TOL);
     k_gelu_bwd(dy, dy, x, n); /* in place: dx aliases dy */
     assert_memory_equal(dy, dx, n * sizeof(float));
 
@@ -395,14 +331,14 @@ static double lin_loss(void *vc)
 {
     lin_ctx *c = vc;
     ref_linear(c->y, c->x, c->w, c->b, c->N, c->in, c->out, c->conv1d);
-    return dot(c->dy, c->y, (size_t)c->N * c->out);
+    return tu_dot(c->dy, c->y, (size_t)c->N * c->out);
 }
 
 static void check_linear(int conv1d)
 {
     enum { N = 5, IN = 7, OUT = 6 };
-    float *x = fnew(N * IN), *w = fnew(IN * OUT), *b = fnew(OUT), *y = fnew(N * OUT);
-    float *dy = fnew(N * OUT), *dx = fnew(N * IN), *dx0 = fnew(N * IN);
+    float *x = tu_fnew(N * IN), *w = tu_fnew(IN * OUT), *b = tu_fnew(OUT), *y = tu_fnew(N * OUT);
+    float *dy = tu_fnew(N * OUT), *dx = tu_fnew(N * IN), *dx0 = tu_fnew(N * IN);
     fill_normal(x, N * IN, 1, 30);
     fill_normal(w, IN * OUT, 0.5f, 31);
     fill_normal(b, OUT, 1, 32);
@@ -412,21 +348,21 @@ static void check_linear(int conv1d)
                  IN,
                  OUT,
                  conv1d,
-                 to_double(x, N * IN),
-                 to_double(w, IN * OUT),
-                 to_double(b, OUT),
-                 to_double(dy, N * OUT),
-                 dnew(N * OUT)};
+                 tu_to_double(x, N * IN),
+                 tu_to_double(w, IN * OUT),
+                 tu_to_double(b, OUT),
+                 tu_to_double(dy, N * OUT),
+                 tu_dnew(N * OUT)};
 
     k_linear_fwd(y, x, w, b, N, IN, OUT, conv1d);
     ref_linear(c.y, c.x, c.w, c.b, N, IN, OUT, conv1d);
-    assert_true(rel_err_f(y, c.y, N * OUT) < FWD_TOL);
+    assert_true(tu_rel_err_f(y, c.y, N * OUT) < FWD_TOL);
     k_linear_fwd(y, x, w, NULL, N, IN, OUT, conv1d);
     ref_linear(c.y, c.x, c.w, NULL, N, IN, OUT, conv1d);
-    assert_true(rel_err_f(y, c.y, N * OUT) < FWD_TOL);
+    assert_true(tu_rel_err_f(y, c.y, N * OUT) < FWD_TOL);
 
     /* added to a residual, into another buffer and in place, with and without bias */
-    float *res = fnew(N * OUT), *y2 = fnew(N * OUT);
+    float *res = tu_fnew(N * OUT), *y2 = tu_fnew(N * OUT);
     fill_normal(res, N * OUT, 1, 35);
     for (int with_b = 0; with_b < 2; with_b++) {
         ref_linear(c.y, c.x, c.w, with_b ? c.b : NULL, N, IN, OUT, conv1d);
@@ -434,27 +370,27 @@ static void check_linear(int conv1d)
             c.y[i] += res[i];
         fill_const(y, N * OUT, NAN);
         k_linear_fwd_res(y, res, x, w, with_b ? b : NULL, N, IN, OUT, conv1d);
-        assert_true(rel_err_f(y, c.y, N * OUT) < FWD_TOL);
+        assert_true(tu_rel_err_f(y, c.y, N * OUT) < FWD_TOL);
         memcpy(y2, res, sizeof(float) * N * OUT);
         k_linear_fwd_res(y2, y2, x, w, with_b ? b : NULL, N, IN, OUT, conv1d);
         assert_memory_equal(y2, y, sizeof(float) * N * OUT);
     }
     free(res), free(y2);
 
-    double *fd = dnew(N * IN);
-    fd_grad(fd, c.x, N * IN, lin_loss, &c);
+    double *fd = tu_dnew(N * IN);
+    tu_fd_grad(fd, c.x, N * IN, lin_loss, &c);
     fill_const(dx, N * IN, NAN); /* beta 0 overwrites: old contents are never read */
     k_linear_bwd(dx, dy, w, N, IN, OUT, conv1d, 0.0f);
-    assert_true(rel_err_f(dx, fd, N * IN) < GRAD_TOL);
+    assert_true(tu_rel_err_f(dx, fd, N * IN) < GRAD_TOL);
     memcpy(dx, dx0, sizeof(float) * N * IN); /* beta 1 accumulates */
     k_linear_bwd(dx, dy, w, N, IN, OUT, conv1d, 1.0f);
     double *got = diff_double(dx, dx0, N * IN);
-    assert_true(rel_err(got, fd, N * IN) < GRAD_TOL);
+    assert_true(tu_rel_err(got, fd, N * IN) < GRAD_TOL);
     memcpy(dx, dx0, sizeof(float) * N * IN); /* beta 0.5 scales the old contents */
     k_linear_bwd(dx, dy, w, N, IN, OUT, conv1d, 0.5f);
     for (int i = 0; i < N * IN; i++)
         got[i] = (double)dx[i] - 0.5 * dx0[i];
-    assert_true(rel_err(got, fd, N * IN) < GRAD_TOL);
+    assert_true(tu_rel_err(got, fd, N * IN) < GRAD_TOL);
 
     free(fd), free(got), free(c.x), free(c.w), free(c.b), free(c.dy), free(c.y);
     free(x), free(w), free(b), free(y), free(dy), free(dx), free(dx0);
@@ -484,7 +420,7 @@ static double lora_loss(void *vc)
 {
     lora_ctx *c = vc;
     ref_lora(c->y, NULL, c->x, c->A, c->B, c->N, c->in, c->out, c->r, c->s);
-    return dot(c->dy, c->y, (size_t)c->N * c->out);
+    return tu_dot(c->dy, c->y, (size_t)c->N * c->out);
 }
 
 static void test_lora(void **state)
@@ -492,10 +428,10 @@ static void test_lora(void **state)
     (void)state;
     enum { N = 5, IN = 7, OUT = 6, R = 3 };
     const float s = 2.0f;
-    float *x = fnew(N * IN), *A = fnew(R * IN), *B = fnew(OUT * R), *y = fnew(N * OUT);
-    float *y0 = fnew(N * OUT), *u = fnew(N * R), *dy = fnew(N * OUT), *du = fnew(N * R);
-    float *dx = fnew(N * IN), *dx0 = fnew(N * IN), *dA = fnew(R * IN), *dA0 = fnew(R * IN);
-    float *dB = fnew(OUT * R), *dB0 = fnew(OUT * R);
+    float *x = tu_fnew(N * IN), *A = tu_fnew(R * IN), *B = tu_fnew(OUT * R), *y = tu_fnew(N * OUT);
+    float *y0 = tu_fnew(N * OUT), *u = tu_fnew(N * R), *dy = tu_fnew(N * OUT), *du = tu_fnew(N * R);
+    float *dx = tu_fnew(N * IN), *dx0 = tu_fnew(N * IN), *dA = tu_fnew(R * IN), *dA0 = tu_fnew(R * IN);
+    float *dB = tu_fnew(OUT * R), *dB0 = tu_fnew(OUT * R);
     fill_normal(x, N * IN, 1, 40);
     fill_normal(A, R * IN, 0.5f, 41);
     fill_normal(B, OUT * R, 0.5f, 42);
@@ -509,20 +445,20 @@ static void test_lora(void **state)
                   OUT,
                   R,
                   s,
-                  to_double(x, N * IN),
-                  to_double(A, R * IN),
-                  to_double(B, OUT * R),
-                  to_double(dy, N * OUT),
-                  dnew(N * OUT)};
+                  tu_to_double(x, N * IN),
+                  tu_to_double(A, R * IN),
+                  tu_to_double(B, OUT * R),
+                  tu_to_double(dy, N * OUT),
+                  tu_dnew(N * OUT)};
 
     /* forward: u = x A^T, y = y0 + s u B^T */
-    double *ur = dnew(N * R);
+    double *ur = tu_dnew(N * R);
     memcpy(y, y0, sizeof(float) * N * OUT);
     k_lora_fwd(y, u, x, A, B, N, IN, OUT, R, s);
     ref_lora(c.y, ur, c.x, c.A, c.B, N, IN, OUT, R, s);
     double *yadd = diff_double(y, y0, N * OUT);
-    assert_true(rel_err_f(u, ur, N * R) < FWD_TOL);
-    assert_true(rel_err(yadd, c.y, N * OUT) < FWD_TOL);
+    assert_true(tu_rel_err_f(u, ur, N * R) < FWD_TOL);
+    assert_true(tu_rel_err(yadd, c.y, N * OUT) < FWD_TOL);
 
     /* backward: dx, dA, dB accumulate; each increment against its own FD */
     memcpy(dx, dx0, sizeof(float) * N * IN);
@@ -530,18 +466,18 @@ static void test_lora(void **state)
     memcpy(dB, dB0, sizeof(float) * OUT * R);
     fill_const(du, N * R, NAN); /* du is scratch, overwritten */
     k_lora_bwd(dx, dA, dB, du, dy, x, u, A, B, N, IN, OUT, R, s);
-    double *fx = dnew(N * IN), *fA = dnew(R * IN), *fB = dnew(OUT * R);
-    fd_grad(fx, c.x, N * IN, lora_loss, &c);
-    fd_grad(fA, c.A, R * IN, lora_loss, &c);
-    fd_grad(fB, c.B, OUT * R, lora_loss, &c);
+    double *fx = tu_dnew(N * IN), *fA = tu_dnew(R * IN), *fB = tu_dnew(OUT * R);
+    tu_fd_grad(fx, c.x, N * IN, lora_loss, &c);
+    tu_fd_grad(fA, c.A, R * IN, lora_loss, &c);
+    tu_fd_grad(fB, c.B, OUT * R, lora_loss, &c);
     double *gx = diff_double(dx, dx0, N * IN), *gA = diff_double(dA, dA0, R * IN);
     double *gB = diff_double(dB, dB0, OUT * R);
-    assert_true(rel_err(gx, fx, N * IN) < GRAD_TOL);
-    assert_true(rel_err(gA, fA, R * IN) < GRAD_TOL);
-    assert_true(rel_err(gB, fB, OUT * R) < GRAD_TOL);
+    assert_true(tu_rel_err(gx, fx, N * IN) < GRAD_TOL);
+    assert_true(tu_rel_err(gA, fA, R * IN) < GRAD_TOL);
+    assert_true(tu_rel_err(gB, fB, OUT * R) < GRAD_TOL);
 
     /* dx NULL: dA and dB come out the same */
-    float *dA2 = fnew(R * IN), *dB2 = fnew(OUT * R);
+    float *dA2 = tu_fnew(R * IN), *dB2 = tu_fnew(OUT * R);
     memcpy(dA2, dA0, sizeof(float) * R * IN);
     memcpy(dB2, dB0, sizeof(float) * OUT * R);
     k_lora_bwd(NULL, dA2, dB2, du, dy, x, u, A, B, N, IN, OUT, R, s);
@@ -565,7 +501,7 @@ static double attn_loss(void *vc)
 {
     attn_ctx *c = vc;
     ref_attention(c->out, NULL, c->in, c->L);
-    return dot(c->dy, c->out, (size_t)c->L->B * c->L->T * c->L->H * c->L->D);
+    return tu_dot(c->dy, c->out, (size_t)c->L->B * c->L->T * c->L->H * c->L->D);
 }
 
 /* used[i] = 1 for every buffer element that is part of q, k or v. */
@@ -599,24 +535,24 @@ static void check_attention(const attn_layout *L, uint64_t seed)
 {
     size_t N = (size_t)L->B * L->T, no = N * L->H * L->D;
     size_t na = (size_t)L->B * L->H * L->T * L->T;
-    float *in = fnew(L->len), *out = fnew(no), *att = fnew(na), *dy = fnew(no);
-    float *din = fnew(L->len), *scratch = fnew(na);
+    float *in = tu_fnew(L->len), *out = tu_fnew(no), *att = tu_fnew(na), *dy = tu_fnew(no);
+    float *din = tu_fnew(L->len), *scratch = tu_fnew(na);
     char *used = malloc(L->len);
     attn_used(used, L);
     fill_normal(in, L->len, 1, seed);
     fill_normal(dy, no, 1, seed + 1);
-    attn_ctx c = {L, to_double(in, L->len), to_double(dy, no), dnew(no)};
-    double *att_ref = dnew(na);
+    attn_ctx c = {L, tu_to_double(in, L->len), tu_to_double(dy, no), tu_dnew(no)};
+    double *att_ref = tu_dnew(na);
 
     k_attn_fwd_l(out, att, in, L);
     ref_attention(c.out, att_ref, c.in, L);
-    assert_true(rel_err_f(out, c.out, no) < FWD_TOL);
-    assert_true(rel_err_f(att, att_ref, na) < FWD_TOL);
+    assert_true(tu_rel_err_f(out, c.out, no) < FWD_TOL);
+    assert_true(tu_rel_err_f(att, att_ref, na) < FWD_TOL);
 
     fill_const(din, L->len, NAN);
     k_attn_bwd_l(din, scratch, dy, in, att, L);
-    double *fd = dnew(L->len), *got = dnew(L->len);
-    fd_grad(fd, c.in, L->len, attn_loss, &c);
+    double *fd = tu_dnew(L->len), *got = tu_dnew(L->len);
+    tu_fd_grad(fd, c.in, L->len, attn_loss, &c);
     for (size_t i = 0; i < L->len; i++) {
         if (used[i]) {
             assert_false(isnan(din[i]));
@@ -626,7 +562,7 @@ static void check_attention(const attn_layout *L, uint64_t seed)
             got[i] = fd[i];             /* (and FD there is 0) */
         }
     }
-    assert_true(rel_err(got, fd, L->len) < GRAD_TOL);
+    assert_true(tu_rel_err(got, fd, L->len) < GRAD_TOL);
 
     free(fd), free(got), free(att_ref), free(c.in), free(c.dy), free(c.out), free(used);
     free(in), free(out), free(att), free(dy), free(din), free(scratch);
@@ -677,7 +613,7 @@ static void test_attention_causal(void **state)
     attn_layout L = attn_fused(2, 5, 4, 2, 3);
     const int t0 = 3, b0 = 1;
     size_t N = 10, no = N * L.H * L.D, na = (size_t)L.B * L.H * L.T * L.T;
-    float *in = fnew(L.len), *out1 = fnew(no), *out2 = fnew(no), *att = fnew(na);
+    float *in = tu_fnew(L.len), *out1 = tu_fnew(no), *out2 = tu_fnew(no), *att = tu_fnew(na);
     fill_normal(in, L.len, 1, 60);
     k_attn_fwd_l(out1, att, in, &L);
     for (int b = 0; b < L.B; b++)
@@ -730,13 +666,13 @@ static void test_lmhead_xent(void **state)
     (void)state;
     enum { N = 7, C = 6, V = 11 };
     int32_t tgt[N] = {3, -1, 0, 10, 5, -1, 7};
-    float *x = fnew(N * C), *E = fnew(V * C), *dx = fnew(N * C);
-    float *scratch = fnew(k_lmhead_xent_scratch(16, C, V));
+    float *x = tu_fnew(N * C), *E = tu_fnew(V * C), *dx = tu_fnew(N * C);
+    float *scratch = tu_fnew(k_lmhead_xent_scratch(16, C, V));
     fill_normal(x, N * C, 1, 70);
     fill_normal(E, V * C, 0.5f, 71);
-    xent_ctx c = {N, C, V, to_double(x, N * C), to_double(E, V * C), tgt};
-    double want = ref_xent(c.x, c.E, tgt, N, C, V), *fd = dnew(N * C);
-    fd_grad(fd, c.x, N * C, xent_loss, &c);
+    xent_ctx c = {N, C, V, tu_to_double(x, N * C), tu_to_double(E, V * C), tgt};
+    double want = ref_xent(c.x, c.E, tgt, N, C, V), *fd = tu_dnew(N * C);
+    tu_fd_grad(fd, c.x, N * C, xent_loss, &c);
     assert_true(want > 5.0); /* five rows of about log(11) each: the loss is not trivially 0 */
 
     int chunks[] = {1, 3, N, 16};
@@ -744,7 +680,7 @@ static void test_lmhead_xent(void **state)
         fill_const(dx, N * C, NAN);
         double loss = k_lmhead_xent(dx, scratch, x, E, tgt, N, C, V, chunks[k]);
         assert_true(fabs(loss - want) < FWD_TOL * want);
-        assert_true(rel_err_f(dx, fd, N * C) < GRAD_TOL);
+        assert_true(tu_rel_err_f(dx, fd, N * C) < GRAD_TOL);
         for (int n = 0; n < N; n++)
             for (int i = 0; i < C; i++)
                 if (tgt[n] < 0)
@@ -764,23 +700,23 @@ static void test_lmhead_xent_tiles(void **state)
     (void)state;
     enum { N = 5, C = 4, V = 5000 };
     int32_t tgt[N] = {4999, 17, -1, 2600, 1250};
-    float *x = fnew(N * C), *E = fnew(V * C), *dx = fnew(N * C);
-    float *scratch = fnew(k_lmhead_xent_scratch(N, C, V));
+    float *x = tu_fnew(N * C), *E = tu_fnew(V * C), *dx = tu_fnew(N * C);
+    float *scratch = tu_fnew(k_lmhead_xent_scratch(N, C, V));
     fill_normal(x, N * C, 1, 72);
     fill_normal(E, V * C, 0.5f, 73);
     for (int n = 0; n < N; n++)
         x[n * C] = 2.0f + (float)n; /* column 0 of E adds a ramp to every row's logits */
     for (int v = 0; v < V; v++)
         E[v * C] = 4.0f * (float)v / V;
-    xent_ctx c = {N, C, V, to_double(x, N * C), to_double(E, V * C), tgt};
-    double want = ref_xent(c.x, c.E, tgt, N, C, V), *fd = dnew(N * C);
-    fd_grad(fd, c.x, N * C, xent_loss, &c);
+    xent_ctx c = {N, C, V, tu_to_double(x, N * C), tu_to_double(E, V * C), tgt};
+    double want = ref_xent(c.x, c.E, tgt, N, C, V), *fd = tu_dnew(N * C);
+    tu_fd_grad(fd, c.x, N * C, xent_loss, &c);
     int chunks[] = {1, 2, N};
     for (int k = 0; k < 3; k++) {
         fill_const(dx, N * C, NAN);
         double loss = k_lmhead_xent(dx, scratch, x, E, tgt, N, C, V, chunks[k]);
         assert_true(fabs(loss - want) < FWD_TOL * want);
-        assert_true(rel_err_f(dx, fd, N * C) < GRAD_TOL);
+        assert_true(tu_rel_err_f(dx, fd, N * C) < GRAD_TOL);
         for (int i = 0; i < C; i++)
             assert_true(dx[2 * C + i] == 0.0f); /* the ignored row */
     }
@@ -794,9 +730,9 @@ static void test_threads_attention(void **state)
     (void)state;
     attn_layout L = attn_fused(2, 130, 4, 2, 8); /* several causal blocks */
     size_t N = (size_t)L.B * L.T, no = N * L.H * L.D, na = (size_t)L.B * L.H * L.T * L.T;
-    float *in = fnew(L.len), *dy = fnew(no), *scratch = fnew(na);
-    float *out[2] = {fnew(no), fnew(no)}, *att[2] = {fnew(na), fnew(na)};
-    float *din[2] = {fnew(L.len), fnew(L.len)};
+    float *in = tu_fnew(L.len), *dy = tu_fnew(no), *scratch = tu_fnew(na);
+    float *out[2] = {tu_fnew(no), tu_fnew(no)}, *att[2] = {tu_fnew(na), tu_fnew(na)};
+    float *din[2] = {tu_fnew(L.len), tu_fnew(L.len)};
     fill_normal(in, L.len, 1, 80);
     fill_normal(dy, no, 1, 81);
     int saved = omp_get_max_threads();
@@ -818,14 +754,14 @@ static void test_threads_attention(void **state)
  * N; also checked against the double reference. */
 static void check_threads_lmhead(int N, int C, int V)
 {
-    float *x = fnew(N * C), *E = fnew(V * C), *scratch = fnew(k_lmhead_xent_scratch(N, C, V));
-    float *dx[2] = {fnew(N * C), fnew(N * C)};
+    float *x = tu_fnew(N * C), *E = tu_fnew(V * C), *scratch = tu_fnew(k_lmhead_xent_scratch(N, C, V));
+    float *dx[2] = {tu_fnew(N * C), tu_fnew(N * C)};
     int32_t *tgt = malloc(N * sizeof *tgt);
     fill_normal(x, N * C, 1, 90);
     fill_normal(E, V * C, 0.2f, 91);
     for (int n = 0; n < N; n++)
         tgt[n] = n % 7 == 3 ? -1 : (n * 37) % V;
-    double *xd = to_double(x, N * C), *Ed = to_double(E, V * C);
+    double *xd = tu_to_double(x, N * C), *Ed = tu_to_double(E, V * C);
     double want = ref_xent(xd, Ed, tgt, N, C, V);
     int saved = omp_get_max_threads(), chunks[] = {128, N};
     for (int c = 0; c < 2; c++) {
@@ -856,8 +792,8 @@ static void test_threads_linear_lora(void **state)
 {
     (void)state;
     enum { N = 300, IN = 500, OUT = 300, R = 8 };
-    float *x = fnew(N * IN), *w = fnew(IN * OUT), *b = fnew(OUT), *dy = fnew(N * OUT);
-    float *A = fnew(R * IN), *B = fnew(OUT * R), *du = fnew(N * R);
+    float *x = tu_fnew(N * IN), *w = tu_fnew(IN * OUT), *b = tu_fnew(OUT), *dy = tu_fnew(N * OUT);
+    float *A = tu_fnew(R * IN), *B = tu_fnew(OUT * R), *du = tu_fnew(N * R);
     float *y[2], *dx[2], *u[2], *dA[2], *dB[2];
     fill_normal(x, N * IN, 1, 100);
     fill_normal(w, IN * OUT, 0.1f, 101);
@@ -867,8 +803,8 @@ static void test_threads_linear_lora(void **state)
     fill_normal(B, OUT * R, 0.1f, 105);
     int saved = omp_get_max_threads();
     for (int k = 0; k < 2; k++) {
-        y[k] = fnew(2 * N * OUT), dx[k] = fnew(2 * N * IN), u[k] = fnew(N * R);
-        dA[k] = fnew(R * IN), dB[k] = fnew(OUT * R);
+        y[k] = tu_fnew(2 * N * OUT), dx[k] = tu_fnew(2 * N * IN), u[k] = tu_fnew(N * R);
+        dA[k] = tu_fnew(R * IN), dB[k] = tu_fnew(OUT * R);
         omp_set_num_threads(k + 1);
         for (int conv1d = 0; conv1d < 2; conv1d++) {
             k_linear_fwd(y[k] + conv1d * N * OUT, x, w, b, N, IN, OUT, conv1d);

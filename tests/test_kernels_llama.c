@@ -20,74 +20,17 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "rng.h"
+#include "testutil.h"
 
 #define FWD_TOL 1e-5
 #define GRAD_TOL 1e-5
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static float *fnew(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
-static double *dnew(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
-
-/* a[i] = mean + sd * N(0,1) from a stream seeded by seed. */
+/* a[i] = mean + sd * N(0,1) from a stream seeded by seed (this file's tag). */
 static void fill_normal(float *a, size_t n, float mean, float sd, uint64_t seed)
 {
-    rng_state r;
-    uint64_t w[2] = {0x6c6c616dULL, seed};
-    rng_seed(&r, w, 2);
-    rng_fill_normal(&r, a, n, sd);
-    for (size_t i = 0; i < n; i++)
-        a[i] += mean;
-}
-
-static double *to_double(const float *a, size_t n)
-{
-    double *d = dnew(n);
-    for (size_t i = 0; i < n; i++)
-        d[i] = a[i];
-    return d;
-}
-
-static double dot(const double *a, const double *b, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-static double rel_err(const double *got, const double *ref, size_t n)
-{
-    double e = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        e = fmax(e, fabs(got[i] - ref[i]));
-        m = fmax(m, fabs(ref[i]));
-    }
-    return e / fmax(m, 1e-300);
-}
-
-static double rel_err_f(const float *got, const double *ref, size_t n)
-{
-    double *g = to_double(got, n), e = rel_err(g, ref, n);
-    free(g);
-    return e;
-}
-
-typedef double (*loss_fn)(void *ctx);
-
-/* g[i] = (L(p + h e_i) - L(p - h e_i)) / 2h, h = 1e-4 max(1, |p_i|), in double. */
-static void fd_grad(double *g, double *p, size_t n, loss_fn L, void *ctx)
-{
-    for (size_t i = 0; i < n; i++) {
-        double p0 = p[i], h = 1e-4 * fmax(1.0, fabs(p0)), hp = p0 + h, hm = p0 - h;
-        p[i] = hp;
-        double lp = L(ctx);
-        p[i] = hm;
-        double lm = L(ctx);
-        p[i] = p0;
-        g[i] = (lp - lm) / (hp - hm);
-    }
+    tu_fill_normal(a, n, mean, sd, 0x6c6c616dULL, seed);
 }
 
 /* ---- double references ----------------------------------------------------- */
@@ -140,24 +83,24 @@ static double rms_loss(void *vc)
 {
     rms_ctx *c = vc;
     ref_rmsnorm(c->y, c->x, c->w, c->N, c->C, c->eps);
-    return dot(c->dy, c->y, (size_t)c->N * c->C);
+    return tu_dot(c->dy, c->y, (size_t)c->N * c->C);
 }
 
 static void test_rmsnorm(void **state)
 {
     (void)state;
     enum { N = 6, C = 8 };
-    float *x = fnew(N * C), *w = fnew(C), *y = fnew(N * C), *dy = fnew(N * C);
-    float *dx = fnew(N * C), *dx0 = fnew(N * C), rstd[N];
+    float *x = tu_fnew(N * C), *w = tu_fnew(C), *y = tu_fnew(N * C), *dy = tu_fnew(N * C);
+    float *dx = tu_fnew(N * C), *dx0 = tu_fnew(N * C), rstd[N];
     fill_normal(x, N * C, 0.7f, 1.5f, 1); /* a nonzero mean: not a LayerNorm */
     fill_normal(w, C, 1, 0.3f, 2);
     fill_normal(dy, N * C, 0, 1, 3);
     fill_normal(dx0, N * C, 0, 1, 4);
-    rms_ctx c = {N, C, 1e-2, to_double(x, N * C), to_double(w, C), to_double(dy, N * C),
-                 dnew(N * C)};
+    rms_ctx c = {N, C, 1e-2, tu_to_double(x, N * C), tu_to_double(w, C), tu_to_double(dy, N * C),
+                 tu_dnew(N * C)};
     k_rmsnorm_fwd(y, rstd, x, w, N, C, 1e-2f);
     ref_rmsnorm(c.y, c.x, c.w, N, C, c.eps);
-    assert_true(rel_err_f(y, c.y, N * C) < FWD_TOL);
+    assert_true(tu_rel_err_f(y, c.y, N * C) < FWD_TOL);
     for (int n = 0; n < N; n++) {
         double ms = 0;
         for (int k = 0; k < C; k++)
@@ -171,11 +114,11 @@ static void test_rmsnorm(void **state)
 
     memcpy(dx, dx0, sizeof(float) * N * C);
     k_rmsnorm_bwd(dx, dy, x, rstd, w, N, C); /* accumulates onto dx0 */
-    double *fd = dnew(N * C), *got = dnew(N * C);
+    double *fd = tu_dnew(N * C), *got = tu_dnew(N * C);
     for (int i = 0; i < N * C; i++)
         got[i] = (double)dx[i] - dx0[i];
-    fd_grad(fd, c.x, N * C, rms_loss, &c);
-    assert_true(rel_err(got, fd, N * C) < GRAD_TOL);
+    tu_fd_grad(fd, c.x, N * C, rms_loss, &c);
+    assert_true(tu_rel_err(got, fd, N * C) < GRAD_TOL);
     free(fd), free(got), free(c.x), free(c.w), free(c.dy), free(c.y);
     free(x), free(w), free(y), free(dy), free(dx), free(dx0);
 }
@@ -208,7 +151,7 @@ static double rope_loss(void *vc)
 {
     rope_ctx *c = vc;
     ref_rope(c->y, c->x, c->N, c->T, c->nh, c->D, c->ld, c->theta);
-    return dot(c->dy, c->y, (size_t)c->N * c->ld);
+    return tu_dot(c->dy, c->y, (size_t)c->N * c->ld);
 }
 
 /* Forward and backward on rows with padding columns (ld > nh D), which stay
@@ -218,24 +161,24 @@ static void check_rope(int B, int T, int nh, int D, int pad, double theta, uint6
 {
     int N = B * T, ld = nh * D + pad;
     size_t n = (size_t)N * ld;
-    float *x = fnew(n), *dy = fnew(n), *cs = fnew((size_t)T * D / 2), *sn = fnew((size_t)T * D / 2);
+    float *x = tu_fnew(n), *dy = tu_fnew(n), *cs = tu_fnew((size_t)T * D / 2), *sn = tu_fnew((size_t)T * D / 2);
     fill_normal(x, n, 0, 1, seed);
     fill_normal(dy, n, 0, 1, seed + 1);
-    rope_ctx c = {N, T, nh, D, ld, theta, to_double(x, n), to_double(dy, n), dnew(n)};
+    rope_ctx c = {N, T, nh, D, ld, theta, tu_to_double(x, n), tu_to_double(dy, n), tu_dnew(n)};
     k_rope_table(cs, sn, T, D, theta);
-    float *y = fnew(n), *dx = fnew(n);
+    float *y = tu_fnew(n), *dx = tu_fnew(n);
     memcpy(y, x, n * sizeof *y);
     k_rope_fwd(y, cs, sn, N, T, nh, D, ld);
     ref_rope(c.y, c.x, N, T, nh, D, ld, theta);
-    assert_true(rel_err_f(y, c.y, n) < FWD_TOL);
+    assert_true(tu_rel_err_f(y, c.y, n) < FWD_TOL);
     for (int r = 0; r < N; r++)
         for (int k = nh * D; k < ld; k++)
             assert_true(y[(size_t)r * ld + k] == x[(size_t)r * ld + k]);
     memcpy(dx, dy, n * sizeof *dx);
     k_rope_bwd(dx, cs, sn, N, T, nh, D, ld);
-    double *fd = dnew(n);
-    fd_grad(fd, c.x, n, rope_loss, &c);
-    assert_true(rel_err_f(dx, fd, n) < GRAD_TOL);
+    double *fd = tu_dnew(n);
+    tu_fd_grad(fd, c.x, n, rope_loss, &c);
+    assert_true(tu_rel_err_f(dx, fd, n) < GRAD_TOL);
     free(fd), free(c.x), free(c.dy), free(c.y), free(x), free(dy), free(cs), free(sn), free(y), free(dx);
 }
 
@@ -281,24 +224,24 @@ static void test_swiglu(void **state)
 {
     (void)state;
     enum { n = 64 };
-    float *gate = fnew(n), *up = fnew(n), *y = fnew(n), *dy = fnew(n), *dg = fnew(n), *du = fnew(n);
+    float *gate = tu_fnew(n), *up = tu_fnew(n), *y = tu_fnew(n), *dy = tu_fnew(n), *dg = tu_fnew(n), *du = tu_fnew(n);
     for (int i = 0; i < n; i++) /* a ramp over [-8, 8] covers both tails of silu */
         gate[i] = -8.0f + 16.0f * (float)i / (n - 1);
     fill_normal(up, n, 0, 1.5f, 20);
     fill_normal(dy, n, 0, 1, 21);
-    swiglu_ctx c = {n, to_double(gate, n), to_double(up, n), to_double(dy, n)};
-    double *yr = dnew(n), *fdg = dnew(n), *fdu = dnew(n);
+    swiglu_ctx c = {n, tu_to_double(gate, n), tu_to_double(up, n), tu_to_double(dy, n)};
+    double *yr = tu_dnew(n), *fdg = tu_dnew(n), *fdu = tu_dnew(n);
     for (int i = 0; i < n; i++)
         yr[i] = ref_silu(c.gate[i]) * c.up[i];
     k_swiglu_fwd(y, gate, up, n);
-    assert_true(rel_err_f(y, yr, n) < FWD_TOL);
+    assert_true(tu_rel_err_f(y, yr, n) < FWD_TOL);
 
-    fd_grad(fdg, c.gate, n, swiglu_loss, &c);
-    fd_grad(fdu, c.up, n, swiglu_loss, &c);
+    tu_fd_grad(fdg, c.gate, n, swiglu_loss, &c);
+    tu_fd_grad(fdu, c.up, n, swiglu_loss, &c);
     k_swiglu_bwd(dg, du, dy, gate, up, n);
-    assert_true(rel_err_f(dg, fdg, n) < GRAD_TOL);
-    assert_true(rel_err_f(du, fdu, n) < GRAD_TOL);
-    float *du2 = fnew(n);
+    assert_true(tu_rel_err_f(dg, fdg, n) < GRAD_TOL);
+    assert_true(tu_rel_err_f(du, fdu, n) < GRAD_TOL);
+    float *du2 = tu_fnew(n);
     k_swiglu_bwd(dy, du2, dy, gate, up, n); /* in place: dgate aliases dy */
     assert_memory_equal(dy, dg, n * sizeof(float));
     assert_memory_equal(du2, du, n * sizeof(float));
@@ -313,7 +256,7 @@ static void test_threads_llama(void **state)
 {
     (void)state;
     enum { N = 37, C = 24, T = 5, NH = 3, D = 8 };
-    float *x = fnew(N * C), *w = fnew(C), *dy = fnew(N * C), cs[T * D / 2], sn[T * D / 2];
+    float *x = tu_fnew(N * C), *w = tu_fnew(C), *dy = tu_fnew(N * C), cs[T * D / 2], sn[T * D / 2];
     float *out[2], *grad[2], rstd[N];
     fill_normal(x, N * C, 0, 1, 30);
     fill_normal(w, C, 1, 0.2f, 31);
@@ -322,8 +265,8 @@ static void test_threads_llama(void **state)
     int saved = omp_get_max_threads();
     for (int k = 0; k < 2; k++) {
         omp_set_num_threads(k ? 3 : 1);
-        out[k] = fnew(3 * N * C);
-        grad[k] = fnew(3 * N * C);
+        out[k] = tu_fnew(3 * N * C);
+        grad[k] = tu_fnew(3 * N * C);
         k_rmsnorm_fwd(out[k], rstd, x, w, N, C, 1e-6f);
         k_rmsnorm_bwd(grad[k], dy, x, rstd, w, N, C);
         memcpy(out[k] + N * C, x, sizeof(float) * N * C);

@@ -8,9 +8,11 @@
  *   - the base model's loss against the reference;
  *   (a) B = 0 (PEFT init) gives bitwise the base model's loss, and dA = 0;
  *   (b) every adapter gradient of model_loss_grad against central finite
- *       differences of the reference's summed loss;
+ *       differences of the reference's summed loss; also with dropout 0.3,
+ *       the reference applying the masks model_step.c draws;
  *   (c) the float loss with a nonzero adapter against the reference, for
- *       scale alpha/r and for rslora's alpha/sqrt(r). */
+ *       scale alpha/r and for rslora's alpha/sqrt(r);
+ *   (d) model_logits (generation) against the reference's logits. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +36,9 @@ int main(void)
         RC_UNIT_TEST(test_base_loss_vs_ref),
         RC_UNIT_TEST(test_zero_b_is_base),
         RC_UNIT_TEST(test_lora_grad_fd),
+        RC_UNIT_TEST(test_lora_grad_fd_dropout),
         RC_UNIT_TEST(test_lora_loss_vs_ref),
+        RC_UNIT_TEST(test_logits_vs_ref),
     };
     return cmocka_run_group_tests(tests, setup, rc_teardown);
 }

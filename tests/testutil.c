@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rng.h"
+
 /* Every directory of this process lives under one root, removed at exit
  * unless PSLORA_KEEP_TEST_DIRS is set (a crash keeps it too, for a look). */
 static char tmp_root[400];
@@ -58,4 +60,66 @@ double tu_max_rel_diff(const float *a, const float *b, size_t n)
             m = d;
     }
     return m;
+}
+
+/* ---- numerics of the kernel tests ---- */
+
+float *tu_fnew(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+double *tu_dnew(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
+
+void tu_fill_normal(float *a, size_t n, float mean, float sd, uint64_t tag, uint64_t seed)
+{
+    rng_state r;
+    uint64_t w[2] = {tag, seed};
+    rng_seed(&r, w, 2);
+    rng_fill_normal(&r, a, n, sd);
+    if (mean != 0.0f)
+        for (size_t i = 0; i < n; i++)
+            a[i] += mean;
+}
+
+double *tu_to_double(const float *a, size_t n)
+{
+    double *d = tu_dnew(n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = a[i];
+    return d;
+}
+
+double tu_dot(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+double tu_rel_err(const double *got, const double *ref, size_t n)
+{
+    double e = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs(got[i] - ref[i]));
+        m = fmax(m, fabs(ref[i]));
+    }
+    return e / fmax(m, 1e-300);
+}
+
+double tu_rel_err_f(const float *got, const double *ref, size_t n)
+{
+    double *g = tu_to_double(got, n), e = tu_rel_err(g, ref, n);
+    free(g);
+    return e;
+}
+
+void tu_fd_grad(double *g, double *p, size_t n, tu_loss_fn L, void *ctx)
+{
+    for (size_t i = 0; i < n; i++) {
+        double p0 = p[i], h = 1e-4 * fmax(1.0, fabs(p0)), hp = p0 + h, hm = p0 - h;
+        p[i] = hp;
+        double lp = L(ctx);
+        p[i] = hm;
+        double lm = L(ctx);
+        p[i] = p0;
+        g[i] = (lp - lm) / (hp - hm);
+    }
 }
