@@ -192,12 +192,23 @@ static int bsp_step(srv *v, long step, pl_err *e)
     return 0;
 }
 
-/* ---- SSP / ASP ---- */
+/* ---- SSP / ASP ----
+ *
+ * Replies go out without waiting for their delivery: a server blocked on
+ * delivering an update to one worker while that worker is blocked pushing
+ * to another server, blocked in turn on a third rank, is a cycle of
+ * rendezvous sends nobody receives (seen with 2 servers and 2 workers
+ * under ASP).  So each worker's reply has its own buffer and request, the
+ * server keeps receiving while they travel, and a buffer is reused only
+ * after its request completed: a worker takes the reply to step t before it
+ * pushes step t + 1, so that wait is short. */
 
 typedef struct {
     long *clock;     /* pushes received per worker */
     long *pending;   /* step awaiting a reply, -1 none */
     long replies;
+    msg_buf *out;    /* [W] the reply to each worker, in flight */
+    MPI_Request *req;   /* [W] its send, MPI_REQUEST_NULL when none */
 } async_state;
 
 static long min_clock(const async_state *st, int W)
@@ -221,11 +232,10 @@ static int async_replies(srv *v, async_state *st, pl_err *e)
         if (t < 0 || (v->t->sync == SYNC_SSP && mc < t + 1 - v->t->staleness))
             continue;
         msg_update_hdr h = {mc, t, t == v->t->steps - 1};
-        if (msg_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
+        if (tp_wait(&st->req[wi], 1, (double)v->t->timeout, "adapter update", e) != 0 ||
+            msg_encode_update_flat(&st->out[wi], &h, &v->lay, v->mine, v->s->params, e) != 0)
             return -1;
-        tp_isend(v->env->world, S + wi, TP_TAG_UPDATE, &v->out, &v->reqs[0]);
-        if (tp_wait(v->reqs, 1, (double)v->t->timeout, "adapter update", e) != 0)
-            return -1;
+        tp_isend(v->env->world, S + wi, TP_TAG_UPDATE, &st->out[wi], &st->req[wi]);
         st->pending[wi] = -1;
         st->replies++;
     }
@@ -248,17 +258,25 @@ static int async_push(srv *v, async_state *st, int src, step_acc *a, pl_err *e)
     return async_replies(v, st, e);
 }
 
+static void async_free(async_state *st, int W)
+{
+    for (int wi = 0; st->out && wi < W; wi++)
+        msg_buf_free(&st->out[wi]);
+    free(st->clock), free(st->pending), free(st->out), free(st->req);
+}
+
 static int async_run(srv *v, pl_err *e)
 {
     int S = v->env->S, W = v->env->W, root = v->env->rank == 0;
-    async_state st = {calloc((size_t)W, sizeof(long)), malloc((size_t)W * sizeof(long)), 0};
-    if (!st.clock || !st.pending) {
-        free(st.clock), free(st.pending);
+    async_state st = {calloc((size_t)W, sizeof(long)), malloc((size_t)W * sizeof(long)), 0,
+                      calloc((size_t)W, sizeof(msg_buf)), malloc((size_t)W * sizeof(MPI_Request))};
+    if (!st.clock || !st.pending || !st.out || !st.req) {
+        async_free(&st, W);
         return pl_errf(e, "out of memory");
     }
     long start = v->env->start;
     for (int i = 0; i < W; i++)
-        st.pending[i] = -1, st.clock[i] = start;
+        st.pending[i] = -1, st.clock[i] = start, st.req[i] = MPI_REQUEST_NULL;
     st.replies = (long)W * start;
     long evals_left = 0, rows = start;
     for (long d = start + 1; root && d <= v->t->steps; d++)
@@ -291,6 +309,7 @@ static int async_run(srv *v, pl_err *e)
         rc = async_push(v, &st, src, &a, e);
         if (rc == 0 && root && a.pushes == W) {   /* a row per W pushes */
             metrics_row row;
+            /* every reply has the size of the first update (v->out) */
             make_row(v, &a, ++rows, a.bytes_in, (double)v->out.len * W, &row);
             row.val_loss = pending_val;
             pending_val = NAN;
@@ -303,7 +322,10 @@ static int async_run(srv *v, pl_err *e)
             rc = pl_errf(e, "%ld consecutive non-finite pushes (--max-skips)",
                          v->s->consecutive_skips);
     }
-    free(st.clock), free(st.pending);
+    /* every reply delivered before the checkpoint and the final gather */
+    if (rc == 0)
+        rc = tp_wait(st.req, W, (double)v->t->timeout, "adapter update", e);
+    async_free(&st, W);
     return rc;
 }
 
