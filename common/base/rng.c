@@ -63,3 +63,15 @@ uint64_t rng_below(rng_state *r, uint64_t n)
     while (x >= lim);
     return x % n;
 }
+
+void rng_permute(rng_state *r, uint32_t *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = (uint32_t)i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)rng_below(r, i);
+        uint32_t t = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = t;
+    }
+}

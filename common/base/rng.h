@@ -1,9 +1,10 @@
 /* rng.h - deterministic random numbers (xoshiro256** seeded by splitmix64).
  *
  * Same seed, same sequence on every platform: adapter initialisation, dropout
- * masks and drawn models depend only on the seed (and the step, worker and
- * module a stream is seeded with), never on timing.  The data is read in
- * order today; shuffled data orders will draw from here too. */
+ * masks, drawn models and the data order of each epoch (rng_permute, seeded
+ * with the seed and the epoch: docs/design.md, "Data order") depend only on
+ * the seed (and the step, worker, module or epoch a stream is seeded with),
+ * never on timing. */
 #ifndef PSLORA_RNG_H
 #define PSLORA_RNG_H
 
@@ -25,5 +26,8 @@ float rng_normal(rng_state *r);
 void rng_fill_normal(rng_state *r, float *a, size_t n, float sd);
 /* Uniform integer in [0, n). */
 uint64_t rng_below(rng_state *r, uint64_t n);
+/* a[0..n) = a permutation of 0..n-1: Fisher-Yates from the last position
+ * down, a[i] swapped with a[rng_below(r, i + 1)]. */
+void rng_permute(rng_state *r, uint32_t *a, size_t n);
 
 #endif

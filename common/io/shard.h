@@ -47,7 +47,8 @@ typedef struct {
 } shard_set;
 
 /* Opens a comma-separated list of shard paths.  Every token must be < vocab:
- * the first one that is not is reported with its file and position.  The
+ * the first one that is not is reported with its file and position
+ * (UINT32_MAX: not checked).  The
  * stream must hold at least T+1 tokens (checked by shard_set_nseq; shard_set_sequence assumes it succeeded). */
 int shard_set_open(shard_set *d, const char *list, uint32_t vocab, pl_err *e);
 void shard_set_close(shard_set *d);
