@@ -1,4 +1,5 @@
-/* cmd_eval.c - `pslora eval`: loss and perplexity on shards. */
+/* cmd_eval.c - `pslora eval`: loss and perplexity on shards (a token stream,
+ * or sample data with its sidecars: evaluate.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,28 +43,33 @@ int cmd_eval(int argc, char **argv)
         opened_model_close(&o);
         return cli_fail("eval", "--seq: longer than the model's context", 2);
     }
-    shard_set d = {0};
+    dataset d = {0};
     evaluator ev = {0};
     double sum = 0;
     long ntok = 0;
     int status = 1;
-    if (shard_set_open(&d, data, (uint32_t)o.m.cfg.vocab, &e) != 0)
+    ds_options dopt = {(int)seq, 0, 0, 0};
+    if (ds_open(&d, data, (uint32_t)o.m.cfg.vocab, &dopt, data, &e) != 0)
         goto done;
     if (eval_init(&ev, &o.m, opened_lora(&o), (int)batch, (int)seq, &e) != 0 ||
         eval_run(&ev, &o.m, opened_lora(&o), o.p, &d, data, max_batches, &sum, &ntok, &e) != 0)
         goto done;
-    double loss = sum / (double)ntok;
+    double loss = sum / (double)ntok;   /* tokens: the counted targets */
+    size_t rows = ds_eval_entries(&d);
+    if (max_batches > 0 && (size_t)(max_batches * batch) < rows)
+        rows = (size_t)(max_batches * batch);
+    const char *unit = d.has_samples ? "samples" : "sequences";
     if (json)
-        printf("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %ld}\n", loss, exp(loss), ntok);
+        printf("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %ld, \"%s\": %zu}\n", loss,
+               exp(loss), ntok, unit, rows);
     else
-        printf("loss %.6f ppl %.4f tokens %ld\n", loss, exp(loss), ntok);
+        printf("loss %.6f ppl %.4f tokens %ld %s %zu\n", loss, exp(loss), ntok, unit, rows);
     status = 0;
 done:
     if (status)
         cli_fail("eval", e.msg, 1);
     eval_free(&ev);
-    if (d.files)
-        shard_set_close(&d);
+    ds_close(&d);
     opened_model_close(&o);
     return status;
 }

@@ -44,7 +44,11 @@ int cmd_train(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     omp_set_num_threads(threads_per_rank(&t, MPI_COMM_WORLD));
-    if (world == 1)
+    /* every rank counts the epoch the same way (servers need --steps too) */
+    int workers = world == 1 ? 1 : world - (int)t.servers;
+    if (trainconf_resolve_data(&t, workers, &e) != 0)
+        rc = rank == 0 ? cli_fail("train", e.msg, 1) : 1;
+    else if (world == 1)
         rc = train_local(&t);
     else
         rc = train_ps(&t, MPI_COMM_WORLD);

@@ -76,10 +76,12 @@ int train_local(const train_config *t)
         double sq = server_scale(&s, w.grad, ntok);
         if (!worker_grad_finite(&w, loss))
             sq = NAN;
-        server_apply(&s, w.grad, sq, step);
+        if (ntok > 0)   /* no counted target: nothing to apply (server.h) */
+            server_apply(&s, w.grad, sq, step);
         memcpy(w.params, s.params, w.L.n_params * sizeof(float));
-        row.loss = loss / (double)ntok;
+        row.loss = ntok ? loss / (double)ntok : NAN;
         row.tokens = ntok;
+        row.epoch = trainconf_epoch(t, step + 1, 1);
         row.grad_norm = sqrt(sq);
         row.skipped = s.skipped;
         row.t_compute = t1 - t0;

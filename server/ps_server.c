@@ -109,8 +109,9 @@ static void make_row(const srv *v, const step_acc *a, long done, double bytes_pu
 {
     double now = clock_now(), n = a->pushes ? (double)a->pushes : 1;
     *row = (metrics_row){.step = done, .val_loss = NAN, .lr = opt_lr(&v->t->opt, done - 1)};
-    row->loss = a->loss / (double)(a->tokens ? a->tokens : 1);
+    row->loss = a->tokens ? a->loss / (double)a->tokens : NAN;   /* null: no counted target */
     row->tokens = a->tokens;
+    row->epoch = trainconf_epoch(v->t, done, v->env->W);
     row->bytes_push = bytes_push, row->bytes_pull = bytes_pull;
     row->t_compute = a->t_compute / n, row->t_compute_max = a->t_compute_max;
     row->t_comm = a->t_comm / n, row->t_wait = a->t_wait / n;
@@ -169,7 +170,8 @@ static int bsp_step(srv *v, long step, pl_err *e)
     if (tp_wait(&q, 1, (double)v->t->timeout, "gradient norm from the other servers", e) != 0)
         return -1;
     double sq = red[1] > 0 ? NAN : red[0];
-    server_apply(s, v->gsum, sq, step);
+    if (a.tokens > 0)   /* no counted target in the global batch: nothing to apply */
+        server_apply(s, v->gsum, sq, step);
     if (send_update(v, s->version, step, step == v->t->steps - 1, TP_TAG_UPDATE, e) != 0)
         return -1;
     double bytes[2] = {a.bytes_in, (double)v->out.len * W}, tot[2];
@@ -251,7 +253,8 @@ static int async_push(srv *v, async_state *st, int src, step_acc *a, pl_err *e)
     if (msg_decode_push(&v->scratch, v->in.data, v->in.len, src, &x, &h, v->gtmp, e) != 0)
         return -1;
     server_scale(v->s, v->gtmp, h.tokens);
-    server_apply(v->s, v->gtmp, h.nonfinite ? NAN : h.sq_norm, h.step);
+    if (h.tokens > 0)   /* no counted target: nothing to apply */
+        server_apply(v->s, v->gtmp, h.nonfinite ? NAN : h.sq_norm, h.step);
     st->clock[wi]++;
     st->pending[wi] = h.step;
     acc_push(a, &h, v->in.len);

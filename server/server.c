@@ -39,7 +39,7 @@ void server_free(server *s)
 double server_scale(const server *s, float *g, long ntok)
 {
     double sq = 0;
-    float inv = 1.0f / (float)ntok;
+    float inv = ntok > 0 ? 1.0f / (float)ntok : 0.0f;   /* 0 targets: g is 0, left at 0 */
     for (int id = 0; id < lora_n_tensors(s->L); id++) {
         if (!s->owned[id])
             continue;

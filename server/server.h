@@ -4,7 +4,10 @@
  * Update of step t (0-based) from the workers' summed gradients G over n
  * tokens:  g = G / n;  c = clip factor from the global norm of g (all servers);
  * p <- optimizer(p, c*g, lr(t)).  A step whose global norm is not finite is
- * skipped: adapter and optimizer state stay as they were.  g is clipped in
+ * skipped: adapter and optimizer state stay as they were.  A step with no
+ * counted target (n = 0: every target of the global batch masked or padding)
+ * is not applied either: callers skip server_apply, and it is not counted
+ * as a skip (its metrics row has tokens 0 and loss null).  g is clipped in
  * place (it is the server's scratch). */
 #ifndef PSLORA_SERVER_H
 #define PSLORA_SERVER_H
@@ -32,7 +35,8 @@ int server_init(server *s, const train_config *t, const lora_layout *L, float *p
                 const unsigned char *owned, pl_err *e);
 void server_free(server *s);
 
-/* Divides the owned ranges of g by ntok in place and returns their squared norm. */
+/* Divides the owned ranges of g by ntok in place and returns their squared
+ * norm (ntok = 0: g, which is 0 then, stays 0). */
 double server_scale(const server *s, float *g, long ntok);
 /* Applies the update of `step` with the scaled gradient g and the global
  * squared norm; returns 1 when applied, 0 when skipped (non-finite). */

@@ -92,7 +92,8 @@ static int push(wrk *v, long step, long version, double loss, long ntok, double 
     worker *w = v->w;
     double t0 = clock_now();
     int finite = worker_grad_finite(w, loss);
-    double mean_sq = opt_sq_norm(w->grad, w->L.n_params) / ((double)ntok * (double)ntok);
+    /* no counted target: a zero gradient, which the server does not apply */
+    double mean_sq = ntok ? opt_sq_norm(w->grad, w->L.n_params) / ((double)ntok * (double)ntok) : 0;
     msg_push_hdr h = {.step = step, .version = version, .rank = v->env->rank, .tokens = ntok,
                      .loss_sum = loss, .nonfinite = !finite, .t_compute = t_compute,
                      .t_comm = v->t_comm, .t_wait = v->t_wait, .sq_norm = mean_sq};

@@ -22,12 +22,11 @@ int worker_init(worker *w, const train_config *t, const model_bf16_store *store,
     if (trainconf_adapter(t, c, &w->L, &w->params, e) != 0)
         goto fail;
     lora_attach(&w->L, &w->m);
-    if (shard_set_open(&w->data, t->data, (uint32_t)c->vocab, e) != 0)
-        goto fail;
-    if (shard_set_nseq(&w->data, (int)t->seq, t->data, e) < 0)
+    ds_options o = {(int)t->seq, t->shuffle, t->pack, (uint64_t)t->seed};
+    if (ds_open(&w->data, t->data, (uint32_t)c->vocab, &o, "--data", e) != 0)
         goto fail;
     if (t->val) {
-        if (shard_set_open(&w->val, t->val, (uint32_t)c->vocab, e) != 0)
+        if (ds_open(&w->val, t->val, (uint32_t)c->vocab, &o, "--val", e) != 0)
             goto fail;
         w->has_val = 1;
         if (eval_init(&w->ev, &w->m, &w->L, (int)t->batch, (int)t->seq, e) != 0)
@@ -57,26 +56,45 @@ void worker_free(worker *w)
     free(w->params);
     free(w->inp);
     free(w->tgt);
-    if (w->has_val)
-        shard_set_close(&w->val);
-    if (w->data.files)
-        shard_set_close(&w->data);
+    ds_close(&w->val);
+    ds_close(&w->data);
+    if (w->order_log)
+        fclose(w->order_log);
     lora_layout_free(&w->L);
     model_free(&w->m);
     memset(w, 0, sizeof *w);
+}
+
+/* PSLORA_TEST_ORDER_LOG: FILE.w<wi>, appended to (a resumed run goes on). */
+static void worker_open_order_log(worker *w, int wi)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s.w%d", w->order_path, wi);
+    w->order_log = fopen(path, "a");
+    if (!w->order_log)
+        w->order_path = NULL;
 }
 
 double worker_compute(worker *w, long step, int wi, int nw, long *ntok)
 {
     int B = (int)w->t->batch, T = (int)w->t->seq;
     uint64_t first = ((uint64_t)step * (uint64_t)nw + (uint64_t)wi) * (uint64_t)B;
-    for (int i = 0; i < B; i++)
-        shard_set_sequence(&w->data, first + (uint64_t)i, T, w->inp + (size_t)i * T,
-                           w->tgt + (size_t)i * T);
+    long counted = 0, epoch;
+    size_t entry;
+    if (w->order_path && !w->order_log)
+        worker_open_order_log(w, wi);
+    for (int i = 0; i < B; i++) {
+        counted += ds_row(&w->data, first + (uint64_t)i, w->inp + (size_t)i * T,
+                          w->tgt + (size_t)i * T, &epoch, &entry);
+        if (w->order_log)
+            fprintf(w->order_log, "%ld %ld %zu\n", step, epoch, entry);
+    }
+    if (w->order_log)
+        fflush(w->order_log);
     /* the dropout mask depends on the seed, the step and the worker only */
     unsigned long long dseed = (unsigned long long)w->t->seed * 0x9E3779B97F4A7C15ULL ^
                                ((unsigned long long)step << 20) ^ (unsigned long long)wi;
-    *ntok = (long)B * T;
+    *ntok = counted;
     return model_loss_grad(&w->m, w->acts, &w->L, w->params, w->grad, w->inp, w->tgt, dseed);
 }
 
@@ -87,8 +105,9 @@ int worker_validate(worker *w, double *val_loss, long *ntok, pl_err *e)
     if (!w->has_val)
         return 0;
     double sum;
-    if (eval_run(&w->ev, &w->m, &w->L, w->params, &w->val, w->t->val, w->t->eval_batches, &sum,
-                 ntok, e) != 0)
+    /* default: 8 batches of a stream, every sample of sample data */
+    long max = w->t->eval_batches ? w->t->eval_batches : w->val.has_samples ? 0 : 8;
+    if (eval_run(&w->ev, &w->m, &w->L, w->params, &w->val, w->t->val, max, &sum, ntok, e) != 0)
         return -1;
     *val_loss = sum / (double)*ntok;
     return 0;
@@ -127,6 +146,8 @@ void worker_test_hooks_init(worker *w)
         w->nan_from = w->nan_to = -1;
     w->slow_rank = sr ? atoi(sr) : -1;
     w->slow_s = sr && sm ? atof(sm) / 1000.0 : 0;
+    const char *ol = getenv("PSLORA_TEST_ORDER_LOG");
+    w->order_path = ol && *ol ? ol : NULL;   /* opened at the first step (worker index) */
     if (!(w->slow_s >= 0 && w->slow_s <= 86400))   /* NaN or absurd: off */
         w->slow_s = 0;
 }

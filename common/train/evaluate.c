@@ -24,29 +24,44 @@ void eval_free(evaluator *ev)
     ev->acts = NULL, ev->inp = NULL, ev->tgt = NULL;
 }
 
+/* Batches eval_run reads: whole ones of a stream, all of the samples. */
+static long eval_batches(const evaluator *ev, const dataset *d, const char *what, long max,
+                         pl_err *e)
+{
+    size_t n = ds_eval_entries(d), B = (size_t)ev->B;
+    long nb = (long)(d->has_samples ? (n + B - 1) / B : n / B);
+    if (nb < 1)
+        return pl_errf(e, "%s: %zu sequences of %d+1 tokens make less than one batch of %d", what,
+                       n, ev->T, ev->B);
+    return max > 0 && max < nb ? max : nb;
+}
+
 int eval_run(evaluator *ev, const model *m, const lora_layout *L, const float *params,
-             const shard_set *d, const char *what, long max_batches, double *loss_sum,
+             const dataset *d, const char *what, long max_batches, double *loss_sum,
              long *ntok, pl_err *e)
 {
-    long nseq = shard_set_nseq(d, ev->T, what, e);
-    if (nseq < 0)
+    long nb = eval_batches(ev, d, what, max_batches, e), counted = 0;
+    if (nb < 0)
         return -1;
-    long nb = nseq / ev->B;
-    if (nb < 1)
-        return pl_errf(e, "%s: %ld sequences of %d+1 tokens make less than one batch of %d", what,
-                       nseq, ev->T, ev->B);
-    if (max_batches > 0 && max_batches < nb)
-        nb = max_batches;
+    size_t n = ds_eval_entries(d), T = (size_t)ev->T;
     double sum = 0;
     for (long b = 0; b < nb; b++) {
-        for (int i = 0; i < ev->B; i++)
-            shard_set_sequence(d, (uint64_t)(b * ev->B + i), ev->T, ev->inp + (size_t)i * ev->T,
-                               ev->tgt + (size_t)i * ev->T);
+        for (size_t i = 0, k = (size_t)b * ev->B; i < (size_t)ev->B; i++, k++) {
+            int32_t *inp = ev->inp + i * T, *tgt = ev->tgt + i * T;
+            if (k < n)
+                counted += ds_row_ordered(d, k, inp, tgt);
+            else   /* past the last sample: an empty row */
+                for (size_t j = 0; j < T; j++)
+                    inp[j] = 0, tgt[j] = -1;
+        }
         sum += model_loss_grad(m, ev->acts, L, params, NULL, ev->inp, ev->tgt, 0);
         if (model_acts_error(ev->acts))
             return pl_errf(e, "%s", model_acts_error(ev->acts));
     }
+    if (counted == 0)
+        return pl_errf(e, "%s: no target counts in the loss within --seq %d (every completion "
+                       "is cut off?)", what, ev->T);
     *loss_sum = sum;
-    *ntok = nb * ev->B * ev->T;
+    *ntok = counted;
     return 0;
 }

@@ -1,15 +1,19 @@
-/* evaluate.h - mean loss of a model (with an optional adapter) on shards.
+/* evaluate.h - the loss of a model (with an optional adapter) on data.
  *
- * Batches are taken in the unshuffled stream order of docs/design.md ("Data
- * order"): batch b, row i is stream sequence b*B + i.  All whole batches the
- * data holds are used, or the first max_batches of them. */
+ * Never shuffled, never packed (dataset.h: ds_row_ordered).  A token stream
+ * is read in its stream order (docs/design.md, "Data order"): batch b, row i
+ * is window b*B + i; all whole batches the data holds are used, or the first
+ * max_batches of them.  Sample data: every sample once, in file order, one
+ * per row, the last batch padded with empty rows; max_batches > 0 stops
+ * earlier.  The loss is the sum over the counted targets divided by their
+ * number, over all rows evaluated (not a mean of batch means). */
 #ifndef PSLORA_EVALUATE_H
 #define PSLORA_EVALUATE_H
 
+#include "dataset.h"
 #include "err.h"
 #include "lora.h"
 #include "model.h"
-#include "shard.h"
 
 typedef struct {
     model_acts *acts;
@@ -19,9 +23,10 @@ typedef struct {
 
 int eval_init(evaluator *ev, const model *m, const lora_layout *L, int B, int T, pl_err *e);
 void eval_free(evaluator *ev);
-/* Sum of token losses and token count over the batches; 0 or -1 (+ e). */
+/* Sum of the counted targets' losses and their number (*ntok); -1 (+ e)
+ * when the data makes no batch or has no counted target. */
 int eval_run(evaluator *ev, const model *m, const lora_layout *L, const float *params,
-             const shard_set *d, const char *what, long max_batches, double *loss_sum,
+             const dataset *d, const char *what, long max_batches, double *loss_sum,
              long *ntok, pl_err *e);
 
 #endif

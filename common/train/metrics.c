@@ -43,6 +43,7 @@ void metrics_step(metrics_log *m, const metrics_row *r)
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "type", "step");
     cJSON_AddNumberToObject(j, "step", (double)r->step);
+    num(j, "epoch", r->epoch);
     num(j, "loss", r->loss);
     if (!isnan(r->val_loss))
         num(j, "val_loss", r->val_loss);
@@ -87,7 +88,7 @@ void metrics_progress(const metrics_row *r, long total_steps, double elapsed_s)
     char val[32] = "";
     if (!isnan(r->val_loss))
         snprintf(val, sizeof val, " val %.4f", r->val_loss);
-    fprintf(stderr, "step %ld/%ld loss %.4f%s lr %.2e tok/s %.0f eta %d:%02d\n", r->step,
-            total_steps, r->loss, val, r->lr, r->tokens_per_s, (int)(eta / 60),
+    fprintf(stderr, "step %ld/%ld loss %.4f%s lr %.2e epoch %.2f tok/s %.0f eta %d:%02d\n",
+            r->step, total_steps, r->loss, val, r->lr, r->epoch, r->tokens_per_s, (int)(eta / 60),
             (int)fmod(eta, 60.0));
 }

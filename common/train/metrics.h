@@ -12,11 +12,12 @@
 
 typedef struct {
     long step;             /* steps done after this one (1-based) */
+    double epoch;          /* epochs done after it: entries read / entries per epoch */
     double loss;           /* mean train loss of the step */
     double val_loss;       /* NaN when not evaluated at this step */
     double lr;
     double tokens_per_s;   /* over the step's wall time */
-    long tokens;
+    long tokens;           /* counted targets of the step (all workers) */
     double bytes_push, bytes_pull;   /* all workers together */
     double t_compute, t_comm, t_wait, t_step;   /* seconds; means over the workers */
     double t_compute_max;  /* the slowest worker's compute (0: take t_compute) */
@@ -35,7 +36,8 @@ void metrics_step(metrics_log *m, const metrics_row *r);
 void metrics_eval(metrics_log *m, long step, double val_loss, long tokens);
 void metrics_close(metrics_log *m);
 
-/* "step 10/100 loss 3.2100 val 3.3000 lr 2e-04 tok/s 1234 eta 0:12" on stderr. */
+/* "step 10/100 loss 3.2100 val 3.3000 lr 2e-04 epoch 0.50 tok/s 1234 eta 0:12"
+ * on stderr. */
 void metrics_progress(const metrics_row *r, long total_steps, double elapsed_s);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dataset.h"
 #include "file.h"
 #include "flags.h"
 #include "lora.h"
@@ -27,7 +28,8 @@ static void defaults(train_config *t)
     opt_config_default(&t->opt);
     t->targets = "c_attn";
     t->rank = 8, t->alpha = 16, t->batch = 4, t->seq = 64, t->steps = 100, t->seed = 1;
-    t->servers = 1, t->staleness = 0, t->log_every = 1, t->eval_batches = 8;
+    t->servers = 1, t->staleness = 0, t->log_every = 1, t->eval_batches = 0;
+    t->shuffle = -1;
     t->keep_checkpoints = 3, t->max_skips = 5, t->timeout = 600;
     t->sync_name = "bsp", t->optimizer = "adamw", t->schedule = "constant", t->compute = "fp32";
 }
@@ -72,6 +74,7 @@ static int cross_checks(train_config *t, pl_err *e)
         return pl_errf(e, "--schedule: expected constant, linear or cosine, got '%s'", t->schedule);
     if (model_compute_choose(t->compute, &t->compute_mode, e) != 0)
         return -1;
+    t->eval_every_given = t->eval_every != 0;
     if (t->val && !t->eval_every)
         t->eval_every = t->steps;   /* evaluate at the end at least */
     if (t->eval_every && !t->val)
@@ -90,6 +93,7 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
     defaults(t);
     float lr = t->opt.lr, wd = 0, clip = t->opt.clip, momentum = 0;
     long warmup = 0;
+    int shuffle = 0, no_shuffle = 0;
     fl_spec specs[] = {
         {.name = "model", .type = FL_STR, .dst = &t->model_dir,
          .help = "model directory (Hugging Face format)", .required = 1},
@@ -114,6 +118,14 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
          .help = "tokens per sequence (64)", .min = 1, .max = 1 << 20},
         {.name = "steps", .type = FL_INT, .dst = &t->steps,
          .help = "optimizer steps (100)", .min = 1, .max = 1e9},
+        {.name = "epochs", .type = FL_INT, .dst = &t->epochs,
+         .help = "passes over the data instead of --steps", .min = 1, .max = 1e6},
+        {.name = "shuffle", .type = FL_BOOL, .dst = &shuffle,
+         .help = "a new order every epoch (default for sample data)"},
+        {.name = "no-shuffle", .type = FL_BOOL, .dst = &no_shuffle,
+         .help = "read in file order (default for token streams)"},
+        {.name = "pack", .type = FL_BOOL, .dst = &t->pack,
+         .help = "sample data: concatenate samples into full rows"},
         {.name = "lr", .type = FL_FLOAT, .dst = &lr,
          .help = "peak learning rate (2e-4)", .min = 0, .max = 1e3},
         {.name = "optimizer", .type = FL_STR, .dst = &t->optimizer, .help = "adamw or sgd (adamw)"},
@@ -145,7 +157,8 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         {.name = "eval-every", .type = FL_INT, .dst = &t->eval_every,
          .help = "validation period in steps", .min = 0, .max = 1e9},
         {.name = "eval-batches", .type = FL_INT, .dst = &t->eval_batches,
-         .help = "validation batches per evaluation (8)", .min = 1, .max = 1e9},
+         .help = "validation batches per evaluation (8; sample data: all)", .min = 1,
+         .max = 1e9},
         {.name = "threads", .type = FL_INT, .dst = &t->threads,
          .help = "threads per rank (cores / ranks on the node)", .min = 0, .max = 1024},
         {.name = "log-every", .type = FL_INT, .dst = &t->log_every,
@@ -162,6 +175,11 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         return rc;
     t->opt.lr = lr, t->opt.weight_decay = wd, t->opt.clip = clip, t->opt.momentum = momentum;
     t->opt.warmup = (int)warmup;
+    if (shuffle && no_shuffle)
+        return pl_errf(e, "--shuffle: contradicts --no-shuffle");
+    t->shuffle = shuffle ? 1 : no_shuffle ? 0 : -1;
+    if (t->epochs && fl_seen(specs, "steps"))
+        return pl_errf(e, "--epochs: give --steps or --epochs, not both");
     return cross_checks(t, e);
 }
 
@@ -195,6 +213,9 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--batch", "%ld", t->batch);
     KV("--seq", "%ld", t->seq);
     KV("--steps", "%ld", t->steps);
+    KV("--epochs", "%ld", t->epochs);
+    KV("--shuffle", "%s", t->shuffle < 0 ? "default" : t->shuffle ? "on" : "off");
+    KV("--pack", "%d", t->pack);
     KV("--seed", "%ld", t->seed);
     KV("--servers", "%ld", t->servers);
     KV("--sync", "%s", sync_name(t->sync));
@@ -216,7 +237,7 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
 
 int trainconf_resume_may_change(const char *key)
 {
-    static const char *const ok[] = {"--steps", "--resume", "--servers", NULL};
+    static const char *const ok[] = {"--steps", "--epochs", "--resume", "--servers", NULL};
     for (int i = 0; ok[i]; i++)
         if (strcmp(key, ok[i]) == 0)
             return 1;
@@ -247,6 +268,9 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     cJSON_AddNumberToObject(f, "batch", t->batch);
     cJSON_AddNumberToObject(f, "seq", t->seq);
     cJSON_AddNumberToObject(f, "steps", t->steps);
+    cJSON_AddNumberToObject(f, "epochs", t->epochs);
+    cJSON_AddStringToObject(f, "shuffle", t->shuffle < 0 ? "default" : t->shuffle ? "on" : "off");
+    cJSON_AddBoolToObject(f, "pack", t->pack);
     cJSON_AddNumberToObject(f, "lr", t->opt.lr);
     cJSON_AddStringToObject(f, "optimizer", opt_kind_name(t->opt.kind));
     cJSON_AddNumberToObject(f, "momentum", t->opt.momentum);
@@ -271,6 +295,35 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     int rc = pl_write_atomic(path, s, strlen(s), e);
     free(s);
     return rc;
+}
+
+int trainconf_resolve_data(train_config *t, int n_workers, pl_err *e)
+{
+    dataset d;
+    ds_options o = {(int)t->seq, t->shuffle, t->pack, (uint64_t)t->seed};
+    if (ds_open(&d, t->data, UINT32_MAX, &o, "--data", e) != 0)
+        return -1;
+    t->epoch_entries = d.n_entries;
+    ds_close(&d);
+    if (!t->epochs)
+        return 0;
+    uint64_t per_step = (uint64_t)(n_workers > 0 ? n_workers : 1) * (uint64_t)t->batch;
+    uint64_t steps = ((uint64_t)t->epochs * t->epoch_entries + per_step - 1) / per_step;
+    if (steps > 1000000000)
+        return pl_errf(e, "--epochs: %ld epochs make %llu steps (at most 1e9)", t->epochs,
+                       (unsigned long long)steps);
+    t->steps = (long)steps;
+    t->opt.total_steps = (int)steps;
+    if (!t->eval_every_given && t->val)
+        t->eval_every = t->steps;
+    return 0;
+}
+
+double trainconf_epoch(const train_config *t, long done, int n_workers)
+{
+    if (!t->epoch_entries)
+        return 0;
+    return (double)done * n_workers * (double)t->batch / (double)t->epoch_entries;
 }
 
 int trainconf_adapter(const train_config *t, const model_config *c, lora_layout *L,

@@ -17,8 +17,13 @@ typedef struct {
     const char *sync_name, *optimizer, *schedule, *compute;
     long rank, batch, seq, steps, seed, servers, staleness, checkpoint_every, eval_every,
         eval_batches, threads, log_every, keep_checkpoints, max_skips, timeout;
+    long epochs;        /* --epochs E (0: --steps counts); steps = ceil(E*N / (W*B)) */
+    unsigned long epoch_entries;   /* N: entries of one epoch (trainconf_resolve_data) */
     float alpha, dropout;
     int rslora;
+    int shuffle;        /* -1 default (on for sample data), 0 --no-shuffle, 1 --shuffle */
+    int pack;           /* --pack: samples concatenated into full rows */
+    int eval_every_given;
     model_compute compute_mode;   /* --compute as decided on this rank (auto: bf16 only with AMX) */
     sync_mode sync;
     opt_config opt;
@@ -27,6 +32,15 @@ typedef struct {
 /* Parses `pslora train` flags into t (defaults applied, cross-flag checks
  * done).  Returns 0, 1 for --help, -1 on a usage error (message in e). */
 int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e);
+
+/* Opens --data (tokens not checked: the workers do) to count the entries
+ * of an epoch (epoch_entries, dataset.h) and, with --epochs E, sets
+ * steps = ceil(E*N / (n_workers*batch)): every entry of the E epochs is
+ * visited (the last step may run into epoch E+1).  Every rank calls it. */
+int trainconf_resolve_data(train_config *t, int n_workers, pl_err *e);
+
+/* Epochs done after `done` steps: done*W*B / N (metrics and progress). */
+double trainconf_epoch(const train_config *t, long done, int n_workers);
 
 /* Key/value pairs of every setting that must agree across ranks (the Hello
  * fingerprint), written into keys/vals (at most max); returns the count. */
