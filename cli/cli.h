@@ -8,6 +8,8 @@
 
 int cmd_init(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+/* `pslora tokenize --format ...`: JSON Lines task data (tokenize_tasks.c). */
+int cmd_tokenize_tasks(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);

@@ -4,7 +4,6 @@
  * With --val-fraction F > 0 the last round(F * n) tokens go to a second shard
  * named after --out with "_val" before its extension (data.bin ->
  * data_val.bin, data -> data_val); the first part goes to --out. */
-#include <libgen.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include "err.h"
 #include "file.h"
 #include "flags.h"
+#include "out_paths.h"
 #include "shard.h"
 
 #define TOK_SYNOPSIS "--in TEXT --out SHARD [--tokenizer bytes] [--val-fraction F]"
@@ -62,21 +62,6 @@ static int tok_parse_args(tok_args *a, int argc, char **argv, pl_err *e)
     return 0;
 }
 
-/* OUT with "_val" inserted before the extension of its last path component
- * (a leading dot does not start an extension).  Heap string or NULL. */
-static char *tok_val_path(const char *out)
-{
-    const char *base = strrchr(out, '/');
-    base = base ? base + 1 : out;
-    const char *dot = strrchr(base, '.');
-    size_t stem = dot && dot != base ? (size_t)(dot - out) : strlen(out);
-    size_t len = strlen(out) + 5;
-    char *p = malloc(len);
-    if (p)
-        snprintf(p, len, "%.*s_val%s", (int)stem, out, out + stem);
-    return p;
-}
-
 /* Bytes tokenizer: token i = byte i.  Returns a heap array of n tokens. */
 static uint32_t *tok_bytes(const unsigned char *text, size_t n)
 {
@@ -99,7 +84,7 @@ static int tok_write(const tok_args *a, const uint32_t *tok, size_t n, pl_err *e
         return pl_errf(e, "--val-fraction: %g of %zu tokens leaves no %s tokens",
                        a->val_fraction, n, n_val ? "training" : "validation");
     size_t n_train = n - n_val;
-    char *val = n_val ? tok_val_path(a->out) : NULL;
+    char *val = n_val ? cli_val_path(a->out) : NULL;
     if (n_val && !val)
         return pl_errf(e, "%s: out of memory", a->out);
     int rc = shard_write(a->out, tok, n_train, 0, e);
@@ -116,26 +101,12 @@ static int tok_write(const tok_args *a, const uint32_t *tok, size_t n, pl_err *e
     return rc;
 }
 
-/* --out must name a file in an existing directory: pl_write_atomic's own
- * message would name its temporary file instead. */
-static int tok_check_out(const char *out, pl_err *e)
-{
-    struct stat st;
-    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
-        return pl_errf(e, "--out: '%s' is a directory", out);
-    char *copy = strdup(out);
-    if (!copy)
-        return pl_errf(e, "--out: out of memory");
-    const char *dir = dirname(copy);
-    int ok = stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
-    int rc = ok ? 0 : pl_errf(e, "--out: directory '%s' does not exist", dir);
-    free(copy);
-    return rc;
-}
-
 /* pslora tokenize: exit 0 ok, 1 failure, 2 usage. */
 int cmd_tokenize(int argc, char **argv)
 {
+    for (int i = 0; i < argc; i++)   /* task data (JSON Lines) has its own flags */
+        if (!strcmp(argv[i], "--format") || !strncmp(argv[i], "--format=", 9))
+            return cmd_tokenize_tasks(argc, argv);
     pl_err e = {{0}};
     tok_args a;
     int rc = tok_parse_args(&a, argc, argv, &e);
@@ -143,7 +114,7 @@ int cmd_tokenize(int argc, char **argv)
         return 0;
     if (rc < 0)
         return cli_fail("tokenize", e.msg, 2);
-    if (tok_check_out(a.out, &e) != 0)
+    if (cli_check_out(a.out, &e) != 0)
         return cli_fail("tokenize", e.msg, 1);
     size_t n;
     /* A shard's header counts tokens in an int32. */

@@ -1,0 +1,185 @@
+/* tokenize_tasks.c - `pslora tokenize --format FORMAT`: JSON Lines task data
+ * to an llm.c shard and its sample sidecar (taskdata.h, samples.h).
+ *
+ * --val-fraction F puts the last round(F * n) samples (never part of one)
+ * into OUT_val and its sidecar.  Every input line is read and checked before
+ * anything is written; the files are each written atomically and, if a later
+ * one fails, the earlier ones are removed: all of them or none. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "flags.h"
+#include "out_paths.h"
+#include "taskdata.h"
+
+#define TASK_SYNOPSIS                                                                        \
+    "--format text|prompt-completion|classification --in FILE.jsonl --out SHARD\n"         \
+    "       [--tokenizer bytes] [--val-fraction F] [--max-len N [--truncate]]\n"           \
+    "       [--eos-id N | --no-eos] [--labels a,b,c] [--text-field K] [--prompt-field K]\n" \
+    "       [--completion-field K]"
+
+typedef struct {
+    const char *in, *out, *tokenizer, *format;
+    float val_fraction;
+    long eos_id;
+    int no_eos;
+    task_options o;
+} task_args;
+
+static int parse_format(const char *f, samples_kind *k, pl_err *e)
+{
+    if (!strcmp(f, "text"))
+        *k = SAMPLES_TEXT;
+    else if (!strcmp(f, "prompt-completion"))
+        *k = SAMPLES_PROMPT_COMPLETION;
+    else if (!strcmp(f, "classification"))
+        *k = SAMPLES_CLASSIFICATION;
+    else
+        return pl_errf(e, "--format: expected text, prompt-completion or classification, got '%s'",
+                       f);
+    return 0;
+}
+
+/* 0 ok, 1 --help, -1 usage error. */
+static int task_parse_args(task_args *a, int argc, char **argv, pl_err *e)
+{
+    memset(a, 0, sizeof *a);
+    task_options_default(&a->o);
+    a->tokenizer = "bytes";
+    a->eos_id = -1;
+    fl_spec specs[] = {
+        {.name = "format", .type = FL_STR, .dst = &a->format, .required = 1,
+         .help = "text, prompt-completion or classification (JSON Lines input)"},
+        {.name = "in", .type = FL_STR, .dst = &a->in, .help = "input .jsonl", .required = 1},
+        {.name = "out", .type = FL_STR, .dst = &a->out, .required = 1,
+         .help = "output shard; its samples go to OUT.samples"},
+        {.name = "tokenizer", .type = FL_STR, .dst = &a->tokenizer,
+         .help = "bytes: one token per byte (default)"},
+        {.name = "val-fraction", .type = FL_FLOAT, .dst = &a->val_fraction, .min = 0, .max = 1,
+         .help = "0 <= F < 1: the last F of the samples go to OUT_val (default 0)"},
+        {.name = "max-len", .type = FL_INT, .dst = &a->o.max_len, .min = 1, .max = INT32_MAX,
+         .help = "longest sample in tokens (default: no limit)"},
+        {.name = "truncate", .type = FL_BOOL, .dst = &a->o.truncate,
+         .help = "cut samples longer than --max-len instead of refusing them"},
+        {.name = "eos-id", .type = FL_INT, .dst = &a->eos_id, .min = 0, .max = UINT32_MAX,
+         .help = "the id ending each text or completion"},
+        {.name = "no-eos", .type = FL_BOOL, .dst = &a->no_eos,
+         .help = "end completions with no eos token"},
+        {.name = "labels", .type = FL_STR, .dst = &a->o.labels,
+         .help = "classification: the label names, in index order"},
+        {.name = "text-field", .type = FL_STR, .dst = &a->o.text_field,
+         .help = "field of the text (text)"},
+        {.name = "prompt-field", .type = FL_STR, .dst = &a->o.prompt_field,
+         .help = "field of the prompt (prompt)"},
+        {.name = "completion-field", .type = FL_STR, .dst = &a->o.completion_field,
+         .help = "field of the completion (completion)"},
+        {.name = NULL},
+    };
+    int rc = fl_parse("tokenize", TASK_SYNOPSIS, specs, argc, argv, NULL, 0, e);
+    if (rc != 0)
+        return rc;
+    if (parse_format(a->format, &a->o.kind, e) != 0)
+        return -1;
+    if (!*a->in || !*a->out)
+        return pl_errf(e, "%s: empty path", *a->in ? "--out" : "--in");
+    if (!(a->val_fraction < 1.0f))
+        return pl_errf(e, "--val-fraction: must be >= 0 and < 1, got %g", a->val_fraction);
+    if (a->o.truncate && !a->o.max_len)
+        return pl_errf(e, "--truncate: needs --max-len");
+    if (a->no_eos && a->eos_id >= 0)
+        return pl_errf(e, "--no-eos: contradicts --eos-id");
+    if (a->o.labels && (a->o.kind != SAMPLES_CLASSIFICATION || !*a->o.labels))
+        return pl_errf(e, "--labels: %s", *a->o.labels ? "only with --format classification"
+                                                       : "empty list");
+    if (strcmp(a->tokenizer, "bytes") != 0)
+        return pl_errf(e, "--tokenizer: only 'bytes' is supported, got '%s'", a->tokenizer);
+    return 0;
+}
+
+/* The bytes tokenizer: one token per byte, no special tokens. */
+static int encode_bytes(void *ctx, const char *text, size_t len, uint32_t **ids, size_t *n,
+                        size_t *cap, pl_err *e)
+{
+    (void)ctx;
+    if (*n + len > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        while (c < *n + len)
+            c *= 2;
+        uint32_t *p = realloc(*ids, c * sizeof *p);
+        if (!p)
+            return pl_errf(e, "out of memory for %zu tokens", c);
+        *ids = p, *cap = c;
+    }
+    for (size_t i = 0; i < len; i++)
+        (*ids)[(*n)++] = (unsigned char)text[i];
+    return 0;
+}
+
+/* The eos: --eos-id, none with --no-eos; prompt-completion needs one of the
+ * two when the tokenizer names no eos (the bytes tokenizer never does). */
+static int choose_eos(task_args *a, pl_err *e)
+{
+    a->o.eos = a->eos_id;
+    if (a->o.kind == SAMPLES_PROMPT_COMPLETION && a->eos_id < 0 && !a->no_eos)
+        return pl_errf(e, "--eos-id: the %s tokenizer has no end-of-sequence token: name one "
+                       "with --eos-id N (e.g. 10, a newline byte) or give --no-eos",
+                       a->tokenizer);
+    return 0;
+}
+
+/* Splits d into OUT (and OUT_val) and writes both, or neither. */
+static int write_parts(const task_args *a, const task_data *d, pl_err *e)
+{
+    size_t n = d->n_samples, n_val = (size_t)llround((double)a->val_fraction * (double)n);
+    if (a->val_fraction > 0 && (n_val == 0 || n_val == n))
+        return pl_errf(e, "--val-fraction: %g of %zu samples leaves no %s samples",
+                       a->val_fraction, n, n_val ? "training" : "validation");
+    char *val = n_val ? cli_val_path(a->out) : NULL;
+    if (n_val && !val)
+        return pl_errf(e, "%s: out of memory", a->out);
+    int rc = task_write_part(d, 0, n - n_val, a->out, e);
+    if (rc == 0 && val && task_write_part(d, n - n_val, n, val, e) != 0) {
+        char *side = samples_path(a->out);
+        unlink(a->out);
+        if (side)
+            unlink(side);
+        free(side);
+        rc = -1;
+    }
+    if (rc == 0) {
+        printf("%s: %zu samples, %u tokens\n", a->out, n - n_val, d->off[n - n_val]);
+        if (val)
+            printf("%s: %zu samples, %u tokens\n", val, n_val, d->off[n] - d->off[n - n_val]);
+        printf("%zu tokens count in the loss; %zu samples cut to --max-len\n", d->counted,
+               d->truncated);
+    }
+    free(val);
+    return rc;
+}
+
+int cmd_tokenize_tasks(int argc, char **argv)
+{
+    pl_err e = {{0}};
+    task_args a;
+    int rc = task_parse_args(&a, argc, argv, &e);
+    if (rc != 0)
+        return rc > 0 ? 0 : cli_fail("tokenize", e.msg, 2);
+    if (choose_eos(&a, &e) != 0)
+        return cli_fail("tokenize", e.msg, 2);
+    a.o.encode = encode_bytes;
+    jsonl_reader r;
+    task_data d;
+    if (cli_check_out(a.out, &e) != 0 || jsonl_open(&r, a.in, &e) != 0)
+        return cli_fail("tokenize", e.msg, 1);
+    rc = task_build(&d, &r, &a.o, &e);
+    jsonl_close(&r);
+    if (rc != 0)
+        return cli_fail("tokenize", e.msg, 1);
+    rc = write_parts(&a, &d, &e);
+    task_free(&d);
+    return rc == 0 ? 0 : cli_fail("tokenize", e.msg, 1);
+}
