@@ -455,12 +455,15 @@ static inline void ref_causal_attention(double *out, size_t out_stride, const do
 }
 
 /* Sum over the B*T positions of the cross entropy of logits = x E^T at the
- * targets, x [N,C] (already final-normed), E [V,C]. */
+ * targets, x [N,C] (already final-normed), E [V,C].  A target < 0 is masked
+ * out (a prompt or padding position): it adds nothing. */
 static inline double ref_xent_sum(const double *x, const double *E, const int32_t *tgt, int N,
                                   int C, int V)
 {
     double *z = malloc((size_t)V * sizeof *z), loss = 0;
     for (int n = 0; n < N; n++) {
+        if (tgt[n] < 0)
+            continue;
         double mx = -INFINITY, sum = 0;
         for (int v = 0; v < V; v++) {
             double acc = 0;

@@ -78,6 +78,7 @@ rc_fixture *rc_fixture_gpt2(const char *name, const ref_config *c, const char *t
     snprintf(dir, sizeof dir, "%s", tu_tmpdir(name));
     ref_gpt2_init(&f->ref.gpt2, c, 42);
     ref_gpt2_write_hf(&f->ref.gpt2, dir, &o);
+    snprintf(f->dir, sizeof f->dir, "%s", dir);
     return fixture_load(f, dir, c->vocab);
 }
 
@@ -93,6 +94,7 @@ rc_fixture *rc_fixture_llama(const char *name, const rl_config *c)
     snprintf(dir, sizeof dir, "%s", tu_tmpdir(name));
     ref_llama_init(&f->ref.llama, c, 42);
     ref_llama_write_hf(&f->ref.llama, dir, &o);
+    snprintf(f->dir, sizeof f->dir, "%s", dir);
     return fixture_load(f, dir, c->vocab);
 }
 
@@ -126,9 +128,15 @@ static void ref_shape(const rc_fixture *f, int lin, int *in, int *out)
 
 double rc_ref_loss(const rc_fixture *f, const ref_lora *lo)
 {
+    return rc_ref_loss_on(f, lo, f->inp, f->tgt, RC_B, RC_T);
+}
+
+double rc_ref_loss_on(const rc_fixture *f, const ref_lora *lo, const int32_t *inp,
+                      const int32_t *tgt, int B, int T)
+{
     if (f->llama)
-        return ref_llama_loss(&f->ref.llama, lo, f->inp, f->tgt, RC_B, RC_T);
-    return ref_gpt2_loss(&f->ref.gpt2, lo, f->inp, f->tgt, RC_B, RC_T);
+        return ref_llama_loss(&f->ref.llama, lo, inp, tgt, B, T);
+    return ref_gpt2_loss(&f->ref.gpt2, lo, inp, tgt, B, T);
 }
 
 /* The reference's logits [vocab] at position pos of the sequence f->inp [RC_T]. */

@@ -65,6 +65,7 @@ typedef struct {
     int n_lin;              /* linears per layer those targets adapt */
     model base, lm;
     model_acts *base_acts;  /* base's, forward only */
+    char dir[512];          /* the Hugging Face directory */
     int32_t inp[RC_B * RC_T], tgt[RC_B * RC_T];
 } rc_fixture;
 
@@ -90,6 +91,9 @@ void rc_ref_adapter(ref_lora *lo, const rc_fixture *f, const lora_layout *L, con
                     double scale, float *const *masks);
 /* The reference's summed loss on f's tokens; lo may be NULL. */
 double rc_ref_loss(const rc_fixture *f, const ref_lora *lo);
+/* The same on inp/tgt [B, T] (T <= the model's context); targets < 0 add nothing. */
+double rc_ref_loss_on(const rc_fixture *f, const ref_lora *lo, const int32_t *inp,
+                      const int32_t *tgt, int B, int T);
 
 /* The shared tests (see the top); *state is an rc_fixture. */
 void rc_test_base_loss_vs_ref(void **state);
