@@ -41,6 +41,8 @@ static int reserve_tok(task_data *d, size_t more, const char *name, pl_err *e)
 static int put(task_data *d, const uint32_t *ids, size_t n, uint8_t m, const char *name,
                pl_err *e)
 {
+    if (n == 0)   /* no prefix, say: the arrays may not exist yet */
+        return 0;
     if (reserve_tok(d, n, name, e) != 0)
         return -1;
     memcpy(d->tok + d->n_tok, ids, n * sizeof *ids);
