@@ -1,0 +1,75 @@
+/* tok_pretok.h - the pre-tokenizers of tokenizer.json (ByteLevel, Split,
+ * Metaspace, BertPreTokenizer, Whitespace, WhitespaceSplit, Punctuation,
+ * Digits) as a flat chain over a list of pieces, with the split behaviours
+ * of the tokenizers crate (Removed, Isolated, MergedWithPrevious,
+ * MergedWithNext, Contiguous; invert).  Also GPT-2's byte <-> character map
+ * that ByteLevel uses and its decoder inverts. */
+#ifndef PSLORA_TOK_PRETOK_H
+#define PSLORA_TOK_PRETOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "tok_buf.h"
+#include "tok_regex.h"
+
+typedef enum {
+    TP_BYTELEVEL, TP_SPLIT, TP_METASPACE, TP_BERT, TP_WHITESPACE, TP_WHITESPACE_SPLIT,
+    TP_PUNCTUATION, TP_DIGITS
+} tok_pretok_kind;
+
+typedef enum {
+    TB_REMOVED, TB_ISOLATED, TB_MERGED_WITH_PREVIOUS, TB_MERGED_WITH_NEXT, TB_CONTIGUOUS
+} tok_behavior;
+
+typedef enum { TPS_NEVER, TPS_FIRST, TPS_ALWAYS } tok_prepend_scheme;
+
+/* GPT-2's pattern, as ByteLevel's use_regex applies it. */
+#define TOK_GPT2_PATTERN \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+
+typedef struct {
+    tok_pretok_kind kind;
+    tok_regex pattern;          /* Split; ByteLevel with use_regex */
+    tok_behavior behavior;      /* Split, Punctuation */
+    int invert;                 /* Split */
+    int add_prefix_space, use_regex;   /* ByteLevel */
+    char repl[4];               /* Metaspace replacement character */
+    size_t repl_len;
+    tok_prepend_scheme prepend; /* Metaspace */
+    int split;                  /* Metaspace */
+    int individual_digits;      /* Digits */
+} tok_pretok;
+
+typedef struct {
+    tok_pretok *v;
+    size_t n;
+} tok_pretoks;
+
+typedef struct {
+    size_t s, e;
+    int m;
+} tok_mark;
+
+/* Per-thread scratch of the chain. */
+typedef struct {
+    tok_pieces tmp;
+    tok_buf work;
+    tok_mark *marks;
+    size_t n_marks, cap_marks;
+} tok_pretok_scratch;
+
+/* Runs the chain on the pieces in io, leaving the result in io. */
+int tok_pretoks_apply(const tok_pretoks *c, tok_rx_scratch *x, tok_pretok_scratch *s,
+                      tok_pieces *io, pl_err *e);
+void tok_pretoks_describe(const tok_pretoks *c, tok_buf *out);
+void tok_pretoks_free(tok_pretoks *c);
+void tok_pretok_scratch_free(tok_pretok_scratch *s);
+
+/* ByteLevel's character for byte b as UTF-8 (1 or 2 bytes). */
+const char *tok_bytelevel_char(unsigned char b, size_t *len);
+/* The byte a ByteLevel character stands for, or -1. */
+int tok_bytelevel_byte(uint32_t cp);
+
+#endif
