@@ -9,6 +9,41 @@
 
 #define TOK_CACHE_WORD 256        /* longest word cached, bytes (as the crate) */
 #define TOK_CACHE_ENTRIES 65536   /* cache cleared when it reaches this */
+#define TOK_LONG_WORD 64          /* symbols beyond which a word is cut at safe gaps */
+
+/* The pairs of code points that stand next to each other in some token. */
+static void tok_bpe_adjacency(tok_bpe *m, const tok_vocab *v)
+{
+    for (uint32_t id = 0; id < v->size; id++) {
+        size_t n, i = 0;
+        const char *s = tok_vocab_str(v, id, &n);
+        if (!s || tok_utf8_check(s, n) != n)
+            continue;
+        uint32_t prev = tok_utf8_next(s, &i);
+        while (i < n) {
+            uint32_t c = tok_utf8_next(s, &i);
+            tok_pairmap_put(&m->adjacent, prev, c, 0, 0);
+            prev = c;
+        }
+    }
+}
+
+/* Whether a byte-fallback or the unk token appears in some merge. */
+static int tok_bpe_special_merges(const tok_bpe *m)
+{
+    for (size_t i = 0; i <= m->merges.mask; i++) {
+        const tok_pairslot *p = &m->merges.slot[i];
+        if (!p->key)
+            continue;
+        uint32_t a = (uint32_t)((p->key - 1) >> 32), b = (uint32_t)(p->key - 1);
+        if ((int64_t)a == m->unk_id || (int64_t)b == m->unk_id)
+            return 1;
+        for (int k = 0; k < 256; k++)
+            if (m->byte_ids[k] >= 0 && ((uint32_t)m->byte_ids[k] == a || (uint32_t)m->byte_ids[k] == b))
+                return 1;
+    }
+    return 0;
+}
 
 void tok_bpe_finish(tok_bpe *m, const tok_vocab *v)
 {
@@ -24,6 +59,8 @@ void tok_bpe_finish(tok_bpe *m, const tok_vocab *v)
         size_t k = tok_utf8_encode(c, u);
         m->char_ids[c] = (c >= 0xD800 && c < 0xE000) ? -1 : (int32_t)tok_vocab_get(v, u, k);
     }
+    tok_bpe_adjacency(m, v);
+    m->special_merges = m->merges.slot ? tok_bpe_special_merges(m) : 0;
 }
 
 int tok_bpe_add_merge(tok_bpe *m, const tok_vocab *v, const char *a, size_t na, const char *b,
@@ -99,55 +136,85 @@ static tok_merge tok_heap_pop(tok_bpe_scratch *s, size_t *n)
     return top;
 }
 
-static void tok_sym_add(tok_bpe_scratch *s, size_t *n, uint32_t id, uint32_t len)
+/* cp: the character the symbol stands for, TOK_NO_CP for byte-fallback and
+ * unk symbols. */
+static void tok_sym_add(tok_bpe_scratch *s, size_t *n, uint32_t id, uint32_t len, uint32_t cp)
 {
     if (*n == s->cap_sym) {
         s->cap_sym = s->cap_sym ? 2 * s->cap_sym : 256;
         s->sym = tok_xrealloc(s->sym, s->cap_sym * sizeof *s->sym);
     }
-    s->sym[*n] = (tok_sym){(int32_t)*n - 1, (int32_t)*n + 1, id, len};
+    s->sym[*n] = (tok_sym){(int32_t)*n - 1, (int32_t)*n + 1, id, len, cp};
     (*n)++;
 }
 
-/* Word::merge_all: lowest rank first; stale heap entries skipped. */
-static void tok_bpe_merge_all(const tok_bpe *m, tok_bpe_scratch *s, size_t nsym)
+/* Word::merge_all on symbols [lo, hi): lowest rank first, leftmost among
+ * equal ranks; heap entries made stale by an earlier merge are skipped. */
+static void tok_bpe_merge_range(const tok_bpe *m, tok_bpe_scratch *s, size_t lo, size_t hi)
 {
     size_t nh = 0;
     tok_sym *sym = s->sym;
-    if (nsym)
-        sym[nsym - 1].next = -1;
-    for (size_t i = 0; i + 1 < nsym; i++) {
+    sym[lo].prev = -1;
+    sym[hi - 1].next = -1;
+    for (size_t i = lo; i + 1 < hi; i++) {
         const tok_pairslot *p = tok_pairmap_get(&m->merges, sym[i].id, sym[i + 1].id);
         if (p)
             tok_heap_push(s, &nh, (tok_merge){p->rank, (uint32_t)i, p->id});
     }
     while (nh) {
         tok_merge top = tok_heap_pop(s, &nh);
-        tok_sym *cur = &s->sym[top.pos];
+        tok_sym *cur = &sym[top.pos];
         if (cur->len == 0 || cur->next == -1)
             continue;
-        tok_sym right = s->sym[cur->next];
+        tok_sym right = sym[cur->next];
         const tok_pairslot *p = tok_pairmap_get(&m->merges, cur->id, right.id);
         if (!p || p->id != top.id)
             continue;
-        s->sym[cur->next].len = 0;
+        sym[cur->next].len = 0;
         cur->id = top.id;
         cur->len += right.len;
         cur->next = right.next;
-        if (right.next >= 0 && (size_t)right.next < nsym)
-            s->sym[right.next].prev = (int32_t)top.pos;
+        if (right.next >= 0)
+            sym[right.next].prev = (int32_t)top.pos;
         if (cur->prev >= 0) {
-            p = tok_pairmap_get(&m->merges, s->sym[cur->prev].id, cur->id);
+            p = tok_pairmap_get(&m->merges, sym[cur->prev].id, cur->id);
             if (p)
                 tok_heap_push(s, &nh, (tok_merge){p->rank, (uint32_t)cur->prev, p->id});
         }
-        cur = &s->sym[top.pos]; /* the heap push may not move sym, but be plain */
-        if (cur->next >= 0 && (size_t)cur->next < nsym) {
-            p = tok_pairmap_get(&m->merges, cur->id, s->sym[cur->next].id);
+        if (cur->next >= 0) {
+            p = tok_pairmap_get(&m->merges, cur->id, sym[cur->next].id);
             if (p)
                 tok_heap_push(s, &nh, (tok_merge){p->rank, top.pos, p->id});
         }
     }
+}
+
+/* 1 when no merge can ever join symbols i and i+1: no vocabulary token has
+ * their characters next to each other (a merged token spanning the gap
+ * would), or one is a byte-fallback / unk symbol and those take part in no
+ * merge. */
+static int tok_bpe_gap_safe(const tok_bpe *m, const tok_sym *a, const tok_sym *b)
+{
+    if (a->cp == TOK_NO_CP || b->cp == TOK_NO_CP)
+        return !m->special_merges;
+    return !tok_pairmap_get(&m->adjacent, a->cp, b->cp);
+}
+
+/* Long words (Llama's whole text when there is no pre-tokenizer) are cut at
+ * gaps no merge can cross and each part merged alone: the same merges in
+ * the same order, with heaps that stay small. */
+static void tok_bpe_merge_all(const tok_bpe *m, tok_bpe_scratch *s, size_t nsym)
+{
+    if (nsym == 0)
+        return;
+    size_t lo = 0;
+    if (nsym > TOK_LONG_WORD)
+        for (size_t i = 0; i + 1 < nsym; i++)
+            if (tok_bpe_gap_safe(m, &s->sym[i], &s->sym[i + 1])) {
+                tok_bpe_merge_range(m, s, lo, i + 1);
+                lo = i + 1;
+            }
+    tok_bpe_merge_range(m, s, lo, nsym);
 }
 
 /* Looks up the vocabulary entry of one character (with prefix / suffix). */
@@ -184,10 +251,10 @@ static int tok_bpe_symbols(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch
         int64_t id = tok_bpe_char_id(m, v, s, w + at, k, cp, at == 0, i == n);
         if (id >= 0) {
             if (unk >= 0) {
-                tok_sym_add(s, nsym, (uint32_t)unk, unk_len);
+                tok_sym_add(s, nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
                 unk = -1;
             }
-            tok_sym_add(s, nsym, (uint32_t)id, (uint32_t)k);
+            tok_sym_add(s, nsym, (uint32_t)id, (uint32_t)k, cp);
             continue;
         }
         if (m->byte_fallback) {
@@ -203,7 +270,7 @@ static int tok_bpe_symbols(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch
                 j++;
             if (j == len) {
                 for (j = 0; j < len; j++)
-                    tok_sym_add(s, nsym, (uint32_t)m->byte_ids[(unsigned char)src[j]], 1);
+                    tok_sym_add(s, nsym, (uint32_t)m->byte_ids[(unsigned char)src[j]], 1, TOK_NO_CP);
                 continue;
             }
         }
@@ -215,13 +282,13 @@ static int tok_bpe_symbols(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch
             unk_len += (uint32_t)k;
         else {
             if (unk >= 0)
-                tok_sym_add(s, nsym, (uint32_t)unk, unk_len);
+                tok_sym_add(s, nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
             unk = m->unk_id;
             unk_len = (uint32_t)k;
         }
     }
     if (unk >= 0)
-        tok_sym_add(s, nsym, (uint32_t)unk, unk_len);
+        tok_sym_add(s, nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
     return 0;
 }
 
@@ -279,6 +346,7 @@ int tok_bpe_encode(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch *s, con
 void tok_bpe_free(tok_bpe *m)
 {
     tok_pairmap_free(&m->merges);
+    tok_pairmap_free(&m->adjacent);
     free(m->unk);
     free(m->prefix);
     free(m->suffix);

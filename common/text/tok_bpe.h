@@ -26,11 +26,16 @@ typedef struct {
     size_t n_merges;
     int32_t byte_ids[256];   /* id of "<0xXX>", -1 */
     int32_t *char_ids;       /* cp -> id of the bare one-character token, -1 */
+    tok_pairmap adjacent;    /* (cp, cp) next to each other in some token */
+    int special_merges;      /* some merge involves a <0xXX> or the unk token */
 } tok_bpe;
+
+#define TOK_NO_CP UINT32_MAX
 
 typedef struct {
     int32_t prev, next;
     uint32_t id, len;
+    uint32_t cp;          /* the character of an unmerged symbol, TOK_NO_CP */
 } tok_sym;
 
 typedef struct {

@@ -36,7 +36,6 @@ struct tok_state {
     tok_rx_scratch rx;
     tok_buf text, norm, tmp;
     tok_segs raw, sub;
-    tok_pieces pieces, dtmp;
     tok_pretok_scratch pre;
     tok_bpe_scratch bpe;
 };

@@ -92,7 +92,7 @@ static void tok_pairmap_grow(tok_pairmap *m)
     for (size_t i = 0; i < old_cap; i++) {
         if (!old[i].key)
             continue;
-        size_t j = (size_t)((old[i].key * 0x9e3779b97f4a7c15ULL) >> 20) & m->mask;
+        size_t j = tok_pair_slot(old[i].key, m->mask);
         while (m->slot[j].key)
             j = (j + 1) & m->mask;
         m->slot[j] = old[i];
@@ -105,7 +105,7 @@ void tok_pairmap_put(tok_pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint
     if (!m->slot || 2 * (m->n + 1) > m->mask + 1)
         tok_pairmap_grow(m);
     uint64_t k = (((uint64_t)a << 32) | b) + 1;
-    size_t i = (size_t)((k * 0x9e3779b97f4a7c15ULL) >> 20) & m->mask;
+    size_t i = tok_pair_slot(k, m->mask);
     while (m->slot[i].key && m->slot[i].key != k)
         i = (i + 1) & m->mask;
     if (!m->slot[i].key)

@@ -41,14 +41,24 @@ typedef struct {
     size_t mask, n;
 } tok_pairmap;
 
+/* splitmix64's finalizer: every key bit reaches every slot bit. */
+static inline size_t tok_pair_slot(uint64_t k, size_t mask)
+{
+    k ^= k >> 30;
+    k *= 0xbf58476d1ce4e5b9ULL;
+    k ^= k >> 27;
+    k *= 0x94d049bb133111ebULL;
+    k ^= k >> 31;
+    return (size_t)k & mask;
+}
+
 void tok_pairmap_put(tok_pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t id);
 static inline const tok_pairslot *tok_pairmap_get(const tok_pairmap *m, uint32_t a, uint32_t b)
 {
     if (!m->slot)
         return NULL;
     uint64_t k = (((uint64_t)a << 32) | b) + 1;
-    uint64_t h = k * 0x9e3779b97f4a7c15ULL;
-    size_t i = (size_t)(h >> 20) & m->mask;
+    size_t i = tok_pair_slot(k, m->mask);
     for (;; i = (i + 1) & m->mask) {
         const tok_pairslot *s = &m->slot[i];
         if (s->key == k)

@@ -56,9 +56,30 @@ int tok_bytelevel_byte(uint32_t cp)
     return -1;
 }
 
-/* Appends s[0..n) to out with every byte replaced by its character. */
-static void tok_bl_emit(const char *s, size_t n, int at0, tok_pieces *out)
+/* Where a stage writes its pieces.  The last stage of a chain hands them
+ * to the sink whenever they pass TOK_PRE_FLUSH bytes, so a long text never
+ * exists as one list of pre-tokens. */
+#define TOK_PRE_FLUSH (64 * 1024)
+typedef struct {
+    tok_pieces *l;
+    tok_pre_sink sink;   /* NULL: keep all */
+    void *ctx;
+    int failed;
+    pl_err *e;
+} tok_out;
+
+static void tok_out_check(tok_out *o)
 {
+    if (!o->sink || o->l->b.len < TOK_PRE_FLUSH || o->failed)
+        return;
+    o->failed = o->sink(o->ctx, o->l, o->e) != 0;
+    tok_pieces_clear(o->l);
+}
+
+/* Appends s[0..n) to out with every byte replaced by its character. */
+static void tok_bl_emit(const char *s, size_t n, int at0, tok_out *o)
+{
+    tok_pieces *out = o->l;
     tok_buf *b = &out->b;
     tok_buf_reserve(b, 2 * n);
     size_t off = b->len;
@@ -71,6 +92,7 @@ static void tok_bl_emit(const char *s, size_t n, int at0, tok_pieces *out)
     }
     b->len = (size_t)(d - b->p);
     tok_pieces_push(out, off, b->len - off, at0);
+    tok_out_check(o);
 }
 
 /* ---- marks and behaviours ------------------------------------------------ */
@@ -130,16 +152,18 @@ static void tok_marks_pred(tok_pretok_scratch *s, const char *str, size_t n,
         tok_mark_push(s, last, n, 0);
 }
 
-static void tok_emit_range(const char *str, size_t a, size_t b, int at0, tok_pieces *out)
+static void tok_emit_range(const char *str, size_t a, size_t b, int at0, tok_out *o)
 {
-    if (b > a)
-        tok_pieces_add(out, str + a, b - a, at0 && a == 0);
+    if (b > a) {
+        tok_pieces_add(o->l, str + a, b - a, at0 && a == 0);
+        tok_out_check(o);
+    }
 }
 
 /* Applies behaviour bh (after inverting the marks if invert) and appends the
  * non-empty pieces to out. */
 static void tok_marks_emit(tok_pretok_scratch *s, tok_behavior bh, int invert, const char *str,
-                           int at0, tok_pieces *out)
+                           int at0, tok_out *out)
 {
     tok_mark *m = s->marks;
     size_t n = s->n_marks;
@@ -188,7 +212,7 @@ static void tok_marks_emit(tok_pretok_scratch *s, tok_behavior bh, int invert, c
 /* ---- the pre-tokenizers ------------------------------------------------- */
 
 static int tok_pre_bytelevel(const tok_pretok *p, tok_rx_scratch *x, tok_pretok_scratch *s,
-                             const char *str, size_t n, int at0, tok_pieces *out, pl_err *e)
+                             const char *str, size_t n, int at0, tok_out *out, pl_err *e)
 {
     if (p->add_prefix_space && str[0] != ' ') {
         s->work.len = 0;
@@ -226,7 +250,7 @@ static int tok_pre_bytelevel(const tok_pretok *p, tok_rx_scratch *x, tok_pretok_
  * permitting) unless the result already starts with it; then, with split,
  * each replacement character starts a new piece (MergedWithNext). */
 static void tok_pre_metaspace(const tok_pretok *p, tok_pretok_scratch *s, const char *str,
-                              size_t n, int at0, tok_pieces *out)
+                              size_t n, int at0, tok_out *out)
 {
     tok_buf *w = &s->work;
     w->len = 0;
@@ -240,7 +264,7 @@ static void tok_pre_metaspace(const tok_pretok *p, tok_pretok_scratch *s, const 
             tok_buf_addc(w, str[i]);
     }
     if (!p->split) {
-        tok_pieces_add(out, w->p, w->len, at0);
+        tok_emit_range(w->p, 0, w->len, at0, out);
         return;
     }
     /* split on each replacement character, MergedWithNext */
@@ -262,7 +286,7 @@ static void tok_pre_metaspace(const tok_pretok *p, tok_pretok_scratch *s, const 
 }
 
 /* BertPreTokenizer: whitespace removed, then each punctuation char isolated. */
-static void tok_pre_bert(const char *str, size_t n, int at0, tok_pieces *out)
+static void tok_pre_bert(const char *str, size_t n, int at0, tok_out *out)
 {
     size_t word = 0;
     for (size_t i = 0; i < n;) {
@@ -281,7 +305,7 @@ static void tok_pre_bert(const char *str, size_t n, int at0, tok_pieces *out)
 
 /* Whitespace: the matches of \w+|[^\w\s]+, i.e. runs of word characters and
  * runs of other non-space characters. */
-static void tok_pre_whitespace(const char *str, size_t n, int at0, tok_pieces *out)
+static void tok_pre_whitespace(const char *str, size_t n, int at0, tok_out *out)
 {
     size_t start = 0;
     int cls = 0; /* 0 space, 1 word, 2 other */
@@ -301,7 +325,7 @@ static void tok_pre_whitespace(const char *str, size_t n, int at0, tok_pieces *o
 }
 
 static int tok_pre_one(const tok_pretok *p, tok_rx_scratch *x, tok_pretok_scratch *s,
-                       const char *str, size_t n, int at0, tok_pieces *out, pl_err *e)
+                       const char *str, size_t n, int at0, tok_out *out, pl_err *e)
 {
     switch (p->kind) {
     case TP_BYTELEVEL:
@@ -336,23 +360,32 @@ static int tok_pre_one(const tok_pretok *p, tok_rx_scratch *x, tok_pretok_scratc
     return 0;
 }
 
-int tok_pretoks_apply(const tok_pretoks *c, tok_rx_scratch *x, tok_pretok_scratch *s,
-                      tok_pieces *io, pl_err *e)
+int tok_pretoks_run(const tok_pretoks *c, tok_rx_scratch *x, tok_pretok_scratch *s,
+                    const char *str, size_t n, int at0, tok_pre_sink sink, void *ctx, pl_err *e)
 {
     pthread_once(&tok_bl_once, tok_bl_init);
-    for (size_t k = 0; k < c->n; k++) {
-        tok_pieces *out = &s->tmp;
+    tok_pieces *in = &s->a, *out = &s->b;
+    if (c->n == 0) {
         tok_pieces_clear(out);
-        for (size_t i = 0; i < io->n; i++) {
-            if (io->v[i].len == 0)
-                continue;
-            if (tok_pre_one(&c->v[k], x, s, tok_piece_str(io, i), io->v[i].len, io->v[i].at0,
-                            out, e) != 0)
+        tok_pieces_add(out, str, n, at0);
+        return sink(ctx, out, e);
+    }
+    for (size_t k = 0; k < c->n; k++) {
+        tok_out o = {out, k + 1 == c->n ? sink : NULL, ctx, 0, e};
+        tok_pieces_clear(out);
+        size_t count = k == 0 ? 1 : in->n;
+        for (size_t i = 0; i < count && !o.failed; i++) {
+            const char *p = k == 0 ? str : tok_piece_str(in, i);
+            size_t len = k == 0 ? n : in->v[i].len;
+            if (len && tok_pre_one(&c->v[k], x, s, p, len, k == 0 ? at0 : in->v[i].at0, &o,
+                                   e) != 0)
                 return -1;
         }
-        tok_pieces t = *io;
-        *io = *out;
-        *out = t;
+        if (o.failed || (k + 1 == c->n && sink(ctx, out, e) != 0))
+            return -1;
+        tok_pieces *t = in;
+        in = out;
+        out = t;
     }
     return 0;
 }
@@ -376,7 +409,8 @@ void tok_pretoks_free(tok_pretoks *c)
 
 void tok_pretok_scratch_free(tok_pretok_scratch *s)
 {
-    tok_pieces_free(&s->tmp);
+    tok_pieces_free(&s->a);
+    tok_pieces_free(&s->b);
     tok_buf_free(&s->work);
     free(s->marks);
     memset(s, 0, sizeof *s);

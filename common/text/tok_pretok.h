@@ -54,15 +54,19 @@ typedef struct {
 
 /* Per-thread scratch of the chain. */
 typedef struct {
-    tok_pieces tmp;
+    tok_pieces a, b;
     tok_buf work;
     tok_mark *marks;
     size_t n_marks, cap_marks;
 } tok_pretok_scratch;
 
-/* Runs the chain on the pieces in io, leaving the result in io. */
-int tok_pretoks_apply(const tok_pretoks *c, tok_rx_scratch *x, tok_pretok_scratch *s,
-                      tok_pieces *io, pl_err *e);
+/* Receives the pre-tokens, in order, a batch at a time; non-zero stops. */
+typedef int (*tok_pre_sink)(void *ctx, const tok_pieces *l, pl_err *e);
+
+/* Runs the chain on str[0..n) (at0: it starts the original text) and hands
+ * the resulting pre-tokens to sink. */
+int tok_pretoks_run(const tok_pretoks *c, tok_rx_scratch *x, tok_pretok_scratch *s,
+                    const char *str, size_t n, int at0, tok_pre_sink sink, void *ctx, pl_err *e);
 void tok_pretoks_describe(const tok_pretoks *c, tok_buf *out);
 void tok_pretoks_free(tok_pretoks *c);
 void tok_pretok_scratch_free(tok_pretok_scratch *s);

@@ -151,51 +151,58 @@ void tok_state_free(tok_state *s)
     tok_buf_free(&s->tmp);
     tok_segs_free(&s->raw);
     tok_segs_free(&s->sub);
-    tok_pieces_free(&s->pieces);
-    tok_pieces_free(&s->dtmp);
     tok_pretok_scratch_free(&s->pre);
     tok_bpe_scratch_free(&s->bpe);
     free(s);
 }
 
-/* Step 3: pre-tokenize one piece of normalized text and run the model. */
-static int tok_encode_piece(const tokenizer *t, tok_state *s, const char *p, size_t n, int at0,
-                            uint32_t **ids, size_t *nids, size_t *cap, pl_err *e)
+/* Where the model's ids go while the pre-tokens stream in. */
+typedef struct {
+    const tokenizer *t;
+    tok_state *s;
+    uint32_t **ids;
+    size_t *n, *cap;
+} tok_sink_ctx;
+
+/* Step 3b: the model on a batch of pre-tokens. */
+static int tok_model_sink(void *ctx, const tok_pieces *l, pl_err *e)
 {
-    tok_pieces_clear(&s->pieces);
-    tok_pieces_add(&s->pieces, p, n, at0);
-    if (tok_pretoks_apply(&t->pretoks, &s->rx, &s->pre, &s->pieces, e) != 0)
-        return -1;
-    const tok_pieces *l = &s->pieces;
+    tok_sink_ctx *c = ctx;
+    const tokenizer *t = c->t;
     for (size_t i = 0; i < l->n; i++) {
         const char *w = tok_piece_str(l, i);
         size_t k = l->v[i].len;
         int rc;
         if (t->kind == TM_BPE)
-            rc = tok_bpe_encode(&t->bpe, &t->vocab, &s->bpe, w, k, ids, nids, cap, e);
+            rc = tok_bpe_encode(&t->bpe, &t->vocab, &c->s->bpe, w, k, c->ids, c->n, c->cap, e);
         else if (t->kind == TM_WORDPIECE)
-            rc = tok_wordpiece_encode(&t->wp, &t->vocab, &s->bpe.key, w, k, ids, nids, cap, e);
+            rc = tok_wordpiece_encode(&t->wp, &t->vocab, &c->s->bpe.key, w, k, c->ids, c->n,
+                                      c->cap, e);
         else
-            rc = tok_wordlevel_encode(&t->wp, &t->vocab, w, k, ids, nids, cap, e);
+            rc = tok_wordlevel_encode(&t->wp, &t->vocab, w, k, c->ids, c->n, c->cap, e);
         if (rc != 0)
             return -1;
     }
     return 0;
 }
 
-/* Step 2 on one piece of raw text between added tokens. */
+/* Step 2 (and 3) on one piece of raw text between added tokens. */
 static int tok_encode_text(const tokenizer *t, tok_state *s, const char *p, size_t n, int at0,
-                           uint32_t **ids, size_t *nids, size_t *cap, pl_err *e)
+                           tok_sink_ctx *sink, pl_err *e)
 {
-    if (tok_norms_apply(&t->norms, &s->rx, p, n, &s->norm, &s->tmp, e) != 0)
-        return -1;
-    tok_added_split(&t->added, 1, s->norm.p, s->norm.len, &s->sub);
+    if (t->norms.n) {
+        if (tok_norms_apply(&t->norms, &s->rx, p, n, &s->norm, &s->tmp, e) != 0)
+            return -1;
+        p = s->norm.p;
+        n = s->norm.len;
+    }
+    tok_added_split(&t->added, 1, p, n, &s->sub);
     for (size_t i = 0; i < s->sub.n; i++) {
         const tok_seg *g = &s->sub.v[i];
         if (g->tok >= 0)
-            tok_ids_push(ids, nids, cap, t->added.v[g->tok].id);
-        else if (tok_encode_piece(t, s, s->norm.p + g->s, g->e - g->s, at0 && g->s == 0, ids,
-                                  nids, cap, e) != 0)
+            tok_ids_push(sink->ids, sink->n, sink->cap, t->added.v[g->tok].id);
+        else if (tok_pretoks_run(&t->pretoks, &s->rx, &s->pre, p + g->s, g->e - g->s,
+                                 at0 && g->s == 0, tok_model_sink, sink, e) != 0)
             return -1;
     }
     return 0;
@@ -219,12 +226,13 @@ int tok_encode(const tokenizer *t, tok_state *s, const char *text, size_t len, i
         text = s->text.p;
         len = s->text.len;
     }
+    tok_sink_ctx sink = {t, s, ids, n, cap};
     tok_added_split(&t->added, 0, text, len, &s->raw);
     for (size_t i = 0; i < s->raw.n; i++) {
         const tok_seg *g = &s->raw.v[i];
         if (g->tok >= 0)
             tok_ids_push(ids, n, cap, t->added.v[g->tok].id);
-        else if (tok_encode_text(t, s, text + g->s, g->e - g->s, g->s == 0, ids, n, cap, e) != 0) {
+        else if (tok_encode_text(t, s, text + g->s, g->e - g->s, g->s == 0, &sink, e) != 0) {
             *n = base;
             return -1;
         }
