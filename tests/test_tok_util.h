@@ -50,22 +50,31 @@ static TT_UNUSED void tt_expect_load_error(const char *json, const char *want)
     assert_null(strchr(e.msg, '\n'));
 }
 
+/* Encodes text (malloc'd ids, *n of them); fails the test on an error. */
+static TT_UNUSED uint32_t *tt_encode(const tokenizer *t, const char *text, int add_special,
+                                     size_t *n)
+{
+    tok_state *s = tok_state_new(t);
+    uint32_t *ids = NULL;
+    size_t cap = 0;
+    pl_err e = {{0}};
+    *n = 0;
+    if (tok_encode(t, s, text, strlen(text), add_special, 0, &ids, n, &cap, &e) != 0)
+        fail_msg("tok_encode: %s", e.msg);
+    tok_state_free(s);
+    return ids;
+}
+
 /* Encodes text; the ids as "id,id,..." in a static buffer. */
 static TT_UNUSED const char *tt_ids(const tokenizer *t, const char *text, int add_special)
 {
     static char out[4096];
-    tok_state *s = tok_state_new(t);
-    uint32_t *ids = NULL;
-    size_t n = 0, cap = 0;
-    pl_err e = {{0}};
-    if (tok_encode(t, s, text, strlen(text), add_special, 0, &ids, &n, &cap, &e) != 0)
-        fail_msg("tok_encode: %s", e.msg);
-    size_t len = 0;
+    size_t n, len = 0;
+    uint32_t *ids = tt_encode(t, text, add_special, &n);
     out[0] = 0;
     for (size_t i = 0; i < n && len + 16 < sizeof out; i++)
         len += (size_t)snprintf(out + len, sizeof out - len, "%s%u", i ? "," : "", ids[i]);
     free(ids);
-    tok_state_free(s);
     return out;
 }
 
@@ -73,13 +82,8 @@ static TT_UNUSED const char *tt_ids(const tokenizer *t, const char *text, int ad
 static TT_UNUSED const char *tt_tokens(const tokenizer *t, const char *text, int add_special)
 {
     static char out[4096];
-    tok_state *s = tok_state_new(t);
-    uint32_t *ids = NULL;
-    size_t n = 0, cap = 0;
-    pl_err e = {{0}};
-    if (tok_encode(t, s, text, strlen(text), add_special, 0, &ids, &n, &cap, &e) != 0)
-        fail_msg("tok_encode: %s", e.msg);
-    size_t len = 0;
+    size_t n, len = 0;
+    uint32_t *ids = tt_encode(t, text, add_special, &n);
     out[0] = 0;
     for (size_t i = 0; i < n; i++) {
         size_t k;
@@ -93,7 +97,6 @@ static TT_UNUSED const char *tt_tokens(const tokenizer *t, const char *text, int
         out[len] = 0;
     }
     free(ids);
-    tok_state_free(s);
     return out;
 }
 

@@ -15,13 +15,13 @@ static void tok_dec_bytelevel(const tok_pieces *in, tok_pieces *out, tok_buf *au
     for (size_t t = 0; t < in->n; t++) {
         const char *s = tok_piece_str(in, t);
         size_t n = in->v[t].len, mark = aux->len, i = 0;
-        while (i < n) {
-            int b = tok_bytelevel_byte(tok_utf8_next(s, &i));
-            if (b < 0)
-                break;
-            tok_buf_addc(aux, (char)b);
+        int b = 0;
+        while (i < n && b >= 0) {
+            b = tok_bytelevel_byte(tok_utf8_next(s, &i));
+            if (b >= 0)
+                tok_buf_addc(aux, (char)b);
         }
-        if (i < n) {
+        if (b < 0) {
             aux->len = mark;
             tok_buf_add(aux, s, n);
         }
