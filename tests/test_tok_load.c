@@ -250,7 +250,7 @@ static void test_threads(void **state)
     (void)state;
     tokenizer *t = tt_load("{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}, "
                            "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, "
-                           "\"\xC4\xA0\": 3, \"\xC4\xA0\" \"ab\": 4}, \"merges\": [\"a b\", \"\xC4\xA0 ab\"]}}");
+                           "\"\xC4\xA0\": 3, \"\xC4\xA0" "ab\": 4}, \"merges\": [\"a b\", \"\xC4\xA0 ab\"]}}");
     /* "ab ab ba" -> ab | Ġab | Ġ b a (no merge makes Ġb or ba) */
     const uint32_t want[] = {2, 4, 3, 1, 0};
     assert_string_equal(tt_ids(t, "ab ab ba", 0), "2,4,3,1,0");
