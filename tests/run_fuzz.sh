@@ -12,7 +12,10 @@
 # mktemp -d; findings are kept there as crash-*/leak-*/timeout-* files),
 # CC (default clang).  Each target links the reader modules it may need
 # (common/{err,safetensors,shard,msg,checkpoint,outdir}.c and the protoc-c
-# output) against the system cJSON and protobuf-c.
+# output) against the system cJSON and protobuf-c; the tokenizer targets
+# (fuzz_tok_*) also common/text/*.c, PCRE2 and utf8proc, and read the real
+# tokenizers from PSLORA_PEERS (default build/peers, made by
+# tests/peers/fetch.sh).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${FUZZ_SECONDS:-60}
@@ -27,6 +30,8 @@ SRC=("$ROOT/common/err.c" "$ROOT/common/safetensors.c" "$ROOT/common/shard.c"
 CFLAGS=(-std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
         -I"$ROOT/common" -I"$WORK/gen")
 
+export PSLORA_PEERS=${PSLORA_PEERS:-$ROOT/build/peers}
+
 if [ $# -gt 0 ]; then targets=("$@"); else
   targets=(); for f in "$ROOT"/tests/fuzz_*.c; do targets+=("$(basename "$f" .c)"); done
 fi
@@ -38,7 +43,9 @@ for t in "${targets[@]}"; do
   seeds="$ROOT/tests/corpus/$name"
   bin="$WORK/$t"
   echo "== $t: build"
-  if ! "$CC" "${CFLAGS[@]}" "$ROOT/tests/$t.c" "${SRC[@]}" -lcjson -lprotobuf-c -lm -o "$bin" \
+  extra=()
+  case $t in fuzz_tok_*) extra=(-I"$ROOT/common/text" "$ROOT"/common/text/*.c -lpcre2-8 -lutf8proc) ;; esac
+  if ! "$CC" "${CFLAGS[@]}" "$ROOT/tests/$t.c" "${SRC[@]}" "${extra[@]}" -lcjson -lprotobuf-c -lm -o "$bin" \
        > "$WORK/$t.build.log" 2>&1; then
     cat "$WORK/$t.build.log"
     summary+=("$t: BUILD FAILED")
