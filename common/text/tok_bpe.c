@@ -305,7 +305,8 @@ static void tok_bpe_cache_put(tok_bpe_scratch *s, const char *w, size_t n, const
             s->cap_cache_ids *= 2;
         s->cache_ids = tok_xrealloc(s->cache_ids, s->cap_cache_ids * sizeof *s->cache_ids);
     }
-    memcpy(s->cache_ids + s->n_cache_ids, ids, k * sizeof *ids);
+    if (k)
+        memcpy(s->cache_ids + s->n_cache_ids, ids, k * sizeof *ids);
     tok_strmap_put(&s->cache, w, n, ((uint64_t)s->n_cache_ids << 16) | k);
     s->n_cache_ids += k;
 }
@@ -338,8 +339,8 @@ int tok_bpe_encode(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch *s, con
     for (size_t i = 0; i < nsym; i++)
         if (s->sym[i].len)
             tok_ids_push(ids, nids, cap, s->sym[i].id);
-    if (cacheable)
-        tok_bpe_cache_put(s, w, n, *ids + first, *nids - first);
+    if (cacheable) /* (a word whose characters were all dropped has no ids) */
+        tok_bpe_cache_put(s, w, n, *nids > first ? *ids + first : NULL, *nids - first);
     return 0;
 }
 

@@ -58,7 +58,7 @@ void tok_pieces_add(tok_pieces *l, const char *s, size_t n, int at0);
 void tok_pieces_free(tok_pieces *l);
 static inline const char *tok_piece_str(const tok_pieces *l, size_t i)
 {
-    return l->b.p + l->v[i].off;
+    return l->b.p ? l->b.p + l->v[i].off : ""; /* empty pieces may have no buffer yet */
 }
 
 /* Appends "A > B > C" naming n chain components (elements of size stride

@@ -25,7 +25,8 @@ void tok_posts_apply(const tok_posts *p, uint32_t **ids, size_t *n, size_t *cap,
             continue;
         size_t len = *n - base;
         uint32_t *seq = tok_xrealloc(NULL, (len ? len : 1) * sizeof *seq);
-        memcpy(seq, *ids + base, len * sizeof *seq);
+        if (len)
+            memcpy(seq, *ids + base, len * sizeof *seq);
         *n = base;
         for (size_t i = 0; i < pp->n; i++) {
             const tok_tpl_item *it = &pp->items[i];

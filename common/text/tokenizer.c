@@ -17,6 +17,18 @@
 
 #define TOK_JSON_MAX ((size_t)1 << 30)
 
+/* Messages quote strings from the file (types, tokens, patterns): any line
+ * break or control character in them becomes '?' so the message stays one
+ * line.  Returns -1. */
+static int tok_err_oneline(pl_err *e)
+{
+    if (e)
+        for (char *p = e->msg; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7F)
+                *p = '?';
+    return -1;
+}
+
 static int tok_is_file(const char *path)
 {
     struct stat st;
@@ -31,23 +43,30 @@ static char *tok_path_join(const char *dir, const char *name)
     return p;
 }
 
+/* Parses json and fills t (label set here). */
+static int tok_fill_json(tokenizer *t, const char *json, size_t len, const char *label,
+                         pl_err *e)
+{
+    const char *end = NULL;
+    t->label = tok_xstrndup(label, strlen(label));
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
+        return pl_errf(e, "%s: not JSON (parse error near byte %zu)", label, at);
+    }
+    int rc = tok_from_json(t, root, e);
+    cJSON_Delete(root);
+    return rc;
+}
+
 static int tok_load_json_file(tokenizer *t, const char *file, pl_err *e)
 {
     size_t len;
     char *text = pl_read_text(file, TOK_JSON_MAX, &len, e);
     if (!text)
         return -1;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        free(text);
-        return pl_errf(e, "%s: not JSON (parse error near byte %zu)", file, at);
-    }
+    int rc = tok_fill_json(t, text, len, file, e);
     free(text);
-    t->label = tok_xstrndup(file, strlen(file));
-    int rc = tok_from_json(t, root, e);
-    cJSON_Delete(root);
     return rc;
 }
 
@@ -105,7 +124,20 @@ int tok_load(tokenizer **out, const char *path, pl_err *e)
         rc = tok_load_json_file(t, path, e);
     if (rc != 0) {
         tok_free(t);
-        return -1;
+        return tok_err_oneline(e);
+    }
+    *out = t;
+    return 0;
+}
+
+int tok_load_json(tokenizer **out, const char *json, size_t len, const char *label, pl_err *e)
+{
+    tokenizer *t = tok_xrealloc(NULL, sizeof *t);
+    memset(t, 0, sizeof *t);
+    *out = NULL;
+    if (tok_fill_json(t, json, len, label, e) != 0) {
+        tok_free(t);
+        return tok_err_oneline(e);
     }
     *out = t;
     return 0;
@@ -234,7 +266,7 @@ int tok_encode(const tokenizer *t, tok_state *s, const char *text, size_t len, i
             tok_ids_push(ids, n, cap, t->added.v[g->tok].id);
         else if (tok_encode_text(t, s, text + g->s, g->e - g->s, g->s == 0, &sink, e) != 0) {
             *n = base;
-            return -1;
+            return tok_err_oneline(e);
         }
     }
     if (add_special)
@@ -290,7 +322,7 @@ int tok_decode(const tokenizer *t, const uint32_t *ids, size_t n, int skip_speci
         tok_rx_scratch_free(&x);
         if (rc != 0) {
             tok_buf_free(&out);
-            return -1;
+            return tok_err_oneline(e);
         }
     }
     tok_buf_reserve(&out, 0);

@@ -20,6 +20,8 @@ typedef struct tok_state tok_state;
 /* path: "bytes", a model directory (tokenizer.json, else vocab.json +
  * merges.txt, else vocab.txt), or a tokenizer.json file. */
 int tok_load(tokenizer **t, const char *path, pl_err *e);
+/* The same from tokenizer.json text in memory; label names it in messages. */
+int tok_load_json(tokenizer **t, const char *json, size_t len, const char *label, pl_err *e);
 void tok_free(tokenizer *t);
 /* Largest id + 1 over the vocabulary, the added tokens and the special
  * tokens of the post-processor. */
