@@ -39,40 +39,61 @@ static void test_bpe_ranks(void **state)
 }
 
 /* Equal ranks: leftmost first.  "aaa" with "a a": (a,a)@0 before @1 -> aa|a.
- * Then "aa aa" (rank 1): 100 a -> 50 aa -> 25 aaaa; 101 a -> 25 aaaa + a.
- * Those words are long (> 64 symbols) and every gap is "a a", which is in
- * the vocabulary, so nothing may be cut apart. */
+ * Then "aa aa" (rank 1): 300 a -> 150 aa -> 75 aaaa; 301 a -> 75 aaaa + a.
+ * Words over 256 bytes are streamed in parts cut at gaps no merge can
+ * cross; here every gap is "a a", which a token holds, so nothing is cut. */
 static void test_bpe_leftmost_and_long(void **state)
 {
     (void)state;
     tokenizer *t = bpe("\"vocab\": {\"a\": 0, \"aa\": 1, \"aaaa\": 2, \"b\": 3, \"ab\": 4}, "
                        "\"merges\": [\"a a\", \"aa aa\", \"a b\"]");
     assert_string_equal(tt_tokens(t, "aaa", 0), "aa|a");
-    char text[256];
-    memset(text, 'a', 101);
-    text[100] = 0;
+    char text[512];
+    memset(text, 'a', 301);
+    text[300] = 0;
     size_t n;
     uint32_t *ids = tt_encode(t, text, 0, &n);
-    assert_int_equal(n, 25);
+    assert_int_equal(n, 75);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(ids[i], 2);
     free(ids);
-    text[100] = 'a';
-    text[101] = 0;
+    text[300] = 'a';
+    text[301] = 0;
     ids = tt_encode(t, text, 0, &n);
-    assert_int_equal(n, 26);
-    assert_int_equal(ids[24], 2);
-    assert_int_equal(ids[25], 0);
+    assert_int_equal(n, 76);
+    assert_int_equal(ids[74], 2);
+    assert_int_equal(ids[75], 0);
     free(ids);
-    /* "ab" x 40: no token has "b" before "a", so the long word is cut
-     * between b and a - and each ab merges as before: 40 x "ab" */
-    for (int i = 0; i < 40; i++)
+    /* "ab" x 150: no token has "b" before "a", so the word is cut between
+     * b and a - and each ab merges as in a short word: 150 x "ab" */
+    for (int i = 0; i < 150; i++)
         memcpy(text + 2 * i, "ab", 2);
-    text[80] = 0;
+    text[300] = 0;
     ids = tt_encode(t, text, 0, &n);
-    assert_int_equal(n, 40);
+    assert_int_equal(n, 150);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(ids[i], 4);
+    free(ids);
+    tok_free(t);
+}
+
+/* A long word with byte fallback: "abé" x 100 (400 bytes).  Byte tokens
+ * take part in no merge, so the gaps around them are cut points; each part
+ * gives ab | <0xC3> | <0xA9>, later parts straight from the cache. */
+static void test_bpe_long_word_bytes(void **state)
+{
+    (void)state;
+    tokenizer *t = bpe("\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"<0xC3>\": 3, \"<0xA9>\": 4}, "
+                       "\"merges\": [\"a b\"], \"byte_fallback\": true");
+    char text[512];
+    for (int i = 0; i < 100; i++)
+        memcpy(text + 4 * i, "ab\xC3\xA9", 4);
+    text[400] = 0;
+    size_t n;
+    uint32_t *ids = tt_encode(t, text, 0, &n);
+    assert_int_equal(n, 300);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ids[i], 2 + i % 3);
     free(ids);
     tok_free(t);
 }
@@ -175,6 +196,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bpe_ranks),          cmocka_unit_test(test_bpe_leftmost_and_long),
+        cmocka_unit_test(test_bpe_long_word_bytes),
         cmocka_unit_test(test_bpe_byte_fallback),  cmocka_unit_test(test_bpe_unk),
         cmocka_unit_test(test_bpe_prefix_suffix),  cmocka_unit_test(test_bpe_ignore_merges),
         cmocka_unit_test(test_wordpiece),          cmocka_unit_test(test_wordlevel),

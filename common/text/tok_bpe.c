@@ -9,7 +9,6 @@
 
 #define TOK_CACHE_WORD 256        /* longest word cached, bytes (as the crate) */
 #define TOK_CACHE_ENTRIES 65536   /* cache cleared when it reaches this */
-#define TOK_LONG_WORD 64          /* symbols beyond which a word is cut at safe gaps */
 
 /* The pairs of code points that stand next to each other in some token. */
 static void tok_bpe_adjacency(tok_bpe *m, const tok_vocab *v)
@@ -200,21 +199,59 @@ static int tok_bpe_gap_safe(const tok_bpe *m, const tok_sym *a, const tok_sym *b
     return !tok_pairmap_get(&m->adjacent, a->cp, b->cp);
 }
 
-/* Long words (Llama's whole text when there is no pre-tokenizer) are cut at
- * gaps no merge can cross and each part merged alone: the same merges in
- * the same order, with heaps that stay small. */
-static void tok_bpe_merge_all(const tok_bpe *m, tok_bpe_scratch *s, size_t nsym)
+static void tok_bpe_cache_put(tok_bpe_scratch *s, const char *w, size_t n, const uint32_t *ids,
+                              size_t k)
 {
-    if (nsym == 0)
-        return;
-    size_t lo = 0;
-    if (nsym > TOK_LONG_WORD)
-        for (size_t i = 0; i + 1 < nsym; i++)
-            if (tok_bpe_gap_safe(m, &s->sym[i], &s->sym[i + 1])) {
-                tok_bpe_merge_range(m, s, lo, i + 1);
-                lo = i + 1;
+    if (s->cache.n >= TOK_CACHE_ENTRIES) {
+        tok_strmap_clear(&s->cache);
+        s->n_cache_ids = 0;
+    }
+    if (s->n_cache_ids + k > s->cap_cache_ids) {
+        s->cap_cache_ids = s->cap_cache_ids ? 2 * s->cap_cache_ids : 4096;
+        while (s->cap_cache_ids < s->n_cache_ids + k)
+            s->cap_cache_ids *= 2;
+        s->cache_ids = tok_xrealloc(s->cache_ids, s->cap_cache_ids * sizeof *s->cache_ids);
+    }
+    if (k)
+        memcpy(s->cache_ids + s->n_cache_ids, ids, k * sizeof *ids);
+    tok_strmap_put(&s->cache, w, n, ((uint64_t)s->n_cache_ids << 16) | k);
+    s->n_cache_ids += k;
+}
+
+/* One part [lo, hi) of a long word, whose bytes start at w: its ids come
+ * from the cache when the same bytes (with the same place in the word:
+ * first / last decide the affixes) were merged before.  The key ends with a
+ * byte that UTF-8 never uses, so it cannot meet a whole word's key. */
+static void tok_bpe_merge_part(const tok_bpe *m, tok_bpe_scratch *s, size_t lo, size_t hi,
+                               const char *w, size_t bytes, int first, int last)
+{
+    uint64_t hit;
+    tok_sym *sym = s->sym;
+    int cacheable = bytes < TOK_CACHE_WORD;
+    if (cacheable) {
+        s->key.len = 0;
+        tok_buf_add(&s->key, w, bytes);
+        tok_buf_addc(&s->key, (char)(0xF8 | first << 1 | last));
+        if (tok_strmap_get(&s->cache, s->key.p, s->key.len, &hit)) {
+            size_t k = hit & 0xFFFF, off = hit >> 16;
+            for (size_t i = lo; i < hi; i++) {
+                size_t j = i - lo;
+                sym[i].len = j < k;
+                if (j < k)
+                    sym[i].id = s->cache_ids[off + j];
             }
-    tok_bpe_merge_range(m, s, lo, nsym);
+            return;
+        }
+    }
+    tok_bpe_merge_range(m, s, lo, hi);
+    if (!cacheable)
+        return;
+    uint32_t ids[TOK_CACHE_WORD];
+    size_t k = 0;
+    for (size_t i = lo; i < hi; i++)
+        if (sym[i].len)
+            ids[k++] = sym[i].id;
+    tok_bpe_cache_put(s, s->key.p, s->key.len, ids, k);
 }
 
 /* Looks up the vocabulary entry of one character (with prefix / suffix). */
@@ -236,14 +273,54 @@ static int64_t tok_bpe_char_id(const tok_bpe *m, const tok_vocab *v, tok_bpe_scr
     return tok_vocab_get(v, s->key.p, s->key.len);
 }
 
-/* The symbols of w before merging (merge_word of the crate).  -1 when an
- * unknown character needs an unk_token that the vocabulary lacks. */
-static int tok_bpe_symbols(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch *s,
-                           const char *w, size_t n, size_t *nsym, pl_err *e)
+/* A word being turned into symbols.  A long word (Llama's whole text when
+ * there is no pre-tokenizer) is streamed: whenever the gap before a new
+ * character is one no merge can cross, the symbols so far form a part that
+ * is merged alone (or taken from the cache) and emitted - the same merges in
+ * the same order, with small heaps and a small symbol array. */
+typedef struct {
+    const tok_bpe *m;
+    tok_bpe_scratch *s;
+    const char *w;
+    size_t nsym;       /* symbols of the current part */
+    size_t part_at;    /* byte offset of the part in w */
+    int stream;
+    uint32_t **ids;
+    size_t *nids, *cap;
+} tok_word;
+
+static void tok_word_emit(tok_word *d)
 {
+    for (size_t i = 0; i < d->nsym; i++)
+        if (d->s->sym[i].len)
+            tok_ids_push(d->ids, d->nids, d->cap, d->s->sym[i].id);
+    d->nsym = 0;
+}
+
+/* Before the symbols of the character at byte at, the first being (id, cp):
+ * cut here if the gap is safe. */
+static void tok_word_maybe_cut(tok_word *d, size_t at, uint32_t id, uint32_t cp)
+{
+    if (!d->stream || d->nsym == 0)
+        return;
+    tok_sym next = {0, 0, id, 1, cp};
+    if (!tok_bpe_gap_safe(d->m, &d->s->sym[d->nsym - 1], &next))
+        return;
+    tok_bpe_merge_part(d->m, d->s, 0, d->nsym, d->w + d->part_at, at - d->part_at,
+                       d->part_at == 0, 0);
+    tok_word_emit(d);
+    d->part_at = at;
+}
+
+/* Builds the symbols of w (merge_word of the crate), streaming long words.
+ * -1 when an unknown character needs an unk_token the vocabulary lacks. */
+static int tok_word_symbols(tok_word *d, const tok_vocab *v, size_t n, pl_err *e)
+{
+    const tok_bpe *m = d->m;
+    tok_bpe_scratch *s = d->s;
+    const char *w = d->w;
     int64_t unk = -1; /* pending unk id */
     uint32_t unk_len = 0;
-    *nsym = 0;
     for (size_t i = 0; i < n;) {
         size_t at = i;
         uint32_t cp = tok_utf8_next(w, &i);
@@ -251,10 +328,11 @@ static int tok_bpe_symbols(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch
         int64_t id = tok_bpe_char_id(m, v, s, w + at, k, cp, at == 0, i == n);
         if (id >= 0) {
             if (unk >= 0) {
-                tok_sym_add(s, nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
+                tok_sym_add(s, &d->nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
                 unk = -1;
-            }
-            tok_sym_add(s, nsym, (uint32_t)id, (uint32_t)k, cp);
+            } else
+                tok_word_maybe_cut(d, at, (uint32_t)id, cp);
+            tok_sym_add(s, &d->nsym, (uint32_t)id, (uint32_t)k, cp);
             continue;
         }
         if (m->byte_fallback) {
@@ -269,8 +347,12 @@ static int tok_bpe_symbols(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch
             while (j < len && m->byte_ids[(unsigned char)src[j]] >= 0)
                 j++;
             if (j == len) {
+                if (unk < 0)
+                    tok_word_maybe_cut(d, at, (uint32_t)m->byte_ids[(unsigned char)src[0]],
+                                       TOK_NO_CP);
                 for (j = 0; j < len; j++)
-                    tok_sym_add(s, nsym, (uint32_t)m->byte_ids[(unsigned char)src[j]], 1, TOK_NO_CP);
+                    tok_sym_add(s, &d->nsym, (uint32_t)m->byte_ids[(unsigned char)src[j]], 1,
+                                TOK_NO_CP);
                 continue;
             }
         }
@@ -282,33 +364,14 @@ static int tok_bpe_symbols(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch
             unk_len += (uint32_t)k;
         else {
             if (unk >= 0)
-                tok_sym_add(s, nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
+                tok_sym_add(s, &d->nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
             unk = m->unk_id;
             unk_len = (uint32_t)k;
         }
     }
     if (unk >= 0)
-        tok_sym_add(s, nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
+        tok_sym_add(s, &d->nsym, (uint32_t)unk, unk_len, TOK_NO_CP);
     return 0;
-}
-
-static void tok_bpe_cache_put(tok_bpe_scratch *s, const char *w, size_t n, const uint32_t *ids,
-                              size_t k)
-{
-    if (s->cache.n >= TOK_CACHE_ENTRIES) {
-        tok_strmap_clear(&s->cache);
-        s->n_cache_ids = 0;
-    }
-    if (s->n_cache_ids + k > s->cap_cache_ids) {
-        s->cap_cache_ids = s->cap_cache_ids ? 2 * s->cap_cache_ids : 4096;
-        while (s->cap_cache_ids < s->n_cache_ids + k)
-            s->cap_cache_ids *= 2;
-        s->cache_ids = tok_xrealloc(s->cache_ids, s->cap_cache_ids * sizeof *s->cache_ids);
-    }
-    if (k)
-        memcpy(s->cache_ids + s->n_cache_ids, ids, k * sizeof *ids);
-    tok_strmap_put(&s->cache, w, n, ((uint64_t)s->n_cache_ids << 16) | k);
-    s->n_cache_ids += k;
 }
 
 int tok_bpe_encode(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch *s, const char *w,
@@ -331,14 +394,17 @@ int tok_bpe_encode(const tok_bpe *m, const tok_vocab *v, tok_bpe_scratch *s, con
             return 0;
         }
     }
-    size_t nsym;
-    if (tok_bpe_symbols(m, v, s, w, n, &nsym, e) != 0)
-        return -1;
-    tok_bpe_merge_all(m, s, nsym);
+    tok_word d = {m, s, w, 0, 0, !cacheable, ids, nids, cap};
     size_t first = *nids;
-    for (size_t i = 0; i < nsym; i++)
-        if (s->sym[i].len)
-            tok_ids_push(ids, nids, cap, s->sym[i].id);
+    if (tok_word_symbols(&d, v, n, e) != 0) {
+        *nids = first;
+        return -1;
+    }
+    if (d.nsym && d.stream)
+        tok_bpe_merge_part(m, s, 0, d.nsym, w + d.part_at, n - d.part_at, d.part_at == 0, 1);
+    else if (d.nsym)
+        tok_bpe_merge_range(m, s, 0, d.nsym);
+    tok_word_emit(&d);
     if (cacheable) /* (a word whose characters were all dropped has no ids) */
         tok_bpe_cache_put(s, w, n, *nids > first ? *ids + first : NULL, *nids - first);
     return 0;
