@@ -25,9 +25,12 @@ typedef enum {
 
 typedef enum { TPS_NEVER, TPS_FIRST, TPS_ALWAYS } tok_prepend_scheme;
 
-/* GPT-2's pattern, as ByteLevel's use_regex applies it. */
-#define TOK_GPT2_PATTERN \
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+/* GPT-2's pattern, as ByteLevel's use_regex applies it.  Hugging Face runs
+ * it with Oniguruma, whose \s is exactly Unicode White_Space; PCRE2's \s also
+ * takes U+180E, so the property is spelled out. */
+#define TOK_GPT2_PATTERN                                                            \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\p{White_Space}\\p{L}\\p{N}]+"     \
+    "|\\p{White_Space}+(?!\\P{White_Space})|\\p{White_Space}+"
 
 typedef struct {
     tok_pretok_kind kind;
