@@ -112,6 +112,10 @@ static void test_word_splitters(void **state)
     /* Whitespace: \w+|[^\w\s]+ - punctuation runs stay together, _ is a word char */
     tt_expect_pieces("null", "{\"type\": \"Whitespace\"}", "Hello, world!! x_y 3.5",
                      PIECES("Hello", ",", "world", "!!", "x_y", "3", ".", "5"));
+    /* Unicode \w as Rust's regex: a combining mark stays in its word, U+24B6
+     * CIRCLED A is Alphabetic (a word char), U+00B2 SUPERSCRIPT TWO (No) is not */
+    tt_expect_pieces("null", "{\"type\": \"Whitespace\"}", "nai\xCC\x88ve\xC2\xB2 x\xE2\x92\xB6y",
+                     PIECES("nai\xCC\x88ve", "\xC2\xB2", "x\xE2\x92\xB6y"));
     tt_expect_pieces("null", "{\"type\": \"WhitespaceSplit\"}", " a\tb  c,d\n",
                      PIECES("a", "b", "c,d"));
     /* Punctuation: Isolated by default, each char alone */

@@ -320,11 +320,16 @@ static int tok_jpretok(tok_jctx *c, const cJSON *o, const char *path, const char
         p->kind = TP_DIGITS;
         return tok_jbool(c, o, "individual_digits", path, 0, &p->individual_digits);
     }
+    if (strcmp(type, "Whitespace") == 0) {
+        p->kind = TP_WHITESPACE;
+        snprintf(where, sizeof where, "%s: %s (Whitespace pattern)", c->label, path);
+        return tok_regex_compile(&p->pattern, TOK_WHITESPACE_PATTERN,
+                                 strlen(TOK_WHITESPACE_PATTERN), 0, where, c->e);
+    }
     static const struct {
         const char *name;
         tok_pretok_kind kind;
-    } plain[] = {{"BertPreTokenizer", TP_BERT}, {"Whitespace", TP_WHITESPACE},
-                 {"WhitespaceSplit", TP_WHITESPACE_SPLIT}};
+    } plain[] = {{"BertPreTokenizer", TP_BERT}, {"WhitespaceSplit", TP_WHITESPACE_SPLIT}};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
         if (strcmp(type, plain[i].name) == 0) {
             p->kind = plain[i].kind;

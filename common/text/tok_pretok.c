@@ -303,27 +303,6 @@ static void tok_pre_bert(const char *str, size_t n, int at0, tok_out *out)
     tok_emit_range(str, word, n, at0, out);
 }
 
-/* Whitespace: the matches of \w+|[^\w\s]+, i.e. runs of word characters and
- * runs of other non-space characters. */
-static void tok_pre_whitespace(const char *str, size_t n, int at0, tok_out *out)
-{
-    size_t start = 0;
-    int cls = 0; /* 0 space, 1 word, 2 other */
-    for (size_t i = 0; i < n;) {
-        size_t at = i;
-        uint32_t c = tok_utf8_next(str, &i);
-        int k = tok_is_word(c) ? 1 : tok_is_whitespace(c) ? 0 : 2;
-        if (k != cls) {
-            if (cls)
-                tok_emit_range(str, start, at, at0, out);
-            start = at;
-            cls = k;
-        }
-    }
-    if (cls)
-        tok_emit_range(str, start, n, at0, out);
-}
-
 static int tok_pre_one(const tok_pretok *p, tok_rx_scratch *x, tok_pretok_scratch *s,
                        const char *str, size_t n, int at0, tok_out *out, pl_err *e)
 {
@@ -336,8 +315,10 @@ static int tok_pre_one(const tok_pretok *p, tok_rx_scratch *x, tok_pretok_scratc
     case TP_BERT:
         tok_pre_bert(str, n, at0, out);
         return 0;
-    case TP_WHITESPACE:
-        tok_pre_whitespace(str, n, at0, out);
+    case TP_WHITESPACE: /* keep the matches: invert, then drop the rest */
+        if (tok_marks_regex(&p->pattern, x, s, str, n, e) != 0)
+            return -1;
+        tok_marks_emit(s, TB_REMOVED, 1, str, at0, out);
         return 0;
     case TP_WHITESPACE_SPLIT:
         tok_marks_pred(s, str, n, tok_is_whitespace);

@@ -32,9 +32,14 @@ typedef enum { TPS_NEVER, TPS_FIRST, TPS_ALWAYS } tok_prepend_scheme;
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\p{White_Space}\\p{L}\\p{N}]+"     \
     "|\\p{White_Space}+(?!\\P{White_Space})|\\p{White_Space}+"
 
+/* The Whitespace pre-tokenizer's \w+|[^\w\s]+ with the Rust regex crate's
+ * Unicode \w (Alphabetic, marks, Nd, Pc, Join_Control) and \s (White_Space). */
+#define TOK_W "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}"
+#define TOK_WHITESPACE_PATTERN "[" TOK_W "]+|[^" TOK_W "\\p{White_Space}]+"
+
 typedef struct {
     tok_pretok_kind kind;
-    tok_regex pattern;          /* Split; ByteLevel with use_regex */
+    tok_regex pattern;          /* Split; ByteLevel with use_regex; Whitespace */
     tok_behavior behavior;      /* Split, Punctuation */
     int invert;                 /* Split */
     int add_prefix_space, use_regex;   /* ByteLevel */
