@@ -12,15 +12,16 @@
 
 #include "tok_utf8.h"
 
-static void tok_norm_unicode(int flags, const char *in, size_t n, tok_buf *out)
+static int tok_norm_unicode(int flags, const char *in, size_t n, tok_buf *out, pl_err *e)
 {
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)in, (utf8proc_ssize_t)n, &dst,
                                         (utf8proc_option_t)(UTF8PROC_STABLE | flags));
-    if (len < 0) /* cannot happen on valid UTF-8 but memory */
-        tok_xrealloc(NULL, (size_t)-1);
+    if (len < 0)
+        return pl_errf(e, "Unicode normalization: %s", utf8proc_errmsg(len));
     tok_buf_add(out, dst, (size_t)len);
     free(dst);
+    return 0;
 }
 
 static void tok_norm_lower(const char *in, size_t n, tok_buf *out)
@@ -104,10 +105,10 @@ static int tok_norm_step(const tok_norm *z, tok_rx_scratch *x, const char *in, s
                          tok_buf *out, tok_buf *aux, pl_err *e)
 {
     switch (z->kind) {
-    case TN_NFC: tok_norm_unicode(UTF8PROC_COMPOSE, in, n, out); break;
-    case TN_NFD: tok_norm_unicode(UTF8PROC_DECOMPOSE, in, n, out); break;
-    case TN_NFKC: tok_norm_unicode(UTF8PROC_COMPOSE | UTF8PROC_COMPAT, in, n, out); break;
-    case TN_NFKD: tok_norm_unicode(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, in, n, out); break;
+    case TN_NFC: return tok_norm_unicode(UTF8PROC_COMPOSE, in, n, out, e);
+    case TN_NFD: return tok_norm_unicode(UTF8PROC_DECOMPOSE, in, n, out, e);
+    case TN_NFKC: return tok_norm_unicode(UTF8PROC_COMPOSE | UTF8PROC_COMPAT, in, n, out, e);
+    case TN_NFKD: return tok_norm_unicode(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, in, n, out, e);
     case TN_LOWERCASE: tok_norm_lower(in, n, out); break;
     case TN_STRIP_ACCENTS: tok_norm_drop_mn(in, n, out); break;
     case TN_REPLACE:
@@ -123,7 +124,8 @@ static int tok_norm_step(const tok_norm *z, tok_rx_scratch *x, const char *in, s
         tok_norm_bert_clean(z, in, n, out);
         if (z->strip_accents) {
             aux->len = 0;
-            tok_norm_unicode(UTF8PROC_DECOMPOSE, out->p, out->len, aux);
+            if (tok_norm_unicode(UTF8PROC_DECOMPOSE, out->p ? out->p : "", out->len, aux, e) != 0)
+                return -1;
             out->len = 0;
             tok_norm_drop_mn(aux->p, aux->len, out);
         }

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* memmem */
 #include "tok_regex.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,7 +50,8 @@ static void tok_rx_scratch_init(tok_rx_scratch *x)
     x->mc = pcre2_match_context_create(NULL);
     x->js = pcre2_jit_stack_create(32 * 1024, 4 * 1024 * 1024, NULL);
     if (!x->md || !x->mc || !x->js) {
-        tok_xrealloc(NULL, (size_t)-1); /* reports and aborts */
+        fprintf(stderr, "tokenizer: out of memory (PCRE2 match data)\n");
+        abort();
     }
     pcre2_jit_stack_assign(x->mc, NULL, x->js);
 }
