@@ -40,12 +40,4 @@ struct tok_state {
     tok_bpe_scratch bpe;
 };
 
-/* Fills t (zeroed, label set) from a parsed tokenizer.json. */
-struct cJSON;
-int tok_from_json(tokenizer *t, const struct cJSON *root, pl_err *e);
-/* Reads the legacy files of dir into an equivalent tokenizer.json tree:
- * GPT-2 (vocab.json + merges.txt) or BERT (vocab.txt). */
-struct cJSON *tok_legacy_gpt2(const char *dir, pl_err *e);
-struct cJSON *tok_legacy_bert(const char *dir, pl_err *e);
-
 #endif

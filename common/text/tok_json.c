@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tok_json.h"
 #include "tok_impl.h"
 #include "tok_utf8.h"
 

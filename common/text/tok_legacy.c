@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tok_legacy.h"
 #include "tok_impl.h"
 
 #define TOK_LEGACY_MAX (1u << 30)

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 
 #include "tok_impl.h"
+#include "tok_json.h"
+#include "tok_legacy.h"
 #include "tok_utf8.h"
 
 #define TOK_JSON_MAX ((size_t)1 << 30)
