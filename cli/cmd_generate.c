@@ -1,7 +1,10 @@
 /* cmd_generate.c - `pslora generate`: sample text from a model (+ adapter).
  *
- * Tokenizer: bytes, one token per byte, so the model's vocabulary must hold at
- * least 256 tokens.  Each new token comes from the logits of the last
+ * Tokenizer: the model directory's own (tokenizer.json, vocab.json +
+ * merges.txt or vocab.txt) when it has one: the prompt is encoded with the
+ * post-processor's leading special tokens (Llama's <s>) and no trailing ones,
+ * and the text is printed as decode(all ids) grows.  Otherwise bytes, one token
+ * per byte, so the model's vocabulary must hold at least 256 tokens.  Each new token comes from the logits of the last
  * position: temperature 0 takes the argmax (lowest index on ties); otherwise
  * it is drawn from softmax(logits / t), restricted to the k largest logits
  * when --top-k k > 0, with a generator seeded from --seed alone, so the same
@@ -21,6 +24,7 @@
 #include "model_bf16.h"
 #include "model_open.h"
 #include "rng.h"
+#include "textenc.h"
 
 /* Scratch of the sampler, allocated once: V logits and V indices. */
 typedef struct {
@@ -83,14 +87,78 @@ static int gen_sample(gen_sampler *s, const float *logits)
     return s->idx[n - 1];   /* u rounded up to z */
 }
 
-/* Prints one generated token: a raw byte, or "<|N|>" beyond the bytes. */
-static void gen_put(int tok)
+/* Where the text goes: bytes print as they come (tokens >= 256 as "<|N|>");
+ * with a real tokenizer the ids so far are decoded after each token and the
+ * new end of the text printed, holding back a trailing U+FFFD (a UTF-8
+ * character whose last bytes have not been generated yet). */
+typedef struct {
+    const te_tokenizer *t;
+    size_t printed;     /* bytes of decode(ids) already on stdout */
+} gen_out;
+
+static void gen_emit(gen_out *o, const int32_t *seq, int n, int final)
 {
-    if (tok < 256)
-        putchar(tok);
-    else
-        printf("<|%d|>", tok);
+    if (o->t->bytes) {
+        if (seq[n - 1] < 256)
+            putchar(seq[n - 1]);
+        else
+            printf("<|%d|>", seq[n - 1]);
+        fflush(stdout);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    pl_err e;
+    /* int32 and uint32 may alias; the ids are >= 0. */
+    if (te_decode(o->t, (const uint32_t *)seq, (size_t)n, 1, &text, &len, &e) != 0)
+        return;
+    size_t show = len;
+    if (!final && len >= 3 && memcmp(text + len - 3, "\xEF\xBF\xBD", 3) == 0)
+        show = len - 3;
+    if (show > o->printed) {
+        fwrite(text + o->printed, 1, show - o->printed, stdout);
+        o->printed = show;
+    }
     fflush(stdout);
+    free(text);
+}
+
+/* Prints the prompt as given; later output continues after decode(prompt ids). */
+static void gen_out_start(gen_out *o, const te_tokenizer *t, const int32_t *seq, int n0,
+                          const char *prompt)
+{
+    o->t = t;
+    o->printed = 0;
+    fputs(prompt, stdout);
+    char *text = NULL;
+    pl_err e;
+    if (!t->bytes && te_decode(t, (const uint32_t *)seq, (size_t)n0, 1, &text, &o->printed, &e) != 0)
+        o->printed = 0;
+    free(text);
+}
+
+/* seq[0..*n0) = the prompt's ids: bytes, or the tokenizer's leading special
+ * tokens then encode(prompt).  seq has room for strlen(prompt) + 64 ids. */
+static int gen_prompt_ids(const te_tokenizer *t, const char *prompt, int32_t *seq, int *n0,
+                          pl_err *e)
+{
+    uint32_t *ids = NULL;
+    size_t n = 0, cap = 0, len = strlen(prompt);
+    if (t->affix_known && t->n_prefix < 64) {
+        memcpy(seq, t->prefix, t->n_prefix * sizeof *seq);
+        n = t->n_prefix;
+    }
+    size_t start = n;
+    int rc = te_encode(t, prompt, len, 0, &ids, &n, &cap, e);
+    if (rc == 0 && n > len + 64)
+        rc = pl_errf(e, "--prompt: %zu tokens from %zu bytes", n, len);
+    if (rc == 0 && n == 0)
+        rc = pl_errf(e, "--prompt: encodes to no tokens");
+    if (rc == 0)
+        memcpy(seq + start, ids, (n - start) * sizeof *seq);
+    free(ids);
+    *n0 = (int)n;
+    return rc;
 }
 
 /* Extends seq [n0 prompt tokens] by n_new tokens, printing each.  The model
@@ -98,7 +166,7 @@ static void gen_put(int tok)
  * does not change the logits of pos). */
 static void gen_run(const model *m, model_acts *a, const lora_layout *L, const float *p,
                     gen_sampler *s, int32_t *seq, int n0, int n_new, int T, int32_t *window,
-                    float *logits)
+                    float *logits, gen_out *o)
 {
     for (int n = n0; n < n0 + n_new; n++) {
         int start = n > T ? n - T : 0, len = n - start;
@@ -106,7 +174,7 @@ static void gen_run(const model *m, model_acts *a, const lora_layout *L, const f
         memset(window + len, 0, (size_t)(T - len) * sizeof *window);
         model_logits(m, a, L, p, window, len - 1, logits);
         seq[n] = gen_sample(s, logits);
-        gen_put(seq[n]);
+        gen_emit(o, seq, n + 1, n + 1 == n0 + n_new);
     }
 }
 
@@ -120,7 +188,7 @@ int cmd_generate(int argc, char **argv)
          .help = "model directory", .required = 1},
         {.name = "adapter", .type = FL_STR, .dst = &adapter, .help = "PEFT adapter directory"},
         {.name = "prompt", .type = FL_STR, .dst = &prompt,
-         .help = "text to continue (bytes tokenizer)", .required = 1},
+         .help = "text to continue (the model's tokenizer, else bytes)", .required = 1},
         {.name = "tokens", .type = FL_INT, .dst = &n_tokens,
          .help = "tokens to generate (64)", .min = 1, .max = 1 << 24},
         {.name = "temperature", .type = FL_FLOAT, .dst = &temperature,
@@ -147,9 +215,19 @@ int cmd_generate(int argc, char **argv)
     if ((rc = model_open_forward(&o, "generate", model_dir, adapter, compute)) != 0)
         return rc;
     const model *m = &o.m;
-    if (m->cfg.vocab < 256) {
-        pl_errf(&e, "%s/config.json: vocab_size %d is below 256, the bytes tokenizer needs 256",
-                model_dir, m->cfg.vocab);
+    te_tokenizer tk;
+    int real;
+    char cfg_path[4200];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", model_dir);
+    if (te_open_model(&tk, model_dir, &real, &e) != 0) {
+        opened_model_close(&o);
+        return cli_fail("generate", e.msg, 1);
+    }
+    if (!real && m->cfg.vocab < 256)
+        pl_errf(&e, "%s: vocab_size %d is below 256, the bytes tokenizer needs 256", cfg_path,
+                m->cfg.vocab);
+    if ((!real && m->cfg.vocab < 256) || (real && te_check_vocab(&tk, m->cfg.vocab, cfg_path, &e))) {
+        te_close(&tk);
         opened_model_close(&o);
         return cli_fail("generate", e.msg, 1);
     }
@@ -157,23 +235,29 @@ int cmd_generate(int argc, char **argv)
     int32_t *seq = NULL, *window = NULL;
     model_acts *acts = NULL;
     gen_sampler s = {temperature, (int)top_k, m->cfg.vocab, NULL, {{0}}};
-    int status = 1, total = n0 + (int)n_tokens;
-    int T = total < m->cfg.n_ctx ? total : m->cfg.n_ctx;
+    int status = 1, T = 0;
+    gen_out out;
     uint64_t words[2] = {(uint64_t)seed, 0x9e4e};
     rng_seed(&s.rng, words, 2);
-    seq = malloc((size_t)total * sizeof *seq);
+    /* strlen(prompt) + 64 bounds the prompt's ids (gen_prompt_ids). */
+    seq = malloc(((size_t)n0 + 64 + (size_t)n_tokens) * sizeof *seq);
+    if (!seq || gen_prompt_ids(&tk, prompt, seq, &n0, &e) != 0) {
+        if (!seq)
+            pl_errf(&e, "%s: out of memory for %d tokens", model_dir, n0 + (int)n_tokens);
+        goto done;
+    }
+    int total = n0 + (int)n_tokens;
+    T = total < m->cfg.n_ctx ? total : m->cfg.n_ctx;
     window = malloc((size_t)T * sizeof *window);
     logits = malloc((size_t)m->cfg.vocab * sizeof *logits);
     s.idx = malloc((size_t)m->cfg.vocab * sizeof *s.idx);
     acts = model_acts_new(m, opened_lora(&o), 1, T, 0);
-    if (!seq || !window || !logits || !s.idx || !acts) {
+    if (!window || !logits || !s.idx || !acts) {
         pl_errf(&e, "%s: out of memory for a context of %d tokens", model_dir, T);
         goto done;
     }
-    for (int i = 0; i < n0; i++)
-        seq[i] = (unsigned char)prompt[i];
-    fwrite(prompt, 1, (size_t)n0, stdout);
-    gen_run(m, acts, opened_lora(&o), o.p, &s, seq, n0, (int)n_tokens, T, window, logits);
+    gen_out_start(&out, &tk, seq, n0, prompt);
+    gen_run(m, acts, opened_lora(&o), o.p, &s, seq, n0, (int)n_tokens, T, window, logits, &out);
     putchar('\n');
     if (model_acts_error(acts)) {
         pl_errf(&e, "%s", model_acts_error(acts));
@@ -188,6 +272,7 @@ done:
     free(logits);
     free(window);
     free(seq);
+    te_close(&tk);
     opened_model_close(&o);
     return status;
 }

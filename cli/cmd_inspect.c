@@ -5,10 +5,12 @@
  *                      total parameters
  *   token shard        llm.c header and token statistics (detected by the
  *                      int32 magic at offset 0)
+ *   tokenizer.json     the tokenizer: model, vocabulary size, special tokens,
+ *                      normalizer / pre-tokenizer / post-processor / decoder
  *   DIR                config.json / adapter_config.json / trainer_state.json
  *                      fields, the shard index if any, then every
  *                      *.safetensors file in it (model, shards, adapter,
- *                      optimizer state) as above */
+ *                      optimizer state) as above, then its tokenizer.json */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include "hf_files.h"
 #include "safetensors.h"
 #include "shard.h"
+#include "tokenizer.h"
 
 #define INSPECT_JSON_MAX (64u << 20)   /* index files of big models are a few MB */
 
@@ -162,6 +165,18 @@ static int ends_with(const char *s, const char *suffix)
 
 static int select_safetensors(const struct dirent *d) { return ends_with(d->d_name, ".safetensors"); }
 
+/* A tokenizer.json, or a directory with one, as tok_describe prints it. */
+static int inspect_tokenizer(const char *path, pl_err *e)
+{
+    tokenizer *t;
+    if (tok_load(&t, path, e) != 0)
+        return -1;
+    printf("%s: tokenizer\n", path);
+    tok_describe(t, stdout);
+    tok_free(t);
+    return 0;
+}
+
 /* A model, adapter or checkpoint directory. */
 static int inspect_dir(const char *dir, pl_err *e)
 {
@@ -201,9 +216,14 @@ static int inspect_dir(const char *dir, pl_err *e)
         free(list[i]);
     }
     free(list);
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    if (rc == 0 && pl_file_exists(p)) {
+        found++;
+        rc = inspect_tokenizer(dir, e);
+    }
     if (rc == 0 && !found)
-        rc = pl_errf(e, "%s: no config.json, adapter_config.json, model.safetensors.index.json "
-                     "or *.safetensors in this directory", dir);
+        rc = pl_errf(e, "%s: no config.json, adapter_config.json, model.safetensors.index.json, "
+                     "*.safetensors or tokenizer.json in this directory", dir);
     return rc;
 }
 
@@ -221,10 +241,13 @@ static int32_t file_magic(const char *path)
                      (uint32_t)b[3] << 24);
 }
 
-/* A file: a token shard when it starts with a shard magic (unless it then
- * fails as a shard but reads as safetensors), else safetensors. */
+/* A file: a tokenizer when its name ends in .json; a token shard when it
+ * starts with a shard magic (unless it then fails as a shard but reads as
+ * safetensors), else safetensors. */
 static int inspect_file(const char *path, pl_err *e)
 {
+    if (ends_with(path, ".json"))
+        return inspect_tokenizer(path, e);
     int32_t m = file_magic(path);
     if (m == SHARD_MAGIC_U16 || m == SHARD_MAGIC_U32) {
         if (inspect_shard(path, e) == 0)

@@ -5,6 +5,8 @@
  * into OUT_val and its sidecar.  Every input line is read and checked before
  * anything is written; the files are each written atomically and, if a later
  * one fails, the earlier ones are removed: all of them or none. */
+#include <cjson/cJSON.h>
+#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +14,16 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "file.h"
 #include "flags.h"
 #include "out_paths.h"
 #include "taskdata.h"
+#include "textenc.h"
 
 #define TASK_SYNOPSIS                                                                        \
     "--format text|prompt-completion|classification --in FILE.jsonl --out SHARD\n"         \
-    "       [--tokenizer bytes] [--val-fraction F] [--max-len N [--truncate]]\n"           \
+    "       [--tokenizer bytes|MODEL_DIR|tokenizer.json] [--val-fraction F]\n"             \
+    "       [--max-len N [--truncate]] [--replace-invalid]\n"                                \
     "       [--eos-id N | --no-eos] [--labels a,b,c] [--text-field K] [--prompt-field K]\n" \
     "       [--completion-field K]"
 
@@ -26,7 +31,7 @@ typedef struct {
     const char *in, *out, *tokenizer, *format;
     float val_fraction;
     long eos_id;
-    int no_eos;
+    int no_eos, replace_invalid;
     task_options o;
 } task_args;
 
@@ -58,7 +63,10 @@ static int task_parse_args(task_args *a, int argc, char **argv, pl_err *e)
         {.name = "out", .type = FL_STR, .dst = &a->out, .required = 1,
          .help = "output shard; its samples go to OUT.samples"},
         {.name = "tokenizer", .type = FL_STR, .dst = &a->tokenizer,
-         .help = "bytes: one token per byte (default)"},
+         .help = "bytes: one token per byte (default); or a model directory or a "
+                 "tokenizer.json"},
+        {.name = "replace-invalid", .type = FL_BOOL, .dst = &a->replace_invalid,
+         .help = "replace invalid UTF-8 by U+FFFD instead of refusing the line"},
         {.name = "val-fraction", .type = FL_FLOAT, .dst = &a->val_fraction, .min = 0, .max = 1,
          .help = "0 <= F < 1: the last F of the samples go to OUT_val (default 0)"},
         {.name = "max-len", .type = FL_INT, .dst = &a->o.max_len, .min = 1, .max = INT32_MAX,
@@ -66,7 +74,7 @@ static int task_parse_args(task_args *a, int argc, char **argv, pl_err *e)
         {.name = "truncate", .type = FL_BOOL, .dst = &a->o.truncate,
          .help = "cut samples longer than --max-len instead of refusing them"},
         {.name = "eos-id", .type = FL_INT, .dst = &a->eos_id, .min = 0, .max = UINT32_MAX,
-         .help = "the id ending each text or completion"},
+         .help = "the id ending each text or completion (default: the tokenizer's eos)"},
         {.name = "no-eos", .type = FL_BOOL, .dst = &a->no_eos,
          .help = "end completions with no eos token"},
         {.name = "labels", .type = FL_STR, .dst = &a->o.labels,
@@ -95,39 +103,89 @@ static int task_parse_args(task_args *a, int argc, char **argv, pl_err *e)
     if (a->o.labels && (a->o.kind != SAMPLES_CLASSIFICATION || !*a->o.labels))
         return pl_errf(e, "--labels: %s", *a->o.labels ? "only with --format classification"
                                                        : "empty list");
-    if (strcmp(a->tokenizer, "bytes") != 0)
-        return pl_errf(e, "--tokenizer: only 'bytes' is supported, got '%s'", a->tokenizer);
+    if (!*a->tokenizer)
+        return pl_errf(e, "--tokenizer: empty path");
     return 0;
 }
 
-/* The bytes tokenizer: one token per byte, no special tokens. */
-static int encode_bytes(void *ctx, const char *text, size_t len, uint32_t **ids, size_t *n,
+/* The encoder of taskdata.h: the tokenizer without special tokens, one
+ * scratch state for every line. */
+typedef struct {
+    const te_tokenizer *t;
+    tok_state *s;
+    int replace_invalid;
+} task_enc;
+
+static int encode_plain(void *ctx, const char *text, size_t len, uint32_t **ids, size_t *n,
                         size_t *cap, pl_err *e)
 {
-    (void)ctx;
-    if (*n + len > *cap) {
-        size_t c = *cap ? *cap : 4096;
-        while (c < *n + len)
-            c *= 2;
-        uint32_t *p = realloc(*ids, c * sizeof *p);
-        if (!p)
-            return pl_errf(e, "out of memory for %zu tokens", c);
-        *ids = p, *cap = c;
+    task_enc *c = ctx;
+    return tok_encode(c->t->tok, c->s, text, len, 0, c->replace_invalid, ids, n, cap, e);
+}
+
+/* The folder holding the tokenizer's files (path itself, or a file's folder). */
+static void tokenizer_dir(const char *path, char *dir, size_t len)
+{
+    snprintf(dir, len, "%s", path);
+    if (pl_file_exists(path)) {
+        char *copy = strdup(path);
+        snprintf(dir, len, "%s", copy ? dirname(copy) : ".");
+        free(copy);
     }
-    for (size_t i = 0; i < len; i++)
-        (*ids)[(*n)++] = (unsigned char)text[i];
+}
+
+/* The eos Hugging Face would use: tokenizer_config.json's "eos_token" (a
+ * string or {"content": ...}) looked up in the tokenizer, else config.json's
+ * "eos_token_id"; -1 when neither names one. */
+static int64_t tokenizer_eos(const te_tokenizer *t, const char *path)
+{
+    char dir[4096], file[4200];
+    size_t len;
+    pl_err e;
+    int64_t id = -1;
+    tokenizer_dir(path, dir, sizeof dir);
+    snprintf(file, sizeof file, "%s/tokenizer_config.json", dir);
+    char *text = pl_file_exists(file) ? pl_read_text(file, 1 << 24, &len, &e) : NULL;
+    cJSON *j = text ? cJSON_Parse(text) : NULL, *v = cJSON_GetObjectItemCaseSensitive(j, "eos_token");
+    if (cJSON_IsObject(v))
+        v = cJSON_GetObjectItemCaseSensitive(v, "content");
+    if (cJSON_IsString(v))
+        id = tok_token_to_id(t->tok, v->valuestring);
+    cJSON_Delete(j), free(text);
+    snprintf(file, sizeof file, "%s/config.json", dir);
+    text = id < 0 && pl_file_exists(file) ? pl_read_text(file, 1 << 24, &len, &e) : NULL;
+    j = text ? cJSON_Parse(text) : NULL;
+    v = cJSON_GetObjectItemCaseSensitive(j, "eos_token_id");
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 4294967296.0)
+        id = (int64_t)v->valuedouble;
+    cJSON_Delete(j), free(text);
+    return id;
+}
+
+/* The eos: --eos-id, none with --no-eos, else the tokenizer's; prompt-
+ * completion refuses to go without one unless --no-eos says so (the bytes
+ * tokenizer never has one). */
+static int choose_eos(task_args *a, const te_tokenizer *t, pl_err *e)
+{
+    a->o.eos = a->no_eos ? -1 : a->eos_id >= 0 ? a->eos_id : tokenizer_eos(t, a->tokenizer);
+    if (a->o.eos >= (int64_t)te_vocab_size(t))
+        return pl_errf(e, "--eos-id: %lld is outside the tokenizer's %zu ids",
+                       (long long)a->o.eos, te_vocab_size(t));
+    if (a->o.kind == SAMPLES_PROMPT_COMPLETION && a->o.eos < 0 && !a->no_eos)
+        return pl_errf(e, "--eos-id: the tokenizer %s names no end-of-sequence token (no "
+                       "tokenizer_config.json eos_token or config.json eos_token_id): give "
+                       "--eos-id N (e.g. 10, a newline byte) or --no-eos", a->tokenizer);
     return 0;
 }
 
-/* The eos: --eos-id, none with --no-eos; prompt-completion needs one of the
- * two when the tokenizer names no eos (the bytes tokenizer never does). */
-static int choose_eos(task_args *a, pl_err *e)
+/* The special tokens the post-processor puts around one sequence. */
+static int choose_affixes(task_args *a, const te_tokenizer *t, pl_err *e)
 {
-    a->o.eos = a->eos_id;
-    if (a->o.kind == SAMPLES_PROMPT_COMPLETION && a->eos_id < 0 && !a->no_eos)
-        return pl_errf(e, "--eos-id: the %s tokenizer has no end-of-sequence token: name one "
-                       "with --eos-id N (e.g. 10, a newline byte) or give --no-eos",
-                       a->tokenizer);
+    if (!t->bytes && !t->affix_known)
+        return pl_errf(e, "--tokenizer: %s: the special tokens its post-processor adds could "
+                       "not be told apart from the text", a->tokenizer);
+    a->o.prefix = t->prefix, a->o.n_prefix = t->bytes ? 0 : t->n_prefix;
+    a->o.suffix = t->suffix, a->o.n_suffix = t->bytes ? 0 : t->n_suffix;
     return 0;
 }
 
@@ -161,6 +219,28 @@ static int write_parts(const task_args *a, const task_data *d, pl_err *e)
     return rc;
 }
 
+/* Reads and checks every line, then writes the parts. */
+static int tokenize_tasks(task_args *a, const te_tokenizer *t, pl_err *e)
+{
+    task_enc enc = {t, tok_state_new(t->tok), a->replace_invalid};
+    if (!enc.s)
+        return pl_errf(e, "out of memory for the tokenizer's scratch");
+    a->o.encode = encode_plain, a->o.ctx = &enc;
+    jsonl_reader r;
+    task_data d;
+    int rc = jsonl_open(&r, a->in, e);
+    if (rc == 0) {
+        rc = task_build(&d, &r, &a->o, e);
+        jsonl_close(&r);
+    }
+    tok_state_free(enc.s);
+    if (rc == 0) {
+        rc = write_parts(a, &d, e);
+        task_free(&d);
+    }
+    return rc;
+}
+
 int cmd_tokenize_tasks(int argc, char **argv)
 {
     pl_err e = {{0}};
@@ -168,18 +248,12 @@ int cmd_tokenize_tasks(int argc, char **argv)
     int rc = task_parse_args(&a, argc, argv, &e);
     if (rc != 0)
         return rc > 0 ? 0 : cli_fail("tokenize", e.msg, 2);
-    if (choose_eos(&a, &e) != 0)
-        return cli_fail("tokenize", e.msg, 2);
-    a.o.encode = encode_bytes;
-    jsonl_reader r;
-    task_data d;
-    if (cli_check_out(a.out, &e) != 0 || jsonl_open(&r, a.in, &e) != 0)
+    te_tokenizer t;
+    if (cli_check_out(a.out, &e) != 0 || te_open(&t, a.tokenizer, &e) != 0)
         return cli_fail("tokenize", e.msg, 1);
-    rc = task_build(&d, &r, &a.o, &e);
-    jsonl_close(&r);
-    if (rc != 0)
-        return cli_fail("tokenize", e.msg, 1);
-    rc = write_parts(&a, &d, &e);
-    task_free(&d);
-    return rc == 0 ? 0 : cli_fail("tokenize", e.msg, 1);
+    rc = choose_eos(&a, &t, &e) != 0 ? 2 : choose_affixes(&a, &t, &e) != 0 ? 1 : 0;
+    if (rc == 0)
+        rc = tokenize_tasks(&a, &t, &e) == 0 ? 0 : 1;
+    te_close(&t);
+    return rc == 0 ? 0 : cli_fail("tokenize", e.msg, rc);
 }

@@ -147,7 +147,7 @@ expect_fail 1 '^pslora tokenize: cls.jsonl:1: label "pos" is a string: name the 
 printf '{"prompt": "%s", "completion": "b"}\n' "$(printf 'p%.0s' $(seq 30))" > bad6.jsonl
 expect_fail 1 '^pslora tokenize: bad6.jsonl:1: sample of 31 tokens is longer than --max-len 20 \(--truncate cuts it\)$' "$PSLORA" tokenize --format prompt-completion --in bad6.jsonl --out b.bin --no-eos --max-len 20
 expect_fail 1 '^pslora tokenize: bad6.jsonl:1: the prompt alone fills --max-len 20: no completion token is left$' "$PSLORA" tokenize --format prompt-completion --in bad6.jsonl --out b.bin --no-eos --max-len 20 --truncate
-expect_fail 2 '^pslora tokenize: --eos-id: the bytes tokenizer has no end-of-sequence token' "$PSLORA" tokenize --format prompt-completion --in pc.jsonl --out b.bin
+expect_fail 2 '^pslora tokenize: --eos-id: the tokenizer bytes names no end-of-sequence token' "$PSLORA" tokenize --format prompt-completion --in pc.jsonl --out b.bin
 expect_fail 2 "^pslora tokenize: --format: expected text, prompt-completion or classification, got 'chat'$" "$PSLORA" tokenize --format chat --in pc.jsonl --out b.bin
 [ -z "$(ls b.bin* 2>/dev/null)" ] || fail "a refused tokenize left files: $(ls b.bin*)"
 # the validation part cannot be written: neither part is left

@@ -11,8 +11,11 @@
 # Environment: FUZZ_SECONDS, FUZZ_WORK (scratch dir, default a fresh
 # mktemp -d; findings are kept there as crash-*/leak-*/timeout-* files),
 # CC (default clang).  Each target links the subsystems below the model
-# (common/base but its BLAS module, common/io, common/text when present), the message module
-# common/ps/msg.c and the protoc-c output, against the system libraries.
+# (common/base but its BLAS module, common/io, common/text), the message
+# module common/ps/msg.c and the protoc-c output, against the system
+# libraries (cJSON, protobuf-c, PCRE2, utf8proc).
+# The tokenizer targets (fuzz_tok_*) read the real tokenizers from
+# PSLORA_PEERS (default build/peers, made by tests/peers/fetch.sh).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${FUZZ_SECONDS:-60}
@@ -34,6 +37,8 @@ if [ -d "$ROOT/common/text" ]; then
 fi
 CFLAGS=(-std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
         "${INC[@]}")
+
+export PSLORA_PEERS=${PSLORA_PEERS:-$ROOT/build/peers}
 
 if [ $# -gt 0 ]; then targets=("$@"); else
   targets=(); for f in "$ROOT"/tests/fuzz_*.c; do targets+=("$(basename "$f" .c)"); done

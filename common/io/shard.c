@@ -235,6 +235,22 @@ int shard_set_open(shard_set *d, const char *list, uint32_t vocab, pl_err *e)
     return 0;
 }
 
+int shard_set_from_ids(shard_set *d, const uint32_t *ids, size_t n, pl_err *e)
+{
+    memset(d, 0, sizeof *d);
+    d->files = calloc(1, sizeof *d->files);
+    d->start = calloc(1, sizeof *d->start);
+    if (!d->files || !d->start) {
+        shard_set_close(d);
+        return pl_errf(e, "out of memory");
+    }
+    d->n = 1;
+    /* little-endian uint32, as the tokens of a version-7 file */
+    d->files[0] = (shard_file){.version = 7, .tok_bytes = 4, .ntok = n, .tokens = ids};
+    d->total = n;
+    return 0;
+}
+
 void shard_set_close(shard_set *d)
 {
     for (int i = 0; i < d->n; i++)

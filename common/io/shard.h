@@ -51,6 +51,9 @@ typedef struct {
  * (UINT32_MAX: not checked).  The
  * stream must hold at least T+1 tokens (checked by shard_set_nseq; shard_set_sequence assumes it succeeded). */
 int shard_set_open(shard_set *d, const char *list, uint32_t vocab, pl_err *e);
+/* A one-file stream over the caller's ids[0..n) (kept by the caller until
+ * shard_set_close), read as a version-7 file: text encoded in memory. */
+int shard_set_from_ids(shard_set *d, const uint32_t *ids, size_t n, pl_err *e);
 void shard_set_close(shard_set *d);
 uint32_t shard_set_token(const shard_set *d, size_t pos);
 /* Number of whole sequences of T+1 tokens; -1 + error when the stream is too short. */

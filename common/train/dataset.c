@@ -103,24 +103,40 @@ static int plan_epochs(dataset *d, const char *what, pl_err *e)
     return 0;
 }
 
+/* After d->set is open: sidecars (when with_sides), options, the epoch plan. */
+static int ds_settle(dataset *d, const ds_options *o, int with_sides, const char *what, pl_err *e)
+{
+    d->T = o->T, d->pack = o->pack, d->seed = o->seed, d->epoch = -1;
+    if (with_sides && (open_sides(d, what, e) != 0 ||
+                       (d->has_samples && index_samples(d, what, e) != 0)))
+        return -1;
+    if (d->pack && !d->has_samples)
+        return pl_errf(e, "--pack: %s is a token stream (no %s sidecars): only sample data is "
+                       "packed", what, SAMPLES_SUFFIX);
+    d->shuffle = o->shuffle < 0 ? d->has_samples : o->shuffle;
+    return plan_epochs(d, what, e);
+}
+
 int ds_open(dataset *d, const char *list, uint32_t vocab, const ds_options *o, const char *what,
             pl_err *e)
 {
     memset(d, 0, sizeof *d);
-    d->T = o->T, d->pack = o->pack, d->seed = o->seed, d->epoch = -1;
     if (shard_set_open(&d->set, list, vocab, e) != 0)
         return -1;
-    if (open_sides(d, what, e) != 0 || (d->has_samples && index_samples(d, what, e) != 0))
-        goto fail;
-    if (d->pack && !d->has_samples) {
-        pl_errf(e, "--pack: %s is a token stream (no %s sidecars): only sample data is packed",
-                what, SAMPLES_SUFFIX);
-        goto fail;
-    }
-    d->shuffle = o->shuffle < 0 ? d->has_samples : o->shuffle;
-    if (plan_epochs(d, what, e) == 0)
+    if (ds_settle(d, o, 1, what, e) == 0)
         return 0;
-fail:
+    ds_close(d);
+    return -1;
+}
+
+int ds_from_ids(dataset *d, const uint32_t *ids, size_t n, const ds_options *o,
+                const char *what, pl_err *e)
+{
+    memset(d, 0, sizeof *d);
+    if (shard_set_from_ids(&d->set, ids, n, e) != 0)
+        return -1;
+    if (ds_settle(d, o, 0, what, e) == 0)
+        return 0;
     ds_close(d);
     return -1;
 }

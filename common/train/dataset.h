@@ -55,6 +55,9 @@ typedef struct {
  * the data in messages (a flag). */
 int ds_open(dataset *d, const char *list, uint32_t vocab, const ds_options *o, const char *what,
             pl_err *e);
+/* A token stream of ids[0..n) (which must outlive d), e.g. an encoded text. */
+int ds_from_ids(dataset *d, const uint32_t *ids, size_t n, const ds_options *o,
+                const char *what, pl_err *e);
 void ds_close(dataset *d);
 
 /* Row of global entry g: inp[T], tgt[T] (-1 where nothing counts); returns
