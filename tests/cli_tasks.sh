@@ -128,6 +128,46 @@ grep -q '"tokens":0,' zero/metrics.jsonl && grep -q '"loss":null' zero/metrics.j
 expect_fail 1 'long.bin: no target counts in the loss within --seq 32' "$PSLORA" eval --model model --data long.bin --seq 32
 ok "no counted target: no update (weight decay 0.5 did not act), loss null, eval refuses"
 
+# a real tokenizer: a WordLevel tokenizer.json whose post-processor puts <s>
+# before and [SEP] after a sequence, and tokenizer_config.json naming </s>
+mkdir -p tk
+cat > tk/tokenizer.json <<'TOK'
+{"version": "1.0", "truncation": null, "padding": null,
+ "added_tokens": [
+  {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+  {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+  {"id": 3, "content": "[SEP]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+ "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+ "post_processor": {"type": "TemplateProcessing",
+   "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+   "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}, "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
+ "decoder": null,
+ "model": {"type": "WordLevel", "unk_token": "<unk>", "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "[SEP]": 3, "what": 4, "is": 5, "two": 6, "plus": 7, "four": 8, "?": 9, "good": 10, "bad": 11}}}
+TOK
+echo '{"eos_token": {"content": "</s>"}}' > tk/tokenizer_config.json
+printf '{"prompt": "what is two plus two ?", "completion": "four"}\n{"prompt": "what is", "completion": "good bad"}\n' > wl.jsonl
+"$PSLORA" tokenize --format prompt-completion --tokenizer tk --in wl.jsonl --out wl.bin >/dev/null || fail "tokenize with tk"
+# ids: <s> prompt completion </s>; mask (after the 64-byte header and 3 offsets): bos and prompt 0
+[ "$(od -An -tu2 -j1024 wl.bin | xargs)" = "1 4 5 6 7 6 9 8 2 1 4 5 10 11 2" ] || fail "ids $(od -An -tu2 -j1024 wl.bin | xargs)"
+[ "$(od -An -tu1 -j76 wl.bin.samples | xargs)" = "0 0 0 0 0 0 0 1 1 0 0 0 1 1 1" ] || fail "mask $(od -An -tu1 -j76 wl.bin.samples | xargs)"
+"$PSLORA" tokenize --format prompt-completion --tokenizer tk/tokenizer.json --in wl.jsonl --out wl2.bin >/dev/null
+cmp wl.bin wl2.bin && cmp wl.bin.samples wl2.bin.samples || fail "a tokenizer.json path finds another eos than its directory"
+printf '{"text": "good", "label": "pos"}\n{"text": "bad", "text_pair": "what is", "label": "neg"}\n' > wlc.jsonl
+"$PSLORA" tokenize --format classification --tokenizer tk --labels neg,pos --in wlc.jsonl --out wlc.bin >/dev/null
+[ "$(od -An -tu2 -j1024 wlc.bin | xargs)" = "1 10 3 1 11 3 4 5 3" ] || fail "classification ids $(od -An -tu2 -j1024 wlc.bin | xargs)"
+[ "$(od -An -tu1 -j76 -N9 wlc.bin.samples | xargs)" = "0 0 0 0 0 0 1 1 1" ] || fail "classification segments"
+[ "$(od -An -td4 -j85 wlc.bin.samples | xargs)" = "1 0" ] || fail "labels $(od -An -td4 -j85 wlc.bin.samples | xargs)"
+"$PSLORA" eval --model model --data wl.bin --seq 8 --json > wl-eval.txt || fail "eval of tokenizer samples"
+grep -q '"tokens": 5, "samples": 2' wl-eval.txt || fail "eval counts: $(cat wl-eval.txt)"
+expect_fail 1 'classification samples are for encoder models' "$PSLORA" train --model model --data wlc.bin --seq 8 --steps 1 --out wlc-run
+rm tk/tokenizer_config.json
+expect_fail 2 '^pslora tokenize: --eos-id: the tokenizer tk names no end-of-sequence token' \
+  "$PSLORA" tokenize --format prompt-completion --tokenizer tk --in wl.jsonl --out wl3.bin
+echo '{"eos_token_id": 2}' > tk/config.json
+"$PSLORA" tokenize --format prompt-completion --tokenizer tk --in wl.jsonl --out wl3.bin >/dev/null || fail "config.json eos_token_id"
+cmp wl.bin wl3.bin || fail "config.json's eos_token_id 2 gives other ids"
+ok "tokenizer.json: <s> + prompt + completion + </s>, prompt masked; classification [SEP] segments and labels; eos from tokenizer_config.json or config.json"
+
 # bad input: one line naming file and line, exit 1, nothing written
 printf '{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n' > bad1.jsonl
 expect_fail 1 '^pslora tokenize: bad1.jsonl:2: not valid JSON' "$PSLORA" tokenize --format prompt-completion --in bad1.jsonl --out b.bin --no-eos
