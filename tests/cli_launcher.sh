@@ -10,7 +10,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RUN=$HERE/../deploy/pslora-run
 SBATCH=$HERE/../deploy/pslora.sbatch
 export MPIEXEC
-CORES=$(nproc)
+CORES=$(getconf _NPROCESSORS_ONLN)
 ROOT=0
 [[ $(id -u) == 0 ]] && ROOT=1
 
