@@ -81,7 +81,7 @@ done
 ok "slurmctld and slurmd up (one node, $CPUS CPUs), munged on its own socket"
 
 # --- the tiny model, 1 server + 1 worker (2 tasks fit this node's CPUs)
-TF=(--seq 32 --batch 4 --lr 3e-3 --targets c_attn,c_proj,c_fc --steps 24 --checkpoint-every 3 --keep-checkpoints 100)
+TF=(--seq 32 --batch 4 --lr 3e-3 --targets "c_attn,c_proj,c_fc" --steps 24 --checkpoint-every 3 --keep-checkpoints 100)
 t0=$SECONDS
 mpi -np 2 "$PSLORA" train --model model --data data.bin "${TF[@]}" --threads 1 --out ref > ref.txt 2>&1 \
   || fail "plain mpirun: $(tail -3 ref.txt)"
