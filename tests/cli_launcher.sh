@@ -10,7 +10,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RUN=$HERE/../deploy/pslora-run
 SBATCH=$HERE/../deploy/pslora.sbatch
 export MPIEXEC
-CORES=$(nproc)
+CORES=$(getconf _NPROCESSORS_ONLN)
 ROOT=0
 [[ $(id -u) == 0 ]] && ROOT=1
 
@@ -126,6 +126,21 @@ dry --transport tcp --hostfile "$HF" --iface 10.0.0.0/24 --pslora "$PSLORA" -- "
 expect --mca btl_tcp_if_include 10.0.0.0/24
 expect --mca oob_tcp_if_include 10.0.0.0/24
 
+echo "several hosts: Open MPI's lost-host check (TCP keepalive), --rsh-agent"
+dry --hostfile "$HF" --pslora "$PSLORA" -- "${T[@]}"
+expect --mca oob_tcp_keepalive_time 1 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 9
+dry --hostfile "$HF" --host-timeout 4 --pslora "$PSLORA" -- "${T[@]}"
+expect --mca oob_tcp_keepalive_probes 3
+dry --hostfile "$HF" --host-timeout 0 --pslora "$PSLORA" -- "${T[@]}"
+expect_not --mca oob_tcp_keepalive_time 1
+dry --pslora "$PSLORA" -- "${T[@]}"
+expect_not --mca oob_tcp_keepalive_time 1   # one host: no daemons to lose
+AGENT=$SCRATCH/agent
+printf '#!/bin/sh\n' >"$AGENT" && chmod +x "$AGENT"
+(cd "$SCRATCH" && "$RUN" --dry-run --hostfile "$HF" --rsh-agent ./agent --pslora "$PSLORA" -- "${T[@]}") 2>"$SCRATCH/ag"
+eval "WORDS=($(tail -n 1 "$SCRATCH/ag"))"
+expect --mca plm_rsh_agent "$SCRATCH/./agent" --mca plm_rsh_no_tree_spawn 1
+
 echo "shm and auto"
 dry --transport shm --pslora "$PSLORA" -- "${T[@]}"
 expect --mca btl "vader,self"
@@ -169,6 +184,10 @@ bad "--servers: give it to pslora-run" --pslora "$PSLORA" -- "${T[@]}" --servers
 bad "--servers: give it to pslora-run" --pslora "$PSLORA" -- "${T[@]}" --servers=2
 bad "--threads: given both" --threads 2 --pslora "$PSLORA" -- "${T[@]}" --threads 1
 bad "no train flags" --pslora "$PSLORA"
+bad "--rsh-agent: '$SCRATCH/none' is not an executable file" --rsh-agent "$SCRATCH/none" -- "${T[@]}"
+bad "--host-timeout: at least 2 seconds (or 0), got '1'" --host-timeout 1 -- "${T[@]}"
+bad "--host-timeout: expected a positive integer, got 'x'" --host-timeout x -- "${T[@]}"
+bad "--grace: expected a positive integer, got '0'" --grace 0 -- "${T[@]}"
 bad "no train flags" --pslora "$PSLORA" --
 "$RUN" --help | grep -q -- "--transport" || fail "--help does not list --transport"
 
@@ -216,6 +235,25 @@ rc=0
 sb SLURM_NTASKS=1 >"$SCRATCH/err" || rc=$?
 ((rc == 2)) || fail "sbatch with 1 task: exit $rc, expected 2"
 grep -q "no worker" "$SCRATCH/err" || fail "sbatch with 1 task: $(cat "$SCRATCH/err")"
+
+echo "the watchdog: a fatal line, then an mpirun that hangs, is ended after --grace"
+FAKE=$SCRATCH/fake-mpirun
+cat >"$FAKE" <<'FAKE_EOF'
+#!/bin/sh
+echo $$ >"$SCRATCH/fake.pid"
+echo "pslora train: rank 0: no message from rank 2 within 3 s (--timeout)" >&2
+exec sleep 30
+FAKE_EOF
+chmod +x "$FAKE"
+printf '# comment\nnodeA slots=2\n\nnodeB slots=1\n' >"$SCRATCH/hosts2"
+rc=0 t0=$SECONDS
+MPIEXEC=$FAKE "$RUN" --grace 1 --hostfile "$SCRATCH/hosts2" --pslora "$PSLORA" -- "${T[@]}" 2>"$SCRATCH/err" || rc=$?
+((rc == 1)) || fail "watchdog: exit $rc, expected 1 ($(cat "$SCRATCH/err"))"
+((SECONDS - t0 <= 6)) || fail "watchdog: the launcher took $((SECONDS - t0)) s to end a hung mpirun (--grace 1)"
+grep -qx "pslora-run: rank 2 on host nodeB sent nothing for 3 s (--timeout; seen by rank 0)" "$SCRATCH/err" ||
+  fail "watchdog: no line naming rank 2 and nodeB: $(cat "$SCRATCH/err")"
+grep -q "has not ended the job 1 s (--grace)" "$SCRATCH/err" || fail "watchdog: no --grace line: $(cat "$SCRATCH/err")"
+! kill -0 "$(cat "$SCRATCH/fake.pid")" 2>/dev/null || fail "watchdog: the hung mpirun is still running"
 
 echo "the composed lines run under the real mpirun (pslora train --help on every rank)"
 for opts in "" "--transport tcp" "--transport shm --threads 1" "--servers 2 --workers 1"; do

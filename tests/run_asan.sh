@@ -13,7 +13,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-${ASAN_BUILD:-/tmp/pslora-asan-build}}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-CC=clang cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug \
+# The tokenizer tests' peers: those deploy/setup fetched, else fetched here.
+PEERS=${PSLORA_PEERS:-$ROOT/build/peers}
+[ -d "$PEERS" ] || { PEERS=$BUILD/peers; bash "$ROOT/tests/peers/fetch.sh" "$PEERS"; }
+CC=clang cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug -DPSLORA_PEERS="$PEERS" \
   -DCMAKE_C_FLAGS="-O1 -g $SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" > "$BUILD.cmake.log" 2>&1 \
   || { cat "$BUILD.cmake.log"; exit 1; }
 make -C "$BUILD" -j"${JOBS:-2}" > "$BUILD.make.log" 2>&1 || { tail -40 "$BUILD.make.log"; exit 1; }
