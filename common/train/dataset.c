@@ -265,28 +265,3 @@ size_t ds_eval_entries(const dataset *d)
 {
     return d->has_samples ? d->n_samples : d->n_entries;
 }
-
-void ds_describe(const dataset *d, char *buf, size_t len)
-{
-    static const char *const kinds[] = {"text", "prompt-completion", "classification"};
-    const char *order = d->shuffle ? "shuffled each epoch" : "in order";
-    if (!d->has_samples) {
-        snprintf(buf, len, "token stream, %zu tokens, %zu windows of %d+1 per epoch, %s",
-                 d->set.total, d->n_entries, d->T, order);
-        return;
-    }
-    size_t counted = 0, none = 0, cut = 0;
-    for (size_t s = 0; s < d->n_samples; s++) {
-        size_t len_s = d->s_pos[s + 1] - d->s_pos[s];
-        const samples_file *f = &d->side[d->s_file[s]];
-        size_t local = d->s_pos[s] - d->set.start[d->s_file[s]], c = 0;
-        for (size_t j = 1; j < len_s && j <= (size_t)d->T; j++)
-            c += !f->mask || f->mask[local + j];
-        counted += c;
-        none += c == 0;
-        cut += len_s > (size_t)d->T + 1;
-    }
-    snprintf(buf, len, "%zu samples (%s), %zu tokens, %zu targets counted within --seq %d "
-             "(%zu samples cut, %zu with none), %s%s", d->n_samples, kinds[d->kind],
-             d->set.total, counted, d->T, cut, none, d->pack ? "packed, " : "", order);
-}

@@ -70,7 +70,4 @@ int ds_row_ordered(const dataset *d, size_t k, int32_t *inp, int32_t *tgt);
 /* Entries evaluation visits: every sample, or every window of a stream. */
 size_t ds_eval_entries(const dataset *d);
 
-/* "1200 samples (prompt-completion), 45000 tokens, 21000 counted, shuffled" */
-void ds_describe(const dataset *d, char *buf, size_t len);
-
 #endif
