@@ -151,22 +151,29 @@ void ar_free(ar_adapter *ad)
     memset(ad, 0, sizeof *ad);
 }
 
+static const ar_module *ar_find(const ar_adapter *a, const char *path)
+{
+    for (int i = 0; i < a->n; i++)
+        if (strcmp(a->m[i].path, path) == 0)
+            return &a->m[i];
+    return NULL;
+}
+
 int ar_same_modules(const ar_adapter *x, const char *dx, const ar_adapter *y, const char *dy,
                     pl_err *e)
 {
-    for (int i = 0; i < x->n && i < y->n; i++) {
-        const ar_module *a = &x->m[i], *b = &y->m[i];
-        if (strcmp(a->path, b->path) != 0)
-            return pl_errf(e, "%s and %s adapt different modules (%s against %s)", dx, dy, a->path,
-                           b->path);
-        if (a->in != b->in || a->out != b->out)
-            return pl_errf(e, "%s and %s: module %s is %d x %d in one and %d x %d in the other",
-                           dx, dy, a->path, a->out, a->in, b->out, b->in);
+    for (int pass = 0; pass < 2; pass++) {
+        const ar_adapter *p = pass ? y : x, *q = pass ? x : y;
+        for (int i = 0; i < p->n; i++) {
+            const ar_module *a = &p->m[i], *b = ar_find(q, a->path);
+            if (!b)
+                return pl_errf(e, "%s and %s adapt different modules: %s only in %s", dx, dy,
+                               a->path, pass ? dy : dx);
+            if (a->in != b->in || a->out != b->out)
+                return pl_errf(e, "%s and %s: module %s is %d x %d in one and %d x %d in the "
+                                  "other", dx, dy, a->path, a->out, a->in, b->out, b->in);
+        }
     }
-    if (x->n != y->n)
-        return pl_errf(e, "%s and %s adapt different modules (%d against %d; %s only in %s)", dx,
-                       dy, x->n, y->n, x->n > y->n ? x->m[y->n].path : y->m[x->n].path,
-                       x->n > y->n ? dx : dy);
     return 0;
 }
 
