@@ -16,6 +16,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
 
 /* Prints "pslora CMD: msg" on stderr and returns status. */
 int cli_fail(const char *cmd, const char *msg, int status);

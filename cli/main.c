@@ -20,6 +20,7 @@ static const command COMMANDS[] = {
     {"merge", cmd_merge, "fold an adapter into the base weights"},
     {"inspect", cmd_inspect, "show the tensors of a safetensors file, model, adapter or shard"},
     {"bench", cmd_bench, "time training steps of an in-memory model"},
+    {"analyze", cmd_analyze, "singular values, subspace similarity and amplification of adapters"},
 };
 
 int cli_fail(const char *cmd, const char *msg, int status)

@@ -89,8 +89,13 @@ int lora_layout_build(lora_layout *L, const model_config *c, const char *targets
             return -1;
         }
     L->r = r, L->alpha = alpha, L->rslora = rslora, L->dropout = dropout;
-    L->scale = rslora ? alpha / sqrtf((float)r) : alpha / (float)r;
+    L->scale = lora_scale(alpha, r, rslora);
     return 0;
+}
+
+float lora_scale(float alpha, int r, int rslora)
+{
+    return rslora ? alpha / sqrtf((float)r) : alpha / (float)r;
 }
 
 void lora_layout_free(lora_layout *L)
@@ -271,7 +276,7 @@ static int read_adapter_config(const char *path, const model_config *c, int *r, 
         ;
     else if (jb && !(cJSON_IsString(jb) && strcmp(jb->valuestring, "none") == 0))
         rc = pl_errf(e, "%s: bias other than \"none\" is not supported", path);
-    else if (c->arch == ARCH_LLAMA && cJSON_IsTrue(jf))
+    else if (c && c->arch == ARCH_LLAMA && cJSON_IsTrue(jf))
         rc = pl_errf(e, "%s: fan_in_fan_out true does not fit a llama model", path);
     if (rc) {
         cJSON_Delete(j);
@@ -301,6 +306,17 @@ static int read_adapter_config(const char *path, const model_config *c, int *r, 
         rc = pl_errf(e, "%s: target_modules missing or empty", path);
     cJSON_Delete(j);
     return rc;
+}
+
+int lora_read_peft_config(const char *dir, const model_config *c, lora_peft_config *pc,
+                          pl_err *e)
+{
+    char path[4096];
+    memset(pc, 0, sizeof *pc);
+    if (snprintf(path, sizeof path, "%s/adapter_config.json", dir) >= (int)sizeof path)
+        return pl_errf(e, "%s: path too long", dir);
+    return read_adapter_config(path, c, &pc->r, &pc->alpha, pc->targets, sizeof pc->targets,
+                               &pc->rslora, &pc->dropout, e);
 }
 
 /* Copies one adapter tensor after checking its shape. */

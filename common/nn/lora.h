@@ -49,6 +49,21 @@ void lora_init_params(const lora_layout *L, float *p, unsigned long long seed);
 /* Writes DIR/adapter_model.safetensors and DIR/adapter_config.json (PEFT). */
 int lora_save_peft(const char *dir, const lora_layout *L, const model_config *c,
                    const float *p, const char *base_model, pl_err *e);
+/* adapter_config.json as pslora reads it. */
+typedef struct {
+    int r;
+    float alpha;
+    int rslora;
+    float dropout;
+    char targets[256];  /* comma-separated */
+} lora_peft_config;
+
+/* The adapter scale: alpha / r, or alpha / sqrt(r) with rslora. */
+float lora_scale(float alpha, int r, int rslora);
+/* Reads DIR/adapter_config.json alone (the tools that read adapters without
+ * a model).  c may be NULL: then no check against an architecture. */
+int lora_read_peft_config(const char *dir, const model_config *c, lora_peft_config *pc,
+                          pl_err *e);
 /* Reads a PEFT adapter directory for model config c: fills L (r, alpha,
  * targets, rslora, dropout from adapter_config.json) and *p (malloc'd). */
 int lora_load_peft(const char *dir, const model_config *c, lora_layout *L, float **p,
