@@ -9,6 +9,7 @@
 
 #include "file.h"
 #include "flags.h"
+#include "full.h"
 #include "lora.h"
 #include "model_bf16.h"
 
@@ -85,6 +86,26 @@ static int cross_checks(train_config *t, pl_err *e)
     return resume_target(t, e);
 }
 
+/* --full trains the model's own weights: the adapter's flags have no
+ * meaning there and are refused when given, as is bf16 compute (--compute
+ * auto decides fp32). */
+static int full_checks(train_config *t, const fl_spec *specs, pl_err *e)
+{
+    static const char *const adapter_flags[] = {"rank", "alpha", "rslora", "dropout",
+                                                "targets", "init-adapter", NULL};
+    if (!t->full)
+        return t->full_include ? pl_errf(e, "--full-include: needs --full") : 0;
+    for (int i = 0; adapter_flags[i]; i++)
+        if (fl_seen(specs, adapter_flags[i]))
+            return pl_errf(e, "--%s: an adapter flag, not used with --full", adapter_flags[i]);
+    if (t->compute_mode == MODEL_BF16 && strcmp(t->compute, "auto") != 0)
+        return pl_errf(e, "--compute bf16: --full trains in fp32 only");
+    t->compute_mode = MODEL_FP32;
+    if (!t->full_include)
+        t->full_include = "";
+    return full_include_parse(t->full_include, &t->full_bits, e);
+}
+
 int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
 {
     defaults(t);
@@ -108,6 +129,10 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
          .help = "modules to adapt, PEFT names (c_attn)"},
         {.name = "rslora", .type = FL_BOOL, .dst = &t->rslora,
          .help = "scale alpha/sqrt(r) instead of alpha/r"},
+        {.name = "full", .type = FL_BOOL, .dst = &t->full,
+         .help = "full fine-tuning: train every weight matrix, no adapter"},
+        {.name = "full-include", .type = FL_STR, .dst = &t->full_include,
+         .help = "with --full, also train: biases,norms"},
         {.name = "batch", .type = FL_INT, .dst = &t->batch,
          .help = "sequences per worker per step (4)", .min = 1, .max = 1 << 20},
         {.name = "seq", .type = FL_INT, .dst = &t->seq,
@@ -162,7 +187,9 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         return rc;
     t->opt.lr = lr, t->opt.weight_decay = wd, t->opt.clip = clip, t->opt.momentum = momentum;
     t->opt.warmup = (int)warmup;
-    return cross_checks(t, e);
+    if (cross_checks(t, e) != 0)
+        return -1;
+    return full_checks(t, specs, e);
 }
 
 /* The shortest %g text that reads back as the same float (2e-4, not
@@ -192,6 +219,7 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--rslora", "%d", t->rslora);
     KV("--dropout", "%s", fmt_float(f, sizeof f, t->dropout));
     KV("--targets", "%s", t->targets);
+    KV("--full", "%s", t->full ? (t->full_include[0] ? t->full_include : "on") : "off");
     KV("--batch", "%ld", t->batch);
     KV("--seq", "%ld", t->seq);
     KV("--steps", "%ld", t->steps);
@@ -244,6 +272,9 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     cJSON_AddNumberToObject(f, "dropout", t->dropout);
     cJSON_AddStringToObject(f, "targets", t->targets);
     cJSON_AddBoolToObject(f, "rslora", t->rslora);
+    cJSON_AddBoolToObject(f, "full", t->full);
+    if (t->full)
+        cJSON_AddStringToObject(f, "full_include", t->full_include);
     cJSON_AddNumberToObject(f, "batch", t->batch);
     cJSON_AddNumberToObject(f, "seq", t->seq);
     cJSON_AddNumberToObject(f, "steps", t->steps);
@@ -300,4 +331,11 @@ int trainconf_adapter(const train_config *t, const model_config *c, lora_layout 
     }
     lora_init_params(L, *params, (unsigned long long)t->seed);
     return 0;
+}
+
+int trainconf_trained(const train_config *t, model *m, lora_layout *L, float **params, pl_err *e)
+{
+    if (t->full)
+        return full_layout_build(L, m, t->full_bits, params, e);
+    return trainconf_adapter(t, &m->cfg, L, params, e);
 }

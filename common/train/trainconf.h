@@ -19,6 +19,9 @@ typedef struct {
         eval_batches, threads, log_every, keep_checkpoints, max_skips, timeout;
     float alpha, dropout;
     int rslora;
+    int full;                     /* --full: train the model's weights (full.h) */
+    const char *full_include;     /* --full-include: biases, norms ("") */
+    unsigned full_bits;           /* ... parsed (FULL_*) */
     model_compute compute_mode;   /* --compute as decided on this rank (auto: bf16 only with AMX) */
     sync_mode sync;
     opt_config opt;
@@ -50,5 +53,11 @@ struct model_config_s;
  * from --seed.  *params (malloc'd) may be NULL when only the layout is wanted. */
 int trainconf_adapter(const train_config *t, const struct model_config_s *c,
                       struct lora_layout_s *L, float **params, pl_err *e);
+
+/* What the run trains: the adapter (trainconf_adapter), or with --full the
+ * model's own weights, laid out on m (full.h; m's weights are not attached
+ * here).  *params (malloc'd) holds the initial values. */
+int trainconf_trained(const train_config *t, model *m, struct lora_layout_s *L, float **params,
+                      pl_err *e);
 
 #endif
