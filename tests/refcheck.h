@@ -65,6 +65,7 @@ typedef struct {
     int n_lin;              /* linears per layer those targets adapt */
     model base, lm;
     model_acts *base_acts;  /* base's, forward only */
+    char dir[512];          /* the Hugging Face directory written from ref */
     int32_t inp[RC_B * RC_T], tgt[RC_B * RC_T];
 } rc_fixture;
 
@@ -90,6 +91,16 @@ void rc_ref_adapter(ref_lora *lo, const rc_fixture *f, const lora_layout *L, con
                     double scale, float *const *masks);
 /* The reference's summed loss on f's tokens; lo may be NULL. */
 double rc_ref_loss(const rc_fixture *f, const ref_lora *lo);
+
+/* d(summed reference loss)/d*v by a central difference (h = 1e-5), *v
+ * being one of the reference's weights (or adapter entries of lo). */
+double rc_fd(const rc_fixture *f, const ref_lora *lo, double *v);
+/* Every entry of one gradient tensor (n at got) against rc_fd of the
+ * reference's entries at ref (abs 1e-4 or rel 1e-3), and the tensor's
+ * gradient norm against a floor; returns the number of failures, each
+ * printed. */
+int rc_check_tensor(const rc_fixture *f, const ref_lora *lo, double *ref, const float *got,
+                    size_t n, const char *path, const char *which);
 
 /* The shared tests (see the top); *state is an rc_fixture. */
 void rc_test_base_loss_vs_ref(void **state);
