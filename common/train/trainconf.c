@@ -87,8 +87,8 @@ static int cross_checks(train_config *t, pl_err *e)
 }
 
 /* --full trains the model's own weights: the adapter's flags have no
- * meaning there and are refused when given, as is bf16 compute (--compute
- * auto decides fp32). */
+ * meaning there and are refused when given, as is --compute bf16 (auto
+ * then decides fp32). */
 static int full_checks(train_config *t, const fl_spec *specs, pl_err *e)
 {
     static const char *const adapter_flags[] = {"rank", "alpha", "rslora", "dropout",
@@ -98,9 +98,8 @@ static int full_checks(train_config *t, const fl_spec *specs, pl_err *e)
     for (int i = 0; adapter_flags[i]; i++)
         if (fl_seen(specs, adapter_flags[i]))
             return pl_errf(e, "--%s: an adapter flag, not used with --full", adapter_flags[i]);
-    if (t->compute_mode == MODEL_BF16 && strcmp(t->compute, "auto") != 0)
+    if (!strcmp(t->compute, "bf16"))
         return pl_errf(e, "--compute bf16: --full trains in fp32 only");
-    t->compute_mode = MODEL_FP32;
     if (!t->full_include)
         t->full_include = "";
     return full_include_parse(t->full_include, &t->full_bits, e);
@@ -187,9 +186,11 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         return rc;
     t->opt.lr = lr, t->opt.weight_decay = wd, t->opt.clip = clip, t->opt.momentum = momentum;
     t->opt.warmup = (int)warmup;
-    if (cross_checks(t, e) != 0)
+    if (full_checks(t, specs, e) != 0 || cross_checks(t, e) != 0)
         return -1;
-    return full_checks(t, specs, e);
+    if (t->full)
+        t->compute_mode = MODEL_FP32;   /* --compute auto decides fp32 */
+    return 0;
 }
 
 /* The shortest %g text that reads back as the same float (2e-4, not
