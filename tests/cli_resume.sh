@@ -14,38 +14,6 @@ make_tiny
 STEPS=12
 T="--model model --data data.bin --seq 32 --batch 4 --steps $STEPS --lr 3e-3 --targets c_attn,c_proj,c_fc --checkpoint-every 3 --keep-checkpoints 2"
 
-# start_bg OUT LOG CMD...: CMD in the background; BG is its pid.
-start_bg() {
-  local log=$2; shift 2
-  "$@" > "$log" 2>&1 &
-  BG=$!
-}
-
-# last_step OUT: the highest step logged in OUT/metrics.jsonl (0 when none).
-last_step() {
-  local s
-  s=$(grep -o '"type":"step","step":[0-9]*' "$1/metrics.jsonl" 2>/dev/null | tail -1 | grep -o '[0-9]*$')
-  echo "${s:-0}"
-}
-
-# kill_at OUT K: waits until OUT has logged step K (or the run ended), then
-# SIGKILLs the job: mpirun and every rank at once (a node failure), or the
-# single process.  Returns once every killed process is gone.
-kill_at() {
-  local out=$1 k=$2 i
-  for ((i = 0; i < 1200; i++)); do
-    [ "$(last_step "$out")" -ge "$k" ] && break
-    kill -0 "$BG" 2>/dev/null || break
-    sleep 0.02
-  done
-  local pids="$BG $(descendants "$BG")"
-  kill -9 $pids 2>/dev/null || true
-  wait "$BG" 2>/dev/null || true
-  for p in $pids; do
-    while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
-  done
-}
-
 # each step logged exactly once, 1..STEPS, after a resume
 steps_once() {
   local want got

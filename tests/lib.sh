@@ -38,3 +38,35 @@ mpi() { "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none "$@"; }
 json_field() {
   grep "\"type\":\"$2\"" "$1" | sed -E "s/.*\"$3\":([^,}]*).*/\1/"
 }
+
+# start_bg OUT LOG CMD...: CMD in the background; BG is its pid.
+start_bg() {
+  local log=$2; shift 2
+  "$@" > "$log" 2>&1 &
+  BG=$!
+}
+
+# last_step OUT: the highest step logged in OUT/metrics.jsonl (0 when none).
+last_step() {
+  local s
+  s=$(grep -o '"type":"step","step":[0-9]*' "$1/metrics.jsonl" 2>/dev/null | tail -1 | grep -o '[0-9]*$')
+  echo "${s:-0}"
+}
+
+# kill_at OUT K: waits until OUT has logged step K (or the run ended), then
+# SIGKILLs the job: mpirun and every rank at once (a node failure), or the
+# single process.  Returns once every killed process is gone.
+kill_at() {
+  local out=$1 k=$2 i
+  for ((i = 0; i < 1200; i++)); do
+    [ "$(last_step "$out")" -ge "$k" ] && break
+    kill -0 "$BG" 2>/dev/null || break
+    sleep 0.02
+  done
+  local pids="$BG $(descendants "$BG")"
+  kill -9 $pids 2>/dev/null || true
+  wait "$BG" 2>/dev/null || true
+  for p in $pids; do
+    while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+  done
+}
