@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "clock.h"
@@ -95,21 +96,24 @@ void run_step(run_log *r, metrics_row *row)
         metrics_progress(row, r->t->steps, clock_now() - r->t_start);
 }
 
-int run_finish(run_log *r, const lora_layout *L, const model_config *c, const float *params,
+int run_finish(run_log *r, const lora_layout *L, const model *m, const float *params,
                pl_err *e)
 {
     metrics_close(&r->log);
-    if (lora_save_peft(r->t->out, L, c, params, r->t->model_dir, e) != 0)
+    int rc = L->full ? model_save(m, r->t->out, e)
+                     : lora_save_peft(r->t->out, L, &m->cfg, params, r->t->model_dir, e);
+    if (rc != 0)
         return -1;
     double secs = clock_now() - r->t_start;
     double steps = r->steps_done > 0 ? (double)r->steps_done : 1;
     char val[48] = "";
     if (!isnan(r->last_val))
         snprintf(val, sizeof val, " final val_loss %.4f", r->last_val);
-    printf("done: steps %ld tokens %ld tokens/s %.0f bytes/step %.0f final loss %.4f%s\n",
+    printf("done: steps %ld tokens %ld tokens/s %.0f bytes/step %.0f final loss %.4f%s "
+           "trained_params %zu mem/rank %.0f MB\n",
            r->steps_done, r->tokens, secs > 0 ? (double)r->tokens / secs : 0,
-           r->bytes_total / steps, r->last_loss, val);
-    printf("adapter written to %s\n", r->t->out);
+           r->bytes_total / steps, r->last_loss, val, L->n_params, r->rss_mb);
+    printf("%s written to %s\n", L->full ? "model" : "adapter", r->t->out);
     return 0;
 }
 
@@ -138,6 +142,12 @@ void run_fingerprint_free(run_fp *f)
     msg_hello_free(&f->h);
     free(f->kv);
     memset(f, 0, sizeof *f);
+}
+
+double run_peak_rss_mb(void)
+{
+    struct rusage u;
+    return getrusage(RUSAGE_SELF, &u) == 0 ? (double)u.ru_maxrss / 1024.0 : 0;   /* KB on Linux */
 }
 
 void run_warn(const char *line)

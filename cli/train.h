@@ -23,7 +23,11 @@ typedef struct {
     long steps_done, tokens;
     double last_loss, last_val;
     double bytes_total;
+    double rss_mb;      /* the largest peak resident memory of any rank (set before run_finish) */
 } run_log;
+
+/* This process's peak resident memory in MB (getrusage). */
+double run_peak_rss_mb(void);
 
 /* Creates OUT (refused when it holds files, unless resuming), writes
  * run.json and opens metrics.jsonl.  Resuming at step `start`, the metrics
@@ -34,8 +38,10 @@ int run_begin(run_log *r, const train_config *t, int world, int n_workers, long 
               pl_err *e);
 /* Logs a step: metrics row (every --log-every steps and at evaluations) and progress. */
 void run_step(run_log *r, metrics_row *row);
-/* Writes the final adapter into OUT and prints the summary line. */
-int run_finish(run_log *r, const lora_layout *L, const model_config *c, const float *params,
+/* Writes the final adapter into OUT (with --full the model m, whose trained
+ * weights must hold params: a Hugging Face model directory) and prints the
+ * summary line. */
+int run_finish(run_log *r, const lora_layout *L, const model *m, const float *params,
                pl_err *e);
 
 /* The run's fingerprint as a checkpoint records it: the Hello entries

@@ -55,7 +55,7 @@ int train_local(const train_config *t)
         worker_free(&w);
         return cli_fail("train", e.msg, 1);
     }
-    server_ckpt ck = {t->out, &w.m.cfg, fp.kv, fp.n, 1};
+    server_ckpt ck = {t->out, &w.m.cfg, fp.kv, fp.n, 1, &w.m};
     run_log r = {0};
     long start;
     int status = 1;
@@ -97,7 +97,8 @@ int train_local(const train_config *t)
         if (server_checkpoint_due(t, step + 1) && server_checkpoint(&s, &ck, step + 1, &e) != 0)
             goto done;
     }
-    if (run_finish(&r, &w.L, &w.m.cfg, s.params, &e) != 0)
+    r.rss_mb = run_peak_rss_mb();
+    if (run_finish(&r, &w.L, &w.m, s.params, &e) != 0)
         goto done;
     status = 0;
 done:

@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "fingerprint.h"
+#include "full.h"
 #include "node_shared.h"
 #include "ps_server.h"
 #include "ps_worker.h"
@@ -72,9 +73,13 @@ static int load_role(ps_run *r, pl_err *e)
     if (model_load(&r->m, r->t->model_dir, e) != 0)
         return -1;
     float *p;
-    if (trainconf_adapter(r->t, &r->m.cfg, &r->L, &p, e) != 0)
+    if (trainconf_trained(r->t, &r->m, &r->L, &p, e) != 0)
         return -1;
-    return server_init(&r->s, r->t, &r->L, p, NULL, e);
+    if (server_init(&r->s, r->t, &r->L, p, NULL, e) != 0)
+        return -1;
+    if (r->L.full)   /* rank 0 saves the model from the gathered weights */
+        full_attach(r->L.full, &r->m, r->s.params);
+    return 0;
 }
 
 static const lora_layout *layout(ps_run *r) { return r->rank >= r->S ? &r->w.L : &r->L; }
@@ -222,7 +227,7 @@ int train_ps(const train_config *t, MPI_Comm comm)
     }
     /* rank 0 records the run's fingerprint in its checkpoints */
     ok = r.rank != 0 || run_fingerprint(&r.fp, t, &r.m, &r.L, r.W, &e) == 0;
-    r.ck = (server_ckpt){t->out, &the_model(&r)->cfg, r.fp.kv, r.fp.n, r.W};
+    r.ck = (server_ckpt){t->out, &the_model(&r)->cfg, r.fp.kv, r.fp.n, r.W, the_model(&r)};
     if (!all_ok(&r, ok, &e) || (t->resume && resume(&r, &e) != 0)) {
         release(&r);
         return 1;
@@ -233,8 +238,14 @@ int train_ps(const train_config *t, MPI_Comm comm)
         return 1;
     }
     int rc = run_roles(&r, &e);
+    if (rc == 0) {   /* the summary's mem/rank: the largest peak of any rank */
+        double mine = run_peak_rss_mb();
+        MPI_Request q;
+        MPI_Ireduce(&mine, &r.log.rss_mb, 1, MPI_DOUBLE, MPI_MAX, 0, comm, &q);
+        wait_or_abort(&r, &q, "the end: every rank's peak memory");
+    }
     if (rc == 0 && r.rank == 0)
-        rc = run_finish(&r.log, &r.L, &r.m.cfg, r.s.params, &e);
+        rc = run_finish(&r.log, &r.L, &r.m, r.s.params, &e);
     if (rc != 0) {
         fprintf(stderr, "pslora train: rank %d: %s\n", r.rank, e.msg);
         MPI_Abort(comm, 1);

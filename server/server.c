@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "full.h"
+#include "model.h"
+
 int server_init(server *s, const train_config *t, const lora_layout *L, float *params,
                 const unsigned char *owned, pl_err *e)
 {
@@ -119,7 +122,14 @@ static int ckpt_tensors(const lora_layout *L, ckpt_tensor **out, char **names, p
         free(*out), free(*names);
         return pl_errf(e, "out of memory for the checkpoint's tensor list");
     }
-    for (int id = 0; id < nt; id++) {
+    for (int id = 0; id < nt && L->full; id++) {   /* --full: the model's own keys */
+        const full_tensor *t = &L->full->t[id];
+        (*out)[id].name = t->name;
+        (*out)[id].shape[0] = t->shape[0];
+        (*out)[id].shape[1] = t->ndim == 2 ? t->shape[1] : 1;
+        (*out)[id].offset = t->off;
+    }
+    for (int id = 0; id < nt && !L->full; id++) {
         const lora_module *m = &L->m[id / 2];
         char *name = *names + (size_t)id * len;
         snprintf(name, len, "base_model.model.%s.lora_%c.weight", m->path, id % 2 ? 'B' : 'A');
@@ -145,7 +155,8 @@ int server_checkpoint(const server *s, const server_ckpt *c, long done, pl_err *
                      .seed = s->t->seed, .total_steps = s->t->steps, .workers = c->workers,
                      .n_params = (long)s->L->n_params, .n_fp = c->n_fp,
                      .fp = (ckpt_kv *)c->fp};   /* only read by the writer */
-    int rc = lora_save_peft(w.tmp, s->L, c->cfg, s->params, s->t->model_dir, e);
+    int rc = s->L->full ? model_save(c->model, w.tmp, e)
+                        : lora_save_peft(w.tmp, s->L, c->cfg, s->params, s->t->model_dir, e);
     if (rc == 0)
         rc = ckpt_optim_write(&w, tens, lora_n_tensors(s->L), opt_kind_name(s->t->opt.kind), s->m,
                               s->v, e);
@@ -163,6 +174,8 @@ int server_checkpoint(const server *s, const server_ckpt *c, long done, pl_err *
  * is this run's. */
 static int load_adapter(server *s, const server_ckpt *c, const char *dir, pl_err *e)
 {
+    if (s->L->full)
+        return full_load(s->L->full, dir, s->params, e);
     lora_layout L2;
     float *p;
     if (lora_load_peft(dir, c->cfg, &L2, &p, e) != 0)

@@ -59,6 +59,8 @@ typedef struct {
     const ckpt_kv *fp;                    /* the run's fingerprint (+ "workers") */
     int n_fp;                             /* 0: the fingerprint is not checked on load */
     long workers;
+    const struct model_s *model;          /* --full: the model the checkpoint writes, its
+                                             trained weights holding the server's params */
 } server_ckpt;
 
 /* 1 when a checkpoint is due after `done` steps: every --checkpoint-every

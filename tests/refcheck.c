@@ -76,6 +76,7 @@ rc_fixture *rc_fixture_gpt2(const char *name, const ref_config *c, const char *t
     f->targets = targets;
     f->n_lin = n_lin;
     snprintf(dir, sizeof dir, "%s", tu_tmpdir(name));
+    snprintf(f->dir, sizeof f->dir, "%s", dir);
     ref_gpt2_init(&f->ref.gpt2, c, 42);
     ref_gpt2_write_hf(&f->ref.gpt2, dir, &o);
     snprintf(f->dir, sizeof f->dir, "%s", dir);
@@ -92,6 +93,7 @@ rc_fixture *rc_fixture_llama(const char *name, const rl_config *c)
     f->targets = "all-linear";
     f->n_lin = RL_N_LIN;
     snprintf(dir, sizeof dir, "%s", tu_tmpdir(name));
+    snprintf(f->dir, sizeof f->dir, "%s", dir);
     ref_llama_init(&f->ref.llama, c, 42);
     ref_llama_write_hf(&f->ref.llama, dir, &o);
     snprintf(f->dir, sizeof f->dir, "%s", dir);
@@ -274,8 +276,7 @@ void rc_test_zero_b_is_base(void **state)
  * loss in *v; returns 1 when it is out of tolerance.  An entry passes on an
  * absolute error below 1e-4 whatever its size, so check_tensor also asks the
  * tensor's gradient not to be tiny. */
-static int check_entry(const rc_fixture *f, const ref_lora *lo, double *v, float got,
-                       const char *path, const char *which, size_t j, double *fd_sq)
+double rc_fd(const rc_fixture *f, const ref_lora *lo, double *v)
 {
     const double h = 1e-5;
     double v0 = *v;
@@ -284,7 +285,13 @@ static int check_entry(const rc_fixture *f, const ref_lora *lo, double *v, float
     *v = v0 - h;
     double lm = rc_ref_loss(f, lo);
     *v = v0;
-    double fd = (lp - lm) / (2 * h), ad = fabs(got - fd);
+    return (lp - lm) / (2 * h);
+}
+
+static int check_entry(const rc_fixture *f, const ref_lora *lo, double *v, float got,
+                       const char *path, const char *which, size_t j, double *fd_sq)
+{
+    double fd = rc_fd(f, lo, v), ad = fabs(got - fd);
     *fd_sq += fd * fd;
     if (ad < 1e-4 || ad / fabs(fd) < 1e-3)
         return 0;
@@ -300,11 +307,8 @@ static int check_entry(const rc_fixture *f, const ref_lora *lo, double *v, float
  * norms of 0.49 (Llama) and 1.06 (GPT-2) and more. */
 #define RC_GRAD_NORM_FLOOR 0.05
 
-/* Every entry of one tensor (n at got, the reference's at ref) against
- * finite differences; the tensor's gradient norm must reach the floor.
- * Returns the number of entries out of tolerance. */
-static int check_tensor(const rc_fixture *f, const ref_lora *lo, double *ref, const float *got,
-                        size_t n, const char *path, const char *which)
+int rc_check_tensor(const rc_fixture *f, const ref_lora *lo, double *ref, const float *got,
+                    size_t n, const char *path, const char *which)
 {
     int bad = 0;
     double fd_sq = 0, got_sq = 0;
@@ -361,8 +365,8 @@ static void check_grad_fd(rc_fixture *f, float p_drop)
         int l, k;
         ref_parse(f, mod->path, &l, &k);
         size_t na = (size_t)L.r * mod->in, nb = (size_t)mod->out * L.r;
-        bad += check_tensor(f, &lo, lo.A[l][k], g + mod->a_off, na, mod->path, "lora_A");
-        bad += check_tensor(f, &lo, lo.B[l][k], g + mod->b_off, nb, mod->path, "lora_B");
+        bad += rc_check_tensor(f, &lo, lo.A[l][k], g + mod->a_off, na, mod->path, "lora_A");
+        bad += rc_check_tensor(f, &lo, lo.B[l][k], g + mod->b_off, nb, mod->path, "lora_B");
         checked += (int)(na + nb);
     }
     assert_int_equal(checked, (int)L.n_params);

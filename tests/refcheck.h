@@ -95,6 +95,16 @@ double rc_ref_loss(const rc_fixture *f, const ref_lora *lo);
 double rc_ref_loss_on(const rc_fixture *f, const ref_lora *lo, const int32_t *inp,
                       const int32_t *tgt, int B, int T);
 
+/* d(summed reference loss)/d*v by a central difference (h = 1e-5), *v
+ * being one of the reference's weights (or adapter entries of lo). */
+double rc_fd(const rc_fixture *f, const ref_lora *lo, double *v);
+/* Every entry of one gradient tensor (n at got) against rc_fd of the
+ * reference's entries at ref (abs 1e-4 or rel 1e-3), and the tensor's
+ * gradient norm against a floor; returns the number of failures, each
+ * printed. */
+int rc_check_tensor(const rc_fixture *f, const ref_lora *lo, double *ref, const float *got,
+                    size_t n, const char *path, const char *which);
+
 /* The shared tests (see the top); *state is an rc_fixture. */
 void rc_test_base_loss_vs_ref(void **state);
 void rc_test_zero_b_is_base(void **state);

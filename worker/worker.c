@@ -1,6 +1,8 @@
 /* worker.c - the worker role (see worker.h). */
 #include "worker.h"
 
+#include "full.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +21,11 @@ int worker_init(worker *w, const train_config *t, const model_bf16_store *store,
         model_free(&w->m);   /* c points into w->m: format the line first */
         return -1;
     }
-    if (trainconf_adapter(t, c, &w->L, &w->params, e) != 0)
+    if (trainconf_trained(t, &w->m, &w->L, &w->params, e) != 0)
         goto fail;
     lora_attach(&w->L, &w->m);
+    if (w->L.full)   /* the trained weights are w->params from now on */
+        full_attach(w->L.full, &w->m, w->params);
     ds_options o = {(int)t->seq, t->shuffle, t->pack, (uint64_t)t->seed};
     if (ds_open(&w->data, t->data, (uint32_t)c->vocab, &o, "--data", e) != 0)
         goto fail;

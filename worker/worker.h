@@ -26,7 +26,8 @@ typedef struct {
     dataset data, val;
     int has_val;
     evaluator ev;
-    float *params;      /* the adapter version in use (flat) */
+    float *params;      /* the adapter version in use (flat); with --full the
+                           trained weights, which the model points into */
     float *grad;        /* d(sum loss)/d(params) of the last micro-batch */
     int32_t *inp, *tgt; /* [B, T] */
     long version;

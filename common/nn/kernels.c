@@ -367,6 +367,26 @@ void k_linear_bwd(float *dx, const float *dy, const float *w, int N, int in, int
                conv1d ? out : in, beta, dx, in);
 }
 
+/* dW += dy^T x as one product (k_gemm: tiles fixed by the shape), db by
+ * columns: db[j] += sum over rows in order. */
+void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N, int in, int out,
+                    int conv1d)
+{
+    if (conv1d)
+        k_gemm(CblasTrans, CblasNoTrans, in, out, N, 1.0f, x, in, dy, out, 1.0f, dw, out);
+    else
+        k_gemm(CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (!db)
+        return;
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < out; j++) {
+        double acc = 0;
+        for (int n = 0; n < N; n++)
+            acc += dy[(size_t)n * out + j];
+        db[j] += (float)acc;
+    }
+}
+
 /* u[N,r] = x A^T;  y[N,out] += s u B^T.  A [r,in], B [out,r]. */
 void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N, int in,
                 int out, int r, float s)
@@ -729,6 +749,35 @@ void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *rstd
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
         rmsnorm_bwd_row(dx + (size_t)n * C, dy + (size_t)n * C, x + (size_t)n * C, rstd[n], w, C);
+}
+
+void k_layernorm_bwd_wb(float *dw, float *db, const float *dy, const float *x, const float *mean,
+                        const float *rstd, int N, int C)
+{
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < C; j++) {
+        double aw = 0, ab = 0;
+        for (int n = 0; n < N; n++) {
+            size_t k = (size_t)n * C + j;
+            aw += (double)dy[k] * ((x[k] - mean[n]) * rstd[n]);
+            ab += dy[k];
+        }
+        if (dw)
+            dw[j] += (float)aw;
+        if (db)
+            db[j] += (float)ab;
+    }
+}
+
+void k_rmsnorm_bwd_w(float *dw, const float *dy, const float *x, const float *rstd, int N, int C)
+{
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < C; j++) {
+        double acc = 0;
+        for (int n = 0; n < N; n++)
+            acc += (double)dy[(size_t)n * C + j] * x[(size_t)n * C + j] * rstd[n];
+        dw[j] += (float)acc;
+    }
 }
 
 /* As transformers computes it in float32: inv_freq = 1 / theta^(2i/D) rounded to

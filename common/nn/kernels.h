@@ -1,8 +1,9 @@
 /* kernels.h - the layers of a transformer, forward and backward side by side.
  *
- * Row-major throughout; N = B*T rows.  Backward functions only carry the
- * gradient with respect to the layer's input (the frozen weights get none),
- * except the LoRA map, which also yields dA and dB.  Every matrix product goes
+ * Row-major throughout; N = B*T rows.  Backward functions carry the gradient
+ * with respect to the layer's input; the LoRA map also yields dA and dB, and
+ * the weight-gradient kernels (k_*_bwd_w*) give the weights' own gradients
+ * when full fine-tuning trains them.  Every matrix product goes
  * through cblas_sgemm; elementwise loops are OpenMP-parallel.  Results never
  * depend on the number of threads (no parallel reductions across rows). */
 #ifndef PSLORA_KERNELS_H
@@ -46,6 +47,21 @@ void k_linear_fwd_res(float *y, const float *res, const float *x, const float *w
 /* dx[N,in] = beta * dx + dy[N,out] W. */
 void k_linear_bwd(float *dx, const float *dy, const float *w, int N, int in, int out,
                   int conv1d, float beta);
+
+/* ---- weight gradients (full fine-tuning, full.h) ----
+ * Each accumulates (+=) over the N rows in row order, one column per
+ * thread, so results do not depend on the thread count. */
+
+/* The linear map's weights: dW[out,in] += dy^T x (conv1d 0), or
+ * dW[in,out] += x^T dy (conv1d 1); db[out] += sum_n dy[n,:] (db may be NULL). */
+void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N, int in, int out,
+                    int conv1d);
+/* LayerNorm's affine: dw[C] += sum_n dy * xhat, db[C] += sum_n dy, with
+ * xhat = (x - mean) * rstd (either may be NULL). */
+void k_layernorm_bwd_wb(float *dw, float *db, const float *dy, const float *x, const float *mean,
+                        const float *rstd, int N, int C);
+/* RMSNorm's weight: dw[C] += sum_n dy * x * rstd. */
+void k_rmsnorm_bwd_w(float *dw, const float *dy, const float *x, const float *rstd, int N, int C);
 
 /* LoRA branch, A [r,in], B [out,r], scale s:
  *   u[N,r] = x A^T            (kept for the backward)

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "file.h"
+#include "full.h"
 #include "rng.h"
 #include "safetensors.h"
 
@@ -100,6 +101,9 @@ float lora_scale(float alpha, int r, int rslora)
 
 void lora_layout_free(lora_layout *L)
 {
+    full_layout_free(L->full);
+    free(L->full);
+    L->full = NULL;
     free(L->m);
     L->m = NULL;
     L->n = 0;
@@ -114,15 +118,19 @@ void lora_attach(const lora_layout *L, model *m)
         m->blocks[L->m[i].layer].lin[L->m[i].slot].lora = i;
 }
 
-int lora_n_tensors(const lora_layout *L) { return 2 * L->n; }
+int lora_n_tensors(const lora_layout *L) { return L->full ? L->full->n : 2 * L->n; }
 
 size_t lora_tensor_offset(const lora_layout *L, int id)
 {
+    if (L->full)
+        return L->full->t[id].off;
     return id % 2 ? L->m[id / 2].b_off : L->m[id / 2].a_off;
 }
 
 size_t lora_tensor_numel(const lora_layout *L, int id)
 {
+    if (L->full)
+        return L->full->t[id].numel;
     const lora_module *m = &L->m[id / 2];
     return (size_t)L->r * (id % 2 ? m->out : m->in);
 }

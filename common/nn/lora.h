@@ -3,7 +3,11 @@
  * All adapter parameters live in one flat float vector: for module i, A_i
  * [r, in] at a_off and B_i [out, r] at b_off.  Tensor id 2i is A_i, 2i+1 is
  * B_i; the parameter server assigns tensor ids to servers.
- * Scale s = alpha / r, or alpha / sqrt(r) with rslora. */
+ * Scale s = alpha / r, or alpha / sqrt(r) with rslora.
+ *
+ * A layout may instead be full fine-tuning's (full.h): no modules, `full`
+ * set, and the tensor functions below answer for the model's trained
+ * weights, so the parameter server handles both the same way. */
 #ifndef PSLORA_LORA_H
 #define PSLORA_LORA_H
 
@@ -29,6 +33,7 @@ typedef struct lora_layout_s {
     int n;
     lora_module *m;
     size_t n_params;
+    struct full_layout *full;   /* full fine-tuning's tensors; NULL for LoRA */
 } lora_layout;
 
 /* Matches targets as PEFT does: a target matches a module whose path equals

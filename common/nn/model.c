@@ -224,6 +224,34 @@ int model_weight_table(model *m, model_weight *w)
     return m->cfg.arch == ARCH_LLAMA ? llama_table(m, w) : gpt2_table(m, w);
 }
 
+/* The address in m of the field at addr in copy (its struct or its blocks). */
+static void *map_back(void *addr, model *copy, model *m)
+{
+    char *a = addr, *c = (char *)copy, *cb = (char *)copy->blocks;
+    if (a >= c && a < c + sizeof *copy)
+        return (char *)m + (a - c);
+    if (a >= cb && a < cb + (size_t)m->cfg.n_layer * sizeof *m->blocks)
+        return (char *)m->blocks + (a - cb);
+    return addr;
+}
+
+int model_weight_table_of(model *m, model_weight *w)
+{
+    model copy = *m;
+    copy.blocks = malloc((size_t)m->cfg.n_layer * sizeof *m->blocks);
+    if (!copy.blocks)
+        return -1;
+    memcpy(copy.blocks, m->blocks, (size_t)m->cfg.n_layer * sizeof *m->blocks);
+    int n = model_weight_table(&copy, w);
+    for (int i = 0; i < n; i++) {
+        w[i].slot = map_back((void *)w[i].slot, &copy, m);
+        if (w[i].src)
+            w[i].src = map_back(w[i].src, &copy, m);
+    }
+    free(copy.blocks);
+    return n;
+}
+
 int model_weight_count(const model_config *c)
 {
     if (c->arch == ARCH_GPT2)

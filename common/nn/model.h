@@ -90,6 +90,11 @@ struct model_s {
     model_compute compute;
     struct model_bf16 *bf16;
     void (*bf16_free)(model *m);
+    /* full fine-tuning (full.h): the flat vector the trained weights live in.
+     * A weight inside it has its gradient at the same offset of the
+     * gradient model_loss_grad fills; NULL when every weight is frozen. */
+    const float *trained;
+    size_t n_trained;
 };
 
 /* Number of linear maps per block, and the name of slot `slot` relative to
@@ -130,6 +135,10 @@ typedef struct {
 } model_weight;
 int model_weight_count(const model_config *c);
 int model_weight_table(model *m, model_weight *w);
+/* The same table for a loaded model, left as it is: the slots point at m's
+ * own fields (the table functions above reset layouts, so they run on a
+ * scratch copy whose slot addresses are mapped back to m). */
+int model_weight_table_of(model *m, model_weight *w);
 
 /* A model with freshly drawn weights, held in memory.  GPT-2: normal std
  * 0.02, residual projections 0.02/sqrt(2 n_layer), LayerNorm 1/0, biases 0.

@@ -99,12 +99,11 @@ int model_save(const model *m, const char *dir, pl_err *e)
         free(w), free(ent), free(names);
         return pl_errf(e, "out of memory");
     }
-    /* the table fills pointers; work on a copy so m stays untouched */
-    model copy = *m;
-    model_block *blocks = malloc((size_t)m->cfg.n_layer * sizeof *blocks);
-    memcpy(blocks, m->blocks, (size_t)m->cfg.n_layer * sizeof *blocks);
-    copy.blocks = blocks;
-    int n = model_weight_table(&copy, w);
+    int n = model_weight_table_of((model *)m, w);   /* leaves m as it is */
+    if (n < 0) {
+        free(w), free(ent), free(names);
+        return pl_errf(e, "out of memory");
+    }
     for (int i = 0; i < n; i++) {
         snprintf(names[i], sizeof names[i], "%s%s", m->cfg.arch == ARCH_GPT2 ? "transformer." : "",
                  w[i].name);
@@ -124,6 +123,6 @@ int model_save(const model *m, const char *dir, pl_err *e)
         c.tie_embeddings = m->lm_head == m->wte;
         rc = model_config_save(&c, dir, e);
     }
-    free(blocks), free(w), free(ent), free(names);
+    free(w), free(ent), free(names);
     return rc;
 }

@@ -14,8 +14,11 @@
  *   h2 = RMS2(x'); y = x' + (silu(h2 Wg^T) * (h2 Wu^T)) Wd^T (+ LoRA on all three)
  * then the final norm (LN_f / RMSNorm) and the lm head with cross-entropy.
  *
- * The backward pass forms gradients for the LoRA A and B only; through every
- * frozen weight it carries dx alone.  It stops at the lowest adapted layer.
+ * The backward pass forms gradients for the LoRA A and B; through every
+ * frozen weight it carries dx alone, and it stops at the lowest adapted
+ * layer.  With full fine-tuning (full.h) every weight inside m->trained gets
+ * its gradient too (dW = dy^T x, db, the norms' dw and db), at the weight's
+ * offset in that vector, and the pass runs down to layer 0.
  *
  * With bf16 compute (model_bf16.h) every frozen product -- the linear maps
  * forward and their dx, the head's logits and dx -- runs through the
@@ -230,6 +233,32 @@ static const float *lora_input(const pass *ps, int i)
     return ps->a->xd[i] ? ps->a->xd[i] : NULL;
 }
 
+/* Where the gradient of weight w lives: at w's offset in m->trained, when
+ * full fine-tuning trains it and this pass forms gradients; else NULL. */
+static float *grad_of(const pass *ps, const float *w)
+{
+    const model *m = ps->m;
+    if (!w || !m->trained || !ps->grad)
+        return NULL;
+    uintptr_t p = (uintptr_t)w, lo = (uintptr_t)m->trained;
+    if (p < lo || p >= lo + m->n_trained * sizeof(float))
+        return NULL;
+    return ps->grad + (p - lo) / sizeof(float);
+}
+
+/* The norm's own gradients from dy (its output's gradient) and its saved
+ * input x: LayerNorm when mean is given, else RMSNorm. */
+static void norm_bwd_w(const pass *ps, const float *w, const float *b, const float *dy,
+                       const float *x, const float *mean, const float *rstd)
+{
+    float *dw = grad_of(ps, w), *db = grad_of(ps, b);
+    int N = ps->a->N, C = ps->m->cfg.n_embd;
+    if (mean && (dw || db))
+        k_layernorm_bwd_wb(dw, db, dy, x, mean, rstd, N, C);
+    else if (dw)
+        k_rmsnorm_bwd_w(dw, dy, x, rstd, N, C);
+}
+
 /* y[N,out] = (res +) x W (+b) + s (x A^T) B^T for an adapted map; res may be
  * NULL (y may be res). */
 static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x,
@@ -266,6 +295,9 @@ static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const
     } else if (dx) {
         k_linear_bwd(dx, dy, lin->w, N, lin->in, lin->out, lin->conv1d, beta);
     }
+    float *dw = grad_of(ps, lin->w);
+    if (dw)
+        k_linear_bwd_w(dw, grad_of(ps, lin->b), dy, x, N, lin->in, lin->out, lin->conv1d);
     if (lin->lora < 0 || !ps->p)
         return;
     const lora_module *mod = &ps->L->m[lin->lora];
@@ -332,14 +364,17 @@ static void gpt2_block_bwd(const pass *ps, int l, int need_dx)
     k_gelu_bwd(a->dwide, a->dwide, x->f, (size_t)N * Ni);
     linear_bwd(ps, &b->lin[2], a->dnarrow, a->dwide, x->h2, 0.0f);
     k_layernorm_bwd(a->dres, a->dnarrow, x->mid, x->m2, x->r2, b->ln2_w, N, C);
+    norm_bwd_w(ps, b->ln2_w, b->ln2_b, a->dnarrow, x->mid, x->m2, x->r2);
     /* attention: x' = x + attn(LN1(x)) Wo */
     linear_bwd(ps, &b->lin[1], a->dnarrow, a->dres, x->ao, 0.0f);
     k_attention_bwd(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->datt, a->dnarrow, x->qkv,
                     x->qkv + C, x->qkv + 2 * C, x->att, a->B, a->T, c->n_head, c->n_head,
                     c->head_dim, 3 * C, 3 * C, 3 * C);
     linear_bwd(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, x->h1, 0.0f);
-    if (need_dx)
+    if (need_dx) {
         k_layernorm_bwd(a->dres, a->dnarrow, x->res, x->m1, x->r1, b->ln1_w, N, C);
+        norm_bwd_w(ps, b->ln1_w, b->ln1_b, a->dnarrow, x->res, x->m1, x->r1);
+    }
 }
 
 /* The Llama q, k, v of a layer: separate row blocks of x->qkv (or of a->dqkv). */
@@ -392,6 +427,7 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
     linear_bwd(ps, &b->lin[4], a->dnarrow, a->dwide, x->h2, 0.0f);
     linear_bwd(ps, &b->lin[5], a->dnarrow, a->dup, x->h2, 1.0f);
     k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
+    norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2);
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
     linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->ao, 0.0f);
     k_attention_bwd(dq, dk, dv, a->datt, a->dwide, q, k, v, x->att, a->B, a->T, H, Hk, D, H * D,
@@ -402,13 +438,18 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
     linear_bwd(ps, &b->lin[0], dh, dq, x->h1, 0.0f);
     linear_bwd(ps, &b->lin[1], dh, dk, x->h1, 1.0f);
     linear_bwd(ps, &b->lin[2], dh, dv, x->h1, 1.0f);
-    if (need_dx)
+    if (need_dx) {
         k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
+        norm_bwd_w(ps, b->ln1_w, NULL, a->dnarrow, x->res, NULL, x->r1);
+    }
 }
 
-/* Lowest layer holding an adapted linear map (n_layer when none). */
+/* Lowest layer holding an adapted linear map (n_layer when none); 0 when
+ * full fine-tuning trains the model's weights. */
 static int lowest_adapted(const model *m)
 {
+    if (m->trained)
+        return 0;
     int nl = model_n_linears(&m->cfg);
     for (int l = 0; l < m->cfg.n_layer; l++)
         for (int s = 0; s < nl; s++)
@@ -451,15 +492,20 @@ static void final_norm_fwd(const model *m, model_acts *a, const float *x, int ro
         k_layernorm_fwd(a->hf, a->mf, a->rf, x, m->lnf_w, m->lnf_b, rows, c->n_embd, c->eps);
 }
 
-/* a->dres += the final norm's backward of a->dnarrow. */
-static void final_norm_bwd(const model *m, model_acts *a)
+/* a->dres += the final norm's backward of a->dnarrow (and its own
+ * gradients when trained). */
+static void final_norm_bwd(const pass *ps)
 {
+    const model *m = ps->m;
+    model_acts *a = ps->a;
     const model_config *c = &m->cfg;
-    if (c->arch == ARCH_LLAMA)
+    int llama = c->arch == ARCH_LLAMA;
+    if (llama)
         k_rmsnorm_bwd(a->dres, a->dnarrow, a->res_out, a->rf, m->lnf_w, a->N, c->n_embd);
     else
         k_layernorm_bwd(a->dres, a->dnarrow, a->res_out, a->mf, a->rf, m->lnf_w, a->N,
                         c->n_embd);
+    norm_bwd_w(ps, m->lnf_w, m->lnf_b, a->dnarrow, a->res_out, llama ? NULL : a->mf, a->rf);
 }
 
 /* The summed cross-entropy of the head over a->hf, and with dx its gradient
@@ -499,13 +545,15 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     double loss = head_xent(&ps, a->dnarrow, tgt);
     double t1 = clock_now();
     memset(a->dres, 0, (size_t)N * C * sizeof(float));
-    final_norm_bwd(m, a);
+    final_norm_bwd(&ps);
     int lo = lowest_adapted(m);
     for (int l = nl - 1; l >= lo; l--) {
+        /* trained weights: layer 0's norm gradients need its dx pass */
+        int need_dx = l > lo || m->trained;
         if (c->arch == ARCH_LLAMA)
-            llama_block_bwd(&ps, l, l > lo);
+            llama_block_bwd(&ps, l, need_dx);
         else
-            gpt2_block_bwd(&ps, l, l > lo);
+            gpt2_block_bwd(&ps, l, need_dx);
     }
     a->t_fwd = t1 - t0, a->t_bwd = clock_now() - t1;
     return a->failed ? NAN : loss;

@@ -10,6 +10,7 @@
 #include "dataset.h"
 #include "file.h"
 #include "flags.h"
+#include "full.h"
 #include "lora.h"
 #include "model_bf16.h"
 
@@ -88,6 +89,25 @@ static int cross_checks(train_config *t, pl_err *e)
     return resume_target(t, e);
 }
 
+/* --full trains the model's own weights: the adapter's flags have no
+ * meaning there and are refused when given, as is --compute bf16 (auto
+ * then decides fp32). */
+static int full_checks(train_config *t, const fl_spec *specs, pl_err *e)
+{
+    static const char *const adapter_flags[] = {"rank", "alpha", "rslora", "dropout",
+                                                "targets", "init-adapter", NULL};
+    if (!t->full)
+        return t->full_include ? pl_errf(e, "--full-include: needs --full") : 0;
+    for (int i = 0; adapter_flags[i]; i++)
+        if (fl_seen(specs, adapter_flags[i]))
+            return pl_errf(e, "--%s: an adapter flag, not used with --full", adapter_flags[i]);
+    if (!strcmp(t->compute, "bf16"))
+        return pl_errf(e, "--compute bf16: --full trains in fp32 only");
+    if (!t->full_include)
+        t->full_include = "";
+    return full_include_parse(t->full_include, &t->full_bits, e);
+}
+
 int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
 {
     defaults(t);
@@ -112,6 +132,10 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
          .help = "modules to adapt, PEFT names (c_attn)"},
         {.name = "rslora", .type = FL_BOOL, .dst = &t->rslora,
          .help = "scale alpha/sqrt(r) instead of alpha/r"},
+        {.name = "full", .type = FL_BOOL, .dst = &t->full,
+         .help = "full fine-tuning: train every weight matrix, no adapter"},
+        {.name = "full-include", .type = FL_STR, .dst = &t->full_include,
+         .help = "with --full, also train: biases,norms"},
         {.name = "batch", .type = FL_INT, .dst = &t->batch,
          .help = "sequences per worker per step (4)", .min = 1, .max = 1 << 20},
         {.name = "seq", .type = FL_INT, .dst = &t->seq,
@@ -180,7 +204,11 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
     t->shuffle = shuffle ? 1 : no_shuffle ? 0 : -1;
     if (t->epochs && fl_seen(specs, "steps"))
         return pl_errf(e, "--epochs: give --steps or --epochs, not both");
-    return cross_checks(t, e);
+    if (full_checks(t, specs, e) != 0 || cross_checks(t, e) != 0)
+        return -1;
+    if (t->full)
+        t->compute_mode = MODEL_FP32;   /* --compute auto decides fp32 */
+    return 0;
 }
 
 /* The shortest %g text that reads back as the same float (2e-4, not
@@ -210,6 +238,7 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--rslora", "%d", t->rslora);
     KV("--dropout", "%s", fmt_float(f, sizeof f, t->dropout));
     KV("--targets", "%s", t->targets);
+    KV("--full", "%s", t->full ? (t->full_include[0] ? t->full_include : "on") : "off");
     KV("--batch", "%ld", t->batch);
     KV("--seq", "%ld", t->seq);
     KV("--steps", "%ld", t->steps);
@@ -265,6 +294,9 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     cJSON_AddNumberToObject(f, "dropout", t->dropout);
     cJSON_AddStringToObject(f, "targets", t->targets);
     cJSON_AddBoolToObject(f, "rslora", t->rslora);
+    cJSON_AddBoolToObject(f, "full", t->full);
+    if (t->full)
+        cJSON_AddStringToObject(f, "full_include", t->full_include);
     cJSON_AddNumberToObject(f, "batch", t->batch);
     cJSON_AddNumberToObject(f, "seq", t->seq);
     cJSON_AddNumberToObject(f, "steps", t->steps);
@@ -353,4 +385,11 @@ int trainconf_adapter(const train_config *t, const model_config *c, lora_layout 
     }
     lora_init_params(L, *params, (unsigned long long)t->seed);
     return 0;
+}
+
+int trainconf_trained(const train_config *t, model *m, lora_layout *L, float **params, pl_err *e)
+{
+    if (t->full)
+        return full_layout_build(L, m, t->full_bits, params, e);
+    return trainconf_adapter(t, &m->cfg, L, params, e);
 }

@@ -24,6 +24,9 @@ typedef struct {
     int shuffle;        /* -1 default (on for sample data), 0 --no-shuffle, 1 --shuffle */
     int pack;           /* --pack: samples concatenated into full rows */
     int eval_every_given;
+    int full;                     /* --full: train the model's weights (full.h) */
+    const char *full_include;     /* --full-include: biases, norms ("") */
+    unsigned full_bits;           /* ... parsed (FULL_*) */
     model_compute compute_mode;   /* --compute as decided on this rank (auto: bf16 only with AMX) */
     sync_mode sync;
     opt_config opt;
@@ -64,5 +67,11 @@ struct model_config_s;
  * from --seed.  *params (malloc'd) may be NULL when only the layout is wanted. */
 int trainconf_adapter(const train_config *t, const struct model_config_s *c,
                       struct lora_layout_s *L, float **params, pl_err *e);
+
+/* What the run trains: the adapter (trainconf_adapter), or with --full the
+ * model's own weights, laid out on m (full.h; m's weights are not attached
+ * here).  *params (malloc'd) holds the initial values. */
+int trainconf_trained(const train_config *t, model *m, struct lora_layout_s *L, float **params,
+                      pl_err *e);
 
 #endif
