@@ -46,7 +46,9 @@ int cmd_train(int argc, char **argv)
     omp_set_num_threads(threads_per_rank(&t, MPI_COMM_WORLD));
     /* every rank counts the epoch the same way (servers need --steps too) */
     int workers = world == 1 ? 1 : world - (int)t.servers;
-    if (trainconf_resolve_data(&t, workers, &e) != 0)
+    if (trainconf_set_workers(&t, workers, &e) != 0)
+        rc = rank == 0 ? cli_fail("train", e.msg, 2) : 2;   /* a usage error, as G is a flag */
+    else if (trainconf_resolve_data(&t, workers, &e) != 0)
         rc = rank == 0 ? cli_fail("train", e.msg, 1) : 1;
     else if (world == 1)
         rc = train_local(&t);

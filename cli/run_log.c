@@ -122,7 +122,8 @@ int run_fingerprint(run_fp *f, const train_config *t, const model *m, const lora
 {
     memset(f, 0, sizeof *f);
     msg_hello_init(&f->h, 0, 1);
-    if (fp_build(&f->h, t, m, L, e) != 0 || msg_hello_addf(&f->h, e, "workers", "%d", workers)) {
+    if (fp_build(&f->h, t, m, L, e) != 0 ||
+        (trainconf_fixes_workers(t) && msg_hello_addf(&f->h, e, "workers", "%d", workers))) {
         run_fingerprint_free(f);
         return -1;
     }

@@ -138,6 +138,9 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
          .help = "with --full, also train: biases,norms"},
         {.name = "batch", .type = FL_INT, .dst = &t->batch,
          .help = "sequences per worker per step (4)", .min = 1, .max = 1 << 20},
+        {.name = "global-batch", .type = FL_INT, .dst = &t->global_batch,
+         .help = "sequences per step over all workers, instead of --batch", .min = 1,
+         .max = 1 << 30},
         {.name = "seq", .type = FL_INT, .dst = &t->seq,
          .help = "tokens per sequence (64)", .min = 1, .max = 1 << 20},
         {.name = "steps", .type = FL_INT, .dst = &t->steps,
@@ -202,6 +205,8 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
     if (shuffle && no_shuffle)
         return pl_errf(e, "--shuffle: contradicts --no-shuffle");
     t->shuffle = shuffle ? 1 : no_shuffle ? 0 : -1;
+    if (t->global_batch && fl_seen(specs, "batch"))
+        return pl_errf(e, "--global-batch: give --batch or --global-batch, not both");
     if (t->epochs && fl_seen(specs, "steps"))
         return pl_errf(e, "--epochs: give --steps or --epochs, not both");
     if (full_checks(t, specs, e) != 0 || cross_checks(t, e) != 0)
@@ -239,7 +244,11 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--dropout", "%s", fmt_float(f, sizeof f, t->dropout));
     KV("--targets", "%s", t->targets);
     KV("--full", "%s", t->full ? (t->full_include[0] ? t->full_include : "on") : "off");
-    KV("--batch", "%ld", t->batch);
+    if (t->global_batch) {   /* the data order and the result depend on G, not on W */
+        KV("--global-batch", "%ld", t->global_batch);
+    } else {
+        KV("--batch", "%ld", t->batch);
+    }
     KV("--seq", "%ld", t->seq);
     KV("--steps", "%ld", t->steps);
     KV("--epochs", "%ld", t->epochs);
@@ -298,6 +307,8 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     if (t->full)
         cJSON_AddStringToObject(f, "full_include", t->full_include);
     cJSON_AddNumberToObject(f, "batch", t->batch);
+    if (t->global_batch)
+        cJSON_AddNumberToObject(f, "global_batch", t->global_batch);
     cJSON_AddNumberToObject(f, "seq", t->seq);
     cJSON_AddNumberToObject(f, "steps", t->steps);
     cJSON_AddNumberToObject(f, "epochs", t->epochs);
@@ -327,6 +338,22 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     int rc = pl_write_atomic(path, s, strlen(s), e);
     free(s);
     return rc;
+}
+
+int trainconf_set_workers(train_config *t, int n_workers, pl_err *e)
+{
+    if (!t->global_batch)
+        return 0;
+    if (n_workers < 1 || t->global_batch % n_workers != 0)
+        return pl_errf(e, "--global-batch: %ld sequences do not divide among %d workers",
+                       t->global_batch, n_workers);
+    t->batch = t->global_batch / n_workers;
+    return 0;
+}
+
+int trainconf_fixes_workers(const train_config *t)
+{
+    return !t->global_batch || t->dropout > 0;
 }
 
 int trainconf_resolve_data(train_config *t, int n_workers, pl_err *e)

@@ -17,6 +17,8 @@ typedef struct {
     const char *sync_name, *optimizer, *schedule, *compute;
     long rank, batch, seq, steps, seed, servers, staleness, checkpoint_every, eval_every,
         eval_batches, threads, log_every, keep_checkpoints, max_skips, timeout;
+    long global_batch;  /* --global-batch G: sequences per step over all workers, each of
+                         * W takes G/W (trainconf_set_workers); 0: W x --batch */
     long epochs;        /* --epochs E (0: --steps counts); steps = ceil(E*N / (W*B)) */
     unsigned long epoch_entries;   /* N: entries of one epoch (trainconf_resolve_data) */
     float alpha, dropout;
@@ -36,6 +38,16 @@ typedef struct {
  * done).  Returns 0, 1 for --help, -1 on a usage error (message in e). */
 int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e);
 
+/* With --global-batch G: batch = G / n_workers, a usage error (-1) when W
+ * does not divide G.  Without it, nothing to do.  Every rank calls it once
+ * the world size is known, before trainconf_resolve_data. */
+int trainconf_set_workers(train_config *t, int n_workers, pl_err *e);
+
+/* 1 when the result depends on the worker count, so that a resume must keep
+ * it: without --global-batch (each worker reads --batch), or with dropout
+ * (each worker draws its mask from its own index). */
+int trainconf_fixes_workers(const train_config *t);
+
 /* Opens --data (tokens not checked: the workers do) to count the entries
  * of an epoch (epoch_entries, dataset.h) and, with --epochs E, sets
  * steps = ceil(E*N / (n_workers*batch)): every entry of the E epochs is
@@ -50,7 +62,8 @@ double trainconf_epoch(const train_config *t, long done, int n_workers);
 int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][256], int max);
 
 /* 1 for the fingerprint keys a resumed run may change (--steps, --servers,
- * --resume); the cadence flags (--checkpoint-every, --eval-every, --log-every,
+ * --resume); with --global-batch the fingerprint holds G instead of --batch,
+ * and the worker count only when trainconf_fixes_workers; the cadence flags (--checkpoint-every, --eval-every, --log-every,
  * --keep-checkpoints, --timeout, --max-skips, --threads) are not in the
  * fingerprint at all.  Everything else in it fixes the result. */
 int trainconf_resume_may_change(const char *key);
