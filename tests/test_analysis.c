@@ -422,8 +422,10 @@ static void test_read_adapters(void **state)
     assert_int_equal(st_write(p, ent, 1, NULL, NULL, 0, &e), 0);
     assert_int_equal(ar_load(&x, d2, &e), -1);
     assert_non_null(strstr(e.msg, "base_model.model.x.lora_B.weight missing"));
-    /* A of another r than the config's */
+    /* A of another r than the config's (its own buffer: R + 1 rows) */
+    float A3[(R + 1) * IN] = {0};
     ent[0].shape[0] = R + 1;
+    ent[0].data = A3;
     assert_int_equal(st_write(p, ent, 1, NULL, NULL, 0, &e), 0);
     assert_int_equal(ar_load(&x, d2, &e), -1);
     assert_non_null(strstr(e.msg, "is not [r, in] for r = 2"));
