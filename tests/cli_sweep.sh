@@ -22,6 +22,15 @@ col() {
   awk -F, -v r="$1" -v w="$2" -v c="$3" 'NR > 1 && $1 == r && $2 == w { print $c }' "$CSV"
 }
 
+# last_metric FILE KEY: KEY's value in the last line of a metrics.jsonl that has it.
+last_metric() {
+  grep "\"$2\":" "$1" | tail -n 1 | sed -n "s/.*\"$2\":[ ]*\([-0-9.eE+]*\).*/\1/p"
+}
+# near A B: two numbers agree within 1e-3 (B not empty).
+near() {
+  awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; exit !(b != "" && d < 1e-3 && d > -1e-3) }'
+}
+
 # refused WANT ARGS...: the sweep exits 2 and names WANT on stderr.
 refused() {
   local want=$1 rc=0
@@ -86,12 +95,11 @@ for r in 1 4; do
     m=$OUT/runs/r$r-w$w/metrics.jsonl
     [[ -s $m ]] || fail "no $m"
     last_loss=$(grep '"type":[ ]*"step"' "$m" | tail -n 1 | sed -n 's/.*"loss":[ ]*\([-0-9.eE+]*\).*/\1/p')
-    last_val=$(grep '"val_loss"' "$m" | tail -n 1 | sed -n 's/.*"val_loss":[ ]*\([-0-9.eE+]*\).*/\1/p')
+    last_val=$(last_metric "$m" val_loss)
     for pair in "$(col $r $w 6):$last_loss:loss" "$(col $r $w 7):$last_val:val_loss"; do
       IFS=: read -r a b what <<<"$pair"
       [[ -n $b ]] || fail "r$r-w$w: no $what in $m"
-      awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; exit !(d < 1e-3 && d > -1e-3) }' ||
-        fail "r$r-w$w: CSV $what $a, metrics.jsonl $b"
+      near "$a" "$b" || fail "r$r-w$w: CSV $what $a, metrics.jsonl $b"
     done
   done
 done
@@ -188,8 +196,8 @@ for m in "lora 2 1 r2-w1-s1" "lora 4 2 r4-w1-s2" "full - 1 full-w1-s1"; do
   read -r mode r s name <<<"$m"
   [[ $r == - ]] && r=""
   m=$X/runs/$name/metrics.jsonl
-  last_val=$(grep '"val_loss"' "$m" | tail -n 1 | sed -n 's/.*"val_loss":[ ]*\([-0-9.eE+]*\).*/\1/p')
-  awk -v a="$(xcol "$mode" "$r" "$s" 7)" -v b="$last_val" 'BEGIN { d = a - b; exit !(b != "" && d < 1e-3 && d > -1e-3) }' ||
+  last_val=$(last_metric "$m" val_loss)
+  near "$(xcol "$mode" "$r" "$s" 7)" "$last_val" ||
     fail "$name: CSV val_loss $(xcol "$mode" "$r" "$s" 7), metrics.jsonl $last_val"
 done
 
