@@ -6,7 +6,10 @@
 #
 # Variables (set with -e before the script):
 #   csv       the sweep CSV (required): rank,workers,adapter_params,
-#             bytes_per_step,tokens_per_s,train_loss,val_loss
+#             bytes_per_step,tokens_per_s,train_loss,val_loss[,seed,mode]
+#             (an experiment's CSV has seed and mode lora|full: one line per
+#             worker count and seed, the full fine-tuning run as a dashed
+#             horizontal line, throughput for the first seed only)
 #   outdir    where the PNGs go (default: the CSV's directory)
 #   plotrank  draw tokens/s vs workers for this rank only (default: every rank)
 #   loss      val_loss (default) or train_loss: the loss drawn against rank
@@ -26,8 +29,24 @@ losslabel = (loss eq "train_loss") ? "final training loss" : "final validation l
 
 # The distinct values of a column, ascending, as a gnuplot word list.
 distinct(col) = system(sprintf("awk -F, 'NR > 1 && $%d != \"\" { print $%d }' '%s' | sort -un | tr '\\n' ' '", col, col, csv))
-# The rows whose column col equals val, sorted by column by: a "< command" file name.
-rows(col, val, by) = sprintf("< awk -F, 'NR > 1 && $%d == %s' '%s' | sort -t, -k%d,%dn", col, val, csv, by, by)
+ncols = int(system(sprintf("head -n 1 '%s' | awk -F, '{ print NF }'", csv)))
+# The seeds of an experiment's CSV; "-" (no filter) for a plain sweep's.
+seeds = (ncols >= 9) ? distinct(8) : "-"
+seed1 = word(seeds, 1)
+# LoRA rows (rank set) of seed s ("-": any): an awk condition.
+lora(s) = sprintf("$1 != \"\" && (\"%s\" == \"-\" || $8 == \"%s\")", s, s)
+# The LoRA rows of seed seed1 whose column col equals val, sorted by column by:
+# a "< command" file name.
+rows(col, val, by) = sprintf("< awk -F, 'NR > 1 && %s && $%d == %s' '%s' | sort -t, -k%d,%dn", lora(seed1), col, val, csv, by, by)
+# The LoRA rows of w workers and seed s, sorted by rank.
+wsrows(w, s) = sprintf("< awk -F, 'NR > 1 && %s && $2 == %s' '%s' | sort -t, -k1,1n", lora(s), w, csv)
+wstitle(w, s) = sprintf("%s worker%s%s", w, w eq "1" ? "" : "s", s eq "-" ? "" : ", seed " . s)
+# Column col of the full fine-tuning row ("" when there is none).
+fullcol(col) = system(sprintf("awk -F, 'NR > 1 && $9 == \"full\" { print $%d; exit }' '%s'", col, csv))
+# ", VALUE with lines ... title '...'" for the plot command, or "".
+fullline(col, what) = (fullcol(col) eq "" ? "" : \
+  sprintf(", %s with lines dt 2 lw 2 lc rgb 'black' title 'full fine-tuning (%s worker%s), %s'", \
+          fullcol(col), fullcol(2), fullcol(2) eq "1" ? "" : "s", what))
 
 ranks = distinct(1)
 workers = distinct(2)
@@ -53,8 +72,9 @@ set xlabel "LoRA rank r"
 set ylabel losslabel
 set format x "%g"
 set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05
-plot for [w in workers] rows(2, w, 1) using 1:losscol with linespoints lw 2 \
-     title sprintf("%s worker%s", w, w eq "1" ? "" : "s")
+fullplot = fullline(losscol, sprintf("%s", fullcol(losscol)))
+plot for [w in workers] for [s in seeds] wsrows(w, s) using 1:losscol with linespoints lw 2 \
+     title wstitle(w, s) @fullplot
 
 # 2. Bytes moved per step (gradients pushed + adapters pulled) against rank:
 #    proportional to r, so a line of slope 1 on log-log axes.
@@ -64,8 +84,10 @@ set logscale y 10
 set offsets graph 0.05, graph 0.05, 0, 0
 set ylabel "bytes per step (push + pull, all ranks)"
 set format y "%.0s %cB"
-plot for [w in workers] rows(2, w, 1) using 1:4 with linespoints lw 2 \
-     title sprintf("%s worker%s", w, w eq "1" ? "" : "s")
+set key bottom right box opaque
+fullplot = fullline(4, sprintf("%s bytes", fullcol(4)))
+plot for [w in workers] for [s in seeds] wsrows(w, s) using 1:4 with linespoints lw 2 \
+     title wstitle(w, s) @fullplot
 
 # 3. Throughput against worker count, one line per rank.
 set output outdir . "/tokens_per_s_vs_workers.png"
