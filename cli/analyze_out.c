@@ -261,7 +261,7 @@ static void az_plot_script(FILE *g, const char *dat, const char *png, const char
     fprintf(g, "set output '%s'\nset multiplot layout 1,2 title '%s: %s (i) vs %s (j)' noenhanced\n",
              png, name, run->s[0].dir, run->s[1].dir);
     fprintf(g, "set cbrange [0:1]\nset palette defined (0 'white', 0.5 'orange', 1 'dark-red')\n"
-               "set xlabel 'j'\nset ylabel 'i'\nset size ratio -1\nset xtics 1\nset ytics 1\n");
+               "set xlabel 'j'\nset ylabel 'i'\nset size ratio -1\n");
     const char *titles[2] = {"phi over A's right-singular vectors",
                              "phi_left over dW's left-singular vectors"};
     for (int k = 0; k < 2; k++)
