@@ -67,6 +67,10 @@ stop_all() {
     kill -9 "$p" 2>/dev/null || true
   done
 }
+# One Slurm of this test at a time on this machine (fixed ports): a second
+# run waits here instead of failing on the first one's daemons.
+exec {LOCK_FD}>"${TMPDIR:-/tmp}/pslora-slurm-test.lock"
+flock -w 900 "$LOCK_FD" || fail "another cli_slurm kept ${TMPDIR:-/tmp}/pslora-slurm-test.lock for 900 s"
 trap stop_all EXIT
 runuser -u munge -- munged --force --socket="$D/munge/munge.sock" --key-file="$D/munge/munge.key" \
   --pid-file="$D/munge/munged.pid" --log-file="$D/munge/munged.log" --seed-file="$D/munge/munged.seed" \

@@ -45,6 +45,12 @@ nn_up() {
   ((NN_NET >= 1 && NN_NET <= 254 && NN_N >= 1 && NN_N <= 20)) || nn_fail "nn_up: net $NN_NET, $NN_N hosts"
   NN_BR=pl${NN_TAG}br NN_SUBNET=10.$NN_NET.0.0/24 NN_LAUNCHER=10.$NN_NET.0.1
   NN_MAP=${SCRATCH:?}/netns.map
+  # One cluster of a tag at a time on this machine: a second run (another
+  # build's ctest, say) waits here instead of tearing this one down (two
+  # runs at once broke each other's namespaces).  The lock goes with the
+  # test's process and the hosts' processes nn_down ends.
+  exec {NN_LOCK_FD}>"${TMPDIR:-/tmp}/pslora-netns-$NN_TAG.lock"
+  flock -w 900 "$NN_LOCK_FD" || nn_fail "nn_up: another run kept the '$NN_TAG' cluster for 900 s (${TMPDIR:-/tmp}/pslora-netns-$NN_TAG.lock)"
   trap nn_down EXIT
   nn_down   # what a killed earlier run may have left
   ip link add "$NN_BR" type bridge || nn_fail "cannot create bridge $NN_BR"
