@@ -401,6 +401,8 @@ typedef struct {
 /* Appends n ids to the result, growing it by half again when full. */
 static int te_append(uint32_t **ids, size_t *n, size_t *cap, const uint32_t *v, size_t k)
 {
+    if (k == 0)
+        return 0;   /* *ids may still be NULL: NULL + 0 is undefined */
     if (*n + k > *cap) {
         size_t c = *cap + *cap / 2 > *n + k ? *cap + *cap / 2 : *n + k + 1024;
         uint32_t *p = realloc(*ids, c * sizeof *p);

@@ -13,7 +13,7 @@ static void tok_trie_add(tok_trie *t, const char *s, size_t n, int32_t tok)
     if (t->n_nodes == 0) {
         t->term = tok_xrealloc(NULL, sizeof *t->term);
         t->term[0] = -1;
-        t->n_nodes = 1;
+        t->n_nodes = t->cap_nodes = 1;
     }
     uint32_t node = 0;
     for (size_t i = 0; i < n; i++) {
@@ -24,7 +24,10 @@ static void tok_trie_add(tok_trie *t, const char *s, size_t n, int32_t tok)
             continue;
         }
         uint32_t child = (uint32_t)t->n_nodes++;
-        t->term = tok_xrealloc(t->term, t->n_nodes * sizeof *t->term);
+        if (t->n_nodes > t->cap_nodes) {   /* doubling, not a realloc per node */
+            t->cap_nodes = 2 * t->n_nodes;
+            t->term = tok_xrealloc(t->term, t->cap_nodes * sizeof *t->term);
+        }
         t->term[child] = -1;
         tok_pairmap_put(&t->edge, node, c, 0, child);
         node = child;

@@ -26,7 +26,7 @@ typedef struct {
 typedef struct {
     tok_pairmap edge;       /* (node, byte) -> child node in .id */
     int32_t *term;          /* node -> token index ending here, -1 */
-    size_t n_nodes;
+    size_t n_nodes, cap_nodes;
     uint8_t first[256];     /* bytes that start some token */
     int empty;              /* no token of this kind */
 } tok_trie;

@@ -8,8 +8,14 @@ void tok_vocab_add(tok_vocab *v, const char *s, size_t n, uint32_t id)
 {
     if (id >= v->size) {
         uint32_t size = id + 1;
-        v->off = tok_xrealloc(v->off, size * sizeof *v->off);
-        v->len = tok_xrealloc(v->len, size * sizeof *v->len);
+        if (size > v->cap) {   /* doubling: a realloc per id was quadratic (minutes under ASan) */
+            uint32_t cap = v->cap ? v->cap : 256;
+            while (cap < size)
+                cap *= 2;
+            v->off = tok_xrealloc(v->off, cap * sizeof *v->off);
+            v->len = tok_xrealloc(v->len, cap * sizeof *v->len);
+            v->cap = cap;
+        }
         for (uint32_t i = v->size; i < size; i++) {
             v->off[i] = SIZE_MAX;
             v->len[i] = 0;

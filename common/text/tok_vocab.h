@@ -15,6 +15,7 @@ typedef struct {
     size_t *off;      /* id -> offset of its string in map.keys, SIZE_MAX for a hole */
     uint32_t *len;
     uint32_t size;    /* largest id + 1 */
+    uint32_t cap;     /* entries allocated in off/len (doubling: ids come one by one) */
     uint32_t count;   /* number of distinct strings */
     size_t max_len;   /* longest token in bytes */
 } tok_vocab;
