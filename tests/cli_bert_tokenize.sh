@@ -10,14 +10,8 @@
 # labels are the JSON's.  A file of single texts only (no segment mask in the
 # sidecar) reads as all-0 token types, as the peer's.
 source "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-HF="$HERE/peers/hf_encode.js"
-GET="bash tests/peers/fetch.sh ${PSLORA_PEERS:-build/peers}"
-P=${PSLORA_PEERS:-}
-command -v node >/dev/null || fail "node not found: install nodejs and npm, then run: $GET"
-for f in hf-tokenizers/package.json bert-base-uncased/tokenizer.json bert-legacy/vocab.txt; do
-  [ -n "$P" ] && [ -f "$P/$f" ] || fail "test peer file '${P:-\$PSLORA_PEERS}/$f' missing: run $GET"
-done
+need_peers hf-tokenizers/package.json bert-base-uncased/tokenizer.json bert-legacy/vocab.txt
+P=$PEERS
 
 # JSON written by hand: literal UTF-8 and \u escapes (a surrogate pair too).
 cat > cls.jsonl <<'JSON'
@@ -69,7 +63,7 @@ PY
 
 # The peer misses CJK ideographs beyond U+FFFF (hf_encode.js --bert-astral-cjk).
 for f in cls single; do
-  PSLORA_PEERS=$P node "$HF" --jsonl --bert-astral-cjk "$P/bert-base-uncased" $f.jsonl > peer-$f.txt ||
+  node "$HF" --jsonl --bert-astral-cjk "$P/bert-base-uncased" $f.jsonl > peer-$f.txt ||
     fail "the peer failed on $f.jsonl"
 done
 [ "$(wc -l < peer-cls.txt)" = 13 ] || fail "the peer gave $(wc -l < peer-cls.txt) samples for 13 lines"
