@@ -3,6 +3,7 @@
 set -euo pipefail
 : "${PSLORA:?}" "${SCRATCH:?}"
 MPIEXEC=${MPIEXEC:-mpiexec}
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)   # before the cd below
 rm -rf "$SCRATCH" && mkdir -p "$SCRATCH" && cd "$SCRATCH"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -94,7 +95,7 @@ killed_mid_run() {
 need_peers() {
   local get="bash tests/peers/fetch.sh ${PSLORA_PEERS:-build/peers}" f
   PEERS=${PSLORA_PEERS:-}
-  HF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/peers/hf_encode.js"
+  HF="$TESTS_DIR/peers/hf_encode.js"
   command -v node >/dev/null || fail "node not found: install nodejs and npm, then run: $get"
   for f in "$@"; do
     [ -n "$PEERS" ] && [ -f "$PEERS/$f" ] || fail "test peer file '${PEERS:-\$PSLORA_PEERS}/$f' missing: run $get"
