@@ -146,11 +146,18 @@ VEC static double row_sqdev(const float *x, float m, int n)
 }
 
 /* In place on x[0..n): x = exp(x - m); returns the sum of the new values. */
-VEC static double row_exp(float *x, float m, int n)
+/* x[j] = exp(x[j] - m) */
+VEC static void row_exp_shift(float *x, float m, int n)
 {
 #pragma omp simd
     for (int j = 0; j < n; j++)
         x[j] = vexp(x[j] - m);
+}
+
+/* The same, returning the sum of the new x. */
+VEC static double row_exp(float *x, float m, int n)
+{
+    row_exp_shift(x, m, n);
     return row_dot(x, NULL, n);
 }
 
@@ -691,8 +698,7 @@ static void xent_slice_dw(float *dE, float *L, const float *x, const float *E, c
                 memset(row, 0, (size_t)n * sizeof *row);
                 continue;
             }
-            for (int j = 0; j < n; j++)
-                row[j] = (float)exp((double)row[j] - lse[i]);
+            row_exp_shift(row, (float)lse[i], n);   /* softmax, lse rounded to float */
             if (tgt[i] >= t0 && tgt[i] < t0 + n)
                 row[tgt[i] - t0] -= 1.0f;
         }
