@@ -66,6 +66,12 @@ done
 for m in model:35712 untied:43904; do
   got=$(sed -nE 's/.*trained_params ([0-9]+).*/\1/p' e2-${m%:*}.txt)
   [ "$got" = "${m#*:}" ] || fail "${m%:*}: trained_params $got, expected ${m#*:}"
+  for f in bytes_pushed bytes_pulled; do   # all of it, each way, by both workers
+    for v in $(json_field e2-${m%:*}/metrics.jsonl step $f); do
+      awk -v v="$v" -v p="$((got * 4))" 'BEGIN { exit !(v >= 2*p && v <= 2*p*1.01) }' \
+        || fail "${m%:*}: $f $v vs 2 x $((got * 4))"
+    done
+  done
 done
 python3 - e1-model model e1-untied untied <<'PY' || fail "embeddings in the output models"
 import json, struct, sys
@@ -89,7 +95,7 @@ assert uout['lm_head.weight'] != uout['transformer.wte.weight']
 assert tied(sys.argv[3]) is False, "untied output says tied"
 PY
 "$PSLORA" eval --model e1-model --data data_val.bin --seq 32 > eval-e.txt 2>&1 || fail "eval of the embeddings output: $(cat eval-e.txt)"
-ok "--full-include embeddings: wte, wpe (and an untied lm_head) trained; 2 workers x 4 == 1 x 8 tied and untied within 1e-5; tied output keeps one wte"
+ok "--full-include embeddings: wte, wpe (and an untied lm_head) trained; 2 workers x 4 == 1 x 8 tied and untied within 1e-5; bytes per step = the trained floats x 4 x 2 workers; tied output keeps one wte"
 
 # bytes per step: the trained floats x 4 x 2 workers, each way
 params=$(sed -nE 's/.*trained_params ([0-9]+).*/\1/p' w2.txt)
