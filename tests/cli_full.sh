@@ -6,8 +6,12 @@
 #    under 1% of message overhead; the summary's trained_params and mem/rank;
 #  - the output is a model directory `pslora eval --model` reads, and it
 #    differs from the base only in the trained tensors;
+#  - --full-include embeddings: wte and wpe trained (and an untied lm_head):
+#    2 workers x 4 == 1 x 8 for a tied and an untied GPT-2; the tied output
+#    has its trained wte and no lm_head, the untied one its own trained head;
 #  - SIGKILL mid-run, --resume: model.safetensors byte-identical to an
-#    uninterrupted run (one process and 2 servers + 2 workers), a Llama too;
+#    uninterrupted run (one process with norms and embeddings, 2 servers + 2
+#    workers, an untied Llama with embeddings);
 #  - bad flags: one line, exit 2.
 . "$(dirname "$0")/lib.sh"
 make_tiny
@@ -49,6 +53,49 @@ for k in a:
 PY
 "$PSLORA" eval --model ref --data data_val.bin --seq 32 > eval.txt 2>&1 || fail "eval of the output: $(cat eval.txt)"
 ok "output: a model directory; linears, biases, norms trained, embeddings frozen; eval reads it"
+
+# embeddings: a tied GPT-2 (model) and an untied one; 2 workers x 4 == 1 x 8
+"$PSLORA" init --layers 2 --dim 32 --heads 4 --vocab 256 --ctx 64 --seed 4 --untied --out untied >/dev/null
+for m in model untied; do
+  E="${T/--model model/--model $m} --full-include biases,norms,embeddings"
+  "$PSLORA" train $E --batch 8 --out e1-$m > e1-$m.txt 2>&1 || fail "embeddings $m: $(tail -3 e1-$m.txt)"
+  mpi -np 3 "$PSLORA" train $E --batch 4 --out e2-$m > e2-$m.txt 2>&1 || fail "embeddings $m np3: $(tail -3 e2-$m.txt)"
+  "$ADAPTER_DIFF" e1-$m e2-$m 1e-5 $m || fail "embeddings, $m: 2 workers x 4 != 1 x 8"
+done
+# 25472 + wte 256x32 + wpe 64x32 (+ lm_head 256x32 untied)
+for m in model:35712 untied:43904; do
+  got=$(sed -nE 's/.*trained_params ([0-9]+).*/\1/p' e2-${m%:*}.txt)
+  [ "$got" = "${m#*:}" ] || fail "${m%:*}: trained_params $got, expected ${m#*:}"
+  for f in bytes_pushed bytes_pulled; do   # all of it, each way, by both workers
+    for v in $(json_field e2-${m%:*}/metrics.jsonl step $f); do
+      awk -v v="$v" -v p="$((got * 4))" 'BEGIN { exit !(v >= 2*p && v <= 2*p*1.01) }' \
+        || fail "${m%:*}: $f $v vs 2 x $((got * 4))"
+    done
+  done
+done
+python3 - e1-model model e1-untied untied <<'PY' || fail "embeddings in the output models"
+import json, struct, sys
+def load(p):
+    b = open(p + '/model.safetensors', 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop('__metadata__', None)
+    return {k: b[8 + n + v['data_offsets'][0]: 8 + n + v['data_offsets'][1]] for k, v in h.items()}
+def tied(p):
+    return json.load(open(p + '/config.json')).get('tie_word_embeddings', True)
+out, base, uout, ubase = (load(p) for p in sys.argv[1:5])
+# tied: the same keys as the base (no lm_head), every tensor trained, config still tied
+assert out.keys() == base.keys() and 'lm_head.weight' not in out, sorted(out)
+for k in out:
+    assert out[k] != base[k], k + " did not change"
+assert tied(sys.argv[1]) is True, "tied output lost tie_word_embeddings"
+# untied: its own trained head, not the wte
+assert uout.keys() == ubase.keys() and 'lm_head.weight' in uout, sorted(uout)
+for k in uout:
+    assert uout[k] != ubase[k], k + " did not change"
+assert uout['lm_head.weight'] != uout['transformer.wte.weight']
+assert tied(sys.argv[3]) is False, "untied output says tied"
+PY
+"$PSLORA" eval --model e1-model --data data_val.bin --seq 32 > eval-e.txt 2>&1 || fail "eval of the embeddings output: $(cat eval-e.txt)"
+ok "--full-include embeddings: wte, wpe (and an untied lm_head) trained; 2 workers x 4 == 1 x 8 tied and untied within 1e-5; bytes per step = the trained floats x 4 x 2 workers; tied output keeps one wte"
 
 # bytes per step: the trained floats x 4 x 2 workers, each way
 params=$(sed -nE 's/.*trained_params ([0-9]+).*/\1/p' w2.txt)
@@ -93,13 +140,13 @@ resume_case() {   # NAME SLOW_RANK FLAGS LAUNCH...
     || fail "$name (killed after step $at): model differs from the uninterrupted run"
   ok "$name: killed after step $at, resumed: model byte-identical"
 }
-resume_case local 0 "--full-include norms"
+resume_case local 0 "--full-include norms,embeddings"
 resume_case s2w2 2 "--servers 2" mpi -x PSLORA_TEST_SLOW_RANK -x PSLORA_TEST_SLOW_MS -np 4
-"$PSLORA" init --arch llama --layers 2 --dim 32 --heads 4 --kv-heads 2 --vocab 256 --ctx 64 --seed 5 --out llama-model >/dev/null
+"$PSLORA" init --arch llama --layers 2 --dim 32 --heads 4 --kv-heads 2 --vocab 256 --ctx 64 --seed 5 --untied --out llama-model >/dev/null
 R=${R/--model model/--model llama-model}
-resume_case llama 2 "" mpi -x PSLORA_TEST_SLOW_RANK -x PSLORA_TEST_SLOW_MS -np 3
+resume_case llama 2 "--full-include embeddings" mpi -x PSLORA_TEST_SLOW_RANK -x PSLORA_TEST_SLOW_MS -np 3
 # what --full trains is part of the run: a resume with other includes is refused
-expect_fail 1 '^pslora train: --resume: --full differs: the checkpoint .* has norms, this run has biases' \
+expect_fail 1 '^pslora train: --resume: --full differs: the checkpoint .* has norms,embeddings, this run has biases' \
   "$PSLORA" train ${R/--model llama-model/--model model} --full-include biases --resume local-ref
 
 # bad flags: one line, exit 2, no output
@@ -110,8 +157,6 @@ expect_fail 2 '^pslora train: --compute bf16: --full trains in fp32 only' \
   "$PSLORA" train $T --compute bf16 --out bad3
 expect_fail 2 '^pslora train: --full-include: needs --full' \
   "$PSLORA" train ${T/--full/} --full-include norms --out bad4
-expect_fail 2 "^pslora train: --full-include: expected biases and/or norms, got 'heads'" \
+expect_fail 2 "^pslora train: --full-include: expected biases, norms and/or embeddings, got 'heads'" \
   "$PSLORA" train $T --full-include norms,heads --out bad5
-expect_fail 2 '^pslora train: --full-include: embeddings are not trained yet' \
-  "$PSLORA" train $T --full-include embeddings --out bad6
-for d in bad1 bad2 bad3 bad4 bad5 bad6; do [ ! -e $d ] || fail "$d: a refused run left output"; done
+for d in bad1 bad2 bad3 bad4 bad5; do [ ! -e $d ] || fail "$d: a refused run left output"; done

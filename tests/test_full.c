@@ -1,9 +1,12 @@
 /* test_full.c - full fine-tuning (common/nn/full.h) against the float64
- * references: on a tiny GPT-2 and a tiny Llama (GQA, with biases), the
- * gradient of every trained weight -- the linear maps' matrices and biases
- * and the norms -- against central finite differences of the reference's
- * summed loss, and one SGD step of the server (--clip 0) against
- * p - lr * g / tokens with g from those finite differences. */
+ * references: on a tiny GPT-2 and a tiny Llama (GQA, with biases), each with
+ * a tied and an untied head, the gradient of every trained weight -- the
+ * linear maps' matrices and biases, the norms and the embeddings (wte, GPT-2's
+ * wpe, an untied lm_head; a tied wte's gradient is the head's plus the
+ * lookup's) -- against central finite differences of the reference's summed
+ * loss, and one SGD step of the server (--clip 0) against p - lr * g / tokens
+ * with g from those finite differences.  Without "embeddings" they stay
+ * frozen where the file has them, and a tied head follows a trained wte. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +29,14 @@ static int setup_gpt2(void **state)
     return 0;
 }
 
+static int setup_gpt2_untied(void **state)
+{
+    ref_config c = {.n_layer = 2, .n_embd = 8, .n_head = 2, .n_positions = 6, .vocab = 11,
+                    .eps = 1e-3, .untied = 1};
+    *state = rc_fixture_gpt2("full_gpt2_untied", &c, "c_attn", 1);
+    return 0;
+}
+
 static int setup_llama(void **state)
 {
     rl_config c = {.n_layer = 2, .hidden = 8, .n_head = 4, .n_kv_head = 2, .head_dim = 4,
@@ -35,11 +46,26 @@ static int setup_llama(void **state)
     return 0;
 }
 
+static int setup_llama_tied(void **state)
+{
+    rl_config c = {.n_layer = 2, .hidden = 8, .n_head = 4, .n_kv_head = 2, .head_dim = 4,
+                   .inter = 12, .vocab = 11, .max_pos = 16, .eps = 1e-5, .theta = 10.0,
+                   .untied = 0, .attn_bias = 0, .mlp_bias = 0};
+    *state = rc_fixture_llama("full_llama_tied", &c);
+    return 0;
+}
+
 /* The reference's array behind the model key `name`, or NULL. */
 static double *gpt2_weight(ref_gpt2 *r, const char *name)
 {
     int l, k;
     char what[32], tail[16];
+    if (!strcmp(name, "transformer.wte.weight"))
+        return r->wte;
+    if (!strcmp(name, "transformer.wpe.weight"))
+        return r->wpe;
+    if (!strcmp(name, "lm_head.weight"))
+        return r->lm_head;
     if (!strcmp(name, "transformer.ln_f.weight"))
         return r->lnf_w;
     if (!strcmp(name, "transformer.ln_f.bias"))
@@ -63,6 +89,10 @@ static double *llama_weight(ref_llama *r, const char *name)
 {
     int l;
     char tail[64];
+    if (!strcmp(name, "model.embed_tokens.weight"))
+        return r->embed;
+    if (!strcmp(name, "lm_head.weight"))
+        return r->lm_head;
     if (!strcmp(name, "model.norm.weight"))
         return r->norm;
     if (sscanf(name, "model.layers.%d.%63s", &l, tail) == 2) {
@@ -89,7 +119,8 @@ static double *ref_weight(rc_fixture *f, const char *name)
     return w;
 }
 
-/* A fresh copy of f's model with every linear, bias and norm trained. */
+/* A fresh copy of f's model with every linear, bias and norm trained, and
+ * the embeddings with FULL_EMBEDDINGS in include. */
 typedef struct {
     model m;
     lora_layout L;
@@ -97,12 +128,12 @@ typedef struct {
     model_acts *a;
 } full_run;
 
-static void full_open(rc_fixture *f, full_run *r)
+static void full_open(rc_fixture *f, full_run *r, unsigned include)
 {
     pl_err e = {{0}};
     if (model_load(&r->m, f->dir, &e) != 0)
         rc_fail_err(f->dir, &e);
-    if (full_layout_build(&r->L, &r->m, FULL_BIASES | FULL_NORMS, &r->p, &e) != 0)
+    if (full_layout_build(&r->L, &r->m, include, &r->p, &e) != 0)
         rc_fail_err("full_layout_build", &e);
     full_attach(r->L.full, &r->m, r->p);
     r->g = malloc(r->L.n_params * sizeof *r->g);
@@ -120,21 +151,28 @@ static void full_close(full_run *r)
 }
 
 /* The trained tensors a model of f has: every linear's matrix and bias,
- * every norm (GPT-2 LayerNorm weight and bias, Llama RMSNorm weight). */
-static int expected_tensors(const rc_fixture *f)
+ * every norm (GPT-2 LayerNorm weight and bias, Llama RMSNorm weight); with
+ * the embeddings wte (+ wpe for GPT-2) and an untied lm_head. */
+static int expected_tensors(const rc_fixture *f, int embeddings)
 {
-    if (!f->llama)
-        return f->ref.gpt2.cfg.n_layer * (4 * 2 + 4) + 2;
+    if (!f->llama) {
+        int emb = embeddings ? 2 + (f->ref.gpt2.lm_head != NULL) : 0;
+        return f->ref.gpt2.cfg.n_layer * (4 * 2 + 4) + 2 + emb;
+    }
     const rl_config *c = &f->ref.llama.cfg;
-    return c->n_layer * (RL_N_LIN + 4 * (c->attn_bias != 0) + 3 * (c->mlp_bias != 0) + 2) + 1;
+    int emb = embeddings ? 1 + (f->ref.llama.lm_head != NULL) : 0;
+    return c->n_layer * (RL_N_LIN + 4 * (c->attn_bias != 0) + 3 * (c->mlp_bias != 0) + 2) + 1 +
+           emb;
 }
+
+#define ALL (FULL_BIASES | FULL_NORMS | FULL_EMBEDDINGS)
 
 static void test_full_grad_fd(void **state)
 {
     rc_fixture *f = *state;
     full_run r;
-    full_open(f, &r);
-    assert_int_equal(r.L.full->n, expected_tensors(f));
+    full_open(f, &r, ALL);
+    assert_int_equal(r.L.full->n, expected_tensors(f, 1));
     double loss = model_loss_grad(&r.m, r.a, &r.L, r.p, r.g, f->inp, f->tgt, 0);
     double want = rc_ref_loss(f, NULL);
     if (!(fabs(loss - want) / fabs(want) < 1e-5))
@@ -161,7 +199,7 @@ static void test_full_sgd_step(void **state)
 {
     rc_fixture *f = *state;
     full_run r;
-    full_open(f, &r);
+    full_open(f, &r, ALL);
     train_config t = {0};
     opt_config_default(&t.opt);
     t.opt.kind = OPT_SGD, t.opt.lr = 0.5f, t.opt.clip = 0, t.opt.total_steps = 1;
@@ -198,16 +236,54 @@ static void test_full_sgd_step(void **state)
     free(r.p);
 }
 
+/* Where the embeddings live: without FULL_EMBEDDINGS wte (and wpe, and an
+ * untied head) stay the loaded ones and are not in the layout; with it they
+ * point into the trained vector, and a tied head is the trained wte (so the
+ * head uses, and model_save writes, the trained values once). */
+static void test_full_embeddings_placement(void **state)
+{
+    rc_fixture *f = *state;
+    int tied = f->llama ? f->ref.llama.lm_head == NULL : f->ref.gpt2.lm_head == NULL;
+    for (int with = 0; with < 2; with++) {
+        model m0;
+        rc_load(&m0, f->dir);
+        full_run r;
+        full_open(f, &r, with ? ALL : FULL_BIASES | FULL_NORMS);
+        assert_int_equal(r.L.full->n, expected_tensors(f, with));
+        const float *lo = r.p, *hi = r.p + r.L.n_params;
+        int wte_in = r.m.wte >= lo && r.m.wte < hi, head_in = r.m.lm_head >= lo && r.m.lm_head < hi;
+        assert_int_equal(wte_in, with);
+        assert_int_equal(head_in, with);
+        assert_int_equal(r.m.lm_head == r.m.wte, tied);
+        /* the values are the file's either way (nothing has trained yet) */
+        size_t VC = (size_t)r.m.cfg.vocab * r.m.cfg.n_embd;
+        assert_memory_equal(r.m.wte, m0.wte, VC * sizeof(float));
+        assert_memory_equal(r.m.lm_head, m0.lm_head, VC * sizeof(float));
+        if (!f->llama)
+            assert_int_equal(r.m.wpe >= lo && r.m.wpe < hi, with);
+        for (int i = 0; i < r.L.full->n; i++) {
+            const char *nm = r.L.full->t[i].name;
+            int emb = strstr(nm, "wte") || strstr(nm, "wpe") || strstr(nm, "embed_tokens") ||
+                      strstr(nm, "lm_head");
+            assert_true(!emb || with);
+            if (!strcmp(nm, "lm_head.weight"))
+                assert_false(tied);
+        }
+        full_close(&r);
+        free(r.p);
+        model_free(&m0);
+    }
+}
+
 int main(void)
 {
-    const struct CMUnitTest gpt2[] = {
+    const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_grad_fd),
         cmocka_unit_test(test_full_sgd_step),
+        cmocka_unit_test(test_full_embeddings_placement),
     };
-    const struct CMUnitTest llama[] = {
-        cmocka_unit_test(test_full_grad_fd),
-        cmocka_unit_test(test_full_sgd_step),
-    };
-    int rc = cmocka_run_group_tests_name("gpt2", gpt2, setup_gpt2, rc_teardown);
-    return rc | cmocka_run_group_tests_name("llama", llama, setup_llama, rc_teardown);
+    int rc = cmocka_run_group_tests_name("gpt2 tied", tests, setup_gpt2, rc_teardown);
+    rc |= cmocka_run_group_tests_name("gpt2 untied", tests, setup_gpt2_untied, rc_teardown);
+    rc |= cmocka_run_group_tests_name("llama untied", tests, setup_llama, rc_teardown);
+    return rc | cmocka_run_group_tests_name("llama tied", tests, setup_llama_tied, rc_teardown);
 }

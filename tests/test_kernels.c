@@ -174,6 +174,19 @@ static void ref_attention(double *out, double *att, const double *in, const attn
             }
 }
 
+/* l[V] = the logits x_n E^T of row n; returns their max. */
+static double ref_logits_row(double *l, const double *x, const double *E, int n, int C, int V)
+{
+    double mx = -INFINITY;
+    for (int v = 0; v < V; v++) {
+        l[v] = 0;
+        for (int c = 0; c < C; c++)
+            l[v] += x[(size_t)n * C + c] * E[(size_t)v * C + c];
+        mx = fmax(mx, l[v]);
+    }
+    return mx;
+}
+
 /* sum over rows with tgt >= 0 of logsumexp(x E^T) - (x E^T)[tgt]. */
 static double ref_xent(const double *x, const double *E, const int32_t *tgt, int N, int C, int V)
 {
@@ -181,13 +194,7 @@ static double ref_xent(const double *x, const double *E, const int32_t *tgt, int
     for (int n = 0; n < N; n++) {
         if (tgt[n] < 0)
             continue;
-        double mx = -INFINITY, sum = 0;
-        for (int v = 0; v < V; v++) {
-            l[v] = 0;
-            for (int c = 0; c < C; c++)
-                l[v] += x[(size_t)n * C + c] * E[(size_t)v * C + c];
-            mx = fmax(mx, l[v]);
-        }
+        double mx = ref_logits_row(l, x, E, n, C, V), sum = 0;
         for (int v = 0; v < V; v++)
             sum += exp(l[v] - mx);
         loss += mx + log(sum) - l[tgt[n]];
@@ -213,6 +220,37 @@ static void test_embed(void **state)
     for (int n = 0; n < B * T; n++)
         assert_memory_equal(x + n * C, wte + inp[n] * C, C * sizeof(float));
     free(wte), free(wpe), free(x);
+}
+
+/* The lookup's backward: the forward is linear, so d(sum dx * x)/dwte[v,c] =
+ * the sum of dx[n,c] over the rows n with inp[n] = v, and dwpe[t,c] over the
+ * rows at position t; added to what the arrays held (token 2 twice, token 1
+ * once, token 3 and 4 not at all in batch row 0). */
+static void test_embed_bwd(void **state)
+{
+    (void)state;
+    enum { B = 2, T = 3, C = 70, V = 5 };   /* C > 64: two channel blocks */
+    int32_t inp[B * T] = {2, 0, 2, 1, 0, 4};
+    float *dx = tu_fnew(B * T * C), *dwte = tu_fnew(V * C), *dwpe = tu_fnew(T * C);
+    fill_normal(dx, B * T * C, 1, 3);
+    fill_const(dwte, V * C, 0.5f);
+    fill_const(dwpe, T * C, -0.25f);
+    k_embed_bwd(dwte, dwpe, dx, inp, B * T, T, C);
+    for (int v = 0; v < V; v++)
+        for (int c = 0; c < C; c++) {
+            float want = 0.5f;
+            for (int n = 0; n < B * T; n++)
+                if (inp[n] == v)
+                    want += dx[n * C + c];
+            assert_true(dwte[v * C + c] == want);
+        }
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++)
+            assert_true(dwpe[t * C + c] == -0.25f + dx[t * C + c] + dx[(T + t) * C + c]);
+    fill_const(dwte, V * C, 0.0f);
+    k_embed_bwd(dwte, NULL, dx, inp, B * T, T, C);   /* Llama: no positions */
+    assert_true(dwte[3 * C] == 0.0f && dwte[4 * C + 1] == dx[5 * C + 1]);
+    free(dx), free(dwte), free(dwpe);
 }
 
 static void test_add(void **state)
@@ -659,6 +697,52 @@ static double xent_loss(void *vc)
     return ref_xent(c->x, c->E, c->tgt, c->N, c->C, c->V);
 }
 
+/* dE[V,C] = sum over rows with tgt >= 0 of (softmax(x E^T) - onehot(tgt))^T x,
+ * in double. */
+static void ref_xent_dE(double *dE, const double *x, const double *E, const int32_t *tgt, int N,
+                        int C, int V)
+{
+    double *p = tu_dnew(V);
+    memset(dE, 0, (size_t)V * C * sizeof *dE);
+    for (int n = 0; n < N; n++) {
+        if (tgt[n] < 0)
+            continue;
+        double mx = ref_logits_row(p, x, E, n, C, V), sum = 0;
+        for (int v = 0; v < V; v++)
+            sum += p[v] = exp(p[v] - mx);
+        for (int v = 0; v < V; v++) {
+            double g = p[v] / sum - (v == tgt[n]);
+            for (int c = 0; c < C; c++)
+                dE[v * C + c] += g * x[n * C + c];
+        }
+    }
+    free(p);
+}
+
+/* k_lmhead_xent_dw's dE, added onto 0.5 everywhere, against fdE (finite
+ * differences of the loss in E, or the formula); its loss and dx are
+ * k_lmhead_xent's bit for bit. */
+static void check_xent_dE(const float *x, const float *E, const int32_t *tgt, int N, int C, int V,
+                          int chunk, const double *fdE, float *scratch)
+{
+    float *dE = tu_fnew((size_t)V * C), *dx = tu_fnew((size_t)N * C), *dx0 = tu_fnew((size_t)N * C);
+    double *got = tu_dnew((size_t)V * C);
+    fill_const(dE, (size_t)V * C, 0.5f);
+    double loss = k_lmhead_xent_dw(dx, dE, scratch, x, E, tgt, N, C, V, chunk);
+    double loss0 = k_lmhead_xent(dx0, scratch, x, E, tgt, N, C, V, chunk);
+    assert_true(loss == loss0);
+    assert_memory_equal(dx, dx0, (size_t)N * C * sizeof(float));
+    for (size_t k = 0; k < (size_t)V * C; k++)
+        got[k] = (double)dE[k] - 0.5;
+    double err = 0, ref = 0;
+    for (size_t k = 0; k < (size_t)V * C; k++)
+        err = fmax(err, fabs(got[k] - fdE[k])), ref = fmax(ref, fabs(fdE[k]));
+    if (!(err <= 2e-5 * fmax(1.0, ref)))
+        fail_msg("dE: max error %.3g against the reference (max |dE| %.3g), chunk %d", err, ref,
+                 chunk);
+    free(dE), free(dx), free(dx0), free(got);
+}
+
 /* Loss against the reference, dx against FD, ignored rows zero, for chunk sizes
  * 1, 3 (does not divide N), N, and larger than N. */
 static void test_lmhead_xent(void **state)
@@ -688,7 +772,11 @@ static void test_lmhead_xent(void **state)
         double loss2 = k_lmhead_xent(NULL, scratch, x, E, tgt, N, C, V, chunks[k]);
         assert_true(loss2 == loss); /* the gradient path does not change the loss */
     }
-    free(x), free(E), free(dx), free(scratch), free(c.x), free(c.E), free(fd);
+    double *fdE = tu_dnew(V * C);
+    tu_fd_grad(fdE, c.E, V * C, xent_loss, &c);
+    for (int k = 0; k < 4; k++)
+        check_xent_dE(x, E, tgt, N, C, V, chunks[k], fdE, scratch);
+    free(x), free(E), free(dx), free(scratch), free(c.x), free(c.E), free(fd), free(fdE);
 }
 
 /* A vocabulary that the kernel cuts into slices and tiles (V = 5000: 4 slices of
@@ -720,7 +808,14 @@ static void test_lmhead_xent_tiles(void **state)
         for (int i = 0; i < C; i++)
             assert_true(dx[2 * C + i] == 0.0f); /* the ignored row */
     }
-    free(x), free(E), free(dx), free(scratch), free(c.x), free(c.E), free(fd);
+    /* dE over every slice and tile (the rescaled running sums included),
+     * against the formula in double: central differences over 20000 entries
+     * of E would take seconds; test_lmhead_xent has them on a small head */
+    double *fdE = tu_dnew(V * C);
+    ref_xent_dE(fdE, c.x, c.E, tgt, N, C, V);
+    check_xent_dE(x, E, tgt, N, C, V, 2, fdE, scratch);
+    check_xent_dE(x, E, tgt, N, C, V, N, fdE, scratch);
+    free(x), free(E), free(dx), free(scratch), free(c.x), free(c.E), free(fd), free(fdE);
 }
 
 /* ---- thread-count independence ------------------------------------------------------- */
@@ -763,19 +858,23 @@ static void check_threads_lmhead(int N, int C, int V)
         tgt[n] = n % 7 == 3 ? -1 : (n * 37) % V;
     double *xd = tu_to_double(x, N * C), *Ed = tu_to_double(E, V * C);
     double want = ref_xent(xd, Ed, tgt, N, C, V);
+    float *dE[2] = {tu_fnew((size_t)V * C), tu_fnew((size_t)V * C)};
     int saved = omp_get_max_threads(), chunks[] = {128, N};
     for (int c = 0; c < 2; c++) {
         double loss[2];
         for (int k = 0; k < 2; k++) {
             omp_set_num_threads(k + 1);
-            loss[k] = k_lmhead_xent(dx[k], scratch, x, E, tgt, N, C, V, chunks[c]);
+            fill_const(dE[k], (size_t)V * C, 0.0f);
+            loss[k] = k_lmhead_xent_dw(dx[k], dE[k], scratch, x, E, tgt, N, C, V, chunks[c]);
         }
         omp_set_num_threads(saved);
         assert_true(loss[0] == loss[1]);
         assert_memory_equal(dx[0], dx[1], (size_t)N * C * sizeof(float));
+        assert_memory_equal(dE[0], dE[1], (size_t)V * C * sizeof(float));
         assert_true(fabs(loss[0] - want) < FWD_TOL * want);
     }
     free(x), free(E), free(scratch), free(dx[0]), free(dx[1]), free(tgt), free(xd), free(Ed);
+    free(dE[0]), free(dE[1]);
 }
 
 static void test_threads_lmhead(void **state)
@@ -828,6 +927,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_embed_bwd),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_gelu),

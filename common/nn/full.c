@@ -19,19 +19,22 @@ int full_include_parse(const char *list, unsigned *include, pl_err *e)
         else if (!strcmp(tok, "norms"))
             *include |= FULL_NORMS;
         else if (!strcmp(tok, "embeddings"))
-            return pl_errf(e, "--full-include: embeddings are not trained yet (biases, norms)");
+            *include |= FULL_EMBEDDINGS;
         else
-            return pl_errf(e, "--full-include: expected biases and/or norms, got '%s'", tok);
+            return pl_errf(e, "--full-include: expected biases, norms and/or embeddings, got '%s'",
+                           tok);
     }
     return 0;
 }
 
 /* What kind of weight the table row at slot is: 'w' a linear map's matrix,
- * 'b' its bias, 'n' a norm (weight or bias), 0 anything else (embeddings). */
+ * 'b' its bias, 'n' a norm (weight or bias), 'e' an embedding (wte, wpe). */
 static char kind_of(const model *m, const float **slot)
 {
     if (slot == &m->lnf_w || slot == &m->lnf_b)
         return 'n';
+    if (slot == &m->wte || slot == &m->wpe)
+        return 'e';
     for (int l = 0; l < m->cfg.n_layer; l++) {
         model_block *b = &m->blocks[l];
         if (slot == &b->ln1_w || slot == &b->ln1_b || slot == &b->ln2_w || slot == &b->ln2_b)
@@ -49,7 +52,13 @@ static char kind_of(const model *m, const float **slot)
 static int trained(char kind, unsigned include)
 {
     return kind == 'w' || (kind == 'b' && (include & FULL_BIASES)) ||
-           (kind == 'n' && (include & FULL_NORMS));
+           (kind == 'n' && (include & FULL_NORMS)) || (kind == 'e' && (include & FULL_EMBEDDINGS));
+}
+
+/* An untied head is trained with the embeddings, as the last tensor. */
+static int head_trained(const model *m, unsigned include)
+{
+    return (include & FULL_EMBEDDINGS) && m->lm_head && m->lm_head != m->wte;
 }
 
 /* m's weight table (slots in m), malloc'd; *n its rows. */
@@ -74,7 +83,7 @@ int full_layout_build(lora_layout *L, model *m, unsigned include, float **params
     model_weight *w = table_of(m, &n);
     full_layout *F = calloc(1, sizeof *F);
     if (F)
-        F->t = calloc((size_t)(n > 0 ? n : 1), sizeof *F->t);
+        F->t = calloc((size_t)(n > 0 ? n : 0) + 1, sizeof *F->t);   /* + lm_head */
     if (!w || !F || !F->t) {
         free(w);
         full_layout_free(F);
@@ -94,6 +103,15 @@ int full_layout_build(lora_layout *L, model *m, unsigned include, float **params
         t->off = F->n_params;
         F->n_params += t->numel;
     }
+    if (head_trained(m, include)) {   /* "lm_head.weight" [V, C], no prefix in either arch */
+        full_tensor *t = &F->t[F->n++];
+        snprintf(t->name, sizeof t->name, "lm_head.weight");
+        t->ndim = 2;
+        t->shape[0] = m->cfg.vocab, t->shape[1] = m->cfg.n_embd;
+        t->numel = (size_t)m->cfg.vocab * (size_t)m->cfg.n_embd;
+        t->off = F->n_params;
+        F->n_params += t->numel;
+    }
     float *p = malloc((F->n_params ? F->n_params : 1) * sizeof *p);
     if (!p) {
         size_t np = F->n_params;
@@ -102,11 +120,14 @@ int full_layout_build(lora_layout *L, model *m, unsigned include, float **params
         free(F);
         return pl_errf(e, "out of memory for the %zu trained weights", np);
     }
-    for (int i = 0, k = 0; i < n; i++)
+    int k = 0;
+    for (int i = 0; i < n; i++)
         if (trained(kind_of(m, w[i].slot), include)) {
             memcpy(p + F->t[k].off, *w[i].slot, F->t[k].numel * sizeof *p);
             k++;
         }
+    if (head_trained(m, include))
+        memcpy(p + F->t[k].off, m->lm_head, F->t[k].numel * sizeof *p);
     free(w);
     L->full = F;
     L->n_params = F->n_params;
@@ -126,12 +147,16 @@ void full_layout_free(full_layout *F)
 
 void full_attach(const full_layout *F, model *m, float *params)
 {
-    int n;
+    int n, k = 0, tied = m->lm_head == m->wte, head = head_trained(m, F->include);
     model_weight *w = table_of(m, &n);
-    for (int i = 0, k = 0; w && i < n; i++)
+    for (int i = 0; w && i < n; i++)
         if (trained(kind_of(m, w[i].slot), F->include))
             *w[i].slot = params + F->t[k++].off;
     free(w);
+    if (head)   /* the last tensor */
+        m->lm_head = params + F->t[F->n - 1].off;
+    else if (tied)   /* the head is the (maybe moved) wte */
+        m->lm_head = m->wte;
     m->trained = params;
     m->n_trained = F->n_params;
 }

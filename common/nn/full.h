@@ -1,7 +1,8 @@
 /* full.h - full fine-tuning: the model's own weights as the trained tensors.
  *
  * `pslora train --full` trains every weight matrix of every block (the
- * linear maps), and with --full-include also their biases and the norms.
+ * linear maps), and with --full-include also their biases, the norms and
+ * the embeddings (wte, wpe, an untied lm_head).
  * The trained weights are laid out like an adapter: tensor ids 0..n-1 in
  * the order of the model's weight table (model.h), one flat float vector,
  * so the parameter server deals, pushes, updates and checkpoints them with
@@ -28,8 +29,11 @@
 #include "err.h"
 #include "model.h"
 
-/* What --full trains besides the linear maps' weight matrices. */
-enum { FULL_BIASES = 1, FULL_NORMS = 2 };
+/* What --full trains besides the linear maps' weight matrices.
+ * FULL_EMBEDDINGS: wte, GPT-2's wpe, and an untied lm_head (last tensor,
+ * "lm_head.weight"); a tied head is wte itself, trained once, its gradient
+ * the head's dE plus the lookup's scatter-add. */
+enum { FULL_BIASES = 1, FULL_NORMS = 2, FULL_EMBEDDINGS = 4 };
 
 typedef struct {
     char name[160];     /* the key in model.safetensors */
@@ -45,7 +49,7 @@ typedef struct full_layout {
     unsigned include;   /* FULL_* bits */
 } full_layout;
 
-/* Parses a --full-include list ("biases,norms"; "" for none) into FULL_*
+/* Parses a --full-include list ("biases,norms,embeddings"; "" for none) into FULL_*
  * bits; an unknown word is an error naming it. */
 int full_include_parse(const char *list, unsigned *include, pl_err *e);
 
@@ -58,7 +62,8 @@ int full_layout_build(struct lora_layout_s *L, model *m, unsigned include, float
 void full_layout_free(full_layout *F);
 
 /* Points m's trained weights into params (laid out by F) and marks params
- * as the trained vector of m.  params must outlive m's use. */
+ * as the trained vector of m; a tied lm_head follows wte.  params must
+ * outlive m's use. */
 void full_attach(const full_layout *F, model *m, float *params);
 
 /* Reads the trained tensors of F from DIR/model.safetensors into params

@@ -146,11 +146,18 @@ VEC static double row_sqdev(const float *x, float m, int n)
 }
 
 /* In place on x[0..n): x = exp(x - m); returns the sum of the new values. */
-VEC static double row_exp(float *x, float m, int n)
+/* x[j] = exp(x[j] - m) */
+VEC static void row_exp_shift(float *x, float m, int n)
 {
 #pragma omp simd
     for (int j = 0; j < n; j++)
         x[j] = vexp(x[j] - m);
+}
+
+/* The same, returning the sum of the new x. */
+VEC static double row_exp(float *x, float m, int n)
+{
+    row_exp_shift(x, m, n);
     return row_dot(x, NULL, n);
 }
 
@@ -221,6 +228,24 @@ void k_embed_fwd(float *x, const int32_t *inp, const float *wte, const float *wp
                 xr[c] = er[c] + pr[c];
         } else {
             memcpy(xr, er, (size_t)C * sizeof *xr);
+        }
+    }
+}
+
+void k_embed_bwd(float *dwte, float *dwpe, const float *dx, const int32_t *inp, int N, int T, int C)
+{
+    /* rows in order (two rows may share a token): parallel over channels only */
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += 64) {
+        int c1 = C - c0 < 64 ? C : c0 + 64;
+        for (int n = 0; n < N; n++) {
+            const float *g = dx + (size_t)n * C;
+            float *e = dwte ? dwte + (size_t)inp[n] * C : NULL;
+            float *p = dwpe ? dwpe + (size_t)(n % T) * C : NULL;
+            for (int c = c0; c < c1 && e; c++)
+                e[c] += g[c];
+            for (int c = c0; c < c1 && p; c++)
+                p[c] += g[c];
         }
     }
 }
@@ -575,6 +600,15 @@ size_t k_lmhead_xent_scratch(int chunk, int C, int V)
     return (size_t)xent_split_of(V).slices * xent_slice_floats(chunk, C);
 }
 
+/* The logit tile L [m, n] = x E_t^T of vocabulary columns [t0, t0 + n);
+ * returns E_t. */
+static const float *xent_tile(float *L, const float *x, const float *E, int m, int C, int t0, int n)
+{
+    const float *Et = E + (size_t)t0 * C;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, C, 1.0f, x, C, Et, C, 0.0f, L, n);
+    return Et;
+}
+
 /* One slice [o, o + w) of the vocabulary for the rows x [m, C] (see above):
  * leaves M, S, the target logits that fall in the slice, and with grad acc. */
 static void xent_slice(xent_slice_mem z, const float *x, const float *E, const int32_t *tgt,
@@ -586,9 +620,7 @@ static void xent_slice(xent_slice_mem z, const float *x, const float *E, const i
         M[i] = -INFINITY, S[i] = 0.0, lt[i] = 0.0f;
     for (int t0 = o; t0 < o + w; t0 += XENT_TILE) {
         int n = o + w - t0 < XENT_TILE ? o + w - t0 : XENT_TILE;
-        const float *Et = E + (size_t)t0 * C;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, C, 1.0f, x, C, Et, C, 0.0f,
-                    L, n);
+        const float *Et = xent_tile(L, x, E, m, C, t0, n);
         for (int i = 0; i < m; i++) {
             float *row = L + (size_t)i * n;
             if (tgt[i] >= t0 && tgt[i] < t0 + n)
@@ -612,12 +644,13 @@ static void xent_slice(xent_slice_mem z, const float *x, const float *E, const i
 }
 
 /* Row i of the merge: its loss (0 when tgt is out of [0, V)) and, with dx, its
- * gradient row.  Targets >= V count as ignored to stay in bounds; the data layer
- * rejects them. */
-static double xent_merge_row(float *dx, float *scratch, const float *E, int32_t tgt, int i, int m,
-                             int C, int V, xent_split sp)
+ * gradient row; *lse its log-sum-exp (NAN for an ignored row).  Targets >= V
+ * count as ignored to stay in bounds; the data layer rejects them. */
+static double xent_merge_row(float *dx, double *lse, float *scratch, const float *E, int32_t tgt,
+                             int i, int m, int C, int V, xent_split sp)
 {
     double M = -INFINITY, S = 0.0, w[XENT_SLICES];
+    *lse = NAN;
     if (tgt < 0 || tgt >= V) {
         if (dx)
             memset(dx, 0, (size_t)C * sizeof *dx);
@@ -646,13 +679,40 @@ static double xent_merge_row(float *dx, float *scratch, const float *E, int32_t 
             }
         }
     }
-    return M + log(S) - (double)xent_slice_at(scratch, tgt / sp.width, m, C).lt[i];
+    *lse = M + log(S);
+    return *lse - (double)xent_slice_at(scratch, tgt / sp.width, m, C).lt[i];
+}
+
+/* The slice [o, o + w) of dE for the rows x [m, C] whose log-sum-exp is lse:
+ * per tile L = x E_t^T, G = exp(L - lse) - onehot(tgt) (0 on ignored rows),
+ * dE_t += G^T x. */
+static void xent_slice_dw(float *dE, float *L, const float *x, const float *E, const int32_t *tgt,
+                          const double *lse, int m, int C, int o, int w)
+{
+    for (int t0 = o; t0 < o + w; t0 += XENT_TILE) {
+        int n = o + w - t0 < XENT_TILE ? o + w - t0 : XENT_TILE;
+        xent_tile(L, x, E, m, C, t0, n);
+        for (int i = 0; i < m; i++) {
+            float *row = L + (size_t)i * n;
+            if (isnan(lse[i])) {
+                memset(row, 0, (size_t)n * sizeof *row);
+                continue;
+            }
+            row_exp_shift(row, (float)lse[i], n);   /* softmax, lse rounded to float */
+            if (tgt[i] >= t0 && tgt[i] < t0 + n)
+                row[tgt[i] - t0] -= 1.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, C, m, 1.0f, L, n, x, C, 1.0f,
+                    dE + (size_t)t0 * C, C);
+    }
 }
 
 /* The rows [0, m) of the head (see above); adds their losses to *loss in row
- * order.  row_loss: m doubles. */
-static void xent_chunk(double *loss, double *row_loss, float *dx, float *scratch, const float *x,
-                       const float *E, const int32_t *tgt, int m, int C, int V)
+ * order, and with dE the rows' part of the head's gradient.  row_loss, lse:
+ * m doubles. */
+static void xent_chunk(double *loss, double *row_loss, double *lse, float *dx, float *dE,
+                       float *scratch, const float *x, const float *E, const int32_t *tgt, int m,
+                       int C, int V)
 {
     xent_split sp = xent_split_of(V);
 #pragma omp parallel
@@ -664,8 +724,15 @@ static void xent_chunk(double *loss, double *row_loss, float *dx, float *scratch
         }
 #pragma omp for schedule(static)
         for (int i = 0; i < m; i++)
-            row_loss[i] = xent_merge_row(dx ? dx + (size_t)i * C : NULL, scratch, E, tgt[i], i,
-                                         m, C, V, sp);
+            row_loss[i] = xent_merge_row(dx ? dx + (size_t)i * C : NULL, &lse[i], scratch, E,
+                                         tgt[i], i, m, C, V, sp);
+        if (dE) {
+#pragma omp for schedule(static)
+            for (int s = 0; s < sp.slices; s++) {
+                int o = s * sp.width, w = V - o < sp.width ? V - o : sp.width;
+                xent_slice_dw(dE, xent_slice_at(scratch, s, m, C).L, x, E, tgt, lse, m, C, o, w);
+            }
+        }
     }
     for (int i = 0; i < m; i++)
         *loss += row_loss[i];
@@ -673,20 +740,26 @@ static void xent_chunk(double *loss, double *row_loss, float *dx, float *scratch
 
 /* The rows in chunks of `chunk` (xent_chunk each); the row losses are kept in
  * blocks of XENT_BLOCK on the stack. */
-double k_lmhead_xent(float *dx, float *scratch, const float *x, const float *E, const int32_t *tgt,
-                     int N, int C, int V, int chunk)
+double k_lmhead_xent_dw(float *dx, float *dE, float *scratch, const float *x, const float *E,
+                        const int32_t *tgt, int N, int C, int V, int chunk)
 {
-    double loss = 0.0, row_loss[XENT_BLOCK];
+    double loss = 0.0, row_loss[XENT_BLOCK], lse[XENT_BLOCK];
     if (chunk < 1)
         chunk = 1;
     if (chunk > XENT_BLOCK)
         chunk = XENT_BLOCK;
     for (int n0 = 0; n0 < N; n0 += chunk) {
         int m = N - n0 < chunk ? N - n0 : chunk;
-        xent_chunk(&loss, row_loss, dx ? dx + (size_t)n0 * C : NULL, scratch, x + (size_t)n0 * C,
-                   E, tgt + n0, m, C, V);
+        xent_chunk(&loss, row_loss, lse, dx ? dx + (size_t)n0 * C : NULL, dE, scratch,
+                   x + (size_t)n0 * C, E, tgt + n0, m, C, V);
     }
     return loss;
+}
+
+double k_lmhead_xent(float *dx, float *scratch, const float *x, const float *E, const int32_t *tgt,
+                     int N, int C, int V, int chunk)
+{
+    return k_lmhead_xent_dw(dx, NULL, scratch, x, E, tgt, N, C, V, chunk);
 }
 
 /* y[i] += a[i] */

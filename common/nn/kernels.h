@@ -23,6 +23,9 @@ void k_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float a
 
 /* Embedding: x[b,t,:] = wte[inp[b,t],:] + wpe[t,:] (wpe may be NULL). */
 void k_embed_fwd(float *x, const int32_t *inp, const float *wte, const float *wpe, int N, int T, int C);
+/* Its weights' gradients (full fine-tuning): dwte[inp[n],:] += dx[n,:] and
+ * dwpe[n % T,:] += dx[n,:] (either may be NULL), rows n in order. */
+void k_embed_bwd(float *dwte, float *dwpe, const float *dx, const int32_t *inp, int N, int T, int C);
 
 /* LayerNorm over rows: y[N,C] = (x - mean) * rstd * w + b; keeps mean[N], rstd[N]. */
 void k_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *w,
@@ -97,6 +100,13 @@ void k_attention_bwd(float *dq, float *dk, float *dv, float *scratch, const floa
  * scratch: k_lmhead_xent_scratch(chunk, C, V) floats (about chunk*V). */
 double k_lmhead_xent(float *dx, float *scratch, const float *x, const float *E,
                      const int32_t *tgt, int N, int C, int V, int chunk);
+/* The same, and when dE is not NULL the head's weight gradient too (full
+ * fine-tuning): dE[V,C] += (softmax - onehot(tgt))^T x over the rows with
+ * tgt >= 0.  It needs each row's final log-sum-exp, so it is a second pass
+ * over E per chunk (the logits recomputed tile by tile, each slice's rows of
+ * dE written by one thread). */
+double k_lmhead_xent_dw(float *dx, float *dE, float *scratch, const float *x, const float *E,
+                        const int32_t *tgt, int N, int C, int V, int chunk);
 size_t k_lmhead_xent_scratch(int chunk, int C, int V);
 
 /* y[i] += a[i] */

@@ -17,8 +17,10 @@
  * The backward pass forms gradients for the LoRA A and B; through every
  * frozen weight it carries dx alone, and it stops at the lowest adapted
  * layer.  With full fine-tuning (full.h) every weight inside m->trained gets
- * its gradient too (dW = dy^T x, db, the norms' dw and db), at the weight's
- * offset in that vector, and the pass runs down to layer 0.
+ * its gradient too (dW = dy^T x, db, the norms' dw and db; the head's
+ * dE = (softmax - onehot)^T x and the lookup's scatter-add into wte and wpe,
+ * both into wte's gradient when the head is tied), at the weight's offset in
+ * that vector, and the pass runs down to layer 0.
  *
  * With bf16 compute (model_bf16.h) every frozen product -- the linear maps
  * forward and their dx, the head's logits and dx -- runs through the
@@ -514,9 +516,9 @@ static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
 {
     const model *m = ps->m;
     model_acts *a = ps->a;
-    if (m->compute != MODEL_BF16)
-        return k_lmhead_xent(dx, a->xent, a->hf, m->lm_head, tgt, a->N, m->cfg.n_embd,
-                             m->cfg.vocab, XENT_CHUNK);
+    if (m->compute != MODEL_BF16)   /* a trained head (or tied wte) gets dE too */
+        return k_lmhead_xent_dw(dx, dx ? grad_of(ps, m->lm_head) : NULL, a->xent, a->hf,
+                                m->lm_head, tgt, a->N, m->cfg.n_embd, m->cfg.vocab, XENT_CHUNK);
     pl_err e;
     int rc;
     double loss = mb_head_xent(m, dx, a->xent, a->hf, tgt, a->N, &rc, &e);
@@ -555,6 +557,11 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
         else
             gpt2_block_bwd(&ps, l, need_dx);
     }
+    /* trained embeddings: dres is now d(sum loss)/d(x0), x0 = wte[inp] (+ wpe);
+     * a tied wte already holds the head's dE, the lookup's part adds to it */
+    float *dwte = grad_of(&ps, m->wte), *dwpe = grad_of(&ps, m->wpe);
+    if (dwte || dwpe)
+        k_embed_bwd(dwte, dwpe, a->dres, inp, N, a->T, C);
     a->t_fwd = t1 - t0, a->t_bwd = clock_now() - t1;
     return a->failed ? NAN : loss;
 }

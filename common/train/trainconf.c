@@ -135,7 +135,7 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         {.name = "full", .type = FL_BOOL, .dst = &t->full,
          .help = "full fine-tuning: train every weight matrix, no adapter"},
         {.name = "full-include", .type = FL_STR, .dst = &t->full_include,
-         .help = "with --full, also train: biases,norms"},
+         .help = "with --full, also train: biases,norms,embeddings"},
         {.name = "batch", .type = FL_INT, .dst = &t->batch,
          .help = "sequences per worker per step (4)", .min = 1, .max = 1 << 20},
         {.name = "global-batch", .type = FL_INT, .dst = &t->global_batch,
