@@ -1,30 +1,13 @@
 /* textenc.c - text <-> token ids for the subcommands (see textenc.h).
  *
- * The chunking rule.  A file is cut only just after a "\n" whose neighbours
- * are both printable ASCII (0x21..0x7e, so neither is whitespace), X "\n" | Y,
- * and only for tokenizers where every stage provably restarts there:
- *   - normalizers that map each character on its own, without adding text at
- *     the start or end of what they see: NFC, NFD, NFKC, NFKD, Lowercase,
- *     StripAccents, BertNormalizer, Replace of a String with no whitespace by
- *     content with no whitespace, and Sequences of these (Prepend would add
- *     its text at every chunk's start; Strip would trim every chunk's ends);
- *   - a pre-tokenizer that splits at whitespace: BertPreTokenizer, Whitespace,
- *     WhitespaceSplit, ByteLevel with use_regex and without add_prefix_space
- *     (the GPT-2 pattern: "\n" can only be in a whitespace match, which cannot
- *     reach Y, and with X not whitespace the run ending in "\n" is the same
- *     whether Y follows or the chunk ends), optionally in a Sequence with
- *     Punctuation or Digits.  No pre-tokenizer (Llama 2: the model sees the
- *     whole text as one word), Split (any regex), Metaspace: one piece;
- *   - added tokens with no "\n" in their text and no lstrip (a token at Y
- *     with lstrip would eat the "\n" of the chunk before);
- *   - the post-processor's special tokens go around the whole document: they
- *     are probed once (te_probe_affixes) and put before the first chunk and
- *     after the last.
- * The legacy files (vocab.json + merges.txt: GPT-2's ByteLevel; vocab.txt:
- * BERT's) satisfy the rule; the bytes tokenizer has no context at all. */
+ * Long texts are encoded in chunks on several threads when the tokenizer
+ * allows cutting them (tok_chunk_safe: just after a "\n" between printable
+ * ASCII, for tokenizers whose every stage restarts there); the
+ * post-processor's special tokens go around the whole document: they are
+ * probed once (te_probe_affixes) and put before the first chunk and after
+ * the last. */
 #include "textenc.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <omp.h>
@@ -39,148 +22,12 @@
 #include "file.h"
 
 #define TE_CHUNK_BYTES (1u << 20)         /* default chunk: 1 MiB */
-#define TE_JSON_MAX ((size_t)1 << 30)     /* tokenizer.json size limit */
 #define TE_LONG_INPUT (64.0 * 1e6)        /* progress lines even when stderr is a file */
-
-/* ---- the rule ---- */
-
-static int te_type_is(const cJSON *o, const char *const *names)
-{
-    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(o, "type");
-    if (!cJSON_IsString(ty))
-        return 0;
-    for (int i = 0; names[i]; i++)
-        if (strcmp(ty->valuestring, names[i]) == 0)
-            return 1;
-    return 0;
-}
-
-static int te_has_space(const char *s)
-{
-    for (; *s; s++)
-        if (*s == ' ' || (*s >= '\t' && *s <= '\r') || (unsigned char)*s >= 0x80)
-            return 1;   /* non-ASCII counted too: it may be Unicode whitespace */
-    return 0;
-}
-
-static int te_flag(const cJSON *o, const char *key, int dflt)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
-}
-
-static int te_normalizer_safe(const cJSON *n, const char **why)
-{
-    static const char *const per_char[] = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase",
-                                           "StripAccents", "BertNormalizer", NULL};
-    static const char *const seq[] = {"Sequence", NULL}, *const rep[] = {"Replace", NULL};
-    if (!n || cJSON_IsNull(n) || te_type_is(n, per_char))
-        return 1;
-    if (te_type_is(n, seq)) {
-        const cJSON *m;
-        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(n, "normalizers"))
-            if (!te_normalizer_safe(m, why))
-                return 0;
-        return 1;
-    }
-    if (te_type_is(n, rep)) {
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(n, "pattern");
-        const cJSON *s = cJSON_GetObjectItemCaseSensitive(pat, "String");
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(n, "content");
-        if (cJSON_IsString(s) && cJSON_IsString(c) && !te_has_space(s->valuestring) &&
-            !te_has_space(c->valuestring))
-            return 1;
-        *why = "a Replace normalizer of whitespace or by a regex";
-        return 0;
-    }
-    *why = "its normalizer (Prepend, Strip, Precompiled...) sees each chunk's ends";
-    return 0;
-}
-
-/* 1 when safe; *ws set when some member splits at whitespace. */
-static int te_pretok_safe(const cJSON *p, int *ws, const char **why)
-{
-    static const char *const split_ws[] = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit",
-                                           NULL};
-    static const char *const inner[] = {"Punctuation", "Digits", NULL};
-    static const char *const seq[] = {"Sequence", NULL}, *const bl[] = {"ByteLevel", NULL};
-    if (!p || cJSON_IsNull(p)) {
-        *why = "it has no pre-tokenizer: the model sees the whole text as one word";
-        return 0;
-    }
-    if (te_type_is(p, split_ws) ||
-        (te_type_is(p, bl) && te_flag(p, "use_regex", 1) && !te_flag(p, "add_prefix_space", 0)))
-        return *ws = 1;
-    if (te_type_is(p, inner))
-        return 1;
-    if (te_type_is(p, seq)) {
-        const cJSON *m;
-        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"))
-            if (!te_pretok_safe(m, ws, why))
-                return 0;
-        return 1;
-    }
-    *why = "its pre-tokenizer (Split, Metaspace, ByteLevel with a prefix space...) may join or "
-           "prefix text across lines";
-    return 0;
-}
-
-static int te_added_safe(const cJSON *added, const char **why)
-{
-    const cJSON *a;
-    cJSON_ArrayForEach(a, added) {
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
-        if ((cJSON_IsString(c) && strchr(c->valuestring, '\n')) || te_flag(a, "lstrip", 0)) {
-            *why = "an added token holds a newline or strips to its left";
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* The rule above for tokenizer.json at json_path.  1 safe, 0 not (*why). */
-static int te_split_rule(const char *json_path, const char **why)
-{
-    size_t len;
-    char *text = pl_read_text(json_path, TE_JSON_MAX, &len, NULL);
-    cJSON *j = text ? cJSON_ParseWithLength(text, len) : NULL;
-    free(text);
-    *why = "its tokenizer.json could not be read again";
-    int ws = 0, ok = j && te_normalizer_safe(cJSON_GetObjectItemCaseSensitive(j, "normalizer"), why) &&
-                     te_pretok_safe(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), &ws, why) &&
-                     te_added_safe(cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), why);
-    if (ok && !ws) {
-        *why = "its pre-tokenizer does not split at whitespace";
-        ok = 0;
-    }
-    cJSON_Delete(j);
-    return ok;
-}
 
 static int te_is_file(const char *p)
 {
     struct stat st;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int te_is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* The tokenizer.json that path names or holds; NULL for a legacy directory. */
-static char *te_json_path(const char *path)
-{
-    if (!te_is_dir(path))
-        return strdup(path);
-    size_t n = strlen(path) + sizeof "/tokenizer.json";
-    char *p = malloc(n);
-    snprintf(p, n, "%s/tokenizer.json", path);
-    if (te_is_file(p))
-        return p;
-    free(p);
-    return NULL;
 }
 
 /* ---- the special tokens of --add-special ---- */
@@ -262,9 +109,7 @@ int te_open(te_tokenizer *t, const char *path, pl_err *e)
         return -1;
     }
     t->bytes = strcmp(path, "bytes") == 0;
-    char *json = t->bytes ? NULL : te_json_path(path);
-    t->split_safe = json ? te_split_rule(json, &t->why_whole) : 1;
-    free(json);
+    t->split_safe = tok_chunk_safe(t->tok, &t->why_whole);
     te_probe_affixes(t);
     return 0;
 }

@@ -117,6 +117,8 @@ static void test_legacy_gpt2(void **state)
     if (tok_load(&t, dir, &e) != 0)
         fail_msg("%s", e.msg);
     assert_string_equal(tt_ids(t, "ab ab<|endoftext|>", 0), "3,4,5");
+    const char *why = NULL;
+    assert_int_equal(tok_chunk_safe(t, &why), 1);   /* ByteLevel, as tokenizer.json's GPT-2 */
     /* lossless: decode gives the text back */
     const uint32_t ids[] = {3, 4, 5, 2};
     assert_string_equal(tt_decode(t, ids, 4, 0), "ab ab<|endoftext|> ");
@@ -149,6 +151,8 @@ static void test_legacy_bert(void **state)
     assert_string_equal(tt_ids(t, "world", 1), "2,8,3");
     const uint32_t ids[] = {2, 5, 6, 7, 8, 3};
     assert_string_equal(tt_decode(t, ids, 6, 1), "hellos, world");
+    const char *why = NULL;
+    assert_int_equal(tok_chunk_safe(t, &why), 1);   /* BertNormalizer + BertPreTokenizer */
     tok_free(t);
     /* do_lower_case false: "Hellos" is not in the vocabulary */
     snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
@@ -287,6 +291,75 @@ static void test_describe(void **state)
     tok_free(t);
 }
 
+/* tok_chunk_safe: 1 exactly for the stages that restart after "X\nY"
+ * (tok_chunk.c); *why names the stage that forbids it. */
+static void expect_chunk(const char *normalizer, const char *pre, int want, const char *why_has)
+{
+    tokenizer *t = tt_wordlevel(normalizer, pre, "null", NULL);
+    const char *why = NULL;
+    int got = tok_chunk_safe(t, &why);
+    if (got != want)
+        fail_msg("normalizer %s, pre_tokenizer %s: chunk_safe %d, expected %d (%s)", normalizer,
+                 pre, got, want, why ? why : "");
+    if (!want && !strstr(why, why_has))
+        fail_msg("why \"%s\" lacks \"%s\"", why, why_has);
+    tok_free(t);
+}
+
+static void test_chunk_rule(void **state)
+{
+    (void)state;
+    const char *bl = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}";
+    const char *ws = "{\"type\": \"Whitespace\"}";
+    expect_chunk("null", bl, 1, NULL);
+    expect_chunk("null", "{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": true}",
+                 0, "pre-tokenizer");
+    expect_chunk("null", "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": false}",
+                 0, "pre-tokenizer");
+    expect_chunk("null", "null", 0, "no pre-tokenizer");
+    expect_chunk("null", "{\"type\": \"Metaspace\", \"replacement\": \"_\", \"prepend_scheme\": "
+                 "\"always\", \"split\": true}", 0, "pre-tokenizer");
+    expect_chunk("null", "{\"type\": \"Split\", \"pattern\": {\"String\": \"x\"}, \"behavior\": "
+                 "\"Isolated\", \"invert\": false}", 0, "pre-tokenizer");
+    expect_chunk("null", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"WhitespaceSplit\"}, "
+                 "{\"type\": \"Punctuation\"}, {\"type\": \"Digits\"}]}", 1, NULL);
+    expect_chunk("null", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Punctuation\"}, "
+                 "{\"type\": \"Digits\"}]}", 0, "does not split at whitespace");
+    expect_chunk("{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFKC\"}, {\"type\": "
+                 "\"Lowercase\"}, {\"type\": \"BertNormalizer\"}]}", ws, 1, NULL);
+    expect_chunk("{\"type\": \"Replace\", \"pattern\": {\"String\": \"ab\"}, \"content\": \"c\"}", ws,
+                 1, NULL);
+    expect_chunk("{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"_\"}", ws,
+                 0, "Replace");
+    expect_chunk("{\"type\": \"Replace\", \"pattern\": {\"Regex\": \"a\"}, \"content\": \"b\"}", ws,
+                 0, "Replace");
+    expect_chunk("{\"type\": \"Prepend\", \"prepend\": \"_\"}", ws, 0, "normalizer");
+    expect_chunk("{\"type\": \"Strip\", \"strip_left\": true, \"strip_right\": true}", ws, 0,
+                 "normalizer");
+    /* added tokens: one with a newline or lstrip forbids cutting */
+    const char *fmt = "{\"added_tokens\": [{\"id\": 1, \"content\": \"%s\", \"special\": true, "
+                      "\"lstrip\": %s}], \"normalizer\": null, \"pre_tokenizer\": %s, \"model\": "
+                      "{\"type\": \"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0}}}";
+    const char *cases[][3] = {{"<x>", "false", "1"}, {"<x>", "true", "0"}, {"a\\nb", "false", "0"}};
+    for (int i = 0; i < 3; i++) {
+        char json[1024];
+        snprintf(json, sizeof json, fmt, cases[i][0], cases[i][1], bl);
+        tokenizer *t = tt_load(json);
+        const char *why = NULL;
+        assert_int_equal(tok_chunk_safe(t, &why), cases[i][2][0] - '0');
+        if (cases[i][2][0] == '0')
+            assert_non_null(strstr(why, "added token"));
+        tok_free(t);
+    }
+    /* the bytes tokenizer has no context */
+    tokenizer *t = NULL;
+    pl_err e = {{0}};
+    assert_int_equal(tok_load(&t, "bytes", &e), 0);
+    const char *why = NULL;
+    assert_int_equal(tok_chunk_safe(t, &why), 1);
+    tok_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,7 +368,7 @@ int main(void)
         cmocka_unit_test(test_missing_files),    cmocka_unit_test(test_legacy_gpt2),
         cmocka_unit_test(test_legacy_bert),      cmocka_unit_test(test_bytes),
         cmocka_unit_test(test_invalid_utf8_and_ids), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_describe),         cmocka_unit_test(test_chunk_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,6 +44,12 @@ int tok_encode(const tokenizer *t, tok_state *s, const char *text, size_t len, i
 int tok_decode(const tokenizer *t, const uint32_t *ids, size_t n, int skip_special, char **text,
                size_t *len, pl_err *e);
 
+/* 1 when a text may be cut just after a "\n" between two printable ASCII
+ * characters and its pieces encoded apart (special tokens aside) with the
+ * ids of the whole: every stage of the tokenizer restarts there (the rule is
+ * in tok_chunk.c).  0 with *why saying which stage forbids it. */
+int tok_chunk_safe(const tokenizer *t, const char **why);
+
 /* One paragraph for `pslora inspect`: model type, vocab size, special
  * tokens, normalizer, pre-tokenizer, decoder and post-processor chains. */
 void tok_describe(const tokenizer *t, FILE *f);
