@@ -75,8 +75,13 @@ def read_rows(path):
     if not raw or any(k not in raw[0] for k in need):
         die(f"{path}: not a bench/scaling.sh CSV (columns {', '.join(need)})")
     groups = {}
-    for r in raw:
-        key = (int(r["bw_mbit"]), int(r["workers"]), int(r["servers"]), r["payload"])
+    for line, r in enumerate(raw, start=2):
+        try:
+            key = (int(r["bw_mbit"]), int(r["workers"]), int(r["servers"]), r["payload"])
+            for k in need[4:]:
+                float(r[k])
+        except (TypeError, ValueError):
+            die(f"{path}: line {line}: a field that is not a number")
         groups.setdefault(key, []).append(r)
     out = []
     for (bw, w, s, p), rs in sorted(groups.items(), key=lambda kv: (kv[0][3], kv[0][0], kv[0][2], kv[0][1])):
