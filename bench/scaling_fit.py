@@ -247,14 +247,14 @@ def main():
     tok = args.tokens_per_worker
     print(f"\n## predictions: {tok} tokens per worker step; GFLOP/token GPT-2 {f_g2 / 1e9:.3f}, "
           f"Llama 7B {f_ll / 1e9:.2f} (x{f_ll / f_g2:.1f})\n")
-    print("| model | payload | A (MB) | t_compute (s) | Gbit/s | W | ideal tok/s | S=1: tok/s (eff.) | "
-          "as built: S, tok/s (eff.) | all receives posted at once: S, tok/s (eff.) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
     pred = []
     built_c = coef * np.array([1, 1, 1, 1 / args.load_factor, 1 / args.load_factor])
     conc = ideal(built_c)
     print(f"(c and m divided by the load factor {args.load_factor:g}: c = {built_c[3] * 1e9:.2f} ns/byte, "
           f"m = {built_c[4] * 1e3:.2f} ms)\n")
+    print("| model | payload | A (MB) | t_compute (s) | Gbit/s | W | ideal tok/s | S=1: tok/s (eff.) | "
+          "as built: S, tok/s (eff.) | all receives posted at once: S, tok/s (eff.) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for shape, t_c, A, what in cases:
         for gbit in (10, 25, 100):
             for W in (8, 16, 32, 64, 128, 256):
