@@ -19,16 +19,9 @@
 # are missing the test fails saying how to get them.
 source "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-HF="$HERE/peers/hf_encode.js"
-GET="bash tests/peers/fetch.sh ${PSLORA_PEERS:-build/peers}"
-PEERS=${PSLORA_PEERS:-}
-command -v node >/dev/null || fail "node not found: install nodejs and npm, then run: $GET"
-for f in hf-tokenizers/package.json gpt-3-encoder/index.js gpt2-json/tokenizer.json \
-         gpt2-legacy/vocab.json gpt2-legacy/merges.txt llama2/tokenizer.json \
-         bert-base-uncased/tokenizer.json bert-legacy/vocab.txt; do
-  [ -n "$PEERS" ] && [ -f "$PEERS/$f" ] || fail "test peer file '${PEERS:-\$PSLORA_PEERS}/$f' missing: run $GET"
-done
-export PSLORA_PEERS="$PEERS"
+need_peers hf-tokenizers/package.json gpt-3-encoder/index.js gpt2-json/tokenizer.json \
+  gpt2-legacy/vocab.json gpt2-legacy/merges.txt llama2/tokenizer.json \
+  bert-base-uncased/tokenizer.json bert-legacy/vocab.txt
 
 # The texts: ours and the licences (symlinks followed, one file each).
 mkdir texts

@@ -3,6 +3,7 @@
 set -euo pipefail
 : "${PSLORA:?}" "${SCRATCH:?}"
 MPIEXEC=${MPIEXEC:-mpiexec}
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)   # before the cd below
 rm -rf "$SCRATCH" && mkdir -p "$SCRATCH" && cd "$SCRATCH"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -86,3 +87,18 @@ killed_mid_run() {
   [ "$((10#${latest#step-}))" -lt "$STEPS" ] || fail "$out: latest checkpoint $latest is the last step"
 }
 
+# ---- the tokenizer peers (cli_tokenizers, cli_bert_tokenize) ----
+
+# need_peers FILE...: node and each FILE under $PSLORA_PEERS (made by
+# tests/peers/fetch.sh), else fail saying how to get them.  Sets PEERS (the
+# directory, exported as PSLORA_PEERS) and HF (tests/peers/hf_encode.js).
+need_peers() {
+  local get="bash tests/peers/fetch.sh ${PSLORA_PEERS:-build/peers}" f
+  PEERS=${PSLORA_PEERS:-}
+  HF="$TESTS_DIR/peers/hf_encode.js"
+  command -v node >/dev/null || fail "node not found: install nodejs and npm, then run: $get"
+  for f in "$@"; do
+    [ -n "$PEERS" ] && [ -f "$PEERS/$f" ] || fail "test peer file '${PEERS:-\$PSLORA_PEERS}/$f' missing: run $get"
+  done
+  export PSLORA_PEERS="$PEERS"
+}

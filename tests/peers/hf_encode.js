@@ -4,6 +4,7 @@
 //
 //   node hf_encode.js [--add-special] [--time] [--quiet] [--peer hf|gpt-3-encoder]
 //                     [--out-dir DIR] [--pieces BYTES] [--bert-astral-cjk] TOKENIZER TEXT...
+//   node hf_encode.js --jsonl [--bert-astral-cjk] TOKENIZER FILE.jsonl
 //
 // One TEXT: the ids go to stdout.  With --out-dir, the ids of each TEXT go to
 // DIR/<its file name>.ids (the tokenizer is loaded once for all of them).
@@ -21,7 +22,11 @@
 // units (text[i].charCodeAt(0)), so it never sees the CJK ideographs beyond
 // U+FFFF (extensions B-E, compatibility supplement) that Hugging Face's Rust
 // and Python tokenizers put spaces around; with the flag, this script puts the
-// spaces around them first, as those do.  The packages come from PSLORA_PEERS (the directory
+// spaces around them first, as those do.  --jsonl reads JSON Lines of
+// classification data ({"text", "text_pair"?}, blank lines skipped) and prints
+// one line per sample, "IDS;TYPES": the ids of encode(text, {text_pair,
+// add_special_tokens: true}) (BERT: [CLS] text [SEP] (text_pair [SEP])) and
+// their token_type_ids, each space-separated.  The packages come from PSLORA_PEERS (the directory
 // made by tests/peers/fetch.sh).
 "use strict";
 const fs = require("fs");
@@ -36,7 +41,7 @@ function usage(msg) {
 
 function parseArgs(argv) {
   const a = { addSpecial: false, time: false, quiet: false, peer: "hf", outDir: null,
-              pieces: 0, astralCjk: false, files: [] };
+              pieces: 0, astralCjk: false, jsonl: false, files: [] };
   for (let i = 0; i < argv.length; i++) {
     const s = argv[i];
     if (s === "--add-special") a.addSpecial = true;
@@ -46,6 +51,7 @@ function parseArgs(argv) {
     else if (s === "--out-dir") a.outDir = argv[++i];
     else if (s === "--pieces") a.pieces = Number(argv[++i]);
     else if (s === "--bert-astral-cjk") a.astralCjk = true;
+    else if (s === "--jsonl") a.jsonl = true;
     else if (s.startsWith("--")) usage(`unknown flag ${s}`);
     else a.files.push(s);
   }
@@ -54,6 +60,8 @@ function parseArgs(argv) {
   if (a.peer !== "hf" && a.peer !== "gpt-3-encoder") usage(`--peer: unknown peer ${a.peer}`);
   if (!(a.pieces >= 0)) usage("--pieces: expected a byte count");
   if (a.pieces && a.addSpecial) usage("--pieces: not with --add-special");
+  if (a.jsonl && (a.files.length !== 2 || a.peer !== "hf" || a.pieces || a.outDir || a.time))
+    usage("--jsonl: one TOKENIZER and one FILE.jsonl, with the hf peer only");
   return a;
 }
 
@@ -104,11 +112,31 @@ function cutPieces(text, size) {
   return out;
 }
 
+// --jsonl: "IDS;TYPES" per sample of a classification JSON Lines file.
+async function encodeJsonl(a, peers) {
+  const mod = await import(pathToFileURL(path.join(peers, "hf-tokenizers", "dist", "tokenizers.mjs")).href);
+  const { json, cfg } = readTokenizer(a.files[0]);
+  const tok = new mod.Tokenizer(json, cfg);
+  const fix = (t) => (a.astralCjk && typeof t === "string" ? t.replace(ASTRAL_CJK, " $& ") : t);
+  const lines = fs.readFileSync(a.files[1], "utf8").split("\n");
+  let out = "";
+  for (const line of lines) {
+    if (line.trim() === "") continue;
+    const o = JSON.parse(line);
+    const pair = o.text_pair === undefined || o.text_pair === null ? null : fix(o.text_pair);
+    const r = tok.encode(fix(o.text), { text_pair: pair, add_special_tokens: true,
+                                        return_token_type_ids: true });
+    out += r.ids.join(" ") + ";" + r.token_type_ids.join(" ") + "\n";
+  }
+  process.stdout.write(out);
+}
+
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   const peers = process.env.PSLORA_PEERS;
   if (!peers || !fs.existsSync(path.join(peers, "hf-tokenizers", "package.json")))
     usage(`PSLORA_PEERS='${peers || ""}' holds no peers: run 'bash tests/peers/fetch.sh build/peers'`);
+  if (a.jsonl) return encodeJsonl(a, peers);
   const encode = await makeEncoder(a, peers);
   for (const file of a.files.slice(1)) {
     const buf = fs.readFileSync(file);
