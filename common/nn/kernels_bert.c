@@ -171,20 +171,27 @@ void k_tanh_bwd(float *dx, const float *dy, const float *y, size_t n)
 
 /* ---- heads: cross-entropy over a linear map of rows ---- */
 
+static int32_t argmax(const float *r, int V)
+{
+    int32_t best = 0;
+    for (int j = 1; j < V; j++)
+        if (r[j] > r[best])
+            best = j;
+    return best;
+}
+
+void k_argmax_rows(int32_t *out, const float *L, int m, int V)
+{
+    for (int i = 0; i < m; i++)
+        out[i] = argmax(L + (size_t)i * V, V);
+}
+
 /* Rows of L [m, V] whose argmax is their target. */
 static int count_argmax(const float *L, const int32_t *tgt, int m, int V)
 {
     int n = 0;
-    for (int i = 0; i < m; i++) {
-        if (tgt[i] < 0 || tgt[i] >= V)
-            continue;
-        const float *r = L + (size_t)i * V;
-        int best = 0;
-        for (int j = 1; j < V; j++)
-            if (r[j] > r[best])
-                best = j;
-        n += best == tgt[i];
-    }
+    for (int i = 0; i < m; i++)
+        n += tgt[i] >= 0 && tgt[i] < V && argmax(L + (size_t)i * V, V) == tgt[i];
     return n;
 }
 
@@ -198,11 +205,11 @@ static void logits_fwd(float *L, const float *x, const float *E, const float *bi
 }
 
 double k_cls_xent(float *dx, float *dW, float *db, float *scratch, const float *x, const float *W,
-                  const float *b, const int32_t *label, int B, int C, int K, int *correct)
+                  const float *b, const int32_t *label, int B, int C, int K, int32_t *pred)
 {
     logits_fwd(scratch, x, W, b, B, C, K);
-    if (correct)
-        *correct = count_argmax(scratch, label, B, K);
+    if (pred)
+        k_argmax_rows(pred, scratch, B, K);
     double loss = k_xent_rows(scratch, label, B, K, dx != NULL);
     if (!dx)
         return loss;

@@ -51,15 +51,18 @@ void k_rows_scatter_add(float *dx, const float *drows, const int32_t *idx, int n
 void k_tanh_fwd(float *y, const float *x, size_t n);
 void k_tanh_bwd(float *dx, const float *dy, const float *y, size_t n);
 
+/* out[i] = the first index of the largest of row i of L [m, V]. */
+void k_argmax_rows(int32_t *out, const float *L, int m, int V);
+
 /* Classifier and cross-entropy over x[B,C]: logits[B,K] = x W^T + b with
  * W [K,C], b [K] (scratch holds the logits, B*K floats).  Returns the sum
  * over rows with 0 <= label < K of -log softmax(logits)[label] (double).
  * With dx != NULL: dx [B,C] overwritten with d(sum)/dx, and dW, db
  * (accumulated, +=) with its gradients unless dW is NULL (a frozen
  * classifier); rows without a label give 0.
- * correct (may be NULL) receives the rows whose argmax equals the label. */
+ * pred (may be NULL) receives each row's predicted class (the argmax). */
 double k_cls_xent(float *dx, float *dW, float *db, float *scratch, const float *x, const float *W,
-                  const float *b, const int32_t *label, int B, int C, int K, int *correct);
+                  const float *b, const int32_t *label, int B, int C, int K, int32_t *pred);
 
 /* The masked-LM decoder: logits[M,V] = x[M,C] E^T + bias (E [V,C] the tied
  * word embeddings, bias [V]), in chunks of `chunk` rows (scratch chunk*V

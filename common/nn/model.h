@@ -201,6 +201,9 @@ void model_acts_free(model_acts *a);
  * its first call with a row count, i.e. during the first step (and the first
  * evaluation or generation) with a shape; a failure can only come then. */
 const char *model_acts_error(const model_acts *a);
+/* BERT cls: the predicted class of each of the B rows of the last
+ * model_encoder_loss_grad (NULL for other models). */
+const int32_t *model_acts_predictions(const model_acts *a);
 /* Seconds spent in the forward (incl. the fused head) and backward parts of
  * the last model_loss_grad call. */
 void model_acts_timing(const model_acts *a, double *fwd, double *bwd);

@@ -215,6 +215,8 @@ void model_acts_timing(const model_acts *a, double *fwd, double *bwd)
 
 const char *model_acts_error(const model_acts *a) { return a->failed ? a->err.msg : NULL; }
 
+const int32_t *model_acts_predictions(const model_acts *a) { return a->htgt; }
+
 void model_acts_free(model_acts *a)
 {
     if (!a)
@@ -608,7 +610,12 @@ static double bert_head_cls(const pass *ps, const int32_t *tgt, int *correct)
     float *dW, *db;
     bert_classifier(ps, &W, &bias, &dW, &db);
     float *dp = ps->grad ? a->dnarrow : NULL;
-    double loss = k_cls_xent(dp, dW, db, a->logits, a->pout, W, bias, tgt, B, C, K, correct);
+    double loss = k_cls_xent(dp, dW, db, a->logits, a->pout, W, bias, tgt, B, C, K, a->htgt);
+    if (correct) {
+        *correct = 0;
+        for (int b = 0; b < B; b++)
+            *correct += tgt[b] >= 0 && a->htgt[b] == tgt[b];
+    }
     if (!dp)
         return loss;
     k_tanh_bwd(dp, dp, a->pout, (size_t)B * C);
