@@ -197,6 +197,19 @@ void lora_init_params(const lora_layout *L, float *p, unsigned long long seed)
 #define CLS_W_KEY "base_model.model.classifier.weight"
 #define CLS_B_KEY "base_model.model.classifier.bias"
 
+void lora_tensor_key(const lora_layout *L, int id, char *buf, size_t len, int64_t shape[2])
+{
+    if (id >= 2 * L->n) {
+        snprintf(buf, len, "%s", id % 2 ? CLS_B_KEY : CLS_W_KEY);
+        shape[0] = L->n_labels, shape[1] = id % 2 ? 1 : L->cls_in;
+        return;
+    }
+    const lora_module *m = &L->m[id / 2];
+    snprintf(buf, len, "base_model.model.%s.lora_%c.weight", m->path, id % 2 ? 'B' : 'A');
+    shape[0] = id % 2 ? m->out : L->r;
+    shape[1] = id % 2 ? L->r : m->in;
+}
+
 static void key_of(char *buf, size_t len, const lora_module *m, char ab)
 {
     snprintf(buf, len, "base_model.model.%s.lora_%c.weight", m->path, ab);

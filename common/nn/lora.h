@@ -63,6 +63,10 @@ int lora_n_tensors(const lora_layout *L);
 size_t lora_tensor_offset(const lora_layout *L, int id);
 size_t lora_tensor_numel(const lora_layout *L, int id);
 
+/* The PEFT key of LoRA tensor id (lora_A / lora_B, or the classifier's
+ * weight / bias) and its shape ([n] as {n, 1}).  Not for a full layout. */
+void lora_tensor_key(const lora_layout *L, int id, char *buf, size_t len, int64_t shape[2]);
+
 /* PEFT init: A Kaiming-uniform (a = sqrt(5): bound 1/sqrt(in)), B zero. */
 void lora_init_params(const lora_layout *L, float *p, unsigned long long seed);
 
