@@ -12,6 +12,10 @@
  *                      value, dense: every linear, the head's dense too) and
  *                      the classifier's against central finite differences of
  *                      the reference, with padding in the batch;
+ *   test_eval_*        `pslora eval` ($PSLORA) on such directories and a
+ *                      shard + sidecar written here: the mean loss within
+ *                      1e-5 of the reference's (mlm: the positions masked as
+ *                      mlm.h draws them for seed 1, epoch 0, sample k);
  *   test_targets       PEFT's suffix matching on BERT's module paths;
  *   test_bad_*         rejections name the file and the key. */
 #include <stdarg.h>
@@ -26,6 +30,7 @@
 #include <string.h>
 
 #include "lora.h"
+#include "mlm.h"
 #include "model.h"
 #include "ref_bert.h"
 #include "testutil.h"
@@ -114,6 +119,111 @@ static void test_load_case(void **state)
 
 #define CASE(NAME, GELU_NEW, ...) \
     {#NAME, test_load_case, NULL, NULL, &(load_case){#NAME, base_cfg(GELU_NEW), {__VA_ARGS__}}}
+
+/* ---- pslora eval ---- */
+
+static void put_i32(FILE *f, int32_t v) { fwrite(&v, 4, 1, f); }
+
+/* DIR/d.bin (llm.c shard, uint16 tokens) and DIR/d.bin.samples: the TB
+ * rows' real tokens as samples; cls: kind 2 with the segments as the mask
+ * and LABELS; mlm: kind 0, no mask. */
+static void write_data(const char *dir, const int32_t *inp, int cls)
+{
+    char path[600];
+    int ntok = 0;
+    for (int b = 0; b < TB; b++)
+        ntok += LEN[b];
+    snprintf(path, sizeof path, "%s/d.bin", dir);
+    FILE *f = fopen(path, "wb");
+    put_i32(f, 20240520), put_i32(f, 1), put_i32(f, ntok);
+    for (int i = 3; i < 256; i++)
+        put_i32(f, 0);
+    for (int b = 0; b < TB; b++)
+        for (int j = 0; j < LEN[b]; j++) {
+            uint16_t t = (uint16_t)inp[b * TT + j];
+            fwrite(&t, 2, 1, f);
+        }
+    fclose(f);
+    snprintf(path, sizeof path, "%s/d.bin.samples", dir);
+    f = fopen(path, "wb");
+    int32_t head[16] = {20250601, 1, ntok, TB, cls ? 2 : 0, cls, cls ? 3 : 0};
+    fwrite(head, 4, 16, f);
+    uint32_t off = 0;
+    fwrite(&off, 4, 1, f);
+    for (int b = 0; b < TB; b++) {
+        off += (uint32_t)LEN[b];
+        fwrite(&off, 4, 1, f);
+    }
+    for (int b = 0; cls && b < TB; b++)
+        for (int j = 0; j < LEN[b]; j++) {
+            uint8_t m = (uint8_t)TYPES[b * TT + j];
+            fwrite(&m, 1, 1, f);
+        }
+    for (int b = 0; cls && b < TB; b++)
+        put_i32(f, LABELS[b]);
+    fclose(f);
+}
+
+/* The "loss" of `pslora eval ... --json` on dir. */
+static double cli_eval_loss(const char *dir, int cls)
+{
+    const char *pslora = getenv("PSLORA");
+    if (!pslora)
+        fail_msg("PSLORA is not set (the CTest environment gives it)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --data %s/d.bin --seq %d --batch %d --json%s",
+             pslora, dir, dir, TT, TB, cls ? "" : " --mask-id 4 --special-ids 0 --seed 1");
+    FILE *p = popen(cmd, "r");
+    char line[1024] = "";
+    if (!p || !fgets(line, sizeof line, p))
+        fail_msg("%s: no output", cmd);
+    pclose(p);
+    const char *at = strstr(line, "\"loss\": ");
+    if (!at)
+        fail_msg("%s: %s", cmd, line);
+    return strtod(at + 8, NULL);
+}
+
+static void test_eval_case(void **state)
+{
+    const load_case *k = *state;
+    ref_bert ref;
+    int32_t inp[TB * TT], minp[TB * TT], tgt[TB * TT];
+    int cls = k->o.cls == RB_CLS;
+    ref_bert_init(&ref, &k->c, 4321);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir(k->name));
+    ref_bert_write_hf(&ref, dir, &k->o);
+    inputs(inp, k->c.vocab);
+    write_data(dir, inp, cls);
+    double want;
+    if (cls) {
+        int n = 0;
+        for (int b = 0; b < TB; b++)
+            n += LABELS[b] >= 0;
+        want = ref_bert_cls_loss(&ref, NULL, inp, TYPES, LEN, LABELS, TB, TT) / n;
+    } else {   /* the masking eval draws: seed 1, epoch 0, sample b */
+        const int32_t special[1] = {0};
+        mlm_spec sp = {.mask_id = 4, .vocab = k->c.vocab, .special = special, .n_special = 1,
+                       .prob = 0.15};
+        int n = 0;
+        memcpy(minp, inp, sizeof minp);
+        for (int i = 0; i < TB * TT; i++)
+            tgt[i] = -1;
+        for (int b = 0; b < TB; b++)
+            n += mlm_mask_row(&sp, inp + b * TT, LEN[b], 1, 0, (uint64_t)b, minp + b * TT,
+                              tgt + b * TT);
+        assert_true(n > 0);
+        want = ref_bert_mlm_loss(&ref, NULL, minp, NULL, LEN, tgt, TB, TT) / n;
+    }
+    double got = cli_eval_loss(dir, cls);
+    if (!(fabs(got - want) <= 1e-5 * fabs(want)))
+        fail_msg("%s: pslora eval loss %.9g, reference %.9g", k->name, got, want);
+    ref_bert_free(&ref);
+}
+
+#define EVAL_CASE(NAME, ...) \
+    {#NAME, test_eval_case, NULL, NULL, &(load_case){#NAME, base_cfg(0), {__VA_ARGS__}}}
 
 /* ---- adapters ---- */
 
@@ -347,6 +457,12 @@ int main(void)
         CASE(load_cls_bf16_noprefix_gamma, 0, .dtype = REF_BF16, .cls = RB_CLS, .no_prefix = 1,
              .gamma_beta = 1),
         CASE(load_cls_f32_shards, 0, .dtype = REF_F32, .cls = RB_CLS, .shards = 2),
+        EVAL_CASE(eval_mlm_f32_prefix, .dtype = REF_F32, .cls = RB_MLM),
+        EVAL_CASE(eval_mlm_bf16_noprefix_gamma, .dtype = REF_BF16, .cls = RB_MLM, .no_prefix = 1,
+                  .gamma_beta = 1),
+        EVAL_CASE(eval_cls_f32_prefix_shards, .dtype = REF_F32, .cls = RB_CLS, .shards = 2),
+        EVAL_CASE(eval_cls_bf16_noprefix_gamma, .dtype = REF_BF16, .cls = RB_CLS, .no_prefix = 1,
+                  .gamma_beta = 1),
         cmocka_unit_test(test_zero_b_mlm),
         cmocka_unit_test(test_zero_b_cls),
         cmocka_unit_test(test_grad_mlm),
