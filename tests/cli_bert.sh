@@ -122,6 +122,23 @@ awk -v a="$(sed -E 's/^loss ([0-9.]+).*/\1/' m0.txt)" -v b="$(sed -E 's/^loss ([
 grep -q '"task_type":[[:space:]]*null' mr/adapter_config.json || fail "mlm task_type"
 ok "mlm: $(cat m0.txt) -> $(cat m1.txt)"
 
+# merge: LoRA folded and the trained classifier written; the merged model
+# alone evaluates as the base with the adapter
+jloss() { sed -E 's/.*"loss": ([^,]*),.*/\1/' "$1"; }
+near() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 * (a < 0 ? -a : a) + 1e-7) }'; }
+"$PSLORA" merge --model model --adapter w2 --out merged > /dev/null || fail "merge cls"
+"$PSLORA" eval --model merged --data val.bin --seq 16 --batch 16 --json > e3.json
+near "$(jloss e3.json)" "$(jloss e1.json)" || fail "merged $(cat e3.json) vs adapter $(cat e1.json)"
+# a masked-LM base trained for cls: the classifier is new (seed-drawn) and merge adds it
+"$PSLORA" train --model mlm --task cls --num-labels 2 --data train.bin --seq 16 --targets query,value \
+  --batch 16 --steps 5 --lr 3e-3 --out mc > mc.txt 2>&1 || fail "mlm base, --task cls: $(tail -3 mc.txt)"
+"$PSLORA" eval --model mlm --task cls --num-labels 2 --adapter mc --data val.bin --seq 16 --batch 16 --json > e4.json
+"$PSLORA" merge --model mlm --adapter mc --out mcm > /dev/null || fail "merge onto a masked-LM base"
+grep -q '"BertForSequenceClassification"' mcm/config.json || fail "merged config: $(head -3 mcm/config.json)"
+"$PSLORA" eval --model mcm --data val.bin --seq 16 --batch 16 --json > e5.json
+near "$(jloss e5.json)" "$(jloss e4.json)" || fail "merged $(cat e5.json) vs adapter $(cat e4.json)"
+ok "merge: classifier replaced ($(jloss e3.json)) and added to a masked-LM base ($(jloss e5.json))"
+
 expect_fail 2 "^pslora train: --task: expected mlm or cls, got 'ner'$" "$PSLORA" train $T --task ner --out x
 expect_fail 2 "--compute: not implemented for bert" "$PSLORA" eval --model model --data val.bin --compute bf16
 expect_fail 2 "^pslora init: --num-labels: bert only$" "$PSLORA" init --layers 1 --dim 8 --heads 2 --vocab 9 --ctx 4 --num-labels 2 --out x

@@ -308,14 +308,14 @@ static void bert_norm(model_weight *w, int *n, const float **wt, const float **b
 }
 
 /* The heads of BERT's task: the pooler and the (optional) classifier for
- * cls, the MLM transform and decoder bias for mlm, an optional pooler
- * alone for BertModel. */
+ * cls, the MLM transform and decoder bias for mlm; the pooler is optional
+ * but for cls. */
 static void bert_heads(model *m, model_weight *w, int *n)
 {
     const model_config *c = &m->cfg;
-    if (c->task != TASK_MLM)
-        bert_linear(w, n, &m->pooler, c, MODEL_SLOT_POOLER, "pooler.dense", 0,
-                    c->task == TASK_NONE);
+    /* the pooler: needed for cls, kept when present otherwise (BertModel and
+     * pretraining checkpoints have it, BertForMaskedLM files do not) */
+    bert_linear(w, n, &m->pooler, c, MODEL_SLOT_POOLER, "pooler.dense", 0, c->task != TASK_CLS);
     if (c->task == TASK_CLS) {
         table_add(w, n, "classifier.weight", &m->cls_w, 2, c->num_labels, c->n_embd, INIT_NORMAL);
         w[*n - 1].head = w[*n - 1].optional = 1;
@@ -405,7 +405,7 @@ int model_weight_count(const model_config *c)
     if (c->arch == ARCH_GPT2)
         return 4 + 12 * c->n_layer;
     if (c->arch == ARCH_BERT)
-        return 5 + 16 * c->n_layer + (c->task == TASK_MLM ? 5 : c->task == TASK_CLS ? 4 : 2);
+        return 5 + 16 * c->n_layer + 2 + (c->task == TASK_MLM ? 5 : c->task == TASK_CLS ? 2 : 0);
     return 2 + c->n_layer * (9 + 4 * (c->attn_bias != 0) + 3 * (c->mlp_bias != 0));
 }
 
