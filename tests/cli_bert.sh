@@ -139,6 +139,12 @@ grep -q '"BertForSequenceClassification"' mcm/config.json || fail "merged config
 near "$(jloss e5.json)" "$(jloss e4.json)" || fail "merged $(cat e5.json) vs adapter $(cat e4.json)"
 ok "merge: classifier replaced ($(jloss e3.json)) and added to a masked-LM base ($(jloss e5.json))"
 
+# analyze reads a cls adapter (the classifier left out of the LoRA analysis)
+"$PSLORA" analyze w2 > an.txt 2>&1 || fail "analyze: $(tail -2 an.txt)"
+grep -q 'bert.encoder.layer.0.attention.self.query' an.txt || fail "analyze: $(head -5 an.txt)"
+ok "analyze on a cls adapter"
+
+expect_fail 1 "^pslora generate: --model: a bert model is an encoder" "$PSLORA" generate --model model --prompt hi
 expect_fail 2 "^pslora train: --task: expected mlm or cls, got 'ner'$" "$PSLORA" train $T --task ner --out x
 expect_fail 2 "--compute: not implemented for bert" "$PSLORA" eval --model model --data val.bin --compute bf16
 expect_fail 2 "^pslora init: --num-labels: bert only$" "$PSLORA" init --layers 1 --dim 8 --heads 2 --vocab 9 --ctx 4 --num-labels 2 --out x
