@@ -147,5 +147,16 @@ ok "analyze on a cls adapter"
 expect_fail 1 "^pslora generate: --model: a bert model is an encoder" "$PSLORA" generate --model model --prompt hi
 expect_fail 2 "^pslora train: --task: expected mlm or cls, got 'ner'$" "$PSLORA" train $T --task ner --out x
 expect_fail 2 "--compute: not implemented for bert" "$PSLORA" eval --model model --data val.bin --compute bf16
+expect_fail 1 "^pslora eval: mlm: no classifier \\(classifier.weight\\) in the model or the adapter$" \
+  "$PSLORA" eval --model mlm --task cls --data val.bin --seq 16
+expect_fail 1 "^pslora train: --pack: an encoder \\(bert\\) reads one sample per row$" \
+  "$PSLORA" train $T --pack --out x
+cp -r model badact && sed -i 's/"gelu"/"relu"/' badact/config.json
+expect_fail 1 'badact/config.json: hidden_act must be "gelu" or "gelu_new"' "$PSLORA" eval --model badact --data val.bin --seq 16
+cp -r model badpos && sed -i 's/"absolute"/"relative_key"/' badpos/config.json
+expect_fail 1 'badpos/config.json: position_embedding_type must be "absolute"' "$PSLORA" eval --model badpos --data val.bin --seq 16
+"$PSLORA" init --layers 1 --dim 8 --heads 2 --vocab 25 --ctx 16 --out gpt2 >/dev/null
+expect_fail 1 "gpt2: --task and --num-labels are for bert models, this is gpt2" \
+  "$PSLORA" train --model gpt2 --data train.bin --seq 8 --task cls --out x
 expect_fail 2 "^pslora init: --num-labels: bert only$" "$PSLORA" init --layers 1 --dim 8 --heads 2 --vocab 9 --ctx 4 --num-labels 2 --out x
 ok "cli_bert"
