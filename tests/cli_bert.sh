@@ -149,6 +149,8 @@ expect_fail 2 "^pslora train: --task: expected mlm or cls, got 'ner'$" "$PSLORA"
 expect_fail 2 "--compute: not implemented for bert" "$PSLORA" eval --model model --data val.bin --compute bf16
 expect_fail 1 "^pslora eval: mlm: no classifier \\(classifier.weight\\) in the model or the adapter$" \
   "$PSLORA" eval --model mlm --task cls --data val.bin --seq 16
+expect_fail 1 "^pslora eval: --mask-id: 30 is not below the vocabulary 25$" \
+  "$PSLORA" eval --model mlm --data text.bin --seq 16 --mask-id 30
 expect_fail 1 "^pslora train: --pack: an encoder \\(bert\\) reads one sample per row$" \
   "$PSLORA" train $T --pack --out x
 cp -r model badact && sed -i 's/"gelu"/"relu"/' badact/config.json
