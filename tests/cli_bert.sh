@@ -67,7 +67,9 @@ awk -v a="$(acc e0.txt)" 'BEGIN { exit !(a > 0.35 && a < 0.65) }' || fail "untra
 ok "untrained: $(cat e0.txt)"
 
 T="--model model --data train.bin --seq 16 --targets query,key,value,dense --rank 4 --seed 5"
-mpi -np 3 "$PSLORA" train $T --lr 3e-3 --batch 8 --steps 120 --out w2 > w2.txt 2>&1 || fail "np3: $(tail -3 w2.txt)"
+mpi -np 3 "$PSLORA" train $T --lr 3e-3 --batch 8 --steps 120 --val val.bin --eval-every 60 --out w2 \
+  > w2.txt 2>&1 || fail "np3: $(tail -3 w2.txt)"
+[ "$(json_field w2/metrics.jsonl eval val_loss | wc -l)" = 2 ] || fail "validation rows: $(grep eval w2/metrics.jsonl)"
 "$PSLORA" eval --model model --adapter w2 --data val.bin --seq 16 --batch 16 > e1.txt
 awk -v a="$(acc e1.txt)" 'BEGIN { exit !(a > 0.9) }' || fail "trained accuracy: $(cat e1.txt)"
 ok "1 server + 2 workers, 120 steps of 2 x 8: $(cat e1.txt)"
