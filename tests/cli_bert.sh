@@ -122,6 +122,11 @@ grep -Eq '^loss [0-9.]+ accuracy [0-9.]+ masked [0-9]+$' m0.txt || fail "mlm eva
 awk -v a="$(sed -E 's/^loss ([0-9.]+).*/\1/' m0.txt)" -v b="$(sed -E 's/^loss ([0-9.]+).*/\1/' m1.txt)" \
   'BEGIN { exit !(b < a - 0.1) }' || fail "mlm loss did not fall: $(cat m0.txt) -> $(cat m1.txt)"
 grep -q '"task_type":[[:space:]]*null' mr/adapter_config.json || fail "mlm task_type"
+# the masking is drawn per (seed, epoch, sample): 2 workers x 8 == 1 x 16
+MT="--model mlm --data text.bin $M --targets query,value --steps 6 --lr 3e-3"
+"$PSLORA" train $MT --batch 16 --out mone > mone.txt 2>&1 || fail "mlm one: $(tail -3 mone.txt)"
+mpi -np 3 "$PSLORA" train $MT --batch 8 --out mtwo > mtwo.txt 2>&1 || fail "mlm two: $(tail -3 mtwo.txt)"
+"$ADAPTER_DIFF" mone mtwo 1e-5 || fail "mlm: 2 workers x 8 != 1 x 16"
 ok "mlm: $(cat m0.txt) -> $(cat m1.txt)"
 
 # merge: LoRA folded and the trained classifier written; the merged model
