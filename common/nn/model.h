@@ -2,13 +2,13 @@
  *
  * An architecture is a description of its blocks: each block has a list of
  * frozen linear maps (its LoRA candidates) with their module paths, and the
- * block function that strings them together (model_step.c: a GPT-2 block and
- * a Llama block side by side, one trainer).
+ * block function that strings them together (model_step.c: a GPT-2, a Llama
+ * and a BERT block side by side, one trainer).
  *
  * GPT-2: LayerNorm (weight and bias), learned positions (wpe), Conv1D
  * weights [in, out].  Llama: RMSNorm (weight only: ln*_b and lnf_b NULL), no
  * wpe (rotary positions), torch Linear weights [out, in], biases only with
- * attention_bias / mlp_bias.  BERT (model_bert.c, docs/bert.md): word,
+ * attention_bias / mlp_bias.  BERT (model_step.c, its BERT section; docs/bert.md): word,
  * position and token-type embeddings with a LayerNorm, post-LayerNorm
  * blocks of torch Linear maps with biases, bidirectional attention with a
  * padding mask, and one head chosen by the task: the masked-LM head
