@@ -321,7 +321,7 @@ static void check_openblas_core(void)
 static int build_config(model_config *c, const bench_opts *o, pl_err *e)
 {
     memset(c, 0, sizeof *c);
-    if (model_arch_parse(o->arch, &c->arch) != 0)
+    if (model_arch_parse(o->arch, &c->arch) != 0 || c->arch == ARCH_BERT)
         return pl_errf(e, "--arch: expected gpt2 or llama, got '%s'", o->arch);
     if (o->dim % o->heads)
         return pl_errf(e, "--dim: %ld is not a multiple of --heads %ld", o->dim, o->heads);

@@ -214,6 +214,11 @@ int cmd_generate(int argc, char **argv)
     opened_model o;
     if ((rc = model_open_forward(&o, "generate", model_dir, adapter, compute)) != 0)
         return rc;
+    if (o.m.cfg.arch == ARCH_BERT) {
+        opened_model_close(&o);
+        return cli_fail("generate", "--model: a bert model is an encoder; generate needs gpt2 or "
+                                    "llama", 1);
+    }
     const model *m = &o.m;
     te_tokenizer tk;
     int real;

@@ -16,8 +16,14 @@ int cmd_init(int argc, char **argv)
     long layers = 0, dim = 0, heads = 0, kv_heads = 0, inter = 0, vocab = 0, ctx = 0, seed = 1;
     float theta = 10000.0f;
     int untied = 0;
+    long num_labels = 0, type_vocab = 2;
     fl_spec specs[] = {
-        {.name = "arch", .type = FL_STR, .dst = &arch, .help = "gpt2 or llama (gpt2)"},
+        {.name = "arch", .type = FL_STR, .dst = &arch, .help = "gpt2, llama or bert (gpt2)"},
+        {.name = "num-labels", .type = FL_INT, .dst = &num_labels,
+         .help = "bert: a BertForSequenceClassification with this many classes (else "
+                 "BertForMaskedLM)", .min = 1, .max = 1 << 20},
+        {.name = "type-vocab", .type = FL_INT, .dst = &type_vocab,
+         .help = "bert: token types (2)", .min = 1, .max = 1 << 16},
         {.name = "layers", .type = FL_INT, .dst = &layers,
          .help = "transformer blocks", .min = 1, .max = 1024, .required = 1},
         {.name = "dim", .type = FL_INT, .dst = &dim,
@@ -50,7 +56,13 @@ int cmd_init(int argc, char **argv)
         return rc > 0 ? 0 : cli_fail("init", e.msg, 2);
     model_config c = {0};
     if (model_arch_parse(arch, &c.arch) != 0)
-        return cli_fail("init", "--arch: expected gpt2 or llama", 2);
+        return cli_fail("init", "--arch: expected gpt2, llama or bert", 2);
+    if (c.arch != ARCH_BERT && (fl_seen(specs, "num-labels") || fl_seen(specs, "type-vocab")))
+        return cli_fail("init", fl_seen(specs, "num-labels") ? "--num-labels: bert only"
+                                                             : "--type-vocab: bert only", 2);
+    if (c.arch == ARCH_BERT && (fl_seen(specs, "kv-heads") || fl_seen(specs, "rope-theta") ||
+                                untied))
+        return cli_fail("init", "--kv-heads, --rope-theta, --untied: not for bert", 2);
     if (dim % heads)
         return cli_fail("init", "--dim: must be a multiple of --heads", 2);
     if (c.arch == ARCH_GPT2 && (fl_seen(specs, "kv-heads") || fl_seen(specs, "rope-theta")))
@@ -64,6 +76,12 @@ int cmd_init(int argc, char **argv)
     c.eps = c.arch == ARCH_GPT2 ? 1e-5f : 1e-6f;
     c.rope_theta = c.arch == ARCH_LLAMA ? theta : 0.0f;
     c.tie_embeddings = !untied;
+    if (c.arch == ARCH_BERT) {   /* BertConfig's defaults: eps 1e-12, exact GELU, biases */
+        c.eps = 1e-12f, c.act_erf = 1, c.attn_bias = c.mlp_bias = 1;
+        c.type_vocab = (int)type_vocab;
+        c.num_labels = num_labels ? (int)num_labels : 2;
+        c.task = num_labels ? TASK_CLS : TASK_MLM;
+    }
     model m;
     if (model_init_random(&m, &c, (unsigned long long)seed, &e) != 0)
         return cli_fail("init", e.msg, 2);
@@ -74,6 +92,12 @@ int cmd_init(int argc, char **argv)
         model_free(&m);
         return cli_fail("init", e.msg, 1);
     }
+    if (c.arch == ARCH_BERT)
+        printf("wrote %s: bert (%s), %d layers, dim %d, %d heads, intermediate %d, vocab %d, "
+               "ctx %d, %d token types\n", out,
+               c.task == TASK_CLS ? "sequence classification" : "masked LM", c.n_layer, c.n_embd,
+               c.n_head, c.n_inner, c.vocab, c.n_ctx, c.type_vocab);
+    else
     printf("wrote %s: %s, %d layers, dim %d, %d heads (%d kv), intermediate %d, vocab %d, ctx %d%s\n",
            out, model_arch_name(c.arch), c.n_layer, c.n_embd, c.n_head, c.n_kv_head, c.n_inner,
            c.vocab, c.n_ctx, c.tie_embeddings ? "" : ", untied lm_head");

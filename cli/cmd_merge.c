@@ -8,7 +8,8 @@
  * The output is a complete model directory: config.json (and
  * generation_config.json) copied byte for byte, and the same safetensors files
  * as the input (model.safetensors, or the shards and their index) holding the
- * same tensor names, dtypes and shapes.  It appears whole or not at all. */
+ * same tensor names, dtypes and shapes.  It appears whole or not at all.
+ * A BERT classification adapter also brings its classifier (merge_cls.h). */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@
 #include "flags.h"
 #include "hf_files.h"
 #include "lora.h"
+#include "merge_cls.h"
 #include "model.h"
 #include "outdir.h"
 #include "safetensors.h"
@@ -41,25 +43,34 @@ static int merge_join(char *buf, const char *dir, const char *name, pl_err *e)
     return 0;
 }
 
-/* Maps each adapter module to its weight: "<path>.weight", or for GPT-2 the
- * same without "transformer.", and checks dtype and the layout's shape
- * ([in, out] for Conv1D, [out, in] for Linear). */
+/* The length of the prefix a file may leave out of key: GPT-2's
+ * "transformer." or BERT's "bert." (0 when key has neither). */
+static size_t merge_short_prefix(const char *key)
+{
+    static const char *const prefixes[] = {"transformer.", "bert."};
+    for (int k = 0; k < 2; k++)
+        if (strncmp(key, prefixes[k], strlen(prefixes[k])) == 0)
+            return strlen(prefixes[k]);
+    return 0;
+}
+
+/* Maps each adapter module to its weight: "<path>.weight", or the same
+ * without "transformer." (GPT-2) or "bert." (BERT), and checks dtype and
+ * the layout's shape ([in, out] for Conv1D, [out, in] for Linear). */
 static int merge_find_targets(const hf_files *s, const char *dir, const lora_layout *L,
                               int conv1d, merge_target *tg, pl_err *e)
 {
-    static const char prefix[] = "transformer.";
     for (int i = 0; i < L->n; i++) {
         const lora_module *mod = &L->m[i];
         char key[160];
         snprintf(key, sizeof key, "%s.weight", mod->path);
-        int gpt2_short = strncmp(key, prefix, sizeof prefix - 1) == 0;
+        size_t skip = merge_short_prefix(key);
         const st_tensor *t = hf_files_find(s, key, &tg[i].file);
-        if (!t && gpt2_short)
-            t = hf_files_find(s, key + sizeof prefix - 1, &tg[i].file);
+        if (!t && skip)
+            t = hf_files_find(s, key + skip, &tg[i].file);
         if (!t)
             return pl_errf(e, "%s: no tensor %s%s%s for the adapter's module %s", dir, key,
-                           gpt2_short ? " or " : "", gpt2_short ? key + sizeof prefix - 1 : "",
-                           mod->path);
+                           skip ? " or " : "", skip ? key + skip : "", mod->path);
         const char *fname = s->files[tg[i].file].path;
         if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
             return pl_errf(e, "%s: tensor %s has dtype %s (F32, F16 or BF16 expected)", fname,
@@ -119,9 +130,9 @@ static int merge_write_file(const hf_files *s, int k, const lora_layout *L, cons
                             const merge_target *tg, int conv1d, const char *out_dir, pl_err *e)
 {
     const st_file *f = &s->files[k];
-    st_entry *ent = calloc((size_t)f->n + 1, sizeof *ent);
-    void **owned = calloc((size_t)L->n + 1, sizeof *owned);
-    int rc = (ent && owned) ? 0 : pl_errf(e, "%s: out of memory", f->path);
+    st_entry *ent = calloc((size_t)f->n + 3, sizeof *ent);
+    void **owned = calloc((size_t)L->n + 3, sizeof *owned);   /* + the classifier's two */
+    int rc = (ent && owned) ? 0 : pl_errf(e, "%s: out of memory", f->path), nent = f->n;
     for (int j = 0; !rc && j < f->n; j++) {
         const st_tensor *t = &f->t[j];
         ent[j] = (st_entry){t->name, t->dtype, t->ndim, {0}, t->data};
@@ -137,14 +148,16 @@ static int merge_write_file(const hf_files *s, int k, const lora_layout *L, cons
         }
         ent[tg[i].t - f->t].data = owned[i];
     }
+    if (!rc)
+        rc = mc_entries(s, k, L, p, ent, &nent, owned + L->n, e);
     if (!rc) {
         char path[4096];
         rc = merge_join(path, out_dir, s->names[k], e);
         if (!rc)
-            rc = st_write(path, ent, f->n, (const char *const *)f->meta_keys,
+            rc = st_write(path, ent, nent, (const char *const *)f->meta_keys,
                           (const char *const *)f->meta_vals, f->n_meta, e);
     }
-    for (int i = 0; owned && i < L->n; i++)
+    for (int i = 0; owned && i < L->n + 2; i++)
         free(owned[i]);
     free(owned);
     free(ent);
@@ -180,21 +193,29 @@ static int merge_write_all(const char *model_dir, const hf_files *s, const lora_
     for (int k = 0; k < s->n; k++)
         if (merge_write_file(s, k, L, p, tg, conv1d, od->tmp, e) != 0)
             return -1;
-    if (s->index_text) {
-        char path[4096];
-        if (merge_join(path, od->tmp, HF_INDEX_NAME, e) != 0 ||
-            pl_write_atomic(path, s->index_text, s->index_len, e) != 0)
-            return -1;
-    }
-    if (merge_copy(model_dir, od->tmp, "config.json", 1, e) != 0 ||
-        merge_copy(model_dir, od->tmp, "generation_config.json", 0, e) != 0)
-        return -1;
-    return 0;
+    char *index = NULL, *config = NULL, path[4096];
+    int rc = mc_index(s, L, &index, e);
+    if (!rc && s->index_text)
+        rc = merge_join(path, od->tmp, HF_INDEX_NAME, e) ||
+             pl_write_atomic(path, index ? index : s->index_text,
+                             index ? strlen(index) : s->index_len, e);
+    if (!rc)
+        rc = mc_config(model_dir, L, &config, e);
+    if (!rc && config)
+        rc = merge_join(path, od->tmp, "config.json", e) ||
+             pl_write_atomic(path, config, strlen(config), e);
+    else if (!rc)
+        rc = merge_copy(model_dir, od->tmp, "config.json", 1, e);
+    if (!rc)
+        rc = merge_copy(model_dir, od->tmp, "generation_config.json", 0, e);
+    free(index), free(config);
+    return rc ? -1 : 0;
 }
 
 int cmd_merge(int argc, char **argv)
 {
     const char *model_dir = NULL, *adapter = NULL, *out = NULL;
+    long num_labels = 0;
     fl_spec specs[] = {
         {.name = "model", .type = FL_STR, .dst = &model_dir,
          .help = "base model directory", .required = 1},
@@ -202,6 +223,9 @@ int cmd_merge(int argc, char **argv)
          .help = "PEFT adapter directory", .required = 1},
         {.name = "out", .type = FL_STR, .dst = &out,
          .help = "output model directory (absent or empty)", .required = 1},
+        {.name = "num-labels", .type = FL_INT, .dst = &num_labels,
+         .help = "bert: the classes of the adapter's classifier (the config's)", .min = 1,
+         .max = 1 << 20},
         {.name = NULL},
     };
     pl_err e;
@@ -216,7 +240,7 @@ int cmd_merge(int argc, char **argv)
     merge_target *tg = NULL;
     outdir od = {0};
     int status = 1;
-    if (model_config_load(&c, model_dir, &e) != 0 ||
+    if (model_config_load(&c, model_dir, &e) != 0 || mc_prepare(&c, adapter, num_labels, &e) != 0 ||
         lora_load_peft(adapter, &c, &L, &p, &e) != 0 || hf_files_open(&s, model_dir, &e) != 0)
         goto done;
     int conv1d = c.arch == ARCH_GPT2;
@@ -230,8 +254,8 @@ int cmd_merge(int argc, char **argv)
         merge_write_all(model_dir, &s, &L, p, tg, conv1d, &od, &e) != 0 ||
         outdir_commit(&od, &e) != 0)
         goto done;
-    printf("wrote %s: %d adapted weights merged (r %d, scale %g) into %d file%s\n", out, L.n, L.r,
-           L.scale, s.n, s.n == 1 ? "" : "s");
+    printf("wrote %s: %d adapted weights merged (r %d, scale %g) into %d file%s%s\n", out, L.n,
+           L.r, L.scale, s.n, s.n == 1 ? "" : "s", L.n_labels ? ", the trained classifier" : "");
     status = 0;
 done:
     if (status) {

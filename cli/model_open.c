@@ -7,6 +7,21 @@
 #include "cli.h"
 #include "model_bf16.h"
 
+/* The adapter (may be NULL) read for o->m and attached. */
+static int open_adapter(opened_model *o, const char *cmd, const char *adapter)
+{
+    pl_err e;
+    if (adapter && lora_load_peft(adapter, &o->m.cfg, &o->L, &o->p, &e) != 0) {
+        opened_model_close(o);
+        return cli_fail(cmd, e.msg, 1);
+    }
+    if (adapter) {
+        lora_attach(&o->L, &o->m);
+        o->adapted = 1;
+    }
+    return 0;
+}
+
 int model_open_forward(opened_model *o, const char *cmd, const char *model_dir,
                        const char *adapter, const char *compute)
 {
@@ -17,15 +32,17 @@ int model_open_forward(opened_model *o, const char *cmd, const char *model_dir,
         return cli_fail(cmd, e.msg, 2);
     if (model_load_for(&o->m, model_dir, mc, 0, &e) != 0)
         return cli_fail(cmd, e.msg, 1);
-    if (adapter && lora_load_peft(adapter, &o->m.cfg, &o->L, &o->p, &e) != 0) {
-        opened_model_close(o);
+    return open_adapter(o, cmd, adapter);
+}
+
+int model_open_task(opened_model *o, const char *cmd, const char *model_dir, const char *adapter,
+                    model_task task, int num_labels)
+{
+    memset(o, 0, sizeof *o);
+    pl_err e;
+    if (model_load_task(&o->m, model_dir, task, num_labels, &e) != 0)
         return cli_fail(cmd, e.msg, 1);
-    }
-    if (adapter) {
-        lora_attach(&o->L, &o->m);
-        o->adapted = 1;
-    }
-    return 0;
+    return open_adapter(o, cmd, adapter);
 }
 
 const lora_layout *opened_lora(const opened_model *o) { return o->adapted ? &o->L : NULL; }

@@ -21,6 +21,10 @@ typedef struct {
  * open). */
 int model_open_forward(opened_model *o, const char *cmd, const char *model_dir,
                        const char *adapter, const char *compute);
+/* The same with BERT's head chosen (task TASK_NONE: the config's;
+ * num_labels 0: the config's), fp32 only. */
+int model_open_task(opened_model *o, const char *cmd, const char *model_dir, const char *adapter,
+                    model_task task, int num_labels);
 /* The layout to pass to the model's passes: NULL without an adapter. */
 const lora_layout *opened_lora(const opened_model *o);
 void opened_model_close(opened_model *o);

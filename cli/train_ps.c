@@ -70,7 +70,7 @@ static int load_role(ps_run *r, pl_err *e)
         ns_settle(&r->ns);
         return rc;
     }
-    if (model_load(&r->m, r->t->model_dir, e) != 0)
+    if (trainconf_load_model(r->t, &r->m, MODEL_FP32, 0, NULL, e) != 0)
         return -1;
     float *p;
     if (trainconf_trained(r->t, &r->m, &r->L, &p, e) != 0)

@@ -130,12 +130,9 @@ static int ckpt_tensors(const lora_layout *L, ckpt_tensor **out, char **names, p
         (*out)[id].offset = t->off;
     }
     for (int id = 0; id < nt && !L->full; id++) {
-        const lora_module *m = &L->m[id / 2];
         char *name = *names + (size_t)id * len;
-        snprintf(name, len, "base_model.model.%s.lora_%c.weight", m->path, id % 2 ? 'B' : 'A');
+        lora_tensor_key(L, id, name, len, (*out)[id].shape);
         (*out)[id].name = name;
-        (*out)[id].shape[0] = id % 2 ? m->out : L->r;
-        (*out)[id].shape[1] = id % 2 ? L->r : m->in;
         (*out)[id].offset = lora_tensor_offset(L, id);
     }
     return 0;

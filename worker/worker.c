@@ -13,7 +13,7 @@ int worker_init(worker *w, const train_config *t, const model_bf16_store *store,
     memset(w, 0, sizeof *w);
     w->t = t;
     /* bf16: the frozen matrices are packed for forward and backward */
-    if (model_load_in(&w->m, t->model_dir, t->compute_mode, 1, store, e) != 0)
+    if (trainconf_load_model(t, &w->m, t->compute_mode, 1, store, e) != 0)
         return -1;
     const model_config *c = &w->m.cfg;
     if (t->seq > c->n_ctx) {
@@ -26,14 +26,24 @@ int worker_init(worker *w, const train_config *t, const model_bf16_store *store,
     lora_attach(&w->L, &w->m);
     if (w->L.full)   /* the trained weights are w->params from now on */
         full_attach(w->L.full, &w->m, w->params);
-    ds_options o = {(int)t->seq, t->shuffle, t->pack, (uint64_t)t->seed};
+    w->encoder = c->arch == ARCH_BERT;
+    ds_options o = {(int)t->seq, t->shuffle, t->pack, (uint64_t)t->seed, w->encoder};
+    if (w->encoder && t->pack) {
+        pl_errf(e, "--pack: an encoder (bert) reads one sample per row");
+        goto fail;
+    }
     if (ds_open(&w->data, t->data, (uint32_t)c->vocab, &o, "--data", e) != 0)
+        goto fail;
+    if (w->encoder && eb_init(&w->eb, (int)t->batch, (int)t->seq, c->task, t->mask_id,
+                              t->special_ids, c->vocab, (uint64_t)t->seed, e) != 0)
         goto fail;
     if (t->val) {
         if (ds_open(&w->val, t->val, (uint32_t)c->vocab, &o, "--val", e) != 0)
             goto fail;
         w->has_val = 1;
-        if (eval_init(&w->ev, &w->m, &w->L, (int)t->batch, (int)t->seq, e) != 0)
+        if (w->encoder ? eval_init_encoder(&w->ev, &w->m, &w->L, (int)t->batch, (int)t->seq,
+                                           t->mask_id, t->special_ids, (uint64_t)t->seed, e)
+                       : eval_init(&w->ev, &w->m, &w->L, (int)t->batch, (int)t->seq, e))
             goto fail;
     }
     worker_test_hooks_init(w);
@@ -56,6 +66,7 @@ void worker_free(worker *w)
 {
     model_acts_free(w->acts);
     eval_free(&w->ev);
+    eb_free(&w->eb);
     free(w->grad);
     free(w->params);
     free(w->inp);
@@ -87,6 +98,17 @@ double worker_compute(worker *w, long step, int wi, int nw, long *ntok)
     size_t entry;
     if (w->order_path && !w->order_log)
         worker_open_order_log(w, wi);
+    /* the dropout mask depends on the seed, the step and the worker only */
+    unsigned long long dseed = (unsigned long long)w->t->seed * 0x9E3779B97F4A7C15ULL ^
+                               ((unsigned long long)step << 20) ^ (unsigned long long)wi;
+    if (w->encoder) {
+        enc_batch *b = &w->eb;
+        *ntok = eb_fill(b, &w->data, first, step, w->order_log);
+        if (w->order_log)
+            fflush(w->order_log);
+        return model_encoder_loss_grad(&w->m, w->acts, &w->L, w->params, w->grad, b->inp,
+                                       b->types, b->len, b->tgt, dseed, NULL);
+    }
     for (int i = 0; i < B; i++) {
         counted += ds_row(&w->data, first + (uint64_t)i, w->inp + (size_t)i * T,
                           w->tgt + (size_t)i * T, &epoch, &entry);
@@ -95,9 +117,6 @@ double worker_compute(worker *w, long step, int wi, int nw, long *ntok)
     }
     if (w->order_log)
         fflush(w->order_log);
-    /* the dropout mask depends on the seed, the step and the worker only */
-    unsigned long long dseed = (unsigned long long)w->t->seed * 0x9E3779B97F4A7C15ULL ^
-                               ((unsigned long long)step << 20) ^ (unsigned long long)wi;
     *ntok = counted;
     return model_loss_grad(&w->m, w->acts, &w->L, w->params, w->grad, w->inp, w->tgt, dseed);
 }

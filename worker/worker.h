@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 
+#include "encbatch.h"
 #include "evaluate.h"
 #include "lora.h"
 #include "model.h"
@@ -30,6 +31,8 @@ typedef struct {
                            trained weights, which the model points into */
     float *grad;        /* d(sum loss)/d(params) of the last micro-batch */
     int32_t *inp, *tgt; /* [B, T] */
+    int encoder;        /* a BERT model: its batches are eb's */
+    enc_batch eb;
     long version;
     /* test-only hooks, read from the environment by worker_init */
     long nan_from, nan_to;   /* PSLORA_TEST_NAN_STEP "N" or "N-M" (1-based steps) */

@@ -59,13 +59,18 @@ static int ar_check_tensor(const st_file *f, const st_tensor *t, int64_t d0, int
     return 0;
 }
 
-/* Every tensor of f is an A or a B; fills ad->m (paths, shapes) from the As. */
-static int ar_collect(ar_adapter *ad, const st_file *f, pl_err *e)
+/* Every tensor of f is an A or a B (or, with classifier, BERT's trained
+ * classifier, PEFT's modules_to_save, which is left out); fills ad->m
+ * (paths, shapes) from the As. */
+static int ar_collect(ar_adapter *ad, const st_file *f, int classifier, pl_err *e)
 {
+    static const char cls[] = "base_model.model.classifier.";
     int n_b = 0;
     for (int i = 0; i < f->n; i++) {
         const st_tensor *t = &f->t[i];
         char path[128];
+        if (classifier && strncmp(t->name, cls, sizeof cls - 1) == 0)
+            continue;
         if (ar_path_of(t->name, AR_SUFFIX_B, path) == 0) {
             n_b++;
             continue;
@@ -133,7 +138,7 @@ int ar_load(ar_adapter *ad, const char *dir, pl_err *e)
     if (st_open(&f, path, e) != 0)
         return -1;
     ad->m = calloc((size_t)f.n + 1, sizeof *ad->m);
-    int rc = ad->m ? ar_collect(ad, &f, e) : pl_errf(e, "%s: out of memory", path);
+    int rc = ad->m ? ar_collect(ad, &f, pc.classifier, e) : pl_errf(e, "%s: out of memory", path);
     if (!rc) {
         qsort(ad->m, (size_t)ad->n, sizeof *ad->m, ar_natural_cmp);
         rc = ar_copy(ad, &f, e);

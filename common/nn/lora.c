@@ -61,12 +61,15 @@ int lora_layout_build(lora_layout *L, const model_config *c, const char *targets
     if (nt == 0)
         return pl_errf(e, "--targets: empty list");
     int nl = model_n_linears(c), hit[32] = {0};
-    L->m = calloc((size_t)c->n_layer * nl, sizeof *L->m);
+    L->m = calloc((size_t)(c->n_layer + 1) * MODEL_MAX_LINEARS, sizeof *L->m);
     if (!L->m)
         return pl_errf(e, "out of memory");
-    for (int l = 0; l < c->n_layer; l++)
-        for (int s = 0; s < nl; s++) {
+    /* the blocks' linears, then (layer n_layer) BERT's head linears */
+    for (int l = 0; l <= c->n_layer; l++)
+        for (int s = l < c->n_layer ? 0 : nl; s < (l < c->n_layer ? nl : MODEL_MAX_LINEARS); s++) {
             char path[128];
+            if (l == c->n_layer && !model_has_head_linear(c, s))
+                continue;
             model_module_path(c, l, s, path, sizeof path);
             int match = 0;
             for (int k = 0; k < nt; k++)
@@ -109,21 +112,58 @@ void lora_layout_free(lora_layout *L)
     L->n = 0;
 }
 
+int lora_layout_add_classifier(lora_layout *L, const model_config *c, pl_err *e)
+{
+    if (c->arch != ARCH_BERT || c->task != TASK_CLS || c->num_labels < 1)
+        return pl_errf(e, "a trained classifier needs a bert model with --task cls");
+    L->n_labels = c->num_labels, L->cls_in = c->n_embd;
+    L->cls_off = L->n_params;
+    L->n_params += (size_t)L->n_labels * (L->cls_in + 1);
+    return 0;
+}
+
+void lora_init_classifier(const lora_layout *L, const model *m, float *p, unsigned long long seed)
+{
+    size_t nw = (size_t)L->n_labels * L->cls_in;
+    float *w = p + L->cls_off;
+    if (m && m->cls_w && m->cls_b) {
+        memcpy(w, m->cls_w, nw * sizeof *w);
+        memcpy(w + nw, m->cls_b, (size_t)L->n_labels * sizeof *w);
+        return;
+    }
+    rng_state r;
+    uint64_t words[2] = {seed, 0xc1a55};
+    rng_seed(&r, words, 2);
+    rng_fill_normal(&r, w, nw, 0.02f);
+    memset(w + nw, 0, (size_t)L->n_labels * sizeof *w);
+}
+
 void lora_attach(const lora_layout *L, model *m)
 {
     for (int l = 0; l < m->cfg.n_layer; l++)
         for (int s = 0; s < MODEL_MAX_LINEARS; s++)
             m->blocks[l].lin[s].lora = -1;
-    for (int i = 0; i < L->n; i++)
-        m->blocks[L->m[i].layer].lin[L->m[i].slot].lora = i;
+    m->pooler.lora = m->mlm_dense.lora = -1;
+    for (int i = 0; i < L->n; i++) {
+        const lora_module *mod = &L->m[i];
+        if (mod->layer == m->cfg.n_layer)
+            model_head_linear(m, mod->slot)->lora = i;
+        else
+            m->blocks[mod->layer].lin[mod->slot].lora = i;
+    }
 }
 
-int lora_n_tensors(const lora_layout *L) { return L->full ? L->full->n : 2 * L->n; }
+int lora_n_tensors(const lora_layout *L)
+{
+    return L->full ? L->full->n : 2 * L->n + (L->n_labels ? 2 : 0);
+}
 
 size_t lora_tensor_offset(const lora_layout *L, int id)
 {
     if (L->full)
         return L->full->t[id].off;
+    if (id >= 2 * L->n)   /* the classifier's weight, then bias */
+        return L->cls_off + (id % 2 ? (size_t)L->n_labels * L->cls_in : 0);
     return id % 2 ? L->m[id / 2].b_off : L->m[id / 2].a_off;
 }
 
@@ -131,6 +171,8 @@ size_t lora_tensor_numel(const lora_layout *L, int id)
 {
     if (L->full)
         return L->full->t[id].numel;
+    if (id >= 2 * L->n)
+        return (size_t)L->n_labels * (id % 2 ? 1 : L->cls_in);
     const lora_module *m = &L->m[id / 2];
     return (size_t)L->r * (id % 2 ? m->out : m->in);
 }
@@ -152,6 +194,22 @@ void lora_init_params(const lora_layout *L, float *p, unsigned long long seed)
 
 /* ---- PEFT files ---- */
 
+#define CLS_W_KEY "base_model.model.classifier.weight"
+#define CLS_B_KEY "base_model.model.classifier.bias"
+
+void lora_tensor_key(const lora_layout *L, int id, char *buf, size_t len, int64_t shape[2])
+{
+    if (id >= 2 * L->n) {
+        snprintf(buf, len, "%s", id % 2 ? CLS_B_KEY : CLS_W_KEY);
+        shape[0] = L->n_labels, shape[1] = id % 2 ? 1 : L->cls_in;
+        return;
+    }
+    const lora_module *m = &L->m[id / 2];
+    snprintf(buf, len, "base_model.model.%s.lora_%c.weight", m->path, id % 2 ? 'B' : 'A');
+    shape[0] = id % 2 ? m->out : L->r;
+    shape[1] = id % 2 ? L->r : m->in;
+}
+
 static void key_of(char *buf, size_t len, const lora_module *m, char ab)
 {
     snprintf(buf, len, "base_model.model.%s.lora_%c.weight", m->path, ab);
@@ -171,7 +229,11 @@ static char *config_json(const lora_layout *L, const model_config *c, const char
     cJSON_AddNullToObject(j, "layers_to_transform");
     cJSON_AddNumberToObject(j, "lora_alpha", L->alpha);
     cJSON_AddNumberToObject(j, "lora_dropout", L->dropout);
-    cJSON_AddNullToObject(j, "modules_to_save");
+    if (L->n_labels)
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "modules_to_save"),
+                             cJSON_CreateString("classifier"));
+    else
+        cJSON_AddNullToObject(j, "modules_to_save");
     cJSON_AddStringToObject(j, "peft_type", "LORA");
     cJSON_AddNumberToObject(j, "r", L->r);
     cJSON_AddItemToObject(j, "rank_pattern", cJSON_CreateObject());
@@ -181,7 +243,13 @@ static char *config_json(const lora_layout *L, const model_config *c, const char
     snprintf(buf, sizeof buf, "%s", L->targets);
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
         cJSON_AddItemToArray(t, cJSON_CreateString(tok));
-    cJSON_AddStringToObject(j, "task_type", "CAUSAL_LM");
+    /* PEFT has no masked-LM task type: a bert mlm adapter has none */
+    if (c->arch != ARCH_BERT)
+        cJSON_AddStringToObject(j, "task_type", "CAUSAL_LM");
+    else if (c->task == TASK_CLS)
+        cJSON_AddStringToObject(j, "task_type", "SEQ_CLS");
+    else
+        cJSON_AddNullToObject(j, "task_type");
     cJSON_AddBoolToObject(j, "use_dora", 0);
     cJSON_AddBoolToObject(j, "use_rslora", L->rslora);
     char *s = cJSON_Print(j);
@@ -197,8 +265,8 @@ int lora_save_peft(const char *dir, const lora_layout *L, const model_config *c,
         if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
             return pl_errf(e, "%s: cannot create directory", dir);
     }
-    st_entry *ent = calloc((size_t)2 * L->n + 1, sizeof *ent);
-    char (*names)[160] = calloc((size_t)2 * L->n + 1, sizeof *names);
+    st_entry *ent = calloc((size_t)2 * L->n + 3, sizeof *ent);
+    char (*names)[160] = calloc((size_t)2 * L->n + 3, sizeof *names);
     if (!ent || !names) {
         free(ent);
         free(names);
@@ -211,10 +279,17 @@ int lora_save_peft(const char *dir, const lora_layout *L, const model_config *c,
         ent[2 * i] = (st_entry){names[2 * i], ST_F32, 2, {L->r, m->in}, p + m->a_off};
         ent[2 * i + 1] = (st_entry){names[2 * i + 1], ST_F32, 2, {m->out, L->r}, p + m->b_off};
     }
+    int n = 2 * L->n;
+    if (L->n_labels) {   /* modules_to_save: PEFT drops "modules_to_save.default." */
+        const float *w = p + L->cls_off;
+        ent[n++] = (st_entry){CLS_W_KEY, ST_F32, 2, {L->n_labels, L->cls_in}, w};
+        ent[n++] = (st_entry){CLS_B_KEY, ST_F32, 1, {L->n_labels, 0},
+                              w + (size_t)L->n_labels * L->cls_in};
+    }
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     const char *mk[] = {"format"}, *mv[] = {"pt"};
-    int rc = st_write(path, ent, 2 * L->n, mk, mv, 1, e);
+    int rc = st_write(path, ent, n, mk, mv, 1, e);
     free(ent);
     free(names);
     if (rc != 0)
@@ -240,9 +315,21 @@ static int nonempty(const cJSON *v)
 }
 
 /* Fills r, alpha, targets, rslora, dropout from adapter_config.json. */
+/* modules_to_save: absent/null/empty (0), or ["classifier"] for a bert
+ * cls model (1); anything else -1. */
+static int modules_to_save(const cJSON *v, const model_config *c)
+{
+    if (!nonempty(v))
+        return 0;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 1 || !cJSON_IsString(v->child) ||
+        strcmp(v->child->valuestring, "classifier") != 0)
+        return -1;
+    return !c || (c->arch == ARCH_BERT && c->task == TASK_CLS) ? 1 : -1;
+}
+
 static int read_adapter_config(const char *path, const model_config *c, int *r, float *alpha,
                                char *targets, size_t tlen, int *rslora, float *dropout,
-                               pl_err *e)
+                               int *classifier, pl_err *e)
 {
     char *text = pl_read_text(path, 1 << 20, NULL, e);
     if (!text)
@@ -276,9 +363,10 @@ static int read_adapter_config(const char *path, const model_config *c, int *r, 
     else if ((rc = refuse_if(nonempty(cJSON_GetObjectItemCaseSensitive(j, "alpha_pattern")), path,
                              "a non-empty alpha_pattern", e)))
         ;
-    else if ((rc = refuse_if(nonempty(cJSON_GetObjectItemCaseSensitive(j, "modules_to_save")),
-                             path, "modules_to_save", e)))
-        ;
+    else if ((*classifier = modules_to_save(
+                  cJSON_GetObjectItemCaseSensitive(j, "modules_to_save"), c)) < 0)
+        rc = pl_errf(e, "%s: modules_to_save other than [\"classifier\"] for a bert cls model "
+                        "is not supported", path);
     else if ((rc = refuse_if(nonempty(cJSON_GetObjectItemCaseSensitive(j, "layers_to_transform")),
                              path, "layers_to_transform", e)))
         ;
@@ -324,10 +412,10 @@ int lora_read_peft_config(const char *dir, const model_config *c, lora_peft_conf
     if (snprintf(path, sizeof path, "%s/adapter_config.json", dir) >= (int)sizeof path)
         return pl_errf(e, "%s: path too long", dir);
     return read_adapter_config(path, c, &pc->r, &pc->alpha, pc->targets, sizeof pc->targets,
-                               &pc->rslora, &pc->dropout, e);
+                               &pc->rslora, &pc->dropout, &pc->classifier, e);
 }
 
-/* Copies one adapter tensor after checking its shape. */
+/* Copies one adapter tensor after checking its shape ([d0] when d1 is 0). */
 static int load_tensor(const st_file *f, const char *key, int64_t d0, int64_t d1, float *dst,
                        pl_err *e)
 {
@@ -336,7 +424,10 @@ static int load_tensor(const st_file *f, const char *key, int64_t d0, int64_t d1
         return pl_errf(e, "%s: tensor %s missing", f->path, key);
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
         return pl_errf(e, "%s: tensor %s has dtype %s", f->path, key, st_dtype_name(t->dtype));
-    if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1)
+    if (d1 == 0 && (t->ndim != 1 || t->shape[0] != d0))
+        return pl_errf(e, "%s: tensor %s has the wrong shape (expected [%lld])", f->path, key,
+                       (long long)d0);
+    if (d1 && (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1))
         return pl_errf(e, "%s: tensor %s has the wrong shape (expected [%lld, %lld])", f->path,
                        key, (long long)d0, (long long)d1);
     st_to_f32(dst, t->data, t->dtype, t->numel);
@@ -346,15 +437,20 @@ static int load_tensor(const st_file *f, const char *key, int64_t d0, int64_t d1
 int lora_load_peft(const char *dir, const model_config *c, lora_layout *L, float **p, pl_err *e)
 {
     char path[4096], targets[256];
-    int r = 0, rslora = 0;
+    int r = 0, rslora = 0, cls = 0;
     float alpha = 0, dropout = 0;
     *p = NULL;
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (read_adapter_config(path, c, &r, &alpha, targets, sizeof targets, &rslora, &dropout, e))
+    if (read_adapter_config(path, c, &r, &alpha, targets, sizeof targets, &rslora, &dropout,
+                            &cls, e))
         return -1;
     pl_err te;
     if (lora_layout_build(L, c, targets, r, alpha, rslora, dropout, &te) != 0)
         return pl_errf(e, "%s: %s", path, te.msg);
+    if (cls && lora_layout_add_classifier(L, c, &te) != 0) {
+        lora_layout_free(L);
+        return pl_errf(e, "%s: %s", path, te.msg);
+    }
     st_file f;
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if (st_open(&f, path, e) != 0) {
@@ -371,6 +467,13 @@ int lora_load_peft(const char *dir, const model_config *c, lora_layout *L, float
         rc = load_tensor(&f, ka, L->r, L->m[i].in, params + L->m[i].a_off, e);
         if (!rc)
             rc = load_tensor(&f, kb, L->m[i].out, L->r, params + L->m[i].b_off, e);
+        found += 2;
+    }
+    if (L->n_labels && !rc) {
+        float *w = params + L->cls_off;
+        rc = load_tensor(&f, CLS_W_KEY, L->n_labels, L->cls_in, w, e);
+        if (!rc)
+            rc = load_tensor(&f, CLS_B_KEY, L->n_labels, 0, w + (size_t)L->n_labels * L->cls_in, e);
         found += 2;
     }
     if (!rc && f.n != found)

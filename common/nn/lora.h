@@ -5,6 +5,11 @@
  * B_i; the parameter server assigns tensor ids to servers.
  * Scale s = alpha / r, or alpha / sqrt(r) with rslora.
  *
+ * BERT's classifier (PEFT's modules_to_save ["classifier"]) is trained
+ * with the adapters when the layout has one (lora_layout_add_classifier):
+ * its weight [K, C] at cls_off and bias [K] right after, tensor ids 2n and
+ * 2n+1, saved as base_model.model.classifier.weight / .bias.
+ *
  * A layout may instead be full fine-tuning's (full.h): no modules, `full`
  * set, and the tensor functions below answer for the model's trained
  * weights, so the parameter server handles both the same way. */
@@ -34,19 +39,33 @@ typedef struct lora_layout_s {
     lora_module *m;
     size_t n_params;
     struct full_layout *full;   /* full fine-tuning's tensors; NULL for LoRA */
+    int n_labels, cls_in;       /* the trained classifier [n_labels, cls_in]; 0: none */
+    size_t cls_off;
 } lora_layout;
 
 /* Matches targets as PEFT does: a target matches a module whose path equals
- * it or ends with "." + target.  An unmatched target is an error naming it. */
+ * it or ends with "." + target.  An unmatched target is an error naming it.
+ * BERT's head linears count (model.h: "dense" also matches bert.pooler.dense
+ * for cls and cls.predictions.transform.dense for mlm, as in PEFT). */
 int lora_layout_build(lora_layout *L, const model_config *c, const char *targets, int r,
                       float alpha, int rslora, float dropout, pl_err *e);
 void lora_layout_free(lora_layout *L);
+/* Appends a trained classifier for a BERT cls model (after the adapters). */
+int lora_layout_add_classifier(lora_layout *L, const model_config *c, pl_err *e);
+/* The classifier's starting values: the model's own (m->cls_w, cls_b)
+ * when it has them, else as transformers initialises a new one: weight
+ * normal(0, 0.02) drawn from seed, bias 0. */
+void lora_init_classifier(const lora_layout *L, const model *m, float *p, unsigned long long seed);
 /* Sets m->blocks[l].lin[s].lora to the module index for every adapted linear. */
 void lora_attach(const lora_layout *L, model *m);
 
 int lora_n_tensors(const lora_layout *L);
 size_t lora_tensor_offset(const lora_layout *L, int id);
 size_t lora_tensor_numel(const lora_layout *L, int id);
+
+/* The PEFT key of LoRA tensor id (lora_A / lora_B, or the classifier's
+ * weight / bias) and its shape ([n] as {n, 1}).  Not for a full layout. */
+void lora_tensor_key(const lora_layout *L, int id, char *buf, size_t len, int64_t shape[2]);
 
 /* PEFT init: A Kaiming-uniform (a = sqrt(5): bound 1/sqrt(in)), B zero. */
 void lora_init_params(const lora_layout *L, float *p, unsigned long long seed);
@@ -61,6 +80,7 @@ typedef struct {
     int rslora;
     float dropout;
     char targets[256];  /* comma-separated */
+    int classifier;     /* modules_to_save is ["classifier"] (BERT cls) */
 } lora_peft_config;
 
 /* The adapter scale: alpha / r, or alpha / sqrt(r) with rslora. */

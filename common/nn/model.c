@@ -5,7 +5,11 @@
  * tied to wte when absent.  Conv1D weights stay [in, out] as stored.
  * Llama (LlamaForCausalLM): "model." keys, torch Linear weights [out, in],
  * lm_head.weight required unless tie_word_embeddings; buffers such as
- * rotary_emb.inv_freq in older files are ignored. */
+ * rotary_emb.inv_freq in older files are ignored.
+ * BERT: backbone keys with or without "bert." (BertModel has none), head
+ * keys (cls.predictions.*, classifier.*) never prefixed; LayerNorm.gamma /
+ * .beta (older files) accepted for .weight / .bias; buffers such as
+ * embeddings.position_ids and the tied cls.predictions.decoder.* ignored. */
 #include "model.h"
 
 #include <stdint.h>
@@ -19,16 +23,45 @@ static const char *LLAMA_LINEARS[] = {"self_attn.q_proj", "self_attn.k_proj", "s
                                       "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                       "mlp.down_proj"};
 
-int model_n_linears(const model_config *c) { return c->arch == ARCH_LLAMA ? 7 : 4; }
+/* BERT's six block linears, then the two head linears (MODEL_SLOT_*). */
+static const char *BERT_LINEARS[] = {"attention.self.query", "attention.self.key",
+                                     "attention.self.value", "attention.output.dense",
+                                     "intermediate.dense",   "output.dense",
+                                     "bert.pooler.dense",    "cls.predictions.transform.dense"};
+
+int model_n_linears(const model_config *c)
+{
+    return c->arch == ARCH_LLAMA ? 7 : c->arch == ARCH_BERT ? 6 : 4;
+}
 
 const char *model_linear_name(const model_config *c, int slot)
 {
+    if (c->arch == ARCH_BERT)
+        return BERT_LINEARS[slot];
     return c->arch == ARCH_LLAMA ? LLAMA_LINEARS[slot] : GPT2_LINEARS[slot];
+}
+
+int model_has_head_linear(const model_config *c, int slot)
+{
+    if (c->arch != ARCH_BERT)
+        return 0;
+    return slot == MODEL_SLOT_POOLER ? c->task == TASK_CLS : c->task == TASK_MLM;
+}
+
+model_linear *model_head_linear(model *m, int slot)
+{
+    if (!model_has_head_linear(&m->cfg, slot))
+        return NULL;
+    return slot == MODEL_SLOT_POOLER ? &m->pooler : &m->mlm_dense;
 }
 
 void model_module_path(const model_config *c, int layer, int slot, char *buf, size_t len)
 {
-    if (c->arch == ARCH_LLAMA)
+    if (c->arch == ARCH_BERT && layer >= c->n_layer)
+        snprintf(buf, len, "%s", BERT_LINEARS[slot]);
+    else if (c->arch == ARCH_BERT)
+        snprintf(buf, len, "bert.encoder.layer.%d.%s", layer, BERT_LINEARS[slot]);
+    else if (c->arch == ARCH_LLAMA)
         snprintf(buf, len, "model.layers.%d.%s", layer, LLAMA_LINEARS[slot]);
     else
         snprintf(buf, len, "transformer.h.%d.%s", layer, GPT2_LINEARS[slot]);
@@ -37,6 +70,11 @@ void model_module_path(const model_config *c, int layer, int slot, char *buf, si
 void model_linear_shape(const model_config *c, int slot, int *in, int *out)
 {
     int C = c->n_embd, I = c->n_inner;
+    if (c->arch == ARCH_BERT || slot >= 7) {   /* BERT; slot 7 is only BERT's (C -> C) */
+        *in = slot == 5 ? I : C;
+        *out = slot == 4 ? I : C;
+        return;
+    }
     if (c->arch == ARCH_GPT2) {
         static const int ins[] = {1, 1, 1, 0}, outs[] = {3, 1, 0, 1};
         *in = ins[slot] ? C : I;
@@ -67,6 +105,23 @@ static const st_tensor *find_raw(const model *m, const char *name, int *file)
     return hf_files_find(&m->files, name, file);
 }
 
+/* The older LayerNorm names: "...LayerNorm.gamma" for ".weight" and
+ * ".beta" for ".bias" (BERT checkpoints converted from TensorFlow); full
+ * becomes the name found. */
+static const st_tensor *find_old_norm(const model *m, char *full, int *file)
+{
+    char *ln = strstr(full, "LayerNorm.");
+    if (!ln)
+        return NULL;
+    const char *old = strcmp(ln, "LayerNorm.weight") == 0 ? "gamma"
+                      : strcmp(ln, "LayerNorm.bias") == 0 ? "beta"
+                                                          : NULL;
+    if (!old)
+        return NULL;
+    snprintf(ln + strlen("LayerNorm."), 16, "%s", old);
+    return find_raw(m, full, file);
+}
+
 /* Looks weight w up (its name after the loader's prefix), checks dtype and
  * shape, and returns float data: the mapping itself for aligned F32, else a
  * converted copy owned by m.  w->src (may be NULL) receives the file's data;
@@ -80,9 +135,13 @@ static const float *weight(loader *ld, const model_weight *w)
     int64_t d0 = w->shape[0], d1 = w->shape[1];
     model_src *src = w->src;
     char full[320];
-    snprintf(full, sizeof full, "%s%s", ld->prefix, w->name);
+    snprintf(full, sizeof full, "%s%s", w->head ? "" : ld->prefix, w->name);
     int file = 0;
     const st_tensor *t = find_raw(m, full, &file);
+    if (!t)
+        t = find_old_norm(m, full, &file);
+    if (!t && w->optional)
+        return NULL;
     if (!t) {
         ld->err = pl_errf(e, "%s: tensor %s not found", ld->dir, full);
         return NULL;
@@ -219,8 +278,97 @@ static int llama_table(model *m, model_weight *w)
     return n;
 }
 
+/* A BERT linear map (torch Linear, bias) named PATH.weight / PATH.bias. */
+static void bert_linear(model_weight *w, int *n, model_linear *lin, const model_config *c,
+                        int slot, const char *path, int head, int optional)
+{
+    char nm[128];   /* paths are short: %.100s keeps -Wformat-truncation quiet */
+    model_linear_shape(c, slot, &lin->in, &lin->out);
+    lin->conv1d = 0;
+    lin->lora = -1;
+    snprintf(nm, sizeof nm, "%.100s.weight", path);
+    table_add_src(w, n, nm, &lin->w, lin->out, lin->in, INIT_NORMAL, &lin->src);
+    w[*n - 1].head = head, w[*n - 1].optional = optional;
+    snprintf(nm, sizeof nm, "%.100s.bias", path);
+    table_add(w, n, nm, &lin->b, 1, lin->out, 0, INIT_ZERO);
+    w[*n - 1].head = head, w[*n - 1].optional = optional;
+}
+
+/* A LayerNorm PATH.weight / PATH.bias of C channels. */
+static void bert_norm(model_weight *w, int *n, const float **wt, const float **b, int64_t C,
+                      const char *path, int head)
+{
+    char nm[128];   /* paths are short: %.100s keeps -Wformat-truncation quiet */
+    snprintf(nm, sizeof nm, "%.100s.weight", path);
+    table_add(w, n, nm, wt, 1, C, 0, INIT_ONE);
+    w[*n - 1].head = head;
+    snprintf(nm, sizeof nm, "%.100s.bias", path);
+    table_add(w, n, nm, b, 1, C, 0, INIT_ZERO);
+    w[*n - 1].head = head;
+}
+
+/* The heads of BERT's task: the pooler and the (optional) classifier for
+ * cls, the MLM transform and decoder bias for mlm; the pooler is optional
+ * but for cls. */
+static void bert_heads(model *m, model_weight *w, int *n)
+{
+    const model_config *c = &m->cfg;
+    /* the pooler: needed for cls, kept when present otherwise (BertModel and
+     * pretraining checkpoints have it, BertForMaskedLM files do not) */
+    bert_linear(w, n, &m->pooler, c, MODEL_SLOT_POOLER, "pooler.dense", 0, c->task != TASK_CLS);
+    if (c->task == TASK_CLS) {
+        table_add(w, n, "classifier.weight", &m->cls_w, 2, c->num_labels, c->n_embd, INIT_NORMAL);
+        w[*n - 1].head = w[*n - 1].optional = 1;
+        table_add(w, n, "classifier.bias", &m->cls_b, 1, c->num_labels, 0, INIT_ZERO);
+        w[*n - 1].head = w[*n - 1].optional = 1;
+    }
+    if (c->task == TASK_MLM) {
+        table_add(w, n, "cls.predictions.bias", &m->mlm_bias, 1, c->vocab, 0, INIT_ZERO);
+        w[*n - 1].head = 1;
+        bert_linear(w, n, &m->mlm_dense, c, MODEL_SLOT_MLM_DENSE,
+                    "cls.predictions.transform.dense", 1, 0);
+        bert_norm(w, n, &m->mlm_ln_w, &m->mlm_ln_b, c->n_embd,
+                  "cls.predictions.transform.LayerNorm", 1);
+    }
+}
+
+/* BERT: names without "bert." (head rows flagged), torch Linear weights
+ * [out, in], in the order transformers writes them. */
+static int bert_table(model *m, model_weight *w)
+{
+    const model_config *c = &m->cfg;
+    int64_t C = c->n_embd;
+    int n = 0;
+    char nm[128];
+    table_add_src(w, &n, "embeddings.word_embeddings.weight", &m->wte, c->vocab, C, INIT_NORMAL,
+                  &m->wte_src);
+    table_add(w, &n, "embeddings.position_embeddings.weight", &m->wpe, 2, c->n_ctx, C,
+              INIT_NORMAL);
+    table_add(w, &n, "embeddings.token_type_embeddings.weight", &m->wtt, 2, c->type_vocab, C,
+              INIT_NORMAL);
+    bert_norm(w, &n, &m->emb_ln_w, &m->emb_ln_b, C, "embeddings.LayerNorm", 0);
+    for (int l = 0; l < c->n_layer; l++) {
+        model_block *b = &m->blocks[l];
+        for (int s = 0; s < 6; s++) {
+            snprintf(nm, sizeof nm, "encoder.layer.%d.%s", l, BERT_LINEARS[s]);
+            bert_linear(w, &n, &b->lin[s], c, s, nm, 0, 0);
+            if (s == 3 || s == 5) {   /* each sub-layer's post-LayerNorm after its dense */
+                snprintf(nm, sizeof nm, "encoder.layer.%d.%s.LayerNorm", l,
+                         s == 3 ? "attention.output" : "output");
+                bert_norm(w, &n, s == 3 ? &b->ln1_w : &b->ln2_w, s == 3 ? &b->ln1_b : &b->ln2_b,
+                          C, nm, 0);
+            }
+        }
+    }
+    bert_heads(m, w, &n);
+    m->lnf_w = m->lnf_b = NULL;
+    return n;
+}
+
 int model_weight_table(model *m, model_weight *w)
 {
+    if (m->cfg.arch == ARCH_BERT)
+        return bert_table(m, w);
     return m->cfg.arch == ARCH_LLAMA ? llama_table(m, w) : gpt2_table(m, w);
 }
 
@@ -256,6 +404,8 @@ int model_weight_count(const model_config *c)
 {
     if (c->arch == ARCH_GPT2)
         return 4 + 12 * c->n_layer;
+    if (c->arch == ARCH_BERT)
+        return 5 + 16 * c->n_layer + 2 + (c->task == TASK_MLM ? 5 : c->task == TASK_CLS ? 2 : 0);
     return 2 + c->n_layer * (9 + 4 * (c->attn_bias != 0) + 3 * (c->mlp_bias != 0));
 }
 
@@ -269,6 +419,8 @@ static int load_weights(model *m, const char *dir, int defer, pl_err *e)
     int dummy;
     if (c->arch == ARCH_GPT2 && find_raw(m, "transformer.wte.weight", &dummy))
         ld.prefix = "transformer.";
+    if (c->arch == ARCH_BERT && find_raw(m, "bert.embeddings.word_embeddings.weight", &dummy))
+        ld.prefix = "bert.";
     model_weight *w = calloc((size_t)model_weight_count(c), sizeof *w);
     if (!w)
         return pl_errf(e, "%s: out of memory", dir);
@@ -279,6 +431,8 @@ static int load_weights(model *m, const char *dir, int defer, pl_err *e)
     if (ld.err)
         return -1;
     m->lm_head = m->wte, m->head_src = m->wte_src;
+    if (c->arch == ARCH_BERT)
+        return 0;   /* the MLM decoder is tied to the word embeddings */
     if (c->arch == ARCH_LLAMA && c->tie_embeddings)
         return 0;   /* as transformers ties it, whatever the file holds */
     if (c->arch == ARCH_LLAMA && !find_raw(m, "lm_head.weight", &dummy))
@@ -294,11 +448,16 @@ static int load_weights(model *m, const char *dir, int defer, pl_err *e)
     return ld.err ? -1 : 0;
 }
 
-static int load(model *m, const char *dir, int defer, pl_err *e)
+static int load(model *m, const char *dir, int defer, model_task task, int num_labels,
+                pl_err *e)
 {
     memset(m, 0, sizeof *m);
     if (model_config_load(&m->cfg, dir, e) != 0)
         return -1;
+    if (m->cfg.arch == ARCH_BERT && task != TASK_NONE)
+        m->cfg.task = task;
+    if (m->cfg.arch == ARCH_BERT && num_labels > 0)
+        m->cfg.num_labels = num_labels;
     m->blocks = calloc((size_t)m->cfg.n_layer, sizeof *m->blocks);
     if (!m->blocks)
         return pl_errf(e, "%s: out of memory", dir);
@@ -309,9 +468,17 @@ static int load(model *m, const char *dir, int defer, pl_err *e)
     return 0;
 }
 
-int model_load(model *m, const char *dir, pl_err *e) { return load(m, dir, 0, e); }
+int model_load(model *m, const char *dir, pl_err *e) { return load(m, dir, 0, TASK_NONE, 0, e); }
 
-int model_load_deferred(model *m, const char *dir, pl_err *e) { return load(m, dir, 1, e); }
+int model_load_task(model *m, const char *dir, model_task task, int num_labels, pl_err *e)
+{
+    return load(m, dir, 0, task, num_labels, e);
+}
+
+int model_load_deferred(model *m, const char *dir, pl_err *e)
+{
+    return load(m, dir, 1, TASK_NONE, 0, e);
+}
 
 void model_free(model *m)
 {

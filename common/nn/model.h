@@ -2,13 +2,17 @@
  *
  * An architecture is a description of its blocks: each block has a list of
  * frozen linear maps (its LoRA candidates) with their module paths, and the
- * block function that strings them together (model_step.c: a GPT-2 block and
- * a Llama block side by side, one trainer).
+ * block function that strings them together (model_step.c: a GPT-2, a Llama
+ * and a BERT block side by side, one trainer).
  *
  * GPT-2: LayerNorm (weight and bias), learned positions (wpe), Conv1D
  * weights [in, out].  Llama: RMSNorm (weight only: ln*_b and lnf_b NULL), no
  * wpe (rotary positions), torch Linear weights [out, in], biases only with
- * attention_bias / mlp_bias.
+ * attention_bias / mlp_bias.  BERT (model_step.c, its BERT section; docs/bert.md): word,
+ * position and token-type embeddings with a LayerNorm, post-LayerNorm
+ * blocks of torch Linear maps with biases, bidirectional attention with a
+ * padding mask, and one head chosen by the task: the masked-LM head
+ * (cls.predictions) or the pooler and classifier (sequence classification).
  *
  * Weights stored as F32 in the file are used in place from the read-only
  * mapping (ranks on one node share the pages); F16/BF16 are converted once.
@@ -26,7 +30,10 @@
 #include "hf_files.h"
 #include "safetensors.h"
 
-typedef enum { ARCH_GPT2, ARCH_LLAMA } model_arch;
+typedef enum { ARCH_GPT2, ARCH_LLAMA, ARCH_BERT } model_arch;
+
+/* BERT's head: none (BertModel), masked LM, sequence classification. */
+typedef enum { TASK_NONE, TASK_MLM, TASK_CLS } model_task;
 
 typedef struct model_config_s {
     model_arch arch;
@@ -35,6 +42,12 @@ typedef struct model_config_s {
     float rope_theta;
     int tie_embeddings;
     int attn_bias, mlp_bias;   /* llama only */
+    /* bert only: token types, labels of the classifier (id2label's size,
+     * else num_labels, else 2), hidden_act "gelu" (erf) or "gelu_new", the
+     * head (from "architectures": BertForSequenceClassification -> cls,
+     * else mlm; model_load_task overrides it) */
+    int type_vocab, num_labels, act_erf;
+    model_task task;
 } model_config;
 
 /* Reads DIR/config.json; every missing or bad field names the file. */
@@ -43,6 +56,8 @@ int model_config_load(model_config *c, const char *dir, pl_err *e);
 int model_config_save(const model_config *c, const char *dir, pl_err *e);
 const char *model_arch_name(model_arch a);
 int model_arch_parse(const char *s, model_arch *a);
+/* "mlm" / "cls" (and "none"); -1 for anything else. */
+int model_task_parse(const char *s, model_task *t);
 
 #define MODEL_MAX_LINEARS 8
 
@@ -95,13 +110,28 @@ struct model_s {
      * gradient model_loss_grad fills; NULL when every weight is frozen. */
     const float *trained;
     size_t n_trained;
+    /* bert: token types, the embedding LayerNorm, the pooler (cls) or the
+     * MLM transform and decoder bias (mlm; the decoder is wte); cls_w
+     * [num_labels, C] and cls_b are the checkpoint's classifier or NULL */
+    const float *wtt, *emb_ln_w, *emb_ln_b, *mlm_ln_w, *mlm_ln_b, *mlm_bias, *cls_w, *cls_b;
+    model_linear pooler, mlm_dense;
 };
+
+/* BERT's linear maps outside the blocks (LoRA module layer n_layer): the
+ * pooler's dense (cls) and the MLM transform's dense (mlm). */
+enum { MODEL_SLOT_POOLER = 6, MODEL_SLOT_MLM_DENSE = 7 };
+/* The head linear of slot s (MODEL_SLOT_*), NULL when the task has none. */
+model_linear *model_head_linear(model *m, int slot);
+/* Whether the config's task has head linear slot s. */
+int model_has_head_linear(const model_config *c, int slot);
 
 /* Number of linear maps per block, and the name of slot `slot` relative to
  * its block ("attn.c_attn", ...). */
 int model_n_linears(const model_config *c);
 const char *model_linear_name(const model_config *c, int slot);
-/* Writes the full module path of (layer, slot), e.g. "transformer.h.3.attn.c_attn". */
+/* Writes the full module path of (layer, slot), e.g. "transformer.h.3.attn.c_attn";
+ * BERT: "bert.encoder.layer.3.attention.self.query", and layer n_layer
+ * the head linears ("bert.pooler.dense", "cls.predictions.transform.dense"). */
 void model_module_path(const model_config *c, int layer, int slot, char *buf, size_t len);
 /* in/out sizes of a linear slot. */
 void model_linear_shape(const model_config *c, int slot, int *in, int *out);
@@ -109,6 +139,10 @@ void model_linear_shape(const model_config *c, int slot, int *in, int *out);
 /* Loads DIR (config.json and the safetensors files) for fp32 compute:
  * F32 weights used in place from the mapping, F16/BF16 converted once. */
 int model_load(model *m, const char *dir, pl_err *e);
+/* The same for BERT with the head of `task` (TASK_NONE: the config's) and,
+ * when num_labels > 0, that many labels (a checkpoint's classifier of
+ * another size is then an error).  Other architectures ignore both. */
+int model_load_task(model *m, const char *dir, model_task task, int num_labels, pl_err *e);
 /* The same, but a matrix (linear maps, head) or wte whose file data is not
  * aligned F32 stays unconverted: its pointer NULL, its model_src set, for a
  * compute that reads the file's data itself (model_bf16.h). */
@@ -132,6 +166,8 @@ typedef struct {
     int init;
     model_src *src;     /* where loading records the file's data: the matrices
                            bf16 compute packs and wte; NULL for the rest */
+    int head;           /* bert: a head key, never under the "bert." prefix */
+    int optional;       /* may be absent from the file (slot left NULL) */
 } model_weight;
 int model_weight_count(const model_config *c);
 int model_weight_table(model *m, model_weight *w);
@@ -165,6 +201,9 @@ void model_acts_free(model_acts *a);
  * its first call with a row count, i.e. during the first step (and the first
  * evaluation or generation) with a shape; a failure can only come then. */
 const char *model_acts_error(const model_acts *a);
+/* BERT cls: the predicted class of each of the B rows of the last
+ * model_encoder_loss_grad (NULL for other models). */
+const int32_t *model_acts_predictions(const model_acts *a);
 /* Seconds spent in the forward (incl. the fused head) and backward parts of
  * the last model_loss_grad call. */
 void model_acts_timing(const model_acts *a, double *fwd, double *bwd);
@@ -177,6 +216,20 @@ void model_acts_timing(const model_acts *a, double *fwd, double *bwd);
 double model_loss_grad(const model *m, model_acts *a, const struct lora_layout_s *L,
                        const float *params, float *grad, const int32_t *inp,
                        const int32_t *tgt, unsigned long long dropout_seed);
+
+/* BERT: the summed loss of a batch, and its gradient when grad != NULL
+ * (laid out as the adapter's flat vector, the classifier's weight and bias
+ * in it when the layout trains them).  inp [B,T]; types [B,T] token types
+ * (NULL: all 0); len [B] the real tokens of each row, the rest padding
+ * (NULL: all T).  mlm: tgt [B,T], the original id at chosen positions and
+ * -1 elsewhere, the loss over the chosen positions; cls: tgt [B] the labels
+ * (-1: a padding row, no loss).  *correct (may be NULL) receives the
+ * predictions equal to their target.  model_loss_grad on a BERT model is
+ * this with types and len NULL. */
+double model_encoder_loss_grad(const model *m, model_acts *a, const struct lora_layout_s *L,
+                               const float *params, float *grad, const int32_t *inp,
+                               const int32_t *types, const int32_t *len, const int32_t *tgt,
+                               unsigned long long dropout_seed, int *correct);
 
 /* Forward pass over inp [B=1, T] (the acts' shape) and the vocabulary logits
  * [V] of position pos; positions after pos do not affect them (causal), so

@@ -267,6 +267,8 @@ int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf
         return 0;
     if (c == MODEL_FP32)
         return pl_errf(e, "model: bf16 compute cannot be switched back to fp32");
+    if (m->cfg.arch == ARCH_BERT)
+        return pl_errf(e, "--compute bf16: not implemented for bert (fp32 only)");
     if (!dm_available())
         return pl_errf(e, "bf16 compute: this pslora was built without oneDNN (libdnnl-dev)");
     m->bf16 = calloc(1, sizeof *m->bf16);

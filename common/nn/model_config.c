@@ -9,7 +9,23 @@
 
 #include "file.h"
 
-const char *model_arch_name(model_arch a) { return a == ARCH_LLAMA ? "llama" : "gpt2"; }
+const char *model_arch_name(model_arch a)
+{
+    return a == ARCH_LLAMA ? "llama" : a == ARCH_BERT ? "bert" : "gpt2";
+}
+
+int model_task_parse(const char *s, model_task *t)
+{
+    if (strcmp(s, "mlm") == 0)
+        *t = TASK_MLM;
+    else if (strcmp(s, "cls") == 0)
+        *t = TASK_CLS;
+    else if (strcmp(s, "none") == 0)
+        *t = TASK_NONE;
+    else
+        return -1;
+    return 0;
+}
 
 int model_arch_parse(const char *s, model_arch *a)
 {
@@ -17,6 +33,8 @@ int model_arch_parse(const char *s, model_arch *a)
         *a = ARCH_GPT2;
     else if (strcmp(s, "llama") == 0)
         *a = ARCH_LLAMA;
+    else if (strcmp(s, "bert") == 0)
+        *a = ARCH_BERT;
     else
         return -1;
     return 0;
@@ -138,6 +156,77 @@ static int parse_llama(model_config *c, const cJSON *j, const char *path, pl_err
     return 0;
 }
 
+/* BERT's number of labels: the size of id2label when given (transformers
+ * writes it, not num_labels), else num_labels, else transformers' 2. */
+static int bert_labels(model_config *c, const cJSON *j, const char *path, pl_err *e)
+{
+    c->num_labels = 2;
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(j, "id2label");
+    if (map && cJSON_IsObject(map)) {
+        c->num_labels = cJSON_GetArraySize(map);
+        if (c->num_labels < 1)
+            return pl_errf(e, "%s: id2label is empty", path);
+        return 0;
+    }
+    return get_int(j, "num_labels", &c->num_labels, 0, 1, path, e);
+}
+
+/* The head the architectures list names: BertForSequenceClassification ->
+ * cls, BertModel alone -> none, else (BertForMaskedLM, BertForPreTraining,
+ * no list) mlm. */
+static model_task bert_task(const cJSON *j)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "architectures"), *it;
+    model_task t = TASK_MLM;
+    cJSON_ArrayForEach(it, a) {
+        if (!cJSON_IsString(it))
+            continue;
+        if (strcmp(it->valuestring, "BertForSequenceClassification") == 0)
+            return TASK_CLS;
+        if (strcmp(it->valuestring, "BertModel") == 0)
+            t = TASK_NONE;
+    }
+    return t;
+}
+
+/* BertConfig, with transformers' defaults for absent keys (layer_norm_eps
+ * 1e-12, type_vocab_size 2, max_position_embeddings 512, hidden_act gelu). */
+static int parse_bert(model_config *c, const cJSON *j, const char *path, pl_err *e)
+{
+    c->arch = ARCH_BERT;
+    c->eps = 1e-12f;
+    c->type_vocab = 2;
+    c->n_ctx = 512;
+    c->tie_embeddings = 1;
+    c->attn_bias = c->mlp_bias = 1;
+    if (get_int(j, "hidden_size", &c->n_embd, 1, 1, path, e) ||
+        get_int(j, "num_hidden_layers", &c->n_layer, 1, 1, path, e) ||
+        get_int(j, "num_attention_heads", &c->n_head, 1, 1, path, e) ||
+        get_int(j, "intermediate_size", &c->n_inner, 1, 1, path, e) ||
+        get_int(j, "vocab_size", &c->vocab, 1, 1, path, e) ||
+        get_int(j, "max_position_embeddings", &c->n_ctx, 0, 1, path, e) ||
+        get_int(j, "type_vocab_size", &c->type_vocab, 0, 1, path, e) ||
+        get_float(j, "layer_norm_eps", &c->eps, path, e) || bert_labels(c, j, path, e))
+        return -1;
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    c->act_erf = 1;
+    if (act && cJSON_IsString(act) && (strcmp(act->valuestring, "gelu_new") == 0 ||
+                                       strcmp(act->valuestring, "gelu_pytorch_tanh") == 0))
+        c->act_erf = 0;
+    else if (act && !(cJSON_IsString(act) && strcmp(act->valuestring, "gelu") == 0))
+        return pl_errf(e, "%s: hidden_act must be \"gelu\" or \"gelu_new\"", path);
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(j, "position_embedding_type");
+    if (pe && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") == 0))
+        return pl_errf(e, "%s: position_embedding_type must be \"absolute\"", path);
+    if (c->n_embd % c->n_head)
+        return pl_errf(e, "%s: hidden_size %d is not a multiple of num_attention_heads %d", path,
+                       c->n_embd, c->n_head);
+    c->n_kv_head = c->n_head;
+    c->head_dim = c->n_embd / c->n_head;
+    c->task = bert_task(j);
+    return 0;
+}
+
 int model_config_load(model_config *c, const char *dir, pl_err *e)
 {
     char path[4096];
@@ -156,10 +245,12 @@ int model_config_load(model_config *c, const char *dir, pl_err *e)
     int rc;
     if (mt && cJSON_IsString(mt) && strcmp(mt->valuestring, "llama") == 0)
         rc = parse_llama(c, j, path, e);
+    else if (mt && cJSON_IsString(mt) && strcmp(mt->valuestring, "bert") == 0)
+        rc = parse_bert(c, j, path, e);
     else if (!mt || (cJSON_IsString(mt) && strcmp(mt->valuestring, "gpt2") == 0))
         rc = parse_gpt2(c, j, path, e);
     else
-        rc = pl_errf(e, "%s: model_type %s is not supported (gpt2, llama)", path,
+        rc = pl_errf(e, "%s: model_type %s is not supported (gpt2, llama, bert)", path,
                      cJSON_IsString(mt) ? mt->valuestring : "(not a string)");
     cJSON_Delete(j);
     return rc;

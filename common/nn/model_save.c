@@ -69,11 +69,43 @@ static cJSON *llama_json(const model_config *c)
     return j;
 }
 
+/* BertConfig; the class follows the task (BertModel for none), id2label
+ * gives num_labels as transformers writes it. */
+static cJSON *bert_json(const model_config *c)
+{
+    static const char *cls[] = {"BertModel", "BertForMaskedLM", "BertForSequenceClassification"};
+    cJSON *j = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString(cls[c->task]));
+    cJSON_AddStringToObject(j, "model_type", "bert");
+    cJSON_AddStringToObject(j, "hidden_act", c->act_erf ? "gelu" : "gelu_new");
+    cJSON_AddNumberToObject(j, "hidden_size", c->n_embd);
+    cJSON_AddNumberToObject(j, "intermediate_size", c->n_inner);
+    cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layer);
+    cJSON_AddNumberToObject(j, "num_attention_heads", c->n_head);
+    cJSON_AddNumberToObject(j, "max_position_embeddings", c->n_ctx);
+    cJSON_AddNumberToObject(j, "type_vocab_size", c->type_vocab);
+    cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
+    cJSON_AddNumberToObject(j, "layer_norm_eps", short_float(c->eps));
+    cJSON_AddStringToObject(j, "position_embedding_type", "absolute");
+    cJSON *id2 = cJSON_AddObjectToObject(j, "id2label"), *l2i = cJSON_AddObjectToObject(j, "label2id");
+    for (int k = 0; k < c->num_labels; k++) {
+        char id[16], lab[32];
+        snprintf(id, sizeof id, "%d", k);
+        snprintf(lab, sizeof lab, "LABEL_%d", k);
+        cJSON_AddStringToObject(id2, id, lab);
+        cJSON_AddNumberToObject(l2i, lab, k);
+    }
+    return j;
+}
+
 int model_config_save(const model_config *c, const char *dir, pl_err *e)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    cJSON *j = c->arch == ARCH_LLAMA ? llama_json(c) : gpt2_json(c);
+    cJSON *j = c->arch == ARCH_LLAMA  ? llama_json(c)
+               : c->arch == ARCH_BERT ? bert_json(c)
+                                      : gpt2_json(c);
     cJSON_AddStringToObject(j, "torch_dtype", "float32");
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
@@ -104,11 +136,18 @@ int model_save(const model *m, const char *dir, pl_err *e)
         free(w), free(ent), free(names);
         return pl_errf(e, "out of memory");
     }
+    int k = 0;
     for (int i = 0; i < n; i++) {
-        snprintf(names[i], sizeof names[i], "%s%s", m->cfg.arch == ARCH_GPT2 ? "transformer." : "",
-                 w[i].name);
-        ent[i] = (st_entry){names[i], ST_F32, w[i].ndim, {w[i].shape[0], w[i].shape[1]}, *w[i].slot};
+        if (!*w[i].slot)   /* an optional weight the model lacks (a classifier) */
+            continue;
+        const char *prefix = m->cfg.arch == ARCH_GPT2                 ? "transformer."
+                             : m->cfg.arch == ARCH_BERT && !w[i].head ? "bert."
+                                                                      : "";
+        snprintf(names[k], sizeof names[k], "%s%s", prefix, w[i].name);
+        ent[k] = (st_entry){names[k], ST_F32, w[i].ndim, {w[i].shape[0], w[i].shape[1]}, *w[i].slot};
+        k++;
     }
+    n = k;
     if (m->lm_head != m->wte) {
         snprintf(names[n], sizeof names[n], "lm_head.weight");
         ent[n] = (st_entry){names[n], ST_F32, 2, {m->cfg.vocab, m->cfg.n_embd}, m->lm_head};

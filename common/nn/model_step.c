@@ -13,6 +13,15 @@
  *   q, k = RoPE(q), RoPE(k);  a = attn(q, k, v) (GQA);  x' = x + a Wo^T (+ LoRA)
  *   h2 = RMS2(x'); y = x' + (silu(h2 Wg^T) * (h2 Wu^T)) Wd^T (+ LoRA on all three)
  * then the final norm (LN_f / RMSNorm) and the lm head with cross-entropy.
+ * BERT block (post-LayerNorm, torch Linear with biases, bidirectional
+ * attention over each row's real tokens):
+ *   q, k, v = x Wq^T + bq, ... (+ LoRA);  a = attn(q, k, v; len)
+ *   h = LN1(x + a Wo^T + bo);  y = LN2(h + act(h Wi^T + bi) Wo2^T + bo2)
+ * after the embeddings LN(wte[id] + wpe[t] + wtt[type]); no final norm; the
+ * head is the task's (see bert_head_*): the MLM transform and tied decoder
+ * over the chosen positions only, or the pooler (tanh of a dense on each
+ * row's first token) and the classifier, whose weight and bias are the
+ * layout's trained tensors when it has them (lora.h), else the model's.
  *
  * The backward pass forms gradients for the LoRA A and B; through every
  * frozen weight it carries dx alone, and it stops at the lowest adapted
@@ -34,6 +43,7 @@
 
 #include "clock.h"
 #include "kernels.h"
+#include "kernels_bert.h"
 #include "lora.h"
 #include "model.h"
 #include "model_bf16.h"
@@ -42,6 +52,7 @@
 #include <cblas.h>
 
 #define XENT_CHUNK 1024
+#define MLM_CHUNK 128   /* rows of the MLM decoder's logits at a time */
 
 /* Saved activations of one layer (all [N, ...] row-major). */
 typedef struct {
@@ -71,6 +82,11 @@ struct model_acts {
     float *dres, *dwide, *dnarrow, *dqkv, *datt, *du;
     float *dup;          /* Llama: d(up) [N,I] */
     float *dtmp;         /* dropout: (du A) before the mask [N, widest input] */
+    /* BERT: len [B], rows picked for a head [N], their targets [N]; the
+     * pooler's input, pre-activation and output [B,C], the logits [B,K];
+     * the MLM rows [N,C] through dense, act and norm (t1, t2, t3) */
+    int32_t *len, *idx, *htgt;
+    float *pin, *ppre, *pout, *logits, *xm, *t1, *t2, *t3, *tm, *tr;
     double t_fwd, t_bwd; /* seconds of the last pass (bench) */
     int failed;          /* a bf16 product failed in the last pass: err says why */
     pl_err err;
@@ -106,6 +122,21 @@ static void layer_carve(layer_acts *x, float *base, size_t *off, const model_con
         x->act = carve(base, off, N * Ni);
 }
 
+/* BERT's head buffers (int32 arrays share the float arena: same size). */
+static void bert_carve(model_acts *a, float *base, size_t *off, const model_config *c)
+{
+    size_t N = (size_t)a->N, B = (size_t)a->B, C = c->n_embd;
+    a->len = (int32_t *)carve(base, off, B);
+    a->idx = (int32_t *)carve(base, off, N), a->htgt = (int32_t *)carve(base, off, N);
+    a->pin = carve(base, off, B * C), a->ppre = carve(base, off, B * C);
+    a->pout = carve(base, off, B * C), a->logits = carve(base, off, B * c->num_labels);
+    if (c->task != TASK_MLM)
+        return;
+    a->xm = carve(base, off, N * C), a->t1 = carve(base, off, N * C);
+    a->t2 = carve(base, off, N * C), a->t3 = carve(base, off, N * C);
+    a->tm = carve(base, off, N), a->tr = carve(base, off, N);
+}
+
 /* Lays every buffer of a out from base (or only counts, base NULL); returns
  * the floats needed. */
 static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_layout *L)
@@ -118,8 +149,11 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         layer_carve(&a->la[l], base, &off, c, a->B, a->T);
     a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
     a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
-    a->xent = carve(base, &off, m->compute == MODEL_BF16 ? mb_head_scratch(c)
+    a->xent = carve(base, &off, c->arch == ARCH_BERT       ? (size_t)MLM_CHUNK * V
+                                : m->compute == MODEL_BF16 ? mb_head_scratch(c)
                                            : k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
+    if (c->arch == ARCH_BERT)
+        bert_carve(a, base, &off, c);
     if (c->arch == ARCH_LLAMA) {
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
@@ -183,6 +217,8 @@ void model_acts_timing(const model_acts *a, double *fwd, double *bwd)
 
 const char *model_acts_error(const model_acts *a) { return a->failed ? a->err.msg : NULL; }
 
+const int32_t *model_acts_predictions(const model_acts *a) { return a->htgt; }
+
 void model_acts_free(model_acts *a)
 {
     if (!a)
@@ -203,6 +239,7 @@ typedef struct {
     const float *p;
     float *grad;
     unsigned long long seed;
+    const int32_t *types;   /* BERT: token types [N] or NULL (all 0) */
 } pass;
 
 /* Draws the dropout mask of module i: mask = keep / (1 - p), xd = x * mask. */
@@ -263,10 +300,9 @@ static void norm_bwd_w(const pass *ps, const float *w, const float *b, const flo
 
 /* y[N,out] = (res +) x W (+b) + s (x A^T) B^T for an adapted map; res may be
  * NULL (y may be res). */
-static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x,
-                       const float *res)
+static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
+                            const float *res, int N)
 {
-    int N = ps->a->N;
     if (lin->dm) {
         pl_err e;
         note(ps, mb_linear_fwd(lin, y, x, res, N, &e), &e);
@@ -287,10 +323,9 @@ static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const 
 
 /* dx[N,in] = beta dx + dy W (+ LoRA's dx) when dx != NULL; LoRA gradients
  * accumulate.  beta is 0 or 1. */
-static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
-                       const float *x, float beta)
+static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                            const float *x, float beta, int N)
 {
-    int N = ps->a->N;
     if (dx && lin->dm) {
         pl_err e;
         note(ps, mb_linear_bwd(lin, dx, dy, N, beta != 0.0f, &e), &e);
@@ -323,6 +358,19 @@ static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const
 #pragma omp parallel for
     for (size_t k = 0; k < n; k++)
         dx[k] += tmp[k] * mask[k];
+}
+
+/* linear_fwd_rows / linear_bwd_rows over all N rows of the batch. */
+static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x,
+                       const float *res)
+{
+    linear_fwd_rows(ps, lin, y, x, res, ps->a->N);
+}
+
+static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                       const float *x, float beta)
+{
+    linear_bwd_rows(ps, lin, dx, dy, x, beta, ps->a->N);
 }
 
 static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? l : 0]; }
@@ -446,6 +494,173 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
     }
 }
 
+/* ---- BERT ---- */
+
+/* The block's activation (hidden_act): exact GELU or the tanh form. */
+static void bert_act_fwd(const model_config *c, float *y, const float *x, size_t n)
+{
+    if (c->act_erf)
+        k_gelu_erf_fwd(y, x, n);
+    else
+        k_gelu_fwd(y, x, n);
+}
+
+static void bert_act_bwd(const model_config *c, float *dx, const float *dy, const float *x,
+                         size_t n)
+{
+    if (c->act_erf)
+        k_gelu_erf_bwd(dx, dy, x, n);
+    else
+        k_gelu_bwd(dx, dy, x, n);
+}
+
+/* la[0].res = LN(wte[inp] + wpe[t] + wtt[type]); the sum goes through a->hf. */
+static void bert_embed_fwd(const pass *ps, const int32_t *inp)
+{
+    const model *m = ps->m;
+    model_acts *a = ps->a;
+    int N = a->N, C = m->cfg.n_embd;
+    k_embed_fwd(a->hf, inp, m->wte, m->wpe, N, a->T, C);
+    for (int n = 0; n < N; n++)
+        k_add(a->hf + (size_t)n * C, m->wtt + (size_t)(ps->types ? ps->types[n] : 0) * C,
+              (size_t)C);
+    k_layernorm_fwd(a->la[0].res, a->mf, a->rf, a->hf, m->emb_ln_w, m->emb_ln_b, N, C,
+                    m->cfg.eps);
+}
+
+/* out = BERT block l applied to slot(l)->res (see the file comment).
+ * Saved: mid = x + attention's dense (before LN1), h1 = LN1's output,
+ * h2 = h1 + the output dense (before LN2). */
+static void bert_block_fwd(const pass *ps, int l, float *out)
+{
+    const model_config *c = &ps->m->cfg;
+    const model_block *b = &ps->m->blocks[l];
+    layer_acts *x = slot(ps, l);
+    model_acts *a = ps->a;
+    int N = a->N, C = c->n_embd;
+    float *q, *k, *v;
+    llama_qkv(c, N, x->qkv, &q, &k, &v);
+    linear_fwd(ps, &b->lin[0], q, x->res, NULL);
+    linear_fwd(ps, &b->lin[1], k, x->res, NULL);
+    linear_fwd(ps, &b->lin[2], v, x->res, NULL);
+    k_attention_bidir_fwd(x->ao, x->att, q, k, v, a->len, a->B, a->T, c->n_head, c->head_dim, C);
+    linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
+    k_postln_fwd(x->h1, x->m1, x->r1, x->mid, b->ln1_w, b->ln1_b, N, C, c->eps);
+    linear_fwd(ps, &b->lin[4], x->f, x->h1, NULL);
+    bert_act_fwd(c, x->g, x->f, (size_t)N * c->n_inner);
+    linear_fwd(ps, &b->lin[5], x->h2, x->g, x->h1);
+    k_postln_fwd(out, x->m2, x->r2, x->h2, b->ln2_w, b->ln2_b, N, C, c->eps);
+}
+
+/* As gpt2_block_bwd, for the BERT block: dres in, dres out. */
+static void bert_block_bwd(const pass *ps, int l, int need_dx)
+{
+    const model_config *c = &ps->m->cfg;
+    const model_block *b = &ps->m->blocks[l];
+    layer_acts *x = slot(ps, l);
+    model_acts *a = ps->a;
+    int N = a->N, C = c->n_embd;
+    float *q, *k, *v, *dq, *dk, *dv;
+    llama_qkv(c, N, x->qkv, &q, &k, &v);
+    llama_qkv(c, N, a->dqkv, &dq, &dk, &dv);
+    /* y = LN2(h + act(h Wi^T) Wo2^T): dnarrow = d(pre-LN2), then d(h) */
+    k_postln_bwd(a->dnarrow, a->dres, x->h2, x->m2, x->r2, b->ln2_w, N, C);
+    linear_bwd(ps, &b->lin[5], a->dwide, a->dnarrow, x->g, 0.0f);
+    bert_act_bwd(c, a->dwide, a->dwide, x->f, (size_t)N * c->n_inner);
+    linear_bwd(ps, &b->lin[4], a->dnarrow, a->dwide, x->h1, 1.0f);
+    /* h = LN1(x + attn(x) Wo^T): dres = d(pre-LN1), the residual's share of d(x) */
+    k_postln_bwd(a->dres, a->dnarrow, x->mid, x->m1, x->r1, b->ln1_w, N, C);
+    linear_bwd(ps, &b->lin[3], a->dnarrow, a->dres, x->ao, 0.0f);
+    k_attention_bidir_bwd(dq, dk, dv, a->dnarrow, q, k, v, x->att, a->len, a->B, a->T, c->n_head,
+                          c->head_dim, C);
+    float *dx = need_dx ? a->dres : NULL;
+    linear_bwd(ps, &b->lin[0], dx, dq, x->res, 1.0f);
+    linear_bwd(ps, &b->lin[1], dx, dk, x->res, 1.0f);
+    linear_bwd(ps, &b->lin[2], dx, dv, x->res, 1.0f);
+}
+
+/* The classifier's weight [K,C] and bias [K], and where their gradients
+ * go: the layout's trained tensors when it has them, else the model's
+ * (frozen: *dW NULL). */
+static void bert_classifier(const pass *ps, const float **W, const float **b, float **dW,
+                            float **db)
+{
+    const lora_layout *L = ps->L;
+    *dW = *db = NULL;
+    if (ps->p && L->n_labels) {
+        *W = ps->p + L->cls_off, *b = *W + (size_t)L->n_labels * L->cls_in;
+        if (ps->grad)
+            *dW = ps->grad + L->cls_off, *db = *dW + (size_t)L->n_labels * L->cls_in;
+        return;
+    }
+    *W = ps->m->cls_w, *b = ps->m->cls_b;
+}
+
+/* cls head: pooled = tanh(dense(x[b, 0])), the classifier's cross-entropy
+ * over labels tgt [B].  With a gradient: a->dres = d(loss)/d(a->res_out). */
+static double bert_head_cls(const pass *ps, const int32_t *tgt, int *correct)
+{
+    const model *m = ps->m;
+    model_acts *a = ps->a;
+    int B = a->B, C = m->cfg.n_embd, K = m->cfg.num_labels;
+    for (int b = 0; b < B; b++)
+        a->idx[b] = b * a->T;
+    k_rows_gather(a->pin, a->res_out, a->idx, B, C);
+    linear_fwd_rows(ps, &m->pooler, a->ppre, a->pin, NULL, B);
+    k_tanh_fwd(a->pout, a->ppre, (size_t)B * C);
+    const float *W, *bias;
+    float *dW, *db;
+    bert_classifier(ps, &W, &bias, &dW, &db);
+    float *dp = ps->grad ? a->dnarrow : NULL;
+    double loss = k_cls_xent(dp, dW, db, a->logits, a->pout, W, bias, tgt, B, C, K, a->htgt);
+    if (correct) {
+        *correct = 0;
+        for (int b = 0; b < B; b++)
+            *correct += tgt[b] >= 0 && a->htgt[b] == tgt[b];
+    }
+    if (!dp)
+        return loss;
+    k_tanh_bwd(dp, dp, a->pout, (size_t)B * C);
+    linear_bwd_rows(ps, &m->pooler, a->dwide, dp, a->pin, 0.0f, B);
+    memset(a->dres, 0, (size_t)a->N * C * sizeof(float));
+    k_rows_scatter_add(a->dres, a->dwide, a->idx, B, C);
+    return loss;
+}
+
+/* mlm head over the chosen positions (tgt >= 0) only: LN(act(dense(x)))
+ * and the decoder tied to wte with its own bias.  With a gradient:
+ * a->dres = d(loss)/d(a->res_out). */
+static double bert_head_mlm(const pass *ps, const int32_t *tgt, int *correct)
+{
+    const model *m = ps->m;
+    model_acts *a = ps->a;
+    const model_config *c = &m->cfg;
+    int C = c->n_embd, M = 0;
+    for (int n = 0; n < a->N; n++)
+        if (tgt[n] >= 0)
+            a->idx[M] = n, a->htgt[M++] = tgt[n];
+    if (ps->grad)
+        memset(a->dres, 0, (size_t)a->N * C * sizeof(float));
+    if (correct)
+        *correct = 0;
+    if (M == 0)
+        return 0.0;
+    k_rows_gather(a->xm, a->res_out, a->idx, M, C);
+    linear_fwd_rows(ps, &m->mlm_dense, a->t1, a->xm, NULL, M);
+    bert_act_fwd(c, a->t2, a->t1, (size_t)M * C);
+    k_layernorm_fwd(a->t3, a->tm, a->tr, a->t2, m->mlm_ln_w, m->mlm_ln_b, M, C, c->eps);
+    float *dt3 = ps->grad ? a->dnarrow : NULL;
+    double loss = k_decoder_xent(dt3, a->xent, a->t3, m->wte, m->mlm_bias, a->htgt, M, C,
+                                 c->vocab, MLM_CHUNK, correct);
+    if (!dt3)
+        return loss;
+    k_postln_bwd(a->dwide, dt3, a->t2, a->tm, a->tr, m->mlm_ln_w, M, C);
+    bert_act_bwd(c, a->dwide, a->dwide, a->t1, (size_t)M * C);
+    linear_bwd_rows(ps, &m->mlm_dense, a->dnarrow, a->dwide, a->xm, 0.0f, M);
+    k_rows_scatter_add(a->dres, a->dnarrow, a->idx, M, C);
+    return loss;
+}
+
 /* Lowest layer holding an adapted linear map (n_layer when none); 0 when
  * full fine-tuning trains the model's weights. */
 static int lowest_adapted(const model *m)
@@ -468,14 +683,18 @@ static void forward_blocks(const pass *ps, const int32_t *inp)
     model_acts *a = ps->a;
     int N = a->N, C = m->cfg.n_embd, nl = m->cfg.n_layer, llama = m->cfg.arch == ARCH_LLAMA;
     float *x0 = a->la[0].res;
-    if (m->wte)
+    if (m->cfg.arch == ARCH_BERT)
+        bert_embed_fwd(ps, inp);
+    else if (m->wte)
         k_embed_fwd(x0, inp, m->wte, m->wpe, N, a->T, C);
     else
         mb_embed(x0, inp, m, N, a->T);
     for (int l = 0; l < nl; l++) {
         /* with a backward pass every block keeps its own input; eval reuses one slot */
         float *out = a->bwd && l + 1 < nl ? a->la[l + 1].res : a->res_out;
-        if (llama)
+        if (m->cfg.arch == ARCH_BERT)
+            bert_block_fwd(ps, l, out);
+        else if (llama)
             llama_block_fwd(ps, l, out);
         else
             gpt2_block_fwd(ps, l, out);
@@ -526,12 +745,40 @@ static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
     return loss;
 }
 
+double model_encoder_loss_grad(const model *m, model_acts *a, const lora_layout *L,
+                               const float *params, float *grad, const int32_t *inp,
+                               const int32_t *types, const int32_t *len, const int32_t *tgt,
+                               unsigned long long dropout_seed, int *correct)
+{
+    const model_config *c = &m->cfg;
+    pass ps = {m, a, L, L ? params : NULL, (a->bwd && L) ? grad : NULL, dropout_seed, types};
+    double t0 = clock_now();
+    for (int b = 0; b < a->B; b++)
+        a->len[b] = len ? len[b] : a->T;
+    if (ps.grad)
+        memset(grad, 0, L->n_params * sizeof(float));
+    forward_blocks(&ps, inp);
+    double loss = c->task == TASK_CLS ? bert_head_cls(&ps, tgt, correct)
+                                      : bert_head_mlm(&ps, tgt, correct);
+    double t1 = clock_now();
+    if (ps.grad) {
+        int lo = lowest_adapted(m);
+        for (int l = c->n_layer - 1; l >= lo; l--)
+            bert_block_bwd(&ps, l, l > lo);
+    }
+    a->t_fwd = t1 - t0, a->t_bwd = clock_now() - t1;
+    return loss;
+}
+
 double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, const float *params,
                        float *grad, const int32_t *inp, const int32_t *tgt,
                        unsigned long long dropout_seed)
 {
     const model_config *c = &m->cfg;
-    pass ps = {m, a, L, L ? params : NULL, (a->bwd && L) ? grad : NULL, dropout_seed};
+    if (c->arch == ARCH_BERT)
+        return model_encoder_loss_grad(m, a, L, params, grad, inp, NULL, NULL, tgt, dropout_seed,
+                                       NULL);
+    pass ps = {m, a, L, L ? params : NULL, (a->bwd && L) ? grad : NULL, dropout_seed, NULL};
     int N = a->N, C = c->n_embd, nl = c->n_layer;
     double t0 = clock_now();
     a->failed = 0;
@@ -570,7 +817,7 @@ void model_logits(const model *m, model_acts *a, const lora_layout *L, const flo
                   const int32_t *inp, int pos, float *logits)
 {
     const model_config *c = &m->cfg;
-    pass ps = {m, a, L, L ? params : NULL, NULL, 0};
+    pass ps = {m, a, L, L ? params : NULL, NULL, 0, NULL};
     int C = c->n_embd;
     a->failed = 0;
     forward_blocks(&ps, inp);

@@ -55,7 +55,7 @@ static int open_sides(dataset *d, const char *what, pl_err *e)
             return -1;
     d->has_samples = 1;
     d->kind = d->side[0].kind;
-    if (d->kind == SAMPLES_CLASSIFICATION)
+    if (d->kind == SAMPLES_CLASSIFICATION && !d->encoder)
         return pl_errf(e, "%s: classification samples are for encoder models; pslora trains "
                        "causal language models on text or prompt-completion samples", what);
     return 0;
@@ -106,7 +106,7 @@ static int plan_epochs(dataset *d, const char *what, pl_err *e)
 /* After d->set is open: sidecars (when with_sides), options, the epoch plan. */
 static int ds_settle(dataset *d, const ds_options *o, int with_sides, const char *what, pl_err *e)
 {
-    d->T = o->T, d->pack = o->pack, d->seed = o->seed, d->epoch = -1;
+    d->T = o->T, d->pack = o->pack, d->seed = o->seed, d->epoch = -1, d->encoder = o->encoder;
     if (with_sides && (open_sides(d, what, e) != 0 ||
                        (d->has_samples && index_samples(d, what, e) != 0)))
         return -1;
@@ -234,7 +234,9 @@ static int packed_row(const dataset *d, size_t r, int32_t *inp, int32_t *tgt)
     return counted;
 }
 
-int ds_row(dataset *d, uint64_t g, int32_t *inp, int32_t *tgt, long *epoch, size_t *entry)
+/* Global entry g: its epoch, its position k in the epoch and the entry it
+ * reads (the epoch's order); *epoch and *entry may be NULL. */
+static size_t entry_of(dataset *d, uint64_t g, size_t *k_out, long *epoch, size_t *entry)
 {
     long e = (long)(g / d->n_entries);
     size_t k = (size_t)(g % d->n_entries);
@@ -244,13 +246,66 @@ int ds_row(dataset *d, uint64_t g, int32_t *inp, int32_t *tgt, long *epoch, size
         *epoch = e;
     if (entry)
         *entry = d->shuffle && !d->pack ? d->perm[k] : k;
+    *k_out = k;
+    return d->shuffle ? d->perm[k] : k;
+}
+
+int ds_row(dataset *d, uint64_t g, int32_t *inp, int32_t *tgt, long *epoch, size_t *entry)
+{
+    size_t k, idx = entry_of(d, g, &k, epoch, entry);
     if (d->pack)
         return packed_row(d, k, inp, tgt);
-    size_t idx = d->shuffle ? d->perm[k] : k;
     if (d->has_samples)
         return sample_row(d, idx, inp, tgt);
     shard_set_sequence(&d->set, idx, d->T, inp, tgt);
     return d->T;
+}
+
+/* Sample s for an encoder (see ds_enc_row). */
+static int enc_sample(const dataset *d, size_t s, int32_t *inp, int32_t *types, int32_t *len,
+                      int32_t *label)
+{
+    size_t p = d->s_pos[s], n = d->s_pos[s + 1] - p, first = 0;
+    int f = d->s_file[s], T = d->T, m = n < (size_t)T ? (int)n : T, c;
+    const samples_file *sf = &d->side[f];
+    for (int i = 0; i < f; i++)   /* the sample's index inside its file */
+        first += d->side[i].n_samples;
+    for (int j = 0; j < m; j++) {
+        size_t src = p + (j == T - 1 && n > (size_t)T ? n - 1 : (size_t)j);
+        inp[j] = tok_at(d, f, src, &c);
+        types[j] = sf->mask ? sf->mask[src - d->set.start[f]] : 0;
+    }
+    for (int j = m; j < T; j++)
+        inp[j] = 0, types[j] = 0;
+    *len = m;
+    *label = sf->labels ? sf->labels[s - first] : -1;
+    return *label >= 0;
+}
+
+/* Entry idx for an encoder: a sample, or a stream's window (no label). */
+static int enc_entry(const dataset *d, size_t idx, int32_t *inp, int32_t *types, int32_t *len,
+                     int32_t *label)
+{
+    if (d->has_samples)
+        return enc_sample(d, idx, inp, types, len, label);
+    shard_set_sequence(&d->set, idx, d->T, inp, types);   /* types: the targets' scratch */
+    memset(types, 0, (size_t)d->T * sizeof *types);
+    *len = d->T;
+    *label = -1;
+    return 0;
+}
+
+int ds_enc_row(dataset *d, uint64_t g, int32_t *inp, int32_t *types, int32_t *len,
+               int32_t *label, long *epoch, size_t *entry)
+{
+    size_t k;
+    return enc_entry(d, entry_of(d, g, &k, epoch, entry), inp, types, len, label);
+}
+
+int ds_enc_row_ordered(const dataset *d, size_t k, int32_t *inp, int32_t *types, int32_t *len,
+                       int32_t *label)
+{
+    return enc_entry(d, k, inp, types, len, label);
 }
 
 int ds_row_ordered(const dataset *d, size_t k, int32_t *inp, int32_t *tgt)

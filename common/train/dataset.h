@@ -32,6 +32,7 @@ typedef struct {
     int shuffle;        /* -1: on for sample data, off for streams; 0 off; 1 on */
     int pack;           /* concatenate samples into full rows */
     uint64_t seed;
+    int encoder;        /* rows for an encoder (ds_enc_row): classification samples allowed */
 } ds_options;
 
 typedef struct {
@@ -39,7 +40,7 @@ typedef struct {
     samples_file *side;     /* per file, all NULL for a stream */
     int has_samples;
     samples_kind kind;
-    int T, shuffle, pack;
+    int T, shuffle, pack, encoder;
     uint64_t seed;
     size_t n_samples;
     size_t *s_pos;          /* [n_samples + 1]: stream position of each sample's first token */
@@ -64,6 +65,20 @@ void ds_close(dataset *d);
  * the number of counted targets.  *epoch and *entry (may be NULL) receive the
  * epoch and the entry's index (sample or window) inside it. */
 int ds_row(dataset *d, uint64_t g, int32_t *inp, int32_t *tgt, long *epoch, size_t *entry);
+
+/* An encoder's row (BERT) of global entry g, in the same order as ds_row:
+ * sample data gives one sample per row, its tokens as they are (the
+ * [CLS] ... [SEP] of `pslora tokenize --format classification`), types[T]
+ * its segments from the sidecar's mask (0 without one), *len its length
+ * and *label its label (-1 without labels); a sample longer than T keeps
+ * its first T-1 tokens and its last (the closing [SEP]).  A stream gives
+ * window k's T input tokens, types 0, len T.  The rest of the row is
+ * padding (id 0, type 0).  Returns 1 when the row has a label, else 0. */
+int ds_enc_row(dataset *d, uint64_t g, int32_t *inp, int32_t *types, int32_t *len,
+               int32_t *label, long *epoch, size_t *entry);
+/* The same for entry k in file order (evaluation). */
+int ds_enc_row_ordered(const dataset *d, size_t k, int32_t *inp, int32_t *types, int32_t *len,
+                       int32_t *label);
 
 /* Row of entry k in file order, no shuffling and no packing: evaluation. */
 int ds_row_ordered(const dataset *d, size_t k, int32_t *inp, int32_t *tgt);

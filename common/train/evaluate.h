@@ -11,6 +11,7 @@
 #define PSLORA_EVALUATE_H
 
 #include "dataset.h"
+#include "encbatch.h"
 #include "err.h"
 #include "lora.h"
 #include "model.h"
@@ -19,9 +20,20 @@ typedef struct {
     model_acts *acts;
     int32_t *inp, *tgt;
     int B, T;
+    /* BERT (eval_init_encoder): its batches; after eval_run the targets
+     * predicted right and, for cls, confusion[label * K + predicted] */
+    int encoder;
+    enc_batch eb;
+    long correct;
+    long *confusion;
+    int K;
 } evaluator;
 
 int eval_init(evaluator *ev, const model *m, const lora_layout *L, int B, int T, pl_err *e);
+/* The same for a BERT model: rows of its task (encbatch.h; mlm masks with
+ * mask_id and specials, drawn from seed, epoch 0 and the entry). */
+int eval_init_encoder(evaluator *ev, const model *m, const lora_layout *L, int B, int T,
+                      long mask_id, const char *specials, uint64_t seed, pl_err *e);
 void eval_free(evaluator *ev);
 /* Sum of the counted targets' losses and their number (*ntok); -1 (+ e)
  * when the data makes no batch or has no counted target. */

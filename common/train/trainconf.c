@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "dataset.h"
+#include "encbatch.h"
 #include "file.h"
 #include "flags.h"
 #include "full.h"
@@ -33,6 +34,7 @@ static void defaults(train_config *t)
     t->shuffle = -1;
     t->keep_checkpoints = 3, t->max_skips = 5, t->timeout = 600;
     t->sync_name = "bsp", t->optimizer = "adamw", t->schedule = "constant", t->compute = "fp32";
+    t->mask_id = EB_DEFAULT_MASK_ID, t->special_ids = EB_DEFAULT_SPECIALS;
 }
 
 /* --resume OUT continues the run in OUT: --out may be left out, or must name
@@ -195,6 +197,14 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         {.name = "timeout", .type = FL_INT, .dst = &t->timeout,
          .help = "seconds to wait for a peer before giving up (600)", .min = 1, .max = 1e9},
         {.name = "compute", .type = FL_STR, .dst = &t->compute, .help = MODEL_COMPUTE_HELP},
+        {.name = "task", .type = FL_STR, .dst = &t->task_name,
+         .help = "bert: mlm or cls (the config's architectures)"},
+        {.name = "num-labels", .type = FL_INT, .dst = &t->num_labels,
+         .help = "bert cls: classes of the classifier (the config's)", .min = 1, .max = 1 << 20},
+        {.name = "mask-id", .type = FL_INT, .dst = &t->mask_id,
+         .help = "bert mlm: the [MASK] id (103)", .min = 0, .max = 1 << 30},
+        {.name = "special-ids", .type = FL_STR, .dst = &t->special_ids,
+         .help = "bert mlm: ids never masked (0,100,101,102)"},
         {.name = NULL},
     };
     int rc = fl_parse("train", SYNOPSIS, specs, argc, argv, NULL, 0, e);
@@ -211,6 +221,10 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         return pl_errf(e, "--epochs: give --steps or --epochs, not both");
     if (full_checks(t, specs, e) != 0 || cross_checks(t, e) != 0)
         return -1;
+    if (t->task_name && (model_task_parse(t->task_name, &t->task) != 0 || t->task == TASK_NONE))
+        return pl_errf(e, "--task: expected mlm or cls, got '%s'", t->task_name);
+    if (t->num_labels && t->task == TASK_MLM)
+        return pl_errf(e, "--num-labels: only with --task cls");
     if (t->full)
         t->compute_mode = MODEL_FP32;   /* --compute auto decides fp32 */
     return 0;
@@ -244,6 +258,10 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--dropout", "%s", fmt_float(f, sizeof f, t->dropout));
     KV("--targets", "%s", t->targets);
     KV("--full", "%s", t->full ? (t->full_include[0] ? t->full_include : "on") : "off");
+    KV("--task", "%s", t->task_name ? t->task_name : "");
+    KV("--num-labels", "%ld", t->num_labels);
+    KV("--mask-id", "%ld", t->mask_id);
+    KV("--special-ids", "%s", t->special_ids);
     if (t->global_batch) {   /* the data order and the result depend on G, not on W */
         KV("--global-batch", "%ld", t->global_batch);
     } else {
@@ -304,6 +322,10 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     cJSON_AddStringToObject(f, "targets", t->targets);
     cJSON_AddBoolToObject(f, "rslora", t->rslora);
     cJSON_AddBoolToObject(f, "full", t->full);
+    if (t->task_name)
+        cJSON_AddStringToObject(f, "task", t->task_name);
+    if (t->num_labels)
+        cJSON_AddNumberToObject(f, "num_labels", (double)t->num_labels);
     if (t->full)
         cJSON_AddStringToObject(f, "full_include", t->full_include);
     cJSON_AddNumberToObject(f, "batch", t->batch);
@@ -359,7 +381,7 @@ int trainconf_fixes_workers(const train_config *t)
 int trainconf_resolve_data(train_config *t, int n_workers, pl_err *e)
 {
     dataset d;
-    ds_options o = {(int)t->seq, t->shuffle, t->pack, (uint64_t)t->seed};
+    ds_options o = {(int)t->seq, t->shuffle, t->pack, (uint64_t)t->seed, 1};   /* counting only */
     if (ds_open(&d, t->data, UINT32_MAX, &o, "--data", e) != 0)
         return -1;
     t->epoch_entries = d.n_entries;
@@ -414,9 +436,57 @@ int trainconf_adapter(const train_config *t, const model_config *c, lora_layout 
     return 0;
 }
 
+int trainconf_load_model(const train_config *t, model *m, model_compute c, int with_bwd,
+                         const model_bf16_store *store, pl_err *e)
+{
+    if (t->task == TASK_NONE && !t->num_labels)
+        return model_load_in(m, t->model_dir, c, with_bwd, store, e);
+    if (model_load_task(m, t->model_dir, t->task, (int)t->num_labels, e) != 0)
+        return -1;
+    int rc = 0;
+    if (m->cfg.arch != ARCH_BERT)
+        rc = pl_errf(e, "%s: --task and --num-labels are for bert models, this is %s",
+                     t->model_dir, model_arch_name(m->cfg.arch));
+    else
+        rc = model_set_compute_in(m, c, with_bwd, store, e);
+    if (rc != 0)
+        model_free(m);
+    return rc;
+}
+
+/* A BERT cls run's classifier: appended to the layout (unless the
+ * --init-adapter had it) and given its starting values. */
+static int add_classifier(const train_config *t, const model *m, lora_layout *L, float **params,
+                          pl_err *e)
+{
+    if (m->cfg.arch != ARCH_BERT || m->cfg.task != TASK_CLS || L->n_labels || L->full)
+        return 0;
+    if (lora_layout_add_classifier(L, &m->cfg, e) != 0)
+        return -1;
+    if (!params)
+        return 0;
+    float *p = realloc(*params, L->n_params * sizeof(float));
+    if (!p)
+        return pl_errf(e, "out of memory for the classifier");
+    *params = p;
+    lora_init_classifier(L, m, p, (unsigned long long)t->seed);
+    return 0;
+}
+
 int trainconf_trained(const train_config *t, model *m, lora_layout *L, float **params, pl_err *e)
 {
+    if (t->full && m->cfg.arch == ARCH_BERT)
+        return pl_errf(e, "--full: not implemented for bert (LoRA only)");
     if (t->full)
         return full_layout_build(L, m, t->full_bits, params, e);
-    return trainconf_adapter(t, &m->cfg, L, params, e);
+    if (trainconf_adapter(t, &m->cfg, L, params, e) != 0)
+        return -1;
+    if (add_classifier(t, m, L, params, e) == 0)
+        return 0;
+    lora_layout_free(L);
+    if (params) {
+        free(*params);
+        *params = NULL;
+    }
+    return -1;
 }

@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "model.h"
+#include "model_bf16.h"
 #include "optim.h"
 
 typedef enum { SYNC_BSP, SYNC_SSP, SYNC_ASP } sync_mode;
@@ -30,6 +31,11 @@ typedef struct {
     const char *full_include;     /* --full-include: biases, norms ("") */
     unsigned full_bits;           /* ... parsed (FULL_*) */
     model_compute compute_mode;   /* --compute as decided on this rank (auto: bf16 only with AMX) */
+    const char *task_name;        /* --task mlm|cls (bert; NULL: the config's head) */
+    model_task task;              /* ... parsed (TASK_NONE when not given) */
+    long num_labels;              /* --num-labels K (bert cls; 0: the config's) */
+    long mask_id;                 /* --mask-id (bert mlm, encbatch.h) */
+    const char *special_ids;      /* --special-ids (bert mlm) */
     sync_mode sync;
     opt_config opt;
 } train_config;
@@ -73,6 +79,12 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
 
 const char *sync_name(sync_mode s);
 
+/* Loads --model for compute c (a worker: --compute; a server: fp32):
+ * model_load_in (model_bf16.h), or with --task / --num-labels the BERT head
+ * they ask for (fp32 only; a model other than bert is refused). */
+int trainconf_load_model(const train_config *t, model *m, model_compute c, int with_bwd,
+                         const model_bf16_store *store, pl_err *e);
+
 struct lora_layout_s;
 struct model_config_s;
 /* The adapter of the run: from --init-adapter (its r, alpha, targets and
@@ -83,7 +95,10 @@ int trainconf_adapter(const train_config *t, const struct model_config_s *c,
 
 /* What the run trains: the adapter (trainconf_adapter), or with --full the
  * model's own weights, laid out on m (full.h; m's weights are not attached
- * here).  *params (malloc'd) holds the initial values. */
+ * here).  *params (malloc'd) holds the initial values.  A BERT cls model
+ * also trains its classifier (PEFT's modules_to_save): from --init-adapter
+ * when it holds one, else the checkpoint's, else drawn as transformers
+ * does from --seed (lora_init_classifier). */
 int trainconf_trained(const train_config *t, model *m, struct lora_layout_s *L, float **params,
                       pl_err *e);
 
