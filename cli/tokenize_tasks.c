@@ -212,8 +212,11 @@ static int write_parts(const task_args *a, const task_data *d, pl_err *e)
         printf("%s: %zu samples, %u tokens\n", a->out, n - n_val, d->off[n - n_val]);
         if (val)
             printf("%s: %zu samples, %u tokens\n", val, n_val, d->off[n] - d->off[n - n_val]);
-        printf("%zu tokens count in the loss; %zu samples cut to --max-len\n", d->counted,
-               d->truncated);
+        if (d->kind == SAMPLES_CLASSIFICATION)   /* the mask holds segments, not loss targets */
+            printf("%d labels; %zu samples cut to --max-len\n", d->n_labels, d->truncated);
+        else
+            printf("%zu tokens count in the loss; %zu samples cut to --max-len\n", d->counted,
+                   d->truncated);
     }
     free(val);
     return rc;
