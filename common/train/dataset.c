@@ -247,7 +247,8 @@ static size_t entry_of(dataset *d, uint64_t g, size_t *k_out, long *epoch, size_
     if (entry)
         *entry = d->shuffle && !d->pack ? d->perm[k] : k;
     *k_out = k;
-    return d->shuffle ? d->perm[k] : k;
+    /* packed: k is a window and perm orders samples (packed_row reads it) */
+    return d->shuffle && !d->pack ? d->perm[k] : k;
 }
 
 int ds_row(dataset *d, uint64_t g, int32_t *inp, int32_t *tgt, long *epoch, size_t *entry)
