@@ -394,6 +394,7 @@ static int gather_final(srv *v, pl_err *e)
                            e);
     free(v->gsum), free(v->gtmp), free(s->m), free(s->v);
     v->gsum = v->gtmp = s->m = s->v = NULL;
+    msg_buf_free(&v->out);   /* rank 0 sends nothing more */
     float *full = malloc(s->L->n_params * sizeof *full + 1);
     if (!full)
         return pl_errf(e, "out of memory for the final adapter");
