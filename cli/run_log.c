@@ -99,20 +99,25 @@ void run_step(run_log *r, metrics_row *row)
 int run_finish(run_log *r, const lora_layout *L, const model *m, const float *params,
                pl_err *e)
 {
+    double steps = r->steps_done > 0 ? (double)r->steps_done : 1;
+    metrics_summary_row sum = {r->steps_done, r->tokens,      r->bytes_total / steps,
+                               L->n_params,   r->rss_mb,      r->rss_server_mb,
+                               r->rss_worker_mb};
+    metrics_summary(&r->log, &sum);
     metrics_close(&r->log);
     int rc = L->full ? model_save(m, r->t->out, e)
                      : lora_save_peft(r->t->out, L, &m->cfg, params, r->t->model_dir, e);
     if (rc != 0)
         return -1;
     double secs = clock_now() - r->t_start;
-    double steps = r->steps_done > 0 ? (double)r->steps_done : 1;
     char val[48] = "";
     if (!isnan(r->last_val))
         snprintf(val, sizeof val, " final val_loss %.4f", r->last_val);
     printf("done: steps %ld tokens %ld tokens/s %.0f bytes/step %.0f final loss %.4f%s "
-           "trained_params %zu mem/rank %.0f MB\n",
+           "trained_params %zu mem/rank %.0f MB mem/server %.0f MB mem/worker %.0f MB\n",
            r->steps_done, r->tokens, secs > 0 ? (double)r->tokens / secs : 0,
-           r->bytes_total / steps, r->last_loss, val, L->n_params, r->rss_mb);
+           r->bytes_total / steps, r->last_loss, val, L->n_params, r->rss_mb, r->rss_server_mb,
+           r->rss_worker_mb);
     printf("%s written to %s\n", L->full ? "model" : "adapter", r->t->out);
     return 0;
 }

@@ -24,6 +24,7 @@ typedef struct {
     double last_loss, last_val;
     double bytes_total;
     double rss_mb;      /* the largest peak resident memory of any rank (set before run_finish) */
+    double rss_server_mb, rss_worker_mb;   /* the same over the server / worker ranks */
 } run_log;
 
 /* This process's peak resident memory in MB (getrusage). */
@@ -39,8 +40,8 @@ int run_begin(run_log *r, const train_config *t, int world, int n_workers, long 
 /* Logs a step: metrics row (every --log-every steps and at evaluations) and progress. */
 void run_step(run_log *r, metrics_row *row);
 /* Writes the final adapter into OUT (with --full the model m, whose trained
- * weights must hold params: a Hugging Face model directory) and prints the
- * summary line. */
+ * weights must hold params: a Hugging Face model directory), the summary
+ * record of metrics.jsonl, and prints the summary line. */
 int run_finish(run_log *r, const lora_layout *L, const model *m, const float *params,
                pl_err *e);
 

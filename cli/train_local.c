@@ -97,7 +97,7 @@ int train_local(const train_config *t)
         if (server_checkpoint_due(t, step + 1) && server_checkpoint(&s, &ck, step + 1, &e) != 0)
             goto done;
     }
-    r.rss_mb = run_peak_rss_mb();
+    r.rss_mb = r.rss_server_mb = r.rss_worker_mb = run_peak_rss_mb();   /* both roles */
     if (run_finish(&r, &w.L, &w.m, s.params, &e) != 0)
         goto done;
     status = 0;

@@ -63,27 +63,43 @@ static int all_ok(ps_run *r, int ok, const pl_err *e)
     return all;
 }
 
+static const lora_layout *layout(ps_run *r) { return r->rank >= r->S ? &r->w.L : &r->L; }
+static const model *the_model(ps_run *r) { return r->rank >= r->S ? &r->w.m : &r->m; }
+
+/* Every rank deals the tensors to the servers the same way (server_assign). */
+static int assign(ps_run *r, pl_err *e)
+{
+    r->owner = malloc(((size_t)lora_n_tensors(layout(r)) + 1) * sizeof(int));
+    if (!r->owner)
+        return pl_errf(e, "out of memory");
+    server_assign(layout(r), r->S, r->owner);
+    return 0;
+}
+
 static int load_role(ps_run *r, pl_err *e)
 {
     if (r->rank >= r->S) {   /* bf16: one copy of the weights per node */
         int rc = worker_init(&r->w, r->t, ns_store(&r->ns), e);
         ns_settle(&r->ns);
-        return rc;
+        return rc == 0 ? assign(r, e) : rc;
     }
     if (trainconf_load_model(r->t, &r->m, MODEL_FP32, 0, NULL, e) != 0)
         return -1;
     float *p;
     if (trainconf_trained(r->t, &r->m, &r->L, &p, e) != 0)
         return -1;
-    if (server_init(&r->s, r->t, &r->L, p, NULL, e) != 0)
+    if (assign(r, e) != 0) {
+        free(p);
         return -1;
-    if (r->L.full)   /* rank 0 saves the model from the gathered weights */
-        full_attach(r->L.full, &r->m, r->s.params);
-    return 0;
+    }
+    unsigned char *mine = malloc((size_t)lora_n_tensors(&r->L) + 1);   /* servers own only theirs */
+    for (int id = 0; mine && id < lora_n_tensors(&r->L); id++)
+        mine[id] = r->owner[id] == r->rank;
+    int rc = mine ? server_init(&r->s, r->t, &r->L, p, mine, e)
+                  : (free(p), pl_errf(e, "out of memory"));
+    free(mine);
+    return rc;
 }
-
-static const lora_layout *layout(ps_run *r) { return r->rank >= r->S ? &r->w.L : &r->L; }
-static const model *the_model(ps_run *r) { return r->rank >= r->S ? &r->w.m : &r->m; }
 
 /* Workers send their Hello to every server; servers compare with their own. */
 static int handshake(ps_run *r, pl_err *e)
@@ -185,6 +201,18 @@ static void release(ps_run *r)
         MPI_Comm_free(&r->servers);
 }
 
+/* The summary's memory: the largest peak resident set (getrusage, real
+ * RSS) of any rank, of any server rank and of any worker rank, on rank 0. */
+static void peak_memory(ps_run *r)
+{
+    double mine = run_peak_rss_mb(), in[3] = {mine, 0, 0}, out[3] = {0};
+    in[r->rank < r->S ? 1 : 2] = mine;
+    MPI_Request q;
+    MPI_Ireduce(in, out, 3, MPI_DOUBLE, MPI_MAX, 0, r->world_comm, &q);
+    wait_or_abort(r, &q, "the end: every rank's peak memory");
+    r->log.rss_mb = out[0], r->log.rss_server_mb = out[1], r->log.rss_worker_mb = out[2];
+}
+
 int train_ps(const train_config *t, MPI_Comm comm)
 {
     ps_run r = {.t = t, .world_comm = comm, .servers = MPI_COMM_NULL};
@@ -210,13 +238,6 @@ int train_ps(const train_config *t, MPI_Comm comm)
         release(&r);
         return 1;
     }
-    r.owner = malloc(((size_t)lora_n_tensors(layout(&r)) + 1) * sizeof(int));
-    server_assign(layout(&r), r.S, r.owner);
-    if (r.rank < r.S) {   /* servers own only their tensors */
-        unsigned char *own = r.s.owned;
-        for (int id = 0; id < lora_n_tensors(layout(&r)); id++)
-            own[id] = r.owner[id] == r.rank;
-    }
     ok = handshake(&r, &e) == 0;
     /* servers all see a bad Hello: only rank 0 prints it */
     if (!ok && r.rank != 0 && r.rank < r.S)
@@ -227,7 +248,7 @@ int train_ps(const train_config *t, MPI_Comm comm)
     }
     /* rank 0 records the run's fingerprint in its checkpoints */
     ok = r.rank != 0 || run_fingerprint(&r.fp, t, &r.m, &r.L, r.W, &e) == 0;
-    r.ck = (server_ckpt){t->out, &the_model(&r)->cfg, r.fp.kv, r.fp.n, r.W, the_model(&r)};
+    r.ck = (server_ckpt){t->out, &the_model(&r)->cfg, r.fp.kv, r.fp.n, r.W, &r.m};
     if (!all_ok(&r, ok, &e) || (t->resume && resume(&r, &e) != 0)) {
         release(&r);
         return 1;
@@ -238,14 +259,13 @@ int train_ps(const train_config *t, MPI_Comm comm)
         return 1;
     }
     int rc = run_roles(&r, &e);
-    if (rc == 0) {   /* the summary's mem/rank: the largest peak of any rank */
-        double mine = run_peak_rss_mb();
-        MPI_Request q;
-        MPI_Ireduce(&mine, &r.log.rss_mb, 1, MPI_DOUBLE, MPI_MAX, 0, comm, &q);
-        wait_or_abort(&r, &q, "the end: every rank's peak memory");
-    }
-    if (rc == 0 && r.rank == 0)
+    if (rc == 0)
+        peak_memory(&r);
+    if (rc == 0 && r.rank == 0) {
+        if (r.L.full)   /* the model saved: its trained weights are the gathered ones */
+            full_attach(r.L.full, &r.m, r.s.params);
         rc = run_finish(&r.log, &r.L, &r.m, r.s.params, &e);
+    }
     if (rc != 0) {
         fprintf(stderr, "pslora train: rank %d: %s\n", r.rank, e.msg);
         MPI_Abort(comm, 1);

@@ -10,18 +10,32 @@
 #include "msg.h"
 #include "transport.h"
 
+/* Three views of the tensors for the messages (msg_layout): `lay` the
+ * server's packed own tensors (server.h: s->at), `olay` the other servers'
+ * tensors packed in id order (what rank 0 receives for a checkpoint),
+ * `flay` the adapter's flat layout (the final gather). */
 typedef struct {
     server *s;
     const ps_server_env *env;
     const train_config *t;
-    msg_layout lay;
-    size_t *numel, *offset;
+    msg_layout lay, olay, flay;
+    size_t *numel, *ooff, *foff;
+    size_t n_other;           /* floats of the tensors other servers own */
     unsigned char *mine;      /* tensors this server owns */
     msg_buf in, out, scratch;
-    float *gsum, *gtmp;       /* flat, owned ranges used */
+    float *gsum, *gtmp;       /* packed like s->params (n_own) */
     MPI_Request *reqs;
     double t_last;            /* when the previous update went out */
 } srv;
+
+/* The gradient sum and scratch (freed around rank 0's checkpoints). */
+static int srv_grads(srv *v, pl_err *e)
+{
+    size_t n = v->s->n_own ? v->s->n_own : 1;
+    v->gsum = calloc(n, sizeof(float));
+    v->gtmp = calloc(n, sizeof(float));
+    return v->gsum && v->gtmp ? 0 : pl_errf(e, "rank %d: out of memory", v->env->rank);
+}
 
 static int srv_init(srv *v, server *s, const ps_server_env *env, pl_err *e)
 {
@@ -29,41 +43,40 @@ static int srv_init(srv *v, server *s, const ps_server_env *env, pl_err *e)
     v->s = s, v->env = env, v->t = s->t;
     const lora_layout *L = s->L;
     int nt = lora_n_tensors(L);
-    size_t np = L->n_params ? L->n_params : 1;
     v->numel = malloc((size_t)(nt + 1) * sizeof(size_t));
-    v->offset = malloc((size_t)(nt + 1) * sizeof(size_t));
+    v->ooff = malloc((size_t)(nt + 1) * sizeof(size_t));
+    v->foff = malloc((size_t)(nt + 1) * sizeof(size_t));
     v->mine = malloc((size_t)nt + 1);
-    v->gsum = calloc(np, sizeof(float));
-    v->gtmp = calloc(np, sizeof(float));
     v->reqs = malloc((size_t)env->W * sizeof(MPI_Request));
-    if (!v->numel || !v->offset || !v->mine || !v->gsum || !v->gtmp || !v->reqs)
+    if (!v->numel || !v->ooff || !v->foff || !v->mine || !v->reqs)
         return pl_errf(e, "rank %d: out of memory", env->rank);
     for (int id = 0; id < nt; id++) {
         v->numel[id] = lora_tensor_numel(L, id);
-        v->offset[id] = lora_tensor_offset(L, id);
+        v->foff[id] = lora_tensor_offset(L, id);
         v->mine[id] = env->owner[id] == env->rank;
+        v->ooff[id] = v->n_other;
+        if (!v->mine[id])
+            v->n_other += v->numel[id];
     }
-    v->lay = (msg_layout){nt, v->numel, v->offset};
-    return 0;
+    v->lay = (msg_layout){nt, v->numel, s->at};
+    v->olay = (msg_layout){nt, v->numel, v->ooff};
+    v->flay = (msg_layout){nt, v->numel, v->foff};
+    return srv_grads(v, e);
 }
 
 static void srv_free(srv *v)
 {
-    free(v->numel), free(v->offset), free(v->mine), free(v->gsum), free(v->gtmp), free(v->reqs);
+    free(v->numel), free(v->ooff), free(v->foff), free(v->mine), free(v->gsum), free(v->gtmp);
+    free(v->reqs);
+    v->gsum = v->gtmp = NULL;
     msg_buf_free(&v->in), msg_buf_free(&v->out), msg_buf_free(&v->scratch);
 }
 
-/* gsum += gtmp over the owned ranges. */
+/* gsum += gtmp (both packed). */
 static void add_owned(srv *v)
 {
-    for (int id = 0; id < v->lay.n_tensors; id++) {
-        if (!v->mine[id])
-            continue;
-        float *d = v->gsum + v->offset[id];
-        const float *x = v->gtmp + v->offset[id];
-        for (size_t i = 0; i < v->numel[id]; i++)
-            d[i] += x[i];
-    }
+    for (size_t i = 0; i < v->s->n_own; i++)
+        v->gsum[i] += v->gtmp[i];
 }
 
 /* Sends the owned slices of the adapter to every worker (one encoding). */
@@ -332,70 +345,107 @@ static int async_run(srv *v, pl_err *e)
     return rc;
 }
 
-/* Servers 1..S-1 send their final slices to rank 0, which assembles the adapter. */
-static int gather_final(srv *v, pl_err *e)
+/* Receives from servers 1..S-1 (rank 0) `k` messages each, their owned
+ * slices of the arrays dst[0..k), laid out by lay, of step range [lo, hi]. */
+static int recv_slices(srv *v, int tag, const msg_layout *lay, float *const *dst, int k,
+                       long lo, long hi, pl_err *e)
 {
-    int S = v->env->S;
-    if (v->env->rank != 0) {
-        msg_update_hdr h = {v->s->version, v->t->steps, 1};
-        if (msg_encode_update_flat(&v->out, &h, &v->lay, v->mine, v->s->params, e) != 0)
-            return -1;
-        tp_isend(v->env->world, 0, TP_TAG_FINAL, &v->out, &v->reqs[0]);
-        return tp_wait(v->reqs, 1, (double)v->t->timeout, "final adapter to rank 0", e);
-    }
     unsigned char *theirs = malloc((size_t)v->lay.n_tensors + 1);
     int rc = theirs ? 0 : pl_errf(e, "out of memory");
-    for (int r = 1; r < S && rc == 0; r++) {
+    for (int r = 1; r < v->env->S && rc == 0; r++) {
         for (int id = 0; id < v->lay.n_tensors; id++)
             theirs[id] = v->env->owner[id] == r;
-        msg_update_hdr h;
-        msg_expect x = {&v->lay, theirs, 0, v->t->steps, 0, 1L << 62};
-        rc = tp_recv(v->env->world, r, TP_TAG_FINAL, &v->in, (double)v->t->timeout, NULL, NULL,
-                     NULL, e);
-        if (rc == 0)
-            rc = msg_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, v->s->params, e);
+        msg_expect x = {lay, theirs, lo, hi, 0, 1L << 62};
+        for (int i = 0; i < k && rc == 0; i++) {
+            msg_update_hdr h;
+            rc = tp_recv(v->env->world, r, tag, &v->in, (double)v->t->timeout, NULL, NULL, NULL,
+                         e);
+            if (rc == 0)
+                rc = msg_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, dst[i], e);
+        }
     }
     free(theirs);
     return rc;
 }
 
+/* Servers 1..S-1 (rank != 0): their owned slices of the arrays src[0..k) to rank 0. */
+static int send_slices(srv *v, int tag, float *const *src, int k, long step, const char *what,
+                       pl_err *e)
+{
+    for (int i = 0; i < k; i++) {
+        msg_update_hdr h = {v->s->version, step, tag == TP_TAG_FINAL};
+        if (msg_encode_update_flat(&v->out, &h, &v->lay, v->mine, src[i], e) != 0)
+            return -1;
+        tp_isend(v->env->world, 0, tag, &v->out, &v->reqs[0]);
+        if (tp_wait(v->reqs, 1, (double)v->t->timeout, what, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Servers 1..S-1 send their final slices to rank 0, which assembles the
+ * whole adapter (server_gathered) after dropping its gradient buffers and
+ * optimizer state, so that the whole adapter is the only full-size array. */
+static int gather_final(srv *v, pl_err *e)
+{
+    server *s = v->s;
+    if (v->env->rank != 0)
+        return send_slices(v, TP_TAG_FINAL, &s->params, 1, v->t->steps, "final adapter to rank 0",
+                           e);
+    free(v->gsum), free(v->gtmp), free(s->m), free(s->v);
+    v->gsum = v->gtmp = s->m = s->v = NULL;
+    msg_buf_free(&v->out);   /* rank 0 sends nothing more */
+    float *full = malloc(s->L->n_params * sizeof *full + 1);
+    if (!full)
+        return pl_errf(e, "out of memory for the final adapter");
+    server_unpack(s, s->params, full);
+    int rc = recv_slices(v, TP_TAG_FINAL, &v->flay, &full, 1, 0, v->t->steps, e);
+    server_gathered(s, full);
+    return rc;
+}
+
+/* Rank 0's checkpoint views: its own tensors in place, the others' in
+ * o[0..3) (params, m, v packed by olay). */
+static int ckpt_views(srv *v, float *const *o, server_views *x, pl_err *e)
+{
+    if (server_views_own(v->s, x, e) != 0)
+        return -1;
+    for (int id = 0; id < v->lay.n_tensors; id++)
+        if (!v->mine[id])
+            x->p[id] = o[0] + v->ooff[id], x->m[id] = o[1] + v->ooff[id],
+            x->v[id] = o[2] + v->ooff[id];
+    return 0;
+}
+
 /* Servers 1..S-1 send rank 0 their slices of the adapter, m and v; rank 0
- * assembles them into its own (full-size) vectors and writes the checkpoint
- * of `done` steps. */
+ * receives them into buffers of the other servers' tensors (its gradient
+ * buffers and update encoding freed meanwhile, so that with 2 servers its
+ * peak stays at its steady size) and
+ * writes the checkpoint of `done` steps from its own state and those. */
 static int checkpoint(srv *v, long done, pl_err *e)
 {
     server *s = v->s;
     float *arr[3] = {s->params, s->m, s->v};
-    int S = v->env->S;
-    double tmo = (double)v->t->timeout;
-    if (v->env->rank != 0) {
-        for (int k = 0; k < 3; k++) {
-            msg_update_hdr h = {s->version, done, 0};
-            if (msg_encode_update_flat(&v->out, &h, &v->lay, v->mine, arr[k], e) != 0)
-                return -1;
-            tp_isend(v->env->world, 0, TP_TAG_CKPT, &v->out, &v->reqs[0]);
-            if (tp_wait(v->reqs, 1, tmo, "checkpoint state to rank 0", e) != 0)
-                return -1;
-        }
-        return 0;
-    }
-    unsigned char *theirs = malloc((size_t)v->lay.n_tensors + 1);
-    int rc = theirs ? 0 : pl_errf(e, "out of memory");
-    for (int r = 1; r < S && rc == 0; r++) {
-        for (int id = 0; id < v->lay.n_tensors; id++)
-            theirs[id] = v->env->owner[id] == r;
-        msg_expect x = {&v->lay, theirs, done, done, 0, 1L << 62};
-        for (int k = 0; k < 3 && rc == 0; k++) {
-            msg_update_hdr h;
-            rc = tp_recv(v->env->world, r, TP_TAG_CKPT, &v->in, tmo, NULL, NULL, NULL, e);
-            if (rc == 0)
-                rc = msg_decode_update(&v->scratch, v->in.data, v->in.len, r, &x, &h, arr[k], e);
-        }
-    }
-    free(theirs);
+    if (v->env->rank != 0)
+        return send_slices(v, TP_TAG_CKPT, arr, 3, done, "checkpoint state to rank 0", e);
+    free(v->gsum), free(v->gtmp);   /* idle until the next step: room for the others' */
+    v->gsum = v->gtmp = NULL;
+    msg_buf_free(&v->out);           /* delivered; the next update grows it again */
+    float *o[3] = {0};
+    int rc = 0;
+    for (int k = 0; k < 3 && rc == 0; k++)
+        if (!(o[k] = malloc(v->n_other * sizeof(float) + 1)))
+            rc = pl_errf(e, "out of memory for the checkpoint");
+    if (rc == 0)
+        rc = recv_slices(v, TP_TAG_CKPT, &v->olay, o, 3, done, done, e);
+    server_views x = {0};
+    if (rc == 0)
+        rc = ckpt_views(v, o, &x, e);
     if (rc == 0 && v->env->ckpt)
-        rc = server_checkpoint(s, v->env->ckpt, done, e);
-    return rc;
+        rc = server_checkpoint_views(s, v->env->ckpt, done, &x, e);
+    server_views_free(&x);
+    free(o[0]), free(o[1]), free(o[2]);
+    return rc == 0 ? srv_grads(v, e) : rc;
 }
 
 int ps_server_run(server *s, const ps_server_env *env, pl_err *e)

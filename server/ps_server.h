@@ -8,8 +8,11 @@
  * clipping); reply to a worker's push of step t once every worker has pushed
  * at least t+1-s steps (SSP) or at once (ASP).  See docs/parameter-server.md.
  *
+ * Each server keeps only the tensors it owns (server.h), its gradient sum
+ * and scratch packed the same way.
  * Checkpoints (server_checkpoint_due): servers 1..S-1 send rank 0 their
- * slices of the adapter and of m and v (TP_TAG_CKPT), rank 0 writes them.
+ * slices of the adapter and of m and v (TP_TAG_CKPT), rank 0 writes them
+ * with its own (never assembling a whole m or v).
  * Collectives among the servers wait at most --timeout seconds too.
  *
  * Rank 0 also writes the metrics and the final adapter. */
@@ -36,7 +39,8 @@ typedef struct {
 } ps_server_env;
 
 /* Runs the server role from env->start to the end; the final adapter is
- * gathered on rank 0 into s->params.  0 or -1 (+ e naming the peer at fault). */
+ * gathered on rank 0 into s->params (server_gathered: the flat vector).
+ * 0 or -1 (+ e naming the peer at fault). */
 int ps_server_run(server *s, const ps_server_env *env, pl_err *e);
 
 #endif

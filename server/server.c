@@ -11,22 +11,65 @@
 #include "full.h"
 #include "model.h"
 
+/* s->at and s->n_own from s->owned: the owned tensors packed in id order;
+ * owning every tensor, the adapter's own flat layout. */
+static void pack_layout(server *s)
+{
+    int nt = lora_n_tensors(s->L), all = 1;
+    for (int id = 0; id < nt; id++)
+        all &= s->owned[id] != 0;
+    s->n_own = all ? s->L->n_params : 0;
+    for (int id = 0; id < nt; id++)
+        if (all)
+            s->at[id] = lora_tensor_offset(s->L, id);
+        else if (s->owned[id]) {
+            s->at[id] = s->n_own;
+            s->n_own += lora_tensor_numel(s->L, id);
+        }
+}
+
+/* 1 when the packed layout is the adapter's flat one (every tensor owned). */
+static int packed_is_flat(const server *s)
+{
+    for (int id = 0; id < lora_n_tensors(s->L); id++)
+        if (!s->owned[id])
+            return 0;
+    return 1;
+}
+
 int server_init(server *s, const train_config *t, const lora_layout *L, float *params,
                 const unsigned char *owned, pl_err *e)
 {
     memset(s, 0, sizeof *s);
-    s->t = t, s->L = L, s->params = params;
-    size_t n = L->n_params ? L->n_params : 1;
+    s->t = t, s->L = L;
     int nt = lora_n_tensors(L);
-    s->m = calloc(n, sizeof(float));
-    s->v = calloc(n, sizeof(float));
     s->owned = malloc((size_t)nt + 1);
-    if (!s->m || !s->v || !s->owned) {
+    s->at = calloc((size_t)nt + 1, sizeof *s->at);
+    if (!s->owned || !s->at) {
+        free(params);
         server_free(s);
-        return pl_errf(e, "out of memory for the optimizer state (%zu parameters)", n);
+        return pl_errf(e, "out of memory for the server's tensor index");
     }
     for (int i = 0; i < nt; i++)
         s->owned[i] = owned ? owned[i] : 1;
+    pack_layout(s);
+    size_t n = s->n_own ? s->n_own : 1;
+    if (packed_is_flat(s))
+        s->params = params;
+    else if ((s->params = malloc(n * sizeof(float)))) {
+        for (int id = 0; id < nt; id++)
+            if (s->owned[id])
+                memcpy(s->params + s->at[id], params + lora_tensor_offset(L, id),
+                       lora_tensor_numel(L, id) * sizeof(float));
+        free(params);
+    } else
+        free(params);
+    s->m = calloc(n, sizeof(float));
+    s->v = calloc(n, sizeof(float));
+    if (!s->params || !s->m || !s->v) {
+        server_free(s);
+        return pl_errf(e, "out of memory for the optimizer state (%zu parameters)", n);
+    }
     return 0;
 }
 
@@ -35,8 +78,25 @@ void server_free(server *s)
     free(s->params);
     free(s->m);
     free(s->v);
+    free(s->at);
     free(s->owned);
     memset(s, 0, sizeof *s);
+}
+
+void server_unpack(const server *s, const float *x, float *full)
+{
+    for (int id = 0; id < lora_n_tensors(s->L); id++)
+        if (s->owned[id])
+            memcpy(full + lora_tensor_offset(s->L, id), x + s->at[id],
+                   lora_tensor_numel(s->L, id) * sizeof(float));
+}
+
+void server_gathered(server *s, float *full)
+{
+    free(s->params), free(s->m), free(s->v);
+    s->params = full, s->m = s->v = NULL;
+    memset(s->owned, 1, (size_t)lora_n_tensors(s->L));
+    pack_layout(s);
 }
 
 double server_scale(const server *s, float *g, long ntok)
@@ -46,7 +106,7 @@ double server_scale(const server *s, float *g, long ntok)
     for (int id = 0; id < lora_n_tensors(s->L); id++) {
         if (!s->owned[id])
             continue;
-        float *x = g + lora_tensor_offset(s->L, id);
+        float *x = g + s->at[id];   /* per tensor: the sum's rounding as before packing */
         size_t n = lora_tensor_numel(s->L, id);
         for (size_t i = 0; i < n; i++)
             x[i] *= inv;
@@ -70,7 +130,7 @@ int server_apply(server *s, float *g, double global_sq_norm, long step)
     for (int id = 0; id < lora_n_tensors(s->L); id++) {
         if (!s->owned[id])
             continue;
-        size_t off = lora_tensor_offset(s->L, id), n = lora_tensor_numel(s->L, id);
+        size_t off = s->at[id], n = lora_tensor_numel(s->L, id);
         float *gc = g + off;
         if (clip != 1.0f)
             for (size_t i = 0; i < n; i++)
@@ -138,7 +198,54 @@ static int ckpt_tensors(const lora_layout *L, ckpt_tensor **out, char **names, p
     return 0;
 }
 
-int server_checkpoint(const server *s, const server_ckpt *c, long done, pl_err *e)
+int server_views_own(const server *s, server_views *x, pl_err *e)
+{
+    size_t nt = (size_t)lora_n_tensors(s->L) + 1;
+    x->p = calloc(nt, sizeof *x->p), x->m = calloc(nt, sizeof *x->m);
+    x->v = calloc(nt, sizeof *x->v);
+    if (!x->p || !x->m || !x->v) {
+        server_views_free(x);
+        return pl_errf(e, "out of memory for the checkpoint's tensor list");
+    }
+    for (int id = 0; id < lora_n_tensors(s->L); id++)
+        if (s->owned[id]) {
+            x->p[id] = s->params + s->at[id];
+            x->m[id] = s->m + s->at[id], x->v[id] = s->v + s->at[id];
+        }
+    return 0;
+}
+
+void server_views_free(server_views *x)
+{
+    free(x->p), free(x->m), free(x->v);
+    x->p = x->m = x->v = NULL;
+}
+
+/* The adapter (or --full: the model) from the views into dir. */
+static int save_weights(const server *s, const server_ckpt *c, const server_views *x,
+                        const char *dir, pl_err *e)
+{
+    const lora_layout *L = s->L;
+    if (L->full) {
+        model *m = c->model;
+        full_point(L->full, m, x->p);
+        int rc = model_save(m, dir, e);
+        if (m->trained)   /* a worker's model (one process): back onto its own vector */
+            full_attach(L->full, m, (float *)m->trained);
+        return rc;
+    }
+    float *flat = malloc(L->n_params * sizeof *flat + 1);   /* an adapter: small */
+    if (!flat)
+        return pl_errf(e, "out of memory for the adapter");
+    for (int id = 0; id < lora_n_tensors(L); id++)
+        memcpy(flat + lora_tensor_offset(L, id), x->p[id], lora_tensor_numel(L, id) * sizeof *flat);
+    int rc = lora_save_peft(dir, L, c->cfg, flat, s->t->model_dir, e);
+    free(flat);
+    return rc;
+}
+
+int server_checkpoint_views(const server *s, const server_ckpt *c, long done,
+                            const server_views *x, pl_err *e)
 {
     ckpt_writer w;
     ckpt_tensor *tens = NULL;
@@ -152,11 +259,10 @@ int server_checkpoint(const server *s, const server_ckpt *c, long done, pl_err *
                      .seed = s->t->seed, .total_steps = s->t->steps, .workers = c->workers,
                      .n_params = (long)s->L->n_params, .n_fp = c->n_fp,
                      .fp = (ckpt_kv *)c->fp};   /* only read by the writer */
-    int rc = s->L->full ? model_save(c->model, w.tmp, e)
-                        : lora_save_peft(w.tmp, s->L, c->cfg, s->params, s->t->model_dir, e);
+    int rc = save_weights(s, c, x, w.tmp, e);
     if (rc == 0)
-        rc = ckpt_optim_write(&w, tens, lora_n_tensors(s->L), opt_kind_name(s->t->opt.kind), s->m,
-                              s->v, e);
+        rc = ckpt_optim_write_each(&w, tens, lora_n_tensors(s->L), opt_kind_name(s->t->opt.kind),
+                                   (const float *const *)x->m, (const float *const *)x->v, e);
     if (rc == 0)
         rc = ckpt_state_write(&w, &st, e);
     if (rc == 0)
@@ -167,12 +273,23 @@ int server_checkpoint(const server *s, const server_ckpt *c, long done, pl_err *
     return rc;
 }
 
-/* The checkpoint's adapter into s->params, after checking that its layout
- * is this run's. */
-static int load_adapter(server *s, const server_ckpt *c, const char *dir, pl_err *e)
+int server_checkpoint(const server *s, const server_ckpt *c, long done, pl_err *e)
+{
+    server_views x;
+    if (server_views_own(s, &x, e) != 0)
+        return -1;
+    int rc = server_checkpoint_views(s, c, done, &x, e);
+    server_views_free(&x);
+    return rc;
+}
+
+/* The checkpoint's adapter into full (L's flat layout), after checking
+ * that its layout is this run's. */
+static int load_adapter(const server *s, const server_ckpt *c, const char *dir, float *full,
+                        pl_err *e)
 {
     if (s->L->full)
-        return full_load(s->L->full, dir, s->params, e);
+        return full_load(s->L->full, dir, full, e);
     lora_layout L2;
     float *p;
     if (lora_load_peft(dir, c->cfg, &L2, &p, e) != 0)
@@ -183,12 +300,30 @@ static int load_adapter(server *s, const server_ckpt *c, const char *dir, pl_err
         same = !strcmp(L2.m[i].path, L->m[i].path) && L2.m[i].in == L->m[i].in &&
                L2.m[i].out == L->m[i].out;
     if (same)
-        memcpy(s->params, p, L->n_params * sizeof(float));
+        memcpy(full, p, L->n_params * sizeof(float));
     free(p);
     lora_layout_free(&L2);
     return same ? 0
                 : pl_errf(e, "%s/adapter_model.safetensors: the adapter's modules or rank differ "
                              "from this run's", dir);
+}
+
+/* The checkpoint's weights of the owned tensors into s->params (through a
+ * whole-adapter buffer: the start-up already held one). */
+static int load_owned(server *s, const server_ckpt *c, const char *dir, pl_err *e)
+{
+    if (packed_is_flat(s))
+        return load_adapter(s, c, dir, s->params, e);
+    float *full = malloc(s->L->n_params * sizeof *full + 1);
+    if (!full)
+        return pl_errf(e, "out of memory for the checkpoint's weights");
+    int rc = load_adapter(s, c, dir, full, e);
+    for (int id = 0; rc == 0 && id < lora_n_tensors(s->L); id++)
+        if (s->owned[id])
+            memcpy(s->params + s->at[id], full + lora_tensor_offset(s->L, id),
+                   lora_tensor_numel(s->L, id) * sizeof *full);
+    free(full);
+    return rc;
 }
 
 int server_load_checkpoint(server *s, const server_ckpt *c, const char *dir, long *step,
@@ -211,11 +346,15 @@ int server_load_checkpoint(server *s, const server_ckpt *c, const char *dir, lon
     char *names = NULL;
     if (rc == 0)
         rc = ckpt_tensors(s->L, &tens, &names, e);
+    server_views x = {0};
     if (rc == 0)
-        rc = ckpt_optim_read(dir, tens, lora_n_tensors(s->L), opt_kind_name(s->t->opt.kind), s->m,
-                             s->v, e);
+        rc = server_views_own(s, &x, e);
+    if (rc == 0)   /* m and v of the owned tensors; the others' only checked */
+        rc = ckpt_optim_read_each(dir, tens, lora_n_tensors(s->L), opt_kind_name(s->t->opt.kind),
+                                  x.m, x.v, e);
+    server_views_free(&x);
     if (rc == 0)
-        rc = load_adapter(s, c, dir, e);
+        rc = load_owned(s, c, dir, e);
     if (rc == 0) {
         s->version = st.version, s->updates = st.updates, s->skipped = st.skipped;
         s->consecutive_skips = st.consecutive_skips;

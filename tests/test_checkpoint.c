@@ -614,6 +614,49 @@ static void test_optim_rejects(void **state)
     assert_int_equal(ckpt_optim_read(dir, TENS, NT, "adamw", m, v, &e), 0);
 }
 
+/* The per-tensor forms (a server's packed state): tensors written from
+ * separate arrays read back flat at their offsets; a NULL destination is
+ * checked but not written, the others are copied. */
+static void test_optim_each(void **state)
+{
+    (void)state;
+    const char *out = tu_tmpdir("ck_each");
+    float a[NP], b[NP], flat_m[NP], flat_v[NP];
+    for (int i = 0; i < NP; i++)
+        a[i] = (float)i + 0.5f, b[i] = -(float)i;
+    /* m of tensor i from a at a shifted place, v from b: not one flat vector */
+    const float *m[NT] = {a + 10, a + 3, a + 1}, *v[NT] = {b + 4, b + 11, b};
+    ckpt_writer w;
+    pl_err e = {{0}};
+    ckpt_state st = make_state(4);
+    assert_int_equal(ckpt_begin(&w, out, 4, &e), 0);
+    assert_int_equal(ckpt_optim_write_each(&w, TENS, NT, "adamw", m, v, &e), 0);
+    assert_int_equal(ckpt_state_write(&w, &st, &e), 0);
+    assert_int_equal(ckpt_commit(&w, 2, &e), 0);
+    char dir[4200];
+    ckpt_path(dir, sizeof dir, out, 4);
+    assert_int_equal(ckpt_optim_read(dir, TENS, NT, "adamw", flat_m, flat_v, &e), 0);
+    for (int t = 0; t < NT; t++) {
+        size_t n = (size_t)(TENS[t].shape[0] * TENS[t].shape[1]);
+        assert_memory_equal(flat_m + TENS[t].offset, m[t], n * sizeof(float));
+        assert_memory_equal(flat_v + TENS[t].offset, v[t], n * sizeof(float));
+    }
+    float m0[6], v0[6], m2[5], v2[5];
+    memset(m0, 0, sizeof m0), memset(v0, 0, sizeof v0);
+    memset(m2, 0, sizeof m2), memset(v2, 0, sizeof v2);
+    float *dm[NT] = {m0, NULL, m2}, *dv[NT] = {v0, NULL, v2};
+    assert_int_equal(ckpt_optim_read_each(dir, TENS, NT, "adamw", dm, dv, &e), 0);
+    assert_memory_equal(m0, m[0], sizeof m0);
+    assert_memory_equal(v0, v[0], sizeof v0);
+    assert_memory_equal(m2, m[2], sizeof m2);
+    assert_memory_equal(v2, v[2], sizeof v2);
+    /* a wrong optimizer is refused before anything is copied */
+    memset(m0, 0, sizeof m0);
+    assert_int_equal(ckpt_optim_read_each(dir, TENS, NT, "sgd", dm, dv, &e), -1);
+    for (int i = 0; i < 6; i++)
+        assert_true(m0[i] == 0.0f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -631,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_state_read_files),
         cmocka_unit_test(test_compare),
         cmocka_unit_test(test_optim_rejects),
+        cmocka_unit_test(test_optim_each),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,11 @@
  * the loads add up to the layout, the heaviest server carries at most the
  * largest tensor more than the lightest (the bound server.h states), and the
  * owners are the ones the stated rule (largest first, ties by id, to the
- * least loaded server, ties by the lower server) gives, worked by hand. */
+ * least loaded server, ties by the lower server) gives, worked by hand.
+ * Then the per-server packed state (server_init with an ownership mask):
+ * sizes, offsets, the weights copied, an SGD step on the packed gradient,
+ * unpacking into the flat layout, and that owning everything keeps the flat
+ * layout itself. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -136,6 +140,56 @@ static void test_mixed_sizes(void **state)
         assert_int_equal(owner[id], 0);
 }
 
+/* Server 1 of 2 owns tensors 1 and 2 of sizes {3, 4, 2, 5}: params, m and
+ * v hold 6 floats, tensor 1 at 0 and tensor 2 at 4; an SGD step moves
+ * exactly those; unpacking puts them back at their flat offsets. */
+static void test_packed_state(void **state)
+{
+    (void)state;
+    const int size[] = {3, 4, 2, 5};
+    lora_module m[2];
+    lora_layout L = layout_of(size, 4, m);
+    train_config t;
+    memset(&t, 0, sizeof t);
+    opt_config_default(&t.opt);
+    t.opt.kind = OPT_SGD, t.opt.lr = 0.5f, t.opt.clip = 0, t.opt.total_steps = 1;
+    t.steps = 1;
+    float *p = malloc(L.n_params * sizeof *p);
+    for (size_t i = 0; i < L.n_params; i++)
+        p[i] = (float)i;
+    const unsigned char own[] = {0, 1, 1, 0};
+    server s;
+    pl_err e = {{0}};
+    assert_int_equal(server_init(&s, &t, &L, p, own, &e), 0);   /* p freed */
+    assert_int_equal(s.n_own, 6);
+    assert_int_equal(s.at[1], 0);
+    assert_int_equal(s.at[2], 4);
+    for (int i = 0; i < 6; i++)   /* flat 3..8: tensor 1 then tensor 2 */
+        assert_true(s.params[i] == (float)(3 + i));
+    float g[6] = {2, 2, 2, 2, 4, 4};   /* summed over 2 tokens */
+    double sq = server_scale(&s, g, 2);
+    assert_true(sq == 4 * 1.0 + 2 * 4.0);
+    assert_int_equal(server_apply(&s, g, sq, 0), 1);
+    float full[14];
+    for (int i = 0; i < 14; i++)
+        full[i] = -1;
+    server_unpack(&s, s.params, full);
+    for (int i = 0; i < 14; i++) {   /* -lr g/2 on 3..8; the rest untouched */
+        float want = i < 3 || i >= 9 ? -1 : (float)i - 0.5f * (i < 7 ? 1 : 2);
+        if (full[i] != want)
+            fail_msg("flat[%d] = %g, expected %g", i, (double)full[i], (double)want);
+    }
+    server_free(&s);
+
+    p = malloc(L.n_params * sizeof *p);   /* owning all: the flat vector itself */
+    assert_int_equal(server_init(&s, &t, &L, p, NULL, &e), 0);
+    assert_ptr_equal(s.params, p);
+    assert_int_equal(s.n_own, L.n_params);
+    for (int id = 0; id < 4; id++)
+        assert_int_equal(s.at[id], lora_tensor_offset(&L, id));
+    server_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -143,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_one_huge_tensor),
         cmocka_unit_test(test_equal_sizes),
         cmocka_unit_test(test_mixed_sizes),
+        cmocka_unit_test(test_packed_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

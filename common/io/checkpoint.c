@@ -405,8 +405,10 @@ static const st_tensor *find_state(const st_file *f, char mv, const ckpt_tensor 
     return NULL;
 }
 
-int ckpt_optim_check(const st_file *f, const ckpt_tensor *t, int n, const char *optimizer,
-                     float *m, float *v, pl_err *e)
+/* The checks of ckpt_optim_check, then "m.<name>" / "v.<name>" into m[i] and
+ * v[i] (a NULL pointer: that tensor is checked, not copied). */
+static int optim_check_each(const st_file *f, const ckpt_tensor *t, int n, const char *optimizer,
+                            float *const *m, float *const *v, pl_err *e)
 {
     const char *fmt = st_meta(f, "format"), *opt = st_meta(f, "optimizer");
     if (!fmt || strcmp(fmt, CKPT_OPTIM_FORMAT) != 0)
@@ -424,27 +426,58 @@ int ckpt_optim_check(const st_file *f, const ckpt_tensor *t, int n, const char *
             return -1;
     for (int i = 0; i < n; i++) {
         const st_tensor *xm = find_state(f, 'm', &t[i], e), *xv = find_state(f, 'v', &t[i], e);
-        memcpy(m + t[i].offset, xm->data, xm->nbytes);
-        memcpy(v + t[i].offset, xv->data, xv->nbytes);
+        if (m[i])
+            memcpy(m[i], xm->data, xm->nbytes);
+        if (v[i])
+            memcpy(v[i], xv->data, xv->nbytes);
     }
     return 0;
 }
 
-int ckpt_optim_read(const char *dir, const ckpt_tensor *t, int n, const char *optimizer,
-                    float *m, float *v, pl_err *e)
+/* Per-tensor pointers base + t[i].offset (malloc'd, 2n: m's then v's). */
+static float **flat_views(const ckpt_tensor *t, int n, const float *m, const float *v)
+{
+    float **p = malloc(((size_t)2 * n + 1) * sizeof *p);
+    for (int i = 0; p && i < n; i++)
+        p[i] = (float *)(m + t[i].offset), p[n + i] = (float *)(v + t[i].offset);
+    return p;
+}
+
+int ckpt_optim_check(const st_file *f, const ckpt_tensor *t, int n, const char *optimizer,
+                     float *m, float *v, pl_err *e)
+{
+    float **p = flat_views(t, n, m, v);
+    int rc = p ? optim_check_each(f, t, n, optimizer, p, p + n, e)
+               : pl_errf(e, "%s: out of memory", f->path);
+    free(p);
+    return rc;
+}
+
+int ckpt_optim_read_each(const char *dir, const ckpt_tensor *t, int n, const char *optimizer,
+                         float *const *m, float *const *v, pl_err *e)
 {
     char path[4200];
     st_file f;
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
     if (st_open(&f, path, e) != 0)
         return -1;
-    int rc = ckpt_optim_check(&f, t, n, optimizer, m, v, e);
+    int rc = optim_check_each(&f, t, n, optimizer, m, v, e);
     st_close(&f);
     return rc;
 }
 
-int ckpt_optim_write(ckpt_writer *w, const ckpt_tensor *t, int n, const char *optimizer,
-                     const float *m, const float *v, pl_err *e)
+int ckpt_optim_read(const char *dir, const ckpt_tensor *t, int n, const char *optimizer,
+                    float *m, float *v, pl_err *e)
+{
+    float **p = flat_views(t, n, m, v);
+    int rc = p ? ckpt_optim_read_each(dir, t, n, optimizer, p, p + n, e)
+               : pl_errf(e, "%s: out of memory", dir);
+    free(p);
+    return rc;
+}
+
+int ckpt_optim_write_each(ckpt_writer *w, const ckpt_tensor *t, int n, const char *optimizer,
+                          const float *const *m, const float *const *v, pl_err *e)
 {
     char path[4300];
     st_entry *ent = calloc((size_t)2 * n + 1, sizeof *ent);
@@ -456,10 +489,9 @@ int ckpt_optim_write(ckpt_writer *w, const ckpt_tensor *t, int n, const char *op
             rc = pl_errf(e, "%s: tensor name %.64s... too long", w->tmp, t[i].name);
             break;
         }
-        ent[2 * i] = (st_entry){names[2 * i], ST_F32, 2, {t[i].shape[0], t[i].shape[1]},
-                                m + t[i].offset};
-        ent[2 * i + 1] = (st_entry){names[2 * i + 1], ST_F32, 2, {t[i].shape[0], t[i].shape[1]},
-                                    v + t[i].offset};
+        ent[2 * i] = (st_entry){names[2 * i], ST_F32, 2, {t[i].shape[0], t[i].shape[1]}, m[i]};
+        ent[2 * i + 1] =
+            (st_entry){names[2 * i + 1], ST_F32, 2, {t[i].shape[0], t[i].shape[1]}, v[i]};
     }
     if (rc == 0) {
         const char *mk[] = {"format", "optimizer"}, *mvals[] = {CKPT_OPTIM_FORMAT, optimizer};
@@ -468,6 +500,17 @@ int ckpt_optim_write(ckpt_writer *w, const ckpt_tensor *t, int n, const char *op
     }
     free(ent);
     free(names);
+    return rc;
+}
+
+int ckpt_optim_write(ckpt_writer *w, const ckpt_tensor *t, int n, const char *optimizer,
+                     const float *m, const float *v, pl_err *e)
+{
+    float **p = flat_views(t, n, m, v);
+    int rc = p ? ckpt_optim_write_each(w, t, n, optimizer, (const float *const *)p,
+                                       (const float *const *)(p + n), e)
+               : pl_errf(e, "%s: out of memory", w->tmp);
+    free(p);
     return rc;
 }
 

@@ -95,6 +95,11 @@ int ckpt_optim_check(const st_file *f, const ckpt_tensor *t, int n, const char *
 /* Opens DIR/optimizer.safetensors and runs ckpt_optim_check. */
 int ckpt_optim_read(const char *dir, const ckpt_tensor *t, int n, const char *optimizer,
                     float *m, float *v, pl_err *e);
+/* Same, with tensor i's state copied to m[i] and v[i] (ignoring t[i].offset);
+ * a NULL m[i] / v[i] is checked but not copied (a server keeps only the
+ * tensors it owns). */
+int ckpt_optim_read_each(const char *dir, const ckpt_tensor *t, int n, const char *optimizer,
+                         float *const *m, float *const *v, pl_err *e);
 
 typedef struct {
     char root[4096];         /* OUT/checkpoints */
@@ -110,6 +115,10 @@ int ckpt_begin(ckpt_writer *w, const char *out, long step, pl_err *e);
 /* Writes w->tmp/optimizer.safetensors (atomic, fsynced). */
 int ckpt_optim_write(ckpt_writer *w, const ckpt_tensor *t, int n, const char *optimizer,
                      const float *m, const float *v, pl_err *e);
+/* Same, tensor i's state read from m[i] and v[i] (ignoring t[i].offset):
+ * the state need not be one flat vector. */
+int ckpt_optim_write_each(ckpt_writer *w, const ckpt_tensor *t, int n, const char *optimizer,
+                          const float *const *m, const float *const *v, pl_err *e);
 /* Writes w->tmp/trainer_state.json (atomic, fsynced); s->step must be w->step. */
 int ckpt_state_write(ckpt_writer *w, const ckpt_state *s, pl_err *e);
 /* fsyncs w->tmp, renames it to step-NNNNNNNN (replacing an older one of the

@@ -136,3 +136,9 @@ void hf_files_close(hf_files *f)
     free(f->index_text);
     memset(f, 0, sizeof *f);
 }
+
+void hf_files_drop_pages(const hf_files *f, const void *p, size_t n)
+{
+    for (int i = 0; i < f->n; i++)
+        st_drop_pages(&f->files[i], p, n);
+}

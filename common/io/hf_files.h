@@ -31,6 +31,8 @@ typedef struct {
 int hf_files_open(hf_files *f, const char *dir, pl_err *e);
 /* The tensor called name in any of the files (*file: which), or NULL. */
 const st_tensor *hf_files_find(const hf_files *f, const char *name, int *file);
+/* st_drop_pages on whichever file maps [p, p+n). */
+void hf_files_drop_pages(const hf_files *f, const void *p, size_t n);
 void hf_files_close(hf_files *f);
 
 #endif

@@ -458,6 +458,17 @@ int st_open(st_file *f, const char *path, pl_err *e)
     return 0;
 }
 
+void st_drop_pages(const st_file *f, const void *p, size_t n)
+{
+    const char *lo = f->map, *hi = lo + f->map_size, *a = p;
+    if (!lo || a < lo || a + n > hi)
+        return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = ((uintptr_t)a + page - 1) / page * page, end = (uintptr_t)(a + n) / page * page;
+    if (end > first)   /* a read-only private file mapping: its pages reload from the file */
+        madvise((void *)first, end - first, MADV_DONTNEED);
+}
+
 void st_close(st_file *f)
 {
     for (int i = 0; i < f->n; i++)

@@ -49,6 +49,12 @@ int st_open(st_file *f, const char *path, pl_err *e);
  * name is used in error messages. */
 int st_parse(st_file *f, const void *buf, size_t size, const char *name, pl_err *e);
 void st_close(st_file *f);
+/* Drops the whole pages of [p, p+n) from this process's resident memory
+ * when the range lies in f's mapping (nothing otherwise): the file still
+ * backs them, so a later read maps them back.  For weights copied out of
+ * the mapping once (--full), whose mapped pages would otherwise stay
+ * counted in the resident set. */
+void st_drop_pages(const st_file *f, const void *p, size_t n);
 
 const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_meta(const st_file *f, const char *key);

@@ -121,9 +121,10 @@ int full_layout_build(lora_layout *L, model *m, unsigned include, float **params
         return pl_errf(e, "out of memory for the %zu trained weights", np);
     }
     int k = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++)   /* copied out: the mapped pages need not stay resident */
         if (trained(kind_of(m, w[i].slot), include)) {
             memcpy(p + F->t[k].off, *w[i].slot, F->t[k].numel * sizeof *p);
+            hf_files_drop_pages(&m->files, *w[i].slot, F->t[k].numel * sizeof *p);
             k++;
         }
     if (head_trained(m, include))
@@ -145,18 +146,28 @@ void full_layout_free(full_layout *F)
     F->n = 0;
 }
 
-void full_attach(const full_layout *F, model *m, float *params)
+void full_point(const full_layout *F, model *m, float *const *at)
 {
     int n, k = 0, tied = m->lm_head == m->wte, head = head_trained(m, F->include);
     model_weight *w = table_of(m, &n);
     for (int i = 0; w && i < n; i++)
         if (trained(kind_of(m, w[i].slot), F->include))
-            *w[i].slot = params + F->t[k++].off;
+            *w[i].slot = at[k++];
     free(w);
     if (head)   /* the last tensor */
-        m->lm_head = params + F->t[F->n - 1].off;
+        m->lm_head = at[F->n - 1];
     else if (tied)   /* the head is the (maybe moved) wte */
         m->lm_head = m->wte;
+}
+
+void full_attach(const full_layout *F, model *m, float *params)
+{
+    float **at = malloc(((size_t)F->n + 1) * sizeof *at);
+    for (int i = 0; at && i < F->n; i++)
+        at[i] = params + F->t[i].off;
+    if (at)
+        full_point(F, m, at);
+    free(at);
     m->trained = params;
     m->n_trained = F->n_params;
 }

@@ -65,6 +65,10 @@ void full_layout_free(full_layout *F);
  * as the trained vector of m; a tied lm_head follows wte.  params must
  * outlive m's use. */
 void full_attach(const full_layout *F, model *m, float *params);
+/* Points m's trained weights at at[id] (tensor id of F), one pointer per
+ * tensor, for writing a model whose tensors are not one vector (a server
+ * keeps only its own); m's trained vector is left as it was. */
+void full_point(const full_layout *F, model *m, float *const *at);
 
 /* Reads the trained tensors of F from DIR/model.safetensors into params
  * (names, F32 dtype and shapes checked). */

@@ -75,6 +75,20 @@ void metrics_eval(metrics_log *m, long step, double val_loss, long tokens)
     emit(m, j);
 }
 
+void metrics_summary(metrics_log *m, const metrics_summary_row *s)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "type", "summary");
+    cJSON_AddNumberToObject(j, "steps_done", (double)s->steps);
+    cJSON_AddNumberToObject(j, "tokens_total", (double)s->tokens);
+    num(j, "bytes_per_step", s->bytes_per_step);
+    cJSON_AddNumberToObject(j, "trained_params", (double)s->trained_params);
+    num(j, "mem_rank_mb", s->mem_mb);
+    num(j, "mem_server_mb", s->mem_server_mb);
+    num(j, "mem_worker_mb", s->mem_worker_mb);
+    emit(m, j);
+}
+
 void metrics_close(metrics_log *m)
 {
     if (m->f)

@@ -34,6 +34,21 @@ typedef struct {
 int metrics_open(metrics_log *m, const char *out_dir, int append, pl_err *e);
 void metrics_step(metrics_log *m, const metrics_row *r);
 void metrics_eval(metrics_log *m, long step, double val_loss, long tokens);
+
+/* The run's totals, as the summary line prints them.  Memory: peak resident
+ * set (getrusage ru_maxrss) in MB, the largest over all ranks, over the
+ * server ranks and over the worker ranks (one process: all three its own). */
+typedef struct {
+    long steps, tokens;
+    double bytes_per_step;
+    size_t trained_params;
+    double mem_mb, mem_server_mb, mem_worker_mb;
+} metrics_summary_row;
+
+/* {"type":"summary","steps_done":..,"tokens_total":..,"bytes_per_step":..,
+ *  "trained_params":..,"mem_rank_mb":..,"mem_server_mb":..,"mem_worker_mb":..}
+ * No "step" key: a resumed run drops it with the rows past its checkpoint. */
+void metrics_summary(metrics_log *m, const metrics_summary_row *s);
 void metrics_close(metrics_log *m);
 
 /* "step 10/100 loss 3.2100 val 3.3000 lr 2e-04 epoch 0.50 tok/s 1234 eta 0:12"
