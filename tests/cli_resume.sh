@@ -23,17 +23,18 @@ steps_once() {
 }
 
 # check_mode NAME SLOW_RANK SEEDS "TRAIN FLAGS" LAUNCH...: an uninterrupted
-# run, then per seed a run killed at a random step in [1, STEPS-2] and
+# run, then per seed a run killed at a random step in [1, STEPS-3] and
 # resumed; adapters compared by cmp.  The killed run's slow rank sleeps
-# SLOW_MS per step, so two steps (>= 0.5 s) separate the target from the end
-# of the run: the kill lands mid-run even on a loaded machine.
+# SLOW_MS per step, so three steps (>= 0.75 s) separate the target from the
+# end of the run: the kill lands mid-run even on a loaded machine (two steps
+# were once not enough at a load average of 8).
 SLOW_MS=250
 check_mode() {
   local name=$1 slow=$2 seeds=$3 flags=$4; shift 4
   "$@" "$PSLORA" train $T $flags --out "$name-ref" > "$name-ref.txt" 2>&1 || fail "$name ref: $(tail -3 "$name-ref.txt")"
   for seed in $seeds; do
     RANDOM=$seed
-    local k=$((1 + RANDOM % (STEPS - 2))) out="$name-kill$seed"
+    local k=$((1 + RANDOM % (STEPS - 3))) out="$name-kill$seed"
     PSLORA_TEST_SLOW_RANK=$slow PSLORA_TEST_SLOW_MS=$SLOW_MS start_bg "$out" "$out.txt" \
       "$@" "$PSLORA" train $T $flags --out "$out"
     kill_at "$out" "$k"
