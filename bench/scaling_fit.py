@@ -16,12 +16,14 @@ per step, the same it pulls):
 The busiest link carries max(W*A/S, A) one way in the push phase (a server's
 link takes W*A/S, a worker's sends A) and the same the other way in the pull
 phase, and the phases do not overlap under BSP: a = 0, b = 2 (times the
-bytes tbf counts per payload byte).  But a server receives the W pushes in
-worker-rank order (tp_recv of rank S+w, then the next) and a worker receives
-the S updates in server order, and Open MPI moves the bulk of a message
-(past its 64 KiB eager part) only once its receive is posted: all servers
-take worker 1's push, then worker 2's; all workers take server 0's update,
-then server 1's.  Each phase then takes W*A/bw whatever S: a = 2, b = 0.
+bytes tbf counts per payload byte).  But before tp_batch (common/ps/transport.h)
+a server received the W pushes in worker-rank order (tp_recv of rank S+w,
+then the next) and a worker the S updates in server order, and Open MPI
+moves the bulk of a message (past its 64 KiB eager part) only once its
+receive is posted: all servers took worker 1's push, then worker 2's; all
+workers took server 0's update, then server 1's.  Each phase then took
+W*A/bw whatever S: a = 2, b = 0.  Now all of a step's receives are posted
+at once.
 a and b are fitted, so the data say which (messages under the eager limit
 move at once, at the busiest link's pace); the predictions are given as
 built and with a = 0, b = a + b (receives posted for all peers at once).

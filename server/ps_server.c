@@ -23,6 +23,7 @@ typedef struct {
     size_t n_other;           /* floats of the tensors other servers own */
     unsigned char *mine;      /* tensors this server owns */
     msg_buf in, out, scratch;
+    tp_batch pushes;          /* BSP: one buffer per worker, all received at once */
     float *gsum, *gtmp;       /* packed like s->params (n_own) */
     MPI_Request *reqs;
     double t_last;            /* when the previous update went out */
@@ -50,6 +51,8 @@ static int srv_init(srv *v, server *s, const ps_server_env *env, pl_err *e)
     v->reqs = malloc((size_t)env->W * sizeof(MPI_Request));
     if (!v->numel || !v->ooff || !v->foff || !v->mine || !v->reqs)
         return pl_errf(e, "rank %d: out of memory", env->rank);
+    if (tp_batch_init(&v->pushes, env->W, e) != 0)
+        return -1;
     for (int id = 0; id < nt; id++) {
         v->numel[id] = lora_tensor_numel(L, id);
         v->foff[id] = lora_tensor_offset(L, id);
@@ -70,6 +73,7 @@ static void srv_free(srv *v)
     free(v->reqs);
     v->gsum = v->gtmp = NULL;
     msg_buf_free(&v->in), msg_buf_free(&v->out), msg_buf_free(&v->scratch);
+    tp_batch_free(&v->pushes);
 }
 
 /* gsum += gtmp (both packed). */
@@ -159,23 +163,26 @@ static int eval_due(const train_config *t, long done)
     return t->val && (done % t->eval_every == 0 || done == t->steps);
 }
 
-/* One BSP step: pushes in worker-rank order, sum, global clip, update, send. */
+/* One BSP step: pushes received all at once but summed in worker-rank
+ * order (so the sum does not depend on which arrived first), global clip,
+ * update, send. */
 static int bsp_step(srv *v, long step, pl_err *e)
 {
     server *s = v->s;
     int S = v->env->S, W = v->env->W;
     step_acc a = {0};
+    tp_batch_start(&v->pushes, v->env->world, S, TP_TAG_PUSH, (double)v->t->timeout);
     for (int wi = 0; wi < W; wi++) {
         msg_push_hdr h;
         msg_expect x = {&v->lay, v->mine, step, step, s->version, s->version};
-        if (tp_recv(v->env->world, S + wi, TP_TAG_PUSH, &v->in, (double)v->t->timeout, NULL, NULL,
-                    NULL, e) != 0 ||
-            msg_decode_push(&v->scratch, v->in.data, v->in.len, S + wi, &x, &h,
+        const msg_buf *in = &v->pushes.buf[wi];
+        if (tp_batch_wait(&v->pushes, wi, NULL, e) != 0 ||
+            msg_decode_push(&v->scratch, in->data, in->len, S + wi, &x, &h,
                            wi ? v->gtmp : v->gsum, e) != 0)
             return -1;
         if (wi)
             add_owned(v);
-        acc_push(&a, &h, v->in.len);
+        acc_push(&a, &h, in->len);
     }
     double red[2] = {server_scale(s, v->gsum, a.tokens), (double)a.nonfinite};
     MPI_Request q;

@@ -18,7 +18,8 @@ typedef struct {
     size_t *numel, *offset;
     unsigned char **owned;   /* [S][n_tensors] */
     msg_buf *out;             /* one encoding per server */
-    msg_buf in, scratch;
+    msg_buf scratch;
+    tp_batch updates;         /* one buffer per server, all received at once */
     MPI_Request *reqs;
     double t_comm, t_wait;   /* of the last exchange (push + pull), sent with the next push */
 } wrk;
@@ -46,7 +47,7 @@ static int wrk_init(wrk *v, worker *w, const ps_worker_env *env, pl_err *e)
             v->owned[s][id] = env->owner[id] == s;
     }
     v->lay = (msg_layout){nt, v->numel, v->offset};
-    return 0;
+    return tp_batch_init(&v->updates, S, e);
 }
 
 static void wrk_free(wrk *v)
@@ -56,23 +57,26 @@ static void wrk_free(wrk *v)
         msg_buf_free(&v->out[s]);
     }
     free(v->owned), free(v->out), free(v->numel), free(v->offset), free(v->reqs);
-    msg_buf_free(&v->in), msg_buf_free(&v->scratch);
+    msg_buf_free(&v->scratch);
+    tp_batch_free(&v->updates);
 }
 
-/* Takes one AdapterUpdate from every server; *version = the oldest of them.
+/* Takes one AdapterUpdate from every server (all received at once, applied
+ * in server order); *version = the oldest of them.
  * Waits up to twice --timeout: a server waits --timeout for each push, so
  * when a worker is stuck the server, which knows which one, speaks first. */
 static int pull(wrk *v, long step_min, long step_max, long *version, int *stop, pl_err *e)
 {
     double t0 = clock_now(), waited_total = 0;
     long vmin = -1;
+    tp_batch_start(&v->updates, v->env->world, 0, TP_TAG_UPDATE, 2.0 * (double)v->w->t->timeout);
     for (int s = 0; s < v->env->S; s++) {
         double waited;
         msg_update_hdr h;
         msg_expect x = {&v->lay, v->owned[s], step_min, step_max, 0, v->w->t->steps};
-        if (tp_recv(v->env->world, s, TP_TAG_UPDATE, &v->in, 2.0 * (double)v->w->t->timeout,
-                    NULL, NULL, &waited, e) != 0 ||
-            msg_decode_update(&v->scratch, v->in.data, v->in.len, s, &x, &h, v->w->params, e))
+        const msg_buf *in = &v->updates.buf[s];
+        if (tp_batch_wait(&v->updates, s, &waited, e) != 0 ||
+            msg_decode_update(&v->scratch, in->data, in->len, s, &x, &h, v->w->params, e))
             return -1;
         waited_total += waited;
         if (vmin < 0 || h.version < vmin)
