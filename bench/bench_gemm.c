@@ -262,8 +262,12 @@ int main(int argc, char **argv)
     c.x = randn((size_t)M * maxd, 1.0f, 1);
     c.y = calloc((size_t)M * maxd, sizeof *c.y);
     c.w = randn(maxw, 0.02f, 2);
-    printf("bench_gemm: GFLOP/s, best call within %.2f s; oneDNN %s, AMX %s\n", c.seconds,
-           dm_available() ? "yes" : "no", dm_cpu_has_amx() ? "yes" : "no");
+    cpu_bf16 k = CPU_BF16_NONE;
+    pl_err e;
+    if (cpu_bf16_dot(&k, &e) != 0)
+        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+    printf("bench_gemm: GFLOP/s, best call within %.2f s; oneDNN %s, native bf16 dot product %s\n",
+           c.seconds, dm_available() ? "yes" : "no", cpu_bf16_name(k));
     for (const char *t = threads; *t;) {
         int nt = atoi(t);
         omp_set_num_threads(nt);
