@@ -11,6 +11,9 @@
  *            activations rounded to bf16 on every call (included in the time)
  *   bf16pl   bf16 matmul on ONE plain bf16 copy of W, read as it lies (fwd) or
  *            transposed (bwd): the alternative to keeping two packed copies
+ *   dnnl32   oneDNN's fp32 matmul on the same plain fp32 W and activations
+ *            (no conversion at all): the candidate for the fp32 path where
+ *            OpenBLAS is held to older kernels (its kernel in the last column)
  * Each figure is the best of repeated calls within --seconds (the machine may
  * be shared), FLOPs = 2 M in out per call.
  *
@@ -111,15 +114,17 @@ static void run_bf16(void *p)
 }
 
 #ifdef PSLORA_HAVE_DNNL
-/* bf16 matmul straight on a plain bf16 W [in,out] (tag ab forward, ba for the
- * transposed read), activations rounded each call like dm_linear_*. */
+/* A matmul straight on a plain W [in,out] (tag ab forward, ba for the
+ * transposed read): bf16 (W converted once, activations rounded each call
+ * like dm_linear_*) or fp32 (W and activations as they are). */
 typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t st;
     dnnl_primitive_t prim;
     dnnl_memory_t src, wei, dst;
-    uint16_t *xb, *wb;
+    uint16_t *xb, *wb;   /* bf16 only */
     int M, K;
+    char impl[64];
 } plain_mm;
 
 static uint16_t bf16_of(float f)
@@ -130,33 +135,39 @@ static uint16_t bf16_of(float f)
     return (uint16_t)(u >> 16);
 }
 
-static plain_mm *plain_new(const ctx *c, const shape *s, int bwd)
+static plain_mm *plain_new(const ctx *c, const shape *s, int bwd, int f32)
 {
     plain_mm *p = calloc(1, sizeof *p);
     int K = bwd ? s->out : s->in, N = bwd ? s->in : s->out;
+    dnnl_data_type_t dt = f32 ? dnnl_f32 : dnnl_bf16;
     p->M = c->M, p->K = K;
-    p->xb = malloc((size_t)c->M * K * sizeof *p->xb);
-    p->wb = malloc((size_t)s->in * s->out * sizeof *p->wb);
-    for (size_t i = 0; i < (size_t)s->in * s->out; i++)
-        p->wb[i] = bf16_of(c->w[i]);
+    if (!f32) {
+        p->xb = malloc((size_t)c->M * K * sizeof *p->xb);
+        p->wb = malloc((size_t)s->in * s->out * sizeof *p->wb);
+        for (size_t i = 0; i < (size_t)s->in * s->out; i++)
+            p->wb[i] = bf16_of(c->w[i]);
+    }
     dnnl_engine_create(&p->eng, dnnl_cpu, 0);
     dnnl_stream_create(&p->st, p->eng, dnnl_stream_default_flags);
     dnnl_memory_desc_t smd, wmd, dmd;
     dnnl_dims_t sd = {c->M, K}, wd = {K, N}, dd = {c->M, N};
-    dnnl_memory_desc_init_by_tag(&smd, 2, sd, dnnl_bf16, dnnl_ab);
-    dnnl_memory_desc_init_by_tag(&wmd, 2, wd, dnnl_bf16, bwd ? dnnl_ba : dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&smd, 2, sd, dt, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&wmd, 2, wd, dt, bwd ? dnnl_ba : dnnl_ab);
     dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
     dnnl_matmul_desc_t desc;
     dnnl_primitive_desc_t pd;
     dnnl_matmul_desc_init(&desc, &smd, &wmd, NULL, &dmd);
     if (dnnl_primitive_desc_create(&pd, &desc, NULL, p->eng, NULL) != dnnl_success) {
-        fprintf(stderr, "bench_gemm: no plain bf16 matmul\n");
+        fprintf(stderr, "bench_gemm: no plain %s matmul\n", f32 ? "fp32" : "bf16");
         exit(1);
     }
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    snprintf(p->impl, sizeof p->impl, "%s", impl ? impl : "?");
     dnnl_primitive_create(&p->prim, pd);
     dnnl_primitive_desc_destroy(pd);
-    dnnl_memory_create(&p->src, &smd, p->eng, p->xb);
-    dnnl_memory_create(&p->wei, &wmd, p->eng, p->wb);
+    dnnl_memory_create(&p->src, &smd, p->eng, f32 ? (void *)c->x : (void *)p->xb);
+    dnnl_memory_create(&p->wei, &wmd, p->eng, f32 ? (void *)c->w : (void *)p->wb);
     dnnl_memory_create(&p->dst, &dmd, p->eng, c->y);
     return p;
 }
@@ -166,7 +177,7 @@ static void run_plain(void *arg)
     job *j = arg;
     plain_mm *p = j->plain;
     const float *x = j->c->x;
-    size_t n = (size_t)p->M * p->K;
+    size_t n = p->xb ? (size_t)p->M * p->K : 0;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         p->xb[i] = bf16_of(x[i]);
@@ -209,15 +220,21 @@ static void bench_shape(const ctx *c, const shape *s, int bwd, dm_linear *h)
            bwd ? s->out : s->in, bwd ? s->in : s->out, g_s, g_t);
     if (h) {
         double g_b = fl / best_time(run_bf16, &j, c->seconds) * 1e-9;
-        double g_p = 0;
+        double g_p = 0, g_f = 0;
+        char impl32[64] = "";
 #ifdef PSLORA_HAVE_DNNL
-        j.plain = plain_new(c, s, bwd);
+        j.plain = plain_new(c, s, bwd, 0);
         g_p = fl / best_time(run_plain, &j, c->seconds) * 1e-9;
         plain_free(j.plain);
+        plain_mm *f = plain_new(c, s, bwd, 1);
+        j.plain = f;
+        g_f = fl / best_time(run_plain, &j, c->seconds) * 1e-9;
+        snprintf(impl32, sizeof impl32, "%s", f->impl);
+        plain_free(f);
 #endif
-        printf(" %7.1f %7.1f  %s", g_b, g_p, dm_impl_name(h, bwd));
+        printf(" %7.1f %7.1f %7.1f  %s / %s", g_b, g_p, g_f, dm_impl_name(h, bwd), impl32);
     } else {
-        printf(" %7s %7s  (built without oneDNN)", "-", "-");
+        printf(" %7s %7s %7s  (built without oneDNN)", "-", "-", "-");
     }
     printf("\n");
     fflush(stdout);
@@ -262,13 +279,17 @@ int main(int argc, char **argv)
     c.x = randn((size_t)M * maxd, 1.0f, 1);
     c.y = calloc((size_t)M * maxd, sizeof *c.y);
     c.w = randn(maxw, 0.02f, 2);
-    printf("bench_gemm: GFLOP/s, best call within %.2f s; oneDNN %s, AMX %s\n", c.seconds,
-           dm_available() ? "yes" : "no", dm_cpu_has_amx() ? "yes" : "no");
+    cpu_bf16 k = CPU_BF16_NONE;
+    pl_err e;
+    if (cpu_bf16_dot(&k, &e) != 0)
+        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+    printf("bench_gemm: GFLOP/s, best call within %.2f s; oneDNN %s, native bf16 dot product %s\n",
+           c.seconds, dm_available() ? "yes" : "no", cpu_bf16_name(k));
     for (const char *t = threads; *t;) {
         int nt = atoi(t);
         omp_set_num_threads(nt);
-        printf("\nthreads %d\n%-8s %-4s %5s %5s %5s %7s %7s %7s %7s  %s\n", nt, "shape", "dir", "M",
-               "K", "N", "sgemm", "tiled", "bf16", "bf16pl", "bf16 kernel");
+        printf("\nthreads %d\n%-8s %-4s %5s %5s %5s %7s %7s %7s %7s %7s  %s\n", nt, "shape", "dir",
+               "M", "K", "N", "sgemm", "tiled", "bf16", "bf16pl", "dnnl32", "bf16 / fp32 kernel");
         for (int i = 0; i < ns; i++) {
             pl_err e;
             dm_linear *h = dm_available() ? dm_linear_pack(c.w, DM_F32, DM_IN_OUT, shapes[i].in,

@@ -15,8 +15,10 @@
 #       vocab 256, batch 8 x 128) and GPT-2 124M (12, 768, 12, 50257, batch
 #       4 x 256), LoRA r 8 on c_attn and r 16 on c_attn,c_proj,c_fc, at 1 and
 #       2 threads (or the THREADS given)
-#   -c COMPUTE: pslora's --compute (fp32, bf16 or auto; the peer is always
-#       fp32); with --matrix a comma-separated list, each a row (default fp32)
+#   -c COMPUTE: pslora's --compute (fp32, bf16 or auto); with --matrix a
+#       comma-separated list, each a row (default fp32).  The peer runs in the
+#       precision pslora computed in: fp32, or for bf16 (asked, or chosen by
+#       auto) PyTorch's bf16 autocast (torch_peer.py --autocast)
 #   -q SECS: before each run, wait (at most SECS) until the machine is idle
 #       (less than 10% of all CPUs busy over one second), for shared machines
 #
@@ -112,7 +114,7 @@ fmax() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 >= b + 0) ? a : b }'; }
 
 # compare FLAGS...: sets best_p, best_t, pct (pslora's % of peak in its best run)
 compare() {
-    best_p=0 best_t=0 pct='?' core=
+    best_p=0 best_t=0 pct='?' core= used=
     local runs_p="" runs_t="" p t
     for ((i = 1; i <= rounds; i++)); do
         p=$(tokens_of "$pslora" bench "$@" --compute "$compute" --peak-seconds "$peak")
@@ -121,11 +123,17 @@ compare() {
         fi
         best_p=$(fmax "$p" "$best_p")
         core=${OPENBLAS_CORETYPE:-$(sed -n 's/.*, core \([A-Za-z0-9]*\)$/\1/p' "$out_file")}
-        t=$(OPENBLAS_CORETYPE=$core tokens_of /usr/bin/python3 "$peer" "$@")
+        used=$(sed -n 's/^threads [0-9]*; compute \(fp32\|bf16\) .*/\1/p' "$out_file")
+        [ -n "$used" ] || { echo "compare.sh: no compute line in pslora's output" >&2; exit 1; }
+        local peer_flags=()
+        [ "$used" = fp32 ] || peer_flags=(--autocast)
+        t=$(OPENBLAS_CORETYPE=$core tokens_of /usr/bin/python3 "$peer" "$@" "${peer_flags[@]}")
         best_t=$(fmax "$t" "$best_t")
         runs_p="$runs_p $p" runs_t="$runs_t $t"
     done
-    echo "# pslora runs:$runs_p | torch runs:$runs_t | OpenBLAS core $core" >&2
+    peer_prec=fp32
+    [ "$used" = fp32 ] || peer_prec="bf16 autocast"
+    echo "# pslora ($used) runs:$runs_p | torch ($peer_prec) runs:$runs_t | OpenBLAS core $core" >&2
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -133,8 +141,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 if [ $matrix -eq 0 ]; then
     compute=$computes
     compare "$@"
-    echo "pslora tokens/s $best_p (best of $rounds; ${pct}% of peak)"
-    echo "torch  tokens/s $best_t (best of $rounds)"
+    echo "pslora tokens/s $best_p (best of $rounds; ${pct}% of peak; $used)"
+    echo "torch  tokens/s $best_t (best of $rounds; $peer_prec)"
     echo "ratio $(ratio "$best_p" "$best_t")"
     exit 0
 fi
@@ -144,8 +152,8 @@ threads=("$@")
 tiny="--layers 4 --dim 256 --heads 4 --vocab 256 --batch 8 --seq 128"
 gpt2="--layers 12 --dim 768 --heads 12 --vocab 50257 --batch 4 --seq 256"
 gpt2_steps="--steps ${GPT2_STEPS:-3} --warmup ${GPT2_WARMUP:-1}"
-echo "| model | adapter | threads | compute | pslora tok/s | torch tok/s (fp32) | pslora / torch | pslora % of peak |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| model | adapter | threads | compute | pslora tok/s | torch | torch tok/s | pslora / torch | pslora % of peak |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for model in tiny gpt2; do
     for ad in "r8 c_attn|--rank 8 --alpha 16 --targets c_attn" \
               "r16 c_attn,c_proj,c_fc|--rank 16 --alpha 32 --targets c_attn,c_proj,c_fc"; do
@@ -155,7 +163,7 @@ for model in tiny gpt2; do
             if [ $model = gpt2 ]; then shape=$gpt2 extra=$gpt2_steps; fi
             # shellcheck disable=SC2086  # the flag strings are meant to split
             compare $shape ${ad#*|} --threads "$th" $extra
-            echo "| $model | ${ad%%|*} | $th | $compute | $best_p | $best_t | $(ratio "$best_p" "$best_t") | $pct |"
+            echo "| $model | ${ad%%|*} | $th | $compute ($used) | $best_p | $peer_prec | $best_t | $(ratio "$best_p" "$best_t") | $pct |"
           done
         done
     done

@@ -15,6 +15,13 @@ the backward pass is representative, as in pslora bench), y += s (x A^T) B^T
 with s = alpha / r.  Per step: forward, backward, global-norm clip 1.0 and
 AdamW over the adapter.  Warm-up steps are not timed.
 
+--autocast runs the forward pass (and the loss) under
+torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's own bf16 mixed
+precision: its matrix products take bf16 inputs and the backward pass
+follows their dtypes; weights, adapter and optimizer stay fp32.  That is the
+peer of `pslora bench --compute bf16` (frozen products in bf16, the rest
+fp32).
+
 Run under Debian's interpreter (python3-torch).  OMP_WAIT_POLICY=PASSIVE is
 set before torch loads unless given: at 2 threads torch's OpenMP pool and
 OpenBLAS's otherwise spin against each other.  Last line: "tokens/s X".
@@ -137,6 +144,8 @@ def parse():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--autocast", action="store_true",
+                   help='forward under torch.autocast("cpu", dtype=torch.bfloat16)')
     a = p.parse_args()
     a.ctx = a.ctx or a.seq
     a.intermediate = a.intermediate or 4 * a.dim
@@ -157,9 +166,10 @@ def main():
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0)
     tok = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
     inp, tgt = tok[:, :-1].contiguous(), tok[:, 1:].contiguous()
-    print("torch %s, threads %d (OMP_WAIT_POLICY=%s), BLAS core %s" % (
+    print("torch %s, threads %d (OMP_WAIT_POLICY=%s), BLAS core %s; precision %s" % (
         torch.__version__, torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY"),
-        os.environ.get("OPENBLAS_CORETYPE", "auto-detected")))
+        os.environ.get("OPENBLAS_CORETYPE", "auto-detected"),
+        "bf16 autocast" if a.autocast else "fp32"))
     print("model: gpt2, %d layers, dim %d, %d heads, intermediate %d, vocab %d, ctx %d" % (
         a.layers, a.dim, a.heads, a.intermediate, a.vocab, a.ctx))
     print("step: batch %d x seq %d = %d tokens; LoRA r %d alpha %g on %s (%d params); AdamW" % (
@@ -168,7 +178,8 @@ def main():
     t = {"fwd": 0.0, "bwd": 0.0, "opt": 0.0}
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        loss = model(inp, tgt)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast):
+            loss = model(inp, tgt)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()

@@ -75,8 +75,7 @@ int run_begin(run_log *r, const train_config *t, int world, int n_workers, long 
         return -1;
     char how[128];
     model_compute_describe(how, sizeof how, t->compute_mode, t->compute);
-    printf("compute %s\n", how);
-    fflush(stdout);
+    fprintf(stderr, "compute %s\n", how);
     r->t_start = clock_now();
     return 0;
 }

@@ -13,7 +13,9 @@
 #  - 2 workers x batch 4 give the adapter of 1 process x batch 8 (2e-3: bf16);
 #  - a resume with another --compute is refused; auto resumes a run whose
 #    auto chose the same; a resumed bf16 run equals the uninterrupted one;
-#  - --compute garbage is refused; auto picks bf16 only with oneDNN and AMX.
+#  - --compute garbage is refused; auto picks bf16 with oneDNN on a CPU with
+#    AVX512_BF16 or AMX, says why on stderr, and runs 200 steps exactly as
+#    the mode it picked; PSLORA_CPU_FEATURES makes it take either branch.
 # Built without oneDNN: --compute bf16 is refused with one line (checked),
 # the bf16 runs are skipped (printed), auto trains in fp32.
 . "$(dirname "$0")/lib.sh"
@@ -27,15 +29,34 @@ expect_fail 2 "^pslora eval: --compute: expected fp32, bf16 or auto, got 'fp16'"
 expect_fail 2 "^pslora bench: --compute: expected" "$PSLORA" bench --compute x --layers 1 --dim 16 --heads 2 --vocab 64 --seq 8 --batch 1
 [ ! -e g1 ] || fail "g1 created"
 
-# auto: bf16 only with oneDNN built in and an AMX CPU
-"$PSLORA" train $T --batch 8 --steps 2 --compute auto --out auto > auto.txt 2>/dev/null
-grep -Eq '^compute (fp32|bf16) \(requested auto; oneDNN (built in|absent), AMX (yes|no)\)$' auto.txt \
-  || fail "start-up line: $(head -1 auto.txt)"
-if grep -q 'oneDNN built in, AMX yes' auto.txt; then want=bf16; else want=fp32; fi
-grep -q "^compute $want " auto.txt || fail "auto chose $(head -1 auto.txt), expected $want"
+# auto: bf16 with oneDNN built in on a CPU with a native bf16 dot product
+# (AVX512_BF16 or AMX, as /proc/cpuinfo lists them), fp32 otherwise; the
+# decision and its reason on stderr.  PSLORA_CPU_FEATURES takes both
+# branches on any CPU.
+if grep -qw avx512_bf16 /proc/cpuinfo || { grep -qw amx_tile /proc/cpuinfo && grep -qw amx_bf16 /proc/cpuinfo; }; then
+  native=1; else native=0; fi
+auto_run() {   # auto_run OUT [VAR=VALUE]: 2 steps with --compute auto; the start-up line in OUT.err
+  env ${2:+"$2"} "$PSLORA" train $T --batch 8 --steps 2 --compute auto --out "$1" > "$1.txt" 2> "$1.err" \
+    || fail "auto run $1: $(cat "$1.err")"
+}
+auto_run auto
+if grep -q '^compute fp32 (auto: built without oneDNN)$' auto.err; then want=fp32
+elif [ $native = 1 ]; then want=bf16
+  grep -Eq '^compute bf16 \(auto: (avx512_bf16|amx_bf16)\)$' auto.err || fail "start-up line: $(cat auto.err)"
+else want=fp32
+  grep -qx 'compute fp32 (auto: no native bf16 dot product)' auto.err || fail "start-up line: $(cat auto.err)"
+fi
 grep -Eq "\"compute\":[[:space:]]*\"$want\"" auto/run.json || fail "run.json compute"
 grep -Eq '"compute_requested":[[:space:]]*"auto"' auto/run.json || fail "run.json compute_requested"
-ok "auto chose $want"
+ok "auto chose $want: $(cat auto.err)"
+auto_run auto_none PSLORA_CPU_FEATURES=none
+grep -qx 'compute fp32 (auto: no native bf16 dot product)' auto_none.err || grep -qx 'compute fp32 (auto: built without oneDNN)' auto_none.err \
+  || fail "PSLORA_CPU_FEATURES=none: $(cat auto_none.err)"
+grep -Eq '"compute":[[:space:]]*"fp32"' auto_none/run.json || fail "PSLORA_CPU_FEATURES=none: run.json"
+ok "PSLORA_CPU_FEATURES=none: $(cat auto_none.err)"
+expect_fail 2 "^pslora train: PSLORA_CPU_FEATURES: unknown feature 'avx9'" \
+  env PSLORA_CPU_FEATURES=avx9 "$PSLORA" train $T --compute auto --out auto_bad
+[ ! -e auto_bad ] || fail "auto_bad created"
 
 if ! "$PSLORA" eval --model model --data data.bin --max-batches 1 --compute bf16 > probe.txt 2> probe.err; then
   grep -qx 'pslora eval: --compute bf16: this pslora was built without oneDNN (libdnnl-dev)' probe.err \
@@ -46,10 +67,23 @@ if ! "$PSLORA" eval --model model --data data.bin --max-batches 1 --compute bf16
   exit 0
 fi
 
-# 200 steps, fp32 and bf16 on the same batches
-"$PSLORA" train $T --batch 8 --steps 200 --out r32 > r32.txt 2>/dev/null
-"$PSLORA" train $T --batch 8 --steps 200 --out r16 --compute bf16 > r16.txt 2>/dev/null
-grep -q '^compute bf16 (requested bf16; oneDNN built in' r16.txt || fail "start-up line: $(head -1 r16.txt)"
+# auto where the build has oneDNN: avx512_bf16 as if the CPU had it
+auto_run auto_avx PSLORA_CPU_FEATURES=avx512_bf16
+grep -qx 'compute bf16 (auto: avx512_bf16)' auto_avx.err || fail "PSLORA_CPU_FEATURES=avx512_bf16: $(cat auto_avx.err)"
+grep -Eq '"compute":[[:space:]]*"bf16"' auto_avx/run.json || fail "PSLORA_CPU_FEATURES=avx512_bf16: run.json"
+ok "PSLORA_CPU_FEATURES=avx512_bf16: $(cat auto_avx.err)"
+
+# 200 steps, fp32, bf16 and auto on the same batches
+"$PSLORA" train $T --batch 8 --steps 200 --out r32 --compute fp32 > r32.txt 2>/dev/null
+"$PSLORA" train $T --batch 8 --steps 200 --out r16 --compute bf16 > r16.txt 2> r16.err
+grep -q '^compute bf16 (requested bf16; oneDNN built in, native bf16 dot product: ' r16.err \
+  || fail "start-up line: $(head -1 r16.err)"
+"$PSLORA" train $T --batch 8 --steps 200 --out rauto --compute auto > rauto.txt 2>/dev/null
+# auto is the mode it chose, run for run: the same losses at every step
+ref=r32; [ $want = fp32 ] || ref=r16
+cmp <(json_field $ref/metrics.jsonl step loss) <(json_field rauto/metrics.jsonl step loss) \
+  || fail "200 steps with auto differ from $want's"
+ok "200 steps with auto ($want): every step's loss equals the $want run's"
 paste <(json_field r32/metrics.jsonl step loss) <(json_field r16/metrics.jsonl step loss) > losses.txt
 [ "$(wc -l < losses.txt)" = 200 ] || fail "200 step rows expected"
 read -r worst last32 last16 < <(awk '{ d = ($2 - $1) / $1; d = d < 0 ? -d : d; if (d > m) m = d }

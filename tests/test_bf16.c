@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "dnnl_matmul.h"
 #include "lora.h"
 #include "model_bf16.h"
@@ -345,6 +346,26 @@ static void test_drawn(void **state)
 
 /* ---- (d) --compute ------------------------------------------------------------------ */
 
+/* auto under PSLORA_CPU_FEATURES=env: the choice and the line describing it
+ * (fp32 whatever the CPU in a build without oneDNN). */
+static void choose_auto_as(const char *env, model_compute want, const char *line)
+{
+    model_compute c;
+    pl_err e;
+    char how[128];
+    setenv("PSLORA_CPU_FEATURES", env, 1);
+    assert_int_equal(model_compute_choose("auto", &c, &e), 0);
+    model_compute_describe(how, sizeof how, c, "auto");
+    if (dm_available()) {
+        assert_int_equal(c, want);
+        assert_string_equal(how, line);
+    } else {
+        assert_int_equal(c, MODEL_FP32);
+        assert_string_equal(how, "fp32 (auto: built without oneDNN)");
+    }
+    unsetenv("PSLORA_CPU_FEATURES");
+}
+
 static void test_choose(void **state)
 {
     (void)state;
@@ -352,8 +373,22 @@ static void test_choose(void **state)
     pl_err e;
     assert_int_equal(model_compute_choose("fp32", &c, &e), 0);
     assert_int_equal(c, MODEL_FP32);
+    cpu_bf16 k;
+    unsetenv("PSLORA_CPU_FEATURES");
+    assert_int_equal(cpu_bf16_dot(&k, &e), 0);
     assert_int_equal(model_compute_choose("auto", &c, &e), 0);
-    assert_int_equal(c, dm_available() && dm_cpu_has_amx() ? MODEL_BF16 : MODEL_FP32);
+    assert_int_equal(c, dm_available() && k != CPU_BF16_NONE ? MODEL_BF16 : MODEL_FP32);
+    choose_auto_as("none", MODEL_FP32, "fp32 (auto: no native bf16 dot product)");
+    choose_auto_as("avx512_bf16", MODEL_BF16, "bf16 (auto: avx512_bf16)");
+    choose_auto_as("amx_bf16", MODEL_BF16, "bf16 (auto: amx_bf16)");
+    setenv("PSLORA_CPU_FEATURES", "avx512", 1);
+    assert_int_equal(model_compute_choose("auto", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "PSLORA_CPU_FEATURES: unknown feature 'avx512'"));
+    unsetenv("PSLORA_CPU_FEATURES");
+    char how[128];
+    model_compute_describe(how, sizeof how, MODEL_FP32, "fp32");
+    assert_non_null(strstr(how, "fp32 (requested fp32; oneDNN "));
+    assert_non_null(strstr(how, ", native bf16 dot product: "));
     assert_int_equal(model_compute_choose("fp16", &c, &e), -1);
     assert_string_equal(e.msg, "--compute: expected fp32, bf16 or auto, got 'fp16'");
     if (dm_available()) {

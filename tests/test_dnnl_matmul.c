@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "dnnl_matmul.h"
 #include "rng.h"
 
@@ -51,16 +52,48 @@ static int cpuinfo_has(const char *flag)
     return found;
 }
 
-/* dm_cpu_has_amx answers 0 or 1 (in any build), and 0 when the kernel does
- * not list the AMX tile and bf16 features. */
-static void test_amx_detection(void **state)
+/* cpu_bf16_dot agrees with the flags the kernel lists in /proc/cpuinfo (a
+ * wrong CPUID bit or XCR0 mask shows here on a CPU with the feature, and on
+ * one without it), and PSLORA_CPU_FEATURES replaces it. */
+static void test_bf16_detection(void **state)
 {
     (void)state;
-    int amx = dm_cpu_has_amx();
-    assert_true(amx == 0 || amx == 1);
-    assert_int_equal(dm_cpu_has_amx(), amx);   /* asking twice is harmless */
-    if (cpuinfo_has("amx_tile") == 0 || cpuinfo_has("amx_bf16") == 0)
-        assert_int_equal(amx, 0);
+    cpu_bf16 k, k2;
+    pl_err e;
+    unsetenv("PSLORA_CPU_FEATURES");
+    assert_int_equal(cpu_bf16_dot(&k, &e), 0);
+    assert_int_equal(cpu_bf16_dot(&k2, &e), 0);
+    assert_int_equal(k, k2);   /* asking twice is harmless */
+    int amx = cpuinfo_has("amx_tile") == 1 && cpuinfo_has("amx_bf16") == 1;
+    int avx = cpuinfo_has("avx512_bf16") == 1;
+    if (!amx)
+        assert_int_not_equal(k, CPU_BF16_AMX);
+    if (!amx && avx)
+        assert_int_equal(k, CPU_BF16_AVX512);
+    if (!amx && !avx)
+        assert_int_equal(k, CPU_BF16_NONE);
+    if (k == CPU_BF16_AVX512)
+        assert_true(avx);
+    printf("# native bf16 dot product: %s\n", cpu_bf16_name(k));
+
+    static const struct { const char *env; cpu_bf16 want; } o[] = {
+        {"none", CPU_BF16_NONE},         {"", CPU_BF16_NONE},
+        {"avx512_bf16", CPU_BF16_AVX512}, {"amx_bf16", CPU_BF16_AMX},
+        {"avx512_bf16,amx_bf16", CPU_BF16_AMX}, {"amx_bf16,avx512_bf16", CPU_BF16_AMX},
+    };
+    for (size_t i = 0; i < sizeof o / sizeof *o; i++) {
+        setenv("PSLORA_CPU_FEATURES", o[i].env, 1);
+        assert_int_equal(cpu_bf16_dot(&k, &e), 0);
+        assert_int_equal(k, o[i].want);
+    }
+    setenv("PSLORA_CPU_FEATURES", "avx512_bf16,sse9", 1);
+    assert_int_equal(cpu_bf16_dot(&k, &e), -1);
+    assert_string_equal(e.msg, "PSLORA_CPU_FEATURES: unknown feature 'sse9' (expected a "
+                               "comma-separated list of amx_bf16, avx512_bf16 or none)");
+    assert_string_equal(cpu_bf16_name(CPU_BF16_AVX512), "avx512_bf16");
+    assert_string_equal(cpu_bf16_name(CPU_BF16_AMX), "amx_bf16");
+    assert_string_equal(cpu_bf16_name(CPU_BF16_NONE), "none");
+    unsetenv("PSLORA_CPU_FEATURES");
 }
 
 #ifdef PSLORA_HAVE_DNNL
@@ -442,7 +475,7 @@ static void test_without_dnnl(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_amx_detection),
+        cmocka_unit_test(test_bf16_detection),
 #ifdef PSLORA_HAVE_DNNL
         cmocka_unit_test(test_forward),
         cmocka_unit_test(test_backward),

@@ -2,9 +2,16 @@
 #include "cpu.h"
 
 #include <cpuid.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
+
+#define ARCH_REQ_XCOMP_PERM 0x1023 /* linux/arch/x86/include/uapi/asm/prctl.h */
+#define XFEATURE_XTILEDATA 18
 
 char *openblas_get_corename(void);
 
@@ -54,4 +61,66 @@ void cpu_fix_blas(char **argv)
         return;
     setenv("OPENBLAS_CORETYPE", core, 1);
     execv("/proc/self/exe", argv);
+}
+
+const char *cpu_bf16_name(cpu_bf16 k)
+{
+    return k == CPU_BF16_AMX ? "amx_bf16" : k == CPU_BF16_AVX512 ? "avx512_bf16" : "none";
+}
+
+/* AMX tiles with bf16, and the kernel hands out the tile state: Linux >=
+ * 5.16 grants its 8 KB only on request; older kernels reject the call and
+ * cannot run AMX code at all. */
+static int has_amx(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1))
+        return 0;
+#if defined(__linux__)
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0)
+        return 0;
+#endif
+    return 1;
+}
+
+/* AVX512_BF16 (VDPBF16PS), with AVX512F and the OS saving the AVX-512 state. */
+static int has_avx512_bf16(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE))
+        return 0;
+    if ((xcr0() & 0xe6) != 0xe6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    if (!(b & bit_AVX512F) || a < 1)   /* a: the highest subleaf of leaf 7 */
+        return 0;
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a >> 5) & 1;
+}
+
+/* PSLORA_CPU_FEATURES's list in place of the detection. */
+static int bf16_from_env(const char *list, cpu_bf16 *out, pl_err *e)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", list);
+    *out = CPU_BF16_NONE;
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (!strcmp(t, "amx_bf16"))
+            *out = CPU_BF16_AMX;
+        else if (!strcmp(t, "avx512_bf16")) {
+            if (*out != CPU_BF16_AMX)
+                *out = CPU_BF16_AVX512;
+        } else if (strcmp(t, "none") != 0)
+            return pl_errf(e, "PSLORA_CPU_FEATURES: unknown feature '%s' (expected a comma-separated "
+                              "list of amx_bf16, avx512_bf16 or none)", t);
+    }
+    return 0;
+}
+
+int cpu_bf16_dot(cpu_bf16 *out, pl_err *e)
+{
+    const char *env = getenv("PSLORA_CPU_FEATURES");
+    if (env)
+        return bf16_from_env(env, out, e);
+    *out = has_amx() ? CPU_BF16_AMX : has_avx512_bf16() ? CPU_BF16_AVX512 : CPU_BF16_NONE;
+    return 0;
 }

@@ -20,39 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
-#if defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-
 #include "bf16.h"
-
-#define ARCH_REQ_XCOMP_PERM 0x1023 /* linux/arch/x86/include/uapi/asm/prctl.h */
-#define XFEATURE_XTILEDATA 18
-
-int dm_cpu_has_amx(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        return 0;
-    int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
-    if (!amx_bf16 || !amx_tile)
-        return 0;
-#if defined(__linux__)
-    /* Linux >= 5.16 hands out the 8 KB tile state only on request; older
-     * kernels reject the call and cannot run AMX code at all. */
-    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0)
-        return 0;
-#endif
-    return 1;
-#else
-    return 0;
-#endif
-}
 
 #ifndef PSLORA_HAVE_DNNL
 

@@ -25,9 +25,10 @@
  * oneDNN's scratchpads then live there once instead of once per handle (a
  * model's dozens of linear maps run one at a time).
  *
- * The path pays off only on CPUs with AMX (bf16 tiles); without AMX, oneDNN's
- * AVX512-BF16 kernels are slower than OpenBLAS sgemm, so callers choose the
- * path at run time with dm_cpu_has_amx() (`--compute auto`).
+ * The path pays off on CPUs that execute bf16 dot products natively (AMX,
+ * AVX512_BF16); elsewhere oneDNN emulates them, slower than OpenBLAS sgemm,
+ * so callers choose the path at run time with cpu_bf16_dot() (common/base/
+ * cpu.h, `--compute auto`).
  *
  * Compiled for real when PSLORA_HAVE_DNNL is defined (common/CMakeLists.txt
  * does so when libdnnl is found); otherwise every function but the detection
@@ -48,12 +49,6 @@ typedef enum {
 
 /* 1 when this build has the oneDNN path, else 0. */
 int dm_available(void);
-
-/* 1 when the CPU has AMX tiles with bf16 (CPUID.(7,0).EDX bits 24 AMX-TILE and
- * 22 AMX-BF16; bit 25 AMX-INT8 is not needed) and, on Linux, the kernel grants
- * the tile data state (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)).
- * Detection only; it works in builds without oneDNN too. */
-int dm_cpu_has_amx(void);
 
 /* How the weights are held (see above); 0 and 1 keep the old with_bwd meaning. */
 enum { DM_FWD_ONLY = 0, DM_FWD_BWD = 1, DM_FWD_BWD_ONE = 2 };

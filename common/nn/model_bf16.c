@@ -37,6 +37,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "cpu.h"
 #include "dnnl_matmul.h"
 #include "kernels.h"
 
@@ -50,21 +51,46 @@ struct model_bf16 {
 
 const char *model_compute_name(model_compute c) { return c == MODEL_BF16 ? "bf16" : "fp32"; }
 
+/* What auto decides for a CPU whose native bf16 dot product is k: bf16
+ * when oneDNN is built in and k is one; returns why (the feature, or what
+ * is missing). */
+static const char *auto_decide(cpu_bf16 k, model_compute *c)
+{
+    *c = MODEL_FP32;
+    if (!dm_available())
+        return "built without oneDNN";
+    if (k == CPU_BF16_NONE)
+        return "no native bf16 dot product";
+    *c = MODEL_BF16;
+    return cpu_bf16_name(k);
+}
+
 void model_compute_describe(char *buf, size_t len, model_compute c, const char *requested)
 {
-    snprintf(buf, len, "%s (requested %s; oneDNN %s, AMX %s)", model_compute_name(c), requested,
-             dm_available() ? "built in" : "absent", dm_cpu_has_amx() ? "yes" : "no");
+    cpu_bf16 k = CPU_BF16_NONE;
+    model_compute ac;
+    pl_err e;
+    cpu_bf16_dot(&k, &e);   /* model_compute_choose refused a bad override already */
+    if (!strcmp(requested, "auto"))
+        snprintf(buf, len, "%s (auto: %s)", model_compute_name(c), auto_decide(k, &ac));
+    else
+        snprintf(buf, len, "%s (requested %s; oneDNN %s, native bf16 dot product: %s)",
+                 model_compute_name(c), requested, dm_available() ? "built in" : "absent",
+                 cpu_bf16_name(k));
 }
 
 int model_compute_choose(const char *s, model_compute *c, pl_err *e)
 {
+    cpu_bf16 k;
     if (!strcmp(s, "fp32"))
         *c = MODEL_FP32;
     else if (!strcmp(s, "bf16"))
         *c = MODEL_BF16;
-    else if (!strcmp(s, "auto"))
-        *c = dm_available() && dm_cpu_has_amx() ? MODEL_BF16 : MODEL_FP32;
-    else
+    else if (!strcmp(s, "auto")) {
+        if (cpu_bf16_dot(&k, e) != 0)
+            return -1;
+        auto_decide(k, c);
+    } else
         return pl_errf(e, "--compute: expected fp32, bf16 or auto, got '%s'", s);
     if (*c == MODEL_BF16 && !dm_available())
         return pl_errf(e, "--compute bf16: this pslora was built without oneDNN (libdnnl-dev)");

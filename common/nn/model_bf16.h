@@ -69,13 +69,17 @@ int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e);
  * or !with_bwd: private memory of the model's own, as model_set_compute). */
 int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf16_store *store,
                          pl_err *e);
-/* "fp32", "bf16" or "auto" -> *c: auto is bf16 only when oneDNN is built in
- * and the CPU has AMX (dm_cpu_has_amx), else fp32.  bf16 in a build without
- * oneDNN and unknown names are refused (one line naming --compute). */
+/* "fp32", "bf16" or "auto" -> *c: auto is bf16 when oneDNN is built in and
+ * the CPU executes bf16 dot products natively (AMX or AVX512_BF16:
+ * cpu_bf16_dot, PSLORA_CPU_FEATURES overrides), else fp32.  bf16 in a build
+ * without oneDNN, unknown names and a bad PSLORA_CPU_FEATURES are refused
+ * (one line naming the flag or the variable). */
 int model_compute_choose(const char *s, model_compute *c, pl_err *e);
-#define MODEL_COMPUTE_HELP "fp32, bf16 (oneDNN) or auto = bf16 on AMX CPUs (fp32)"
+#define MODEL_COMPUTE_HELP "fp32, bf16 (oneDNN) or auto = bf16 on CPUs with AVX512_BF16 or AMX (fp32)"
 const char *model_compute_name(model_compute c);
-/* "bf16 (requested auto; oneDNN built in, AMX yes)": the choice and why. */
+/* The choice and why: "bf16 (auto: avx512_bf16)", "fp32 (auto: no native
+ * bf16 dot product)", or for a mode given by name "bf16 (requested bf16;
+ * oneDNN built in, native bf16 dot product: avx512_bf16)". */
 void model_compute_describe(char *buf, size_t len, model_compute c, const char *requested);
 /* Bytes of the frozen matrices (linear maps and head) as the compute holds
  * them: fp32 4 per element (the head counted once when tied), bf16 what the
