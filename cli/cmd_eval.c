@@ -109,17 +109,9 @@ done:
     return status;
 }
 
-/* 1 when DIR's config.json names a bert model (errors are left to the load). */
-static int is_bert(const char *dir)
-{
-    model_config c;
-    pl_err e;
-    return model_config_load(&c, dir, &e) == 0 && c.arch == ARCH_BERT;
-}
-
 int cmd_eval(int argc, char **argv)
 {
-    const char *model_dir = NULL, *adapter = NULL, *data = NULL, *text = NULL, *compute = "fp32";
+    const char *model_dir = NULL, *adapter = NULL, *data = NULL, *text = NULL, *compute = "auto";
     long batch = 4, seq = 64, max_batches = 0;
     int json = 0;
     enc_flags ef = {NULL, EB_DEFAULT_SPECIALS, 0, EB_DEFAULT_MASK_ID, 1};
@@ -157,10 +149,10 @@ int cmd_eval(int argc, char **argv)
         return rc > 0 ? 0 : cli_fail("eval", e.msg, 2);
     if (!data == !text)
         return cli_fail("eval", "--data or --text: give exactly one", 2);
-    if (is_bert(model_dir)) {
+    if (model_dir_is_encoder(model_dir)) {
         if (text)
             return cli_fail("eval", "--text: a bert model evaluates --data of its task", 2);
-        if (strcmp(compute, "fp32") != 0)
+        if (!strcmp(compute, "bf16"))   /* auto decides fp32 for an encoder */
             return cli_fail("eval", "--compute: not implemented for bert (fp32 only)", 2);
         return eval_encoder(model_dir, adapter, data, &ef, batch, seq, max_batches, json);
     }

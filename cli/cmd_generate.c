@@ -180,7 +180,7 @@ static void gen_run(const model *m, model_acts *a, const lora_layout *L, const f
 
 int cmd_generate(int argc, char **argv)
 {
-    const char *model_dir = NULL, *adapter = NULL, *prompt = NULL, *compute = "fp32";
+    const char *model_dir = NULL, *adapter = NULL, *prompt = NULL, *compute = "auto";
     long n_tokens = 64, top_k = 0, seed = 1;
     float temperature = 1.0f;
     fl_spec specs[] = {

@@ -107,6 +107,13 @@ ok "resume at step 10: byte-identical adapter and classifier"
 [ "$(cat e2.txt)" = "$(cat e1.txt)" ] || fail "--init-adapter then lr 0: $(cat e2.txt) vs $(cat e1.txt)"
 ok "--init-adapter keeps the trained classifier"
 
+# --compute auto (the default) on a CPU with bf16 still computes an encoder in fp32
+PSLORA_CPU_FEATURES=avx512_bf16 "$PSLORA" train $T --batch 8 --steps 1 --out autob > autob.txt 2> autob.err \
+  || fail "auto on bert: $(cat autob.err)"
+grep -qx 'compute fp32 (auto: bf16 is not implemented for --full or an encoder)' autob.err ||
+  grep -qx 'compute fp32 (auto: built without oneDNN)' autob.err || fail "auto on bert: $(head -1 autob.err)"
+ok "auto on bert: $(head -1 autob.err)"
+
 # mlm on text samples: [MASK] 4, specials 0..3.  The loss can only fall a
 # little: the decoder is tied to word embeddings of std 0.02 and follows a
 # frozen LayerNorm, so logits stay within about +-0.7 (3.24 -> 3.07 measured)

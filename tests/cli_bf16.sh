@@ -19,6 +19,7 @@
 # Built without oneDNN: --compute bf16 is refused with one line (checked),
 # the bf16 runs are skipped (printed), auto trains in fp32.
 . "$(dirname "$0")/lib.sh"
+unset PSLORA_CPU_FEATURES   # CTest sets none for the other tests; here the real CPU decides
 make_tiny
 T="--model model --data data.bin --seq 32 --lr 3e-3 --rank 8 --targets c_attn,c_proj,c_fc"
 
@@ -49,6 +50,14 @@ fi
 grep -Eq "\"compute\":[[:space:]]*\"$want\"" auto/run.json || fail "run.json compute"
 grep -Eq '"compute_requested":[[:space:]]*"auto"' auto/run.json || fail "run.json compute_requested"
 ok "auto chose $want: $(cat auto.err)"
+# auto is the default: no --compute decides the same, and says so
+"$PSLORA" train $T --batch 8 --steps 2 --out auto_default > auto_default.txt 2> auto_default.err \
+  || fail "default run: $(cat auto_default.err)"
+[ "$(head -1 auto_default.err)" = "$(head -1 auto.err)" ] ||
+  fail "default start-up line '$(head -1 auto_default.err)', with --compute auto '$(head -1 auto.err)'"
+grep -Eq '"compute_requested":[[:space:]]*"auto"' auto_default/run.json || fail "default: run.json compute_requested"
+cmp auto/adapter_model.safetensors auto_default/adapter_model.safetensors || fail "default run differs from --compute auto"
+ok "no --compute is --compute auto ($want here)"
 auto_run auto_none PSLORA_CPU_FEATURES=none
 grep -qx 'compute fp32 (auto: no native bf16 dot product)' auto_none.err || grep -qx 'compute fp32 (auto: built without oneDNN)' auto_none.err \
   || fail "PSLORA_CPU_FEATURES=none: $(cat auto_none.err)"
@@ -147,19 +156,23 @@ mpi -np 2 "$PSLORA" train $P --batch 4 --compute bf16 --out ps1 > ps1.txt 2>&1 |
 grep -Eq '^bf16 weights: [0-9.]+ MB shared by 1 rank on this node$' ps1.txt \
   || fail "np2: $(grep 'bf16 weights' ps1.txt || tail -3 ps1.txt)"
 expect_fail 1 'rank 2: --compute differs: worker has fp32, server has bf16' \
-  mpi -np 2 "$PSLORA" train $P --batch 4 --compute bf16 --out h1 : -np 1 "$PSLORA" train $P --batch 4 --out h1
+  mpi -np 2 "$PSLORA" train $P --batch 4 --compute bf16 --out h1 : -np 1 "$PSLORA" train $P --batch 4 --compute fp32 --out h1
 [ ! -e h1 ] || fail "rejected run left output"
 # the bf16 worker could not share with the fp32 one, and said so
 grep -q '^pslora train: warning: rank 1: bf16 weights not shared on this node: .*; this rank keeps a private copy$' err.txt \
   || fail "mixed --compute: no warning from rank 1: $(cat err.txt)"
 
 # resume: another --compute is refused; the same is accepted
-"$PSLORA" train $T --batch 4 --steps 4 --checkpoint-every 2 --out rs >/dev/null 2>&1
+"$PSLORA" train $T --batch 4 --steps 4 --checkpoint-every 2 --compute fp32 --out rs >/dev/null 2>&1
 expect_fail 1 '--resume: --compute differs: the checkpoint rs/checkpoints/step-00000004 has fp32, this run has bf16' \
   "$PSLORA" train $T --batch 4 --steps 6 --checkpoint-every 2 --resume rs --compute bf16
+if [ $want = bf16 ]; then   # the default decides bf16 here: an fp32 run resumes only when asked
+  expect_fail 1 '--resume: --compute differs: the checkpoint rs/checkpoints/step-00000004 has fp32, this run has bf16' \
+    "$PSLORA" train $T --batch 4 --steps 6 --checkpoint-every 2 --resume rs
+fi
 "$PSLORA" train $T --batch 4 --steps 4 --checkpoint-every 2 --compute bf16 --out rb >/dev/null 2>&1
 expect_fail 1 '--resume: --compute differs: .* has bf16, this run has fp32' \
-  "$PSLORA" train $T --batch 4 --steps 6 --checkpoint-every 2 --resume rb
+  "$PSLORA" train $T --batch 4 --steps 6 --checkpoint-every 2 --resume rb --compute fp32
 "$PSLORA" train $T --batch 4 --steps 6 --checkpoint-every 2 --resume rb --compute bf16 >/dev/null 2>&1 \
   || fail "bf16 resume of a bf16 run"
 [ "$(json_field rb/metrics.jsonl step step | wc -l)" = 6 ] || fail "resumed bf16 run: 6 steps expected"

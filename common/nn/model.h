@@ -52,6 +52,9 @@ typedef struct model_config_s {
 
 /* Reads DIR/config.json; every missing or bad field names the file. */
 int model_config_load(model_config *c, const char *dir, pl_err *e);
+/* 1 when DIR's config.json names an encoder (bert); 0 otherwise, also when
+ * it cannot be read (the load reports that). */
+int model_dir_is_encoder(const char *dir);
 /* Writes DIR/config.json in Hugging Face form for the architecture. */
 int model_config_save(const model_config *c, const char *dir, pl_err *e);
 const char *model_arch_name(model_arch a);

@@ -71,8 +71,11 @@ void model_compute_describe(char *buf, size_t len, model_compute c, const char *
     model_compute ac;
     pl_err e;
     cpu_bf16_dot(&k, &e);   /* model_compute_choose refused a bad override already */
-    if (!strcmp(requested, "auto"))
-        snprintf(buf, len, "%s (auto: %s)", model_compute_name(c), auto_decide(k, &ac));
+    if (!strcmp(requested, "auto")) {
+        const char *why = auto_decide(k, &ac);
+        snprintf(buf, len, "%s (auto: %s)", model_compute_name(c),
+                 ac == c ? why : "bf16 is not implemented for --full or an encoder");
+    }
     else
         snprintf(buf, len, "%s (requested %s; oneDNN %s, native bf16 dot product: %s)",
                  model_compute_name(c), requested, dm_available() ? "built in" : "absent",

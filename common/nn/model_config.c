@@ -255,3 +255,10 @@ int model_config_load(model_config *c, const char *dir, pl_err *e)
     cJSON_Delete(j);
     return rc;
 }
+
+int model_dir_is_encoder(const char *dir)
+{
+    model_config c;
+    pl_err e;
+    return dir && model_config_load(&c, dir, &e) == 0 && c.arch == ARCH_BERT;
+}

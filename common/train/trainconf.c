@@ -33,7 +33,7 @@ static void defaults(train_config *t)
     t->servers = 1, t->staleness = 0, t->log_every = 1, t->eval_batches = 0;
     t->shuffle = -1;
     t->keep_checkpoints = 3, t->max_skips = 5, t->timeout = 600;
-    t->sync_name = "bsp", t->optimizer = "adamw", t->schedule = "constant", t->compute = "fp32";
+    t->sync_name = "bsp", t->optimizer = "adamw", t->schedule = "constant", t->compute = "auto";
     t->mask_id = EB_DEFAULT_MASK_ID, t->special_ids = EB_DEFAULT_SPECIALS;
 }
 
@@ -225,8 +225,8 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         return pl_errf(e, "--task: expected mlm or cls, got '%s'", t->task_name);
     if (t->num_labels && t->task == TASK_MLM)
         return pl_errf(e, "--num-labels: only with --task cls");
-    if (t->full)
-        t->compute_mode = MODEL_FP32;   /* --compute auto decides fp32 */
+    if (t->full || (!strcmp(t->compute, "auto") && model_dir_is_encoder(t->model_dir)))
+        t->compute_mode = MODEL_FP32;   /* auto decides fp32 where bf16 is not implemented */
     return 0;
 }
 
