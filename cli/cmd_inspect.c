@@ -105,28 +105,11 @@ static int inspect_shard(const char *path, pl_err *e)
     return 0;
 }
 
-/* Reads path as a JSON object; NULL + error when it is not one. */
-static cJSON *read_json_object(const char *path, pl_err *e)
-{
-    size_t len;
-    char *text = pl_read_text(path, INSPECT_JSON_MAX, &len, e);
-    if (!text)
-        return NULL;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        pl_errf(e, "%s: not a JSON object", path);
-        return NULL;
-    }
-    return j;
-}
-
 /* Prints the listed top-level fields of a JSON file (all fields when keys is
  * NULL), each as compact JSON cut to one short line. */
 static int inspect_json(const char *path, const char *const *keys, pl_err *e)
 {
-    cJSON *j = read_json_object(path, e);
+    cJSON *j = hf_read_json_object(path, INSPECT_JSON_MAX, e);
     if (!j)
         return -1;
     printf("%s:\n", path);

@@ -103,15 +103,9 @@ int mc_config(const char *model_dir, const lora_layout *L, char **config, pl_err
     if (!L->n_labels)
         return 0;
     snprintf(path, sizeof path, "%s/config.json", model_dir);
-    char *text = pl_read_text(path, 1 << 20, NULL, e);
-    if (!text)
+    cJSON *j = hf_read_json_object(path, HF_JSON_MAX, e);
+    if (!j)
         return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return pl_errf(e, "%s: not a JSON object", path);
-    }
     cJSON_ReplaceItemInObjectCaseSensitive(j, "architectures", cJSON_CreateStringArray(
         (const char *[]){"BertForSequenceClassification"}, 1));
     if (!cJSON_GetObjectItemCaseSensitive(j, "architectures"))

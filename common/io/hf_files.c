@@ -37,6 +37,22 @@ static int add_name(hf_files *f, int *count, const char *name)
 }
 
 /* The distinct file names of the index's weight_map, validated. */
+cJSON *hf_read_json_object(const char *path, size_t max_bytes, pl_err *e)
+{
+    size_t len;
+    char *text = pl_read_text(path, max_bytes, &len, e);
+    if (!text)
+        return NULL;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        pl_errf(e, "%s: not a JSON object", path);
+        return NULL;
+    }
+    return j;
+}
+
 static int read_index(hf_files *f, const char *path, const cJSON *map, int *count, pl_err *e)
 {
     if (!cJSON_IsObject(map) || !map->child)

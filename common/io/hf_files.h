@@ -35,4 +35,11 @@ const st_tensor *hf_files_find(const hf_files *f, const char *name, int *file);
 void hf_files_drop_pages(const hf_files *f, const void *p, size_t n);
 void hf_files_close(hf_files *f);
 
+struct cJSON;
+/* A directory's JSON file (config.json, adapter_config.json...) of at most
+ * max_bytes parsed; NULL with e naming the file when it is missing, too big
+ * or not a JSON object.  cJSON_Delete it. */
+#define HF_JSON_MAX ((size_t)1 << 20)
+struct cJSON *hf_read_json_object(const char *path, size_t max_bytes, pl_err *e);
+
 #endif

@@ -331,15 +331,9 @@ static int read_adapter_config(const char *path, const model_config *c, int *r, 
                                char *targets, size_t tlen, int *rslora, float *dropout,
                                int *classifier, pl_err *e)
 {
-    char *text = pl_read_text(path, 1 << 20, NULL, e);
-    if (!text)
+    cJSON *j = hf_read_json_object(path, HF_JSON_MAX, e);
+    if (!j)
         return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return pl_errf(e, "%s: not a JSON object", path);
-    }
     int rc = 0;
     const cJSON *pt = cJSON_GetObjectItemCaseSensitive(j, "peft_type");
     const cJSON *jr = cJSON_GetObjectItemCaseSensitive(j, "r");

@@ -232,15 +232,9 @@ int model_config_load(model_config *c, const char *dir, pl_err *e)
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     memset(c, 0, sizeof *c);
-    char *text = pl_read_text(path, 1 << 20, NULL, e);
-    if (!text)
+    cJSON *j = hf_read_json_object(path, HF_JSON_MAX, e);
+    if (!j)
         return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return pl_errf(e, "%s: not a JSON object", path);
-    }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
     int rc;
     if (mt && cJSON_IsString(mt) && strcmp(mt->valuestring, "llama") == 0)
