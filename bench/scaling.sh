@@ -95,8 +95,9 @@ median() {
 
 # one BW W S PAYLOAD: one run; 0 when its row was written (rep: 1 + the rows
 # the CSV already has of that point, so a second invocation adds repeats).  A launch that
-# logs no step within 60 s (an Open MPI start-up hang, seen under load in
-# tests/cli_cluster.sh) is ended and tried once more.
+# logs no step within 60 s is ended and tried once more (Open MPI's daemons
+# hung so at start-up, about one launch in 20, until tests/netns/agent gave
+# each host its own TMPDIR; the retry stays, so that a long sweep loses no point).
 one() {
   local bw=$1 w=$2 s=$3 p=$4 rep name hosts flags=() try st
   rep=$(awk -F, -v k="$bw,$w,$s,$p" 'NR > 1 && $1","$2","$3","$4 == k {n++} END {print n + 1}' "$CSV")

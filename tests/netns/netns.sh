@@ -150,4 +150,5 @@ nn_down() {
              | grep -E "^pl${NN_TAG}(v[0-9]+|br)$" || true); do
     ip link del "$p" 2>/dev/null || true
   done
+  rm -rf "${NN_MAP%/*}"/tmp-pl"${NN_TAG}"h*   # the hosts' own TMPDIRs (tests/netns/agent)
 }
