@@ -93,9 +93,12 @@ static int eval_encoder(const char *model_dir, const char *adapter, const char *
         pl_errf(&e, "--seq: %ld is longer than the model's context %d", seq, c->n_ctx);
         goto done;
     }
-    if (ds_open(&d, data, (uint32_t)c->vocab, &dopt, data, &e) != 0 ||
-        eval_init_encoder(&ev, &o.m, opened_lora(&o), (int)batch, (int)seq, f->mask_id,
-                          f->specials, (uint64_t)f->seed, &e) != 0 ||
+    eb_mask_ids ids = {0};
+    if ((c->task == TASK_MLM &&
+         eb_mask_ids_resolve(&ids, model_dir, f->mask_id, f->specials, &e) != 0) ||
+        ds_open(&d, data, (uint32_t)c->vocab, &dopt, data, &e) != 0 ||
+        eval_init_encoder(&ev, &o.m, opened_lora(&o), (int)batch, (int)seq, ids.mask_id,
+                          ids.specials, (uint64_t)f->seed, &e) != 0 ||
         eval_run(&ev, &o.m, opened_lora(&o), o.p, &d, data, max_batches, &sum, &n, &e) != 0)
         goto done;
     print_encoder(&ev, sum / (double)n, n, json);
@@ -114,7 +117,7 @@ int cmd_eval(int argc, char **argv)
     const char *model_dir = NULL, *adapter = NULL, *data = NULL, *text = NULL, *compute = "auto";
     long batch = 4, seq = 64, max_batches = 0;
     int json = 0;
-    enc_flags ef = {NULL, EB_DEFAULT_SPECIALS, 0, EB_DEFAULT_MASK_ID, 1};
+    enc_flags ef = {NULL, NULL, 0, -1, 1};   /* ids not given: eb_mask_ids_resolve */
     fl_spec specs[] = {
         {.name = "model", .type = FL_STR, .dst = &model_dir,
          .help = "model directory", .required = 1},
@@ -135,9 +138,9 @@ int cmd_eval(int argc, char **argv)
         {.name = "num-labels", .type = FL_INT, .dst = &ef.num_labels,
          .help = "bert cls: classes (the config's)", .min = 1, .max = 1 << 20},
         {.name = "mask-id", .type = FL_INT, .dst = &ef.mask_id,
-         .help = "bert mlm: the [MASK] id (103)", .min = 0, .max = 1 << 30},
+         .help = EB_MASK_ID_HELP, .min = 0, .max = 1 << 30},
         {.name = "special-ids", .type = FL_STR, .dst = &ef.specials,
-         .help = "bert mlm: ids never masked (0,100,101,102)"},
+         .help = EB_SPECIALS_HELP},
         {.name = "seed", .type = FL_INT, .dst = &ef.seed,
          .help = "bert mlm: seed of the masking (1)", .min = 0, .max = 1e18},
         {.name = NULL},

@@ -136,6 +136,25 @@ mpi -np 3 "$PSLORA" train $MT --batch 8 --out mtwo > mtwo.txt 2>&1 || fail "mlm 
 "$ADAPTER_DIFF" mone mtwo 1e-5 || fail "mlm: 2 workers x 8 != 1 x 16"
 ok "mlm: $(cat m0.txt) -> $(cat m1.txt)"
 
+# the ids from the model's own tokenizer when no flag gives them: tk's
+# [MASK] is 4 and its specials 0..4 (4 never occurs in the data), so the
+# run equals the one with --mask-id 4 --special-ids 0,1,2,3 byte for byte
+cp -r mlm mlmtk && cp tk/tokenizer.json mlmtk/
+MK="--model mlmtk --data text.bin --seq 16 --targets query,value --steps 6 --lr 3e-3"
+expect_fail 1 "--mask-id: 99 is not below the vocabulary 25$" "$PSLORA" train $MK --mask-id 99 --out mx
+"$PSLORA" train $MK --batch 16 --out mtk > mtk.txt 2>&1 || fail "mlm, ids from the tokenizer: $(tail -3 mtk.txt)"
+cmp mone/adapter_model.safetensors mtk/adapter_model.safetensors || fail "mlm: the tokenizer's ids differ from the flags'"
+"$PSLORA" eval --model mlmtk --data text.bin --seq 16 --batch 16 > mtk0.txt
+cmp m0.txt mtk0.txt || fail "mlm eval with the tokenizer's ids: $(cat mtk0.txt) vs $(cat m0.txt)"
+cp -r mlmtk nomask && sed -i 's/\[MASK\]/[MSK]/g' nomask/tokenizer.json
+expect_fail 1 "nomask/tokenizer.json: no \\[MASK\\] token: give --mask-id$" \
+  "$PSLORA" eval --model nomask --data text.bin --seq 16
+"$PSLORA" eval --model nomask --data text.bin --seq 16 --batch 16 --mask-id 4 > nm.txt \
+  || fail "--mask-id with a tokenizer without [MASK]"
+expect_fail 1 "^pslora eval: --mask-id: 103 is not below the vocabulary 25$" \
+  "$PSLORA" eval --model mlm --data text.bin --seq 16
+ok "mlm: [MASK] and the special ids from the flags, else the model's tokenizer.json, else 103 / 0,100,101,102"
+
 # merge: LoRA folded and the trained classifier written; the merged model
 # alone evaluates as the base with the adapter
 jloss() { sed -E 's/.*"loss": ([^,]*),.*/\1/' "$1"; }

@@ -34,15 +34,19 @@ int worker_init(worker *w, const train_config *t, const model_bf16_store *store,
     }
     if (ds_open(&w->data, t->data, (uint32_t)c->vocab, &o, "--data", e) != 0)
         goto fail;
-    if (w->encoder && eb_init(&w->eb, (int)t->batch, (int)t->seq, c->task, t->mask_id,
-                              t->special_ids, c->vocab, (uint64_t)t->seed, e) != 0)
+    eb_mask_ids ids = {0};
+    if (w->encoder && c->task == TASK_MLM &&
+        eb_mask_ids_resolve(&ids, t->model_dir, t->mask_id, t->special_ids, e) != 0)
+        goto fail;
+    if (w->encoder && eb_init(&w->eb, (int)t->batch, (int)t->seq, c->task, ids.mask_id,
+                              ids.specials, c->vocab, (uint64_t)t->seed, e) != 0)
         goto fail;
     if (t->val) {
         if (ds_open(&w->val, t->val, (uint32_t)c->vocab, &o, "--val", e) != 0)
             goto fail;
         w->has_val = 1;
         if (w->encoder ? eval_init_encoder(&w->ev, &w->m, &w->L, (int)t->batch, (int)t->seq,
-                                           t->mask_id, t->special_ids, (uint64_t)t->seed, e)
+                                           ids.mask_id, ids.specials, (uint64_t)t->seed, e)
                        : eval_init(&w->ev, &w->m, &w->L, (int)t->batch, (int)t->seq, e))
             goto fail;
     }

@@ -1,8 +1,12 @@
 /* encbatch.c - an encoder's batches (see encbatch.h). */
 #include "encbatch.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "tokenizer.h"
 
 /* "0,100,101" into b->specials. */
 static int parse_specials(enc_batch *b, const char *list, int vocab, pl_err *e)
@@ -22,6 +26,58 @@ static int parse_specials(enc_batch *b, const char *list, int vocab, pl_err *e)
     }
     b->mlm.special = b->specials, b->mlm.n_special = n;
     return 0;
+}
+
+/* The tokenizer file of dir that tok_load reads for a BERT model, or NULL. */
+static const char *tokenizer_file(const char *dir, char *path, size_t cap)
+{
+    static const char *const names[] = {"tokenizer.json", "vocab.txt"};
+    for (int i = 0; i < 2; i++)
+        if (snprintf(path, cap, "%s/%s", dir, names[i]) < (int)cap && access(path, R_OK) == 0)
+            return path;
+    return NULL;
+}
+
+/* r->specials: the special added tokens of t, comma-separated. */
+static int special_list(eb_mask_ids *r, const tokenizer *t, pl_err *e)
+{
+    size_t len = 0;
+    int n = 0;
+    r->specials[0] = 0;
+    for (uint32_t id = 0; id < tok_vocab_size(t); id++) {
+        if (!tok_is_special(t, id))
+            continue;
+        if (++n > EB_MAX_SPECIALS)
+            return pl_errf(e, "%s: more than %d special tokens: give --special-ids", r->from,
+                           EB_MAX_SPECIALS);
+        len += (size_t)snprintf(r->specials + len, sizeof r->specials - len, "%s%u",
+                                n > 1 ? "," : "", id);
+    }
+    return 0;
+}
+
+int eb_mask_ids_resolve(eb_mask_ids *r, const char *model_dir, long mask_id, const char *specials,
+                        pl_err *e)
+{
+    char path[4200];
+    const char *file = mask_id < 0 || !specials ? tokenizer_file(model_dir, path, sizeof path)
+                                                : NULL;
+    snprintf(r->from, sizeof r->from, "%s", file ? file : mask_id >= 0 && specials ? "flags"
+                                                                                   : "defaults");
+    r->mask_id = mask_id >= 0 ? mask_id : EB_DEFAULT_MASK_ID;
+    snprintf(r->specials, sizeof r->specials, "%s", specials ? specials : EB_DEFAULT_SPECIALS);
+    if (!file)
+        return 0;
+    tokenizer *t;
+    if (tok_load(&t, model_dir, e) != 0)   /* reads file: tokenizer.json first */
+        return -1;
+    int rc = 0;
+    if (mask_id < 0 && (r->mask_id = tok_token_to_id(t, "[MASK]")) < 0)
+        rc = pl_errf(e, "%s: no [MASK] token: give --mask-id", file);
+    if (rc == 0 && !specials)
+        rc = special_list(r, t, e);
+    tok_free(t);
+    return rc;
 }
 
 int eb_init(enc_batch *b, int B, int T, model_task task, long mask_id, const char *specials,

@@ -5,8 +5,9 @@
  * exactly what 1 worker x W*B masks.
  *
  * The masking's [MASK] id and special ids come from --mask-id and
- * --special-ids (defaults: bert-base-uncased's [MASK] 103 and [PAD] 0,
- * [UNK] 100, [CLS] 101, [SEP] 102); padding is never masked. */
+ * --special-ids, else from the model directory's tokenizer (eb_mask_ids),
+ * else bert-base-uncased's ([MASK] 103; [PAD] 0, [UNK] 100, [CLS] 101,
+ * [SEP] 102); padding is never masked. */
 #ifndef PSLORA_ENCBATCH_H
 #define PSLORA_ENCBATCH_H
 
@@ -21,6 +22,24 @@
 #define EB_DEFAULT_MASK_ID 103
 #define EB_DEFAULT_SPECIALS "0,100,101,102"
 #define EB_MAX_SPECIALS 64
+#define EB_MASK_ID_HELP "bert mlm: the [MASK] id (the model's tokenizer's, else 103)"
+#define EB_SPECIALS_HELP "bert mlm: ids never masked (the tokenizer's specials, else 0,100,101,102)"
+
+/* The ids masking needs, and where they came from. */
+typedef struct {
+    long mask_id;
+    char specials[EB_MAX_SPECIALS * 12];   /* "0,100,101,102,103" */
+    char from[4200];                       /* "--mask-id", "DIR/tokenizer.json", "defaults" */
+} eb_mask_ids;
+
+/* Fills r for --task mlm.  mask_id < 0 and specials NULL mean the flag was
+ * not given: then the model directory's tokenizer (tokenizer.json, else
+ * BERT's vocab.txt) gives its "[MASK]" token and every special added token
+ * (Hugging Face's all_special_ids); a directory with neither gives the
+ * defaults above.  0, or -1 with e filled (a tokenizer that cannot be read,
+ * has no [MASK], or more than EB_MAX_SPECIALS special tokens). */
+int eb_mask_ids_resolve(eb_mask_ids *r, const char *model_dir, long mask_id, const char *specials,
+                        pl_err *e);
 
 typedef struct {
     int B, T;

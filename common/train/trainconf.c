@@ -34,7 +34,7 @@ static void defaults(train_config *t)
     t->shuffle = -1;
     t->keep_checkpoints = 3, t->max_skips = 5, t->timeout = 600;
     t->sync_name = "bsp", t->optimizer = "adamw", t->schedule = "constant", t->compute = "auto";
-    t->mask_id = EB_DEFAULT_MASK_ID, t->special_ids = EB_DEFAULT_SPECIALS;
+    t->mask_id = -1, t->special_ids = NULL;   /* not given: eb_mask_ids_resolve */
 }
 
 /* --resume OUT continues the run in OUT: --out may be left out, or must name
@@ -202,9 +202,9 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         {.name = "num-labels", .type = FL_INT, .dst = &t->num_labels,
          .help = "bert cls: classes of the classifier (the config's)", .min = 1, .max = 1 << 20},
         {.name = "mask-id", .type = FL_INT, .dst = &t->mask_id,
-         .help = "bert mlm: the [MASK] id (103)", .min = 0, .max = 1 << 30},
+         .help = EB_MASK_ID_HELP, .min = 0, .max = 1 << 30},
         {.name = "special-ids", .type = FL_STR, .dst = &t->special_ids,
-         .help = "bert mlm: ids never masked (0,100,101,102)"},
+         .help = EB_SPECIALS_HELP},
         {.name = NULL},
     };
     int rc = fl_parse("train", SYNOPSIS, specs, argc, argv, NULL, 0, e);
@@ -261,7 +261,7 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--task", "%s", t->task_name ? t->task_name : "");
     KV("--num-labels", "%ld", t->num_labels);
     KV("--mask-id", "%ld", t->mask_id);
-    KV("--special-ids", "%s", t->special_ids);
+    KV("--special-ids", "%s", t->special_ids ? t->special_ids : "");
     if (t->global_batch) {   /* the data order and the result depend on G, not on W */
         KV("--global-batch", "%ld", t->global_batch);
     } else {
