@@ -89,8 +89,11 @@ static void az_text_groups(const az_run *run, int by_layer)
         }
         if (seen)
             continue;
-        char name[64];
-        snprintf(name, sizeof name, "%s%d", "layer ", li);
+        char name[64];   /* the pooler's dense (BERT) sits outside the blocks */
+        if (li < 0)
+            snprintf(name, sizeof name, "outside the layers");
+        else
+            snprintf(name, sizeof name, "layer %d", li);
         printf("    %-34s ||dW||_F %.4g  stable rank %.3f  e90 %.2f", by_layer ? name : ti,
                f / cnt, sr / cnt, e90 / cnt);
         if (run->sim)

@@ -175,6 +175,7 @@ ok "merge: classifier replaced ($(jloss e3.json)) and added to a masked-LM base 
 # analyze reads a cls adapter (the classifier left out of the LoRA analysis)
 "$PSLORA" analyze w2 > an.txt 2>&1 || fail "analyze: $(tail -2 an.txt)"
 grep -q 'bert.encoder.layer.0.attention.self.query' an.txt || fail "analyze: $(head -5 an.txt)"
+grep -Eq '^    outside the layers +[|]' an.txt || fail "analyze: the pooler's dense not grouped outside the layers: $(tail -3 an.txt)"
 ok "analyze on a cls adapter"
 
 expect_fail 1 "^pslora generate: --model: a bert model is an encoder" "$PSLORA" generate --model model --prompt hi
