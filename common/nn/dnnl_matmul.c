@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "clock.h"
 
 #ifndef PSLORA_HAVE_DNNL
 
@@ -77,6 +78,7 @@ size_t dm_arena_bytes(const dm_arena *a)
     return 0;
 }
 void dm_arena_free(dm_arena *a) { (void)a; }
+void dm_arena_time_convert(dm_arena *a, double *sec) { (void)a, (void)sec; }
 
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e)
 {
@@ -119,6 +121,7 @@ typedef struct {
 struct dm_arena {
     dm_buf xb;        /* bf16 activations */
     dm_buf scratch;   /* oneDNN scratchpad */
+    double *convert_sec;   /* NULL, or where the seconds of to_bf16 go */
 };
 
 struct dm_linear {
@@ -503,7 +506,10 @@ static int run(dm_linear *h, int N, int kind, const float *src, float *dst, cons
     dm_prim *p = prim_get(h, N, kind, e);
     if (!p)
         return -1;
+    double t0 = h->arena->convert_sec ? clock_now() : 0;
     to_bf16(h->arena->xb.p, src, N, K);
+    if (h->arena->convert_sec)
+        *h->arena->convert_sec += clock_now() - t0;
     dnnl_exec_arg_t args[5];
     int n = 0;
     dnnl_status_t s = dnnl_memory_set_data_handle(p->src, h->arena->xb.p);
@@ -590,6 +596,12 @@ void dm_linear_use_arena(dm_linear *h, dm_arena *a)
 }
 
 size_t dm_arena_bytes(const dm_arena *a) { return a ? a->xb.cap + a->scratch.cap : 0; }
+
+void dm_arena_time_convert(dm_arena *a, double *sec)
+{
+    if (a)
+        a->convert_sec = sec;
+}
 
 void dm_arena_free(dm_arena *a)
 {

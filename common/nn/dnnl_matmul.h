@@ -104,6 +104,9 @@ void dm_free(dm_linear *h);
 dm_arena *dm_arena_new(void);
 /* Makes h use a (before its first call; a must outlive h). */
 void dm_linear_use_arena(dm_linear *h, dm_arena *a);
+/* Makes every later call through a's handles add the seconds it spends
+ * rounding its fp32 input to bf16 to *sec (NULL: stop).  For profiles. */
+void dm_arena_time_convert(dm_arena *a, double *sec);
 /* Bytes the arena holds now. */
 size_t dm_arena_bytes(const dm_arena *a);
 void dm_arena_free(dm_arena *a);

@@ -48,6 +48,7 @@
 #include "model.h"
 #include "model_bf16.h"
 #include "rng.h"
+#include "step_prof.h"
 
 #include <cblas.h>
 
@@ -88,6 +89,7 @@ struct model_acts {
     int32_t *len, *idx, *htgt;
     float *pin, *ppre, *pout, *logits, *xm, *t1, *t2, *t3, *tm, *tr;
     double t_fwd, t_bwd; /* seconds of the last pass (bench) */
+    step_prof *prof;     /* NULL, or where kernel seconds go (model_acts_profile) */
     int failed;          /* a bf16 product failed in the last pass: err says why */
     pl_err err;
     float *block;        /* one allocation holding everything above */
@@ -215,6 +217,22 @@ void model_acts_timing(const model_acts *a, double *fwd, double *bwd)
     *bwd = a->t_bwd;
 }
 
+void model_acts_profile(model_acts *a, step_prof *p) { a->prof = p; }
+
+static const char *const sp_names[SP_N][2] = {
+    [SP_LINEAR_FWD] = {"frozen linear fwd", "linear_fwd"},
+    [SP_LINEAR_BWD] = {"frozen linear bwd", "linear_bwd"},
+    [SP_HEAD] = {"lm head fwd+bwd", "head"},
+    [SP_ATTENTION] = {"attention", "attention"},
+    [SP_ELEMENTWISE] = {"elementwise", "elementwise"},
+    [SP_LORA] = {"LoRA products", "lora"},
+    [SP_CONVERT] = {"f32->bf16", "convert"},
+    [SP_OPTIMIZER] = {"optimizer", "optimizer"},
+};
+
+const char *sp_name(sp_cat c) { return c < SP_N ? sp_names[c][0] : "?"; }
+const char *sp_key(sp_cat c) { return c < SP_N ? sp_names[c][1] : "?"; }
+
 const char *model_acts_error(const model_acts *a) { return a->failed ? a->err.msg : NULL; }
 
 const int32_t *model_acts_predictions(const model_acts *a) { return a->htgt; }
@@ -266,6 +284,36 @@ static void note(const pass *ps, int rc, const pl_err *e)
     }
 }
 
+/* The profile's clock at the start of a kernel call: the time and the
+ * conversions counted so far (they run inside the bf16 products). */
+typedef struct {
+    double t, conv;
+} prof_mark;
+
+static prof_mark prof_start(const model_acts *a)
+{
+    prof_mark m = {0, 0};
+    if (a->prof)
+        m.t = clock_now(), m.conv = a->prof->sec[SP_CONVERT];
+    return m;
+}
+
+/* Adds the seconds since m, less the conversions made meanwhile, to c. */
+static void prof_stop(const model_acts *a, sp_cat c, prof_mark m)
+{
+    step_prof *p = a->prof;
+    if (p)
+        p->sec[c] += clock_now() - m.t - (p->sec[SP_CONVERT] - m.conv);
+}
+
+/* Runs the statement `call` as one kernel call of category c of the profile. */
+#define PROF(ps, c, call)                       \
+    do {                                        \
+        prof_mark prof_t_ = prof_start((ps)->a); \
+        call;                                   \
+        prof_stop((ps)->a, (c), prof_t_);       \
+    } while (0)
+
 /* The LoRA input of module i for input x: x itself, or x after dropout. */
 static const float *lora_input(const pass *ps, int i)
 {
@@ -303,14 +351,17 @@ static void norm_bwd_w(const pass *ps, const float *w, const float *b, const flo
 static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
                             const float *res, int N)
 {
+    prof_mark t = prof_start(ps->a);
     if (lin->dm) {
         pl_err e;
         note(ps, mb_linear_fwd(lin, y, x, res, N, &e), &e);
     } else {
         k_linear_fwd_res(y, res, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
     }
+    prof_stop(ps->a, SP_LINEAR_FWD, t);
     if (lin->lora < 0 || !ps->p)
         return;
+    t = prof_start(ps->a);
     const lora_module *mod = &ps->L->m[lin->lora];
     const float *xin = x;
     if (ps->a->xd[lin->lora] && ps->grad) {
@@ -319,24 +370,13 @@ static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, c
     }
     k_lora_fwd(y, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N, lin->in,
                lin->out, ps->L->r, ps->L->scale);
+    prof_stop(ps->a, SP_LORA, t);
 }
 
-/* dx[N,in] = beta dx + dy W (+ LoRA's dx) when dx != NULL; LoRA gradients
- * accumulate.  beta is 0 or 1. */
-static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
-                            const float *x, float beta, int N)
+/* The LoRA part of linear_bwd_rows: dA, dB and (dx != NULL) dx += the LoRA's dx. */
+static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                          const float *x, int N)
 {
-    if (dx && lin->dm) {
-        pl_err e;
-        note(ps, mb_linear_bwd(lin, dx, dy, N, beta != 0.0f, &e), &e);
-    } else if (dx) {
-        k_linear_bwd(dx, dy, lin->w, N, lin->in, lin->out, lin->conv1d, beta);
-    }
-    float *dw = grad_of(ps, lin->w);
-    if (dw)
-        k_linear_bwd_w(dw, grad_of(ps, lin->b), dy, x, N, lin->in, lin->out, lin->conv1d);
-    if (lin->lora < 0 || !ps->p)
-        return;
     const lora_module *mod = &ps->L->m[lin->lora];
     const float *A = ps->p + mod->a_off, *B = ps->p + mod->b_off;
     const float *xin = lora_input(ps, lin->lora);
@@ -360,6 +400,29 @@ static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, 
         dx[k] += tmp[k] * mask[k];
 }
 
+/* dx[N,in] = beta dx + dy W (+ LoRA's dx) when dx != NULL; LoRA gradients
+ * accumulate.  beta is 0 or 1. */
+static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                            const float *x, float beta, int N)
+{
+    prof_mark t = prof_start(ps->a);
+    if (dx && lin->dm) {
+        pl_err e;
+        note(ps, mb_linear_bwd(lin, dx, dy, N, beta != 0.0f, &e), &e);
+    } else if (dx) {
+        k_linear_bwd(dx, dy, lin->w, N, lin->in, lin->out, lin->conv1d, beta);
+    }
+    float *dw = grad_of(ps, lin->w);
+    if (dw)
+        k_linear_bwd_w(dw, grad_of(ps, lin->b), dy, x, N, lin->in, lin->out, lin->conv1d);
+    prof_stop(ps->a, SP_LINEAR_BWD, t);
+    if (lin->lora < 0 || !ps->p)
+        return;
+    t = prof_start(ps->a);
+    lora_bwd_rows(ps, lin, dx, dy, x, N);
+    prof_stop(ps->a, SP_LORA, t);
+}
+
 /* linear_fwd_rows / linear_bwd_rows over all N rows of the batch. */
 static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x,
                        const float *res)
@@ -379,8 +442,9 @@ static void attention_fwd(const pass *ps, layer_acts *x)
 {
     const model_config *c = &ps->m->cfg;
     int C = c->n_embd, D = c->head_dim;
-    k_attention_fwd(x->ao, x->att, x->qkv, x->qkv + C, x->qkv + 2 * C, ps->a->B, ps->a->T,
-                    c->n_head, c->n_head, D, 3 * C, 3 * C, 3 * C);
+    PROF(ps, SP_ATTENTION,
+         k_attention_fwd(x->ao, x->att, x->qkv, x->qkv + C, x->qkv + 2 * C, ps->a->B, ps->a->T,
+                         c->n_head, c->n_head, D, 3 * C, 3 * C, 3 * C));
 }
 
 /* out = block l applied to its saved input slot(l)->res. */
@@ -390,13 +454,15 @@ static void gpt2_block_fwd(const pass *ps, int l, float *out)
     const model_block *b = &ps->m->blocks[l];
     layer_acts *x = slot(ps, l);
     int N = ps->a->N, C = c->n_embd;
-    k_layernorm_fwd(x->h1, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N, C, c->eps);
+    PROF(ps, SP_ELEMENTWISE,
+         k_layernorm_fwd(x->h1, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N, C, c->eps));
     linear_fwd(ps, &b->lin[0], x->qkv, x->h1, NULL);
     attention_fwd(ps, x);
     linear_fwd(ps, &b->lin[1], x->mid, x->ao, x->res);
-    k_layernorm_fwd(x->h2, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N, C, c->eps);
+    PROF(ps, SP_ELEMENTWISE,
+         k_layernorm_fwd(x->h2, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N, C, c->eps));
     linear_fwd(ps, &b->lin[2], x->f, x->h2, NULL);
-    k_gelu_fwd(x->g, x->f, (size_t)N * c->n_inner);
+    PROF(ps, SP_ELEMENTWISE, k_gelu_fwd(x->g, x->f, (size_t)N * c->n_inner));
     linear_fwd(ps, &b->lin[3], out, x->g, x->mid);
 }
 
@@ -411,20 +477,22 @@ static void gpt2_block_bwd(const pass *ps, int l, int need_dx)
     int N = a->N, C = c->n_embd, Ni = c->n_inner;
     /* MLP: y = x' + gelu(f) Wp */
     linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->g, 0.0f);
-    k_gelu_bwd(a->dwide, a->dwide, x->f, (size_t)N * Ni);
+    PROF(ps, SP_ELEMENTWISE, k_gelu_bwd(a->dwide, a->dwide, x->f, (size_t)N * Ni));
     linear_bwd(ps, &b->lin[2], a->dnarrow, a->dwide, x->h2, 0.0f);
-    k_layernorm_bwd(a->dres, a->dnarrow, x->mid, x->m2, x->r2, b->ln2_w, N, C);
-    norm_bwd_w(ps, b->ln2_w, b->ln2_b, a->dnarrow, x->mid, x->m2, x->r2);
+    PROF(ps, SP_ELEMENTWISE,
+         k_layernorm_bwd(a->dres, a->dnarrow, x->mid, x->m2, x->r2, b->ln2_w, N, C);
+         norm_bwd_w(ps, b->ln2_w, b->ln2_b, a->dnarrow, x->mid, x->m2, x->r2));
     /* attention: x' = x + attn(LN1(x)) Wo */
     linear_bwd(ps, &b->lin[1], a->dnarrow, a->dres, x->ao, 0.0f);
-    k_attention_bwd(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->datt, a->dnarrow, x->qkv,
-                    x->qkv + C, x->qkv + 2 * C, x->att, a->B, a->T, c->n_head, c->n_head,
-                    c->head_dim, 3 * C, 3 * C, 3 * C);
+    PROF(ps, SP_ATTENTION,
+         k_attention_bwd(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->datt, a->dnarrow, x->qkv,
+                         x->qkv + C, x->qkv + 2 * C, x->att, a->B, a->T, c->n_head, c->n_head,
+                         c->head_dim, 3 * C, 3 * C, 3 * C));
     linear_bwd(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, x->h1, 0.0f);
-    if (need_dx) {
-        k_layernorm_bwd(a->dres, a->dnarrow, x->res, x->m1, x->r1, b->ln1_w, N, C);
-        norm_bwd_w(ps, b->ln1_w, b->ln1_b, a->dnarrow, x->res, x->m1, x->r1);
-    }
+    if (need_dx)
+        PROF(ps, SP_ELEMENTWISE,
+             k_layernorm_bwd(a->dres, a->dnarrow, x->res, x->m1, x->r1, b->ln1_w, N, C);
+             norm_bwd_w(ps, b->ln1_w, b->ln1_b, a->dnarrow, x->res, x->m1, x->r1));
 }
 
 /* The Llama q, k, v of a layer: separate row blocks of x->qkv (or of a->dqkv). */
@@ -445,18 +513,19 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     int N = a->N, C = c->n_embd, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
     float *q, *k, *v;
     llama_qkv(c, N, x->qkv, &q, &k, &v);
-    k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps);
+    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps));
     linear_fwd(ps, &b->lin[0], q, x->h1, NULL);
     linear_fwd(ps, &b->lin[1], k, x->h1, NULL);
     linear_fwd(ps, &b->lin[2], v, x->h1, NULL);
-    k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
-    k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D);
-    k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D);
+    PROF(ps, SP_ELEMENTWISE, k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
+         k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
+    PROF(ps, SP_ATTENTION,
+         k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D));
     linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
-    k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps);
+    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps));
     linear_fwd(ps, &b->lin[4], x->f, x->h2, NULL);
     linear_fwd(ps, &b->lin[5], x->g, x->h2, NULL);
-    k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner);
+    PROF(ps, SP_ELEMENTWISE, k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner));
     linear_fwd(ps, &b->lin[6], out, x->act, x->mid);
 }
 
@@ -473,25 +542,26 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
     llama_qkv(c, N, a->dqkv, &dq, &dk, &dv);
     /* MLP: y = x' + (silu(gate) * up) Wd^T; dwide = d(act), then d(gate) in place */
     linear_bwd(ps, &b->lin[6], a->dwide, a->dres, x->act, 0.0f);
-    k_swiglu_bwd(a->dwide, a->dup, a->dwide, x->f, x->g, (size_t)N * c->n_inner);
+    PROF(ps, SP_ELEMENTWISE,
+         k_swiglu_bwd(a->dwide, a->dup, a->dwide, x->f, x->g, (size_t)N * c->n_inner));
     linear_bwd(ps, &b->lin[4], a->dnarrow, a->dwide, x->h2, 0.0f);
     linear_bwd(ps, &b->lin[5], a->dnarrow, a->dup, x->h2, 1.0f);
-    k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
-    norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2);
+    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
+         norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
     linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->ao, 0.0f);
-    k_attention_bwd(dq, dk, dv, a->datt, a->dwide, q, k, v, x->att, a->B, a->T, H, Hk, D, H * D,
-                    Hk * D, Hk * D);
-    k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
-    k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D);
+    PROF(ps, SP_ATTENTION,
+         k_attention_bwd(dq, dk, dv, a->datt, a->dwide, q, k, v, x->att, a->B, a->T, H, Hk, D,
+                         H * D, Hk * D, Hk * D));
+    PROF(ps, SP_ELEMENTWISE, k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
+         k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
     float *dh = need_dx ? a->dnarrow : NULL;
     linear_bwd(ps, &b->lin[0], dh, dq, x->h1, 0.0f);
     linear_bwd(ps, &b->lin[1], dh, dk, x->h1, 1.0f);
     linear_bwd(ps, &b->lin[2], dh, dv, x->h1, 1.0f);
-    if (need_dx) {
-        k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
-        norm_bwd_w(ps, b->ln1_w, NULL, a->dnarrow, x->res, NULL, x->r1);
-    }
+    if (need_dx)
+        PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
+             norm_bwd_w(ps, b->ln1_w, NULL, a->dnarrow, x->res, NULL, x->r1));
 }
 
 /* ---- BERT ---- */
@@ -683,12 +753,14 @@ static void forward_blocks(const pass *ps, const int32_t *inp)
     model_acts *a = ps->a;
     int N = a->N, C = m->cfg.n_embd, nl = m->cfg.n_layer, llama = m->cfg.arch == ARCH_LLAMA;
     float *x0 = a->la[0].res;
+    prof_mark t = prof_start(a);
     if (m->cfg.arch == ARCH_BERT)
         bert_embed_fwd(ps, inp);
     else if (m->wte)
         k_embed_fwd(x0, inp, m->wte, m->wpe, N, a->T, C);
     else
         mb_embed(x0, inp, m, N, a->T);
+    prof_stop(a, SP_ELEMENTWISE, t);
     for (int l = 0; l < nl; l++) {
         /* with a backward pass every block keeps its own input; eval reuses one slot */
         float *out = a->bwd && l + 1 < nl ? a->la[l + 1].res : a->res_out;
@@ -740,7 +812,10 @@ static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
                                 m->lm_head, tgt, a->N, m->cfg.n_embd, m->cfg.vocab, XENT_CHUNK);
     pl_err e;
     int rc;
-    double loss = mb_head_xent(m, dx, a->xent, a->hf, tgt, a->N, &rc, &e);
+    double *xent = a->prof ? &a->prof->sec[SP_ELEMENTWISE] : NULL, x0 = xent ? *xent : 0;
+    double loss = mb_head_xent(m, dx, a->xent, a->hf, tgt, a->N, xent, &rc, &e);
+    if (xent)   /* the softmax-xent is elementwise work, not the head's */
+        a->prof->sec[SP_HEAD] -= *xent - x0;
     note(ps, rc, &e);
     return loss;
 }
@@ -783,18 +858,20 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     double t0 = clock_now();
     a->failed = 0;
     forward_blocks(&ps, inp);
-    final_norm_fwd(m, a, a->res_out, N);
+    PROF(&ps, SP_ELEMENTWISE, final_norm_fwd(m, a, a->res_out, N));
     if (!ps.grad) {
-        double loss = head_xent(&ps, NULL, tgt);
+        double loss;
+        PROF(&ps, SP_HEAD, loss = head_xent(&ps, NULL, tgt));
         a->t_fwd = clock_now() - t0, a->t_bwd = 0;
         return a->failed ? NAN : loss;
     }
-    memset(grad, 0, L->n_params * sizeof(float));
+    PROF(&ps, SP_ELEMENTWISE, memset(grad, 0, L->n_params * sizeof(float)));
     /* the head's forward and backward are one fused pass; it counts as forward */
-    double loss = head_xent(&ps, a->dnarrow, tgt);
+    double loss;
+    PROF(&ps, SP_HEAD, loss = head_xent(&ps, a->dnarrow, tgt));
     double t1 = clock_now();
-    memset(a->dres, 0, (size_t)N * C * sizeof(float));
-    final_norm_bwd(&ps);
+    PROF(&ps, SP_ELEMENTWISE, memset(a->dres, 0, (size_t)N * C * sizeof(float));
+         final_norm_bwd(&ps));
     int lo = lowest_adapted(m);
     for (int l = nl - 1; l >= lo; l--) {
         /* trained weights: layer 0's norm gradients need its dx pass */
@@ -808,7 +885,7 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
      * a tied wte already holds the head's dE, the lookup's part adds to it */
     float *dwte = grad_of(&ps, m->wte), *dwpe = grad_of(&ps, m->wpe);
     if (dwte || dwpe)
-        k_embed_bwd(dwte, dwpe, a->dres, inp, N, a->T, C);
+        PROF(&ps, SP_ELEMENTWISE, k_embed_bwd(dwte, dwpe, a->dres, inp, N, a->T, C));
     a->t_fwd = t1 - t0, a->t_bwd = clock_now() - t1;
     return a->failed ? NAN : loss;
 }
