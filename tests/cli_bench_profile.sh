@@ -12,8 +12,8 @@
 CATS=("frozen linear fwd" "frozen linear bwd" "lm head fwd+bwd" "attention" "elementwise"
       "LoRA products" "f32->bf16" "optimizer")
 GPT2="--layers 2 --dim 64 --heads 4 --vocab 512 --seq 32 --batch 2 --targets c_attn,c_proj,c_fc"
-LLAMA="--arch llama --layers 2 --dim 64 --heads 4 --kv-heads 2 --intermediate 96 --vocab 512 --seq 32
-       --batch 2 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+LLAMA="--arch llama --layers 2 --dim 64 --heads 4 --kv-heads 2 --intermediate 96 --vocab 512
+       --seq 32 --batch 2 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 # ms of category $2 in the table of file $1 ("" when absent)
 cat_ms() { grep -F -- "  $2 " "$1" | sed -E 's/^ +.* +([0-9.]+) ms +[0-9.]+%.*$/\1/'; }
@@ -62,7 +62,8 @@ run plain fp32 $GPT2
 ! grep -q '^profile' plain.txt || fail "a table without --profile"
 ok "no table without --profile"
 
-if "$PSLORA" bench --compute bf16 $GPT2 --steps 1 --warmup 0 --peak-seconds 0.01 > probe.txt 2> probe.err; then
+if "$PSLORA" bench --compute bf16 $GPT2 --steps 1 --warmup 0 --peak-seconds 0.01 \
+     > probe.txt 2> probe.err; then
   run gpt2_bf16 bf16 $GPT2 --profile
   check gpt2_bf16 gpt2_bf16.txt bf16
   run llama_bf16 bf16 $LLAMA --profile

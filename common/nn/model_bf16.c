@@ -389,6 +389,16 @@ int mb_linear_fwd(const model_linear *lin, float *y, const float *x, const float
     return dm_linear_fwd_acc(lin->dm, x, y, lin->b, N, e);
 }
 
+int mb_linear_fwd_bf16(const model_linear *lin, float *y, const uint16_t *xb, const float *res,
+                       int N, pl_err *e)
+{
+    if (res && res != y)
+        memcpy(y, res, (size_t)N * lin->out * sizeof *y);
+    return dm_linear_fwd_bf16(lin->dm, xb, y, lin->b, N, res != NULL, e);
+}
+
+void mb_to_bf16(uint16_t *xb, const float *x, int N, int K) { dm_to_bf16(xb, x, N, K); }
+
 int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
                   pl_err *e)
 {

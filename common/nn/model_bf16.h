@@ -100,6 +100,12 @@ size_t model_bf16_region(const model *m, int *owned);
 int mb_linear_fwd(const model_linear *lin, float *y, const float *x, const float *res, int N,
                   pl_err *e);
 /* dx[N,in] = dy[N,out] W, or dx += dy W with accumulate. */
+/* As mb_linear_fwd on x already rounded to bf16 (mb_to_bf16): for maps
+ * that read the same x, rounded once.  Bit for bit mb_linear_fwd's y. */
+int mb_linear_fwd_bf16(const model_linear *lin, float *y, const uint16_t *xb, const float *res,
+                       int N, pl_err *e);
+/* xb [N,K] = x rounded to bf16 as the products round it. */
+void mb_to_bf16(uint16_t *xb, const float *x, int N, int K);
 int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
                   pl_err *e);
 

@@ -75,6 +75,7 @@ struct model_acts {
     float *res_out;      /* output of the last block [N,C] */
     float *hf, *mf, *rf; /* final norm */
     float *xent;         /* XENT_CHUNK * V */
+    uint16_t *xb;        /* bf16: a norm's output rounded once for the maps reading it [N,C] */
     float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
     /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
     float **u, **xd, **mask;
@@ -156,6 +157,8 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
                                            : k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
     if (c->arch == ARCH_BERT)
         bert_carve(a, base, &off, c);
+    if (m->compute == MODEL_BF16)   /* N*C bf16 in floats' room */
+        a->xb = (uint16_t *)carve(base, &off, (N * C + 1) / 2);
     if (c->arch == ARCH_LLAMA) {
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
@@ -347,12 +350,15 @@ static void norm_bwd_w(const pass *ps, const float *w, const float *b, const flo
 }
 
 /* y[N,out] = (res +) x W (+b) + s (x A^T) B^T for an adapted map; res may be
- * NULL (y may be res). */
+ * NULL (y may be res).  xb: x already rounded to bf16 for a bf16 map, or NULL. */
 static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
-                            const float *res, int N)
+                            const uint16_t *xb, const float *res, int N)
 {
     prof_mark t = prof_start(ps->a);
-    if (lin->dm) {
+    if (lin->dm && xb) {
+        pl_err e;
+        note(ps, mb_linear_fwd_bf16(lin, y, xb, res, N, &e), &e);
+    } else if (lin->dm) {
         pl_err e;
         note(ps, mb_linear_fwd(lin, y, x, res, N, &e), &e);
     } else {
@@ -427,7 +433,25 @@ static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, 
 static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x,
                        const float *res)
 {
-    linear_fwd_rows(ps, lin, y, x, res, ps->a->N);
+    linear_fwd_rows(ps, lin, y, x, NULL, res, ps->a->N);
+}
+
+/* x [N,C] rounded to bf16 once for the several maps of a block that read it
+ * (Llama's q, k, v; gate, up), into a->xb; NULL in fp32. */
+static const uint16_t *shared_bf16(const pass *ps, const float *x)
+{
+    model_acts *a = ps->a;
+    if (!a->xb)
+        return NULL;
+    PROF(ps, SP_CONVERT, mb_to_bf16(a->xb, x, a->N, ps->m->cfg.n_embd));
+    return a->xb;
+}
+
+/* linear_fwd for a map whose input x is also in bf16 as xb (shared_bf16). */
+static void linear_fwd_shared(const pass *ps, const model_linear *lin, float *y, const float *x,
+                              const uint16_t *xb)
+{
+    linear_fwd_rows(ps, lin, y, x, xb, NULL, ps->a->N);
 }
 
 static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
@@ -514,17 +538,19 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     float *q, *k, *v;
     llama_qkv(c, N, x->qkv, &q, &k, &v);
     PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps));
-    linear_fwd(ps, &b->lin[0], q, x->h1, NULL);
-    linear_fwd(ps, &b->lin[1], k, x->h1, NULL);
-    linear_fwd(ps, &b->lin[2], v, x->h1, NULL);
+    const uint16_t *hb = shared_bf16(ps, x->h1);
+    linear_fwd_shared(ps, &b->lin[0], q, x->h1, hb);
+    linear_fwd_shared(ps, &b->lin[1], k, x->h1, hb);
+    linear_fwd_shared(ps, &b->lin[2], v, x->h1, hb);
     PROF(ps, SP_ELEMENTWISE, k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
          k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
     PROF(ps, SP_ATTENTION,
          k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D));
     linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
     PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps));
-    linear_fwd(ps, &b->lin[4], x->f, x->h2, NULL);
-    linear_fwd(ps, &b->lin[5], x->g, x->h2, NULL);
+    hb = shared_bf16(ps, x->h2);
+    linear_fwd_shared(ps, &b->lin[4], x->f, x->h2, hb);
+    linear_fwd_shared(ps, &b->lin[5], x->g, x->h2, hb);
     PROF(ps, SP_ELEMENTWISE, k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner));
     linear_fwd(ps, &b->lin[6], out, x->act, x->mid);
 }
@@ -676,7 +702,7 @@ static double bert_head_cls(const pass *ps, const int32_t *tgt, int *correct)
     for (int b = 0; b < B; b++)
         a->idx[b] = b * a->T;
     k_rows_gather(a->pin, a->res_out, a->idx, B, C);
-    linear_fwd_rows(ps, &m->pooler, a->ppre, a->pin, NULL, B);
+    linear_fwd_rows(ps, &m->pooler, a->ppre, a->pin, NULL, NULL, B);
     k_tanh_fwd(a->pout, a->ppre, (size_t)B * C);
     const float *W, *bias;
     float *dW, *db;
@@ -716,7 +742,7 @@ static double bert_head_mlm(const pass *ps, const int32_t *tgt, int *correct)
     if (M == 0)
         return 0.0;
     k_rows_gather(a->xm, a->res_out, a->idx, M, C);
-    linear_fwd_rows(ps, &m->mlm_dense, a->t1, a->xm, NULL, M);
+    linear_fwd_rows(ps, &m->mlm_dense, a->t1, a->xm, NULL, NULL, M);
     bert_act_fwd(c, a->t2, a->t1, (size_t)M * C);
     k_layernorm_fwd(a->t3, a->tm, a->tr, a->t2, m->mlm_ln_w, m->mlm_ln_b, M, C, c->eps);
     float *dt3 = ps->grad ? a->dnarrow : NULL;
