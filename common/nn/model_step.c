@@ -54,6 +54,7 @@
 
 #define XENT_CHUNK 1024
 #define MLM_CHUNK 128   /* rows of the MLM decoder's logits at a time */
+#define MODEL_GROUP_MAX 3   /* maps reading one input: Llama's q, k, v */
 
 /* Saved activations of one layer (all [N, ...] row-major). */
 typedef struct {
@@ -76,6 +77,7 @@ struct model_acts {
     float *hf, *mf, *rf; /* final norm */
     float *xent;         /* XENT_CHUNK * V */
     uint16_t *xb;        /* bf16: a norm's output rounded once for the maps reading it [N,C] */
+    float *lgrp;         /* Llama with LoRA: scratch of the grouped LoRA (k_lora_group_scratch) */
     float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
     /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
     float **u, **xd, **mask;
@@ -163,6 +165,8 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
     }
+    if (L && c->arch == ARCH_LLAMA)
+        a->lgrp = carve(base, &off, k_lora_group_scratch(MODEL_GROUP_MAX, (int)N, (int)C, L->r));
     int drop = L && L->dropout > 0;
     for (int i = 0; i < a->n_mod; i++) {
         a->u[i] = carve(base, &off, N * L->r);
@@ -351,7 +355,7 @@ static void norm_bwd_w(const pass *ps, const float *w, const float *b, const flo
 
 /* y[N,out] = (res +) x W (+b) + s (x A^T) B^T for an adapted map; res may be
  * NULL (y may be res).  xb: x already rounded to bf16 for a bf16 map, or NULL. */
-static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
+static void frozen_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
                             const uint16_t *xb, const float *res, int N)
 {
     prof_mark t = prof_start(ps->a);
@@ -365,9 +369,14 @@ static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, c
         k_linear_fwd_res(y, res, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
     }
     prof_stop(ps->a, SP_LINEAR_FWD, t);
+}
+
+/* y[N,out] += s (x A^T) B^T when lin is adapted (after dropout when training). */
+static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x, int N)
+{
     if (lin->lora < 0 || !ps->p)
         return;
-    t = prof_start(ps->a);
+    prof_mark t = prof_start(ps->a);
     const lora_module *mod = &ps->L->m[lin->lora];
     const float *xin = x;
     if (ps->a->xd[lin->lora] && ps->grad) {
@@ -377,6 +386,14 @@ static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, c
     k_lora_fwd(y, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N, lin->in,
                lin->out, ps->L->r, ps->L->scale);
     prof_stop(ps->a, SP_LORA, t);
+}
+
+/* The frozen product and the LoRA of one map (see frozen_fwd_rows). */
+static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
+                            const uint16_t *xb, const float *res, int N)
+{
+    frozen_fwd_rows(ps, lin, y, x, xb, res, N);
+    lora_fwd_rows(ps, lin, y, x, N);
 }
 
 /* The LoRA part of linear_bwd_rows: dA, dB and (dx != NULL) dx += the LoRA's dx. */
@@ -406,9 +423,10 @@ static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, co
         dx[k] += tmp[k] * mask[k];
 }
 
-/* dx[N,in] = beta dx + dy W (+ LoRA's dx) when dx != NULL; LoRA gradients
- * accumulate.  beta is 0 or 1. */
-static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+/* dx[N,in] = beta dx + dy W when dx != NULL (and dW, db with --full);
+ * linear_bwd_rows adds the LoRA's dx and accumulates its gradients.  beta
+ * is 0 or 1. */
+static void frozen_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
                             const float *x, float beta, int N)
 {
     prof_mark t = prof_start(ps->a);
@@ -422,11 +440,14 @@ static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, 
     if (dw)
         k_linear_bwd_w(dw, grad_of(ps, lin->b), dy, x, N, lin->in, lin->out, lin->conv1d);
     prof_stop(ps->a, SP_LINEAR_BWD, t);
-    if (lin->lora < 0 || !ps->p)
-        return;
-    t = prof_start(ps->a);
-    lora_bwd_rows(ps, lin, dx, dy, x, N);
-    prof_stop(ps->a, SP_LORA, t);
+}
+
+static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                            const float *x, float beta, int N)
+{
+    frozen_bwd_rows(ps, lin, dx, dy, x, beta, N);
+    if (lin->lora >= 0 && ps->p)
+        PROF(ps, SP_LORA, lora_bwd_rows(ps, lin, dx, dy, x, N));
 }
 
 /* linear_fwd_rows / linear_bwd_rows over all N rows of the batch. */
@@ -447,11 +468,77 @@ static const uint16_t *shared_bf16(const pass *ps, const float *x)
     return a->xb;
 }
 
-/* linear_fwd for a map whose input x is also in bf16 as xb (shared_bf16). */
-static void linear_fwd_shared(const pass *ps, const model_linear *lin, float *y, const float *x,
-                              const uint16_t *xb)
+/* Do the G maps lins[0..G-1], which read the same input, take their LoRA
+ * in one group (k_lora_fwd_group): all adapted, no dropout. */
+static int lora_groupable(const pass *ps, const model_linear *lins, int G)
 {
-    linear_fwd_rows(ps, lin, y, x, xb, NULL, ps->a->N);
+    if (!ps->p || !ps->a->lgrp)
+        return 0;
+    for (int g = 0; g < G; g++)
+        if (lins[g].lora < 0 || ps->a->xd[lins[g].lora])
+            return 0;
+    return 1;
+}
+
+/* The LoRA A and B of lins[0..G-1], and their outputs' widths. */
+static void lora_group_params(const pass *ps, const model_linear *lins, int G, const float **A,
+                              const float **B, int *out)
+{
+    for (int g = 0; g < G; g++) {
+        const lora_module *mod = &ps->L->m[lins[g].lora];
+        A[g] = ps->p + mod->a_off, B[g] = ps->p + mod->b_off, out[g] = lins[g].out;
+    }
+}
+
+/* y[g] = x W_g^T (+ b_g) + LoRA_g for the G maps lins[0..G-1] of a block
+ * reading the same x [N,C] (Llama's q, k, v; gate, up); xb: x in bf16
+ * (shared_bf16) or NULL.  Their LoRA A products are one product
+ * (k_lora_fwd_group) when lora_groupable. */
+static void group_fwd(const pass *ps, const model_linear *lins, int G, float *const *y,
+                      const float *x, const uint16_t *xb)
+{
+    model_acts *a = ps->a;
+    for (int g = 0; g < G; g++)
+        frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N);
+    if (!lora_groupable(ps, lins, G)) {
+        for (int g = 0; g < G; g++)
+            lora_fwd_rows(ps, &lins[g], y[g], x, a->N);
+        return;
+    }
+    const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX];
+    float *u[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX];
+    lora_group_params(ps, lins, G, A, B, out);
+    for (int g = 0; g < G; g++)
+        u[g] = a->u[lins[g].lora];
+    PROF(ps, SP_LORA, k_lora_fwd_group(y, u, x, A, B, out, G, a->N, lins[0].in, ps->L->r,
+                                       ps->L->scale, a->lgrp));
+}
+
+/* The backward of group_fwd: dx [N,C] = beta dx + sum_g dy[g] W_g (+ the
+ * LoRA's dx) when dx != NULL; the LoRA gradients accumulate. */
+static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx,
+                      const float *const *dy, const float *x, float beta)
+{
+    model_acts *a = ps->a;
+    for (int g = 0; g < G; g++)
+        frozen_bwd_rows(ps, &lins[g], dx, dy[g], x, g ? 1.0f : beta, a->N);
+    if (!lora_groupable(ps, lins, G)) {
+        for (int g = 0; g < G; g++)
+            if (lins[g].lora >= 0 && ps->p)
+                PROF(ps, SP_LORA, lora_bwd_rows(ps, &lins[g], dx, dy[g], x, a->N));
+        return;
+    }
+    const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX], *u[MODEL_GROUP_MAX];
+    float *dA[MODEL_GROUP_MAX], *dB[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX];
+    lora_group_params(ps, lins, G, A, B, out);
+    for (int g = 0; g < G; g++) {
+        const lora_module *mod = &ps->L->m[lins[g].lora];
+        dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off, u[g] = a->u[lins[g].lora];
+    }
+    PROF(ps, SP_LORA, k_lora_bwd_group(dx, dA, dB, dy, x, u, A, B, out, G, a->N, lins[0].in,
+                                       ps->L->r, ps->L->scale, a->lgrp));
 }
 
 static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
@@ -538,19 +625,15 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     float *q, *k, *v;
     llama_qkv(c, N, x->qkv, &q, &k, &v);
     PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps));
-    const uint16_t *hb = shared_bf16(ps, x->h1);
-    linear_fwd_shared(ps, &b->lin[0], q, x->h1, hb);
-    linear_fwd_shared(ps, &b->lin[1], k, x->h1, hb);
-    linear_fwd_shared(ps, &b->lin[2], v, x->h1, hb);
+    float *qkv[3] = {q, k, v}, *gu[2] = {x->f, x->g};
+    group_fwd(ps, &b->lin[0], 3, qkv, x->h1, shared_bf16(ps, x->h1));
     PROF(ps, SP_ELEMENTWISE, k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
          k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
     PROF(ps, SP_ATTENTION,
          k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D));
     linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
     PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps));
-    hb = shared_bf16(ps, x->h2);
-    linear_fwd_shared(ps, &b->lin[4], x->f, x->h2, hb);
-    linear_fwd_shared(ps, &b->lin[5], x->g, x->h2, hb);
+    group_fwd(ps, &b->lin[4], 2, gu, x->h2, shared_bf16(ps, x->h2));
     PROF(ps, SP_ELEMENTWISE, k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner));
     linear_fwd(ps, &b->lin[6], out, x->act, x->mid);
 }
@@ -570,8 +653,8 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
     linear_bwd(ps, &b->lin[6], a->dwide, a->dres, x->act, 0.0f);
     PROF(ps, SP_ELEMENTWISE,
          k_swiglu_bwd(a->dwide, a->dup, a->dwide, x->f, x->g, (size_t)N * c->n_inner));
-    linear_bwd(ps, &b->lin[4], a->dnarrow, a->dwide, x->h2, 0.0f);
-    linear_bwd(ps, &b->lin[5], a->dnarrow, a->dup, x->h2, 1.0f);
+    const float *dgu[2] = {a->dwide, a->dup};
+    group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, x->h2, 0.0f);
     PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
          norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
@@ -581,10 +664,8 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
                          H * D, Hk * D, Hk * D));
     PROF(ps, SP_ELEMENTWISE, k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
          k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
-    float *dh = need_dx ? a->dnarrow : NULL;
-    linear_bwd(ps, &b->lin[0], dh, dq, x->h1, 0.0f);
-    linear_bwd(ps, &b->lin[1], dh, dk, x->h1, 1.0f);
-    linear_bwd(ps, &b->lin[2], dh, dv, x->h1, 1.0f);
+    const float *dqkv[3] = {dq, dk, dv};
+    group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, x->h1, 0.0f);
     if (need_dx)
         PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
              norm_bwd_w(ps, b->ln1_w, NULL, a->dnarrow, x->res, NULL, x->r1));
