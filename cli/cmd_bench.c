@@ -12,7 +12,11 @@
  * --compute bf16 (or auto on an AMX CPU) switches the model to bf16 compute
  * (model_set_compute: one bf16 copy per frozen matrix, products through
  * oneDNN) and times the same step; its peak is then oneDNN's bf16 matmul on
- * the same shapes, with the weights held as the model holds them. */
+ * the same shapes, with the weights held as the model holds them.
+ *
+ * --profile adds a table: ms per step and share of the step of each kernel
+ * category (step_prof.h), summed over the timed steps; without it the step
+ * reads no clock beyond the forward/backward split. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -32,12 +36,14 @@
 #include "model_bf16.h"
 #include "optim.h"
 #include "rng.h"
+#include "step_prof.h"
 
 typedef struct {
     const char *arch, *targets, *compute;
     long layers, dim, heads, kv_heads, vocab, ctx, inter, batch, seq, rank, threads, steps,
         warmup, seed;
     float alpha, peak_seconds;
+    int profile;
 } bench_opts;
 
 /* ---- analytic FLOPs ----------------------------------------------------- */
@@ -251,9 +257,10 @@ static void perturb_b(const lora_layout *L, float *p, unsigned long long seed)
         rng_fill_normal(&r, p + L->m[i].b_off, (size_t)L->m[i].out * L->r, 0.01f);
 }
 
-/* Warm-up then timed steps: loss and gradient, mean over tokens, clip, AdamW. */
+/* Warm-up then timed steps: loss and gradient, mean over tokens, clip, AdamW.
+ * prof (may be NULL) receives the kernels' seconds of the timed steps. */
 static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, step_times *st,
-                     pl_err *e)
+                     step_prof *prof, pl_err *e)
 {
     int B = (int)o->batch, T = (int)o->seq, N = B * T, total = (int)(o->warmup + o->steps);
     size_t np = L->n_params;
@@ -275,7 +282,11 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
             tok[i] = (int32_t)rng_below(&r, (uint64_t)m->cfg.vocab);
     }
     memset(st, 0, sizeof *st);
+    if (a)
+        model_acts_profile(a, prof);
     for (int s = 0; rc == 0 && s < total; s++) {
+        if (prof && s == o->warmup)
+            memset(prof, 0, sizeof *prof);
         double t0 = clock_now(), tf, tb;
         double loss = model_loss_grad(m, a, L, p, g, tok, tok + 1, (unsigned long long)s) / N;
         model_acts_timing(a, &tf, &tb);
@@ -289,6 +300,8 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
             g[i] *= k;
         opt_update(&oc, p, g, mo, vo, np, opt_lr(&oc, s), s + 1);
         double t2 = clock_now();
+        if (prof)
+            prof->sec[SP_OPTIMIZER] += t2 - t1;
         if (!isfinite(loss))
             rc = pl_errf(e, "step %d: loss is not finite", s);
         if (s < o->warmup)
@@ -381,6 +394,21 @@ static void print_steps(const step_times *st, const bench_opts *o, flops f, doub
     printf("tokens/s %.1f\n", tok * n / st->total);
 }
 
+/* The profile as a table: ms per step and share of the step per category,
+ * then their sum against the step (what no category covers: loop, clock). */
+static void print_profile(const step_prof *p, const step_times *st, const bench_opts *o)
+{
+    double n = (double)o->steps, sum = 0;
+    printf("profile (ms/step over the timed steps; categories exclusive):\n");
+    for (int c = 0; c < SP_N; c++) {
+        sum += p->sec[c];
+        printf("  %-20s %9.2f ms %6.1f%%\n", sp_name((sp_cat)c), 1e3 * p->sec[c] / n,
+               100 * p->sec[c] / st->total);
+    }
+    printf("  %-20s %9.2f ms %6.1f%% of the step %.2f ms\n", "sum", 1e3 * sum / n,
+           100 * sum / st->total, 1e3 * st->total / n);
+}
+
 static int bench_run(const bench_opts *o, pl_err *e, int *status)
 {
     model_config c;
@@ -424,13 +452,17 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
         printf("peak, FLOP-weighted over those products: %.1f GFLOP/s\n", peak);
     if (rc == 0) {
         step_times st;
+        step_prof prof;
         fflush(stdout);
-        rc = run_steps(&m, &L, o, &st, e);
+        model_bf16_time_convert(&m, o->profile ? &prof.sec[SP_CONVERT] : NULL);
+        rc = run_steps(&m, &L, o, &st, o->profile ? &prof : NULL, e);
         if (rc == 0 && bf16)
             printf("bf16 scratch shared by the products: %.1f MB\n",
                    model_bf16_scratch_bytes(&m) / 1e6);
         if (rc == 0)
             print_steps(&st, o, f, peak);
+        if (rc == 0 && o->profile)
+            print_profile(&prof, &st, o);
     }
     lora_layout_free(&L);
     model_free(&m);
@@ -440,7 +472,7 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o = {"gpt2", "c_attn", "fp32", 12, 768, 12, 0, 50257, 0, 0, 4, 256, 8, 0, 10, 2,
-                    1, 16.0f, 0.5f};
+                    1, 16.0f, 0.5f, 0};
     fl_spec specs[] = {
         {.name = "arch", .type = FL_STR, .dst = &o.arch, .help = "gpt2 or llama (gpt2)"},
         {.name = "layers", .type = FL_INT, .dst = &o.layers,
@@ -478,6 +510,8 @@ int cmd_bench(int argc, char **argv)
          .help = "random seed (1)", .min = 0, .max = 1e18},
         {.name = "peak-seconds", .type = FL_FLOAT, .dst = &o.peak_seconds,
          .help = "time per product for the peak (0.5)", .min = 0, .max = 60},
+        {.name = "profile", .type = FL_BOOL, .dst = &o.profile,
+         .help = "time each kernel category of the step and print the table"},
         {.name = NULL},
     };
     pl_err e;

@@ -350,6 +350,46 @@ static void test_plain_acc_arena(void **state)
     free(y), free(dx), free(yd), free(dd);
 }
 
+/* An input rounded once (dm_to_bf16) and handed to several maps: each
+ * dm_linear_fwd_bf16 gives dm_linear_fwd's y bit for bit (with bias, and
+ * accumulating), and dm_to_bf16 rounds as round_bf16 does. */
+static void test_prerounded_input(void **state)
+{
+    (void)state;
+    pl_err e;
+    int N = 37, OUT2 = 24;
+    float *w = frand((size_t)IN * OUT, 0.05f, 21), *w2 = frand((size_t)IN * OUT2, 0.05f, 22);
+    float *b = frand(OUT, 1.0f, 23), *x = frand((size_t)N * IN, 1.0f, 24);
+    float *y0 = frand((size_t)N * OUT, 0.5f, 25);
+    uint16_t *xb = malloc((size_t)N * IN * sizeof *xb);
+    float *ya = malloc((size_t)N * OUT * sizeof *ya), *yb = malloc((size_t)N * OUT * sizeof *yb);
+    dm_to_bf16(xb, x, N, IN);
+    for (size_t i = 0; i < (size_t)N * IN; i++)
+        assert_int_equal(xb[i], bf16_bits(round_bf16(x[i])));
+    dm_arena *arena = dm_arena_new();
+    dm_linear *h = dm_linear_pack(w, DM_F32, DM_OUT_IN, IN, OUT, DM_FWD_BWD_ONE, &e);
+    dm_linear *h2 = dm_linear_pack(w2, DM_F32, DM_IN_OUT, IN, OUT2, DM_FWD_BWD_ONE, &e);
+    assert_non_null(h), assert_non_null(h2);
+    dm_linear_use_arena(h, arena), dm_linear_use_arena(h2, arena);
+    for (int acc = 0; acc <= 1; acc++) {
+        memcpy(ya, y0, (size_t)N * OUT * sizeof *ya), memcpy(yb, y0, (size_t)N * OUT * sizeof *yb);
+        int rc = acc ? dm_linear_fwd_acc(h, x, ya, b, N, &e) : dm_linear_fwd(h, x, ya, b, N, &e);
+        assert_int_equal(rc, 0);
+        assert_int_equal(dm_linear_fwd_bf16(h, xb, yb, b, N, acc, &e), 0);
+        assert_memory_equal(ya, yb, (size_t)N * OUT * sizeof *ya);
+        /* a second map reads the same xb; then the first again, no bias */
+        assert_int_equal(dm_linear_fwd(h2, x, ya, NULL, N, &e), 0);
+        assert_int_equal(dm_linear_fwd_bf16(h2, xb, yb, NULL, N, 0, &e), 0);
+        assert_memory_equal(ya, yb, (size_t)N * OUT2 * sizeof *ya);
+        assert_int_equal(dm_linear_fwd(h, x, ya, NULL, N, &e), 0);
+        assert_int_equal(dm_linear_fwd_bf16(h, xb, yb, NULL, N, 0, &e), 0);
+        assert_memory_equal(ya, yb, (size_t)N * OUT * sizeof *ya);
+    }
+    assert_int_equal(dm_linear_fwd_bf16(h, NULL, yb, NULL, N, 0, &e), -1);
+    dm_free(h), dm_free(h2), dm_arena_free(arena);
+    free(w), free(w2), free(b), free(x), free(y0), free(xb), free(ya), free(yb);
+}
+
 /* A plain copy in caller memory: made before it is filled (a shared copy
  * another process writes), then filled; the same bf16 bytes and results as
  * dm_linear_pack's own copy, and a second wrap of the memory sees them. */
@@ -482,6 +522,7 @@ int main(void)
         cmocka_unit_test(test_bf16_source),
         cmocka_unit_test(test_plain_acc_arena),
         cmocka_unit_test(test_wrap),
+        cmocka_unit_test(test_prerounded_input),
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_rejections),
 #else

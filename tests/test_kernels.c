@@ -528,6 +528,65 @@ static void test_lora(void **state)
     free(dx), free(dx0), free(dA), free(dA0), free(dB), free(dB0);
 }
 
+/* The grouped LoRA of G maps reading one x (k_lora_fwd_group /
+ * k_lora_bwd_group) against k_lora_fwd / k_lora_bwd map by map (which
+ * test_lora checks against finite differences): the same u, y, dA, dB and
+ * dx to within fp32 rounding, with dx and without. */
+static void test_lora_group(void **state)
+{
+    (void)state;
+    enum { G = 3, N = 33, IN = 40, R = 4 };
+    const int out[G] = {24, 8, 16};
+    const float s = 1.5f;
+    float *x = tu_fnew(N * IN), *du = tu_fnew(N * R), *dx0 = tu_fnew(N * IN);
+    float *dx1 = tu_fnew(N * IN), *dx2 = tu_fnew(N * IN);
+    float *scratch = tu_fnew(k_lora_group_scratch(G, N, IN, R));
+    float *A[G], *B[G], *y1[G], *y2[G], *u1[G], *u2[G], *dy[G], *dA1[G], *dA2[G], *dB1[G], *dB2[G];
+    fill_normal(x, N * IN, 1, 60);
+    fill_normal(dx0, N * IN, 1, 61);
+    for (int g = 0; g < G; g++) {
+        int o = out[g];
+        A[g] = tu_fnew(R * IN), B[g] = tu_fnew(o * R), dy[g] = tu_fnew(N * o);
+        y1[g] = tu_fnew(N * o), y2[g] = tu_fnew(N * o), u1[g] = tu_fnew(N * R);
+        u2[g] = tu_fnew(N * R), dA1[g] = tu_fnew(R * IN), dA2[g] = tu_fnew(R * IN);
+        dB1[g] = tu_fnew(o * R), dB2[g] = tu_fnew(o * R);
+        fill_normal(A[g], R * IN, 0.5f, 62 + 10 * g);
+        fill_normal(B[g], o * R, 0.5f, 63 + 10 * g);
+        fill_normal(dy[g], N * o, 1, 64 + 10 * g);
+        fill_normal(y1[g], N * o, 1, 65 + 10 * g);
+        fill_normal(dA1[g], R * IN, 1, 66 + 10 * g);
+        fill_normal(dB1[g], o * R, 1, 67 + 10 * g);
+        memcpy(y2[g], y1[g], sizeof(float) * N * o);
+        memcpy(dA2[g], dA1[g], sizeof(float) * R * IN);
+        memcpy(dB2[g], dB1[g], sizeof(float) * o * R);
+    }
+    for (int with_dx = 1; with_dx >= 0; with_dx--) {
+        memcpy(dx1, dx0, sizeof(float) * N * IN);
+        memcpy(dx2, dx0, sizeof(float) * N * IN);
+        for (int g = 0; g < G; g++) {
+            k_lora_fwd(y1[g], u1[g], x, A[g], B[g], N, IN, out[g], R, s);
+            k_lora_bwd(with_dx ? dx1 : NULL, dA1[g], dB1[g], du, dy[g], x, u1[g], A[g], B[g], N,
+                       IN, out[g], R, s);
+        }
+        fill_const(scratch, k_lora_group_scratch(G, N, IN, R), NAN);   /* all scratch */
+        k_lora_fwd_group(y2, u2, x, (const float *const *)A, (const float *const *)B, out, G, N,
+                         IN, R, s, scratch);
+        k_lora_bwd_group(with_dx ? dx2 : NULL, dA2, dB2, (const float *const *)dy, x,
+                         (const float *const *)u2, (const float *const *)A,
+                         (const float *const *)B, out, G, N, IN, R, s, scratch);
+        for (int g = 0; g < G; g++) {
+            int o = out[g];
+            assert_true(tu_rel_err_f(u2[g], tu_to_double(u1[g], N * R), N * R) < 1e-6);
+            assert_true(tu_rel_err_f(y2[g], tu_to_double(y1[g], N * o), N * o) < 1e-6);
+            assert_true(tu_rel_err_f(dA2[g], tu_to_double(dA1[g], R * IN), R * IN) < 1e-6);
+            assert_true(tu_rel_err_f(dB2[g], tu_to_double(dB1[g], o * R), o * R) < 1e-6);
+        }
+        assert_true(tu_rel_err_f(dx2, tu_to_double(dx1, N * IN), N * IN) < 1e-6);
+        if (!with_dx)
+            assert_memory_equal(dx2, dx0, sizeof(float) * N * IN);
+    }
+}
+
 /* ---- attention ------------------------------------------------------------------- */
 
 typedef struct {
@@ -934,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_linear_torch),
         cmocka_unit_test(test_linear_conv1d),
         cmocka_unit_test(test_lora),
+        cmocka_unit_test(test_lora_group),
         cmocka_unit_test(test_attention_mha_fused),
         cmocka_unit_test(test_attention_mha_separate),
         cmocka_unit_test(test_attention_gqa_separate),

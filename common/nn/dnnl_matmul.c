@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "clock.h"
 
 #ifndef PSLORA_HAVE_DNNL
 
@@ -77,6 +78,20 @@ size_t dm_arena_bytes(const dm_arena *a)
     return 0;
 }
 void dm_arena_free(dm_arena *a) { (void)a; }
+void dm_arena_time_convert(dm_arena *a, double *sec) { (void)a, (void)sec; }
+
+void dm_to_bf16(uint16_t *xb, const float *x, int N, int K)
+{
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        xb[i] = bf16_from_f32(x[i]);
+}
+
+int dm_linear_fwd_bf16(dm_linear *h, const uint16_t *xb, float *y, const float *bias, int N,
+                       int acc, pl_err *e)
+{
+    (void)h, (void)xb, (void)y, (void)bias, (void)N, (void)acc;
+    return pl_errf(e, NO_DNNL);
+}
 
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e)
 {
@@ -119,6 +134,7 @@ typedef struct {
 struct dm_arena {
     dm_buf xb;        /* bf16 activations */
     dm_buf scratch;   /* oneDNN scratchpad */
+    double *convert_sec;   /* NULL, or where the seconds of to_bf16 go */
 };
 
 struct dm_linear {
@@ -493,6 +509,9 @@ static dm_prim *prim_get(dm_linear *h, int N, int kind, pl_err *e)
     return victim;
 }
 
+static int exec_prim(dm_linear *h, dm_prim *p, int o, const uint16_t *xb, float *dst,
+                     const float *bias, pl_err *e);
+
 /* Runs (N, kind) on src (fp32 [N,K], rounded into the arena) writing dst. */
 static int run(dm_linear *h, int N, int kind, const float *src, float *dst, const float *bias,
                pl_err *e)
@@ -503,10 +522,20 @@ static int run(dm_linear *h, int N, int kind, const float *src, float *dst, cons
     dm_prim *p = prim_get(h, N, kind, e);
     if (!p)
         return -1;
+    double t0 = h->arena->convert_sec ? clock_now() : 0;
     to_bf16(h->arena->xb.p, src, N, K);
+    if (h->arena->convert_sec)
+        *h->arena->convert_sec += clock_now() - t0;
+    return exec_prim(h, p, o, h->arena->xb.p, dst, bias, e);
+}
+
+/* Executes primitive p (orientation o) on the bf16 source xb, writing dst. */
+static int exec_prim(dm_linear *h, dm_prim *p, int o, const uint16_t *xb, float *dst,
+                     const float *bias, pl_err *e)
+{
     dnnl_exec_arg_t args[5];
     int n = 0;
-    dnnl_status_t s = dnnl_memory_set_data_handle(p->src, h->arena->xb.p);
+    dnnl_status_t s = dnnl_memory_set_data_handle(p->src, (void *)xb);
     if (s == dnnl_success)
         s = dnnl_memory_set_data_handle(p->dst, dst);
     if (s == dnnl_success && p->bias)
@@ -547,6 +576,18 @@ int dm_linear_fwd_acc(dm_linear *h, const float *x, float *y, const float *bias,
                       pl_err *e)
 {
     return fwd(h, x, y, bias, N, 1, e);
+}
+
+void dm_to_bf16(uint16_t *xb, const float *x, int N, int K) { to_bf16(xb, x, N, K); }
+
+int dm_linear_fwd_bf16(dm_linear *h, const uint16_t *xb, float *y, const float *bias, int N,
+                       int acc, pl_err *e)
+{
+    if (!h || !xb || !y || N < 1)
+        return pl_errf(e, "bf16 matmul: bad forward call (N %d)", N);
+    int kind = (bias ? KB_BIAS : 0) | (acc ? KB_ACC : 0);
+    dm_prim *p = prim_get(h, N, kind, e);
+    return p ? exec_prim(h, p, 0, xb, y, bias, e) : -1;
 }
 
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e)
@@ -590,6 +631,12 @@ void dm_linear_use_arena(dm_linear *h, dm_arena *a)
 }
 
 size_t dm_arena_bytes(const dm_arena *a) { return a ? a->xb.cap + a->scratch.cap : 0; }
+
+void dm_arena_time_convert(dm_arena *a, double *sec)
+{
+    if (a)
+        a->convert_sec = sec;
+}
 
 void dm_arena_free(dm_arena *a)
 {

@@ -36,6 +36,8 @@
 #ifndef PSLORA_DNNL_MATMUL_H
 #define PSLORA_DNNL_MATMUL_H
 
+#include <stdint.h>
+
 #include "err.h"
 
 typedef struct dm_linear dm_linear;
@@ -87,6 +89,17 @@ int dm_linear_fwd(dm_linear *h, const float *x, float *y, const float *bias, int
 int dm_linear_fwd_acc(dm_linear *h, const float *x, float *y, const float *bias, int N,
                       pl_err *e);
 
+/* The forward on an input already rounded to bf16 (dm_to_bf16), for
+ * several maps reading the same x (Llama's q, k, v; gate, up): x is then
+ * rounded once instead of once per map.  y = xb W^T + bias, or y += that
+ * when acc != 0; the same result, bit for bit, as dm_linear_fwd(_acc) on
+ * the fp32 x.  xb [N,in] bf16 bits, row-major. */
+int dm_linear_fwd_bf16(dm_linear *h, const uint16_t *xb, float *y, const float *bias, int N,
+                       int acc, pl_err *e);
+/* xb[N*K] = bf16(x[N*K]), rounded as every product rounds its input
+ * (bf16.h), on omp_get_max_threads() threads. */
+void dm_to_bf16(uint16_t *xb, const float *x, int N, int K);
+
 /* dx[N,in] = dy[N,out] W, or dx += dy W when accumulate != 0.  The handle
  * must have been packed with DM_FWD_BWD or DM_FWD_BWD_ONE. */
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e);
@@ -104,6 +117,9 @@ void dm_free(dm_linear *h);
 dm_arena *dm_arena_new(void);
 /* Makes h use a (before its first call; a must outlive h). */
 void dm_linear_use_arena(dm_linear *h, dm_arena *a);
+/* Makes every later call through a's handles add the seconds it spends
+ * rounding its fp32 input to bf16 to *sec (NULL: stop).  For profiles. */
+void dm_arena_time_convert(dm_arena *a, double *sec);
 /* Bytes the arena holds now. */
 size_t dm_arena_bytes(const dm_arena *a);
 void dm_arena_free(dm_arena *a);

@@ -432,6 +432,54 @@ void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, con
         k_gemm(CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, du, r, A, in, 1.0f, dx, in);
 }
 
+size_t k_lora_group_scratch(int G, int N, int in, int r)
+{
+    return 2 * (size_t)G * r * in + (size_t)N * G * r;   /* Acat, dAcat, U or DU */
+}
+
+/* Acat [G r, in]: the A_g one under the other. */
+static void lora_stack_a(float *Acat, const float *const *A, int G, int in, int r)
+{
+    for (int g = 0; g < G; g++)
+        memcpy(Acat + (size_t)g * r * in, A[g], (size_t)r * in * sizeof *Acat);
+}
+
+void k_lora_fwd_group(float *const *y, float *const *u, const float *x, const float *const *A,
+                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
+                      float *scratch)
+{
+    int Gr = G * r;
+    float *Acat = scratch, *U = scratch + 2 * (size_t)Gr * in;
+    lora_stack_a(Acat, A, G, in, r);
+    k_gemm(CblasNoTrans, CblasTrans, N, Gr, in, 1.0f, x, in, Acat, in, 0.0f, U, Gr);
+    for (int g = 0; g < G; g++) {
+        for (int n = 0; n < N; n++)   /* u_g: columns g r .. g r + r - 1 of U */
+            memcpy(u[g] + (size_t)n * r, U + (size_t)n * Gr + (size_t)g * r, r * sizeof *U);
+        k_gemm(CblasNoTrans, CblasTrans, N, out[g], r, s, u[g], r, B[g], r, 1.0f, y[g], out[g]);
+    }
+}
+
+void k_lora_bwd_group(float *dx, float *const *dA, float *const *dB, const float *const *dy,
+                      const float *x, const float *const *u, const float *const *A,
+                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
+                      float *scratch)
+{
+    int Gr = G * r;
+    float *Acat = scratch, *dAcat = scratch + (size_t)Gr * in, *DU = dAcat + (size_t)Gr * in;
+    for (int g = 0; g < G; g++) {   /* dB_g += s dy_g^T u_g;  du_g = s dy_g B_g into DU */
+        k_gemm(CblasTrans, CblasNoTrans, out[g], r, N, s, dy[g], out[g], u[g], r, 1.0f, dB[g], r);
+        k_gemm(CblasNoTrans, CblasNoTrans, N, r, out[g], s, dy[g], out[g], B[g], r, 0.0f,
+               DU + (size_t)g * r, Gr);
+    }
+    k_gemm(CblasTrans, CblasNoTrans, Gr, in, N, 1.0f, DU, Gr, x, in, 0.0f, dAcat, in);
+    for (int g = 0; g < G; g++)
+        k_add(dA[g], dAcat + (size_t)g * r * in, (size_t)r * in);
+    if (!dx)
+        return;
+    lora_stack_a(Acat, A, G, in, r);
+    k_gemm(CblasNoTrans, CblasNoTrans, N, in, Gr, 1.0f, DU, Gr, Acat, in, 1.0f, dx, in);
+}
+
 /* ---- attention ------------------------------------------------------------------ */
 
 /* Rows t0..t1-1 of the scores S [T,T], filled for columns 0..t1-1: row t becomes

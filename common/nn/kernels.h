@@ -79,6 +79,25 @@ void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, con
                 const float *u, const float *A, const float *B, int N, int in, int out, int r,
                 float s);
 
+/* LoRA of G maps that read the same x [N,in] (Llama's q, k, v; gate, up),
+ * each with its own A_g [r,in], B_g [out_g,r], u_g [N,r], y_g [N,out_g]:
+ * k_lora_fwd / k_lora_bwd of every map, with the products that read x or
+ * write dx made once for all G (x and dx pass through memory once):
+ *   U [N,G r] = x Acat^T,  Acat = [A_0; ...; A_{G-1}] [G r, in]
+ *   dAcat [G r,in] = DU^T x,  dx [N,in] += DU Acat,  DU = [du_0 ... du_{G-1}]
+ * The same sums as the per-map kernels but summed in another order (dx over
+ * G r terms at once): equal to within fp32 rounding, not bit for bit.
+ * scratch: k_lora_group_scratch(G, N, in, r) floats. */
+size_t k_lora_group_scratch(int G, int N, int in, int r);
+void k_lora_fwd_group(float *const *y, float *const *u, const float *x, const float *const *A,
+                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
+                      float *scratch);
+/* dy_g [N,out_g]; dA_g, dB_g accumulate; dx (may be NULL) accumulates. */
+void k_lora_bwd_group(float *dx, float *const *dA, float *const *dB, const float *const *dy,
+                      const float *x, const float *const *u, const float *const *A,
+                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
+                      float *scratch);
+
 /* Causal softmax attention with H query heads, Hk key/value heads (H % Hk == 0;
  * query head h reads kv head h / (H/Hk)), head size D, scale 1/sqrt(D).
  * Row (b,t) of head h: q + (b*T+t)*ldq + h*D, likewise k (ldk), v (ldv).

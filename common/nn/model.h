@@ -210,6 +210,10 @@ const int32_t *model_acts_predictions(const model_acts *a);
 /* Seconds spent in the forward (incl. the fused head) and backward parts of
  * the last model_loss_grad call. */
 void model_acts_timing(const model_acts *a, double *fwd, double *bwd);
+/* Makes every later pass with a add its kernels' seconds to p (step_prof.h;
+ * NULL: no profile, the default).  p must outlive the passes. */
+struct step_prof;
+void model_acts_profile(model_acts *a, struct step_prof *p);
 
 /* Forward pass on inp/tgt [B,T] (int32 tokens), and the backward pass when
  * grad != NULL.  Returns the *sum* of the token losses (double).  grad, laid

@@ -37,6 +37,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cpu.h"
 #include "dnnl_matmul.h"
 #include "kernels.h"
@@ -364,6 +365,12 @@ size_t model_bf16_scratch_bytes(const model *m)
     return m->bf16 ? dm_arena_bytes(m->bf16->arena) : 0;
 }
 
+void model_bf16_time_convert(model *m, double *sec)
+{
+    if (m->bf16)
+        dm_arena_time_convert(m->bf16->arena, sec);
+}
+
 size_t model_bf16_region(const model *m, int *owned)
 {
     *owned = m->bf16 && m->bf16->own;
@@ -382,6 +389,16 @@ int mb_linear_fwd(const model_linear *lin, float *y, const float *x, const float
     return dm_linear_fwd_acc(lin->dm, x, y, lin->b, N, e);
 }
 
+int mb_linear_fwd_bf16(const model_linear *lin, float *y, const uint16_t *xb, const float *res,
+                       int N, pl_err *e)
+{
+    if (res && res != y)
+        memcpy(y, res, (size_t)N * lin->out * sizeof *y);
+    return dm_linear_fwd_bf16(lin->dm, xb, y, lin->b, N, res != NULL, e);
+}
+
+void mb_to_bf16(uint16_t *xb, const float *x, int N, int K) { dm_to_bf16(xb, x, N, K); }
+
 int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
                   pl_err *e)
 {
@@ -391,7 +408,7 @@ int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, in
 size_t mb_head_scratch(const model_config *c) { return (size_t)MB_HEAD_ROWS * c->vocab; }
 
 double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
-                    const int32_t *tgt, int N, int *rc, pl_err *e)
+                    const int32_t *tgt, int N, double *xent_sec, int *rc, pl_err *e)
 {
     int C = m->cfg.n_embd, V = m->cfg.vocab;
     double loss = 0.0;
@@ -399,8 +416,11 @@ double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
     for (int n0 = 0; n0 < N && *rc == 0; n0 += MB_HEAD_ROWS) {
         int R = N - n0 < MB_HEAD_ROWS ? N - n0 : MB_HEAD_ROWS;
         *rc = dm_linear_fwd(m->bf16->head, x + (size_t)n0 * C, scratch, NULL, R, e);
+        double t0 = xent_sec ? clock_now() : 0;
         if (*rc == 0)
             loss += k_xent_rows(scratch, tgt + n0, R, V, dx != NULL);
+        if (xent_sec)
+            *xent_sec += clock_now() - t0;
         if (*rc == 0 && dx)
             *rc = dm_linear_bwd_x(m->bf16->head, scratch, dx + (size_t)n0 * C, R, 0, e);
     }

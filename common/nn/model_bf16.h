@@ -88,6 +88,10 @@ size_t model_matrix_bytes(const model *m);
 /* bf16: bytes of the scratch the products share (bf16 activations, oneDNN
  * scratchpad), as grown by the calls so far; 0 for fp32. */
 size_t model_bf16_scratch_bytes(const model *m);
+/* bf16: makes every later product add the seconds it spends rounding its
+ * fp32 input to bf16 to *sec (NULL: stop; a profile's SP_CONVERT, see
+ * step_prof.h).  No effect for fp32. */
+void model_bf16_time_convert(model *m, double *sec);
 /* Bytes of the plain copies' region (0: none, i.e. fp32 or forward only);
  * *owned = 1 when the model allocated it, 0 when a store provides it. */
 size_t model_bf16_region(const model *m, int *owned);
@@ -96,6 +100,12 @@ size_t model_bf16_region(const model *m, int *owned);
 int mb_linear_fwd(const model_linear *lin, float *y, const float *x, const float *res, int N,
                   pl_err *e);
 /* dx[N,in] = dy[N,out] W, or dx += dy W with accumulate. */
+/* As mb_linear_fwd on x already rounded to bf16 (mb_to_bf16): for maps
+ * that read the same x, rounded once.  Bit for bit mb_linear_fwd's y. */
+int mb_linear_fwd_bf16(const model_linear *lin, float *y, const uint16_t *xb, const float *res,
+                       int N, pl_err *e);
+/* xb [N,K] = x rounded to bf16 as the products round it. */
+void mb_to_bf16(uint16_t *xb, const float *x, int N, int K);
 int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
                   pl_err *e);
 
@@ -106,9 +116,10 @@ size_t mb_head_scratch(const model_config *c);
  *   loss  += sum_i -log softmax(logits_i)[tgt_i]        (k_xent_rows, fp32)
  *   dx_chunk = (softmax - onehot) E                     [R,C] (bf16 product)
  * Returns the summed loss (tgt < 0: ignored, as k_lmhead_xent); dx may be
- * NULL.  *rc becomes -1 (e filled) when a product fails. */
+ * NULL.  *rc becomes -1 (e filled) when a product fails.  xent_sec (may be
+ * NULL) gains the seconds of the softmax-xent part (a profile's). */
 double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
-                    const int32_t *tgt, int N, int *rc, pl_err *e);
+                    const int32_t *tgt, int N, double *xent_sec, int *rc, pl_err *e);
 /* logits[V] = x[C] E^T (one row, generation). */
 int mb_head_logits(const model *m, const float *x, float *logits, pl_err *e);
 

@@ -48,11 +48,13 @@
 #include "model.h"
 #include "model_bf16.h"
 #include "rng.h"
+#include "step_prof.h"
 
 #include <cblas.h>
 
 #define XENT_CHUNK 1024
 #define MLM_CHUNK 128   /* rows of the MLM decoder's logits at a time */
+#define MODEL_GROUP_MAX 3   /* maps reading one input: Llama's q, k, v */
 
 /* Saved activations of one layer (all [N, ...] row-major). */
 typedef struct {
@@ -74,6 +76,8 @@ struct model_acts {
     float *res_out;      /* output of the last block [N,C] */
     float *hf, *mf, *rf; /* final norm */
     float *xent;         /* XENT_CHUNK * V */
+    uint16_t *xb;        /* bf16: a norm's output rounded once for the maps reading it [N,C] */
+    float *lgrp;         /* Llama with LoRA: scratch of the grouped LoRA (k_lora_group_scratch) */
     float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
     /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
     float **u, **xd, **mask;
@@ -88,6 +92,7 @@ struct model_acts {
     int32_t *len, *idx, *htgt;
     float *pin, *ppre, *pout, *logits, *xm, *t1, *t2, *t3, *tm, *tr;
     double t_fwd, t_bwd; /* seconds of the last pass (bench) */
+    step_prof *prof;     /* NULL, or where kernel seconds go (model_acts_profile) */
     int failed;          /* a bf16 product failed in the last pass: err says why */
     pl_err err;
     float *block;        /* one allocation holding everything above */
@@ -154,10 +159,14 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
                                            : k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
     if (c->arch == ARCH_BERT)
         bert_carve(a, base, &off, c);
+    if (m->compute == MODEL_BF16)   /* N*C bf16 in floats' room */
+        a->xb = (uint16_t *)carve(base, &off, (N * C + 1) / 2);
     if (c->arch == ARCH_LLAMA) {
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
     }
+    if (L && c->arch == ARCH_LLAMA)
+        a->lgrp = carve(base, &off, k_lora_group_scratch(MODEL_GROUP_MAX, (int)N, (int)C, L->r));
     int drop = L && L->dropout > 0;
     for (int i = 0; i < a->n_mod; i++) {
         a->u[i] = carve(base, &off, N * L->r);
@@ -215,6 +224,22 @@ void model_acts_timing(const model_acts *a, double *fwd, double *bwd)
     *bwd = a->t_bwd;
 }
 
+void model_acts_profile(model_acts *a, step_prof *p) { a->prof = p; }
+
+static const char *const sp_names[SP_N][2] = {
+    [SP_LINEAR_FWD] = {"frozen linear fwd", "linear_fwd"},
+    [SP_LINEAR_BWD] = {"frozen linear bwd", "linear_bwd"},
+    [SP_HEAD] = {"lm head fwd+bwd", "head"},
+    [SP_ATTENTION] = {"attention", "attention"},
+    [SP_ELEMENTWISE] = {"elementwise", "elementwise"},
+    [SP_LORA] = {"LoRA products", "lora"},
+    [SP_CONVERT] = {"f32->bf16", "convert"},
+    [SP_OPTIMIZER] = {"optimizer", "optimizer"},
+};
+
+const char *sp_name(sp_cat c) { return c < SP_N ? sp_names[c][0] : "?"; }
+const char *sp_key(sp_cat c) { return c < SP_N ? sp_names[c][1] : "?"; }
+
 const char *model_acts_error(const model_acts *a) { return a->failed ? a->err.msg : NULL; }
 
 const int32_t *model_acts_predictions(const model_acts *a) { return a->htgt; }
@@ -266,6 +291,36 @@ static void note(const pass *ps, int rc, const pl_err *e)
     }
 }
 
+/* The profile's clock at the start of a kernel call: the time and the
+ * conversions counted so far (they run inside the bf16 products). */
+typedef struct {
+    double t, conv;
+} prof_mark;
+
+static prof_mark prof_start(const model_acts *a)
+{
+    prof_mark m = {0, 0};
+    if (a->prof)
+        m.t = clock_now(), m.conv = a->prof->sec[SP_CONVERT];
+    return m;
+}
+
+/* Adds the seconds since m, less the conversions made meanwhile, to c. */
+static void prof_stop(const model_acts *a, sp_cat c, prof_mark m)
+{
+    step_prof *p = a->prof;
+    if (p)
+        p->sec[c] += clock_now() - m.t - (p->sec[SP_CONVERT] - m.conv);
+}
+
+/* Runs the statement `call` as one kernel call of category c of the profile. */
+#define PROF(ps, c, call)                       \
+    do {                                        \
+        prof_mark prof_t_ = prof_start((ps)->a); \
+        call;                                   \
+        prof_stop((ps)->a, (c), prof_t_);       \
+    } while (0)
+
 /* The LoRA input of module i for input x: x itself, or x after dropout. */
 static const float *lora_input(const pass *ps, int i)
 {
@@ -299,18 +354,29 @@ static void norm_bwd_w(const pass *ps, const float *w, const float *b, const flo
 }
 
 /* y[N,out] = (res +) x W (+b) + s (x A^T) B^T for an adapted map; res may be
- * NULL (y may be res). */
-static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
-                            const float *res, int N)
+ * NULL (y may be res).  xb: x already rounded to bf16 for a bf16 map, or NULL. */
+static void frozen_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
+                            const uint16_t *xb, const float *res, int N)
 {
-    if (lin->dm) {
+    prof_mark t = prof_start(ps->a);
+    if (lin->dm && xb) {
+        pl_err e;
+        note(ps, mb_linear_fwd_bf16(lin, y, xb, res, N, &e), &e);
+    } else if (lin->dm) {
         pl_err e;
         note(ps, mb_linear_fwd(lin, y, x, res, N, &e), &e);
     } else {
         k_linear_fwd_res(y, res, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
     }
+    prof_stop(ps->a, SP_LINEAR_FWD, t);
+}
+
+/* y[N,out] += s (x A^T) B^T when lin is adapted (after dropout when training). */
+static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x, int N)
+{
     if (lin->lora < 0 || !ps->p)
         return;
+    prof_mark t = prof_start(ps->a);
     const lora_module *mod = &ps->L->m[lin->lora];
     const float *xin = x;
     if (ps->a->xd[lin->lora] && ps->grad) {
@@ -319,24 +385,21 @@ static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, c
     }
     k_lora_fwd(y, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N, lin->in,
                lin->out, ps->L->r, ps->L->scale);
+    prof_stop(ps->a, SP_LORA, t);
 }
 
-/* dx[N,in] = beta dx + dy W (+ LoRA's dx) when dx != NULL; LoRA gradients
- * accumulate.  beta is 0 or 1. */
-static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
-                            const float *x, float beta, int N)
+/* The frozen product and the LoRA of one map (see frozen_fwd_rows). */
+static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
+                            const uint16_t *xb, const float *res, int N)
 {
-    if (dx && lin->dm) {
-        pl_err e;
-        note(ps, mb_linear_bwd(lin, dx, dy, N, beta != 0.0f, &e), &e);
-    } else if (dx) {
-        k_linear_bwd(dx, dy, lin->w, N, lin->in, lin->out, lin->conv1d, beta);
-    }
-    float *dw = grad_of(ps, lin->w);
-    if (dw)
-        k_linear_bwd_w(dw, grad_of(ps, lin->b), dy, x, N, lin->in, lin->out, lin->conv1d);
-    if (lin->lora < 0 || !ps->p)
-        return;
+    frozen_fwd_rows(ps, lin, y, x, xb, res, N);
+    lora_fwd_rows(ps, lin, y, x, N);
+}
+
+/* The LoRA part of linear_bwd_rows: dA, dB and (dx != NULL) dx += the LoRA's dx. */
+static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                          const float *x, int N)
+{
     const lora_module *mod = &ps->L->m[lin->lora];
     const float *A = ps->p + mod->a_off, *B = ps->p + mod->b_off;
     const float *xin = lora_input(ps, lin->lora);
@@ -360,11 +423,122 @@ static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, 
         dx[k] += tmp[k] * mask[k];
 }
 
+/* dx[N,in] = beta dx + dy W when dx != NULL (and dW, db with --full);
+ * linear_bwd_rows adds the LoRA's dx and accumulates its gradients.  beta
+ * is 0 or 1. */
+static void frozen_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                            const float *x, float beta, int N)
+{
+    prof_mark t = prof_start(ps->a);
+    if (dx && lin->dm) {
+        pl_err e;
+        note(ps, mb_linear_bwd(lin, dx, dy, N, beta != 0.0f, &e), &e);
+    } else if (dx) {
+        k_linear_bwd(dx, dy, lin->w, N, lin->in, lin->out, lin->conv1d, beta);
+    }
+    float *dw = grad_of(ps, lin->w);
+    if (dw)
+        k_linear_bwd_w(dw, grad_of(ps, lin->b), dy, x, N, lin->in, lin->out, lin->conv1d);
+    prof_stop(ps->a, SP_LINEAR_BWD, t);
+}
+
+static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
+                            const float *x, float beta, int N)
+{
+    frozen_bwd_rows(ps, lin, dx, dy, x, beta, N);
+    if (lin->lora >= 0 && ps->p)
+        PROF(ps, SP_LORA, lora_bwd_rows(ps, lin, dx, dy, x, N));
+}
+
 /* linear_fwd_rows / linear_bwd_rows over all N rows of the batch. */
 static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const float *x,
                        const float *res)
 {
-    linear_fwd_rows(ps, lin, y, x, res, ps->a->N);
+    linear_fwd_rows(ps, lin, y, x, NULL, res, ps->a->N);
+}
+
+/* x [N,C] rounded to bf16 once for the several maps of a block that read it
+ * (Llama's q, k, v; gate, up), into a->xb; NULL in fp32. */
+static const uint16_t *shared_bf16(const pass *ps, const float *x)
+{
+    model_acts *a = ps->a;
+    if (!a->xb)
+        return NULL;
+    PROF(ps, SP_CONVERT, mb_to_bf16(a->xb, x, a->N, ps->m->cfg.n_embd));
+    return a->xb;
+}
+
+/* Do the G maps lins[0..G-1], which read the same input, take their LoRA
+ * in one group (k_lora_fwd_group): all adapted, no dropout. */
+static int lora_groupable(const pass *ps, const model_linear *lins, int G)
+{
+    if (!ps->p || !ps->a->lgrp)
+        return 0;
+    for (int g = 0; g < G; g++)
+        if (lins[g].lora < 0 || ps->a->xd[lins[g].lora])
+            return 0;
+    return 1;
+}
+
+/* The LoRA A and B of lins[0..G-1], and their outputs' widths. */
+static void lora_group_params(const pass *ps, const model_linear *lins, int G, const float **A,
+                              const float **B, int *out)
+{
+    for (int g = 0; g < G; g++) {
+        const lora_module *mod = &ps->L->m[lins[g].lora];
+        A[g] = ps->p + mod->a_off, B[g] = ps->p + mod->b_off, out[g] = lins[g].out;
+    }
+}
+
+/* y[g] = x W_g^T (+ b_g) + LoRA_g for the G maps lins[0..G-1] of a block
+ * reading the same x [N,C] (Llama's q, k, v; gate, up); xb: x in bf16
+ * (shared_bf16) or NULL.  Their LoRA A products are one product
+ * (k_lora_fwd_group) when lora_groupable. */
+static void group_fwd(const pass *ps, const model_linear *lins, int G, float *const *y,
+                      const float *x, const uint16_t *xb)
+{
+    model_acts *a = ps->a;
+    for (int g = 0; g < G; g++)
+        frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N);
+    if (!lora_groupable(ps, lins, G)) {
+        for (int g = 0; g < G; g++)
+            lora_fwd_rows(ps, &lins[g], y[g], x, a->N);
+        return;
+    }
+    const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX];
+    float *u[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX];
+    lora_group_params(ps, lins, G, A, B, out);
+    for (int g = 0; g < G; g++)
+        u[g] = a->u[lins[g].lora];
+    PROF(ps, SP_LORA, k_lora_fwd_group(y, u, x, A, B, out, G, a->N, lins[0].in, ps->L->r,
+                                       ps->L->scale, a->lgrp));
+}
+
+/* The backward of group_fwd: dx [N,C] = beta dx + sum_g dy[g] W_g (+ the
+ * LoRA's dx) when dx != NULL; the LoRA gradients accumulate. */
+static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx,
+                      const float *const *dy, const float *x, float beta)
+{
+    model_acts *a = ps->a;
+    for (int g = 0; g < G; g++)
+        frozen_bwd_rows(ps, &lins[g], dx, dy[g], x, g ? 1.0f : beta, a->N);
+    if (!lora_groupable(ps, lins, G)) {
+        for (int g = 0; g < G; g++)
+            if (lins[g].lora >= 0 && ps->p)
+                PROF(ps, SP_LORA, lora_bwd_rows(ps, &lins[g], dx, dy[g], x, a->N));
+        return;
+    }
+    const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX], *u[MODEL_GROUP_MAX];
+    float *dA[MODEL_GROUP_MAX], *dB[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX];
+    lora_group_params(ps, lins, G, A, B, out);
+    for (int g = 0; g < G; g++) {
+        const lora_module *mod = &ps->L->m[lins[g].lora];
+        dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off, u[g] = a->u[lins[g].lora];
+    }
+    PROF(ps, SP_LORA, k_lora_bwd_group(dx, dA, dB, dy, x, u, A, B, out, G, a->N, lins[0].in,
+                                       ps->L->r, ps->L->scale, a->lgrp));
 }
 
 static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
@@ -379,8 +553,9 @@ static void attention_fwd(const pass *ps, layer_acts *x)
 {
     const model_config *c = &ps->m->cfg;
     int C = c->n_embd, D = c->head_dim;
-    k_attention_fwd(x->ao, x->att, x->qkv, x->qkv + C, x->qkv + 2 * C, ps->a->B, ps->a->T,
-                    c->n_head, c->n_head, D, 3 * C, 3 * C, 3 * C);
+    PROF(ps, SP_ATTENTION,
+         k_attention_fwd(x->ao, x->att, x->qkv, x->qkv + C, x->qkv + 2 * C, ps->a->B, ps->a->T,
+                         c->n_head, c->n_head, D, 3 * C, 3 * C, 3 * C));
 }
 
 /* out = block l applied to its saved input slot(l)->res. */
@@ -390,13 +565,15 @@ static void gpt2_block_fwd(const pass *ps, int l, float *out)
     const model_block *b = &ps->m->blocks[l];
     layer_acts *x = slot(ps, l);
     int N = ps->a->N, C = c->n_embd;
-    k_layernorm_fwd(x->h1, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N, C, c->eps);
+    PROF(ps, SP_ELEMENTWISE,
+         k_layernorm_fwd(x->h1, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N, C, c->eps));
     linear_fwd(ps, &b->lin[0], x->qkv, x->h1, NULL);
     attention_fwd(ps, x);
     linear_fwd(ps, &b->lin[1], x->mid, x->ao, x->res);
-    k_layernorm_fwd(x->h2, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N, C, c->eps);
+    PROF(ps, SP_ELEMENTWISE,
+         k_layernorm_fwd(x->h2, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N, C, c->eps));
     linear_fwd(ps, &b->lin[2], x->f, x->h2, NULL);
-    k_gelu_fwd(x->g, x->f, (size_t)N * c->n_inner);
+    PROF(ps, SP_ELEMENTWISE, k_gelu_fwd(x->g, x->f, (size_t)N * c->n_inner));
     linear_fwd(ps, &b->lin[3], out, x->g, x->mid);
 }
 
@@ -411,20 +588,22 @@ static void gpt2_block_bwd(const pass *ps, int l, int need_dx)
     int N = a->N, C = c->n_embd, Ni = c->n_inner;
     /* MLP: y = x' + gelu(f) Wp */
     linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->g, 0.0f);
-    k_gelu_bwd(a->dwide, a->dwide, x->f, (size_t)N * Ni);
+    PROF(ps, SP_ELEMENTWISE, k_gelu_bwd(a->dwide, a->dwide, x->f, (size_t)N * Ni));
     linear_bwd(ps, &b->lin[2], a->dnarrow, a->dwide, x->h2, 0.0f);
-    k_layernorm_bwd(a->dres, a->dnarrow, x->mid, x->m2, x->r2, b->ln2_w, N, C);
-    norm_bwd_w(ps, b->ln2_w, b->ln2_b, a->dnarrow, x->mid, x->m2, x->r2);
+    PROF(ps, SP_ELEMENTWISE,
+         k_layernorm_bwd(a->dres, a->dnarrow, x->mid, x->m2, x->r2, b->ln2_w, N, C);
+         norm_bwd_w(ps, b->ln2_w, b->ln2_b, a->dnarrow, x->mid, x->m2, x->r2));
     /* attention: x' = x + attn(LN1(x)) Wo */
     linear_bwd(ps, &b->lin[1], a->dnarrow, a->dres, x->ao, 0.0f);
-    k_attention_bwd(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->datt, a->dnarrow, x->qkv,
-                    x->qkv + C, x->qkv + 2 * C, x->att, a->B, a->T, c->n_head, c->n_head,
-                    c->head_dim, 3 * C, 3 * C, 3 * C);
+    PROF(ps, SP_ATTENTION,
+         k_attention_bwd(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->datt, a->dnarrow, x->qkv,
+                         x->qkv + C, x->qkv + 2 * C, x->att, a->B, a->T, c->n_head, c->n_head,
+                         c->head_dim, 3 * C, 3 * C, 3 * C));
     linear_bwd(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, x->h1, 0.0f);
-    if (need_dx) {
-        k_layernorm_bwd(a->dres, a->dnarrow, x->res, x->m1, x->r1, b->ln1_w, N, C);
-        norm_bwd_w(ps, b->ln1_w, b->ln1_b, a->dnarrow, x->res, x->m1, x->r1);
-    }
+    if (need_dx)
+        PROF(ps, SP_ELEMENTWISE,
+             k_layernorm_bwd(a->dres, a->dnarrow, x->res, x->m1, x->r1, b->ln1_w, N, C);
+             norm_bwd_w(ps, b->ln1_w, b->ln1_b, a->dnarrow, x->res, x->m1, x->r1));
 }
 
 /* The Llama q, k, v of a layer: separate row blocks of x->qkv (or of a->dqkv). */
@@ -445,18 +624,17 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     int N = a->N, C = c->n_embd, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
     float *q, *k, *v;
     llama_qkv(c, N, x->qkv, &q, &k, &v);
-    k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps);
-    linear_fwd(ps, &b->lin[0], q, x->h1, NULL);
-    linear_fwd(ps, &b->lin[1], k, x->h1, NULL);
-    linear_fwd(ps, &b->lin[2], v, x->h1, NULL);
-    k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
-    k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D);
-    k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D);
+    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps));
+    float *qkv[3] = {q, k, v}, *gu[2] = {x->f, x->g};
+    group_fwd(ps, &b->lin[0], 3, qkv, x->h1, shared_bf16(ps, x->h1));
+    PROF(ps, SP_ELEMENTWISE, k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
+         k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
+    PROF(ps, SP_ATTENTION,
+         k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D));
     linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
-    k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps);
-    linear_fwd(ps, &b->lin[4], x->f, x->h2, NULL);
-    linear_fwd(ps, &b->lin[5], x->g, x->h2, NULL);
-    k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner);
+    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps));
+    group_fwd(ps, &b->lin[4], 2, gu, x->h2, shared_bf16(ps, x->h2));
+    PROF(ps, SP_ELEMENTWISE, k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner));
     linear_fwd(ps, &b->lin[6], out, x->act, x->mid);
 }
 
@@ -473,25 +651,24 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
     llama_qkv(c, N, a->dqkv, &dq, &dk, &dv);
     /* MLP: y = x' + (silu(gate) * up) Wd^T; dwide = d(act), then d(gate) in place */
     linear_bwd(ps, &b->lin[6], a->dwide, a->dres, x->act, 0.0f);
-    k_swiglu_bwd(a->dwide, a->dup, a->dwide, x->f, x->g, (size_t)N * c->n_inner);
-    linear_bwd(ps, &b->lin[4], a->dnarrow, a->dwide, x->h2, 0.0f);
-    linear_bwd(ps, &b->lin[5], a->dnarrow, a->dup, x->h2, 1.0f);
-    k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
-    norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2);
+    PROF(ps, SP_ELEMENTWISE,
+         k_swiglu_bwd(a->dwide, a->dup, a->dwide, x->f, x->g, (size_t)N * c->n_inner));
+    const float *dgu[2] = {a->dwide, a->dup};
+    group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, x->h2, 0.0f);
+    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
+         norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
     linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->ao, 0.0f);
-    k_attention_bwd(dq, dk, dv, a->datt, a->dwide, q, k, v, x->att, a->B, a->T, H, Hk, D, H * D,
-                    Hk * D, Hk * D);
-    k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
-    k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D);
-    float *dh = need_dx ? a->dnarrow : NULL;
-    linear_bwd(ps, &b->lin[0], dh, dq, x->h1, 0.0f);
-    linear_bwd(ps, &b->lin[1], dh, dk, x->h1, 1.0f);
-    linear_bwd(ps, &b->lin[2], dh, dv, x->h1, 1.0f);
-    if (need_dx) {
-        k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
-        norm_bwd_w(ps, b->ln1_w, NULL, a->dnarrow, x->res, NULL, x->r1);
-    }
+    PROF(ps, SP_ATTENTION,
+         k_attention_bwd(dq, dk, dv, a->datt, a->dwide, q, k, v, x->att, a->B, a->T, H, Hk, D,
+                         H * D, Hk * D, Hk * D));
+    PROF(ps, SP_ELEMENTWISE, k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
+         k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
+    const float *dqkv[3] = {dq, dk, dv};
+    group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, x->h1, 0.0f);
+    if (need_dx)
+        PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
+             norm_bwd_w(ps, b->ln1_w, NULL, a->dnarrow, x->res, NULL, x->r1));
 }
 
 /* ---- BERT ---- */
@@ -606,7 +783,7 @@ static double bert_head_cls(const pass *ps, const int32_t *tgt, int *correct)
     for (int b = 0; b < B; b++)
         a->idx[b] = b * a->T;
     k_rows_gather(a->pin, a->res_out, a->idx, B, C);
-    linear_fwd_rows(ps, &m->pooler, a->ppre, a->pin, NULL, B);
+    linear_fwd_rows(ps, &m->pooler, a->ppre, a->pin, NULL, NULL, B);
     k_tanh_fwd(a->pout, a->ppre, (size_t)B * C);
     const float *W, *bias;
     float *dW, *db;
@@ -646,7 +823,7 @@ static double bert_head_mlm(const pass *ps, const int32_t *tgt, int *correct)
     if (M == 0)
         return 0.0;
     k_rows_gather(a->xm, a->res_out, a->idx, M, C);
-    linear_fwd_rows(ps, &m->mlm_dense, a->t1, a->xm, NULL, M);
+    linear_fwd_rows(ps, &m->mlm_dense, a->t1, a->xm, NULL, NULL, M);
     bert_act_fwd(c, a->t2, a->t1, (size_t)M * C);
     k_layernorm_fwd(a->t3, a->tm, a->tr, a->t2, m->mlm_ln_w, m->mlm_ln_b, M, C, c->eps);
     float *dt3 = ps->grad ? a->dnarrow : NULL;
@@ -683,12 +860,14 @@ static void forward_blocks(const pass *ps, const int32_t *inp)
     model_acts *a = ps->a;
     int N = a->N, C = m->cfg.n_embd, nl = m->cfg.n_layer, llama = m->cfg.arch == ARCH_LLAMA;
     float *x0 = a->la[0].res;
+    prof_mark t = prof_start(a);
     if (m->cfg.arch == ARCH_BERT)
         bert_embed_fwd(ps, inp);
     else if (m->wte)
         k_embed_fwd(x0, inp, m->wte, m->wpe, N, a->T, C);
     else
         mb_embed(x0, inp, m, N, a->T);
+    prof_stop(a, SP_ELEMENTWISE, t);
     for (int l = 0; l < nl; l++) {
         /* with a backward pass every block keeps its own input; eval reuses one slot */
         float *out = a->bwd && l + 1 < nl ? a->la[l + 1].res : a->res_out;
@@ -740,7 +919,10 @@ static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
                                 m->lm_head, tgt, a->N, m->cfg.n_embd, m->cfg.vocab, XENT_CHUNK);
     pl_err e;
     int rc;
-    double loss = mb_head_xent(m, dx, a->xent, a->hf, tgt, a->N, &rc, &e);
+    double *xent = a->prof ? &a->prof->sec[SP_ELEMENTWISE] : NULL, x0 = xent ? *xent : 0;
+    double loss = mb_head_xent(m, dx, a->xent, a->hf, tgt, a->N, xent, &rc, &e);
+    if (xent)   /* the softmax-xent is elementwise work, not the head's */
+        a->prof->sec[SP_HEAD] -= *xent - x0;
     note(ps, rc, &e);
     return loss;
 }
@@ -783,18 +965,20 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     double t0 = clock_now();
     a->failed = 0;
     forward_blocks(&ps, inp);
-    final_norm_fwd(m, a, a->res_out, N);
+    PROF(&ps, SP_ELEMENTWISE, final_norm_fwd(m, a, a->res_out, N));
     if (!ps.grad) {
-        double loss = head_xent(&ps, NULL, tgt);
+        double loss;
+        PROF(&ps, SP_HEAD, loss = head_xent(&ps, NULL, tgt));
         a->t_fwd = clock_now() - t0, a->t_bwd = 0;
         return a->failed ? NAN : loss;
     }
-    memset(grad, 0, L->n_params * sizeof(float));
+    PROF(&ps, SP_ELEMENTWISE, memset(grad, 0, L->n_params * sizeof(float)));
     /* the head's forward and backward are one fused pass; it counts as forward */
-    double loss = head_xent(&ps, a->dnarrow, tgt);
+    double loss;
+    PROF(&ps, SP_HEAD, loss = head_xent(&ps, a->dnarrow, tgt));
     double t1 = clock_now();
-    memset(a->dres, 0, (size_t)N * C * sizeof(float));
-    final_norm_bwd(&ps);
+    PROF(&ps, SP_ELEMENTWISE, memset(a->dres, 0, (size_t)N * C * sizeof(float));
+         final_norm_bwd(&ps));
     int lo = lowest_adapted(m);
     for (int l = nl - 1; l >= lo; l--) {
         /* trained weights: layer 0's norm gradients need its dx pass */
@@ -808,7 +992,7 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
      * a tied wte already holds the head's dE, the lookup's part adds to it */
     float *dwte = grad_of(&ps, m->wte), *dwpe = grad_of(&ps, m->wpe);
     if (dwte || dwpe)
-        k_embed_bwd(dwte, dwpe, a->dres, inp, N, a->T, C);
+        PROF(&ps, SP_ELEMENTWISE, k_embed_bwd(dwte, dwpe, a->dres, inp, N, a->T, C));
     a->t_fwd = t1 - t0, a->t_bwd = clock_now() - t1;
     return a->failed ? NAN : loss;
 }

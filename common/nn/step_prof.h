@@ -1,0 +1,36 @@
+/* step_prof.h - an optional clock per kernel category of a training step
+ * (`pslora bench --profile`).
+ *
+ * The caller owns a step_prof and hands it to a model_acts
+ * (model_acts_profile); every model_loss_grad with those acts then adds the
+ * seconds of each kernel call to its category.  Without one the step reads
+ * no clock (one pointer test per call).  The f32 -> bf16 rounding of the
+ * activations runs inside the bf16 products (dnnl_matmul.c): the bf16
+ * arena adds its seconds to SP_CONVERT (model_bf16_time_convert) and the
+ * step takes them out of the product's category, so the categories do not
+ * overlap.  SP_OPTIMIZER is the caller's (the step has none). */
+#ifndef PSLORA_STEP_PROF_H
+#define PSLORA_STEP_PROF_H
+
+typedef enum {
+    SP_LINEAR_FWD,   /* frozen linear maps, forward (residual add fused) */
+    SP_LINEAR_BWD,   /* frozen linear maps, dx (and dW with --full) */
+    SP_HEAD,         /* lm head products, forward and dx */
+    SP_ATTENTION,    /* scores, softmax, weighted sum, and their backward */
+    SP_ELEMENTWISE,  /* norms, gelu/swiglu, RoPE, embedding, softmax-xent, memsets */
+    SP_LORA,         /* LoRA products (forward, dA, dB, dx) and dropout */
+    SP_CONVERT,      /* f32 -> bf16 of the activations */
+    SP_OPTIMIZER,    /* clip and AdamW (the caller times it) */
+    SP_N
+} sp_cat;
+
+typedef struct step_prof {
+    double sec[SP_N];   /* seconds summed over the steps profiled */
+} step_prof;
+
+/* A category's name for tables ("frozen linear fwd", ...). */
+const char *sp_name(sp_cat c);
+/* Its short key for machine-read output ("linear_fwd", ...). */
+const char *sp_key(sp_cat c);
+
+#endif

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# pslora bench --profile: the step split by kernel category.
+#  - every category is printed once, with ms/step and a share;
+#  - the categories, summed here, cover the step: within 5% of the ms/step
+#    the bench measured around the whole step (a kernel left out of the
+#    profile would show as a gap; one counted twice as an excess);
+#  - the categories that must have work do (linear maps, head, attention,
+#    elementwise, LoRA, optimizer); f32->bf16 is zero in fp32 and not in
+#    bf16 (oneDNN builds only);
+#  - without --profile no table is printed.
+. "$(dirname "$0")/lib.sh"
+CATS=("frozen linear fwd" "frozen linear bwd" "lm head fwd+bwd" "attention" "elementwise"
+      "LoRA products" "f32->bf16" "optimizer")
+GPT2="--layers 2 --dim 64 --heads 4 --vocab 512 --seq 32 --batch 2 --targets c_attn,c_proj,c_fc"
+LLAMA="--arch llama --layers 2 --dim 64 --heads 4 --kv-heads 2 --intermediate 96 --vocab 512
+       --seq 32 --batch 2 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+# ms of category $2 in the table of file $1 ("" when absent)
+cat_ms() { grep -F -- "  $2 " "$1" | sed -E 's/^ +.* +([0-9.]+) ms +[0-9.]+%.*$/\1/'; }
+
+# check NAME FILE COMPUTE: the table in FILE is complete and sums to the step
+check() {
+  local name=$1 f=$2 compute=$3 sum=0 ms n
+  grep -q '^profile (ms/step' "$f" || fail "$name: no profile table: $(cat "$f")"
+  for c in "${CATS[@]}"; do
+    n=$(grep -cF -- "  $c " "$f" || true)
+    [ "$n" = 1 ] || fail "$name: category '$c' printed $n times"
+    ms=$(cat_ms "$f" "$c")
+    [[ $ms =~ ^[0-9]+\.[0-9]+$ ]] || fail "$name: category '$c': no ms figure"
+    sum=$(awk -v a="$sum" -v b="$ms" 'BEGIN { print a + b }')
+  done
+  local step
+  step=$(sed -nE 's/^steps .* ms\/step ([0-9.]+) = .*/\1/p' "$f")
+  [ -n "$step" ] || fail "$name: no ms/step line"
+  awk -v s="$sum" -v t="$step" 'BEGIN { exit !(s >= 0.95 * t && s <= 1.02 * t + 0.02) }' ||
+    fail "$name: categories sum to $sum ms, the step took $step ms"
+  for c in "frozen linear fwd" "frozen linear bwd" "lm head fwd+bwd" "attention" "elementwise" \
+           "LoRA products" "optimizer"; do
+    awk -v x="$(cat_ms "$f" "$c")" 'BEGIN { exit !(x > 0) }' || fail "$name: '$c' is 0"
+  done
+  local conv
+  conv=$(cat_ms "$f" "f32->bf16")
+  if [ "$compute" = fp32 ]; then
+    awk -v x="$conv" 'BEGIN { exit !(x == 0) }' || fail "$name: fp32 converts ($conv ms)"
+  else
+    awk -v x="$conv" 'BEGIN { exit !(x > 0) }' || fail "$name: bf16 shows no conversion"
+  fi
+  ok "$name: ${#CATS[@]} categories, sum $sum ms of the step's $step ms"
+}
+
+run() {   # run NAME COMPUTE ARGS...: bench --profile into NAME.txt
+  local name=$1 compute=$2; shift 2
+  "$PSLORA" bench --compute "$compute" --steps 4 --warmup 1 --peak-seconds 0.01 "$@" \
+    > "$name.txt" 2> "$name.err" || fail "$name: $(cat "$name.err")"
+}
+
+run gpt2_fp32 fp32 $GPT2 --profile
+check gpt2_fp32 gpt2_fp32.txt fp32
+run llama_fp32 fp32 $LLAMA --profile
+check llama_fp32 llama_fp32.txt fp32
+run plain fp32 $GPT2
+! grep -q '^profile' plain.txt || fail "a table without --profile"
+ok "no table without --profile"
+
+if "$PSLORA" bench --compute bf16 $GPT2 --steps 1 --warmup 0 --peak-seconds 0.01 \
+     > probe.txt 2> probe.err; then
+  run gpt2_bf16 bf16 $GPT2 --profile
+  check gpt2_bf16 gpt2_bf16.txt bf16
+  run llama_bf16 bf16 $LLAMA --profile
+  check llama_bf16 llama_bf16.txt bf16
+else
+  grep -q "built without oneDNN" probe.err || fail "bf16 bench: $(cat probe.err)"
+  echo "skipped: bf16 profile (built without oneDNN)"
+fi
