@@ -142,6 +142,11 @@ refuse_one 1 '^pslora train: --resume: the checkpoint rs/checkpoints/step-000000
 "$PSLORA" train $O --batch 4 --checkpoint-every 2 --resume rs > /dev/null 2>&1 || fail "onednn resume"
 "$PSLORA" train $O --batch 4 --checkpoint-every 2 --out ru > /dev/null 2>&1 || fail "onednn uninterrupted"
 cmp rs/adapter_model.safetensors ru/adapter_model.safetensors || fail "onednn resume differs from the uninterrupted run"
+# an openblas checkpoint (as those of pslora before the flag) and onednn
+O4=${O/--steps 6/--steps 4}; "$PSLORA" train ${O4/onednn/openblas} --batch 4 --checkpoint-every 2 --out rso > /dev/null 2>&1 \
+  || fail "rso"
+refuse_one 1 '^pslora train: --resume: the checkpoint rso/checkpoints/step-00000004 does not record --fp32-matmul$' \
+  "$PSLORA" train $O --batch 4 --checkpoint-every 2 --resume rso
 ok "onednn: a resumed run equals the uninterrupted one, byte for byte; another --fp32-matmul is refused"
 
 # bench: the peak of the kernel the model uses
