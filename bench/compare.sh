@@ -18,7 +18,10 @@
 #   -c COMPUTE: pslora's --compute (fp32, bf16 or auto); with --matrix a
 #       comma-separated list, each a row (default fp32).  The peer runs in the
 #       precision pslora computed in: fp32, or for bf16 (asked, or chosen by
-#       auto) PyTorch's bf16 autocast (torch_peer.py --autocast)
+#       auto) PyTorch's bf16 autocast (torch_peer.py --autocast).  pslora's
+#       fp32 products take `pslora bench`'s default --fp32-matmul auto
+#       (oneDNN on an AVX-512 CPU whose OpenBLAS runs AVX2 kernels); the
+#       output names what ran ("fp32 onednn", "fp32 openblas", "bf16")
 #   -q SECS: before each run, wait (at most SECS) until the machine is idle
 #       (less than 10% of all CPUs busy over one second), for shared machines
 #
@@ -114,7 +117,7 @@ fmax() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 >= b + 0) ? a : b }'; }
 
 # compare FLAGS...: sets best_p, best_t, pct (pslora's % of peak in its best run)
 compare() {
-    best_p=0 best_t=0 pct='?' core= used=
+    best_p=0 best_t=0 pct='?' core= used= label=
     local runs_p="" runs_t="" p t
     for ((i = 1; i <= rounds; i++)); do
         p=$(tokens_of "$pslora" bench "$@" --compute "$compute" --peak-seconds "$peak")
@@ -125,6 +128,8 @@ compare() {
         core=${OPENBLAS_CORETYPE:-$(sed -n 's/.*, core \([A-Za-z0-9]*\)$/\1/p' "$out_file")}
         used=$(sed -n 's/^threads [0-9]*; compute \(fp32\|bf16\) .*/\1/p' "$out_file")
         [ -n "$used" ] || { echo "compare.sh: no compute line in pslora's output" >&2; exit 1; }
+        label=$used
+        [ "$used" != fp32 ] || label="fp32 $(sed -n 's/^fp32 matmul \([a-z]*\) .*/\1/p' "$out_file")"
         local peer_flags=()
         [ "$used" = fp32 ] || peer_flags=(--autocast)
         t=$(OPENBLAS_CORETYPE=$core tokens_of /usr/bin/python3 "$peer" "$@" "${peer_flags[@]}")
@@ -133,7 +138,7 @@ compare() {
     done
     peer_prec=fp32
     [ "$used" = fp32 ] || peer_prec="bf16 autocast"
-    echo "# pslora ($used) runs:$runs_p | torch ($peer_prec) runs:$runs_t | OpenBLAS core $core" >&2
+    echo "# pslora ($label) runs:$runs_p | torch ($peer_prec) runs:$runs_t | OpenBLAS core $core" >&2
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -141,7 +146,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 if [ $matrix -eq 0 ]; then
     compute=$computes
     compare "$@"
-    echo "pslora tokens/s $best_p (best of $rounds; ${pct}% of peak; $used)"
+    echo "pslora tokens/s $best_p (best of $rounds; ${pct}% of peak; $label)"
     echo "torch  tokens/s $best_t (best of $rounds; $peer_prec)"
     echo "ratio $(ratio "$best_p" "$best_t")"
     exit 0
@@ -163,7 +168,7 @@ for model in tiny gpt2; do
             if [ $model = gpt2 ]; then shape=$gpt2 extra=$gpt2_steps; fi
             # shellcheck disable=SC2086  # the flag strings are meant to split
             compare $shape ${ad#*|} --threads "$th" $extra
-            echo "| $model | ${ad%%|*} | $th | $compute ($used) | $best_p | $peer_prec | $best_t | $(ratio "$best_p" "$best_t") | $pct |"
+            echo "| $model | ${ad%%|*} | $th | $compute ($label) | $best_p | $peer_prec | $best_t | $(ratio "$best_p" "$best_t") | $pct |"
           done
         done
     done

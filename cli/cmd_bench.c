@@ -13,6 +13,10 @@
  * (model_set_compute: one bf16 copy per frozen matrix, products through
  * oneDNN) and times the same step; its peak is then oneDNN's bf16 matmul on
  * the same shapes, with the weights held as the model holds them.
+ * --fp32-matmul onednn (or auto on an AVX-512 CPU whose OpenBLAS runs AVX2
+ * kernels) runs the fp32 model's frozen products through oneDNN's fp32
+ * matmul on the weights in place (model_use_onednn_fp32); its peak is then
+ * that matmul's on the same shapes.
  *
  * --profile adds a table: ms per step and share of the step of each kernel
  * category (step_prof.h), summed over the timed steps; without it the step
@@ -39,7 +43,7 @@
 #include "step_prof.h"
 
 typedef struct {
-    const char *arch, *targets, *compute;
+    const char *arch, *targets, *compute, *fp32_matmul;
     long layers, dim, heads, kv_heads, vocab, ctx, inter, batch, seq, rank, threads, steps,
         warmup, seed;
     float alpha, peak_seconds;
@@ -147,10 +151,19 @@ typedef struct {
     int N;
     const float *w, *x;
     float *y;
-    dm_linear *h;   /* bf16 */
+    dm_linear *h;   /* oneDNN: bf16, or fp32 on w in place */
 } gemm_job;
 
-/* One product of the job: sgemm on W as the model stores it, or oneDNN bf16. */
+/* The kernel the peak is measured with: the one the model's products use. */
+typedef enum { PEAK_SGEMM, PEAK_DNNL_BF16, PEAK_DNNL_F32 } peak_kernel;
+
+static const char *peak_name(peak_kernel k)
+{
+    return k == PEAK_DNNL_BF16 ? "oneDNN bf16 matmul"
+           : k == PEAK_DNNL_F32 ? "oneDNN fp32 matmul" : "cblas_sgemm";
+}
+
+/* One product of the job: sgemm on W as the model stores it, or oneDNN. */
 static int gemm_run(gemm_job *j, pl_err *e)
 {
     const gemm_shape *s = j->s;
@@ -199,8 +212,8 @@ static float *rand_buf(size_t n, float sd, unsigned long long seed)
 /* The FLOP-weighted rate over the model's shapes, sum(f) / sum(f / rate):
  * what the step's matrix products would run at if each ran at its measured
  * rate.  Prints one line per product.  -1 on failure. */
-static double measure_peak(const model *m, const lora_layout *L, int N, int bf16, double budget,
-                           pl_err *e)
+static double measure_peak(const model *m, const lora_layout *L, int N, peak_kernel k,
+                           double budget, pl_err *e)
 {
     gemm_shape g[2 * MODEL_MAX_LINEARS + 2];
     int ng = model_shapes(m, L, N, g);
@@ -215,9 +228,11 @@ static double measure_peak(const model *m, const lora_layout *L, int N, int bf16
     int rc = w && x && y ? 0 : pl_errf(e, "peak: out of memory");
     for (int i = 0; rc == 0 && i < ng; i++) {
         gemm_job j = {&g[i], N, w, x, y, NULL};
-        if (bf16) {   /* as the training model holds them: one plain copy */
-            j.h = dm_linear_pack(w, DM_F32, g[i].conv1d ? DM_IN_OUT : DM_OUT_IN, g[i].in,
-                                 g[i].out, DM_FWD_BWD_ONE, e);
+        dm_layout lay = g[i].conv1d ? DM_IN_OUT : DM_OUT_IN;
+        if (k != PEAK_SGEMM) {   /* as the training model holds them: one plain copy, or w */
+            j.h = k == PEAK_DNNL_BF16
+                      ? dm_linear_pack(w, DM_F32, lay, g[i].in, g[i].out, DM_FWD_BWD_ONE, e)
+                      : dm_linear_wrap_f32(w, lay, g[i].in, g[i].out, e);
             if (!j.h) {
                 rc = -1;
                 break;
@@ -230,7 +245,7 @@ static double measure_peak(const model *m, const lora_layout *L, int N, int bf16
             printf("  %-18s %s M %d K %d N %d: %.1f GFLOP/s%s%s\n", g[i].name,
                    g[i].bwd ? "bwd" : "fwd", N,
                    g[i].bwd ? g[i].out : g[i].in, g[i].bwd ? g[i].in : g[i].out, rate,
-                   bf16 ? " " : "", bf16 ? dm_impl_name(j.h, g[i].bwd) : "");
+                   j.h ? " " : "", j.h ? dm_impl_name(j.h, g[i].bwd) : "");
         dm_free(j.h);
         fsum += g[i].flops, tsum += g[i].flops / rate;
     }
@@ -355,7 +370,7 @@ static int build_config(model_config *c, const bench_opts *o, pl_err *e)
 }
 
 static void print_config(const model_config *c, const lora_layout *L, const bench_opts *o,
-                         model_compute mc)
+                         model_compute mc, model_matmul mm)
 {
     printf("model: %s, %d layers, dim %d, %d heads (kv %d), intermediate %d, vocab %d, ctx %d\n",
            model_arch_name(c->arch), c->n_layer, c->n_embd, c->n_head, c->n_kv_head, c->n_inner,
@@ -367,6 +382,10 @@ static void print_config(const model_config *c, const lora_layout *L, const benc
     model_compute_describe(how, sizeof how, mc, o->compute);
     printf("threads %d; compute %s; %s, core %s\n", omp_get_max_threads(), how,
            openblas_get_config(), openblas_get_corename());
+    if (mc == MODEL_FP32) {
+        model_fp32_matmul_describe(how, sizeof how, mm, o->fp32_matmul);
+        printf("fp32 matmul %s\n", how);
+    }
 }
 
 static void print_flops(flops f, int N)
@@ -415,11 +434,14 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
     model m;
     lora_layout L;
     model_compute mc;
+    model_matmul mm;
     *status = 2;
-    if (build_config(&c, o, e) != 0 || model_compute_choose(o->compute, &mc, e) != 0)
+    if (build_config(&c, o, e) != 0 || model_compute_choose(o->compute, &mc, e) != 0 ||
+        model_fp32_matmul_choose(o->fp32_matmul, &mm, e) != 0)
         return -1;
     *status = 1;
-    int bf16 = mc == MODEL_BF16;
+    int bf16 = mc == MODEL_BF16, f32dnnl = !bf16 && mm == MODEL_MM_ONEDNN;
+    peak_kernel pk = bf16 ? PEAK_DNNL_BF16 : f32dnnl ? PEAK_DNNL_F32 : PEAK_SGEMM;
     omp_set_num_threads(o->threads > 0 ? (int)o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
     if (model_init_random(&m, &c, (unsigned long long)o->seed, e) != 0)
         return -1;
@@ -430,12 +452,12 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
     }
     lora_attach(&L, &m);
     size_t fp32_bytes = model_matrix_bytes(&m);
-    if (model_set_compute(&m, mc, 1, e) != 0) {
+    if (model_set_compute(&m, mc, 1, e) != 0 || (f32dnnl && model_use_onednn_fp32(&m, e) != 0)) {
         lora_layout_free(&L);
         model_free(&m);
         return -1;
     }
-    print_config(&c, &L, o, mc);
+    print_config(&c, &L, o, mc, mm);
     printf("frozen matrices: %.1f MB as %s (fp32: %.1f MB)\n", model_matrix_bytes(&m) / 1e6,
            model_compute_name(mc), fp32_bytes / 1e6);
     check_openblas_core();
@@ -443,9 +465,9 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
     flops f = step_flops(&c, &L, (int)o->batch, (int)o->seq);
     print_flops(f, N);
     printf("peak (%s on the model's products, M = %d, best call of ~%.2g s each):\n",
-           bf16 ? "oneDNN bf16 matmul" : "cblas_sgemm", N, o->peak_seconds);
+           peak_name(pk), N, o->peak_seconds);
     fflush(stdout);
-    double peak = measure_peak(&m, &L, N, bf16, o->peak_seconds, e);
+    double peak = measure_peak(&m, &L, N, pk, o->peak_seconds, e);
     if (peak < 0)
         rc = -1;
     else
@@ -456,8 +478,8 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
         fflush(stdout);
         model_bf16_time_convert(&m, o->profile ? &prof.sec[SP_CONVERT] : NULL);
         rc = run_steps(&m, &L, o, &st, o->profile ? &prof : NULL, e);
-        if (rc == 0 && bf16)
-            printf("bf16 scratch shared by the products: %.1f MB\n",
+        if (rc == 0 && (bf16 || f32dnnl))
+            printf("%s scratch shared by the products: %.1f MB\n", bf16 ? "bf16" : "oneDNN",
                    model_bf16_scratch_bytes(&m) / 1e6);
         if (rc == 0)
             print_steps(&st, o, f, peak);
@@ -471,8 +493,8 @@ static int bench_run(const bench_opts *o, pl_err *e, int *status)
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts o = {"gpt2", "c_attn", "fp32", 12, 768, 12, 0, 50257, 0, 0, 4, 256, 8, 0, 10, 2,
-                    1, 16.0f, 0.5f, 0};
+    bench_opts o = {"gpt2", "c_attn", "fp32", "auto", 12, 768, 12, 0, 50257, 0, 0, 4, 256, 8, 0,
+                    10, 2, 1, 16.0f, 0.5f, 0};
     fl_spec specs[] = {
         {.name = "arch", .type = FL_STR, .dst = &o.arch, .help = "gpt2 or llama (gpt2)"},
         {.name = "layers", .type = FL_INT, .dst = &o.layers,
@@ -506,6 +528,8 @@ int cmd_bench(int argc, char **argv)
         {.name = "warmup", .type = FL_INT, .dst = &o.warmup,
          .help = "untimed steps first (2)", .min = 0, .max = 1000000},
         {.name = "compute", .type = FL_STR, .dst = &o.compute, .help = MODEL_COMPUTE_HELP},
+        {.name = "fp32-matmul", .type = FL_STR, .dst = &o.fp32_matmul,
+         .help = MODEL_FP32_MATMUL_HELP},
         {.name = "seed", .type = FL_INT, .dst = &o.seed,
          .help = "random seed (1)", .min = 0, .max = 1e18},
         {.name = "peak-seconds", .type = FL_FLOAT, .dst = &o.peak_seconds,

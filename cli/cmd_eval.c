@@ -115,6 +115,7 @@ done:
 int cmd_eval(int argc, char **argv)
 {
     const char *model_dir = NULL, *adapter = NULL, *data = NULL, *text = NULL, *compute = "auto";
+    const char *fp32_matmul = "auto";
     long batch = 4, seq = 64, max_batches = 0;
     int json = 0;
     enc_flags ef = {NULL, NULL, 0, -1, 1};   /* ids not given: eb_mask_ids_resolve */
@@ -133,6 +134,8 @@ int cmd_eval(int argc, char **argv)
          .help = "at most this many batches (all)", .min = 1, .max = 1e12},
         {.name = "json", .type = FL_BOOL, .dst = &json, .help = "print a JSON object"},
         {.name = "compute", .type = FL_STR, .dst = &compute, .help = MODEL_COMPUTE_HELP},
+        {.name = "fp32-matmul", .type = FL_STR, .dst = &fp32_matmul,
+         .help = MODEL_FP32_MATMUL_HELP},
         {.name = "task", .type = FL_STR, .dst = &ef.task,
          .help = "bert: mlm or cls (the config's architectures)"},
         {.name = "num-labels", .type = FL_INT, .dst = &ef.num_labels,
@@ -157,12 +160,15 @@ int cmd_eval(int argc, char **argv)
             return cli_fail("eval", "--text: a bert model evaluates --data of its task", 2);
         if (!strcmp(compute, "bf16"))   /* auto decides fp32 for an encoder */
             return cli_fail("eval", "--compute: not implemented for bert (fp32 only)", 2);
+        if (!strcmp(fp32_matmul, "onednn"))   /* auto decides openblas for an encoder */
+            return cli_fail("eval", "--fp32-matmul onednn: not implemented for bert (openblas only)",
+                            2);
         return eval_encoder(model_dir, adapter, data, &ef, batch, seq, max_batches, json);
     }
     if (ef.task || ef.num_labels)
         return cli_fail("eval", ef.task ? "--task: for bert models" : "--num-labels: for bert models", 2);
     opened_model o;
-    if ((rc = model_open_forward(&o, "eval", model_dir, adapter, compute)) != 0)
+    if ((rc = model_open_forward(&o, "eval", model_dir, adapter, compute, fp32_matmul)) != 0)
         return rc;
     if (seq > o.m.cfg.n_ctx) {
         opened_model_close(&o);

@@ -181,6 +181,7 @@ static void gen_run(const model *m, model_acts *a, const lora_layout *L, const f
 int cmd_generate(int argc, char **argv)
 {
     const char *model_dir = NULL, *adapter = NULL, *prompt = NULL, *compute = "auto";
+    const char *fp32_matmul = "auto";
     long n_tokens = 64, top_k = 0, seed = 1;
     float temperature = 1.0f;
     fl_spec specs[] = {
@@ -198,6 +199,8 @@ int cmd_generate(int argc, char **argv)
         {.name = "seed", .type = FL_INT, .dst = &seed,
          .help = "sampling seed (1)", .min = 0, .max = 1e18},
         {.name = "compute", .type = FL_STR, .dst = &compute, .help = MODEL_COMPUTE_HELP},
+        {.name = "fp32-matmul", .type = FL_STR, .dst = &fp32_matmul,
+         .help = MODEL_FP32_MATMUL_HELP},
         {.name = NULL},
     };
     pl_err e;
@@ -212,7 +215,7 @@ int cmd_generate(int argc, char **argv)
     if ((size_t)n0 + (size_t)n_tokens > (size_t)INT32_MAX / 2)
         return cli_fail("generate", "--prompt: too long", 2);
     opened_model o;
-    if ((rc = model_open_forward(&o, "generate", model_dir, adapter, compute)) != 0)
+    if ((rc = model_open_forward(&o, "generate", model_dir, adapter, compute, fp32_matmul)) != 0)
         return rc;
     if (o.m.cfg.arch == ARCH_BERT) {
         opened_model_close(&o);

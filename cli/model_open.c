@@ -23,15 +23,21 @@ static int open_adapter(opened_model *o, const char *cmd, const char *adapter)
 }
 
 int model_open_forward(opened_model *o, const char *cmd, const char *model_dir,
-                       const char *adapter, const char *compute)
+                       const char *adapter, const char *compute, const char *fp32_matmul)
 {
     memset(o, 0, sizeof *o);
     pl_err e;
     model_compute mc;
-    if (model_compute_choose(compute, &mc, &e) != 0)
+    model_matmul mm;
+    if (model_compute_choose(compute, &mc, &e) != 0 ||
+        model_fp32_matmul_choose(fp32_matmul, &mm, &e) != 0)
         return cli_fail(cmd, e.msg, 2);
     if (model_load_for(&o->m, model_dir, mc, 0, &e) != 0)
         return cli_fail(cmd, e.msg, 1);
+    if (mc == MODEL_FP32 && mm == MODEL_MM_ONEDNN && model_use_onednn_fp32(&o->m, &e) != 0) {
+        model_free(&o->m);
+        return cli_fail(cmd, e.msg, 1);
+    }
     return open_adapter(o, cmd, adapter);
 }
 

@@ -76,6 +76,10 @@ int run_begin(run_log *r, const train_config *t, int world, int n_workers, long 
     char how[128];
     model_compute_describe(how, sizeof how, t->compute_mode, t->compute);
     fprintf(stderr, "compute %s\n", how);
+    if (t->compute_mode == MODEL_FP32) {
+        model_fp32_matmul_describe(how, sizeof how, t->matmul_mode, t->fp32_matmul);
+        fprintf(stderr, "fp32 matmul %s\n", how);
+    }
     r->t_start = clock_now();
     return 0;
 }

@@ -1,4 +1,5 @@
 /* test_bf16.c - the bf16 model path (model_set_compute, model_load_for)
+ * and fp32 through oneDNN (model_use_onednn_fp32)
  * against the fp32 path on the same weights.
  *
  * Models, written by the reference writers of tests/ref_gpt2.h and
@@ -23,8 +24,14 @@
  *       it; both give bitwise the loss and gradients of a private copy, the
  *       wrapper really reads the region, a failing done() fails the load,
  *       forward-only loads never ask the store.
- * Built without oneDNN, (a)-(c) are skipped (printed) and (d) checks the
- * refusals. */
+ *   (f) fp32 through oneDNN (model_use_onednn_fp32, --fp32-matmul): loss,
+ *       gradients and logits against the OpenBLAS fp32 model within fp32
+ *       tolerances (F32_LOSS_TOL, F32_GRAD_TOL), and not equal (the oneDNN
+ *       path was taken); the weights stay where they were (no copy);
+ *       refusals (bert, a bf16 model, twice); --fp32-matmul parsing and
+ *       auto's rule under PSLORA_CPU_FEATURES.
+ * Built without oneDNN, (a)-(c) and (f)'s model part are skipped (printed)
+ * and (d), (f) check the refusals. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,6 +70,14 @@ enum { NB = 4, NT = 80, RANK = 4 };
 #define LOSS_TOL 2e-3   /* |loss_bf16 - loss_fp32| / loss_fp32 */
 #define GRAD_TOL 3e-2   /* ||g_bf16 - g_fp32||_F / ||g_fp32||_F, also logits */
 #define GRAD_COS 0.999  /* cosine of g_bf16 and g_fp32 */
+
+/* fp32 through oneDNN against fp32 through OpenBLAS: both fp32 with fp32
+ * accumulation, in other orders.  Measured here: loss 1e-9 to 1.4e-8
+ * relative, gradients 5e-7 to 1.2e-6, logits 5e-7 to 6e-7 (printed); the bounds
+ * are test_kernels' fp32 bound (1e-5) and, for gradients through a dozen
+ * products, 1e-4: a bf16 rounding (2e-3) or a wrong layout is far above. */
+#define F32_LOSS_TOL 1e-5
+#define F32_GRAD_TOL 1e-4
 
 static void skip_without_dnnl(void)
 {
@@ -207,25 +222,33 @@ static void result_free(result *r)
 
 /* ---- (a) bf16 against fp32 ---------------------------------------------------- */
 
-/* The logits of the last position, fp32 against bf16 (generation). */
-static void compare_logits(model *fp, model *bf)
+/* The logits of the last position (generation), of model `got` against
+ * model `ref`: relative Frobenius difference. */
+static double logits_err(model *ref, model *got)
 {
-    int V = fp->cfg.vocab, T = 16;
+    int V = ref->cfg.vocab, T = 16;
     int32_t inp[16];
     for (int i = 0; i < T; i++)
         inp[i] = (int32_t)((i * 37 + 5) % V);
     float *lf = malloc((size_t)V * sizeof *lf), *lb = malloc((size_t)V * sizeof *lb);
-    model_acts *af = model_acts_new(fp, NULL, 1, T, 0), *ab = model_acts_new(bf, NULL, 1, T, 0);
-    model_logits(fp, af, NULL, NULL, inp, T - 1, lf);
-    model_logits(bf, ab, NULL, NULL, inp, T - 1, lb);
+    model_acts *af = model_acts_new(ref, NULL, 1, T, 0), *ab = model_acts_new(got, NULL, 1, T, 0);
+    model_logits(ref, af, NULL, NULL, inp, T - 1, lf);
+    model_logits(got, ab, NULL, NULL, inp, T - 1, lb);
     assert_null(model_acts_error(ab));
     double d = 0, g = 0;
     for (int v = 0; v < V; v++)
         d += ((double)lb[v] - lf[v]) * ((double)lb[v] - lf[v]), g += (double)lf[v] * lf[v];
-    print_message("logits: relative Frobenius error %.2e\n", sqrt(d / g));
-    assert_true(d > 0 && sqrt(d / g) < GRAD_TOL);
     model_acts_free(af), model_acts_free(ab);
     free(lf), free(lb);
+    return sqrt(d / g);
+}
+
+/* The logits, fp32 against bf16. */
+static void compare_logits(model *fp, model *bf)
+{
+    double err = logits_err(fp, bf);
+    print_message("logits: relative Frobenius error %.2e\n", err);
+    assert_true(err > 0 && err < GRAD_TOL);
 }
 
 static void bf16_vs_fp32(const char *name, const char *dir)
@@ -405,6 +428,125 @@ static void test_choose(void **state)
     assert_non_null(strstr(e.msg, "built without oneDNN"));
 }
 
+/* ---- (f) fp32 through oneDNN ------------------------------------------------------ */
+
+/* Relative Frobenius difference of a and b (n floats) against b. */
+static double rel_fro(const float *a, const float *b, size_t n)
+{
+    double d = 0, g = 0;
+    for (size_t i = 0; i < n; i++)
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), g += (double)b[i] * b[i];
+    return sqrt(d / g);
+}
+
+static void f32_vs_openblas(const char *name, const char *dir)
+{
+    pl_err e;
+    model ob = load(dir, MODEL_FP32, 0), od = load(dir, MODEL_FP32, 0);
+    const float *w0 = od.blocks[0].lin[0].w, *head = od.lm_head;
+    size_t bytes = model_matrix_bytes(&od);
+    if (model_use_onednn_fp32(&od, &e) != 0)
+        rc_fail_err("model_use_onednn_fp32", &e);
+    /* the weights in place: the same arrays, no other copy */
+    assert_ptr_equal(od.blocks[0].lin[0].w, w0);
+    assert_ptr_equal(od.lm_head, head);
+    assert_non_null(od.blocks[0].lin[0].dm);
+    assert_int_equal(od.compute, MODEL_FP32);
+    assert_int_equal(model_matrix_bytes(&od), bytes);
+    assert_true(mb_head_onednn(&od) && !mb_head_onednn(&ob));
+    assert_int_equal(model_use_onednn_fp32(&od, &e), -1);   /* once */
+    result rb = pass(&ob, 1), rd = pass(&od, 1);
+    double rl = rel_loss(rd.loss, rb.loss), rg = rel_fro(rd.grad, rb.grad, rb.n);
+    print_message("%s fp32 onednn vs openblas: loss %.8f / %.8f (%.1e), gradients %.1e\n", name,
+                  rd.loss, rb.loss, rl, rg);
+    assert_true(rl < F32_LOSS_TOL && rg < F32_GRAD_TOL);
+    assert_true(rd.loss != rb.loss || rg > 0);   /* the oneDNN path was taken */
+    result_free(&rb), result_free(&rd);
+    double el = logits_err(&ob, &od);
+    print_message("%s fp32 onednn vs openblas: logits %.1e\n", name, el);
+    assert_true(el < F32_LOSS_TOL);
+    model_free(&ob), model_free(&od);
+}
+
+static void test_f32_onednn(void **state)
+{
+    (void)state;
+    char dir[512];
+    skip_without_dnnl();
+    write_dirs(0, "f32d_gpt2", REF_F32, dir, NULL);
+    f32_vs_openblas("gpt2", dir);
+    write_dirs(1, "f32d_llama", REF_F32, dir, NULL);
+    f32_vs_openblas("llama", dir);
+    model bf = load(dir, MODEL_BF16, 1);
+    pl_err e;
+    assert_int_equal(model_use_onednn_fp32(&bf, &e), -1);
+    assert_string_equal(e.msg, "--fp32-matmul onednn: needs --compute fp32");
+    model_free(&bf);
+}
+
+/* auto under PSLORA_CPU_FEATURES=env: the choice and its line. */
+static void matmul_auto_as(const char *env, model_matmul want, const char *line)
+{
+    model_matmul mm;
+    pl_err e;
+    char how[128];
+    setenv("PSLORA_CPU_FEATURES", env, 1);
+    assert_int_equal(model_fp32_matmul_choose("auto", &mm, &e), 0);
+    model_fp32_matmul_describe(how, sizeof how, mm, "auto");
+    assert_int_equal(mm, want);
+    assert_string_equal(how, line);
+    unsetenv("PSLORA_CPU_FEATURES");
+}
+
+static void test_choose_matmul(void **state)
+{
+    (void)state;
+    model_matmul mm;
+    pl_err e;
+    char how[160], want[160];
+    assert_int_equal(model_fp32_matmul_choose("openblas", &mm, &e), 0);
+    assert_int_equal(mm, MODEL_MM_OPENBLAS);
+    assert_int_equal(model_fp32_matmul_choose("blas", &mm, &e), -1);
+    assert_string_equal(e.msg, "--fp32-matmul: expected openblas, onednn or auto, got 'blas'");
+    assert_string_equal(model_fp32_matmul_name(MODEL_MM_ONEDNN), "onednn");
+    assert_string_equal(model_fp32_matmul_name(MODEL_MM_OPENBLAS), "openblas");
+    if (!dm_available()) {
+        assert_int_equal(model_fp32_matmul_choose("onednn", &mm, &e), -1);
+        assert_string_equal(e.msg, "--fp32-matmul onednn: this pslora was built without oneDNN "
+                                   "(libdnnl-dev)");
+        matmul_auto_as("avx512f", MODEL_MM_OPENBLAS, "openblas (auto: built without oneDNN)");
+        return;
+    }
+    matmul_auto_as("none", MODEL_MM_OPENBLAS, "openblas (auto: no avx512f)");
+    /* with AVX-512 the OpenBLAS core running decides (this process's) */
+    snprintf(want, sizeof want, "%s (auto: %s%s kernels)",
+             cpu_blas_core_avx512() ? "openblas" : "onednn",
+             cpu_blas_core_avx512() ? "OpenBLAS runs its " : "avx512f while OpenBLAS runs its ",
+             cpu_blas_core());
+    matmul_auto_as("avx512f", cpu_blas_core_avx512() ? MODEL_MM_OPENBLAS : MODEL_MM_ONEDNN, want);
+    matmul_auto_as("avx512_bf16", cpu_blas_core_avx512() ? MODEL_MM_OPENBLAS : MODEL_MM_ONEDNN,
+                   want);
+    assert_int_equal(model_fp32_matmul_choose("onednn", &mm, &e), 0);
+    assert_int_equal(mm, MODEL_MM_ONEDNN);
+    setenv("PSLORA_CPU_FEATURES", "none", 1);
+    model_fp32_matmul_describe(how, sizeof how, MODEL_MM_ONEDNN, "onednn");
+    snprintf(want, sizeof want, "onednn (requested onednn; OpenBLAS core %s, avx512f: no)",
+             cpu_blas_core());
+    assert_string_equal(how, want);
+    /* auto overruled (--full, an encoder): said so */
+    model_fp32_matmul_describe(how, sizeof how, MODEL_MM_OPENBLAS, "auto");
+    assert_string_equal(how, "openblas (auto: no avx512f)");
+    setenv("PSLORA_CPU_FEATURES", "avx512f", 1);
+    if (!cpu_blas_core_avx512()) {
+        model_fp32_matmul_describe(how, sizeof how, MODEL_MM_OPENBLAS, "auto");
+        assert_string_equal(how, "openblas (auto: oneDNN fp32 is not used for --full or an encoder)");
+    }
+    setenv("PSLORA_CPU_FEATURES", "avx9", 1);
+    assert_int_equal(model_fp32_matmul_choose("auto", &mm, &e), -1);
+    assert_non_null(strstr(e.msg, "PSLORA_CPU_FEATURES: unknown feature 'avx9'"));
+    unsetenv("PSLORA_CPU_FEATURES");
+}
+
 /* ---- (e) a store shared by two models ------------------------------------------- */
 
 typedef struct {
@@ -497,6 +639,7 @@ int main(void)
         cmocka_unit_test(test_bf16_files), cmocka_unit_test(test_f16_file),
         cmocka_unit_test(test_drawn),      cmocka_unit_test(test_choose),
         cmocka_unit_test(test_store),
+        cmocka_unit_test(test_f32_onednn), cmocka_unit_test(test_choose_matmul),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,12 @@
  * one plain copy read both ways, the accumulating forward and a shared arena,
  * and a plain copy in the caller's memory (dm_linear_wrap_bf16): filled, it
  * holds the bytes dm_linear_pack makes and gives its results bit for bit.
+ * fp32 handles (dm_linear_wrap_f32) against a double-precision loop on the
+ * same fp32 inputs within the fp32 kernels' bound (F32_TOL, test_kernels'
+ * FWD_TOL), forward and backward, odd shapes too; they read the weights in
+ * place (a change of the caller's array shows in the next product), and a
+ * row's result does not depend on how many rows the product has nor on the
+ * thread count (W workers x B rows then compute what 1 x W*B computes).
  * Built without oneDNN, every call must fail with "built without oneDNN". */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +27,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +38,7 @@
 
 #define BF16_TOL 1e-2   /* vs fp32 inputs */
 #define EXACT_TOL 1e-5  /* vs bf16-rounded inputs, double accumulation */
+#define F32_TOL 1e-5    /* fp32 products vs double: test_kernels.c's FWD_TOL */
 
 /* Does /proc/cpuinfo list this flag (as a whole word)?  -1 when unreadable. */
 static int cpuinfo_has(const char *flag)
@@ -50,6 +58,38 @@ static int cpuinfo_has(const char *flag)
     }
     fclose(f);
     return found;
+}
+
+/* cpu_avx512 agrees with /proc/cpuinfo's avx512f, and PSLORA_CPU_FEATURES
+ * replaces it: avx512f, or a bf16 feature (which implies it), gives 1. */
+static void test_avx512_detection(void **state)
+{
+    (void)state;
+    int a;
+    pl_err e;
+    unsetenv("PSLORA_CPU_FEATURES");
+    assert_int_equal(cpu_avx512(&a, &e), 0);
+    if (cpuinfo_has("avx512f") >= 0)
+        assert_int_equal(a, cpuinfo_has("avx512f"));
+    printf("# avx512f: %d; OpenBLAS core %s (AVX-512 kernels: %d)\n", a, cpu_blas_core(),
+           cpu_blas_core_avx512());
+    static const struct { const char *env; int want; } o[] = {
+        {"none", 0}, {"", 0}, {"avx512f", 1}, {"avx512_bf16", 1}, {"amx_bf16", 1},
+        {"none,avx512f", 1},
+    };
+    for (size_t i = 0; i < sizeof o / sizeof *o; i++) {
+        setenv("PSLORA_CPU_FEATURES", o[i].env, 1);
+        assert_int_equal(cpu_avx512(&a, &e), 0);
+        assert_int_equal(a, o[i].want);
+    }
+    cpu_bf16 k;   /* avx512f alone is no bf16 dot product */
+    setenv("PSLORA_CPU_FEATURES", "avx512f", 1);
+    assert_int_equal(cpu_bf16_dot(&k, &e), 0);
+    assert_int_equal(k, CPU_BF16_NONE);
+    setenv("PSLORA_CPU_FEATURES", "avx512", 1);
+    assert_int_equal(cpu_avx512(&a, &e), -1);
+    assert_non_null(strstr(e.msg, "unknown feature 'avx512'"));
+    unsetenv("PSLORA_CPU_FEATURES");
 }
 
 /* cpu_bf16_dot agrees with the flags the kernel lists in /proc/cpuinfo (a
@@ -89,7 +129,7 @@ static void test_bf16_detection(void **state)
     setenv("PSLORA_CPU_FEATURES", "avx512_bf16,sse9", 1);
     assert_int_equal(cpu_bf16_dot(&k, &e), -1);
     assert_string_equal(e.msg, "PSLORA_CPU_FEATURES: unknown feature 'sse9' (expected a "
-                               "comma-separated list of amx_bf16, avx512_bf16 or none)");
+                               "comma-separated list of amx_bf16, avx512_bf16, avx512f or none)");
     assert_string_equal(cpu_bf16_name(CPU_BF16_AVX512), "avx512_bf16");
     assert_string_equal(cpu_bf16_name(CPU_BF16_AMX), "amx_bf16");
     assert_string_equal(cpu_bf16_name(CPU_BF16_NONE), "none");
@@ -443,6 +483,152 @@ static void test_wrap(void **state)
     free(w), free(x), free(dy), free(mem);
 }
 
+/* ---- fp32 handles ---- */
+
+/* Shapes (in, out): the bf16 tests' rectangle, odd small ones, and a GPT-2
+ * width (c_attn's 768 -> 2304 cut to 768 -> 1000 to keep the double loop short). */
+static const int F32_SHAPES[][2] = {{IN, OUT}, {37, 53}, {53, 1}, {1, 29}, {768, 1000}};
+static const int F32_ROWS[] = {1, 7, 130};
+
+/* Forward (with and without bias, overwriting and accumulating) and
+ * backward (overwriting and accumulating) of one fp32 handle over w, against
+ * the double loops on the same fp32 data.  Returns the worst error. */
+static double f32_check(dm_linear *h, const float *w, dm_layout lay, int in, int out, int N,
+                        uint64_t seed)
+{
+    pl_err e;
+    float *x = frand((size_t)N * in, 1.0f, seed), *dy = frand((size_t)N * out, 1.0f, seed + 1);
+    float *b = frand(out, 1.0f, seed + 2), *y0 = frand((size_t)N * out, 0.5f, seed + 3);
+    float *dx0 = frand((size_t)N * in, 0.5f, seed + 4);
+    float *y = malloc((size_t)N * out * sizeof *y), *dx = malloc((size_t)N * in * sizeof *dx);
+    double *yd = malloc((size_t)N * out * sizeof *yd), *dd = malloc((size_t)N * in * sizeof *dd);
+    double worst = 0;
+    for (int v = 0; v < 4; v++) {   /* forward: bias or not x overwrite or accumulate */
+        const float *bias = v & 1 ? b : NULL;
+        int acc = v >> 1;
+        memcpy(y, y0, (size_t)N * out * sizeof *y);
+        int rc = acc ? dm_linear_fwd_acc(h, x, y, bias, N, &e) : dm_linear_fwd(h, x, y, bias, N, &e);
+        assert_int_equal(rc, 0);
+        ref_fwd(yd, x, w, bias, lay, N, in, out);
+        for (size_t i = 0; acc && i < (size_t)N * out; i++)
+            yd[i] += y0[i];
+        double err = rel_fro(y, yd, (size_t)N * out);
+        assert_true(err < F32_TOL);
+        worst = err > worst ? err : worst;
+    }
+    for (int acc = 0; acc < 2; acc++) {
+        memcpy(dx, dx0, (size_t)N * in * sizeof *dx);
+        assert_int_equal(dm_linear_bwd_x(h, dy, dx, N, acc, &e), 0);
+        ref_bwd(dd, dy, w, acc ? dx0 : NULL, lay, N, in, out);
+        double err = rel_fro(dx, dd, (size_t)N * in);
+        assert_true(err < F32_TOL);
+        worst = err > worst ? err : worst;
+    }
+    free(x), free(dy), free(b), free(y0), free(dx0), free(y), free(dx), free(yd), free(dd);
+    return worst;
+}
+
+/* fp32 products, both layouts, every shape and row count, against double. */
+static void test_f32_products(void **state)
+{
+    (void)state;
+    pl_err e;
+    double worst = 0;
+    for (size_t s = 0; s < sizeof F32_SHAPES / sizeof *F32_SHAPES; s++) {
+        int in = F32_SHAPES[s][0], out = F32_SHAPES[s][1];
+        float *w = frand((size_t)in * out, 0.05f, 40 + s);
+        for (int lay = DM_OUT_IN; lay <= DM_IN_OUT; lay++) {
+            dm_linear *h = dm_linear_wrap_f32(w, (dm_layout)lay, in, out, &e);
+            assert_non_null(h);
+            assert_int_equal(dm_weight_bytes(h), (size_t)in * out * sizeof(float));
+            for (size_t k = 0; k < sizeof F32_ROWS / sizeof *F32_ROWS; k++) {
+                double err = f32_check(h, w, (dm_layout)lay, in, out, F32_ROWS[k], 50 + k);
+                worst = err > worst ? err : worst;
+            }
+            if (in == 768)
+                print_message("fp32 [%d -> %d] %s: kernels %s / %s\n", in, out,
+                              lay == DM_OUT_IN ? "[out,in]" : "[in,out]", dm_impl_name(h, 0),
+                              dm_impl_name(h, 1));
+            dm_free(h);
+        }
+        free(w);
+    }
+    print_message("fp32: worst relative Frobenius error vs double %.2e\n", worst);
+}
+
+/* The handle reads the caller's weights at each product (no copy): doubling
+ * them in place doubles the result exactly. */
+static void test_f32_in_place(void **state)
+{
+    (void)state;
+    pl_err e;
+    int in = 96, out = 72, N = 5;
+    float *w = frand((size_t)in * out, 0.05f, 60), *x = frand((size_t)N * in, 1.0f, 61);
+    float y1[5 * 72], y2[5 * 72];
+    dm_linear *h = dm_linear_wrap_f32(w, DM_IN_OUT, in, out, &e);
+    assert_non_null(h);
+    assert_int_equal(dm_linear_fwd(h, x, y1, NULL, N, &e), 0);
+    for (int i = 0; i < in * out; i++)
+        w[i] *= 2.0f;
+    assert_int_equal(dm_linear_fwd(h, x, y2, NULL, N, &e), 0);
+    for (int i = 0; i < N * out; i++)
+        assert_true(y2[i] == 2.0f * y1[i]);
+    assert_int_equal(dm_linear_fill(h, w, DM_F32, &e), -1);   /* nothing to fill */
+    assert_null(dm_linear_wrap_f32(NULL, DM_IN_OUT, in, out, &e));
+    assert_non_null(strstr(e.msg, "no weights"));
+    dm_free(h);
+    free(w), free(x);
+}
+
+/* Rows [r0, r0 + n) of a product of N rows, through handle h: forward into
+ * y [n, out] and backward into dx [n, in]. */
+static void f32_rows(dm_linear *h, const float *x, const float *dy, float *y, float *dx, int in,
+                     int out, int r0, int n)
+{
+    pl_err e;
+    assert_int_equal(dm_linear_fwd(h, x + (size_t)r0 * in, y, NULL, n, &e), 0);
+    assert_int_equal(dm_linear_bwd_x(h, dy + (size_t)r0 * out, dx, n, 0, &e), 0);
+}
+
+/* A row's result is the same bytes whatever the product's row count (a
+ * whole batch of 512 rows, or its halves of 256 as two workers compute
+ * them, or 37 rows) and the thread count: W workers x B then compute what
+ * one worker x W*B computes, and the thread count changes nothing. */
+static void test_f32_rows_independent(void **state)
+{
+    (void)state;
+    pl_err e;
+    int in = 768, out = 2304, N = 512;
+    float *w = frand((size_t)in * out, 0.05f, 70);
+    float *x = frand((size_t)N * in, 1.0f, 71), *dy = frand((size_t)N * out, 1.0f, 72);
+    size_t ny = (size_t)N * out, nx = (size_t)N * in;
+    float *y = malloc(ny * sizeof *y), *dx = malloc(nx * sizeof *dx);
+    float *yp = malloc(ny * sizeof *yp), *dxp = malloc(nx * sizeof *dxp);
+    int threads = omp_get_max_threads();
+    for (int lay = DM_OUT_IN; lay <= DM_IN_OUT; lay++) {
+        dm_linear *h = dm_linear_wrap_f32(w, (dm_layout)lay, in, out, &e);
+        assert_non_null(h);
+        f32_rows(h, x, dy, y, dx, in, out, 0, N);
+        f32_rows(h, x, dy, yp, dxp, in, out, 0, N / 2);
+        f32_rows(h, x, dy, yp + ny / 2, dxp + nx / 2, in, out, N / 2, N / 2);
+        assert_memory_equal(y, yp, ny * sizeof *y);
+        assert_memory_equal(dx, dxp, nx * sizeof *dx);
+        f32_rows(h, x, dy, yp, dxp, in, out, 100, 37);
+        assert_memory_equal(y + (size_t)100 * out, yp, (size_t)37 * out * sizeof *y);
+        assert_memory_equal(dx + (size_t)100 * in, dxp, (size_t)37 * in * sizeof *dx);
+        dm_free(h);
+        omp_set_num_threads(threads == 1 ? 2 : 1);   /* a handle of another thread count */
+        h = dm_linear_wrap_f32(w, (dm_layout)lay, in, out, &e);
+        assert_non_null(h);
+        f32_rows(h, x, dy, yp, dxp, in, out, 0, N);
+        assert_memory_equal(y, yp, ny * sizeof *y);
+        assert_memory_equal(dx, dxp, nx * sizeof *dx);
+        dm_free(h);
+        omp_set_num_threads(threads);
+    }
+    free(w), free(x), free(dy), free(y), free(dx), free(yp), free(dxp);
+}
+
 /* More row counts than the primitive cache holds, then the first ones again:
  * evicted primitives are rebuilt and give the same results. */
 static void test_cache_eviction(void **state)
@@ -502,6 +688,9 @@ static void test_without_dnnl(void **state)
     assert_null(dm_linear_wrap_bf16(w, DM_OUT_IN, 4, 3, &e));
     assert_non_null(strstr(e.msg, "built without oneDNN"));
     e.msg[0] = 0;
+    assert_null(dm_linear_wrap_f32(w, DM_OUT_IN, 4, 3, &e));
+    assert_non_null(strstr(e.msg, "built without oneDNN"));
+    e.msg[0] = 0;
     assert_int_equal(dm_linear_fwd(NULL, x, y, NULL, 1, &e), -1);
     assert_non_null(strstr(e.msg, "built without oneDNN"));
     e.msg[0] = 0;
@@ -516,6 +705,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_detection),
+        cmocka_unit_test(test_avx512_detection),
 #ifdef PSLORA_HAVE_DNNL
         cmocka_unit_test(test_forward),
         cmocka_unit_test(test_backward),
@@ -524,6 +714,9 @@ int main(void)
         cmocka_unit_test(test_wrap),
         cmocka_unit_test(test_prerounded_input),
         cmocka_unit_test(test_cache_eviction),
+        cmocka_unit_test(test_f32_products),
+        cmocka_unit_test(test_f32_in_place),
+        cmocka_unit_test(test_f32_rows_independent),
         cmocka_unit_test(test_rejections),
 #else
         cmocka_unit_test(test_without_dnnl),

@@ -83,35 +83,48 @@ static int has_amx(void)
     return 1;
 }
 
-/* AVX512_BF16 (VDPBF16PS), with AVX512F and the OS saving the AVX-512 state. */
-static int has_avx512_bf16(void)
+/* AVX512F with the OS saving the AVX-512 state (XCR0 bits 1, 2, 5, 6, 7);
+ * *leaf7 gets CPUID.(7,0).EAX, the highest subleaf of leaf 7. */
+static int has_avx512f(unsigned *leaf7)
 {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE))
         return 0;
     if ((xcr0() & 0xe6) != 0xe6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d))
         return 0;
-    if (!(b & bit_AVX512F) || a < 1)   /* a: the highest subleaf of leaf 7 */
+    *leaf7 = a;
+    return (b & bit_AVX512F) != 0;
+}
+
+/* AVX512_BF16 (VDPBF16PS), with AVX512F and the OS saving the AVX-512 state. */
+static int has_avx512_bf16(void)
+{
+    unsigned a, b, c, d, leaf7 = 0;
+    if (!has_avx512f(&leaf7) || leaf7 < 1)
         return 0;
     __cpuid_count(7, 1, a, b, c, d);
     return (a >> 5) & 1;
 }
 
-/* PSLORA_CPU_FEATURES's list in place of the detection. */
-static int bf16_from_env(const char *list, cpu_bf16 *out, pl_err *e)
+enum { F_AMX = 1, F_AVX512_BF16 = 2, F_AVX512F = 4 };
+
+/* PSLORA_CPU_FEATURES's list in place of the detection, as F_ bits; the
+ * bf16 features imply AVX512F (every CPU with them has it). */
+static int features_from_env(const char *list, unsigned *bits, pl_err *e)
 {
     char buf[128];
     snprintf(buf, sizeof buf, "%s", list);
-    *out = CPU_BF16_NONE;
+    *bits = 0;
     for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
         if (!strcmp(t, "amx_bf16"))
-            *out = CPU_BF16_AMX;
-        else if (!strcmp(t, "avx512_bf16")) {
-            if (*out != CPU_BF16_AMX)
-                *out = CPU_BF16_AVX512;
-        } else if (strcmp(t, "none") != 0)
+            *bits |= F_AMX | F_AVX512F;
+        else if (!strcmp(t, "avx512_bf16"))
+            *bits |= F_AVX512_BF16 | F_AVX512F;
+        else if (!strcmp(t, "avx512f"))
+            *bits |= F_AVX512F;
+        else if (strcmp(t, "none") != 0)
             return pl_errf(e, "PSLORA_CPU_FEATURES: unknown feature '%s' (expected a comma-separated "
-                              "list of amx_bf16, avx512_bf16 or none)", t);
+                              "list of amx_bf16, avx512_bf16, avx512f or none)", t);
     }
     return 0;
 }
@@ -119,8 +132,43 @@ static int bf16_from_env(const char *list, cpu_bf16 *out, pl_err *e)
 int cpu_bf16_dot(cpu_bf16 *out, pl_err *e)
 {
     const char *env = getenv("PSLORA_CPU_FEATURES");
-    if (env)
-        return bf16_from_env(env, out, e);
+    unsigned bits;
+    if (env) {
+        if (features_from_env(env, &bits, e) != 0)
+            return -1;
+        *out = bits & F_AMX ? CPU_BF16_AMX : bits & F_AVX512_BF16 ? CPU_BF16_AVX512 : CPU_BF16_NONE;
+        return 0;
+    }
     *out = has_amx() ? CPU_BF16_AMX : has_avx512_bf16() ? CPU_BF16_AVX512 : CPU_BF16_NONE;
+    return 0;
+}
+
+int cpu_avx512(int *out, pl_err *e)
+{
+    const char *env = getenv("PSLORA_CPU_FEATURES");
+    unsigned bits, leaf7;
+    if (env) {
+        if (features_from_env(env, &bits, e) != 0)
+            return -1;
+        *out = (bits & F_AVX512F) != 0;
+        return 0;
+    }
+    *out = has_avx512f(&leaf7);
+    return 0;
+}
+
+const char *cpu_blas_core(void)
+{
+    const char *n = openblas_get_corename();
+    return n ? n : "unknown";
+}
+
+int cpu_blas_core_avx512(void)
+{
+    static const char *avx512[] = {"SkylakeX", "CooperLake", "SapphireRapids"};
+    const char *n = cpu_blas_core();
+    for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++)
+        if (strcmp(n, avx512[i]) == 0)
+            return 1;
     return 0;
 }

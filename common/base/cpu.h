@@ -31,9 +31,18 @@ typedef enum { CPU_BF16_NONE, CPU_BF16_AVX512, CPU_BF16_AMX } cpu_bf16;
 
 /* The override for tests (any CPU can then take either branch of a decision
  * made on it): PSLORA_CPU_FEATURES, when set, replaces the detection by its
- * comma-separated list of "amx_bf16", "avx512_bf16" or "none".  Returns 0
- * and sets *out; -1 with e filled when the variable names anything else. */
+ * comma-separated list of "amx_bf16", "avx512_bf16", "avx512f" or "none"
+ * (the bf16 ones imply avx512f).  Returns 0 and sets *out; -1 with e
+ * filled when the variable names anything else. */
 int cpu_bf16_dot(cpu_bf16 *out, pl_err *e);
+/* AVX512F executed and its state enabled by the OS (XCR0 bits 1, 2, 5, 6,
+ * 7): *out 1 or 0.  PSLORA_CPU_FEATURES overrides as for cpu_bf16_dot. */
+int cpu_avx512(int *out, pl_err *e);
+/* The core OpenBLAS runs its kernels for (openblas_get_corename(), e.g.
+ * "Haswell" when OPENBLAS_CORETYPE pins it), and whether that core's
+ * kernels use AVX-512 (SkylakeX, CooperLake, SapphireRapids). */
+const char *cpu_blas_core(void);
+int cpu_blas_core_avx512(void);
 /* "amx_bf16", "avx512_bf16" or "none". */
 const char *cpu_bf16_name(cpu_bf16 k);
 

@@ -2,7 +2,8 @@
  *
  * oneDNN 2.6 C API.  One CPU engine and one in-order stream serve the whole
  * process (created once, kept until exit).  A handle holds:
- *   - the weights in bf16, per orientation: forward uses the matmul weights
+ *   - the weights in bf16 (or fp32 in place: dm_linear_wrap_f32), per
+ *     orientation: forward uses the matmul weights
  *     [K=in, N=out], backward [K=out, N=in].  Packed, the layout is the one
  *     oneDNN picks for DM_PACK_ROWS rows, and every later primitive is
  *     created for that exact layout; DM_FWD_BWD_ONE keeps one plain copy and
@@ -12,7 +13,9 @@
  *     objects, so a repeated call allocates nothing;
  *   - an arena (its own, or one shared with other handles) holding the bf16
  *     copy of the activations and the scratchpad, both grown to the largest
- *     call; primitives get their buffers from it just before each run. */
+ *     call; primitives get their buffers from it just before each run.
+ * An fp32 handle reads the activations as they lie: no copy, only the
+ * scratchpad. */
 #include "dnnl_matmul.h"
 
 #include <stdint.h>
@@ -25,7 +28,7 @@
 
 #ifndef PSLORA_HAVE_DNNL
 
-#define NO_DNNL "bf16 matmul: built without oneDNN (install libdnnl-dev and rebuild)"
+#define NO_DNNL "oneDNN matmul: built without oneDNN (install libdnnl-dev and rebuild)"
 
 int dm_available(void) { return 0; }
 
@@ -60,6 +63,13 @@ int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e)
 {
     (void)h, (void)w, (void)dt;
     return pl_errf(e, NO_DNNL);
+}
+
+dm_linear *dm_linear_wrap_f32(const float *w, dm_layout layout, int in, int out, pl_err *e)
+{
+    (void)w, (void)layout, (void)in, (void)out;
+    pl_errf(e, NO_DNNL);
+    return NULL;
 }
 
 size_t dm_plain_bytes(int in, int out) { return (size_t)in * (size_t)out * 2; }
@@ -140,6 +150,7 @@ struct dm_arena {
 struct dm_linear {
     int in, out, bwd;
     dm_layout layout;            /* of the source weights */
+    dnnl_data_type_t dt;         /* of the weights and the matmul's source: bf16 or f32 */
     dnnl_memory_desc_t wmd[2];   /* weights: [0] forward, [1] backward */
     dnnl_memory_t wmem[2];
     size_t wbytes;
@@ -182,7 +193,7 @@ static int buf_reserve(dm_buf *b, size_t bytes, pl_err *e)
         return 0;
     void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (!p)
-        return pl_errf(e, "bf16 matmul: out of memory (%zu bytes of scratch)", bytes);
+        return pl_errf(e, "oneDNN matmul: out of memory (%zu bytes of scratch)", bytes);
     free(b->p);
     b->p = p, b->cap = bytes;
     return 0;
@@ -222,14 +233,15 @@ static dnnl_status_t matmul_attr(dnnl_primitive_attr_t *attr, int acc)
     return s;
 }
 
-/* Matmul primitive descriptor for [N,K] x weights -> [N,Nc] fp32. */
+/* Matmul primitive descriptor for [N,K] (type dt) x weights -> [N,Nc] fp32. */
 static dnnl_status_t matmul_pd(dnnl_primitive_desc_t *pd, int N, int K, int Nc,
-                               const dnnl_memory_desc_t *wmd, int bias, int acc)
+                               dnnl_data_type_t dt, const dnnl_memory_desc_t *wmd, int bias,
+                               int acc)
 {
     dnnl_memory_desc_t smd, dmd, bmd;
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
-    dnnl_status_t s = md2(&smd, N, K, dnnl_bf16, dnnl_ab);
+    dnnl_status_t s = md2(&smd, N, K, dt, dnnl_ab);
     if (s == dnnl_success)
         s = md2(&dmd, N, Nc, dnnl_f32, dnnl_ab);
     if (s == dnnl_success && bias)
@@ -295,7 +307,7 @@ static int pack_one(dm_linear *h, int o, const void *w, dm_dtype dt, dm_layout l
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t s = md2(&any, K, Nc, dnnl_bf16, dnnl_format_tag_any);
     if (s == dnnl_success)
-        s = matmul_pd(&pd, DM_PACK_ROWS, K, Nc, &any, 0, 0);
+        s = matmul_pd(&pd, DM_PACK_ROWS, K, Nc, dnnl_bf16, &any, 0, 0);
     if (s == dnnl_success) {
         h->wmd[o] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
         s = dnnl_memory_create(&h->wmem[o], &h->wmd[o], g_engine, DNNL_MEMORY_ALLOCATE);
@@ -312,16 +324,16 @@ static int pack_one(dm_linear *h, int o, const void *w, dm_dtype dt, dm_layout l
     return 0;
 }
 
-/* DM_FWD_BWD_ONE: one plain bf16 buffer (data, or oneDNN's own with
+/* DM_FWD_BWD_ONE: one plain buffer of h->dt (data, or oneDNN's own with
  * DNNL_MEMORY_ALLOCATE) in the source's row-major layout, described for the
  * forward (wmd[0]) and, over the same buffer, for the backward orientation
  * (wmd[1]).  Reads nothing of the buffer. */
 static int plain_mems(dm_linear *h, void *data, pl_err *e)
 {
     void *p = NULL;
-    dnnl_status_t s = md2(&h->wmd[0], h->in, h->out, dnnl_bf16, source_tag(h->layout, 0));
+    dnnl_status_t s = md2(&h->wmd[0], h->in, h->out, h->dt, source_tag(h->layout, 0));
     if (s == dnnl_success)
-        s = md2(&h->wmd[1], h->out, h->in, dnnl_bf16, source_tag(h->layout, 1));
+        s = md2(&h->wmd[1], h->out, h->in, h->dt, source_tag(h->layout, 1));
     if (s == dnnl_success)
         s = dnnl_memory_create(&h->wmem[0], &h->wmd[0], g_engine, data);
     if (s == dnnl_success)
@@ -329,7 +341,7 @@ static int plain_mems(dm_linear *h, void *data, pl_err *e)
     if (s == dnnl_success)
         s = dnnl_memory_create(&h->wmem[1], &h->wmd[1], g_engine, p);
     if (s != dnnl_success)
-        return pl_errf(e, "bf16 matmul: describing weights [%d -> %d] failed (oneDNN status %d)",
+        return pl_errf(e, "oneDNN matmul: describing weights [%d -> %d] failed (oneDNN status %d)",
                        h->in, h->out, (int)s);
     h->wbytes = dnnl_memory_desc_get_size(&h->wmd[0]);
     return 0;
@@ -347,24 +359,25 @@ static int fill_plain(dm_linear *h, const void *w, dm_dtype dt, pl_err *e)
 
 /* A handle for in x out weights in layout, nothing held yet; NULL (e filled)
  * for bad arguments or without the engine. */
-static dm_linear *handle_new(int in, int out, dm_layout layout, int bwd, pl_err *e)
+static dm_linear *handle_new(int in, int out, dm_layout layout, int bwd, dnnl_data_type_t dt,
+                             pl_err *e)
 {
     if (in < 1 || out < 1 || bwd < DM_FWD_ONLY || bwd > DM_FWD_BWD_ONE) {
-        pl_errf(e, "bf16 matmul: bad weights (in %d, out %d, bwd %d)", in, out, bwd);
+        pl_errf(e, "oneDNN matmul: bad weights (in %d, out %d, bwd %d)", in, out, bwd);
         return NULL;
     }
     pthread_once(&g_once, engine_init);
     if (g_init_status != dnnl_success) {
-        pl_errf(e, "bf16 matmul: cannot create the oneDNN CPU engine (status %d)",
+        pl_errf(e, "oneDNN matmul: cannot create the oneDNN CPU engine (status %d)",
                 (int)g_init_status);
         return NULL;
     }
     dm_linear *h = calloc(1, sizeof *h);
     if (!h) {
-        pl_errf(e, "bf16 matmul: out of memory");
+        pl_errf(e, "oneDNN matmul: out of memory");
         return NULL;
     }
-    h->in = in, h->out = out, h->bwd = bwd, h->layout = layout, h->arena = &h->own;
+    h->in = in, h->out = out, h->bwd = bwd, h->layout = layout, h->dt = dt, h->arena = &h->own;
     h->last_impl[0] = h->last_impl[1] = "";
     return h;
 }
@@ -376,7 +389,7 @@ dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, 
         pl_errf(e, "bf16 matmul: bad weights (NULL, in %d, out %d, bwd %d)", in, out, bwd);
         return NULL;
     }
-    dm_linear *h = handle_new(in, out, layout, bwd, e);
+    dm_linear *h = handle_new(in, out, layout, bwd, dnnl_bf16, e);
     if (!h)
         return NULL;
     int rc;
@@ -402,8 +415,22 @@ dm_linear *dm_linear_wrap_bf16(void *data, dm_layout layout, int in, int out, pl
         pl_errf(e, "bf16 matmul: no memory to wrap for weights [%d -> %d]", in, out);
         return NULL;
     }
-    dm_linear *h = handle_new(in, out, layout, DM_FWD_BWD_ONE, e);
+    dm_linear *h = handle_new(in, out, layout, DM_FWD_BWD_ONE, dnnl_bf16, e);
     if (h && plain_mems(h, data, e) != 0) {
+        dm_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+dm_linear *dm_linear_wrap_f32(const float *w, dm_layout layout, int in, int out, pl_err *e)
+{
+    if (!w) {
+        pl_errf(e, "fp32 matmul: no weights to wrap for [%d -> %d]", in, out);
+        return NULL;
+    }
+    dm_linear *h = handle_new(in, out, layout, DM_FWD_BWD_ONE, dnnl_f32, e);
+    if (h && plain_mems(h, (void *)w, e) != 0) {   /* oneDNN only reads weights */
         dm_free(h);
         return NULL;
     }
@@ -412,8 +439,8 @@ dm_linear *dm_linear_wrap_bf16(void *data, dm_layout layout, int in, int out, pl
 
 int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e)
 {
-    if (!h || !w || h->bwd != DM_FWD_BWD_ONE)
-        return pl_errf(e, "bf16 matmul: fill needs weights and a plain (DM_FWD_BWD_ONE) handle");
+    if (!h || !w || h->bwd != DM_FWD_BWD_ONE || h->dt != dnnl_bf16)
+        return pl_errf(e, "bf16 matmul: fill needs weights and a plain bf16 (DM_FWD_BWD_ONE) handle");
     return fill_plain(h, w, dt, e);
 }
 
@@ -452,7 +479,7 @@ static int prim_build(dm_linear *h, dm_prim *p, int N, int kind, pl_err *e)
     int o = (kind & KB_BWD) != 0, K, Nc;
     orient_dims(h, o, &K, &Nc);
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t s = matmul_pd(&pd, N, K, Nc, &h->wmd[o], kind & KB_BIAS, kind & KB_ACC);
+    dnnl_status_t s = matmul_pd(&pd, N, K, Nc, h->dt, &h->wmd[o], kind & KB_BIAS, kind & KB_ACC);
     const char *impl = NULL;
     if (s == dnnl_success && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) ==
                                  dnnl_success && impl)
@@ -477,7 +504,7 @@ static int prim_build(dm_linear *h, dm_prim *p, int N, int kind, pl_err *e)
     if (s != dnnl_success) {
         prim_release(p);
         return pl_errf(e,
-                       "bf16 matmul: no %s primitive for [%d x %d] x [%d x %d] (oneDNN status %d)",
+                       "oneDNN matmul: no %s primitive for [%d x %d] x [%d x %d] (oneDNN status %d)",
                        o == 0 ? "forward" : "backward", N, K, K, Nc, (int)s);
     }
     if (buf_reserve(&h->arena->scratch, sz, e) != 0) {
@@ -509,19 +536,22 @@ static dm_prim *prim_get(dm_linear *h, int N, int kind, pl_err *e)
     return victim;
 }
 
-static int exec_prim(dm_linear *h, dm_prim *p, int o, const uint16_t *xb, float *dst,
+static int exec_prim(dm_linear *h, dm_prim *p, int o, const void *src, float *dst,
                      const float *bias, pl_err *e);
 
-/* Runs (N, kind) on src (fp32 [N,K], rounded into the arena) writing dst. */
+/* Runs (N, kind) on src (fp32 [N,K]: rounded into the arena for bf16
+ * weights, read as it lies for fp32 ones) writing dst. */
 static int run(dm_linear *h, int N, int kind, const float *src, float *dst, const float *bias,
                pl_err *e)
 {
-    int o = (kind & KB_BWD) != 0, K = o ? h->out : h->in;
-    if (buf_reserve(&h->arena->xb, (size_t)N * K * sizeof(uint16_t), e) != 0)
+    int o = (kind & KB_BWD) != 0, K = o ? h->out : h->in, bf16 = h->dt == dnnl_bf16;
+    if (bf16 && buf_reserve(&h->arena->xb, (size_t)N * K * sizeof(uint16_t), e) != 0)
         return -1;
     dm_prim *p = prim_get(h, N, kind, e);
     if (!p)
         return -1;
+    if (!bf16)
+        return exec_prim(h, p, o, src, dst, bias, e);
     double t0 = h->arena->convert_sec ? clock_now() : 0;
     to_bf16(h->arena->xb.p, src, N, K);
     if (h->arena->convert_sec)
@@ -529,13 +559,14 @@ static int run(dm_linear *h, int N, int kind, const float *src, float *dst, cons
     return exec_prim(h, p, o, h->arena->xb.p, dst, bias, e);
 }
 
-/* Executes primitive p (orientation o) on the bf16 source xb, writing dst. */
-static int exec_prim(dm_linear *h, dm_prim *p, int o, const uint16_t *xb, float *dst,
+/* Executes primitive p (orientation o) on its source src (bf16 or fp32, as
+ * the handle's weights), writing dst. */
+static int exec_prim(dm_linear *h, dm_prim *p, int o, const void *src, float *dst,
                      const float *bias, pl_err *e)
 {
     dnnl_exec_arg_t args[5];
     int n = 0;
-    dnnl_status_t s = dnnl_memory_set_data_handle(p->src, (void *)xb);
+    dnnl_status_t s = dnnl_memory_set_data_handle(p->src, (void *)src);
     if (s == dnnl_success)
         s = dnnl_memory_set_data_handle(p->dst, dst);
     if (s == dnnl_success && p->bias)
@@ -554,7 +585,7 @@ static int exec_prim(dm_linear *h, dm_prim *p, int o, const uint16_t *xb, float 
     if (s == dnnl_success)
         s = dnnl_stream_wait(g_stream);
     if (s != dnnl_success)
-        return pl_errf(e, "bf16 matmul: execution failed (oneDNN status %d)", (int)s);
+        return pl_errf(e, "oneDNN matmul: execution failed (oneDNN status %d)", (int)s);
     h->last_impl[o] = p->impl;
     return 0;
 }
@@ -563,7 +594,7 @@ static int fwd(dm_linear *h, const float *x, float *y, const float *bias, int N,
                pl_err *e)
 {
     if (!h || !x || !y || N < 1)
-        return pl_errf(e, "bf16 matmul: bad forward call (N %d)", N);
+        return pl_errf(e, "oneDNN matmul: bad forward call (N %d)", N);
     return run(h, N, (bias ? KB_BIAS : 0) | (acc ? KB_ACC : 0), x, y, bias, e);
 }
 
@@ -593,9 +624,9 @@ int dm_linear_fwd_bf16(dm_linear *h, const uint16_t *xb, float *y, const float *
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e)
 {
     if (!h || !dy || !dx || N < 1)
-        return pl_errf(e, "bf16 matmul: bad backward call (N %d)", N);
+        return pl_errf(e, "oneDNN matmul: bad backward call (N %d)", N);
     if (h->bwd == DM_FWD_ONLY)
-        return pl_errf(e, "bf16 matmul: weights [%d -> %d] were packed without a backward "
+        return pl_errf(e, "oneDNN matmul: weights [%d -> %d] were packed without a backward "
                           "orientation (with_bwd)", h->in, h->out);
     return run(h, N, KB_BWD | (accumulate ? KB_ACC : 0), dy, dx, NULL, e);
 }

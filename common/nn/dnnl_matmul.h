@@ -1,4 +1,5 @@
-/* dnnl_matmul.h - frozen linear maps in bf16 through oneDNN (optional).
+/* dnnl_matmul.h - frozen linear maps through oneDNN's matmul (optional):
+ * in bf16, or in fp32 on the weights in place.
  *
  * A frozen weight W is converted to bf16 and reordered ONCE into the layout
  * oneDNN's matmul prefers (dm_linear_pack).  Each call then rounds the fp32
@@ -25,7 +26,15 @@
  * oneDNN's scratchpads then live there once instead of once per handle (a
  * model's dozens of linear maps run one at a time).
  *
- * The path pays off on CPUs that execute bf16 dot products natively (AMX,
+ * fp32 (dm_linear_wrap_f32): the frozen fp32 weights are used IN PLACE
+ * (plain row-major, described for both orientations as DM_FWD_BWD_ONE is;
+ * no copy), and the fp32 activations are read as they lie: an fp32 x fp32
+ * -> fp32 matmul, accumulated in fp32 like sgemm (another summation order,
+ * so the results differ from sgemm's in the last bits).  It pays off where
+ * oneDNN has AVX-512 kernels and OpenBLAS is held to AVX2 ones
+ * (docs/performance.md, "fp32 through oneDNN").
+ *
+ * The bf16 path pays off on CPUs that execute bf16 dot products natively (AMX,
  * AVX512_BF16); elsewhere oneDNN emulates them, slower than OpenBLAS sgemm,
  * so callers choose the path at run time with cpu_bf16_dot() (common/base/
  * cpu.h, `--compute auto`).
@@ -74,10 +83,15 @@ dm_linear *dm_linear_wrap_bf16(void *data, dm_layout layout, int in, int out, pl
  * into the plain bf16 copy of a DM_FWD_BWD_ONE handle, rounded as
  * dm_linear_pack rounds: the same bytes.  0, or -1 with e filled. */
 int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e);
+/* An fp32 handle over the caller's fp32 weights w (in*out floats,
+ * row-major as layout says), used in place for y = x W^T and dx = dy W:
+ * nothing is copied, w is only read (by the products) and must outlive the
+ * handle.  dm_linear_fill does not apply.  NULL on failure, reason in e. */
+dm_linear *dm_linear_wrap_f32(const float *w, dm_layout layout, int in, int out, pl_err *e);
 /* Bytes of a plain bf16 copy of in x out weights. */
 size_t dm_plain_bytes(int in, int out);
 
-/* Bytes of bf16 weights the handle holds or wraps (0 for NULL). */
+/* Bytes of weights the handle holds or wraps (0 for NULL). */
 size_t dm_weight_bytes(const dm_linear *h);
 
 /* y[N,out] = x[N,in] W^T + bias (bias [out] or NULL).  x and y fp32 row-major.
@@ -105,12 +119,13 @@ void dm_to_bf16(uint16_t *xb, const float *x, int N, int K);
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e);
 
 /* oneDNN's name of the kernel used by the last fwd (bwd != 0: bwd_x) call,
- * e.g. "brg:avx512_core_amx_bf16"; "" before any call. */
+ * e.g. "brg:avx512_core_amx_bf16" or (fp32) "brg:avx512_core"; "" before
+ * any call. */
 const char *dm_impl_name(const dm_linear *h, int bwd);
 
 void dm_free(dm_linear *h);
 
-/* A shared home for the activation copies and scratchpads of several
+/* A shared home for the bf16 activation copies and scratchpads of several
  * handles, which must then be called one at a time.  It grows to the
  * largest call made through any of them (on the first call of each shape)
  * and never shrinks.  NULL when out of memory or built without oneDNN. */

@@ -28,7 +28,12 @@
  * file's rows on the fly (mb_embed).
  *
  * All handles share one dm_arena (the bf16 activations and oneDNN's
- * scratchpad), grown on the first call of each shape. */
+ * scratchpad), grown on the first call of each shape.
+ *
+ * fp32 through oneDNN (--fp32-matmul) keeps the model in fp32 compute and
+ * gives every frozen matrix a handle wrapping its fp32 weights in place
+ * (dm_linear_wrap_f32), in the same m->bf16 state (handles, arena; no
+ * region), so model_step.c runs the same mb_ products. */
 #include "model_bf16.h"
 
 #include <stdio.h>
@@ -99,6 +104,62 @@ int model_compute_choose(const char *s, model_compute *c, pl_err *e)
     if (*c == MODEL_BF16 && !dm_available())
         return pl_errf(e, "--compute bf16: this pslora was built without oneDNN (libdnnl-dev)");
     return 0;
+}
+
+const char *model_fp32_matmul_name(model_matmul mm)
+{
+    return mm == MODEL_MM_ONEDNN ? "onednn" : "openblas";
+}
+
+/* What auto decides (given avx512: the CPU's AVX512F); writes why. */
+static model_matmul matmul_auto(int avx512, char *why, size_t len)
+{
+    if (!dm_available())
+        snprintf(why, len, "built without oneDNN");
+    else if (!avx512)
+        snprintf(why, len, "no avx512f");
+    else if (cpu_blas_core_avx512())
+        snprintf(why, len, "OpenBLAS runs its %s kernels", cpu_blas_core());
+    else {
+        snprintf(why, len, "avx512f while OpenBLAS runs its %s kernels", cpu_blas_core());
+        return MODEL_MM_ONEDNN;
+    }
+    return MODEL_MM_OPENBLAS;
+}
+
+int model_fp32_matmul_choose(const char *s, model_matmul *mm, pl_err *e)
+{
+    int avx512;
+    char why[96];
+    if (!strcmp(s, "openblas"))
+        *mm = MODEL_MM_OPENBLAS;
+    else if (!strcmp(s, "onednn"))
+        *mm = MODEL_MM_ONEDNN;
+    else if (!strcmp(s, "auto")) {
+        if (cpu_avx512(&avx512, e) != 0)
+            return -1;
+        *mm = matmul_auto(avx512, why, sizeof why);
+    } else
+        return pl_errf(e, "--fp32-matmul: expected openblas, onednn or auto, got '%s'", s);
+    if (*mm == MODEL_MM_ONEDNN && !dm_available())
+        return pl_errf(e, "--fp32-matmul onednn: this pslora was built without oneDNN "
+                          "(libdnnl-dev)");
+    return 0;
+}
+
+void model_fp32_matmul_describe(char *buf, size_t len, model_matmul mm, const char *requested)
+{
+    int avx512 = 0;
+    pl_err e;
+    char why[96];
+    cpu_avx512(&avx512, &e);   /* model_fp32_matmul_choose refused a bad override already */
+    if (!strcmp(requested, "auto")) {
+        model_matmul am = matmul_auto(avx512, why, sizeof why);
+        snprintf(buf, len, "%s (auto: %s)", model_fp32_matmul_name(mm),
+                 am == mm ? why : "oneDNN fp32 is not used for --full or an encoder");
+    } else
+        snprintf(buf, len, "%s (requested %s; OpenBLAS core %s, avx512f: %s)",
+                 model_fp32_matmul_name(mm), requested, cpu_blas_core(), avx512 ? "yes" : "no");
 }
 
 /* ---- packing and releasing ---------------------------------------------------- */
@@ -290,6 +351,22 @@ static void bf16_free(model *m)
     m->bf16 = NULL, m->bf16_free = NULL;
 }
 
+/* m->bf16 with its arena and no handles yet (what, the flag asking for
+ * oneDNN, names a failure). */
+static int state_new(model *m, const char *what, pl_err *e)
+{
+    if (!dm_available())
+        return pl_errf(e, "%s: this pslora was built without oneDNN (libdnnl-dev)", what);
+    m->bf16 = calloc(1, sizeof *m->bf16);
+    if (m->bf16) {
+        m->bf16_free = bf16_free;
+        m->bf16->arena = dm_arena_new();
+    }
+    if (!m->bf16 || !m->bf16->arena)
+        return pl_errf(e, "%s: out of memory", what);
+    return 0;
+}
+
 int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf16_store *store,
                          pl_err *e)
 {
@@ -299,15 +376,8 @@ int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf
         return pl_errf(e, "model: bf16 compute cannot be switched back to fp32");
     if (m->cfg.arch == ARCH_BERT)
         return pl_errf(e, "--compute bf16: not implemented for bert (fp32 only)");
-    if (!dm_available())
-        return pl_errf(e, "bf16 compute: this pslora was built without oneDNN (libdnnl-dev)");
-    m->bf16 = calloc(1, sizeof *m->bf16);
-    if (m->bf16) {
-        m->bf16_free = bf16_free;
-        m->bf16->arena = dm_arena_new();
-    }
-    if (!m->bf16 || !m->bf16->arena)
-        return pl_errf(e, "bf16 compute: out of memory");
+    if (state_new(m, "--compute bf16", e) != 0)
+        return -1;
     maker mk = {.bwd = with_bwd ? DM_FWD_BWD_ONE : DM_FWD_ONLY};
     if (with_bwd && region_open(m, &mk, store, e) != 0)
         return -1;
@@ -322,6 +392,39 @@ int model_set_compute_in(model *m, model_compute c, int with_bwd, const model_bf
     m->compute = MODEL_BF16;
     return 0;
 }
+
+/* The handles of fp32 through oneDNN: each wraps its fp32 weights in place. */
+static int wrap_fp32(model *m, pl_err *e)
+{
+    int nl = model_n_linears(&m->cfg);
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int s = 0; s < nl; s++) {
+            model_linear *lin = &m->blocks[l].lin[s];
+            lin->dm = dm_linear_wrap_f32(lin->w, lin->conv1d ? DM_IN_OUT : DM_OUT_IN, lin->in,
+                                         lin->out, e);
+            if (!lin->dm)
+                return -1;
+            dm_linear_use_arena(lin->dm, m->bf16->arena);
+        }
+    m->bf16->head = dm_linear_wrap_f32(m->lm_head, DM_OUT_IN, m->cfg.n_embd, m->cfg.vocab, e);
+    if (!m->bf16->head)
+        return -1;
+    dm_linear_use_arena(m->bf16->head, m->bf16->arena);
+    return 0;
+}
+
+int model_use_onednn_fp32(model *m, pl_err *e)
+{
+    if (m->compute != MODEL_FP32 || m->bf16)
+        return pl_errf(e, "--fp32-matmul onednn: needs --compute fp32");
+    if (m->cfg.arch == ARCH_BERT)
+        return pl_errf(e, "--fp32-matmul onednn: not implemented for bert (openblas only)");
+    if (state_new(m, "--fp32-matmul onednn", e) != 0)
+        return -1;
+    return wrap_fp32(m, e);   /* on failure model_free releases what was made */
+}
+
+int mb_head_onednn(const model *m) { return m->bf16 && m->bf16->head; }
 
 int model_set_compute(model *m, model_compute c, int with_bwd, pl_err *e)
 {

@@ -1,4 +1,5 @@
-/* model_bf16.h - bf16 compute of the frozen model, built on model.h.
+/* model_bf16.h - bf16 compute of the frozen model, built on model.h, and
+ * fp32 compute whose frozen products run through oneDNN (--fp32-matmul).
  *
  * Every frozen matrix product (the linear maps of every block and the lm
  * head) runs through oneDNN on ONE bf16 copy of its weights, packed once;
@@ -8,6 +9,10 @@
  * kept); LoRA, attention and every reduction stay fp32.  The copies of
  * training lie in one region that a model_bf16_store may provide, so that
  * processes can share them.
+ *
+ * fp32 through oneDNN (model_use_onednn_fp32): the same handles and the same
+ * mb_ products, but each wraps the fp32 weights IN PLACE (the mapping or
+ * the converted copy: no second copy) and runs an fp32 matmul.
  *
  * The first half is the public side (loading for a compute, switching,
  * choosing, sizes); the second (mb_) is what model_step.c calls: the
@@ -81,12 +86,41 @@ const char *model_compute_name(model_compute c);
  * bf16 dot product)", or for a mode given by name "bf16 (requested bf16;
  * oneDNN built in, native bf16 dot product: avx512_bf16)". */
 void model_compute_describe(char *buf, size_t len, model_compute c, const char *requested);
+/* How an fp32 model's frozen products run: OpenBLAS sgemm (kernels.h) or
+ * oneDNN's fp32 matmul on the weights in place. */
+typedef enum { MODEL_MM_OPENBLAS, MODEL_MM_ONEDNN } model_matmul;
+/* "openblas", "onednn" or "auto" -> *mm: auto is onednn when oneDNN is
+ * built in, the CPU has AVX512F (cpu_avx512, PSLORA_CPU_FEATURES
+ * overrides) and OpenBLAS's core is not an AVX-512 one (held to AVX2
+ * kernels, e.g. by OPENBLAS_CORETYPE=Haswell), else openblas.  onednn in
+ * a build without oneDNN, unknown names and a bad PSLORA_CPU_FEATURES are
+ * refused (one line naming the flag or the variable). */
+int model_fp32_matmul_choose(const char *s, model_matmul *mm, pl_err *e);
+#define MODEL_FP32_MATMUL_HELP                                                              \
+    "fp32 products: openblas, onednn or auto = onednn on an AVX-512 CPU whose OpenBLAS " \
+    "runs AVX2 kernels (auto)"
+const char *model_fp32_matmul_name(model_matmul mm);
+/* The choice and why: "onednn (auto: avx512f while OpenBLAS runs its
+ * Haswell kernels)", "openblas (auto: no avx512f)", or for a name given
+ * "onednn (requested onednn; OpenBLAS core Haswell, avx512f: yes)". */
+void model_fp32_matmul_describe(char *buf, size_t len, model_matmul mm, const char *requested);
+/* Switches an fp32 model's frozen products (the blocks' linear maps
+ * forward and dx, the head's logits and dx) to oneDNN's fp32 matmul on the
+ * weights in place.  GPT-2 and Llama, fp32 compute, once; a model that
+ * trains its own weights (--full) must not use it (the head's dE is
+ * OpenBLAS's fused kernel's).  0, or -1 with e filled. */
+int model_use_onednn_fp32(model *m, pl_err *e);
+/* 1 when the head runs through a oneDNN handle (bf16, or fp32 through
+ * oneDNN): mb_head_xent and mb_head_logits then apply. */
+int mb_head_onednn(const model *m);
+
 /* Bytes of the frozen matrices (linear maps and head) as the compute holds
  * them: fp32 4 per element (the head counted once when tied), bf16 what the
  * dm handles hold. */
 size_t model_matrix_bytes(const model *m);
-/* bf16: bytes of the scratch the products share (bf16 activations, oneDNN
- * scratchpad), as grown by the calls so far; 0 for fp32. */
+/* bf16 or fp32 through oneDNN: bytes of the scratch the products share
+ * (bf16 activations, oneDNN scratchpad), as grown by the calls so far; 0
+ * for fp32 through OpenBLAS. */
 size_t model_bf16_scratch_bytes(const model *m);
 /* bf16: makes every later product add the seconds it spends rounding its
  * fp32 input to bf16 to *sec (NULL: stop; a profile's SP_CONVERT, see

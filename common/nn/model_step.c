@@ -36,7 +36,8 @@
  * matrix's bf16 handle; the head then works in chunks of MB_HEAD_ROWS rows
  * with an fp32 softmax.  Everything else is the same code.  A failing bf16
  * product (only possible on the first call of a shape) is kept in the acts
- * and makes the pass return NaN (model_acts_error). */
+ * and makes the pass return NaN (model_acts_error).  fp32 through oneDNN
+ * (--fp32-matmul onednn) takes the same handle paths with fp32 handles. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,7 +156,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
     a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
     a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
     a->xent = carve(base, &off, c->arch == ARCH_BERT       ? (size_t)MLM_CHUNK * V
-                                : m->compute == MODEL_BF16 ? mb_head_scratch(c)
+                                : mb_head_onednn(m) ? mb_head_scratch(c)
                                            : k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
     if (c->arch == ARCH_BERT)
         bert_carve(a, base, &off, c);
@@ -914,7 +915,7 @@ static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
 {
     const model *m = ps->m;
     model_acts *a = ps->a;
-    if (m->compute != MODEL_BF16)   /* a trained head (or tied wte) gets dE too */
+    if (!mb_head_onednn(m))   /* a trained head (or tied wte) gets dE too */
         return k_lmhead_xent_dw(dx, dx ? grad_of(ps, m->lm_head) : NULL, a->xent, a->hf,
                                 m->lm_head, tgt, a->N, m->cfg.n_embd, m->cfg.vocab, XENT_CHUNK);
     pl_err e;
@@ -1006,7 +1007,7 @@ void model_logits(const model *m, model_acts *a, const lora_layout *L, const flo
     a->failed = 0;
     forward_blocks(&ps, inp);
     final_norm_fwd(m, a, a->res_out + (size_t)pos * C, 1);
-    if (m->compute == MODEL_BF16) {
+    if (mb_head_onednn(m)) {
         pl_err e;
         note(&ps, mb_head_logits(m, a->hf, logits, &e), &e);
         return;

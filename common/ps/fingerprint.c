@@ -71,8 +71,9 @@ int fp_build(msg_hello *h, const train_config *t, const model *m, const lora_lay
              pl_err *e)
 {
     const model_config *c = &m->cfg;
-    char keys[32][32], vals[32][256];
-    int n = trainconf_fingerprint(t, keys, vals, 32);
+    enum { FP_MAX = 48 };   /* trainconf_fingerprint gives 32 at most (--fp32-matmul onednn) */
+    char keys[FP_MAX][32], vals[FP_MAX][256];
+    int n = trainconf_fingerprint(t, keys, vals, FP_MAX);
     int rc = 0;
     for (int i = 0; i < n && !rc; i++)
         rc = msg_hello_add(h, keys[i], vals[i], e);

@@ -34,6 +34,7 @@ static void defaults(train_config *t)
     t->shuffle = -1;
     t->keep_checkpoints = 3, t->max_skips = 5, t->timeout = 600;
     t->sync_name = "bsp", t->optimizer = "adamw", t->schedule = "constant", t->compute = "auto";
+    t->fp32_matmul = "auto";
     t->mask_id = -1, t->special_ids = NULL;   /* not given: eb_mask_ids_resolve */
 }
 
@@ -75,7 +76,8 @@ static int cross_checks(train_config *t, pl_err *e)
         return pl_errf(e, "--optimizer: expected adamw or sgd, got '%s'", t->optimizer);
     if (sched_parse(t->schedule, &t->opt.schedule) != 0)
         return pl_errf(e, "--schedule: expected constant, linear or cosine, got '%s'", t->schedule);
-    if (model_compute_choose(t->compute, &t->compute_mode, e) != 0)
+    if (model_compute_choose(t->compute, &t->compute_mode, e) != 0 ||
+        model_fp32_matmul_choose(t->fp32_matmul, &t->matmul_mode, e) != 0)
         return -1;
     t->eval_every_given = t->eval_every != 0;
     if (t->val && !t->eval_every)
@@ -105,6 +107,8 @@ static int full_checks(train_config *t, const fl_spec *specs, pl_err *e)
             return pl_errf(e, "--%s: an adapter flag, not used with --full", adapter_flags[i]);
     if (!strcmp(t->compute, "bf16"))
         return pl_errf(e, "--compute bf16: --full trains in fp32 only");
+    if (!strcmp(t->fp32_matmul, "onednn"))
+        return pl_errf(e, "--fp32-matmul onednn: --full trains with openblas only");
     if (!t->full_include)
         t->full_include = "";
     return full_include_parse(t->full_include, &t->full_bits, e);
@@ -197,6 +201,8 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         {.name = "timeout", .type = FL_INT, .dst = &t->timeout,
          .help = "seconds to wait for a peer before giving up (600)", .min = 1, .max = 1e9},
         {.name = "compute", .type = FL_STR, .dst = &t->compute, .help = MODEL_COMPUTE_HELP},
+        {.name = "fp32-matmul", .type = FL_STR, .dst = &t->fp32_matmul,
+         .help = MODEL_FP32_MATMUL_HELP},
         {.name = "task", .type = FL_STR, .dst = &t->task_name,
          .help = "bert: mlm or cls (the config's architectures)"},
         {.name = "num-labels", .type = FL_INT, .dst = &t->num_labels,
@@ -225,8 +231,11 @@ int trainconf_parse(train_config *t, int argc, char **argv, pl_err *e)
         return pl_errf(e, "--task: expected mlm or cls, got '%s'", t->task_name);
     if (t->num_labels && t->task == TASK_MLM)
         return pl_errf(e, "--num-labels: only with --task cls");
-    if (t->full || (!strcmp(t->compute, "auto") && model_dir_is_encoder(t->model_dir)))
+    int encoder = model_dir_is_encoder(t->model_dir);
+    if (t->full || (!strcmp(t->compute, "auto") && encoder))
         t->compute_mode = MODEL_FP32;   /* auto decides fp32 where bf16 is not implemented */
+    if (t->full || (!strcmp(t->fp32_matmul, "auto") && encoder))
+        t->matmul_mode = MODEL_MM_OPENBLAS;   /* and openblas where oneDNN fp32 is not */
     return 0;
 }
 
@@ -240,6 +249,11 @@ static const char *fmt_float(char *buf, size_t len, float x)
             break;
     }
     return buf;
+}
+
+int trainconf_fp32_onednn(const train_config *t)
+{
+    return t->compute_mode == MODEL_FP32 && t->matmul_mode == MODEL_MM_ONEDNN;
 }
 
 int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][256], int max)
@@ -280,6 +294,8 @@ int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][25
     KV("--init-adapter", "%s", t->init_adapter ? t->init_adapter : "");
     KV("--resume", "%s", t->resume ? t->resume : "");
     KV("--compute", "%s", model_compute_name(t->compute_mode));   /* as decided */
+    if (trainconf_fp32_onednn(t))   /* absent for openblas: as before the flag existed */
+        KV("--fp32-matmul", "%s", model_fp32_matmul_name(t->matmul_mode));
     KV("--optimizer", "%s", opt_kind_name(t->opt.kind));
     KV("--lr", "%s", fmt_float(f, sizeof f, t->opt.lr));
     KV("--momentum", "%s", fmt_float(f, sizeof f, t->opt.momentum));
@@ -353,6 +369,8 @@ int trainconf_write_run_json(const train_config *t, int world, int n_workers, pl
     cJSON_AddNumberToObject(f, "log_every", t->log_every);
     cJSON_AddStringToObject(f, "compute", model_compute_name(t->compute_mode));
     cJSON_AddStringToObject(f, "compute_requested", t->compute);
+    cJSON_AddStringToObject(f, "fp32_matmul", model_fp32_matmul_name(t->matmul_mode));
+    cJSON_AddStringToObject(f, "fp32_matmul_requested", t->fp32_matmul);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     char path[4096];
@@ -436,8 +454,9 @@ int trainconf_adapter(const train_config *t, const model_config *c, lora_layout 
     return 0;
 }
 
-int trainconf_load_model(const train_config *t, model *m, model_compute c, int with_bwd,
-                         const model_bf16_store *store, pl_err *e)
+/* The load itself: model_load_in, or the BERT head of --task / --num-labels. */
+static int load_model(const train_config *t, model *m, model_compute c, int with_bwd,
+                      const model_bf16_store *store, pl_err *e)
 {
     if (t->task == TASK_NONE && !t->num_labels)
         return model_load_in(m, t->model_dir, c, with_bwd, store, e);
@@ -452,6 +471,18 @@ int trainconf_load_model(const train_config *t, model *m, model_compute c, int w
     if (rc != 0)
         model_free(m);
     return rc;
+}
+
+int trainconf_load_model(const train_config *t, model *m, model_compute c, int with_bwd,
+                         const model_bf16_store *store, pl_err *e)
+{
+    if (load_model(t, m, c, with_bwd, store, e) != 0)
+        return -1;
+    if (with_bwd && c == MODEL_FP32 && trainconf_fp32_onednn(t) && model_use_onednn_fp32(m, e) != 0) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
 }
 
 /* A BERT cls run's classifier: appended to the layout (unless the

@@ -15,7 +15,7 @@ typedef enum { SYNC_BSP, SYNC_SSP, SYNC_ASP } sync_mode;
 
 typedef struct {
     const char *model_dir, *data, *val, *out, *targets, *init_adapter, *resume;
-    const char *sync_name, *optimizer, *schedule, *compute;
+    const char *sync_name, *optimizer, *schedule, *compute, *fp32_matmul;
     long rank, batch, seq, steps, seed, servers, staleness, checkpoint_every, eval_every,
         eval_batches, threads, log_every, keep_checkpoints, max_skips, timeout;
     long global_batch;  /* --global-batch G: sequences per step over all workers, each of
@@ -31,6 +31,7 @@ typedef struct {
     const char *full_include;     /* --full-include: biases, norms ("") */
     unsigned full_bits;           /* ... parsed (FULL_*) */
     model_compute compute_mode;   /* --compute as decided on this rank (auto: bf16 only with AMX) */
+    model_matmul matmul_mode;     /* --fp32-matmul as decided on this rank (fp32 compute only) */
     const char *task_name;        /* --task mlm|cls (bert; NULL: the config's head) */
     model_task task;              /* ... parsed (TASK_NONE when not given) */
     long num_labels;              /* --num-labels K (bert cls; 0: the config's) */
@@ -63,6 +64,10 @@ int trainconf_resolve_data(train_config *t, int n_workers, pl_err *e);
 /* Epochs done after `done` steps: done*W*B / N (metrics and progress). */
 double trainconf_epoch(const train_config *t, long done, int n_workers);
 
+/* 1 when the run's fp32 products go through oneDNN: fp32 compute and
+ * --fp32-matmul deciding onednn. */
+int trainconf_fp32_onednn(const train_config *t);
+
 /* Key/value pairs of every setting that must agree across ranks (the Hello
  * fingerprint), written into keys/vals (at most max); returns the count. */
 int trainconf_fingerprint(const train_config *t, char keys[][32], char vals[][256], int max);
@@ -81,7 +86,9 @@ const char *sync_name(sync_mode s);
 
 /* Loads --model for compute c (a worker: --compute; a server: fp32):
  * model_load_in (model_bf16.h), or with --task / --num-labels the BERT head
- * they ask for (fp32 only; a model other than bert is refused). */
+ * they ask for (fp32 only; a model other than bert is refused).  A worker's
+ * fp32 model then runs through oneDNN when --fp32-matmul decided so
+ * (model_use_onednn_fp32; with_bwd is the worker's mark). */
 int trainconf_load_model(const train_config *t, model *m, model_compute c, int with_bwd,
                          const model_bf16_store *store, pl_err *e);
 
