@@ -6,7 +6,7 @@
 # shared, so neither gets all the quiet moments), and each side's best run
 # counts.  Prints both figures, every round's figures, and pslora / torch.
 #
-#   bench/compare.sh [-r ROUNDS] [-p PSLORA] [-q SECS] [-c COMPUTE] [--] FLAGS...
+#   bench/compare.sh [-r ROUNDS] [-p PSLORA] [-q SECS] [-c COMPUTE] [-m MATMUL] [--] FLAGS...
 #       FLAGS: shape flags both programs share (--layers --dim --heads --vocab
 #       --ctx --intermediate --batch --seq --rank --alpha --targets --threads
 #       --steps --warmup --seed)
@@ -22,6 +22,8 @@
 #       fp32 products take `pslora bench`'s default --fp32-matmul auto
 #       (oneDNN on an AVX-512 CPU whose OpenBLAS runs AVX2 kernels); the
 #       output names what ran ("fp32 onednn", "fp32 openblas", "bf16")
+#   -m MATMUL: pslora's --fp32-matmul (openblas, onednn or auto, the
+#       default), for its fp32 products; the peer does not get it
 #   -q SECS: before each run, wait (at most SECS) until the machine is idle
 #       (less than 10% of all CPUs busy over one second), for shared machines
 #
@@ -44,12 +46,14 @@ quiet=0
 pslora=${PSLORA:-}
 matrix=0
 computes=fp32
+fp32_matmul=auto
 while [ $# -gt 0 ]; do
     case $1 in
     -r) rounds=$2; shift 2 ;;
     -p) pslora=$2; shift 2 ;;
     -q) quiet=$2; shift 2 ;;
     -c) computes=$2; shift 2 ;;
+    -m) fp32_matmul=$2; shift 2 ;;
     --matrix) matrix=1; shift ;;
     --) shift; break ;;
     *) break ;;
@@ -61,6 +65,9 @@ for c in "${compute_list[@]}"; do
     *) echo "compare.sh: -c: expected fp32, bf16 or auto, got '$c'" >&2; exit 2 ;;
     esac
 done
+case $fp32_matmul in openblas | onednn | auto) ;;
+*) echo "compare.sh: -m: expected openblas, onednn or auto, got '$fp32_matmul'" >&2; exit 2 ;;
+esac
 if [ $matrix -eq 0 ] && [ ${#compute_list[@]} -ne 1 ]; then
     echo "compare.sh: -c: a list needs --matrix" >&2
     exit 2
@@ -120,7 +127,8 @@ compare() {
     best_p=0 best_t=0 pct='?' core= used= label=
     local runs_p="" runs_t="" p t
     for ((i = 1; i <= rounds; i++)); do
-        p=$(tokens_of "$pslora" bench "$@" --compute "$compute" --peak-seconds "$peak")
+        p=$(tokens_of "$pslora" bench "$@" --compute "$compute" --fp32-matmul "$fp32_matmul" \
+            --peak-seconds "$peak")
         if awk -v a="$p" -v b="$best_p" 'BEGIN { exit !(a + 0 > b + 0) }'; then
             pct=$(sed -n 's/.*; \([0-9.]*\)% of the measured peak.*/\1/p' "$out_file")
         fi

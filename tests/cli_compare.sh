@@ -6,5 +6,6 @@ CMP=$(cd "$(dirname "$0")/.." && pwd)/bench/compare.sh
 bash -n "$CMP" || fail "bash -n bench/compare.sh"
 expect_fail 2 "compare.sh: -c: expected fp32, bf16 or auto, got 'fp16'" "$CMP" -p "$PSLORA" -c fp16 -- --threads 1
 expect_fail 2 "compare.sh: -c: a list needs --matrix" "$CMP" -p "$PSLORA" -c fp32,bf16 -- --threads 1
+expect_fail 2 "compare.sh: -m: expected openblas, onednn or auto, got 'mkl'" "$CMP" -p "$PSLORA" -m mkl -- --threads 1
 expect_fail 2 "compare.sh: pslora binary not found" "$CMP" -p /nonexistent -- --threads 1
 echo "cli_compare: all passed"
