@@ -38,8 +38,8 @@ static const char *tokenizer_file(const char *dir, char *path, size_t cap)
     return NULL;
 }
 
-/* r->specials: the special added tokens of t, comma-separated. */
-static int special_list(eb_mask_ids *r, const tokenizer *t, pl_err *e)
+/* r->specials: the special added tokens of t (read from file), comma-separated. */
+static int special_list(eb_mask_ids *r, const tokenizer *t, const char *file, pl_err *e)
 {
     size_t len = 0;
     int n = 0;
@@ -48,7 +48,7 @@ static int special_list(eb_mask_ids *r, const tokenizer *t, pl_err *e)
         if (!tok_is_special(t, id))
             continue;
         if (++n > EB_MAX_SPECIALS)
-            return pl_errf(e, "%s: more than %d special tokens: give --special-ids", r->from,
+            return pl_errf(e, "%s: more than %d special tokens: give --special-ids", file,
                            EB_MAX_SPECIALS);
         len += (size_t)snprintf(r->specials + len, sizeof r->specials - len, "%s%u",
                                 n > 1 ? "," : "", id);
@@ -62,8 +62,6 @@ int eb_mask_ids_resolve(eb_mask_ids *r, const char *model_dir, long mask_id, con
     char path[4200];
     const char *file = mask_id < 0 || !specials ? tokenizer_file(model_dir, path, sizeof path)
                                                 : NULL;
-    snprintf(r->from, sizeof r->from, "%s", file ? file : mask_id >= 0 && specials ? "flags"
-                                                                                   : "defaults");
     r->mask_id = mask_id >= 0 ? mask_id : EB_DEFAULT_MASK_ID;
     snprintf(r->specials, sizeof r->specials, "%s", specials ? specials : EB_DEFAULT_SPECIALS);
     if (!file)
@@ -75,7 +73,7 @@ int eb_mask_ids_resolve(eb_mask_ids *r, const char *model_dir, long mask_id, con
     if (mask_id < 0 && (r->mask_id = tok_token_to_id(t, "[MASK]")) < 0)
         rc = pl_errf(e, "%s: no [MASK] token: give --mask-id", file);
     if (rc == 0 && !specials)
-        rc = special_list(r, t, e);
+        rc = special_list(r, t, file, e);
     tok_free(t);
     return rc;
 }

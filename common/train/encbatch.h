@@ -25,11 +25,10 @@
 #define EB_MASK_ID_HELP "bert mlm: the [MASK] id (the model's tokenizer's, else 103)"
 #define EB_SPECIALS_HELP "bert mlm: ids never masked (the tokenizer's specials, else 0,100,101,102)"
 
-/* The ids masking needs, and where they came from. */
+/* The ids masking needs. */
 typedef struct {
     long mask_id;
     char specials[EB_MAX_SPECIALS * 12];   /* "0,100,101,102,103" */
-    char from[4200];                       /* "--mask-id", "DIR/tokenizer.json", "defaults" */
 } eb_mask_ids;
 
 /* Fills r for --task mlm.  mask_id < 0 and specials NULL mean the flag was
