@@ -25,6 +25,24 @@
 
 #include "bf16.h"
 #include "clock.h"
+#include "vec.h"
+
+/* b[k] = bf16(x[k]) for k < n.  VEC: the rounding is a few integer
+ * operations per element, so wide vectors run it 2-3x the baseline's
+ * (docs/performance.md, "f32->bf16"). */
+VEC static void round_row(uint16_t *b, const float *x, int n)
+{
+    for (int k = 0; k < n; k++)
+        b[k] = bf16_from_f32(x[k]);
+}
+
+/* xb[n*K + k] = bf16(x[n*K + k]) for n < N: the matmul's bf16 source. */
+void dm_to_bf16(uint16_t *xb, const float *x, int N, int K)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        round_row(xb + (size_t)n * K, x + (size_t)n * K, K);
+}
 
 #ifndef PSLORA_HAVE_DNNL
 
@@ -90,12 +108,6 @@ size_t dm_arena_bytes(const dm_arena *a)
 void dm_arena_free(dm_arena *a) { (void)a; }
 void dm_arena_time_convert(dm_arena *a, double *sec) { (void)a, (void)sec; }
 
-void dm_to_bf16(uint16_t *xb, const float *x, int N, int K)
-{
-    for (size_t i = 0; i < (size_t)N * K; i++)
-        xb[i] = bf16_from_f32(x[i]);
-}
-
 int dm_linear_fwd_bf16(dm_linear *h, const uint16_t *xb, float *y, const float *bias, int N,
                        int acc, pl_err *e)
 {
@@ -144,7 +156,7 @@ typedef struct {
 struct dm_arena {
     dm_buf xb;        /* bf16 activations */
     dm_buf scratch;   /* oneDNN scratchpad */
-    double *convert_sec;   /* NULL, or where the seconds of to_bf16 go */
+    double *convert_sec;   /* NULL, or where the seconds of dm_to_bf16 go */
 };
 
 struct dm_linear {
@@ -173,18 +185,6 @@ static void engine_init(void)
 }
 
 int dm_available(void) { return 1; }
-
-/* xb[n*K + k] = bf16(x[n*K + k]) for n < N: the matmul's bf16 source. */
-static void to_bf16(uint16_t *xb, const float *x, int N, int K)
-{
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * K;
-        uint16_t *br = xb + (size_t)n * K;
-        for (int k = 0; k < K; k++)
-            br[k] = bf16_from_f32(xr[k]);
-    }
-}
 
 /* Grows b to at least bytes (64-byte aligned; contents not kept). */
 static int buf_reserve(dm_buf *b, size_t bytes, pl_err *e)
@@ -553,7 +553,7 @@ static int run(dm_linear *h, int N, int kind, const float *src, float *dst, cons
     if (!bf16)
         return exec_prim(h, p, o, src, dst, bias, e);
     double t0 = h->arena->convert_sec ? clock_now() : 0;
-    to_bf16(h->arena->xb.p, src, N, K);
+    dm_to_bf16(h->arena->xb.p, src, N, K);
     if (h->arena->convert_sec)
         *h->arena->convert_sec += clock_now() - t0;
     return exec_prim(h, p, o, h->arena->xb.p, dst, bias, e);
@@ -608,8 +608,6 @@ int dm_linear_fwd_acc(dm_linear *h, const float *x, float *y, const float *bias,
 {
     return fwd(h, x, y, bias, N, 1, e);
 }
-
-void dm_to_bf16(uint16_t *xb, const float *x, int N, int K) { to_bf16(xb, x, N, K); }
 
 int dm_linear_fwd_bf16(dm_linear *h, const uint16_t *xb, float *y, const float *bias, int N,
                        int acc, pl_err *e)

@@ -21,6 +21,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "vec.h"
+
 /* The clamps and selects below are plain compares.  GCC keeps them as branches
  * (a compare might trap) and does not vectorise their loops unless told that
  * they do not trap; and its jump threading would evaluate vexp on the clamp
@@ -44,13 +46,7 @@
 
 /* ---- vector math -------------------------------------------------------------- */
 
-/* VEC: GCC compiles the function for AVX-512, AVX2 and the baseline and picks one
- * at load time (one choice per machine, so results stay reproducible on it). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define VEC __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VEC
-#endif
+/* VEC (vec.h): the function is compiled for AVX-512, AVX2 and the baseline. */
 
 /* exp(x) to about 2 ulp for x in [-87, 88] (clamped there: no inf, no denormal
  * result).  x = n ln2 + r with |r| <= ln2/2, n rounded by adding 1.5 * 2^23;
