@@ -8,7 +8,7 @@
  *   gpt2:  2 layers, dim 64, 4 heads, vocab 300, tied head;
  *   llama: 2 layers, hidden 64, 4 query / 2 kv heads of 16, intermediate 96,
  *          vocab 300, untied head, attention and MLP biases.
- * A batch of 4 x 80 tokens (320 rows: the bf16 head's chunks of 128 rows
+ * A batch of 4 x 80 tokens (320 rows: the bf16 head's chunk of 256 rows
  * plus a remainder), one target ignored (-1), every linear map adapted, B
  * nonzero.  Checked:
  *   (a) loss and LoRA gradients, bf16 against fp32, within LOSS_TOL and

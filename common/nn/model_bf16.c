@@ -508,7 +508,10 @@ int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, in
     return dm_linear_bwd_x(lin->dm, dy, dx, N, accumulate, e);
 }
 
-size_t mb_head_scratch(const model_config *c) { return (size_t)MB_HEAD_ROWS * c->vocab; }
+size_t mb_head_scratch(const model_config *c, int N)
+{
+    return (size_t)(N < MB_HEAD_ROWS ? N : MB_HEAD_ROWS) * c->vocab;
+}
 
 double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
                     const int32_t *tgt, int N, double *xent_sec, int *rc, pl_err *e)

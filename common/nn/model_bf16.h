@@ -28,11 +28,12 @@
 #include "err.h"
 #include "model.h"
 
-/* Rows of the head per bf16 product: the logits [MB_HEAD_ROWS, V] of one
- * chunk are the head's scratch (GPT-2's V = 50257: 25.7 MB, about the fp32
- * head's 21 MB).  Larger chunks gain little for more scratch
+/* Rows of the head per bf16 (or oneDNN fp32) product: the logits
+ * [MB_HEAD_ROWS, V] of one chunk are the head's scratch (GPT-2's V = 50257:
+ * 51.5 MB).  256 rows ran the head 5-15% faster than 128 (the weights, 77 MB
+ * in bf16, are read half as often); 512 gained nothing more measurable
  * (docs/performance.md, "Measurements behind the code's choices"). */
-#define MB_HEAD_ROWS 128
+#define MB_HEAD_ROWS 256
 
 /* Where the plain bf16 copies of training (bf16 compute with_bwd) live:
  * ONE region for all the model's frozen matrices, each at a 64-byte aligned
@@ -143,8 +144,8 @@ void mb_to_bf16(uint16_t *xb, const float *x, int N, int K);
 int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
                   pl_err *e);
 
-/* Floats of the head's scratch: MB_HEAD_ROWS * V. */
-size_t mb_head_scratch(const model_config *c);
+/* Floats of the head's scratch for N rows a step: min(N, MB_HEAD_ROWS) * V. */
+size_t mb_head_scratch(const model_config *c, int N);
 /* The head and cross-entropy over x [N,C] in chunks of MB_HEAD_ROWS rows:
  *   logits = x_chunk E^T (bf16 product into scratch)   [R,V]
  *   loss  += sum_i -log softmax(logits_i)[tgt_i]        (k_xent_rows, fp32)
