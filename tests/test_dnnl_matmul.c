@@ -430,6 +430,45 @@ static void test_prerounded_input(void **state)
     free(w), free(w2), free(b), free(x), free(y0), free(xb), free(ya), free(yb);
 }
 
+/* The backward on a dy rounded beforehand (dm_linear_bwd_x_bf16, the bf16
+ * head's): the same bits as dm_linear_bwd_x on the fp32 dy, overwriting and
+ * accumulating, from one plain copy and from two packed ones; refused for
+ * fp32 weights and for weights packed forward only. */
+static void test_prerounded_dy(void **state)
+{
+    (void)state;
+    pl_err e;
+    int N = 37;
+    float *w = frand((size_t)IN * OUT, 0.05f, 31), *dy = frand((size_t)N * OUT, 1.0f, 32);
+    float *dx0 = frand((size_t)N * IN, 0.5f, 33);
+    float *da = malloc((size_t)N * IN * sizeof *da), *db = malloc((size_t)N * IN * sizeof *db);
+    uint16_t *dyb = malloc((size_t)N * OUT * sizeof *dyb);
+    dm_to_bf16(dyb, dy, N, OUT);
+    for (int how = DM_FWD_BWD; how <= DM_FWD_BWD_ONE; how++) {
+        dm_linear *h = dm_linear_pack(w, DM_F32, DM_OUT_IN, IN, OUT, how, &e);
+        assert_non_null(h);
+        for (int acc = 0; acc <= 1; acc++) {
+            memcpy(da, dx0, (size_t)N * IN * sizeof *da);
+            memcpy(db, dx0, (size_t)N * IN * sizeof *db);
+            assert_int_equal(dm_linear_bwd_x(h, dy, da, N, acc, &e), 0);
+            assert_int_equal(dm_linear_bwd_x_bf16(h, dyb, db, N, acc, &e), 0);
+            assert_memory_equal(da, db, (size_t)N * IN * sizeof *da);
+        }
+        dm_free(h);
+    }
+    dm_linear *fo = dm_linear_pack(w, DM_F32, DM_OUT_IN, IN, OUT, DM_FWD_ONLY, &e);
+    dm_linear *f32 = dm_linear_wrap_f32(w, DM_OUT_IN, IN, OUT, &e);
+    assert_non_null(fo), assert_non_null(f32);
+    assert_int_equal(dm_linear_bwd_x_bf16(fo, dyb, db, N, 0, &e), -1);
+    assert_non_null(strstr(e.msg, "with_bwd"));
+    assert_int_equal(dm_linear_bwd_x_bf16(f32, dyb, db, N, 0, &e), -1);
+    assert_non_null(strstr(e.msg, "fp32 weights"));
+    assert_int_equal(dm_linear_fwd_bf16(f32, dyb, db, NULL, 1, 0, &e), -1);
+    assert_non_null(strstr(e.msg, "fp32 weights"));
+    dm_free(fo), dm_free(f32);
+    free(w), free(dy), free(dx0), free(da), free(db), free(dyb);
+}
+
 /* A plain copy in caller memory: made before it is filled (a shared copy
  * another process writes), then filled; the same bf16 bytes and results as
  * dm_linear_pack's own copy, and a second wrap of the memory sees them. */
@@ -748,6 +787,7 @@ int main(void)
         cmocka_unit_test(test_plain_acc_arena),
         cmocka_unit_test(test_wrap),
         cmocka_unit_test(test_prerounded_input),
+        cmocka_unit_test(test_prerounded_dy),
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_f32_products),
         cmocka_unit_test(test_f32_in_place),

@@ -891,6 +891,46 @@ static void test_lmhead_xent_tiles(void **state)
     free(x), free(E), free(dx), free(scratch), free(c.x), free(c.E), free(fd), free(fdE);
 }
 
+/* k_xent_rows on whole logit rows (the bf16 head's): loss and gradient
+ * softmax - onehot against double, rows with tgt -1 or >= V ignored (loss 0,
+ * gradient 0).  k_xent_rows_bf16 gives the same loss bit for bit and the
+ * gradient rounded to nearest even bf16 (this file's own rounding), bit for
+ * bit.  V odd, so vector bodies and tails both run. */
+static void test_xent_rows(void **state)
+{
+    (void)state;
+    enum { M = 5, V = 37 };
+    int32_t tgt[M] = {0, 36, -1, 12, V};
+    float *L = tu_fnew(M * V), *L0 = tu_fnew(M * V), *Lb = tu_fnew(M * V);
+    uint16_t G[M * V];
+    fill_normal(L0, M * V, 3.0f, 90);
+    memcpy(L, L0, sizeof(float) * M * V), memcpy(Lb, L0, sizeof(float) * M * V);
+    double want = 0, loss = k_xent_rows(L, tgt, M, V, 1);
+    for (int i = 0; i < M; i++) {
+        int valid = tgt[i] >= 0 && tgt[i] < V;
+        double mx = L0[i * V], s = 0;
+        for (int v = 0; v < V; v++)
+            mx = fmax(mx, L0[i * V + v]);
+        for (int v = 0; v < V; v++)
+            s += exp(L0[i * V + v] - mx);
+        if (valid)
+            want += mx + log(s) - L0[i * V + tgt[i]];
+        for (int v = 0; v < V; v++) {
+            double g = valid ? exp(L0[i * V + v] - mx) / s - (v == tgt[i]) : 0.0;
+            assert_true(fabs(L[i * V + v] - g) < FWD_TOL);
+        }
+    }
+    assert_true(fabs(loss - want) < FWD_TOL * want);
+    assert_true(k_xent_rows_bf16(Lb, G, tgt, M, V) == loss);
+    for (int i = 0; i < M * V; i++) {
+        uint32_t u;
+        memcpy(&u, &L[i], sizeof u);
+        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16; /* finite values only */
+        assert_int_equal(G[i], rounded);
+    }
+    free(L), free(L0), free(Lb);
+}
+
 /* ---- thread-count independence ------------------------------------------------------- */
 
 static void test_threads_attention(void **state)
@@ -1016,6 +1056,7 @@ int main(void)
         cmocka_unit_test(test_attention_blocks),
         cmocka_unit_test(test_lmhead_xent),
         cmocka_unit_test(test_lmhead_xent_tiles),
+        cmocka_unit_test(test_xent_rows),
         cmocka_unit_test(test_threads_attention),
         cmocka_unit_test(test_threads_lmhead),
         cmocka_unit_test(test_threads_linear_lora),

@@ -121,6 +121,13 @@ int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumul
     return pl_errf(e, NO_DNNL);
 }
 
+int dm_linear_bwd_x_bf16(dm_linear *h, const uint16_t *dyb, float *dx, int N, int accumulate,
+                         pl_err *e)
+{
+    (void)h, (void)dyb, (void)dx, (void)N, (void)accumulate;
+    return pl_errf(e, NO_DNNL);
+}
+
 const char *dm_impl_name(const dm_linear *h, int bwd)
 {
     (void)h, (void)bwd;
@@ -612,21 +619,42 @@ int dm_linear_fwd_acc(dm_linear *h, const float *x, float *y, const float *bias,
 int dm_linear_fwd_bf16(dm_linear *h, const uint16_t *xb, float *y, const float *bias, int N,
                        int acc, pl_err *e)
 {
-    if (!h || !xb || !y || N < 1)
-        return pl_errf(e, "bf16 matmul: bad forward call (N %d)", N);
+    if (!h || !xb || !y || N < 1 || h->dt != dnnl_bf16)
+        return pl_errf(e, "bf16 matmul: bad forward call (N %d%s)", N,
+                       h && h->dt != dnnl_bf16 ? ", fp32 weights" : "");
     int kind = (bias ? KB_BIAS : 0) | (acc ? KB_ACC : 0);
     dm_prim *p = prim_get(h, N, kind, e);
     return p ? exec_prim(h, p, 0, xb, y, bias, e) : -1;
+}
+
+/* The backward needs weights held for it. */
+static int check_bwd(const dm_linear *h, pl_err *e)
+{
+    if (h->bwd == DM_FWD_ONLY)
+        return pl_errf(e, "oneDNN matmul: weights [%d -> %d] were packed without a backward "
+                          "orientation (with_bwd)", h->in, h->out);
+    return 0;
 }
 
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e)
 {
     if (!h || !dy || !dx || N < 1)
         return pl_errf(e, "oneDNN matmul: bad backward call (N %d)", N);
-    if (h->bwd == DM_FWD_ONLY)
-        return pl_errf(e, "oneDNN matmul: weights [%d -> %d] were packed without a backward "
-                          "orientation (with_bwd)", h->in, h->out);
+    if (check_bwd(h, e) != 0)
+        return -1;
     return run(h, N, KB_BWD | (accumulate ? KB_ACC : 0), dy, dx, NULL, e);
+}
+
+int dm_linear_bwd_x_bf16(dm_linear *h, const uint16_t *dyb, float *dx, int N, int accumulate,
+                         pl_err *e)
+{
+    if (!h || !dyb || !dx || N < 1 || h->dt != dnnl_bf16)
+        return pl_errf(e, "bf16 matmul: bad backward call (N %d%s)", N,
+                       h && h->dt != dnnl_bf16 ? ", fp32 weights" : "");
+    if (check_bwd(h, e) != 0)
+        return -1;
+    dm_prim *p = prim_get(h, N, KB_BWD | (accumulate ? KB_ACC : 0), e);
+    return p ? exec_prim(h, p, 1, dyb, dx, NULL, e) : -1;
 }
 
 const char *dm_impl_name(const dm_linear *h, int bwd) { return h ? h->last_impl[bwd != 0] : ""; }

@@ -118,6 +118,13 @@ void dm_to_bf16(uint16_t *xb, const float *x, int N, int K);
  * must have been packed with DM_FWD_BWD or DM_FWD_BWD_ONE. */
 int dm_linear_bwd_x(dm_linear *h, const float *dy, float *dx, int N, int accumulate, pl_err *e);
 
+/* The backward on a dy already rounded to bf16 (k_xent_rows_bf16 writes the
+ * head's so): dx = dyb W, or dx += that when accumulate != 0; the same
+ * result, bit for bit, as dm_linear_bwd_x on the fp32 dy.  dyb [N,out] bf16
+ * bits, row-major.  bf16 handles only. */
+int dm_linear_bwd_x_bf16(dm_linear *h, const uint16_t *dyb, float *dx, int N, int accumulate,
+                         pl_err *e);
+
 /* oneDNN's name of the kernel used by the last fwd (bwd != 0: bwd_x) call,
  * e.g. "brg:avx512_core_amx_bf16" or (fp32) "brg:avx512_core"; "" before
  * any call. */

@@ -21,6 +21,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "vec.h"
 
 /* The clamps and selects below are plain compares.  GCC keeps them as branches
@@ -1004,16 +1005,53 @@ static double xent_full_row(float *row, int32_t t, int V, int grad)
     return (double)M + log(S) - (double)lt;
 }
 
-double k_xent_rows(float *L, const int32_t *tgt, int m, int V, int grad)
+/* g[j] = bf16(x[j] * s) */
+VEC static void row_scale_bf16(uint16_t *g, const float *x, float s, int n)
+{
+    for (int j = 0; j < n; j++)
+        g[j] = bf16_from_f32(x[j] * s);
+}
+
+/* One row of k_xent_rows_bf16: as xent_full_row, the gradient written to g
+ * rounded (row[t] * (1/S) - 1 computed in fp32 first, as there). */
+static double xent_full_row_bf16(float *row, uint16_t *g, int32_t t, int V)
+{
+    if (t < 0 || t >= V) {
+        memset(g, 0, (size_t)V * sizeof *g);
+        return 0.0;
+    }
+    float lt = row[t], M = row_max(row, V);
+    double S = row_exp(row, M, V);
+    float inv = (float)(1.0 / S);
+    row_scale_bf16(g, row, inv, V);
+    g[t] = bf16_from_f32(row[t] * inv - 1.0f);
+    return (double)M + log(S) - (double)lt;
+}
+
+/* The rows' losses summed in row order (blocks of rows in parallel). */
+static double xent_rows(float *L, uint16_t *G, const int32_t *tgt, int m, int V, int grad)
 {
     double loss = 0.0, row_loss[XENT_ROWS_BLOCK];
     for (int b = 0; b < m; b += XENT_ROWS_BLOCK) {
         int n = m - b < XENT_ROWS_BLOCK ? m - b : XENT_ROWS_BLOCK;
 #pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++)
-            row_loss[i] = xent_full_row(L + (size_t)(b + i) * V, tgt[b + i], V, grad);
+        for (int i = 0; i < n; i++) {
+            size_t o = (size_t)(b + i) * V;
+            row_loss[i] = G ? xent_full_row_bf16(L + o, G + o, tgt[b + i], V)
+                            : xent_full_row(L + o, tgt[b + i], V, grad);
+        }
         for (int i = 0; i < n; i++)
             loss += row_loss[i];
     }
     return loss;
+}
+
+double k_xent_rows(float *L, const int32_t *tgt, int m, int V, int grad)
+{
+    return xent_rows(L, NULL, tgt, m, V, grad);
+}
+
+double k_xent_rows_bf16(float *L, uint16_t *G, const int32_t *tgt, int m, int V)
+{
+    return xent_rows(L, G, tgt, m, V, 1);
 }

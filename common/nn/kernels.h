@@ -170,5 +170,10 @@ void k_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate, 
  * gradient of that sum with respect to the logits (rows with tgt out of
  * range: 0); without, the rows are left as scratch. */
 double k_xent_rows(float *L, const int32_t *tgt, int m, int V, int grad);
+/* The same with the gradient rounded to bf16 into G [m, V] (bf16 bits; L is
+ * left as scratch): the bits dm_to_bf16 gives on k_xent_rows's gradient, in
+ * one pass instead of an fp32 write and a rounding pass after it.  For the
+ * bf16 head, whose backward product takes a bf16 input. */
+double k_xent_rows_bf16(float *L, uint16_t *G, const int32_t *tgt, int m, int V);
 
 #endif

@@ -508,27 +508,44 @@ int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, in
     return dm_linear_bwd_x(lin->dm, dy, dx, N, accumulate, e);
 }
 
-size_t mb_head_scratch(const model_config *c, int N)
+/* The scratch: the fp32 logits [R, V], then (bf16 compute) their gradient
+ * in bf16 [R, V] (k_xent_rows_bf16), R = min(N, MB_HEAD_ROWS). */
+size_t mb_head_scratch(const model *m, int N)
 {
-    return (size_t)(N < MB_HEAD_ROWS ? N : MB_HEAD_ROWS) * c->vocab;
+    size_t logits = (size_t)(N < MB_HEAD_ROWS ? N : MB_HEAD_ROWS) * m->cfg.vocab;
+    return logits + (m->compute == MODEL_BF16 ? (logits + 1) / 2 : 0);
+}
+
+/* Loss (and, dx != NULL, the gradient into gb, or in place for an fp32
+ * head) of the logits of R rows. */
+static double head_xent(const model *m, float *logits, uint16_t *gb, const int32_t *tgt, int R,
+                        int grad)
+{
+    if (grad && m->compute == MODEL_BF16)
+        return k_xent_rows_bf16(logits, gb, tgt, R, m->cfg.vocab);
+    return k_xent_rows(logits, tgt, R, m->cfg.vocab, grad);
 }
 
 double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
                     const int32_t *tgt, int N, double *xent_sec, int *rc, pl_err *e)
 {
-    int C = m->cfg.n_embd, V = m->cfg.vocab;
+    int C = m->cfg.n_embd, bf16 = m->compute == MODEL_BF16;
+    uint16_t *gb = (uint16_t *)(scratch + (size_t)(N < MB_HEAD_ROWS ? N : MB_HEAD_ROWS) *
+                                              m->cfg.vocab);
     double loss = 0.0;
     *rc = 0;
     for (int n0 = 0; n0 < N && *rc == 0; n0 += MB_HEAD_ROWS) {
         int R = N - n0 < MB_HEAD_ROWS ? N - n0 : MB_HEAD_ROWS;
+        float *dxr = dx ? dx + (size_t)n0 * C : NULL;
         *rc = dm_linear_fwd(m->bf16->head, x + (size_t)n0 * C, scratch, NULL, R, e);
         double t0 = xent_sec ? clock_now() : 0;
         if (*rc == 0)
-            loss += k_xent_rows(scratch, tgt + n0, R, V, dx != NULL);
+            loss += head_xent(m, scratch, gb, tgt + n0, R, dx != NULL);
         if (xent_sec)
             *xent_sec += clock_now() - t0;
         if (*rc == 0 && dx)
-            *rc = dm_linear_bwd_x(m->bf16->head, scratch, dx + (size_t)n0 * C, R, 0, e);
+            *rc = bf16 ? dm_linear_bwd_x_bf16(m->bf16->head, gb, dxr, R, 0, e)
+                       : dm_linear_bwd_x(m->bf16->head, scratch, dxr, R, 0, e);
     }
     return loss;
 }

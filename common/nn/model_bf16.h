@@ -144,12 +144,16 @@ void mb_to_bf16(uint16_t *xb, const float *x, int N, int K);
 int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
                   pl_err *e);
 
-/* Floats of the head's scratch for N rows a step: min(N, MB_HEAD_ROWS) * V. */
-size_t mb_head_scratch(const model_config *c, int N);
+/* Floats of the head's scratch for N rows a step: min(N, MB_HEAD_ROWS) * V,
+ * half as much again in bf16 compute (the logits' gradient in bf16). */
+size_t mb_head_scratch(const model *m, int N);
 /* The head and cross-entropy over x [N,C] in chunks of MB_HEAD_ROWS rows:
  *   logits = x_chunk E^T (bf16 product into scratch)   [R,V]
- *   loss  += sum_i -log softmax(logits_i)[tgt_i]        (k_xent_rows, fp32)
+ *   loss  += sum_i -log softmax(logits_i)[tgt_i]        (fp32)
  *   dx_chunk = (softmax - onehot) E                     [R,C] (bf16 product)
+ * In bf16 compute the softmax writes its gradient in bf16 (k_xent_rows_bf16)
+ * and the backward reads it as it lies; with fp32 weights (oneDNN fp32) the
+ * gradient is fp32, in place (k_xent_rows).
  * Returns the summed loss (tgt < 0: ignored, as k_lmhead_xent); dx may be
  * NULL.  *rc becomes -1 (e filled) when a product fails.  xent_sec (may be
  * NULL) gains the seconds of the softmax-xent part (a profile's). */

@@ -156,7 +156,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
     a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
     a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
     a->xent = carve(base, &off, c->arch == ARCH_BERT       ? (size_t)MLM_CHUNK * V
-                                : mb_head_onednn(m) ? mb_head_scratch(c, a->N)
+                                : mb_head_onednn(m) ? mb_head_scratch(m, a->N)
                                            : k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
     if (c->arch == ARCH_BERT)
         bert_carve(a, base, &off, c);
