@@ -15,8 +15,9 @@
  * Shapes: GPT-2's interleaved qkv [N, 3*H*D] (H == Hk), and a grouped one
  * (Llama: q [N,H*D], k, v [N,Hk*D], H/Hk = 3) where dk and dv sum over the
  * group; T is not a multiple of DA_BLOCK, so the last block is partial.
- * Also: the softmax kept in att (the columns the backward reads), and a
- * second call giving the same bits (primitives cached, nothing rebuilt). */
+ * Also: the softmax kept in bf16 (P, the columns the backward reads) against
+ * the kernels' fp32 att, and a second call giving the same bits (primitives
+ * cached, nothing rebuilt). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "dnnl_attention.h"
 #include "kernels.h"
 #include "rng.h"
@@ -49,15 +51,16 @@ static double rel_err(const float *x, const float *y, int rows, int w, int ld)
     return m > 0 ? d / m : d;
 }
 
-/* The largest relative error of att over the columns row t of each (b, h)
- * keeps: 0..end of t's block. */
-static double att_err(const float *x, const float *y, int BH, int T)
+/* The largest relative error of the bf16 P against the fp32 att over the
+ * columns row t of each (b, h) keeps: 0..end of t's block. */
+static double att_err(const uint16_t *x, const float *y, int BH, int T)
 {
     double d = 0, m = 0;
     for (size_t r = 0; r < (size_t)BH * T; r++) {
         int t = (int)(r % T), w = (t / DA_BLOCK + 1) * DA_BLOCK;
         for (size_t j = 0; j < (size_t)(w < T ? w : T); j++) {
-            double a = fabs((double)x[r * T + j] - y[r * T + j]), b = fabs(y[r * T + j]);
+            double a = fabs((double)bf16_to_f32(x[r * T + j]) - y[r * T + j]);
+            double b = fabs(y[r * T + j]);
             d = a > d ? a : d, m = b > m ? b : m;
         }
     }
@@ -80,7 +83,8 @@ static float *randn(size_t n, uint64_t seed)
 typedef struct {
     da_shape s;
     int N;
-    float *qkv, *dqkv[2], *out[2], *att[2], *dout, *dP;
+    float *qkv, *dqkv[2], *out[2], *att, *dout, *dP;
+    uint16_t *P;
     size_t kofs, vofs, nqkv, no, natt;
 } att_case;
 
@@ -96,18 +100,18 @@ static void case_init(att_case *c, int B, int T, int H, int Hk, int D)
     c->kofs = gpt2 ? (size_t)H * D : nq, c->vofs = gpt2 ? 2 * c->kofs : nq + nk;
     c->qkv = randn(c->nqkv, 1), c->dout = randn(c->no, 2);
     c->dP = malloc(c->natt * sizeof *c->dP);
+    c->att = calloc(c->natt, sizeof(float)), c->P = calloc(c->natt, sizeof(uint16_t));
     for (int i = 0; i < 2; i++) {
         c->dqkv[i] = calloc(c->nqkv, sizeof(float));
         c->out[i] = calloc(c->no, sizeof(float));
-        c->att[i] = calloc(c->natt, sizeof(float));
     }
 }
 
 static void case_free(att_case *c)
 {
-    free(c->qkv), free(c->dout), free(c->dP);
+    free(c->qkv), free(c->dout), free(c->dP), free(c->att), free(c->P);
     for (int i = 0; i < 2; i++)
-        free(c->dqkv[i]), free(c->out[i]), free(c->att[i]);
+        free(c->dqkv[i]), free(c->out[i]);
 }
 
 /* Both passes: variant 0 the fp32 kernels, 1 the bf16 handle h. */
@@ -118,13 +122,13 @@ static void run(att_case *c, int bf, da_attn *h)
     float *dq = c->dqkv[bf], *dk = dq + c->kofs, *dv = dq + c->vofs;
     pl_err e;
     if (bf) {
-        assert_int_equal(da_attn_fwd(h, c->out[1], c->att[1], q, k, v, &e), 0);
-        assert_int_equal(da_attn_bwd(h, dq, dk, dv, c->dP, c->dout, q, k, v, c->att[1], &e), 0);
+        assert_int_equal(da_attn_fwd(h, c->out[1], c->P, q, k, v, &e), 0);
+        assert_int_equal(da_attn_bwd(h, dq, dk, dv, c->dout, q, k, v, c->P, &e), 0);
         return;
     }
-    k_attention_fwd(c->out[0], c->att[0], q, k, v, s->B, s->T, s->H, s->Hk, s->D, s->ldq, s->ldk,
+    k_attention_fwd(c->out[0], c->att, q, k, v, s->B, s->T, s->H, s->Hk, s->D, s->ldq, s->ldk,
                     s->ldv);
-    k_attention_bwd(dq, dk, dv, c->dP, c->dout, q, k, v, c->att[0], s->B, s->T, s->H, s->Hk, s->D,
+    k_attention_bwd(dq, dk, dv, c->dP, c->dout, q, k, v, c->att, s->B, s->T, s->H, s->Hk, s->D,
                     s->ldq, s->ldk, s->ldv);
 }
 
@@ -149,7 +153,7 @@ static void compare(int B, int T, int H, int Hk, int D)
     const da_shape *s = &c.s;
     int wq = H * D, wk = Hk * D;
     check("out", rel_err(c.out[1], c.out[0], c.N, wq, wq));
-    check("att", att_err(c.att[1], c.att[0], B * H, T));
+    check("P", att_err(c.P, c.att, B * H, T));
     check("dq", rel_err(c.dqkv[1], c.dqkv[0], c.N, wq, s->ldq));
     check("dk", rel_err(c.dqkv[1] + c.kofs, c.dqkv[0] + c.kofs, c.N, wk, s->ldk));
     check("dv", rel_err(c.dqkv[1] + c.vofs, c.dqkv[0] + c.vofs, c.N, wk, s->ldv));

@@ -26,18 +26,17 @@ da_attn *da_attn_new(const da_shape *s, pl_err *e)
     return NULL;
 }
 
-int da_attn_fwd(da_attn *a, float *out, float *att, const float *q, const float *k,
+int da_attn_fwd(da_attn *a, float *out, uint16_t *P, const float *q, const float *k,
                 const float *v, pl_err *e)
 {
-    (void)a, (void)out, (void)att, (void)q, (void)k, (void)v;
+    (void)a, (void)out, (void)P, (void)q, (void)k, (void)v;
     return pl_errf(e, "oneDNN attention: built without oneDNN");
 }
 
-int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                const float *q, const float *k, const float *v, const float *att, pl_err *e)
+int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                const float *k, const float *v, const uint16_t *P, pl_err *e)
 {
-    (void)a, (void)dq, (void)dk, (void)dv, (void)scratch, (void)dout, (void)q, (void)k, (void)v,
-        (void)att;
+    (void)a, (void)dq, (void)dk, (void)dv, (void)dout, (void)q, (void)k, (void)v, (void)P;
     return pl_errf(e, "oneDNN attention: built without oneDNN");
 }
 
@@ -73,7 +72,8 @@ struct da_attn {
     float scale;                             /* 1/sqrt(D) */
     dnnl_engine_t eng;
     dnnl_stream_t st;
-    uint16_t *q, *k, *v, *dout, *P, *dS;     /* bf16 copies, see the header */
+    uint16_t *q, *k, *v, *dout, *dS;         /* bf16 copies, see the header */
+    float *S;                                /* S, then dP: fp32 [B,H,T,T] */
     size_t bytes;
     int built[2];                            /* forward, backward primitives made */
     da_prim *prims;                          /* [DA_NPROD][nb] */
@@ -290,49 +290,49 @@ static int block_end(const da_attn *a, int t)
     return t1 < a->s.T ? t1 : a->s.T;
 }
 
-/* Every row t of att [B,H,T,T] (scores in columns < w, its block's end):
- * the causal softmax in place, zeros in columns t+1..w-1 (the only columns
- * any product or the backward reads: no memory traffic for the rest of the
- * row), and P in bf16 in the same columns. */
-static void softmax_fwd(da_attn *a, float *att)
+/* Every row t of S [B,H,T,T] (scores in columns < w, its block's end): P =
+ * the causal softmax (fp32, kernels.h's), written in bf16 only, zeros in
+ * columns t+1..w-1: the only columns any product or the backward reads. */
+static void softmax_fwd(da_attn *a, uint16_t *P)
 {
     int BH = a->s.B * a->s.H, T = a->s.T;
+    float *S = a->S;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int bh = 0; bh < BH; bh++)
         for (int t = 0; t < T; t++) {
             size_t o = ((size_t)bh * T + t) * T;
             int w = block_end(a, t);
-            k_attention_softmax_row(att + o, t + 1, w);
-            round_row(a->P + o, att + o, w);
+            k_attention_softmax_row(S + o, t + 1, w);
+            round_row(P + o, S + o, w);
         }
 }
 
-/* ds[0..n) = bf16(pr * (dr - f) * scale), ds[n..w) = 0: kernels.h's
- * k_attention_softmax_bwd_row written straight to bf16 (dP is not
- * written back). */
-DA_VEC static void softmax_bwd_row(uint16_t *ds, const float *dr, const float *pr, int n, int w,
+/* ds[0..n) = bf16(p * (dr - f) * scale) with f = sum(dr * p), ds[n..w) = 0:
+ * kernels.h's k_attention_softmax_bwd_row on the bf16 P (dP not written). */
+DA_VEC static void softmax_bwd_row(uint16_t *ds, const float *dr, const uint16_t *p, int n, int w,
                                    float scale)
 {
-    float f = k_attention_softmax_bwd_sum(dr, pr, n);
+    float f = 0.0f;
+#pragma omp simd reduction(+ : f)
+    for (int j = 0; j < n; j++)
+        f += dr[j] * bf16_to_f32(p[j]);
 #pragma omp simd
     for (int j = 0; j < n; j++)
-        ds[j] = bf16_from_f32(pr[j] * (dr[j] - f) * scale);
+        ds[j] = bf16_from_f32(bf16_to_f32(p[j]) * (dr[j] - f) * scale);
     for (int j = n; j < w; j++)
         ds[j] = 0;
 }
 
-/* Every row of dP (scratch): dS = P * (dP - rowsum(dP * P)) * scale in
- * bf16, and P in bf16 again, up to the block's end. */
-static void softmax_bwd(da_attn *a, const float *dP, const float *att)
+/* Every row of dP (in S): dS = P * (dP - rowsum(dP * P)) * scale in bf16,
+ * up to the block's end. */
+static void softmax_bwd(da_attn *a, const uint16_t *P)
 {
     int BH = a->s.B * a->s.H, T = a->s.T;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int bh = 0; bh < BH; bh++)
         for (int t = 0; t < T; t++) {
             size_t o = ((size_t)bh * T + t) * T;
-            int w = block_end(a, t);
-            softmax_bwd_row(a->dS + o, dP + o, att + o, t + 1, w, a->scale);
-            round_row(a->P + o, att + o, w);
+            softmax_bwd_row(a->dS + o, a->S + o, P + o, t + 1, block_end(a, t), a->scale);
         }
 }
 
@@ -356,48 +356,48 @@ da_attn *da_attn_new(const da_shape *s, pl_err *e)
     a->s = *s, a->G = s->H / s->Hk, a->nb = (s->T + DA_BLOCK - 1) / DA_BLOCK;
     a->scale = 1.0f / sqrtf((float)s->D);
     size_t N = (size_t)s->B * s->T, nq = N * s->H * s->D, nk = N * s->Hk * s->D;
-    size_t ntt = (size_t)s->B * s->H * s->T * s->T, n = 2 * nq + 2 * nk + 2 * ntt;
-    a->bytes = n * sizeof(uint16_t);
-    a->q = malloc(a->bytes);
+    size_t ntt = (size_t)s->B * s->H * s->T * s->T, n = 2 * nq + 2 * nk + ntt;
+    a->bytes = n * sizeof(uint16_t) + ntt * sizeof(float);
+    a->q = malloc(n * sizeof(uint16_t));
+    a->S = malloc(ntt * sizeof(float));
     a->prims = calloc((size_t)DA_NPROD * a->nb, sizeof *a->prims);
-    if (!a->q || !a->prims) {
+    if (!a->q || !a->S || !a->prims) {
         da_attn_free(a);
-        pl_errf(e, "oneDNN attention: out of memory (%zu bytes of bf16 copies)", n * 2);
+        pl_errf(e, "oneDNN attention: out of memory (%zu bytes of scratch)", n * 2 + ntt * 4);
         return NULL;
     }
-    a->dout = a->q + nq, a->k = a->dout + nq, a->v = a->k + nk;
-    a->P = a->v + nk, a->dS = a->P + ntt;
+    a->dout = a->q + nq, a->k = a->dout + nq, a->v = a->k + nk, a->dS = a->v + nk;
     return a;
 }
 
-int da_attn_fwd(da_attn *a, float *out, float *att, const float *q, const float *k,
+int da_attn_fwd(da_attn *a, float *out, uint16_t *P, const float *q, const float *k,
                 const float *v, pl_err *e)
 {
     if (ensure_built(a, 0, e) != 0)
         return -1;
     round_inputs(a, q, k, v, NULL);
-    if (run_product(a, DA_S, a->q, a->k, att, e) != 0)
+    if (run_product(a, DA_S, a->q, a->k, a->S, e) != 0)
         return -1;
-    softmax_fwd(a, att);
-    int rc = run_product(a, DA_O, a->P, a->v, out, e);
+    softmax_fwd(a, P);
+    int rc = run_product(a, DA_O, P, a->v, out, e);
     dnnl_stream_wait(a->st);
     return rc;
 }
 
-int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                const float *q, const float *k, const float *v, const float *att, pl_err *e)
+int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                const float *k, const float *v, const uint16_t *P, pl_err *e)
 {
     if (ensure_built(a, 1, e) != 0)
         return -1;
     round_inputs(a, q, k, v, dout);
-    if (run_product(a, DA_DP, a->dout, a->v, scratch, e) != 0)
+    if (run_product(a, DA_DP, a->dout, a->v, a->S, e) != 0)
         return -1;
-    softmax_bwd(a, scratch, att);
+    softmax_bwd(a, P);
     int rc = run_product(a, DA_DQ, a->dS, a->k, dq, e);
     if (rc == 0)
         rc = run_product(a, DA_DK, a->dS, a->q, dk, e);
     if (rc == 0)
-        rc = run_product(a, DA_DV, a->P, a->dout, dv, e);
+        rc = run_product(a, DA_DV, P, a->dout, dv, e);
     dnnl_stream_wait(a->st);
     return rc;
 }
@@ -418,6 +418,7 @@ void da_attn_free(da_attn *a)
     }
     free(a->prims);
     free(a->q);
+    free(a->S);
     free(a);
 }
 
