@@ -34,7 +34,10 @@
  * With bf16 compute (model_bf16.h) every frozen product -- the linear maps
  * forward and their dx, the head's logits and dx -- runs through the
  * matrix's bf16 handle; the head then works in chunks of MB_HEAD_ROWS rows
- * with an fp32 softmax.  Everything else is the same code.  A failing bf16
+ * with an fp32 softmax.  GPT-2's and Llama's causal attention runs its
+ * products in bf16 too (dnnl_attention.h, one handle in the acts; each
+ * layer keeps its softmax P in bf16, half the fp32 att).  Everything else
+ * is the same code.  A failing bf16
  * product (only possible on the first call of a shape) is kept in the acts
  * and makes the pass return NaN (model_acts_error).  fp32 through oneDNN
  * (--fp32-matmul onednn) takes the same handle paths with fp32 handles. */
