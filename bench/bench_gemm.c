@@ -407,9 +407,9 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
     c.att = calloc(np, sizeof *c.att), c.dP = calloc(np, sizeof *c.dP);
     c.P = calloc(np, sizeof *c.P);
     printf("bench_gemm --attention: B %d T %d H %d Hk %d D %d, blocks of %d rows; products "
-           "fwd %.2f, bwd %.2f GFLOP; best call within %.2f s\n",
+           "fwd %.2f, bwd %.2f GFLOP; best call within %.2f s; the bf16 handle holds %.1f MB\n",
            s->B, s->T, s->H, s->Hk, s->D, DA_BLOCK, att_flops(s, 0) * 1e-9,
-           att_flops(s, 1) * 1e-9, seconds);
+           att_flops(s, 1) * 1e-9, seconds, da_attn_bytes(c.da) / 1e6);
     omp_set_num_threads(2);
     att_check(&c);
     for (const char *t = threads; *t;) {
