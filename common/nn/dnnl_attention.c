@@ -51,7 +51,6 @@ void da_attn_free(da_attn *a) { (void)a; }
 #else /* PSLORA_HAVE_DNNL */
 
 #include <math.h>
-#include <stdio.h>
 
 #include "bf16.h"
 #include "dnnl_matmul.h"
@@ -122,7 +121,7 @@ static da_prod prod_of(const da_attn *a, int p, int i)
     size_t r0 = (size_t)t0;
     da_view tt = view_tt(a), q = view_q(a, lq), kv = view_kv(a, lk);
     switch (p) {
-    case DA_S:  /* att[t0:t1, :t1] = Q_blk K^T */
+    case DA_S:  /* S[t0:t1, :t1] = Q_blk K^T (the scale: prod_attr) */
         return (da_prod){m, t1, D, 0, 1, q, kv, tt, r0 * lq, 0, r0 * T};
     case DA_O:  /* out[t0:t1] = P_blk V */
         return (da_prod){m, D, t1, 0, 0, tt, kv, q, r0 * T, 0, r0 * lq};
@@ -160,11 +159,14 @@ static dnnl_status_t prod_attr(dnnl_primitive_attr_t *attr, const da_attn *a, in
     return s;
 }
 
-/* Creates the primitive of product p, block i, and its memory objects. */
+/* Creates the primitive of product p, block i, and its memory objects
+ * (kept from an earlier, partly failed build). */
 static dnnl_status_t prim_build(da_attn *a, int p, int i)
 {
     da_prod r = prod_of(a, p, i);
     da_prim *x = &a->prims[p * a->nb + i];
+    if (x->prim && x->mem[2])
+        return dnnl_success;
     dnnl_memory_desc_t md[3];
     dnnl_matmul_desc_t desc;
     dnnl_primitive_desc_t pd = NULL;
@@ -180,15 +182,11 @@ static dnnl_status_t prim_build(da_attn *a, int p, int i)
         s = prod_attr(&attr, a, p);
     if (s == dnnl_success)
         s = dnnl_primitive_desc_create(&pd, &desc, attr, a->eng, NULL);
-    if (s == dnnl_success && getenv("DA_DEBUG")) {
-        const char *impl = NULL;
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-        fprintf(stderr, "da product %d block %d: %s\n", p, i, impl ? impl : "?");
-    }
-    if (s == dnnl_success)
+    if (s == dnnl_success && !x->prim)
         s = dnnl_primitive_create(&x->prim, pd);
     for (int j = 0; j < 3 && s == dnnl_success; j++)
-        s = dnnl_memory_create(&x->mem[j], &md[j], a->eng, DNNL_MEMORY_NONE);
+        if (!x->mem[j])
+            s = dnnl_memory_create(&x->mem[j], &md[j], a->eng, DNNL_MEMORY_NONE);
     if (pd)
         dnnl_primitive_desc_destroy(pd);
     if (attr)
