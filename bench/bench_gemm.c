@@ -17,12 +17,12 @@
  * Each figure is the best of repeated calls within --seconds (the machine may
  * be shared), FLOPs = 2 M in out per call.
  *
- * With --attention: the products of causal attention instead (section
- * "--attention" below).
+ * With --attention: causal attention instead, the fp32 kernels against the
+ * bf16 ones (section "--attention" below).
  *
  *   bench_gemm [--rows 1024] [--dim 768] [--inter 3072] [--vocab 50257]
  *              [--threads 1,2] [--seconds 0.5]
- *   bench_gemm --attention [--batch 4] [--seq 256] [--heads 12] [--head-dim 64]
+ *   bench_gemm --attention [--batch 4] [--seq 256] [--heads 12] [--kv-heads H] [--head-dim 64]
  *              [--threads 1,2] [--seconds 0.5] */
 #include <cblas.h>
 #include <math.h>
@@ -34,6 +34,7 @@
 
 #include "clock.h"
 #include "cpu.h"
+#include "dnnl_attention.h"
 #include "dnnl_matmul.h"
 #include "kernels.h"
 #include "metrics.h"
@@ -262,324 +263,119 @@ static const char *arg_str(int argc, char **argv, const char *name, const char *
     return def;
 }
 
-/* ---- --attention: the products of causal attention ------------------------------
+/* ---- --attention: causal attention, fp32 kernels against bf16 -----------------
  *
- * GPT-2's attention at the model's shapes: q, k, v the column blocks of one
- * qkv [B*T, 3*H*D] (ld 3HD), out/dout [B*T, H*D], P and dS [B,H,T,T].  The six
- * products of the kernels (common/nn/kernels.c) in causal row blocks of
- * ATTB rows, block [t0,t1) (m = t1 - t0; for dK, dV column block [j0,j1),
- * rows = T - j0):
- *   fwd  S  = Q_blk K[:t1]^T  (m,t1,D)      O  = P_blk V[:t1]      (m,D,t1)
- *   bwd  dP = dO_blk V[:t1]^T (m,t1,D)      dQ = dS_blk K[:t1]     (m,D,t1)
- *        dK = dS[j0:,j0:j1]^T Q[j0:] (m,D,rows)   dV = P[..]^T dO[j0:] (same)
- * Variants (products only; softmax and its backward are not timed):
- *   sgemm   today's: per (b,h) in an OpenMP loop, one single-threaded
- *           cblas_sgemm per block and product
- *   dnnl32  oneDNN fp32 matmul, per block and product ONE 4-D matmul over all
- *           (b,h): [B,H,m,K] x [B,H,K,n] described with the tensors' own strides
- *   bf16    the same in bf16 (fp32 accumulation and output), the inputs of the
- *           pass (q,k,v,P fwd; dout,v,k,q,P,dS bwd) rounded to bf16 copies in
- *           the same layout inside the timed call (all at the pass's start: a
- *           real pass would round P and dS after the softmax, same work)
- * plus the whole kernels k_attention_fwd / k_attention_bwd (softmax included)
- * for the products' share ("products%": sgemm's products over the kernel's
- * time).  Rows: each product alone (no rounding), then each pass.  Each
- * figure is the best call of ATT_ROUNDS turns.  FLOPs: 2 m n K summed over
- * the blocks computed (causal: 62.5% of the full T x T at T = 256). */
-#define ATTB 64  /* = ATT_BLOCK in common/nn/kernels.c */
-#define ATT_ROUNDS 5 /* the variants take turns, ATT_ROUNDS times (a shared machine) */
+ * The attention of a step at the model's shapes (GPT-2 by default: B 4, T 256,
+ * 12 heads of 64; q, k, v the column blocks of one qkv [B*T, 3*H*D], or with
+ * --kv-heads Hk < H Llama's separate q [B*T, H*D], k, v [B*T, Hk*D]), whole
+ * passes:
+ *   fp32  k_attention_fwd / k_attention_bwd (kernels.h): per (b, h), one
+ *         single-threaded sgemm per causal block and product, fp32 softmax
+ *   bf16  da_attn_fwd / da_attn_bwd (dnnl_attention.h): the products in bf16
+ *         through oneDNN over all heads at once, rounding included
+ * GFLOP/s count the causal blocks' products (2 m n K each; the softmax not
+ * counted), both variants alike.  Each figure is the best call of
+ * ATT_ROUNDS turns of the variants (a shared machine).  Also printed: the
+ * bf16 outputs' max-norm error relative to the fp32 kernels' (out; dq, dk,
+ * dv) on these inputs. */
+#define ATT_ROUNDS 5
 
 typedef struct {
-    int B, T, H, D, ldq, ldo;
-    float *qkv, *out, *dout, *P, *dS, *dqkv;
-#ifdef PSLORA_HAVE_DNNL
-    dnnl_engine_t eng;
-    dnnl_stream_t st;
-    /* per block (T / ATTB at most 16) and product: primitive and memories */
-    dnnl_primitive_t prim[2][6][16];
-    dnnl_memory_t mem[2][6][16][3];
-    uint16_t *qkvb, *doutb, *Pb, *dSb;   /* bf16 copies, same layout */
-#endif
+    da_shape s;
+    float *q, *k, *v, *out, *att, *dout, *dq, *dk, *dv, *dP;
+    uint16_t *P;     /* the bf16 variant's softmax */
+    da_attn *da;
+    int bwd, bf16;   /* the pass and the variant a call runs */
 } att_ctx;
 
-/* Product p (0 S, 1 O, 2 dP, 3 dQ, 4 dK, 5 dV) of block i for (b, h): the
- * arguments of its row-major cblas_sgemm, c = op(a) op(b). */
-typedef struct {
-    int m, n, K, ta, tb;
-    const float *a, *b;
-    float *c;
-    int lda, ldb, ldc;
-} att_prod;
-
-static att_prod att_prod_of(const att_ctx *c, int p, int i, int b, int h)
+static void run_att(void *arg)
 {
-    int T = c->T, D = c->D, ldq = c->ldq, ldo = c->ldo, C = c->H * D;
-    int t0 = i * ATTB, t1 = T - t0 < ATTB ? T : t0 + ATTB, m = t1 - t0, rows = T - t0;
-    const float *q = c->qkv + (size_t)b * T * ldq + (size_t)h * D, *k = q + C, *v = q + 2 * C;
-    float *dq = c->dqkv + (size_t)b * T * ldq + (size_t)h * D, *dk = dq + C, *dv = dq + 2 * C;
-    const float *dout = c->dout + (size_t)b * T * ldo + (size_t)h * D;
-    float *o = c->out + (size_t)b * T * ldo + (size_t)h * D;
-    size_t bh = ((size_t)b * c->H + h) * T * T;
-    float *P = c->P + bh, *dS = c->dS + bh;
-    size_t rq = (size_t)t0 * ldq, ro = (size_t)t0 * ldo, rp = (size_t)t0 * T; /* row t0 */
-    const att_prod all[6] = {
-        {m, t1, D, 0, 1, q + rq, k, P + rp, ldq, ldq, T},                    /* S */
-        {m, D, t1, 0, 0, P + rp, v, o + ro, T, ldq, ldo},                    /* O */
-        {m, t1, D, 0, 1, dout + ro, v, dS + rp, ldo, ldq, T},                /* dP */
-        {m, D, t1, 0, 0, dS + rp, k, dq + rq, T, ldq, ldq},                  /* dQ */
-        {m, D, rows, 1, 0, dS + rp + t0, q + rq, dk + rq, T, ldq, ldq},      /* dK */
-        {m, D, rows, 1, 0, P + rp + t0, dout + ro, dv + rq, T, ldo, ldq}};   /* dV */
-    return all[p];
+    att_ctx *c = arg;
+    const da_shape *s = &c->s;
+    pl_err e;
+    int rc = 0;
+    if (c->bf16 && !c->bwd)
+        rc = da_attn_fwd(c->da, c->out, c->P, c->q, c->k, c->v, &e);
+    else if (c->bf16)
+        rc = da_attn_bwd(c->da, c->dq, c->dk, c->dv, c->dout, c->q, c->k, c->v, c->P, &e);
+    else if (!c->bwd)
+        k_attention_fwd(c->out, c->att, c->q, c->k, c->v, s->B, s->T, s->H, s->Hk, s->D, s->ldq,
+                        s->ldk, s->ldv);
+    else
+        k_attention_bwd(c->dq, c->dk, c->dv, c->dP, c->dout, c->q, c->k, c->v, c->att, s->B, s->T,
+                        s->H, s->Hk, s->D, s->ldq, s->ldk, s->ldv);
+    if (rc != 0) {
+        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+        exit(1);
+    }
 }
 
-static int att_blocks(const att_ctx *c) { return (c->T + ATTB - 1) / ATTB; }
-
-/* FLOPs of products p0..p1-1. */
-static double att_flops(const att_ctx *c, int p0, int p1)
+/* FLOPs of a pass's products over the causal blocks (fwd: S, O; bwd: dP,
+ * dQ, dK, dV), each 2 m n K per block and head. */
+static double att_flops(const da_shape *s, int bwd)
 {
     double f = 0;
-    for (int p = p0; p < p1; p++)
-        for (int i = 0; i < att_blocks(c); i++) {
-            att_prod r = att_prod_of(c, p, i, 0, 0);
-            f += 2.0 * r.m * r.n * r.K;
-        }
-    return f * c->B * c->H;
-}
-
-/* Products p0..p1-1: one of them, or a pass (fwd 0..1, bwd 2..5). */
-typedef struct {
-    att_ctx *c;
-    int p0, p1;
-} att_job;
-
-static void run_att_sgemm(void *arg)
-{
-    att_job *j = arg;
-    att_ctx *c = j->c;
-    int nb = att_blocks(c);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < c->B; b++)
-        for (int h = 0; h < c->H; h++)
-            for (int p = j->p0; p < j->p1; p++)
-                for (int i = 0; i < nb; i++) {
-                    att_prod r = att_prod_of(c, p, i, b, h);
-                    cblas_sgemm(CblasRowMajor, r.ta ? CblasTrans : CblasNoTrans,
-                                r.tb ? CblasTrans : CblasNoTrans, r.m, r.n, r.K, 1.0f, r.a, r.lda,
-                                r.b, r.ldb, 0.0f, r.c, r.ldc);
-                }
-}
-
-static void run_att_kernel(void *arg)
-{
-    att_job *j = arg;
-    att_ctx *c = j->c;
-    int C = c->H * c->D;
-    if (j->p0 < 2)
-        k_attention_fwd(c->out, c->P, c->qkv, c->qkv + C, c->qkv + 2 * C, c->B, c->T, c->H, c->H,
-                        c->D, c->ldq, c->ldq, c->ldq);
-    else
-        k_attention_bwd(c->dqkv, c->dqkv + C, c->dqkv + 2 * C, c->dS, c->dout, c->qkv,
-                        c->qkv + C, c->qkv + 2 * C, c->P, c->B, c->T, c->H, c->H, c->D, c->ldq,
-                        c->ldq, c->ldq);
-}
-
-#ifdef PSLORA_HAVE_DNNL
-/* 4-D descriptor [B,H,r,s] of a row-major operand at base (b=0,h=0) whose (b,h)
- * block starts at b*sb + h*sh, element (r,s) at r*ld + s, or s*ld + r if t. */
-static void att_md(dnnl_memory_desc_t *md, const att_ctx *c, int r, int s, int64_t sb, int64_t sh,
-                   int ld, int t, dnnl_data_type_t dt)
-{
-    dnnl_dims_t d = {c->B, c->H, r, s}, st = {sb, sh, t ? 1 : ld, t ? ld : 1};
-    dnnl_memory_desc_init_by_strides(md, 4, d, dt, st);
-}
-
-/* The batch strides (per b, per h) of product p's operands a, b, c. */
-static void att_strides(const att_ctx *c, int p, int64_t s[3][2])
-{
-    int64_t T = c->T, H = c->H, D = c->D, q[2] = {T * c->ldq, D}, o[2] = {T * c->ldo, D},
-            pp[2] = {H * T * T, T * T};
-    const int64_t *tab[6][3] = {{q, q, pp}, {pp, q, o}, {o, q, pp},
-                                {pp, q, q}, {pp, q, q}, {pp, o, q}};
-    for (int x = 0; x < 3; x++)
-        s[x][0] = tab[p][x][0], s[x][1] = tab[p][x][1];
-}
-
-/* Builds the primitives of every (product, block), precision f32 or bf16. */
-static void att_dnnl_build(att_ctx *c, int bf)
-{
-    dnnl_data_type_t dt = bf ? dnnl_bf16 : dnnl_f32;
-    for (int p = 0; p < 6; p++)
-        for (int i = 0; i < att_blocks(c); i++) {
-            att_prod r = att_prod_of(c, p, i, 0, 0);
-            int64_t s[3][2];
-            att_strides(c, p, s);
-            dnnl_memory_desc_t amd, bmd, cmd;
-            att_md(&amd, c, r.m, r.K, s[0][0], s[0][1], r.lda, r.ta, dt);
-            att_md(&bmd, c, r.K, r.n, s[1][0], s[1][1], r.ldb, r.tb, dt);
-            att_md(&cmd, c, r.m, r.n, s[2][0], s[2][1], r.ldc, 0, dnnl_f32);
-            dnnl_matmul_desc_t desc;
-            dnnl_primitive_desc_t pd;
-            dnnl_matmul_desc_init(&desc, &amd, &bmd, NULL, &cmd);
-            if (dnnl_primitive_desc_create(&pd, &desc, NULL, c->eng, NULL) != dnnl_success) {
-                fprintf(stderr, "bench_gemm: no strided %s matmul for product %d\n",
-                        bf ? "bf16" : "fp32", p);
-                exit(1);
-            }
-            if (i == 0 && (p == 0 || p == 4)) {
-                const char *impl = NULL;
-                dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-                printf("  %s product %d: %s\n", bf ? "bf16" : "dnnl32", p, impl ? impl : "?");
-            }
-            dnnl_primitive_create(&c->prim[bf][p][i], pd);
-            dnnl_primitive_desc_destroy(pd);
-            dnnl_memory_create(&c->mem[bf][p][i][0], &amd, c->eng, DNNL_MEMORY_NONE);
-            dnnl_memory_create(&c->mem[bf][p][i][1], &bmd, c->eng, DNNL_MEMORY_NONE);
-            dnnl_memory_create(&c->mem[bf][p][i][2], &cmd, c->eng, DNNL_MEMORY_NONE);
-        }
-}
-
-/* x's bf16 copy for bf16 runs: the same element offset in the copy. */
-static const void *att_src(const att_ctx *c, const float *x, int bf)
-{
-    if (!bf)
-        return x;
-    const float *bases[4] = {c->qkv, c->dout, c->P, c->dS};
-    uint16_t *copies[4] = {c->qkvb, c->doutb, c->Pb, c->dSb};
-    size_t sizes[4] = {(size_t)c->B * c->T * c->ldq, (size_t)c->B * c->T * c->ldo,
-                       (size_t)c->B * c->H * c->T * c->T, (size_t)c->B * c->H * c->T * c->T};
-    for (int i = 0; i < 4; i++)
-        if (x >= bases[i] && x < bases[i] + sizes[i])
-            return copies[i] + (x - bases[i]);
-    return x;
-}
-
-static void att_round(uint16_t *xb, const float *x, size_t n)
-{
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        xb[i] = bf16_of(x[i]);
-}
-
-/* Products p0..p1-1; a whole pass in bf16 also rounds the pass's inputs. */
-static void run_att_dnnl(att_ctx *c, int p0, int p1, int bf)
-{
-    int pass = p1 - p0 > 1, bwd = p0 >= 2;
-    size_t nq = (size_t)c->B * c->T * c->ldq, no = (size_t)c->B * c->T * c->ldo,
-           np = (size_t)c->B * c->H * c->T * c->T;
-    if (bf && pass) {   /* the pass's inputs, rounded as they would be */
-        att_round(c->qkvb, c->qkv, nq);
-        att_round(c->Pb, c->P, np);
-        if (bwd)
-            att_round(c->doutb, c->dout, no), att_round(c->dSb, c->dS, np);
+    for (int t0 = 0; t0 < s->T; t0 += DA_BLOCK) {
+        int t1 = s->T - t0 < DA_BLOCK ? s->T : t0 + DA_BLOCK, m = t1 - t0, rows = s->T - t0;
+        f += bwd ? 2.0 * (2.0 * m * t1 * s->D) + 2.0 * (2.0 * m * s->D * rows)
+                 : 2.0 * (2.0 * m * t1 * s->D);
     }
-    for (int p = p0; p < p1; p++)
-        for (int i = 0; i < att_blocks(c); i++) {
-            att_prod r = att_prod_of(c, p, i, 0, 0);
-            dnnl_memory_t *m = c->mem[bf][p][i];
-            dnnl_memory_set_data_handle(m[0], (void *)att_src(c, r.a, bf));
-            dnnl_memory_set_data_handle(m[1], (void *)att_src(c, r.b, bf));
-            dnnl_memory_set_data_handle(m[2], r.c);
-            dnnl_exec_arg_t args[3] = {
-                {DNNL_ARG_SRC, m[0]}, {DNNL_ARG_WEIGHTS, m[1]}, {DNNL_ARG_DST, m[2]}};
-            dnnl_primitive_execute(c->prim[bf][p][i], c->st, 3, args);
-        }
-    dnnl_stream_wait(c->st);
+    return f * s->B * s->H;
 }
 
-static void run_att_dnnl32(void *arg)
-{
-    att_job *j = arg;
-    run_att_dnnl(j->c, j->p0, j->p1, 0);
-}
-
-static void run_att_bf16(void *arg)
-{
-    att_job *j = arg;
-    run_att_dnnl(j->c, j->p0, j->p1, 1);
-}
-
-/* Largest |x - y| / max|y| over n (the products' outputs against sgemm's). */
-static double att_rel(const float *x, const float *y, size_t n)
+/* Largest |x - y| / max|y| over the n elements of rows x[r*ld + 0..w). */
+static double att_rel(const float *x, const float *y, int rows, int w, int ld)
 {
     double d = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double a = fabs((double)x[i] - y[i]), b = fabs((double)y[i]);
-        d = a > d ? a : d, m = b > m ? b : m;
-    }
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (size_t j = 0; j < (size_t)w; j++) {
+            double a = fabs((double)x[r * ld + j] - y[r * ld + j]), b = fabs(y[r * ld + j]);
+            d = a > d ? a : d, m = b > m ? b : m;
+        }
     return m > 0 ? d / m : d;
 }
 
-/* The output product p writes, and its length. */
-static float *att_out(const att_ctx *c, int p, size_t *n)
+/* Runs both passes fp32 then bf16 and prints the bf16 outputs' error. */
+static void att_check(att_ctx *c)
 {
-    size_t nq = (size_t)c->B * c->T * c->ldq, no = (size_t)c->B * c->T * c->ldo,
-           np = (size_t)c->B * c->H * c->T * c->T;
-    float *o[6] = {c->P, c->out, c->dS, c->dqkv, c->dqkv, c->dqkv};
-    size_t len[6] = {np, no, np, nq, nq, nq};
-    *n = len[p];
-    return o[p];
-}
-
-/* Prints how far each oneDNN variant is from sgemm (both passes, on the
- * same inputs: sgemm's pass writes the P and dS the variant then reads),
- * and which of its products give other bits on 1 than on 2 threads. */
-static void att_check(att_ctx *c, size_t nq, size_t no)
-{
-    size_t np = (size_t)c->B * c->H * c->T * c->T, nmax = np > nq ? np : nq;
-    float *dq = malloc(nq * sizeof *dq), *o = malloc(no * sizeof *o), *x = malloc(nmax * sizeof *x);
-    for (int bf = 0; bf < 2; bf++) {
-        att_job j = {c, 0, 6};
-        omp_set_num_threads(2);
-        run_att_sgemm(&j);
-        memcpy(dq, c->dqkv, nq * sizeof *dq), memcpy(o, c->out, no * sizeof *o);
-        run_att_dnnl(c, 0, 2, bf), run_att_dnnl(c, 2, 6, bf);
-        printf("  %s vs sgemm: max rel err O %.2e, dQKV %.2e; other bits on 1 thread than 2:",
-               bf ? "bf16" : "dnnl32", att_rel(c->out, o, no), att_rel(c->dqkv, dq, nq));
-        int differ = 0;
-        for (int p = 0; p < 6; p++) {
-            size_t n;
-            float *y = att_out(c, p, &n);
-            omp_set_num_threads(2);
-            run_att_dnnl(c, p, p + 1, bf);
-            memcpy(x, y, n * sizeof *x);
-            omp_set_num_threads(1);
-            run_att_dnnl(c, p, p + 1, bf);
-            if (memcmp(x, y, n * sizeof *x))
-                printf(" %s", (const char *[]){"S", "O", "dP", "dQ", "dK", "dV"}[p]), differ = 1;
+    const da_shape *s = &c->s;
+    int N = s->B * s->T, wq = s->H * s->D, wk = s->Hk * s->D;
+    int w[4] = {wq, wq, wk, wk}, ld[4] = {wq, s->ldq, s->ldk, s->ldv};
+    float *got[4] = {c->out, c->dq, c->dk, c->dv}, *ref[4];
+    size_t len[4];
+    for (int i = 0; i < 4; i++) /* N rows of w at stride ld */
+        len[i] = (size_t)(N - 1) * ld[i] + w[i], ref[i] = malloc(len[i] * sizeof **ref);
+    for (int bf = 0; bf < 2; bf++)
+        for (int bwd = 0; bwd < 2; bwd++) {
+            c->bf16 = bf, c->bwd = bwd;
+            run_att(c);
+            for (int i = 0; i < 4 && !bf && bwd; i++)
+                memcpy(ref[i], got[i], len[i] * 4);
         }
-        printf("%s\n", differ ? "" : " none");
-    }
-    free(dq), free(o), free(x);
+    printf("bf16 vs fp32 kernels, max rel err (max-norm):");
+    const char *names[4] = {"out", "dq", "dk", "dv"};
+    for (int i = 0; i < 4; i++)
+        printf(" %s %.2e", names[i], att_rel(got[i], ref[i], N, w[i], ld[i]));
+    printf("\n");
+    for (int i = 0; i < 4; i++)
+        free(ref[i]);
 }
-#endif
 
-/* The table at the current thread count: GFLOP/s per product and pass, the
- * variants taking turns. */
+/* The table at the current thread count: both passes, the variants taking turns. */
 static void att_table(att_ctx *c, double seconds)
 {
-    void (*fn[4])(void *) = {run_att_sgemm, NULL, NULL, run_att_kernel};
-    const char *names[8] = {"S", "O", "dP", "dQ", "dK", "dV", "fwd", "bwd"};
-    static const int span[8][2] = {{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 5}, {5, 6}, {0, 2}, {2, 6}};
-#ifdef PSLORA_HAVE_DNNL
-    fn[1] = run_att_dnnl32, fn[2] = run_att_bf16;
-#endif
-    printf("%-4s %8s %8s %8s %8s %10s\n", "prod", "sgemm", "dnnl32", "bf16", "kernel",
-           "products%");
-    for (int row = 0; row < 8; row++) {
-        att_job j = {c, span[row][0], span[row][1]};
-        double fl = att_flops(c, j.p0, j.p1), best[4] = {1e30, 1e30, 1e30, 1e30};
+    printf("%-4s %10s %10s %10s %10s %7s\n", "pass", "fp32 ms", "bf16 ms", "fp32 GF/s",
+           "bf16 GF/s", "ratio");
+    for (int bwd = 0; bwd < 2; bwd++) {
+        double best[2] = {1e30, 1e30}, fl = att_flops(&c->s, bwd);
         for (int round = 0; round < ATT_ROUNDS; round++)
-            for (int v = 0; v < 4; v++) {
-                if (!fn[v] || (v == 3 && row < 6))
-                    continue;
-                double sec = best_time(fn[v], &j, seconds / ATT_ROUNDS);
-                best[v] = sec < best[v] ? sec : best[v];
+            for (int bf = 0; bf < 2; bf++) {
+                c->bwd = bwd, c->bf16 = bf;
+                double sec = best_time(run_att, c, seconds / ATT_ROUNDS);
+                best[bf] = sec < best[bf] ? sec : best[bf];
             }
-        printf("%-4s %8.1f %8.1f %8.1f", names[row], fl / best[0] * 1e-9,
-               fn[1] ? fl / best[1] * 1e-9 : 0, fn[2] ? fl / best[2] * 1e-9 : 0);
-        if (row >= 6)
-            printf(" %8.1f %9.1f%%", fl / best[3] * 1e-9, 100.0 * best[0] / best[3]);
-        printf("\n");
+        printf("%-4s %10.2f %10.2f %10.1f %10.1f %6.2fx\n", bwd ? "bwd" : "fwd", best[0] * 1e3,
+               best[1] * 1e3, fl / best[0] * 1e-9, fl / best[1] * 1e-9, best[0] / best[1]);
         fflush(stdout);
     }
 }
@@ -587,32 +383,35 @@ static void att_table(att_ctx *c, double seconds)
 static int bench_attention(int argc, char **argv, double seconds, const char *threads)
 {
     att_ctx c = {0};
-    c.B = (int)arg_long(argc, argv, "--batch", 4), c.T = (int)arg_long(argc, argv, "--seq", 256);
-    c.H = (int)arg_long(argc, argv, "--heads", 12);
-    c.D = (int)arg_long(argc, argv, "--head-dim", 64);
-    c.ldo = c.H * c.D, c.ldq = 3 * c.ldo;
-    if (c.T > 16 * ATTB) {
-        fprintf(stderr, "bench_gemm: --seq at most %d\n", 16 * ATTB);
-        return 2;
+    da_shape *s = &c.s;
+    s->B = (int)arg_long(argc, argv, "--batch", 4), s->T = (int)arg_long(argc, argv, "--seq", 256);
+    s->H = (int)arg_long(argc, argv, "--heads", 12);
+    s->Hk = (int)arg_long(argc, argv, "--kv-heads", s->H);
+    s->D = (int)arg_long(argc, argv, "--head-dim", 64);
+    int gpt2 = s->Hk == s->H, N = s->B * s->T;
+    s->ldq = gpt2 ? 3 * s->H * s->D : s->H * s->D;
+    s->ldk = s->ldv = gpt2 ? s->ldq : s->Hk * s->D;
+    pl_err e;
+    c.da = da_attn_new(s, &e);
+    if (!c.da) {
+        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+        return 1;
     }
-    size_t nq = (size_t)c.B * c.T * c.ldq, no = (size_t)c.B * c.T * c.ldo,
-           np = (size_t)c.B * c.H * c.T * c.T;
-    c.qkv = randn(nq, 1.0f, 3), c.dout = randn(no, 1.0f, 4);
-    c.P = randn(np, 0.1f, 5), c.dS = randn(np, 0.1f, 6);
-    c.out = calloc(no, sizeof *c.out), c.dqkv = calloc(nq, sizeof *c.dqkv);
-    printf("bench_gemm --attention: B %d T %d H %d D %d, blocks of %d rows; GFLOP/s of the "
-           "causal blocks' products (fwd %.2f, bwd %.2f GFLOP), best call within %.2f s\n",
-           c.B, c.T, c.H, c.D, ATTB, att_flops(&c, 0, 2) * 1e-9, att_flops(&c, 2, 6) * 1e-9,
-           seconds);
-#ifdef PSLORA_HAVE_DNNL
-    dnnl_engine_create(&c.eng, dnnl_cpu, 0);
-    dnnl_stream_create(&c.st, c.eng, dnnl_stream_default_flags);
-    c.qkvb = malloc(nq * 2), c.doutb = malloc(no * 2);
-    c.Pb = malloc(np * 2), c.dSb = malloc(np * 2);
-    att_dnnl_build(&c, 0);
-    att_dnnl_build(&c, 1);
-    att_check(&c, nq, no);
-#endif
+    /* gpt2: q, k, v the column blocks of one qkv; else three row-major arrays */
+    size_t nq = (size_t)N * s->ldq, nk = (size_t)N * s->ldk, np = (size_t)s->B * s->H * s->T * s->T;
+    size_t nqkv = gpt2 ? nq : nq + 2 * nk, no = (size_t)N * s->H * s->D;
+    float *qkv = randn(nqkv, 1.0f, 3), *dqkv = calloc(nqkv, sizeof *dqkv);
+    size_t ko = gpt2 ? (size_t)s->H * s->D : nq, vo = gpt2 ? 2 * ko : nq + nk;
+    c.q = qkv, c.k = qkv + ko, c.v = qkv + vo, c.dq = dqkv, c.dk = dqkv + ko, c.dv = dqkv + vo;
+    c.dout = randn(no, 1.0f, 4), c.out = calloc(no, sizeof *c.out);
+    c.att = calloc(np, sizeof *c.att), c.dP = calloc(np, sizeof *c.dP);
+    c.P = calloc(np, sizeof *c.P);
+    printf("bench_gemm --attention: B %d T %d H %d Hk %d D %d, blocks of %d rows; products "
+           "fwd %.2f, bwd %.2f GFLOP; best call within %.2f s; the bf16 handle holds %.1f MB\n",
+           s->B, s->T, s->H, s->Hk, s->D, DA_BLOCK, att_flops(s, 0) * 1e-9,
+           att_flops(s, 1) * 1e-9, seconds, da_attn_bytes(c.da) / 1e6);
+    omp_set_num_threads(2);
+    att_check(&c);
     for (const char *t = threads; *t;) {
         int nt = atoi(t);
         omp_set_num_threads(nt);
@@ -620,18 +419,8 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
         att_table(&c, seconds);
         t = strchr(t, ',') ? strchr(t, ',') + 1 : t + strlen(t);
     }
-#ifdef PSLORA_HAVE_DNNL
-    for (int bf = 0; bf < 2; bf++)
-        for (int p = 0; p < 6; p++)
-            for (int i = 0; i < att_blocks(&c); i++) {
-                dnnl_primitive_destroy(c.prim[bf][p][i]);
-                for (int x = 0; x < 3; x++)
-                    dnnl_memory_destroy(c.mem[bf][p][i][x]);
-            }
-    dnnl_stream_destroy(c.st), dnnl_engine_destroy(c.eng);
-    free(c.qkvb), free(c.doutb), free(c.Pb), free(c.dSb);
-#endif
-    free(c.qkv), free(c.dout), free(c.P), free(c.dS), free(c.out), free(c.dqkv);
+    da_attn_free(c.da);
+    free(qkv), free(dqkv), free(c.dout), free(c.out), free(c.att), free(c.dP), free(c.P);
     return 0;
 }
 

@@ -193,6 +193,19 @@ static void engine_init(void)
 
 int dm_available(void) { return 1; }
 
+int dm_engine(dnnl_engine_t *eng, dnnl_stream_t *st, pl_err *e)
+{
+    pthread_once(&g_once, engine_init);
+    if (g_init_status != dnnl_success)
+        return pl_errf(e, "oneDNN: cannot create the oneDNN CPU engine (status %d)",
+                       (int)g_init_status);
+    if (eng)
+        *eng = g_engine;
+    if (st)
+        *st = g_stream;
+    return 0;
+}
+
 /* Grows b to at least bytes (64-byte aligned; contents not kept). */
 static int buf_reserve(dm_buf *b, size_t bytes, pl_err *e)
 {
@@ -221,22 +234,27 @@ static dnnl_status_t md2(dnnl_memory_desc_t *md, int64_t d0, int64_t d1, dnnl_da
     return dnnl_memory_desc_init_by_tag(md, 2, dims, dt, tag);
 }
 
+dnnl_status_t dm_attr_sum(dnnl_primitive_attr_t attr)
+{
+    dnnl_post_ops_t po = NULL;
+    dnnl_status_t s = dnnl_post_ops_create(&po);
+    if (s == dnnl_success)
+        s = dnnl_post_ops_append_sum(po, 1.0f);
+    if (s == dnnl_success)
+        s = dnnl_primitive_attr_set_post_ops(attr, po);
+    if (po)
+        dnnl_post_ops_destroy(po);
+    return s;
+}
+
 /* Attributes: user scratchpad, and the sum post-op (dst += result) with acc. */
 static dnnl_status_t matmul_attr(dnnl_primitive_attr_t *attr, int acc)
 {
-    dnnl_post_ops_t po = NULL;
     dnnl_status_t s = dnnl_primitive_attr_create(attr);
     if (s == dnnl_success)
         s = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success && acc) {
-        s = dnnl_post_ops_create(&po);
-        if (s == dnnl_success)
-            s = dnnl_post_ops_append_sum(po, 1.0f);
-        if (s == dnnl_success)
-            s = dnnl_primitive_attr_set_post_ops(*attr, po);
-    }
-    if (po)
-        dnnl_post_ops_destroy(po);
+    if (s == dnnl_success && acc)
+        s = dm_attr_sum(*attr);
     return s;
 }
 
@@ -373,12 +391,8 @@ static dm_linear *handle_new(int in, int out, dm_layout layout, int bwd, dnnl_da
         pl_errf(e, "oneDNN matmul: bad weights (in %d, out %d, bwd %d)", in, out, bwd);
         return NULL;
     }
-    pthread_once(&g_once, engine_init);
-    if (g_init_status != dnnl_success) {
-        pl_errf(e, "oneDNN matmul: cannot create the oneDNN CPU engine (status %d)",
-                (int)g_init_status);
+    if (dm_engine(NULL, NULL, e) != 0)
         return NULL;
-    }
     dm_linear *h = calloc(1, sizeof *h);
     if (!h) {
         pl_errf(e, "oneDNN matmul: out of memory");

@@ -146,4 +146,14 @@ void dm_arena_time_convert(dm_arena *a, double *sec);
 size_t dm_arena_bytes(const dm_arena *a);
 void dm_arena_free(dm_arena *a);
 
+#ifdef PSLORA_HAVE_DNNL
+#include <dnnl.h>
+/* The process's one oneDNN CPU engine and in-order stream (created on first
+ * use, kept until exit), shared with the other oneDNN module
+ * (dnnl_attention.c).  0, or -1 with e filled. */
+int dm_engine(dnnl_engine_t *eng, dnnl_stream_t *st, pl_err *e);
+/* Gives attr the sum post-op: the primitive adds its result to dst. */
+dnnl_status_t dm_attr_sum(dnnl_primitive_attr_t attr);
+#endif
+
 #endif

@@ -479,16 +479,19 @@ void k_lora_bwd_group(float *dx, float *const *dA, float *const *dB, const float
 
 /* ---- attention ------------------------------------------------------------------ */
 
+void k_attention_softmax_row(float *row, int n, int w)
+{
+    float inv = (float)(1.0 / row_exp(row, row_max(row, n), n));
+    row_scale(row, inv, n);
+    memset(row + n, 0, (size_t)(w - n) * sizeof *row);
+}
+
 /* Rows t0..t1-1 of the scores S [T,T], filled for columns 0..t1-1: row t becomes
  * softmax(S[t,0..t]) with zeros up to column T-1. */
 static void attn_softmax_rows(float *S, int T, int t0, int t1)
 {
-    for (int t = t0; t < t1; t++) {
-        float *row = S + (size_t)t * T;
-        float inv = (float)(1.0 / row_exp(row, row_max(row, t + 1), t + 1));
-        row_scale(row, inv, t + 1);
-        memset(row + t + 1, 0, (size_t)(T - t - 1) * sizeof *row);
-    }
+    for (int t = t0; t < t1; t++)
+        k_attention_softmax_row(S + (size_t)t * T, t + 1, T);
 }
 
 /* Per (b, h): att = causal_softmax(q_h k_g^T / sqrt(D)) [T,T]; out_h = att v_g with
@@ -520,20 +523,27 @@ void k_attention_fwd(float *out, float *att, const float *q, const float *k, con
     }
 }
 
+float k_attention_softmax_bwd_sum(const float *dr, const float *pr, int n)
+{
+    return (float)row_dot(dr, pr, n);
+}
+
+void k_attention_softmax_bwd_row(float *dr, const float *pr, int n, int w, float scale)
+{
+    float fr = k_attention_softmax_bwd_sum(dr, pr, n);
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        dr[j] = pr[j] * (dr[j] - fr) * scale;
+    for (int j = n; j < w; j++)
+        dr[j] = 0.0f;
+}
+
 /* Rows t0..t1-1 of dP [T,T] (columns 0..t1-1 filled), in place:
  * dS = P * (dP - rowsum(dP * P)) * scale, zero where P is masked (j > t). */
 static void attn_softmax_bwd_rows(float *dP, const float *P, int T, int t0, int t1, float scale)
 {
-    for (int t = t0; t < t1; t++) {
-        float *dr = dP + (size_t)t * T;
-        const float *pr = P + (size_t)t * T;
-        float fr = (float)row_dot(dr, pr, t + 1);
-#pragma omp simd
-        for (int j = 0; j <= t; j++)
-            dr[j] = pr[j] * (dr[j] - fr) * scale;
-        for (int j = t + 1; j < t1; j++)
-            dr[j] = 0.0f;
-    }
+    for (int t = t0; t < t1; t++)
+        k_attention_softmax_bwd_row(dP + (size_t)t * T, P + (size_t)t * T, t + 1, t1, scale);
 }
 
 /* One (b, query head h) of the backward, blocks as in the forward:

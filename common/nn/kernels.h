@@ -111,6 +111,16 @@ void k_attention_bwd(float *dq, float *dk, float *dv, float *scratch, const floa
                      const float *q, const float *k, const float *v, const float *att, int B,
                      int T, int H, int Hk, int D, int ldq, int ldk, int ldv);
 
+/* The row kernels of the two functions above, for attention built elsewhere
+ * (dnnl_attention.h) so both compute the same fp32 softmax:
+ *   softmax:  row[0..n) = softmax(row[0..n)), row[n..w) = 0
+ *   backward: dr[0..n) = pr * (dr - f) * scale, dr[n..w) = 0, with
+ *             f = sum(dr * pr) over [0..n) (k_attention_softmax_bwd_sum)
+ * (n = t + 1 for query row t; pr is the softmax's output, dr holds dP). */
+void k_attention_softmax_row(float *row, int n, int w);
+void k_attention_softmax_bwd_row(float *dr, const float *pr, int n, int w, float scale);
+float k_attention_softmax_bwd_sum(const float *dr, const float *pr, int n);
+
 /* Tied/untied lm head and cross-entropy, in chunks of rows so the [N,V]
  * logits never exist at once.  logits = x[N,C] E^T with E [V,C].
  * Returns the *sum* over rows with tgt >= 0 of -log softmax(logits)[tgt]

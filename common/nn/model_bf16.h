@@ -6,7 +6,8 @@
  * their fp32 data is then released (converted copies freed, mapped F32
  * pages dropped).  Norms, biases, wpe and the embedding rows stay fp32 (the
  * embedding is gathered from the file's own rows when no fp32 copy is
- * kept); LoRA, attention and every reduction stay fp32.  The copies of
+ * kept); LoRA and every reduction stay fp32 (causal attention's products
+ * run in bf16 too: model_step.c, dnnl_attention.h).  The copies of
  * training lie in one region that a model_bf16_store may provide, so that
  * processes can share them.
  *

@@ -34,7 +34,10 @@
  * With bf16 compute (model_bf16.h) every frozen product -- the linear maps
  * forward and their dx, the head's logits and dx -- runs through the
  * matrix's bf16 handle; the head then works in chunks of MB_HEAD_ROWS rows
- * with an fp32 softmax.  Everything else is the same code.  A failing bf16
+ * with an fp32 softmax.  GPT-2's and Llama's causal attention runs its
+ * products in bf16 too (dnnl_attention.h, one handle in the acts; each
+ * layer keeps its softmax P in bf16, half the fp32 att).  Everything else
+ * is the same code.  A failing bf16
  * product (only possible on the first call of a shape) is kept in the acts
  * and makes the pass return NaN (model_acts_error).  fp32 through oneDNN
  * (--fp32-matmul onednn) takes the same handle paths with fp32 handles. */
@@ -43,6 +46,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "dnnl_attention.h"
 #include "kernels.h"
 #include "kernels_bert.h"
 #include "lora.h"
@@ -62,7 +66,7 @@ typedef struct {
     float *res;          /* block input x                          [N,C] */
     float *h1, *m1, *r1; /* norm 1 out, mean (GPT-2), rstd         [N,C],[N],[N] */
     float *qkv;          /* GPT-2 [N,3C] interleaved; Llama q [N,H D] | k [N,Hk D] | v [N,Hk D] */
-    float *att;          /* [B,H,T,T] */
+    float *att;          /* [B,H,T,T]; bf16 compute: the same in bf16 (half the room) */
     float *ao;           /* attention output                       [N,H D] */
     float *mid;          /* x' = x + proj                          [N,C] */
     float *h2, *m2, *r2; /* norm 2 */
@@ -94,6 +98,7 @@ struct model_acts {
     float *pin, *ppre, *pout, *logits, *xm, *t1, *t2, *t3, *tm, *tr;
     double t_fwd, t_bwd; /* seconds of the last pass (bench) */
     step_prof *prof;     /* NULL, or where kernel seconds go (model_acts_profile) */
+    da_attn *att16;      /* bf16 compute (GPT-2, Llama): attention's bf16 products */
     int failed;          /* a bf16 product failed in the last pass: err says why */
     pl_err err;
     float *block;        /* one allocation holding everything above */
@@ -108,9 +113,9 @@ static float *carve(float *base, size_t *off, size_t n)
     return r;
 }
 
-/* The activations of one layer, per architecture. */
+/* The activations of one layer, per architecture (att16: att in bf16). */
 static void layer_carve(layer_acts *x, float *base, size_t *off, const model_config *c, int B,
-                        int T)
+                        int T, int att16)
 {
     size_t N = (size_t)B * T, C = c->n_embd, Ni = c->n_inner, D = c->head_dim;
     size_t H = c->n_head, Hk = c->n_kv_head, NC = N * C;
@@ -121,7 +126,9 @@ static void layer_carve(layer_acts *x, float *base, size_t *off, const model_con
     if (!llama)
         x->m1 = carve(base, off, N), x->m2 = carve(base, off, N);
     x->qkv = carve(base, off, N * (H + 2 * Hk) * D);
-    x->att = carve(base, off, (size_t)B * H * T * T), x->ao = carve(base, off, N * H * D);
+    size_t natt = (size_t)B * H * T * T;
+    x->att = carve(base, off, att16 ? (natt + 1) / 2 : natt);
+    x->ao = carve(base, off, N * H * D);
     x->mid = carve(base, off, NC), x->h2 = carve(base, off, NC);
     x->f = carve(base, off, N * Ni), x->g = carve(base, off, N * Ni);
     if (llama)
@@ -143,6 +150,14 @@ static void bert_carve(model_acts *a, float *base, size_t *off, const model_conf
     a->tm = carve(base, off, N), a->tr = carve(base, off, N);
 }
 
+/* Does attention run in bf16 (dnnl_attention.h: the causal attention of
+ * GPT-2 and Llama under bf16 compute)?  Its P is then kept in bf16 and the
+ * backward needs no dP scratch of the step's. */
+static int attention_bf16(const model *m)
+{
+    return m->compute == MODEL_BF16 && m->cfg.arch != ARCH_BERT;
+}
+
 /* Lays every buffer of a out from base (or only counts, base NULL); returns
  * the floats needed. */
 static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_layout *L)
@@ -151,8 +166,9 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
     size_t N = (size_t)a->N, C = c->n_embd, Ni = c->n_inner, V = c->vocab;
     size_t qd = (size_t)c->n_head * c->head_dim, off = 0;
     size_t wide = Ni > qd ? Ni : qd, widest_in = wide > C ? wide : C;
+    int att16 = attention_bf16(m);
     for (int l = 0; l < a->n_slots; l++)
-        layer_carve(&a->la[l], base, &off, c, a->B, a->T);
+        layer_carve(&a->la[l], base, &off, c, a->B, a->T, att16);
     a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
     a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
     a->xent = carve(base, &off, c->arch == ARCH_BERT       ? (size_t)MLM_CHUNK * V
@@ -180,7 +196,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         a->dres = carve(base, &off, N * C), a->dnarrow = carve(base, &off, N * C);
         a->dwide = carve(base, &off, N * wide);
         a->dqkv = carve(base, &off, N * (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim);
-        a->datt = carve(base, &off, (size_t)a->B * c->n_head * a->T * a->T);
+        a->datt = carve(base, &off, att16 ? 0 : (size_t)a->B * c->n_head * a->T * a->T);
         a->du = carve(base, &off, N * (L ? L->r : 1));
         if (c->arch == ARCH_LLAMA)
             a->dup = carve(base, &off, N * Ni);
@@ -188,6 +204,19 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
             a->dtmp = carve(base, &off, N * widest_in);
     }
     return off;
+}
+
+/* bf16 compute: attention through oneDNN's bf16 products (dnnl_attention.h)
+ * on the layout of layer_carve's qkv.  0, or -1 when it cannot be made. */
+static int acts_attention_bf16(model_acts *a, const model_config *c)
+{
+    int H = c->n_head, Hk = c->n_kv_head, D = c->head_dim, ld3 = 3 * c->n_embd;
+    int gpt2 = c->arch == ARCH_GPT2;   /* qkv [N,3C] interleaved; Llama: q | k | v */
+    da_shape s = {a->B, a->T, H, Hk, D, gpt2 ? ld3 : H * D, gpt2 ? ld3 : Hk * D,
+                  gpt2 ? ld3 : Hk * D};
+    pl_err e;
+    a->att16 = da_attn_new(&s, &e);
+    return a->att16 ? 0 : -1;
 }
 
 model_acts *model_acts_new(const model *m, const lora_layout *L, int B, int T, int need_backward)
@@ -216,6 +245,10 @@ model_acts *model_acts_new(const model *m, const lora_layout *L, int B, int T, i
     acts_carve(a, a->block, m, L);
     if (c->arch == ARCH_LLAMA)
         k_rope_table(a->rope_cs, a->rope_sn, T, c->head_dim, c->rope_theta);
+    if (attention_bf16(m) && acts_attention_bf16(a, c) != 0) {
+        model_acts_free(a);
+        return NULL;
+    }
     return a;
 }
 
@@ -249,6 +282,7 @@ void model_acts_free(model_acts *a)
 {
     if (!a)
         return;
+    da_attn_free(a->att16);
     free(a->block);
     free(a->la);
     free(a->u);
@@ -550,13 +584,37 @@ static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const
 
 static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? l : 0]; }
 
-static void attention_fwd(const pass *ps, layer_acts *x)
+/* x->ao, x->att = attention(q, k, v) (kernels.h; bf16 compute: dnnl_attention.h)
+ * with q, k, v at row strides ldq, ldk, ldv. */
+static void attention_fwd(const pass *ps, layer_acts *x, const float *q, const float *k,
+                          const float *v, int ldq, int ldk, int ldv)
 {
     const model_config *c = &ps->m->cfg;
-    int C = c->n_embd, D = c->head_dim;
-    PROF(ps, SP_ATTENTION,
-         k_attention_fwd(x->ao, x->att, x->qkv, x->qkv + C, x->qkv + 2 * C, ps->a->B, ps->a->T,
-                         c->n_head, c->n_head, D, 3 * C, 3 * C, 3 * C));
+    model_acts *a = ps->a;
+    pl_err e;
+    if (a->att16)
+        PROF(ps, SP_ATTENTION,
+             note(ps, da_attn_fwd(a->att16, x->ao, (uint16_t *)x->att, q, k, v, &e), &e));
+    else
+        PROF(ps, SP_ATTENTION, k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, c->n_head,
+                                               c->n_kv_head, c->head_dim, ldq, ldk, ldv));
+}
+
+/* dq, dk, dv from dout and layer x's saved q, k, v, att (the same strides). */
+static void attention_bwd(const pass *ps, const layer_acts *x, float *dq, float *dk, float *dv,
+                          const float *dout, const float *q, const float *k, const float *v,
+                          int ldq, int ldk, int ldv)
+{
+    const model_config *c = &ps->m->cfg;
+    model_acts *a = ps->a;
+    pl_err e;
+    if (a->att16)
+        PROF(ps, SP_ATTENTION, note(ps, da_attn_bwd(a->att16, dq, dk, dv, dout, q, k, v,
+                                                    (const uint16_t *)x->att, &e), &e));
+    else
+        PROF(ps, SP_ATTENTION,
+             k_attention_bwd(dq, dk, dv, a->datt, dout, q, k, v, x->att, a->B, a->T, c->n_head,
+                             c->n_kv_head, c->head_dim, ldq, ldk, ldv));
 }
 
 /* out = block l applied to its saved input slot(l)->res. */
@@ -569,7 +627,7 @@ static void gpt2_block_fwd(const pass *ps, int l, float *out)
     PROF(ps, SP_ELEMENTWISE,
          k_layernorm_fwd(x->h1, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N, C, c->eps));
     linear_fwd(ps, &b->lin[0], x->qkv, x->h1, NULL);
-    attention_fwd(ps, x);
+    attention_fwd(ps, x, x->qkv, x->qkv + C, x->qkv + 2 * C, 3 * C, 3 * C, 3 * C);
     linear_fwd(ps, &b->lin[1], x->mid, x->ao, x->res);
     PROF(ps, SP_ELEMENTWISE,
          k_layernorm_fwd(x->h2, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N, C, c->eps));
@@ -596,10 +654,8 @@ static void gpt2_block_bwd(const pass *ps, int l, int need_dx)
          norm_bwd_w(ps, b->ln2_w, b->ln2_b, a->dnarrow, x->mid, x->m2, x->r2));
     /* attention: x' = x + attn(LN1(x)) Wo */
     linear_bwd(ps, &b->lin[1], a->dnarrow, a->dres, x->ao, 0.0f);
-    PROF(ps, SP_ATTENTION,
-         k_attention_bwd(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->datt, a->dnarrow, x->qkv,
-                         x->qkv + C, x->qkv + 2 * C, x->att, a->B, a->T, c->n_head, c->n_head,
-                         c->head_dim, 3 * C, 3 * C, 3 * C));
+    attention_bwd(ps, x, a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->dnarrow, x->qkv, x->qkv + C,
+                  x->qkv + 2 * C, 3 * C, 3 * C, 3 * C);
     linear_bwd(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, x->h1, 0.0f);
     if (need_dx)
         PROF(ps, SP_ELEMENTWISE,
@@ -630,8 +686,7 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     group_fwd(ps, &b->lin[0], 3, qkv, x->h1, shared_bf16(ps, x->h1));
     PROF(ps, SP_ELEMENTWISE, k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
          k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
-    PROF(ps, SP_ATTENTION,
-         k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, H, Hk, D, H * D, Hk * D, Hk * D));
+    attention_fwd(ps, x, q, k, v, H * D, Hk * D, Hk * D);
     linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
     PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps));
     group_fwd(ps, &b->lin[4], 2, gu, x->h2, shared_bf16(ps, x->h2));
@@ -660,9 +715,7 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
          norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
     linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->ao, 0.0f);
-    PROF(ps, SP_ATTENTION,
-         k_attention_bwd(dq, dk, dv, a->datt, a->dwide, q, k, v, x->att, a->B, a->T, H, Hk, D,
-                         H * D, Hk * D, Hk * D));
+    attention_bwd(ps, x, dq, dk, dv, a->dwide, q, k, v, H * D, Hk * D, Hk * D);
     PROF(ps, SP_ELEMENTWISE, k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
          k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
     const float *dqkv[3] = {dq, dk, dv};

@@ -1,0 +1,423 @@
+/* dnnl_attention.c - see dnnl_attention.h.
+ *
+ * Every operand is a 4-D view [B, Hk, r, c] of a buffer as it lies, for one
+ * member i of each group of G = H/Hk query heads: element (b, g, r, c) at
+ * i*si + b*sb + g*sg + r*rs + c (elements; transposed: c*rs + r).
+ * Query-side tensors (q, dO, out, dq: head h = g*G + i at column h*D) and
+ * the [B,H,T,T] ones step by si per member; key-side ones (k, v, dk, dv)
+ * do not (si 0).  With G = 1 that is one matmul over all (b, h) per block;
+ * with G > 1, G matmuls of [B, Hk] (oneDNN 2.6 runs a 5-D matmul whose kv
+ * operand broadcasts over the group, [B,Hk,G,r,c], on its reference kernel
+ * only: "ref:any", ~1000x slower).  Each product of block i is one primitive
+ * (prims[p][i]), created with its memory objects on first use; a call points
+ * the memories at the member's block (dnnl_memory_set_data_handle) and runs
+ * it. */
+#include "dnnl_attention.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#ifndef PSLORA_HAVE_DNNL
+
+da_attn *da_attn_new(const da_shape *s, pl_err *e)
+{
+    (void)s;
+    pl_errf(e, "oneDNN attention: built without oneDNN (install libdnnl-dev and rebuild)");
+    return NULL;
+}
+
+int da_attn_fwd(da_attn *a, float *out, uint16_t *P, const float *q, const float *k,
+                const float *v, pl_err *e)
+{
+    (void)a, (void)out, (void)P, (void)q, (void)k, (void)v;
+    return pl_errf(e, "oneDNN attention: built without oneDNN");
+}
+
+int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                const float *k, const float *v, const uint16_t *P, pl_err *e)
+{
+    (void)a, (void)dq, (void)dk, (void)dv, (void)dout, (void)q, (void)k, (void)v, (void)P;
+    return pl_errf(e, "oneDNN attention: built without oneDNN");
+}
+
+size_t da_attn_bytes(const da_attn *a)
+{
+    (void)a;
+    return 0;
+}
+
+void da_attn_free(da_attn *a) { (void)a; }
+
+#else /* PSLORA_HAVE_DNNL */
+
+#include <math.h>
+
+#include "bf16.h"
+#include "dnnl_matmul.h"
+#include "kernels.h"
+
+/* The products; DA_DK_ACC and DA_DV_ACC are dK and dV adding to the output
+ * (group members after the first). */
+enum { DA_S, DA_O, DA_DP, DA_DQ, DA_DK, DA_DV, DA_DK_ACC, DA_DV_ACC, DA_NPROD };
+
+typedef struct {
+    dnnl_primitive_t prim;
+    dnnl_memory_t mem[3]; /* A (src), W (weights), C (dst) */
+} da_prim;
+
+struct da_attn {
+    da_shape s;
+    int G, nb;                               /* group size, row blocks */
+    float scale;                             /* 1/sqrt(D) */
+    dnnl_engine_t eng;
+    dnnl_stream_t st;
+    uint16_t *q, *k, *v, *dout, *dS;         /* bf16 copies, see the header */
+    float *S;                                /* S, then dP: fp32 [B,H,T,T] */
+    size_t bytes;
+    int built[2];                            /* forward, backward primitives made */
+    da_prim *prims;                          /* [DA_NPROD][nb] */
+};
+
+/* Strides of a view (elements): batch, kv head, group member, row; the
+ * column stride is 1 unless the view is read transposed (rows 1, cols rs). */
+typedef struct {
+    int64_t sb, sg, si, rs;
+} da_view;
+
+/* One product of one block and group member: C[m,n] = A[m,K] W[K,n] over
+ * [B, Hk]. */
+typedef struct {
+    int m, n, K, ta, tw;     /* ta, tw: A, W read transposed */
+    da_view a, w, c;
+    size_t oa, ow, oc;       /* elements from the buffers' starts to the block */
+} da_prod;
+
+/* ---- views and products ---- */
+
+/* Query-side [N, H*D] rows at stride ld, key-side [N, Hk*D], and [B,H,T,T]. */
+static da_view view_q(const da_attn *a, int64_t ld)
+{
+    int64_t D = a->s.D;
+    return (da_view){a->s.T * ld, a->G * D, D, ld};
+}
+static da_view view_kv(const da_attn *a, int64_t ld)
+{
+    return (da_view){a->s.T * ld, a->s.D, 0, ld};
+}
+static da_view view_tt(const da_attn *a)
+{
+    int64_t T = a->s.T;
+    return (da_view){a->s.H * T * T, a->G * T * T, T * T, T};
+}
+
+/* Product p of block i, member 0 (member i: i*si further, da_run).  The
+ * bf16 copies have strides H*D (q, dO) and Hk*D (k, v). */
+static da_prod prod_of(const da_attn *a, int p, int i)
+{
+    const da_shape *s = &a->s;
+    int T = s->T, D = s->D, t0 = i * DA_BLOCK;
+    int t1 = T - t0 < DA_BLOCK ? T : t0 + DA_BLOCK, m = t1 - t0, rows = T - t0;
+    int64_t lq = (int64_t)s->H * D, lk = (int64_t)s->Hk * D;
+    size_t r0 = (size_t)t0;
+    da_view tt = view_tt(a), q = view_q(a, lq), kv = view_kv(a, lk);
+    switch (p) {
+    case DA_S:  /* S[t0:t1, :t1] = Q_blk K^T (the scale: prod_attr) */
+        return (da_prod){m, t1, D, 0, 1, q, kv, tt, r0 * lq, 0, r0 * T};
+    case DA_O:  /* out[t0:t1] = P_blk V */
+        return (da_prod){m, D, t1, 0, 0, tt, kv, q, r0 * T, 0, r0 * lq};
+    case DA_DP: /* dP[t0:t1, :t1] = dO_blk V^T */
+        return (da_prod){m, t1, D, 0, 1, q, kv, tt, r0 * lq, 0, r0 * T};
+    case DA_DQ: /* dq[t0:t1] = dS_blk K */
+        return (da_prod){m, D, t1, 0, 0, tt, kv, view_q(a, s->ldq), r0 * T, 0, r0 * s->ldq};
+    case DA_DK: case DA_DK_ACC: /* dk[j0:j1] (+)= dS[j0:, j0:j1]^T Q[j0:] */
+        return (da_prod){m, D, rows, 1, 0, tt, q, view_kv(a, s->ldk), r0 * T + r0, r0 * lq,
+                         r0 * s->ldk};
+    default:    /* dv[j0:j1] (+)= P[j0:, j0:j1]^T dO[j0:] */
+        return (da_prod){m, D, rows, 1, 0, tt, q, view_kv(a, s->ldv), r0 * T + r0, r0 * lq,
+                         r0 * s->ldv};
+    }
+}
+
+/* Descriptor of view v as [B, Hk, r, c] (transposed: element (r, c) at
+ * c*rs + r). */
+static dnnl_status_t view_md(dnnl_memory_desc_t *md, const da_attn *a, da_view v, int r, int c,
+                             int t, dnnl_data_type_t dt)
+{
+    dnnl_dims_t dims = {a->s.B, a->s.Hk, r, c};
+    dnnl_dims_t st = {v.sb, v.sg, t ? 1 : v.rs, t ? v.rs : 1};
+    return dnnl_memory_desc_init_by_strides(md, 4, dims, dt, st);
+}
+
+/* The attributes of product p: the scale of S, the sum of the _ACC ones. */
+static dnnl_status_t prod_attr(dnnl_primitive_attr_t *attr, const da_attn *a, int p)
+{
+    dnnl_status_t s = dnnl_primitive_attr_create(attr);
+    if (s == dnnl_success && p == DA_S)
+        s = dnnl_primitive_attr_set_output_scales(*attr, 1, 0, &a->scale);
+    if (s == dnnl_success && (p == DA_DK_ACC || p == DA_DV_ACC))
+        s = dm_attr_sum(*attr);
+    return s;
+}
+
+/* Creates the primitive of product p, block i, and its memory objects
+ * (kept from an earlier, partly failed build). */
+static dnnl_status_t prim_build(da_attn *a, int p, int i)
+{
+    da_prod r = prod_of(a, p, i);
+    da_prim *x = &a->prims[p * a->nb + i];
+    if (x->prim && x->mem[2])
+        return dnnl_success;
+    dnnl_memory_desc_t md[3];
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_status_t s = view_md(&md[0], a, r.a, r.m, r.K, r.ta, dnnl_bf16);
+    if (s == dnnl_success)
+        s = view_md(&md[1], a, r.w, r.K, r.n, r.tw, dnnl_bf16);
+    if (s == dnnl_success)
+        s = view_md(&md[2], a, r.c, r.m, r.n, 0, dnnl_f32);
+    if (s == dnnl_success)
+        s = dnnl_matmul_desc_init(&desc, &md[0], &md[1], NULL, &md[2]);
+    if (s == dnnl_success)
+        s = prod_attr(&attr, a, p);
+    if (s == dnnl_success)
+        s = dnnl_primitive_desc_create(&pd, &desc, attr, a->eng, NULL);
+    if (s == dnnl_success && !x->prim)
+        s = dnnl_primitive_create(&x->prim, pd);
+    for (int j = 0; j < 3 && s == dnnl_success; j++)
+        if (!x->mem[j])
+            s = dnnl_memory_create(&x->mem[j], &md[j], a->eng, DNNL_MEMORY_NONE);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    return s;
+}
+
+/* Builds the forward (bwd 0) or backward primitives on first use. */
+static int ensure_built(da_attn *a, int bwd, pl_err *e)
+{
+    if (a->built[bwd])
+        return 0;
+    int p0 = bwd ? DA_DP : DA_S, p1 = bwd ? (a->G > 1 ? DA_NPROD : DA_DK_ACC) : DA_DP;
+    for (int p = p0; p < p1; p++)
+        for (int i = 0; i < a->nb; i++) {
+            dnnl_status_t s = prim_build(a, p, i);
+            if (s != dnnl_success)
+                return pl_errf(e, "oneDNN attention: cannot build the bf16 matmul of product %d "
+                               "(B %d T %d H %d Hk %d D %d; status %d)",
+                               p, a->s.B, a->s.T, a->s.H, a->s.Hk, a->s.D, (int)s);
+        }
+    a->built[bwd] = 1;
+    return 0;
+}
+
+/* Runs product p of block i for group member `member` on the buffers A
+ * (bf16), W (bf16), C (fp32) given at their starts.  p is the product's
+ * geometry; prim the primitive run (p, or its _ACC variant). */
+static int da_run(da_attn *a, int p, int prim, int i, int member, const uint16_t *A,
+                  const uint16_t *W, float *C, pl_err *e)
+{
+    da_prod r = prod_of(a, p, i);
+    da_prim *x = &a->prims[prim * a->nb + i];
+    size_t mi = (size_t)member;
+    dnnl_memory_set_data_handle(x->mem[0], (void *)(A + r.oa + mi * r.a.si));
+    dnnl_memory_set_data_handle(x->mem[1], (void *)(W + r.ow + mi * r.w.si));
+    dnnl_memory_set_data_handle(x->mem[2], C + r.oc + mi * r.c.si);
+    dnnl_exec_arg_t args[3] = {
+        {DNNL_ARG_SRC, x->mem[0]}, {DNNL_ARG_WEIGHTS, x->mem[1]}, {DNNL_ARG_DST, x->mem[2]}};
+    dnnl_status_t s = dnnl_primitive_execute(x->prim, a->st, 3, args);
+    if (s != dnnl_success)
+        return pl_errf(e, "oneDNN attention: product %d failed (status %d)", p, (int)s);
+    return 0;
+}
+
+/* Product p over every group member and block.  dK and dV sum over the
+ * members: the first overwrites, the others add (their _ACC primitives). */
+static int run_product(da_attn *a, int p, const uint16_t *A, const uint16_t *W, float *C,
+                       pl_err *e)
+{
+    for (int member = 0; member < a->G; member++) {
+        int prim = member > 0 && (p == DA_DK || p == DA_DV) ? p + DA_DK_ACC - DA_DK : p;
+        for (int i = 0; i < a->nb; i++)
+            if (da_run(a, p, prim, i, member, A, W, C, e) != 0)
+                return -1;
+    }
+    return 0;
+}
+
+/* ---- rounding and the softmax ---- */
+
+/* GCC compiles the rounding for AVX-512, AVX2 and the baseline and picks one
+ * at load time (as kernels.c's VEC); every version gives bf16_from_f32's bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DA_VEC __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DA_VEC
+#endif
+
+/* y[0..n) = bf16(x[0..n)) */
+DA_VEC static void round_row(uint16_t *y, const float *x, int n)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        y[j] = bf16_from_f32(x[j]);
+}
+
+/* The bf16 copies of q, k, v (and dout when not NULL), compact rows of
+ * H*D, Hk*D, Hk*D (and H*D), in one pass over the token rows. */
+static void round_inputs(da_attn *a, const float *q, const float *k, const float *v,
+                         const float *dout)
+{
+    const da_shape *s = &a->s;
+    int N = s->B * s->T, lq = s->H * s->D, lk = s->Hk * s->D;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        round_row(a->q + (size_t)n * lq, q + (size_t)n * s->ldq, lq);
+        round_row(a->k + (size_t)n * lk, k + (size_t)n * s->ldk, lk);
+        round_row(a->v + (size_t)n * lk, v + (size_t)n * s->ldv, lk);
+        if (dout)
+            round_row(a->dout + (size_t)n * lq, dout + (size_t)n * lq, lq);
+    }
+}
+
+/* End of the causal block holding query row t: the columns products read. */
+static int block_end(const da_attn *a, int t)
+{
+    int t1 = (t / DA_BLOCK + 1) * DA_BLOCK;
+    return t1 < a->s.T ? t1 : a->s.T;
+}
+
+/* Every row t of S [B,H,T,T] (scores in columns < w, its block's end): P =
+ * the causal softmax (fp32, kernels.h's), written in bf16 only, zeros in
+ * columns t+1..w-1: the only columns any product or the backward reads. */
+static void softmax_fwd(da_attn *a, uint16_t *P)
+{
+    int BH = a->s.B * a->s.H, T = a->s.T;
+    float *S = a->S;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bh = 0; bh < BH; bh++)
+        for (int t = 0; t < T; t++) {
+            size_t o = ((size_t)bh * T + t) * T;
+            int w = block_end(a, t);
+            k_attention_softmax_row(S + o, t + 1, w);
+            round_row(P + o, S + o, w);
+        }
+}
+
+/* ds[0..n) = bf16(p * (dr - f) * scale) with f = sum(dr * p), ds[n..w) = 0:
+ * kernels.h's k_attention_softmax_bwd_row on the bf16 P (dP not written). */
+DA_VEC static void softmax_bwd_row(uint16_t *ds, const float *dr, const uint16_t *p, int n, int w,
+                                   float scale)
+{
+    float f = 0.0f;
+#pragma omp simd reduction(+ : f)
+    for (int j = 0; j < n; j++)
+        f += dr[j] * bf16_to_f32(p[j]);
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        ds[j] = bf16_from_f32(bf16_to_f32(p[j]) * (dr[j] - f) * scale);
+    for (int j = n; j < w; j++)
+        ds[j] = 0;
+}
+
+/* Every row of dP (in S): dS = P * (dP - rowsum(dP * P)) * scale in bf16,
+ * up to the block's end. */
+static void softmax_bwd(da_attn *a, const uint16_t *P)
+{
+    int BH = a->s.B * a->s.H, T = a->s.T;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bh = 0; bh < BH; bh++)
+        for (int t = 0; t < T; t++) {
+            size_t o = ((size_t)bh * T + t) * T;
+            softmax_bwd_row(a->dS + o, a->S + o, P + o, t + 1, block_end(a, t), a->scale);
+        }
+}
+
+/* ---- the public side ---- */
+
+da_attn *da_attn_new(const da_shape *s, pl_err *e)
+{
+    if (s->B < 1 || s->T < 1 || s->Hk < 1 || s->H % s->Hk != 0 || s->D < 1 ||
+        s->ldq < s->H * s->D || s->ldk < s->Hk * s->D || s->ldv < s->Hk * s->D) {
+        pl_errf(e, "oneDNN attention: bad shape (B %d T %d H %d Hk %d D %d)", s->B, s->T, s->H,
+                s->Hk, s->D);
+        return NULL;
+    }
+    da_attn *a = calloc(1, sizeof *a);
+    if (!a || dm_engine(&a->eng, &a->st, e) != 0) {
+        if (!a)
+            pl_errf(e, "oneDNN attention: out of memory");
+        free(a);
+        return NULL;
+    }
+    a->s = *s, a->G = s->H / s->Hk, a->nb = (s->T + DA_BLOCK - 1) / DA_BLOCK;
+    a->scale = 1.0f / sqrtf((float)s->D);
+    size_t N = (size_t)s->B * s->T, nq = N * s->H * s->D, nk = N * s->Hk * s->D;
+    size_t ntt = (size_t)s->B * s->H * s->T * s->T, n = 2 * nq + 2 * nk + ntt;
+    a->bytes = n * sizeof(uint16_t) + ntt * sizeof(float);
+    a->q = malloc(n * sizeof(uint16_t));
+    a->S = malloc(ntt * sizeof(float));
+    a->prims = calloc((size_t)DA_NPROD * a->nb, sizeof *a->prims);
+    if (!a->q || !a->S || !a->prims) {
+        da_attn_free(a);
+        pl_errf(e, "oneDNN attention: out of memory (%zu bytes of scratch)", n * 2 + ntt * 4);
+        return NULL;
+    }
+    a->dout = a->q + nq, a->k = a->dout + nq, a->v = a->k + nk, a->dS = a->v + nk;
+    return a;
+}
+
+int da_attn_fwd(da_attn *a, float *out, uint16_t *P, const float *q, const float *k,
+                const float *v, pl_err *e)
+{
+    if (ensure_built(a, 0, e) != 0)
+        return -1;
+    round_inputs(a, q, k, v, NULL);
+    if (run_product(a, DA_S, a->q, a->k, a->S, e) != 0)
+        return -1;
+    softmax_fwd(a, P);
+    int rc = run_product(a, DA_O, P, a->v, out, e);
+    dnnl_stream_wait(a->st);
+    return rc;
+}
+
+int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                const float *k, const float *v, const uint16_t *P, pl_err *e)
+{
+    if (ensure_built(a, 1, e) != 0)
+        return -1;
+    round_inputs(a, q, k, v, dout);
+    if (run_product(a, DA_DP, a->dout, a->v, a->S, e) != 0)
+        return -1;
+    softmax_bwd(a, P);
+    int rc = run_product(a, DA_DQ, a->dS, a->k, dq, e);
+    if (rc == 0)
+        rc = run_product(a, DA_DK, a->dS, a->q, dk, e);
+    if (rc == 0)
+        rc = run_product(a, DA_DV, P, a->dout, dv, e);
+    dnnl_stream_wait(a->st);
+    return rc;
+}
+
+size_t da_attn_bytes(const da_attn *a) { return a ? a->bytes : 0; }
+
+void da_attn_free(da_attn *a)
+{
+    if (!a)
+        return;
+    for (int j = 0; a->prims && j < DA_NPROD * a->nb; j++) {
+        da_prim *x = &a->prims[j];
+        if (x->prim)
+            dnnl_primitive_destroy(x->prim);
+        for (int m = 0; m < 3; m++)
+            if (x->mem[m])
+                dnnl_memory_destroy(x->mem[m]);
+    }
+    free(a->prims);
+    free(a->q);
+    free(a->S);
+    free(a);
+}
+
+#endif /* PSLORA_HAVE_DNNL */

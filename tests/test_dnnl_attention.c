@@ -1,0 +1,213 @@
+/* test_dnnl_attention.c - the bf16 attention (dnnl_attention.h) against the
+ * fp32 kernels (k_attention_fwd / k_attention_bwd) on the same random inputs.
+ *
+ * Bound: bf16 keeps 8 significant bits, unit roundoff u = 2^-9 = 1.95e-3.
+ * Each product rounds both inputs once (relative error <= 2u per term,
+ * fp32 accumulation), and an output passes through two rounded products
+ * in a chain (S then O; dP then dQ/dK, or P and dO for dV), with the
+ * softmax (and its backward) in fp32 between them, so each output element
+ * is off by a few u relative to the output's scale.  TOL = 8u = 1.56e-2 on
+ * the max-norm relative error max|bf16 - fp32| / max|fp32| per tensor; the
+ * measured errors are 2.5e-3 to 6e-3 (printed).  A wrong layout, block,
+ * head or group member gives errors of order 1, and a path that did not
+ * round at all would give below 1e-5: both are caught (MIN_ERR).
+ *
+ * Shapes: GPT-2's interleaved qkv [N, 3*H*D] (H == Hk), and a grouped one
+ * (Llama: q [N,H*D], k, v [N,Hk*D], H/Hk = 3) where dk and dv sum over the
+ * group; T is not a multiple of DA_BLOCK, so the last block is partial.
+ * Also: the softmax kept in bf16 (P, the columns the backward reads) against
+ * the kernels' fp32 att, and a second call giving the same bits (primitives
+ * cached, nothing rebuilt). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16.h"
+#include "dnnl_attention.h"
+#include "kernels.h"
+#include "rng.h"
+
+#define TOL 1.56e-2   /* 8u, see above */
+#define MIN_ERR 1e-5  /* below: the inputs were not rounded to bf16 */
+
+#ifdef PSLORA_HAVE_DNNL
+
+/* Largest |x - y| / max|y| over rows of w elements at stride ld. */
+static double rel_err(const float *x, const float *y, int rows, int w, int ld)
+{
+    double d = 0, m = 0;
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (size_t j = 0; j < (size_t)w; j++) {
+            double a = fabs((double)x[r * ld + j] - y[r * ld + j]), b = fabs(y[r * ld + j]);
+            d = a > d ? a : d, m = b > m ? b : m;
+        }
+    return m > 0 ? d / m : d;
+}
+
+/* The largest relative error of the bf16 P against the fp32 att over the
+ * columns row t of each (b, h) keeps: 0..end of t's block. */
+static double att_err(const uint16_t *x, const float *y, int BH, int T)
+{
+    double d = 0, m = 0;
+    for (size_t r = 0; r < (size_t)BH * T; r++) {
+        int t = (int)(r % T), w = (t / DA_BLOCK + 1) * DA_BLOCK;
+        for (size_t j = 0; j < (size_t)(w < T ? w : T); j++) {
+            double a = fabs((double)bf16_to_f32(x[r * T + j]) - y[r * T + j]);
+            double b = fabs(y[r * T + j]);
+            d = a > d ? a : d, m = b > m ? b : m;
+        }
+    }
+    return m > 0 ? d / m : d;
+}
+
+static float *randn(size_t n, uint64_t seed)
+{
+    float *a = malloc(n * sizeof *a);
+    rng_state r;
+    uint64_t w[2] = {0x61747431ULL, seed};
+    rng_seed(&r, w, 2);
+    rng_fill_normal(&r, a, n, 1.0f);
+    return a;
+}
+
+/* One shape's buffers: q, k, v and dq, dk, dv inside one array each (GPT-2:
+ * column blocks of [N, 3C]; grouped: three row-major arrays one after the
+ * other), fp32 results (ref) and bf16 results. */
+typedef struct {
+    da_shape s;
+    int N;
+    float *qkv, *dqkv[2], *out[2], *att, *dout, *dP;
+    uint16_t *P;
+    size_t kofs, vofs, nqkv, no, natt;
+} att_case;
+
+static void case_init(att_case *c, int B, int T, int H, int Hk, int D)
+{
+    int gpt2 = H == Hk;
+    memset(c, 0, sizeof *c);
+    c->N = B * T;
+    c->s = (da_shape){B, T, H, Hk, D, gpt2 ? 3 * H * D : H * D, gpt2 ? 3 * H * D : Hk * D,
+                      gpt2 ? 3 * H * D : Hk * D};
+    size_t nq = (size_t)c->N * H * D, nk = (size_t)c->N * Hk * D;
+    c->nqkv = nq + 2 * nk, c->no = nq, c->natt = (size_t)B * H * T * T;
+    c->kofs = gpt2 ? (size_t)H * D : nq, c->vofs = gpt2 ? 2 * c->kofs : nq + nk;
+    c->qkv = randn(c->nqkv, 1), c->dout = randn(c->no, 2);
+    c->dP = malloc(c->natt * sizeof *c->dP);
+    c->att = calloc(c->natt, sizeof(float)), c->P = calloc(c->natt, sizeof(uint16_t));
+    for (int i = 0; i < 2; i++) {
+        c->dqkv[i] = calloc(c->nqkv, sizeof(float));
+        c->out[i] = calloc(c->no, sizeof(float));
+    }
+}
+
+static void case_free(att_case *c)
+{
+    free(c->qkv), free(c->dout), free(c->dP), free(c->att), free(c->P);
+    for (int i = 0; i < 2; i++)
+        free(c->dqkv[i]), free(c->out[i]);
+}
+
+/* Both passes: variant 0 the fp32 kernels, 1 the bf16 handle h. */
+static void run(att_case *c, int bf, da_attn *h)
+{
+    const da_shape *s = &c->s;
+    const float *q = c->qkv, *k = q + c->kofs, *v = q + c->vofs;
+    float *dq = c->dqkv[bf], *dk = dq + c->kofs, *dv = dq + c->vofs;
+    pl_err e;
+    if (bf) {
+        assert_int_equal(da_attn_fwd(h, c->out[1], c->P, q, k, v, &e), 0);
+        assert_int_equal(da_attn_bwd(h, dq, dk, dv, c->dout, q, k, v, c->P, &e), 0);
+        return;
+    }
+    k_attention_fwd(c->out[0], c->att, q, k, v, s->B, s->T, s->H, s->Hk, s->D, s->ldq, s->ldk,
+                    s->ldv);
+    k_attention_bwd(dq, dk, dv, c->dP, c->dout, q, k, v, c->att, s->B, s->T, s->H, s->Hk, s->D,
+                    s->ldq, s->ldk, s->ldv);
+}
+
+/* Checks one error against the bound and prints it. */
+static void check(const char *what, double err)
+{
+    printf("  %-4s max rel err %.2e (bound %.2e)\n", what, err, TOL);
+    assert_true(err <= TOL);
+    assert_true(err >= MIN_ERR);
+}
+
+static void compare(int B, int T, int H, int Hk, int D)
+{
+    att_case c;
+    case_init(&c, B, T, H, Hk, D);
+    pl_err e;
+    da_attn *h = da_attn_new(&c.s, &e);
+    assert_non_null(h);
+    run(&c, 0, NULL);
+    run(&c, 1, h);
+    printf("B %d T %d H %d Hk %d D %d:\n", B, T, H, Hk, D);
+    const da_shape *s = &c.s;
+    int wq = H * D, wk = Hk * D;
+    check("out", rel_err(c.out[1], c.out[0], c.N, wq, wq));
+    check("P", att_err(c.P, c.att, B * H, T));
+    check("dq", rel_err(c.dqkv[1], c.dqkv[0], c.N, wq, s->ldq));
+    check("dk", rel_err(c.dqkv[1] + c.kofs, c.dqkv[0] + c.kofs, c.N, wk, s->ldk));
+    check("dv", rel_err(c.dqkv[1] + c.vofs, c.dqkv[0] + c.vofs, c.N, wk, s->ldv));
+    /* again on the same handle: the same bits */
+    float *out = malloc(c.no * sizeof *out), *dqkv = malloc(c.nqkv * sizeof *dqkv);
+    memcpy(out, c.out[1], c.no * sizeof *out), memcpy(dqkv, c.dqkv[1], c.nqkv * sizeof *dqkv);
+    run(&c, 1, h);
+    assert_memory_equal(out, c.out[1], c.no * sizeof *out);
+    assert_memory_equal(dqkv, c.dqkv[1], c.nqkv * sizeof *dqkv);
+    free(out), free(dqkv);
+    da_attn_free(h);
+    case_free(&c);
+}
+
+/* GPT-2's layout: 4 heads of 64, T = 100 (blocks of 64 and 36). */
+static void test_gpt2_shape(void **state)
+{
+    (void)state;
+    compare(2, 100, 4, 4, 64);
+}
+
+/* Grouped heads: 6 query heads over 2 kv heads, T = 130 (a 2-row block). */
+static void test_grouped(void **state)
+{
+    (void)state;
+    compare(2, 130, 6, 2, 64);
+}
+
+#endif
+
+/* A shape the kernels refuse too (H not a multiple of Hk), or any shape in
+ * a build without oneDNN: NULL and one line saying why. */
+static void test_refused(void **state)
+{
+    (void)state;
+    da_shape s = {1, 8, 4, 3, 16, 64, 48, 48};
+    pl_err e;
+    e.msg[0] = 0;
+    assert_null(da_attn_new(&s, &e));
+#ifdef PSLORA_HAVE_DNNL
+    assert_non_null(strstr(e.msg, "bad shape"));
+#else
+    assert_non_null(strstr(e.msg, "built without oneDNN"));
+#endif
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#ifdef PSLORA_HAVE_DNNL
+        cmocka_unit_test(test_gpt2_shape),
+        cmocka_unit_test(test_grouped),
+#endif
+        cmocka_unit_test(test_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
