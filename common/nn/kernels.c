@@ -549,43 +549,56 @@ VEC static void lora_dots(float *u, const float *x, int ldx, const float *M, int
     }
 }
 
-/* y[j] += sum_k (s c[k]) M[k,j], k < G, j < n (M's rows ld apart), the k
- * in order. */
-LORA_INLINE void lora_axpys_g(float *y, const float *c, const float *M, int ld, int n, float s,
-                              const int G)
+/* y[p, j] += sum_k (s c[p, k]) M[k,j] for the P rows p of y (ldy apart) and
+ * of c (ldc apart), k < G, j < n (M's rows ld apart), the k in order.  Two
+ * rows share each load of M. */
+LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *c, int ldc, const float *M, int ld,
+                              int n, float s, const int G, const int P)
 {
-    float sc[8];
-    for (int k = 0; k < G; k++)
-        sc[k] = s * c[k];
+    float sc[2][8];
+    for (int p = 0; p < P; p++)
+        for (int k = 0; k < G; k++)
+            sc[p][k] = s * c[(size_t)p * ldc + k];
     int j = 0;
     for (; j + LANES <= n; j += LANES) {
-        lora_v t = lora_load(y + j);
-        for (int k = 0; k < G; k++)
-            t += sc[k] * lora_load(M + (size_t)k * ld + j);
-        memcpy(y + j, &t, sizeof t);
+        lora_v t[2];
+        for (int p = 0; p < P; p++)
+            t[p] = lora_load(y + (size_t)p * ldy + j);
+        for (int k = 0; k < G; k++) {
+            lora_v mk = lora_load(M + (size_t)k * ld + j);
+            for (int p = 0; p < P; p++)
+                t[p] += sc[p][k] * mk;
+        }
+        for (int p = 0; p < P; p++)
+            memcpy(y + (size_t)p * ldy + j, &t[p], sizeof t[p]);
     }
-    for (; j < n; j++) {
-        float t = y[j];
-        for (int k = 0; k < G; k++)
-            t += sc[k] * M[(size_t)k * ld + j];
-        y[j] = t;
-    }
+    for (; j < n; j++)
+        for (int p = 0; p < P; p++) {
+            float t = y[(size_t)p * ldy + j];
+            for (int k = 0; k < G; k++)
+                t += sc[p][k] * M[(size_t)k * ld + j];
+            y[(size_t)p * ldy + j] = t;
+        }
 }
 
 /* y[m, 0..n) += s c[m, :] M for the rows m < rows of y (ldy apart) and of
  * c [rows, r], M [r, n] (rows ld apart); M in chunks of LORA_CHUNK columns,
- * each for all rows while it is in L1.  Each y element adds the groups of k
- * in order. */
+ * each for all rows (two at a time) while it is in L1.  Each y element adds
+ * the groups of k in order. */
 VEC static void lora_axpys(float *y, int ldy, const float *c, const float *M, int ld, int n, int r,
                            float s, int rows)
 {
     for (int k = 0, G; k < r; k += G) {
         G = lora_group(r - k);
         for (int j0 = 0; j0 < n; j0 += LORA_CHUNK) {
-            int w = n - j0 < LORA_CHUNK ? n - j0 : LORA_CHUNK;
-            for (int m = 0; m < rows; m++)
-                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, c + (size_t)m * r + k,
-                                              M + (size_t)k * ld + j0, ld, w, s, gk_));
+            int w = n - j0 < LORA_CHUNK ? n - j0 : LORA_CHUNK, m = 0;
+            const float *Mk = M + (size_t)k * ld + j0;
+            for (; m + 2 <= rows; m += 2)
+                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy, c + (size_t)m * r + k,
+                                              r, Mk, ld, w, s, gk_, 2));
+            if (m < rows)
+                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy, c + (size_t)m * r + k,
+                                              r, Mk, ld, w, s, gk_, 1));
         }
     }
 }
