@@ -647,11 +647,12 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
  *           written out): fwd u = x A^T, y += s u B^T; bwd dB += s dy^T u,
  *           du = s dy B, dA += du^T x, dx += du A
  *   kernel  k_lora_fwd / k_lora_bwd (common/nn/kernels.h)
- *   add     k_add over the same bytes as the kernel's passes must move (fwd:
- *           x read, y read and written; bwd: dy and x read, dx read and
- *           written): the memory-traffic bound at the machine's speed
- * Times in microseconds per call (best within --seconds), and each time's
- * GB/s of those bytes. */
+ *   add     k_add over as many floats as the passes must move (fwd: x read,
+ *           y read and written; bwd: dy and x read, dx read and written):
+ *           the time if memory bound them
+ * Microseconds per call (best within --seconds) and GFLOP/s (fwd 2 N r
+ * (in+out), bwd 4 N r (in+out)); the header gives the ceiling, k_gemm on
+ * an N x in x in product in the same run. */
 
 typedef struct {
     int N, in, out, r;
@@ -712,11 +713,19 @@ static void lora_row(lora_ctx *c, const char *name, int bwd, double seconds)
     double ts = best_time(bwd ? run_lora_sgemm_bwd : run_lora_sgemm_fwd, c, seconds);
     double tk = best_time(bwd ? run_lora_bwd : run_lora_fwd, c, seconds);
     double ta = best_time(run_lora_add, &a, seconds);
-    double gb = moved * 4.0 * 1e-9;
-    printf("%-6s %-4s %5d %5d %5d %3d %9.0f %6.1f %9.0f %6.1f %9.0f %6.1f\n", name,
-           bwd ? "bwd" : "fwd", c->N, c->in, c->out, c->r, ts * 1e6, gb / ts, tk * 1e6, gb / tk,
-           ta * 1e6, gb / ta);
+    double gf = (bwd ? 4.0 : 2.0) * N * c->r * (c->in + c->out) * 1e-9;
+    printf("%-6s %-4s %5d %5d %5d %3d %9.0f %6.1f %9.0f %6.1f %6.2fx %7.0f\n", name,
+           bwd ? "bwd" : "fwd", c->N, c->in, c->out, c->r, ts * 1e6, gf / ts, tk * 1e6, gf / tk,
+           ts / tk, ta * 1e6);
     fflush(stdout);
+}
+
+/* The fp32 ceiling of this run: k_gemm on an N x in x in product. */
+static void run_lora_ceiling(void *p)
+{
+    lora_ctx *c = p;
+    k_gemm(CblasNoTrans, CblasNoTrans, c->N, c->in, c->in, 1.0f, c->x, c->in, c->dx, c->in, 0.0f,
+           c->y, c->in);
 }
 
 static int bench_lora(int argc, char **argv, double seconds, const char *threads)
@@ -734,15 +743,17 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
                   randn((size_t)N * r, 1.0f, 18), randn((size_t)r * wide, 1.0f, 19),
                   randn((size_t)r * wide, 1.0f, 20), randn(k_lora_scratch(wide, r), 1.0f, 21),
                   randn(2 * (size_t)N * (wide + 3 * (size_t)wide) / 3 + 16, 1.0f, 22)};
-    printf("bench_gemm --lora: N %d r %d; microseconds per call (best within %.2f s) and GB/s "
-           "of the floats the passes must move (fwd: x + 2 y; bwd: dy + x + 2 dx)\n",
-           N, r, seconds);
+    printf("bench_gemm --lora: N %d r %d; microseconds per call (best within %.2f s), GFLOP/s; "
+           "add: k_add over the floats the passes must move\n", N, r, seconds);
     for (const char *t = threads; *t;) {
         int nt = atoi(t);
         omp_set_num_threads(nt);
-        printf("\nthreads %d\n%-6s %-4s %5s %5s %5s %3s %9s %6s %9s %6s %9s %6s\n", nt, "map",
-               "dir", "N", "in", "out", "r", "sgemm us", "GB/s", "kernel us", "GB/s", "add us",
-               "GB/s");
+        c.in = C;
+        double ceil = 2.0 * N * C * C / best_time(run_lora_ceiling, &c, seconds) * 1e-9;
+        printf("\nthreads %d: ceiling (k_gemm %d x %d x %d) %.1f GFLOP/s\n"
+               "%-6s %-4s %5s %5s %5s %3s %9s %6s %9s %6s %7s %7s\n", nt, N, C, C, ceil, "map",
+               "dir", "N", "in", "out", "r", "sgemm us", "GF/s", "kernel us", "GF/s", "speedup",
+               "add us");
         for (int i = 0; i < ns; i++) {
             c.in = shapes[i].in, c.out = shapes[i].out;
             for (int bwd = 0; bwd < 2; bwd++)
