@@ -421,8 +421,8 @@ void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N
  * operands for r-wide tiles.  They are written out here instead, in two kinds
  * of passes, one parallel region per kernel call (docs/performance.md, "LoRA
  * products"):
- *   rows     one row n at a time, rows in parallel; the G maps of a group take
- *            the row in turn while x[n,:] (dx[n,:]) is in cache:
+ *   rows     blocks of LORA_ROWS rows, blocks in parallel; the G maps of a
+ *            group take the block in turn while its x (dx) rows are in cache:
  *              fwd  u[n,:] = x[n,:] A^T,  y[n,:] += s u[n,:] B^T
  *              bwd  du[n,:] = s dy[n,:] B,  dx[n,:] += du[n,:] A
  *   columns  one slab of LORA_SLAB columns at a time, slabs in parallel, each

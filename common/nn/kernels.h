@@ -88,10 +88,11 @@ void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, con
 /* LoRA of G <= K_LORA_GROUP_MAX maps that read the same x [N,in] (Llama's
  * q, k, v; gate, up), each with its own A_g [r,in], B_g [out_g,r], u_g [N,r],
  * y_g [N,out_g]: k_lora_fwd / k_lora_bwd of every map, with the passes over
- * x and dx made once for all G (row n of x or dx serves the G maps in turn
- * while it is in cache; the column sums of dA_g read x slab by slab for all g).
- * Each sum is formed in the same order as by the per-map kernels, so the
- * results equal theirs.  scratch: k_lora_group_scratch(G, N, out_sum, r)
+ * x and dx made once for all G (a block of rows of x or dx serves the G maps
+ * in turn while it is in cache; the column sums of dA_g read x slab by slab
+ * for all g).
+ * Each sum is formed in the same order as by the per-map kernels called for
+ * g = 0, 1, ... in turn, so the results equal theirs bit for bit.  scratch: k_lora_group_scratch(G, N, out_sum, r)
  * floats, out_sum = out_0 + ... + out_{G-1}. */
 #define K_LORA_GROUP_MAX 4
 size_t k_lora_group_scratch(int G, int N, int out_sum, int r);

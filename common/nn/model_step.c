@@ -56,6 +56,7 @@
 #define XENT_CHUNK 1024
 #define MLM_CHUNK 128   /* rows of the MLM decoder's logits at a time */
 #define MODEL_GROUP_MAX 3   /* maps reading one input: Llama's q, k, v */
+_Static_assert(MODEL_GROUP_MAX <= K_LORA_GROUP_MAX, "the LoRA group kernels take the groups");
 
 /* Saved activations of one layer (all [N, ...] row-major). */
 typedef struct {
@@ -503,7 +504,7 @@ static void lora_group_params(const pass *ps, const model_linear *lins, int G, c
 
 /* y[g] = x W_g^T (+ b_g) + LoRA_g for the G maps lins[0..G-1] of a block
  * reading the same x [N,C] (Llama's q, k, v; gate, up); xb: x in bf16
- * (shared_bf16) or NULL.  Their LoRA A products are one product
+ * (shared_bf16) or NULL.  Their LoRA takes x in one pass for all G
  * (k_lora_fwd_group) when lora_groupable. */
 static void group_fwd(const pass *ps, const model_linear *lins, int G, float *const *y,
                       const float *x, const uint16_t *xb)
