@@ -18,11 +18,14 @@
  * be shared), FLOPs = 2 M in out per call.
  *
  * With --attention: causal attention instead, the fp32 kernels against the
- * bf16 ones (section "--attention" below).
+ * bf16 ones (section "--attention" below); with --lora: the LoRA products at
+ * Llama's shapes (section "--lora").
  *
  *   bench_gemm [--rows 1024] [--dim 768] [--inter 3072] [--vocab 50257]
  *              [--threads 1,2] [--seconds 0.5]
  *   bench_gemm --attention [--batch 4] [--seq 256] [--heads 12] [--kv-heads H] [--head-dim 64]
+ *              [--threads 1,2] [--seconds 0.5]
+ *   bench_gemm --lora [--rows 1024] [--dim 576] [--kv 192] [--inter 1536] [--rank 8]
  *              [--threads 1,2] [--seconds 0.5] */
 #include <cblas.h>
 #include <math.h>
@@ -424,6 +427,134 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
     return 0;
 }
 
+/* ---- --lora: the LoRA products ---------------------------------------------------
+ *
+ * The skinny products of one LoRA map (A [r,in], B [out,r], N rows) at
+ * Llama SmolLM-135M's shapes (in -> out: 576 -> 576 q/o, 576 -> 192 k/v,
+ * 576 -> 1536 gate/up, 1536 -> 576 down), each way:
+ *   sgemm   the products as k_gemm calls (the kernels before they were
+ *           written out): fwd u = x A^T, y += s u B^T; bwd dB += s dy^T u,
+ *           du = s dy B, dA += du^T x, dx += du A
+ *   kernel  k_lora_fwd / k_lora_bwd (common/nn/kernels.h)
+ *   add     k_add over as many floats as the passes must move (fwd: x read,
+ *           y read and written; bwd: dy and x read, dx read and written):
+ *           the time if memory bound them
+ * Microseconds per call (best within --seconds) and GFLOP/s (fwd 2 N r
+ * (in+out), bwd 4 N r (in+out)); the header gives the ceiling, k_gemm on
+ * an N x in x in product in the same run. */
+
+typedef struct {
+    int N, in, out, r;
+    float *x, *y, *dy, *dx, *A, *B, *u, *du, *dA, *dB, *scr, *pad;
+} lora_ctx;
+
+static void run_lora_sgemm_fwd(void *p)
+{
+    lora_ctx *c = p;
+    k_gemm(CblasNoTrans, CblasTrans, c->N, c->r, c->in, 1.0f, c->x, c->in, c->A, c->in, 0.0f, c->u,
+           c->r);
+    k_gemm(CblasNoTrans, CblasTrans, c->N, c->out, c->r, 2.0f, c->u, c->r, c->B, c->r, 1.0f, c->y,
+           c->out);
+}
+
+static void run_lora_sgemm_bwd(void *p)
+{
+    lora_ctx *c = p;
+    int N = c->N, in = c->in, out = c->out, r = c->r;
+    k_gemm(CblasTrans, CblasNoTrans, out, r, N, 2.0f, c->dy, out, c->u, r, 1.0f, c->dB, r);
+    k_gemm(CblasNoTrans, CblasNoTrans, N, r, out, 2.0f, c->dy, out, c->B, r, 0.0f, c->du, r);
+    k_gemm(CblasTrans, CblasNoTrans, r, in, N, 1.0f, c->du, r, c->x, in, 1.0f, c->dA, in);
+    k_gemm(CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, c->du, r, c->A, in, 1.0f, c->dx, in);
+}
+
+static void run_lora_fwd(void *p)
+{
+    lora_ctx *c = p;
+    k_lora_fwd(c->y, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, 2.0f, c->scr);
+}
+
+static void run_lora_bwd(void *p)
+{
+    lora_ctx *c = p;
+    k_lora_bwd(c->dx, c->dA, c->dB, c->du, c->dy, c->x, c->u, c->A, c->B, c->N, c->in, c->out,
+               c->r, 2.0f, c->scr);
+}
+
+/* The bound: k_add (y += a: two reads, one write per float) over as many
+ * floats as the pass must move, split into thirds. */
+typedef struct {
+    lora_ctx *c;
+    size_t n;
+} lora_add;
+
+static void run_lora_add(void *p)
+{
+    lora_add *a = p;
+    k_add(a->c->pad, a->c->pad + a->n, a->n);
+}
+
+static void lora_row(lora_ctx *c, const char *name, int bwd, double seconds)
+{
+    size_t N = (size_t)c->N;
+    /* floats moved: fwd x + 2 y; bwd dy + x + 2 dx */
+    size_t moved = bwd ? N * (c->out + 3 * (size_t)c->in) : N * (c->in + 2 * (size_t)c->out);
+    lora_add a = {c, moved / 3};
+    double ts = best_time(bwd ? run_lora_sgemm_bwd : run_lora_sgemm_fwd, c, seconds);
+    double tk = best_time(bwd ? run_lora_bwd : run_lora_fwd, c, seconds);
+    double ta = best_time(run_lora_add, &a, seconds);
+    double gf = (bwd ? 4.0 : 2.0) * N * c->r * (c->in + c->out) * 1e-9;
+    printf("%-6s %-4s %5d %5d %5d %3d %9.0f %6.1f %9.0f %6.1f %6.2fx %7.0f\n", name,
+           bwd ? "bwd" : "fwd", c->N, c->in, c->out, c->r, ts * 1e6, gf / ts, tk * 1e6, gf / tk,
+           ts / tk, ta * 1e6);
+    fflush(stdout);
+}
+
+/* The fp32 ceiling of this run: k_gemm on an N x in x in product. */
+static void run_lora_ceiling(void *p)
+{
+    lora_ctx *c = p;
+    k_gemm(CblasNoTrans, CblasNoTrans, c->N, c->in, c->in, 1.0f, c->x, c->in, c->dx, c->in, 0.0f,
+           c->y, c->in);
+}
+
+static int bench_lora(int argc, char **argv, double seconds, const char *threads)
+{
+    int N = (int)arg_long(argc, argv, "--rows", 1024), C = (int)arg_long(argc, argv, "--dim", 576);
+    int inter = (int)arg_long(argc, argv, "--inter", 1536);
+    int kv = (int)arg_long(argc, argv, "--kv", 192);
+    int r = (int)arg_long(argc, argv, "--rank", 8);
+    shape shapes[] = {{"q/o", C, C}, {"k/v", C, kv}, {"gate", C, inter}, {"down", inter, C}};
+    int ns = sizeof shapes / sizeof *shapes, wide = inter > C ? inter : C;
+    size_t big = (size_t)N * wide;
+    lora_ctx c = {N, 0, 0, r, randn(big, 1.0f, 11), randn(big, 1.0f, 12), randn(big, 1.0f, 13),
+                  randn(big, 1.0f, 14), randn((size_t)r * wide, 0.1f, 15),
+                  randn((size_t)r * wide, 0.1f, 16), randn((size_t)N * r, 1.0f, 17),
+                  randn((size_t)N * r, 1.0f, 18), randn((size_t)r * wide, 1.0f, 19),
+                  randn((size_t)r * wide, 1.0f, 20), randn(k_lora_scratch(wide, r), 1.0f, 21),
+                  randn(2 * (size_t)N * (wide + 3 * (size_t)wide) / 3 + 16, 1.0f, 22)};
+    printf("bench_gemm --lora: N %d r %d; microseconds per call (best within %.2f s), GFLOP/s; "
+           "add: k_add over the floats the passes must move\n", N, r, seconds);
+    for (const char *t = threads; *t;) {
+        int nt = atoi(t);
+        omp_set_num_threads(nt);
+        c.in = C;
+        double ceil = 2.0 * N * C * C / best_time(run_lora_ceiling, &c, seconds) * 1e-9;
+        printf("\nthreads %d: ceiling (k_gemm %d x %d x %d) %.1f GFLOP/s\n"
+               "%-6s %-4s %5s %5s %5s %3s %9s %6s %9s %6s %7s %7s\n", nt, N, C, C, ceil, "map",
+               "dir", "N", "in", "out", "r", "sgemm us", "GF/s", "kernel us", "GF/s", "speedup",
+               "add us");
+        for (int i = 0; i < ns; i++) {
+            c.in = shapes[i].in, c.out = shapes[i].out;
+            for (int bwd = 0; bwd < 2; bwd++)
+                lora_row(&c, shapes[i].name, bwd, seconds);
+        }
+        t = strchr(t, ',') ? strchr(t, ',') + 1 : t + strlen(t);
+    }
+    free(c.x), free(c.y), free(c.dy), free(c.dx), free(c.A), free(c.B), free(c.u), free(c.du);
+    free(c.dA), free(c.dB), free(c.scr), free(c.pad);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cpu_fix_blas(argv);   /* the kernels pslora itself runs on (common/base/cpu.h) */
@@ -435,6 +566,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--attention"))
             return bench_attention(argc, argv, c.seconds, threads);
+        else if (!strcmp(argv[i], "--lora"))
+            return bench_lora(argc, argv, c.seconds, threads);
     shape shapes[] = {{"c_attn", C, 3 * C},
                       {"c_proj", C, C},
                       {"c_fc", C, inter},

@@ -469,7 +469,7 @@ static void test_lora(void **state)
     float *x = tu_fnew(N * IN), *A = tu_fnew(R * IN), *B = tu_fnew(OUT * R), *y = tu_fnew(N * OUT);
     float *y0 = tu_fnew(N * OUT), *u = tu_fnew(N * R), *dy = tu_fnew(N * OUT), *du = tu_fnew(N * R);
     float *dx = tu_fnew(N * IN), *dx0 = tu_fnew(N * IN), *dA = tu_fnew(R * IN), *dA0 = tu_fnew(R * IN);
-    float *dB = tu_fnew(OUT * R), *dB0 = tu_fnew(OUT * R);
+    float *dB = tu_fnew(OUT * R), *dB0 = tu_fnew(OUT * R), *scr = tu_fnew(k_lora_scratch(OUT, R));
     fill_normal(x, N * IN, 1, 40);
     fill_normal(A, R * IN, 0.5f, 41);
     fill_normal(B, OUT * R, 0.5f, 42);
@@ -492,7 +492,7 @@ static void test_lora(void **state)
     /* forward: u = x A^T, y = y0 + s u B^T */
     double *ur = tu_dnew(N * R);
     memcpy(y, y0, sizeof(float) * N * OUT);
-    k_lora_fwd(y, u, x, A, B, N, IN, OUT, R, s);
+    k_lora_fwd(y, u, x, A, B, N, IN, OUT, R, s, scr);
     ref_lora(c.y, ur, c.x, c.A, c.B, N, IN, OUT, R, s);
     double *yadd = diff_double(y, y0, N * OUT);
     assert_true(tu_rel_err_f(u, ur, N * R) < FWD_TOL);
@@ -503,7 +503,7 @@ static void test_lora(void **state)
     memcpy(dA, dA0, sizeof(float) * R * IN);
     memcpy(dB, dB0, sizeof(float) * OUT * R);
     fill_const(du, N * R, NAN); /* du is scratch, overwritten */
-    k_lora_bwd(dx, dA, dB, du, dy, x, u, A, B, N, IN, OUT, R, s);
+    k_lora_bwd(dx, dA, dB, du, dy, x, u, A, B, N, IN, OUT, R, s, scr);
     double *fx = tu_dnew(N * IN), *fA = tu_dnew(R * IN), *fB = tu_dnew(OUT * R);
     tu_fd_grad(fx, c.x, N * IN, lora_loss, &c);
     tu_fd_grad(fA, c.A, R * IN, lora_loss, &c);
@@ -518,38 +518,114 @@ static void test_lora(void **state)
     float *dA2 = tu_fnew(R * IN), *dB2 = tu_fnew(OUT * R);
     memcpy(dA2, dA0, sizeof(float) * R * IN);
     memcpy(dB2, dB0, sizeof(float) * OUT * R);
-    k_lora_bwd(NULL, dA2, dB2, du, dy, x, u, A, B, N, IN, OUT, R, s);
+    k_lora_bwd(NULL, dA2, dB2, du, dy, x, u, A, B, N, IN, OUT, R, s, scr);
     assert_memory_equal(dA2, dA, sizeof(float) * R * IN);
     assert_memory_equal(dB2, dB, sizeof(float) * OUT * R);
 
     free(dA2), free(dB2), free(gx), free(gA), free(gB), free(fx), free(fA), free(fB);
     free(ur), free(yadd), free(c.x), free(c.A), free(c.B), free(c.dy), free(c.y);
     free(x), free(A), free(B), free(y), free(y0), free(u), free(dy), free(du);
-    free(dx), free(dx0), free(dA), free(dA0), free(dB), free(dB0);
+    free(dx), free(dx0), free(dA), free(dA0), free(dB), free(dB0), free(scr);
+}
+
+/* ---- LoRA at awkward shapes ----
+ * The written-out kernels cut rows into blocks of 8, columns into chunks of
+ * 256 and slabs of 32 and vectors of 16, and r into groups of 8, 4 and 1:
+ * shapes with a remainder at each cut, against a double reference of every
+ * output (the backward's from the kernel's own u, as it reads it). */
+
+typedef struct {
+    int N, in, out, r;
+} lora_shape;
+
+/* The double reference of k_lora_bwd: dB = dB0 + s dy^T u, du = s dy B,
+ * dA = dA0 + du^T x, dx = dx0 + du A (into the given arrays, which hold the
+ * starting values). */
+static void ref_lora_bwd(double *dx, double *dA, double *dB, double *du, const double *dy,
+                         const double *x, const double *u, const double *A, const double *B,
+                         lora_shape h, double s)
+{
+    for (int n = 0; n < h.N; n++)
+        for (int k = 0; k < h.r; k++) {
+            double acc = 0;
+            for (int j = 0; j < h.out; j++) {
+                acc += dy[(size_t)n * h.out + j] * B[(size_t)j * h.r + k];
+                dB[(size_t)j * h.r + k] += s * dy[(size_t)n * h.out + j] * u[(size_t)n * h.r + k];
+            }
+            du[(size_t)n * h.r + k] = s * acc;
+            for (int i = 0; i < h.in; i++) {
+                dA[(size_t)k * h.in + i] += du[(size_t)n * h.r + k] * x[(size_t)n * h.in + i];
+                dx[(size_t)n * h.in + i] += du[(size_t)n * h.r + k] * A[(size_t)k * h.in + i];
+            }
+        }
+}
+
+/* k_lora_fwd and k_lora_bwd at shape h against ref_lora / ref_lora_bwd. */
+static void check_lora_shape(lora_shape h, uint64_t seed)
+{
+    size_t nx = (size_t)h.N * h.in, ny = (size_t)h.N * h.out, na = (size_t)h.r * h.in;
+    size_t nb = (size_t)h.out * h.r, nu = (size_t)h.N * h.r;
+    const float s = 0.75f;
+    float *x = tu_fnew(nx), *A = tu_fnew(na), *B = tu_fnew(nb), *y = tu_fnew(ny), *dy = tu_fnew(ny);
+    float *u = tu_fnew(nu), *du = tu_fnew(nu), *dx = tu_fnew(nx), *dA = tu_fnew(na);
+    float *dB = tu_fnew(nb), *scr = tu_fnew(k_lora_scratch(h.out, h.r));
+    fill_normal(x, nx, 1, seed), fill_normal(A, na, 0.5f, seed + 1);
+    fill_normal(B, nb, 0.5f, seed + 2), fill_normal(y, ny, 1, seed + 3);
+    fill_normal(dy, ny, 1, seed + 4), fill_normal(dx, nx, 1, seed + 5);
+    fill_normal(dA, na, 1, seed + 6), fill_normal(dB, nb, 1, seed + 7);
+    double *rx = tu_to_double(x, nx), *rA = tu_to_double(A, na), *rB = tu_to_double(B, nb);
+    double *ry = tu_dnew(ny), *ru = tu_dnew(nu), *rdu = tu_dnew(nu), *rdy = tu_to_double(dy, ny);
+    double *rdx = tu_to_double(dx, nx), *rdA = tu_to_double(dA, na), *rdB = tu_to_double(dB, nb);
+
+    ref_lora(ry, ru, rx, rA, rB, h.N, h.in, h.out, h.r, s);   /* ry = s u B^T */
+    for (size_t i = 0; i < ny; i++)
+        ry[i] += y[i];
+    fill_const(scr, k_lora_scratch(h.out, h.r), NAN);
+    k_lora_fwd(y, u, x, A, B, h.N, h.in, h.out, h.r, s, scr);
+    assert_true(tu_rel_err_f(u, ru, nu) < FWD_TOL);
+    assert_true(tu_rel_err_f(y, ry, ny) < FWD_TOL);
+
+    double *ku = tu_to_double(u, nu);
+    ref_lora_bwd(rdx, rdA, rdB, rdu, rdy, rx, ku, rA, rB, h, s);
+    fill_const(du, nu, NAN), fill_const(scr, k_lora_scratch(h.out, h.r), NAN);
+    k_lora_bwd(dx, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr);
+    assert_true(tu_rel_err_f(du, rdu, nu) < FWD_TOL);
+    assert_true(tu_rel_err_f(dB, rdB, nb) < FWD_TOL);
+    assert_true(tu_rel_err_f(dA, rdA, na) < FWD_TOL);
+    assert_true(tu_rel_err_f(dx, rdx, nx) < FWD_TOL);
+
+    free(x), free(A), free(B), free(y), free(dy), free(u), free(du), free(dx), free(dA), free(dB);
+    free(scr), free(rx), free(rA), free(rB), free(ry), free(ru), free(rdu), free(rdy), free(rdx);
+    free(rdA), free(rdB), free(ku);
+}
+
+static void test_lora_shapes(void **state)
+{
+    (void)state;
+    const lora_shape shapes[] = {
+        {1, 1, 1, 1},      {9, 17, 33, 1},  {37, 49, 70, 4},  {45, 300, 65, 8},
+        {19, 70, 290, 16}, {8, 33, 35, 13}, {11, 20, 31, 64}, {17, 576, 192, 8},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        check_lora_shape(shapes[i], 300 + 10 * i);
 }
 
 /* The grouped LoRA of G maps reading one x (k_lora_fwd_group /
  * k_lora_bwd_group) against k_lora_fwd / k_lora_bwd map by map (which
- * test_lora checks against finite differences): the same u, y, dA, dB and
- * dx to within fp32 rounding, with dx and without. */
-/* Relative error of got against ref, both float (ref widened to double). */
-static double rel_err_ff(const float *got, const float *ref, size_t n)
-{
-    double *r = tu_to_double(ref, n);
-    double err = tu_rel_err_f(got, r, n);
-    free(r);
-    return err;
-}
+ * test_lora and test_lora_shapes check): the same u, y, dA, dB and dx bit
+ * for bit (kernels.h: the same sums in the same order), with dx and
+ * without. */
+enum { LG = 3 };   /* maps per group in check_lora_group */
 
-static void test_lora_group(void **state)
+static void check_lora_group(int N, int IN, int R, const int *out)
 {
-    (void)state;
-    enum { G = 3, N = 33, IN = 40, R = 4 };
-    const int out[G] = {24, 8, 16};
+    enum { G = LG };
     const float s = 1.5f;
+    int out_sum = out[0] + out[1] + out[2];
     float *x = tu_fnew(N * IN), *du = tu_fnew(N * R), *dx0 = tu_fnew(N * IN);
     float *dx1 = tu_fnew(N * IN), *dx2 = tu_fnew(N * IN);
-    float *scratch = tu_fnew(k_lora_group_scratch(G, N, IN, R));
+    float *scratch = tu_fnew(k_lora_group_scratch(G, N, out_sum, R));
+    float *scr1 = tu_fnew(k_lora_scratch(out_sum, R));
     float *A[G], *B[G], *y1[G], *y2[G], *u1[G], *u2[G], *dy[G], *dA1[G], *dA2[G], *dB1[G], *dB2[G];
     fill_normal(x, N * IN, 1, 60);
     fill_normal(dx0, N * IN, 1, 61);
@@ -573,24 +649,24 @@ static void test_lora_group(void **state)
         memcpy(dx1, dx0, sizeof(float) * N * IN);
         memcpy(dx2, dx0, sizeof(float) * N * IN);
         for (int g = 0; g < G; g++) {
-            k_lora_fwd(y1[g], u1[g], x, A[g], B[g], N, IN, out[g], R, s);
+            k_lora_fwd(y1[g], u1[g], x, A[g], B[g], N, IN, out[g], R, s, scr1);
             k_lora_bwd(with_dx ? dx1 : NULL, dA1[g], dB1[g], du, dy[g], x, u1[g], A[g], B[g], N,
-                       IN, out[g], R, s);
+                       IN, out[g], R, s, scr1);
         }
-        fill_const(scratch, k_lora_group_scratch(G, N, IN, R), NAN);   /* all scratch */
+        fill_const(scratch, k_lora_group_scratch(G, N, out_sum, R), NAN);   /* all scratch */
         k_lora_fwd_group(y2, u2, x, (const float *const *)A, (const float *const *)B, out, G, N,
                          IN, R, s, scratch);
         k_lora_bwd_group(with_dx ? dx2 : NULL, dA2, dB2, (const float *const *)dy, x,
                          (const float *const *)u2, (const float *const *)A,
                          (const float *const *)B, out, G, N, IN, R, s, scratch);
-        for (int g = 0; g < G; g++) {
-            int o = out[g];
-            assert_true(rel_err_ff(u2[g], u1[g], N * R) < 1e-6);
-            assert_true(rel_err_ff(y2[g], y1[g], N * o) < 1e-6);
-            assert_true(rel_err_ff(dA2[g], dA1[g], R * IN) < 1e-6);
-            assert_true(rel_err_ff(dB2[g], dB1[g], o * R) < 1e-6);
+        for (int g = 0; g < G; g++) {   /* the same sums in the same order */
+            size_t o = (size_t)out[g];
+            assert_memory_equal(u2[g], u1[g], sizeof(float) * N * R);
+            assert_memory_equal(y2[g], y1[g], sizeof(float) * N * o);
+            assert_memory_equal(dA2[g], dA1[g], sizeof(float) * R * IN);
+            assert_memory_equal(dB2[g], dB1[g], sizeof(float) * o * R);
         }
-        assert_true(rel_err_ff(dx2, dx1, N * IN) < 1e-6);
+        assert_memory_equal(dx2, dx1, sizeof(float) * N * IN);
         if (!with_dx)
             assert_memory_equal(dx2, dx0, sizeof(float) * N * IN);
     }
@@ -598,7 +674,16 @@ static void test_lora_group(void **state)
         free(A[g]), free(B[g]), free(dy[g]), free(y1[g]), free(y2[g]), free(u1[g]), free(u2[g]);
         free(dA1[g]), free(dA2[g]), free(dB1[g]), free(dB2[g]);
     }
-    free(x), free(du), free(dx0), free(dx1), free(dx2), free(scratch);
+    free(x), free(du), free(dx0), free(dx1), free(dx2), free(scratch), free(scr1);
+}
+
+static void test_lora_group(void **state)
+{
+    (void)state;
+    const int small[LG] = {24, 8, 16}, odd[LG] = {37, 5, 290};
+    check_lora_group(33, 40, 4, small);
+    check_lora_group(21, 275, 8, odd);   /* row blocks, chunks and slabs with remainders */
+    check_lora_group(10, 19, 13, odd);   /* r in groups of 8, 4 and 1 */
 }
 
 /* ---- attention ------------------------------------------------------------------- */
@@ -1006,6 +1091,7 @@ static void test_threads_linear_lora(void **state)
     enum { N = 300, IN = 500, OUT = 300, R = 8 };
     float *x = tu_fnew(N * IN), *w = tu_fnew(IN * OUT), *b = tu_fnew(OUT), *dy = tu_fnew(N * OUT);
     float *A = tu_fnew(R * IN), *B = tu_fnew(OUT * R), *du = tu_fnew(N * R);
+    float *scr = tu_fnew(k_lora_scratch(OUT, R));
     float *y[2], *dx[2], *u[2], *dA[2], *dB[2];
     fill_normal(x, N * IN, 1, 100);
     fill_normal(w, IN * OUT, 0.1f, 101);
@@ -1022,8 +1108,8 @@ static void test_threads_linear_lora(void **state)
             k_linear_fwd(y[k] + conv1d * N * OUT, x, w, b, N, IN, OUT, conv1d);
             k_linear_bwd(dx[k] + conv1d * N * IN, dy, w, N, IN, OUT, conv1d, 0.0f);
         }
-        k_lora_fwd(y[k], u[k], x, A, B, N, IN, OUT, R, 0.5f);
-        k_lora_bwd(dx[k], dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R, 0.5f);
+        k_lora_fwd(y[k], u[k], x, A, B, N, IN, OUT, R, 0.5f, scr);
+        k_lora_bwd(dx[k], dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R, 0.5f, scr);
     }
     omp_set_num_threads(saved);
     assert_memory_equal(y[0], y[1], 2 * N * OUT * sizeof(float));
@@ -1033,7 +1119,7 @@ static void test_threads_linear_lora(void **state)
     assert_memory_equal(dB[0], dB[1], OUT * R * sizeof(float));
     for (int k = 0; k < 2; k++)
         free(y[k]), free(dx[k]), free(u[k]), free(dA[k]), free(dB[k]);
-    free(x), free(w), free(b), free(dy), free(A), free(B), free(du);
+    free(x), free(w), free(b), free(dy), free(A), free(B), free(du), free(scr);
 }
 
 int main(void)
@@ -1047,6 +1133,7 @@ int main(void)
         cmocka_unit_test(test_linear_torch),
         cmocka_unit_test(test_linear_conv1d),
         cmocka_unit_test(test_lora),
+        cmocka_unit_test(test_lora_shapes),
         cmocka_unit_test(test_lora_group),
         cmocka_unit_test(test_attention_mha_fused),
         cmocka_unit_test(test_attention_mha_separate),

@@ -409,51 +409,350 @@ void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N
     }
 }
 
-/* u[N,r] = x A^T;  y[N,out] += s u B^T.  A [r,in], B [out,r]. */
-void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N, int in,
-                int out, int r, float s)
+/* ---- LoRA ----------------------------------------------------------------------
+ *
+ * The LoRA products are skinny (r is about 8): each makes r multiply-adds per
+ * element of an [N,in] or [N,out] tensor it passes over.  Through k_gemm they
+ * were six sgemm calls per map, each its own parallel region (a wake-up of the
+ * sleeping threads every time under OMP_WAIT_POLICY=passive) that packed its
+ * operands for r-wide tiles.  They are written out here instead, in two kinds
+ * of passes, one parallel region per kernel call (docs/performance.md, "LoRA
+ * products"):
+ *   rows     blocks of LORA_ROWS rows, blocks in parallel; the G maps of a
+ *            group take the block in turn while its x (dx) rows are in cache:
+ *              fwd  u[n,:] = x[n,:] A^T,  y[n,:] += s u[n,:] B^T
+ *              bwd  du[n,:] = s dy[n,:] B,  dx[n,:] += du[n,:] A
+ *   columns  one slab of LORA_SLAB columns at a time, slabs in parallel, each
+ *            summed over the N rows in row order:
+ *              dB[j,:] += s sum_n dy[n,j] u[n,:],  dA[:,i] += sum_n du[n,:] x[n,i]
+ * B is read as Bt = B^T [r,out] (made per call in the scratch), so that every
+ * inner loop runs along contiguous rows.  The r rows of A or Bt go in groups
+ * of 8, 4 or 1 (lora_group) whose sums stay in vector registers.  Every output
+ * element is summed by one thread in an order fixed by the indices, so results
+ * do not depend on the thread count. */
+
+#define LORA_SLAB 32   /* columns per step of the column sums (two AVX-512 vectors) */
+#define LORA_ROWS 8    /* rows per step of the row passes */
+#define LORA_CHUNK 256 /* columns of A or Bt per step of the row passes (8 x 256 floats: 8 KB) */
+#define LORA_INLINE static inline __attribute__((always_inline))
+
+/* How many of the `left` rows of A or Bt the next group takes. */
+static int lora_group(int left) { return left >= 8 ? 8 : left >= 4 ? 4 : 1; }
+
+/* CALL with gk_ a constant equal to G (8, 4 or 1), so that the inlined group
+ * loops below unroll into registers. */
+#define LORA_BY_GROUP(G, CALL)                                                                    \
+    do {                                                                                          \
+        if ((G) == 8) {                                                                           \
+            const int gk_ = 8;                                                                    \
+            CALL;                                                                                 \
+        } else if ((G) == 4) {                                                                    \
+            const int gk_ = 4;                                                                    \
+            CALL;                                                                                 \
+        } else {                                                                                  \
+            const int gk_ = 1;                                                                    \
+            CALL;                                                                                 \
+        }                                                                                         \
+    } while (0)
+
+/* LANES floats as one GCC vector (lowered to narrower ones off AVX-512), so
+ * that the group loops below keep their sums in registers: GCC spills plain
+ * float arrays of that size to the stack. */
+typedef float lora_v __attribute__((vector_size(LANES * sizeof(float))));
+
+/* The helpers taking or returning lora_v are always inlined into their VEC
+ * callers, so no vector crosses a call: GCC's warning that such calls would
+ * pass them differently without AVX-512 does not apply. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+LORA_INLINE lora_v lora_load(const float *p)
 {
-    k_gemm(CblasNoTrans, CblasTrans, N, r, in, 1.0f, x, in, A, in, 0.0f, u, r);
-    k_gemm(CblasNoTrans, CblasTrans, N, out, r, s, u, r, B, r, 1.0f, y, out);
+    lora_v v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
-/* dB += s dy^T u;  du = s dy B;  dA += du^T x;  dx += du A (dx may be NULL). */
+/* acc[k] += the products x[i] M[k,i] over i in [i0, i1) (a multiple of
+ * LANES long), lane l taking the i = l mod LANES, for k < G (M's rows ld
+ * apart).  x is read once for the G rows of M. */
+LORA_INLINE void lora_dots_part(lora_v *acc, const float *x, const float *M, int ld, int i0, int i1,
+                                const int G)
+{
+    lora_v a[8];
+    for (int k = 0; k < G; k++)
+        a[k] = acc[k];
+    for (int i = i0; i < i1; i += LANES) {
+        lora_v xv = lora_load(x + i);
+        for (int k = 0; k < G; k++)
+            a[k] += xv * lora_load(M + (size_t)k * ld + i);
+    }
+    for (int k = 0; k < G; k++)
+        acc[k] = a[k];
+}
+
+/* lanes_sum's pairwise tree on a vector (the same sums in the same order),
+ * by halves: v[l] + v[l + 8], then + 4, + 2, + 1. */
+typedef float lora_v8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float lora_v4 __attribute__((vector_size(4 * sizeof(float))));
+typedef float lora_v2 __attribute__((vector_size(2 * sizeof(float))));
+
+LORA_INLINE float lora_hsum(lora_v v)
+{
+    lora_v8 a, b;
+    lora_v4 c, d;
+    lora_v2 e, f;
+    memcpy(&a, &v, sizeof a), memcpy(&b, (char *)&v + sizeof a, sizeof b), a += b;
+    memcpy(&c, &a, sizeof c), memcpy(&d, (char *)&a + sizeof c, sizeof d), c += d;
+    memcpy(&e, &c, sizeof e), memcpy(&f, (char *)&c + sizeof e, sizeof f), e += f;
+    return e[0] + e[1];
+}
+
+/* u[k] = s * (the lanes of acc[k], plus the products of i in [i0, n) in
+ * lanes 0.., summed by the tree): the end of G dot products in the order of
+ * row_dot (n - i0 < LANES). */
+LORA_INLINE void lora_dots_end(float *u, const lora_v *acc, const float *x, const float *M, int ld,
+                               int i0, int n, float s, const int G)
+{
+    float xt[LANES] = {0}, mt[LANES] = {0};
+    memcpy(xt, x + i0, (size_t)(n - i0) * sizeof *xt);
+    for (int k = 0; k < G; k++) {
+        memcpy(mt, M + (size_t)k * ld + i0, (size_t)(n - i0) * sizeof *mt);
+        u[k] = s * lora_hsum(acc[k] + lora_load(xt) * lora_load(mt));
+    }
+}
+
+/* u[m, 0..r) = s * M x[m, :] for the rows m < rows (<= LORA_ROWS) of x (ldx
+ * apart, n long) and M [r, n] (rows ld apart): M is read in chunks of
+ * LORA_CHUNK columns, each chunk for all rows while it is in L1. */
+VEC static void lora_dots(float *u, const float *x, int ldx, const float *M, int ld, int n, int r,
+                          float s, int rows)
+{
+    lora_v acc[LORA_ROWS][8];
+    int nv = n / LANES * LANES;   /* the columns the vector loops take */
+    for (int k = 0, G; k < r; k += G) {
+        G = lora_group(r - k);
+        const float *Mk = M + (size_t)k * ld;
+        memset(acc, 0, sizeof acc);
+        for (int i0 = 0; i0 < nv; i0 += LORA_CHUNK) {
+            int i1 = nv - i0 < LORA_CHUNK ? nv : i0 + LORA_CHUNK;
+            for (int m = 0; m < rows; m++)
+                LORA_BY_GROUP(G, lora_dots_part(acc[m], x + (size_t)m * ldx, Mk, ld, i0, i1, gk_));
+        }
+        for (int m = 0; m < rows; m++)
+            LORA_BY_GROUP(G, lora_dots_end(u + (size_t)m * r + k, acc[m], x + (size_t)m * ldx, Mk,
+                                           ld, nv, n, s, gk_));
+    }
+}
+
+/* y[p, j] += sum_k (s c[p, k]) M[k,j] for the P rows p of y (ldy apart) and
+ * of c (ldc apart), k < G, j < n (M's rows ld apart), the k in order.  Two
+ * rows share each load of M. */
+LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *c, int ldc, const float *M, int ld,
+                              int n, float s, const int G, const int P)
+{
+    float sc[2][8];
+    for (int p = 0; p < P; p++)
+        for (int k = 0; k < G; k++)
+            sc[p][k] = s * c[(size_t)p * ldc + k];
+    int j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        lora_v t[2];
+        for (int p = 0; p < P; p++)
+            t[p] = lora_load(y + (size_t)p * ldy + j);
+        for (int k = 0; k < G; k++) {
+            lora_v mk = lora_load(M + (size_t)k * ld + j);
+            for (int p = 0; p < P; p++)
+                t[p] += sc[p][k] * mk;
+        }
+        for (int p = 0; p < P; p++)
+            memcpy(y + (size_t)p * ldy + j, &t[p], sizeof t[p]);
+    }
+    for (; j < n; j++)
+        for (int p = 0; p < P; p++) {
+            float t = y[(size_t)p * ldy + j];
+            for (int k = 0; k < G; k++)
+                t += sc[p][k] * M[(size_t)k * ld + j];
+            y[(size_t)p * ldy + j] = t;
+        }
+}
+
+/* y[m, 0..n) += s c[m, :] M for the rows m < rows of y (ldy apart) and of
+ * c [rows, r], M [r, n] (rows ld apart); M in chunks of LORA_CHUNK columns,
+ * each for all rows (two at a time) while it is in L1.  Each y element adds
+ * the groups of k in order. */
+VEC static void lora_axpys(float *y, int ldy, const float *c, const float *M, int ld, int n, int r,
+                           float s, int rows)
+{
+    for (int k = 0, G; k < r; k += G) {
+        G = lora_group(r - k);
+        for (int j0 = 0; j0 < n; j0 += LORA_CHUNK) {
+            int w = n - j0 < LORA_CHUNK ? n - j0 : LORA_CHUNK, m = 0;
+            const float *Mk = M + (size_t)k * ld + j0;
+            for (; m + 2 <= rows; m += 2)
+                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy, c + (size_t)m * r + k,
+                                              r, Mk, ld, w, s, gk_, 2));
+            if (m < rows)
+                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy, c + (size_t)m * r + k,
+                                              r, Mk, ld, w, s, gk_, 1));
+        }
+    }
+}
+
+/* o[k*ok + l*ol] += s * sum_n w[n*ldw + k] z[n*ldz + l] for k < G, l <
+ * LORA_SLAB, the n in order: one full slab of a column sum, its G x 32 sums
+ * in registers. */
+LORA_INLINE void lora_colsum_g(float *o, size_t ok, size_t ol, const float *w, int ldw,
+                               const float *z, int ldz, int N, float s, const int G)
+{
+    lora_v acc[8][2] = {{{0}}};
+    for (int n = 0; n < N; n++) {
+        const float *wn = w + (size_t)n * ldw, *zn = z + (size_t)n * ldz;
+        lora_v z0 = lora_load(zn), z1 = lora_load(zn + LANES);
+        for (int k = 0; k < G; k++)
+            acc[k][0] += wn[k] * z0, acc[k][1] += wn[k] * z1;
+    }
+    for (int k = 0; k < G; k++) {
+        float t[LORA_SLAB];
+        memcpy(t, acc[k], sizeof t);
+        for (int l = 0; l < LORA_SLAB; l++)
+            o[k * ok + l * ol] += s * t[l];
+    }
+}
+
+/* The same for a last slab narrower than LORA_SLAB (width columns), one k at
+ * a time. */
+static void lora_colsum_tail(float *o, size_t ok, size_t ol, const float *w, int ldw, int r,
+                             const float *z, int ldz, int N, int width, float s)
+{
+    for (int k = 0; k < r; k++) {
+        float acc[LORA_SLAB] = {0};
+        for (int n = 0; n < N; n++)
+            for (int l = 0; l < width; l++)
+                acc[l] += w[(size_t)n * ldw + k] * z[(size_t)n * ldz + l];
+        for (int l = 0; l < width; l++)
+            o[k * ok + l * ol] += s * acc[l];
+    }
+}
+
+/* The slab of columns z[:, 0..width) against all r columns of w [N,r] (rows
+ * ldw apart): o[k*ok + l*ol] += s * sum_n w[n,k] z[n,l]. */
+VEC static void lora_colsum(float *o, size_t ok, size_t ol, const float *w, int ldw, int r,
+                            const float *z, int ldz, int N, int width, float s)
+{
+    if (width < LORA_SLAB) {
+        lora_colsum_tail(o, ok, ol, w, ldw, r, z, ldz, N, width, s);
+        return;
+    }
+    for (int k = 0, G; k < r; k += G) {
+        G = lora_group(r - k);
+        LORA_BY_GROUP(G, lora_colsum_g(o + k * ok, ok, ol, w + k, ldw, z, ldz, N, s, gk_));
+    }
+}
+
+static int lora_slabs(int n) { return (n + LORA_SLAB - 1) / LORA_SLAB; }
+static int lora_slab_width(int n, int b)
+{
+    return n - b * LORA_SLAB < LORA_SLAB ? n - b * LORA_SLAB : LORA_SLAB;
+}
+
+/* bt = [B_0^T; ...; B_{G-1}^T], B_g [out_g, r] -> B_g^T [r, out_g] one after the other. */
+static void lora_transpose(float *bt, const float *const *B, const int *out, int G, int r)
+{
+    for (int g = 0; g < G; g++) {
+        for (int j = 0; j < out[g]; j++)
+            for (int k = 0; k < r; k++)
+                bt[(size_t)k * out[g] + j] = B[g][(size_t)j * r + k];
+        bt += (size_t)r * out[g];
+    }
+}
+
+static int lora_blocks(int N) { return (N + LORA_ROWS - 1) / LORA_ROWS; }
+
+/* The forward of G maps reading x, by blocks of LORA_ROWS rows (bt:
+ * lora_transpose's). */
+static void lora_fwd_maps(float *const *y, float *const *u, const float *x, const float *const *A,
+                          const float *const *B, const int *out, int G, int N, int in, int r,
+                          float s, float *bt)
+{
+    lora_transpose(bt, B, out, G, r);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < lora_blocks(N); b++) {
+        int n0 = b * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
+        const float *btg = bt;
+        for (int g = 0; g < G; g++) {
+            float *un = u[g] + (size_t)n0 * r;
+            lora_dots(un, x + (size_t)n0 * in, in, A[g], in, in, r, 1.0f, rows);
+            lora_axpys(y[g] + (size_t)n0 * out[g], out[g], un, btg, out[g], out[g], r, s, rows);
+            btg += (size_t)r * out[g];
+        }
+    }
+}
+
+/* The backward of G maps reading x: du_g and dx by blocks of rows, then dB_g
+ * and dA_g by column slabs (all slabs of one kind in one parallel loop). */
+static void lora_bwd_maps(float *dx, float *const *dA, float *const *dB, float *const *du,
+                          const float *const *dy, const float *x, const float *const *u,
+                          const float *const *A, const float *const *B, const int *out, int G,
+                          int N, int in, int r, float s, float *bt)
+{
+    lora_transpose(bt, B, out, G, r);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int b = 0; b < lora_blocks(N); b++) {
+            int n0 = b * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
+            const float *btg = bt;
+            for (int g = 0; g < G; g++) {
+                lora_dots(du[g] + (size_t)n0 * r, dy[g] + (size_t)n0 * out[g], out[g], btg,
+                          out[g], out[g], r, s, rows);
+                btg += (size_t)r * out[g];
+            }
+            for (int g = 0; dx && g < G; g++)
+                lora_axpys(dx + (size_t)n0 * in, in, du[g] + (size_t)n0 * r, A[g], in, in, r,
+                           1.0f, rows);
+        }
+        for (int g = 0; g < G; g++) {   /* dB_g [out_g, r]: slab b is rows b*SLAB.. of dB_g */
+#pragma omp for schedule(static) nowait
+            for (int b = 0; b < lora_slabs(out[g]); b++)
+                lora_colsum(dB[g] + (size_t)b * LORA_SLAB * r, 1, (size_t)r, u[g], r, r,
+                            dy[g] + (size_t)b * LORA_SLAB, out[g], N, lora_slab_width(out[g], b),
+                            s);
+        }
+#pragma omp for schedule(static)
+        for (int b = 0; b < lora_slabs(in); b++)   /* dA_g [r, in]: slab b: columns b*SLAB.. */
+            for (int g = 0; g < G; g++)
+                lora_colsum(dA[g] + (size_t)b * LORA_SLAB, (size_t)in, 1, du[g], r, r,
+                            x + (size_t)b * LORA_SLAB, in, N, lora_slab_width(in, b), 1.0f);
+    }
+}
+
+size_t k_lora_scratch(int out, int r) { return (size_t)r * out; }
+
+void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N, int in,
+                int out, int r, float s, float *scratch)
+{
+    lora_fwd_maps(&y, &u, x, &A, &B, &out, 1, N, in, r, s, scratch);
+}
+
 void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, const float *x,
                 const float *u, const float *A, const float *B, int N, int in, int out, int r,
-                float s)
+                float s, float *scratch)
 {
-    k_gemm(CblasTrans, CblasNoTrans, out, r, N, s, dy, out, u, r, 1.0f, dB, r);
-    k_gemm(CblasNoTrans, CblasNoTrans, N, r, out, s, dy, out, B, r, 0.0f, du, r);
-    k_gemm(CblasTrans, CblasNoTrans, r, in, N, 1.0f, du, r, x, in, 1.0f, dA, in);
-    if (dx)
-        k_gemm(CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, du, r, A, in, 1.0f, dx, in);
+    lora_bwd_maps(dx, &dA, &dB, &du, &dy, x, &u, &A, &B, &out, 1, N, in, r, s, scratch);
 }
 
-size_t k_lora_group_scratch(int G, int N, int in, int r)
+size_t k_lora_group_scratch(int G, int N, int out_sum, int r)
 {
-    return 2 * (size_t)G * r * in + (size_t)N * G * r;   /* Acat, dAcat, U or DU */
-}
-
-/* Acat [G r, in]: the A_g one under the other. */
-static void lora_stack_a(float *Acat, const float *const *A, int G, int in, int r)
-{
-    for (int g = 0; g < G; g++)
-        memcpy(Acat + (size_t)g * r * in, A[g], (size_t)r * in * sizeof *Acat);
+    return (size_t)G * N * r + (size_t)r * out_sum;   /* du_0 .. du_{G-1}, then bt */
 }
 
 void k_lora_fwd_group(float *const *y, float *const *u, const float *x, const float *const *A,
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
                       float *scratch)
 {
-    int Gr = G * r;
-    float *Acat = scratch, *U = scratch + 2 * (size_t)Gr * in;
-    lora_stack_a(Acat, A, G, in, r);
-    k_gemm(CblasNoTrans, CblasTrans, N, Gr, in, 1.0f, x, in, Acat, in, 0.0f, U, Gr);
-    for (int g = 0; g < G; g++) {
-        for (int n = 0; n < N; n++)   /* u_g: columns g r .. g r + r - 1 of U */
-            memcpy(u[g] + (size_t)n * r, U + (size_t)n * Gr + (size_t)g * r, r * sizeof *U);
-        k_gemm(CblasNoTrans, CblasTrans, N, out[g], r, s, u[g], r, B[g], r, 1.0f, y[g], out[g]);
-    }
+    lora_fwd_maps(y, u, x, A, B, out, G, N, in, r, s, scratch + (size_t)G * N * r);
 }
 
 void k_lora_bwd_group(float *dx, float *const *dA, float *const *dB, const float *const *dy,
@@ -461,20 +760,11 @@ void k_lora_bwd_group(float *dx, float *const *dA, float *const *dB, const float
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
                       float *scratch)
 {
-    int Gr = G * r;
-    float *Acat = scratch, *dAcat = scratch + (size_t)Gr * in, *DU = dAcat + (size_t)Gr * in;
-    for (int g = 0; g < G; g++) {   /* dB_g += s dy_g^T u_g;  du_g = s dy_g B_g into DU */
-        k_gemm(CblasTrans, CblasNoTrans, out[g], r, N, s, dy[g], out[g], u[g], r, 1.0f, dB[g], r);
-        k_gemm(CblasNoTrans, CblasNoTrans, N, r, out[g], s, dy[g], out[g], B[g], r, 0.0f,
-               DU + (size_t)g * r, Gr);
-    }
-    k_gemm(CblasTrans, CblasNoTrans, Gr, in, N, 1.0f, DU, Gr, x, in, 0.0f, dAcat, in);
+    float *du[K_LORA_GROUP_MAX];
     for (int g = 0; g < G; g++)
-        k_add(dA[g], dAcat + (size_t)g * r * in, (size_t)r * in);
-    if (!dx)
-        return;
-    lora_stack_a(Acat, A, G, in, r);
-    k_gemm(CblasNoTrans, CblasNoTrans, N, in, Gr, 1.0f, DU, Gr, Acat, in, 1.0f, dx, in);
+        du[g] = scratch + (size_t)g * N * r;
+    lora_bwd_maps(dx, dA, dB, du, dy, x, u, A, B, out, G, N, in, r, s,
+                  scratch + (size_t)G * N * r);
 }
 
 /* ---- attention ------------------------------------------------------------------ */

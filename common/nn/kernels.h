@@ -4,7 +4,8 @@
  * with respect to the layer's input; the LoRA map also yields dA and dB, and
  * the weight-gradient kernels (k_*_bwd_w*) give the weights' own gradients
  * when full fine-tuning trains them.  Every matrix product goes
- * through cblas_sgemm; elementwise loops are OpenMP-parallel.  Results never
+ * through cblas_sgemm except LoRA's skinny ones (written out); elementwise
+ * loops are OpenMP-parallel.  Results never
  * depend on the number of threads (no parallel reductions across rows). */
 #ifndef PSLORA_KERNELS_H
 #define PSLORA_KERNELS_H
@@ -68,27 +69,33 @@ void k_rmsnorm_bwd_w(float *dw, const float *dy, const float *x, const float *rs
 
 /* LoRA branch, A [r,in], B [out,r], scale s:
  *   u[N,r] = x A^T            (kept for the backward)
- *   y[N,out] += s * u B^T */
+ *   y[N,out] += s * u B^T
+ * Written out rather than through sgemm (memory-bound skinny products): a
+ * pass over the rows (u and y row by row), and for the backward a pass over
+ * the rows (du, dx) and column sums over all N rows (dA, dB), each element by
+ * one thread in a fixed order.  scratch: k_lora_scratch(out, r) floats. */
+size_t k_lora_scratch(int out, int r);
 void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N,
-                int in, int out, int r, float s);
+                int in, int out, int r, float s, float *scratch);
 /*   dB[out,r] += s * dy^T u
- *   du[N,r]    = s * dy B     (du is scratch, N*r floats)
+ *   du[N,r]    = s * dy B     (du is an output the caller keeps, N*r floats)
  *   dA[r,in]  += du^T x
  *   dx[N,in]  += du A         (skipped when dx is NULL) */
 void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, const float *x,
                 const float *u, const float *A, const float *B, int N, int in, int out, int r,
-                float s);
+                float s, float *scratch);
 
-/* LoRA of G maps that read the same x [N,in] (Llama's q, k, v; gate, up),
- * each with its own A_g [r,in], B_g [out_g,r], u_g [N,r], y_g [N,out_g]:
- * k_lora_fwd / k_lora_bwd of every map, with the products that read x or
- * write dx made once for all G (x and dx pass through memory once):
- *   U [N,G r] = x Acat^T,  Acat = [A_0; ...; A_{G-1}] [G r, in]
- *   dAcat [G r,in] = DU^T x,  dx [N,in] += DU Acat,  DU = [du_0 ... du_{G-1}]
- * The same sums as the per-map kernels but summed in another order (dx over
- * G r terms at once): equal to within fp32 rounding, not bit for bit.
- * scratch: k_lora_group_scratch(G, N, in, r) floats. */
-size_t k_lora_group_scratch(int G, int N, int in, int r);
+/* LoRA of G <= K_LORA_GROUP_MAX maps that read the same x [N,in] (Llama's
+ * q, k, v; gate, up), each with its own A_g [r,in], B_g [out_g,r], u_g [N,r],
+ * y_g [N,out_g]: k_lora_fwd / k_lora_bwd of every map, with the passes over
+ * x and dx made once for all G (a block of rows of x or dx serves the G maps
+ * in turn while it is in cache; the column sums of dA_g read x slab by slab
+ * for all g).
+ * Each sum is formed in the same order as by the per-map kernels called for
+ * g = 0, 1, ... in turn, so the results equal theirs bit for bit.  scratch: k_lora_group_scratch(G, N, out_sum, r)
+ * floats, out_sum = out_0 + ... + out_{G-1}. */
+#define K_LORA_GROUP_MAX 4
+size_t k_lora_group_scratch(int G, int N, int out_sum, int r);
 void k_lora_fwd_group(float *const *y, float *const *u, const float *x, const float *const *A,
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
                       float *scratch);

@@ -60,6 +60,7 @@
 #define XENT_CHUNK 1024
 #define MLM_CHUNK 128   /* rows of the MLM decoder's logits at a time */
 #define MODEL_GROUP_MAX 3   /* maps reading one input: Llama's q, k, v */
+_Static_assert(MODEL_GROUP_MAX <= K_LORA_GROUP_MAX, "the LoRA group kernels take the groups");
 
 /* Saved activations of one layer (all [N, ...] row-major). */
 typedef struct {
@@ -82,7 +83,7 @@ struct model_acts {
     float *hf, *mf, *rf; /* final norm */
     float *xent;         /* XENT_CHUNK * V */
     uint16_t *xb;        /* bf16: a norm's output rounded once for the maps reading it [N,C] */
-    float *lgrp;         /* Llama with LoRA: scratch of the grouped LoRA (k_lora_group_scratch) */
+    float *lscr;         /* with LoRA: scratch of the LoRA kernels (lora_scratch_floats) */
     float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
     /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
     float **u, **xd, **mask;
@@ -158,6 +159,16 @@ static int attention_bf16(const model *m)
     return m->compute == MODEL_BF16 && m->cfg.arch != ARCH_BERT;
 }
 
+/* Floats of the LoRA kernels' scratch for N rows: enough for a group of
+ * MODEL_GROUP_MAX maps of the widest output (and so for one map). */
+static size_t lora_scratch_floats(const lora_layout *L, int N)
+{
+    int widest = 1;
+    for (int i = 0; i < L->n; i++)
+        widest = L->m[i].out > widest ? L->m[i].out : widest;
+    return k_lora_group_scratch(MODEL_GROUP_MAX, N, MODEL_GROUP_MAX * widest, L->r);
+}
+
 /* Lays every buffer of a out from base (or only counts, base NULL); returns
  * the floats needed. */
 static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_layout *L)
@@ -182,8 +193,8 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
     }
-    if (L && c->arch == ARCH_LLAMA)
-        a->lgrp = carve(base, &off, k_lora_group_scratch(MODEL_GROUP_MAX, (int)N, (int)C, L->r));
+    if (L)
+        a->lscr = carve(base, &off, lora_scratch_floats(L, (int)N));
     int drop = L && L->dropout > 0;
     for (int i = 0; i < a->n_mod; i++) {
         a->u[i] = carve(base, &off, N * L->r);
@@ -419,7 +430,7 @@ static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, con
         xin = ps->a->xd[lin->lora];
     }
     k_lora_fwd(y, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N, lin->in,
-               lin->out, ps->L->r, ps->L->scale);
+               lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
     prof_stop(ps->a, SP_LORA, t);
 }
 
@@ -441,12 +452,12 @@ static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, co
     float *dA = ps->grad + mod->a_off, *dB = ps->grad + mod->b_off;
     if (!xin) {
         k_lora_bwd(dx, dA, dB, ps->a->du, dy, x, ps->a->u[lin->lora], A, B, N, lin->in,
-                   lin->out, ps->L->r, ps->L->scale);
+                   lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
         return;
     }
     /* dropout: dx += (du A) * mask, so the kernel's dx is skipped */
     k_lora_bwd(NULL, dA, dB, ps->a->du, dy, xin, ps->a->u[lin->lora], A, B, N, lin->in,
-               lin->out, ps->L->r, ps->L->scale);
+               lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
     if (!dx)
         return;
     float *tmp = ps->a->dtmp;
@@ -507,7 +518,7 @@ static const uint16_t *shared_bf16(const pass *ps, const float *x)
  * in one group (k_lora_fwd_group): all adapted, no dropout. */
 static int lora_groupable(const pass *ps, const model_linear *lins, int G)
 {
-    if (!ps->p || !ps->a->lgrp)
+    if (!ps->p || !ps->a->lscr)
         return 0;
     for (int g = 0; g < G; g++)
         if (lins[g].lora < 0 || ps->a->xd[lins[g].lora])
@@ -527,7 +538,7 @@ static void lora_group_params(const pass *ps, const model_linear *lins, int G, c
 
 /* y[g] = x W_g^T (+ b_g) + LoRA_g for the G maps lins[0..G-1] of a block
  * reading the same x [N,C] (Llama's q, k, v; gate, up); xb: x in bf16
- * (shared_bf16) or NULL.  Their LoRA A products are one product
+ * (shared_bf16) or NULL.  Their LoRA takes x in one pass for all G
  * (k_lora_fwd_group) when lora_groupable. */
 static void group_fwd(const pass *ps, const model_linear *lins, int G, float *const *y,
                       const float *x, const uint16_t *xb)
@@ -547,7 +558,7 @@ static void group_fwd(const pass *ps, const model_linear *lins, int G, float *co
     for (int g = 0; g < G; g++)
         u[g] = a->u[lins[g].lora];
     PROF(ps, SP_LORA, k_lora_fwd_group(y, u, x, A, B, out, G, a->N, lins[0].in, ps->L->r,
-                                       ps->L->scale, a->lgrp));
+                                       ps->L->scale, a->lscr));
 }
 
 /* The backward of group_fwd: dx [N,C] = beta dx + sum_g dy[g] W_g (+ the
@@ -573,7 +584,7 @@ static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx
         dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off, u[g] = a->u[lins[g].lora];
     }
     PROF(ps, SP_LORA, k_lora_bwd_group(dx, dA, dB, dy, x, u, A, B, out, G, a->N, lins[0].in,
-                                       ps->L->r, ps->L->scale, a->lgrp));
+                                       ps->L->r, ps->L->scale, a->lscr));
 }
 
 static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
