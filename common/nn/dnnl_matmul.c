@@ -23,25 +23,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bf16.h"
 #include "clock.h"
-#include "vec.h"
+#include "kernels.h"
 
-/* b[k] = bf16(x[k]) for k < n.  VEC: the rounding is a few integer
- * operations per element, so wide vectors run it 2-3x the baseline's
- * (docs/performance.md, "f32->bf16"). */
-VEC static void round_row(uint16_t *b, const float *x, int n)
-{
-    for (int k = 0; k < n; k++)
-        b[k] = bf16_from_f32(x[k]);
-}
-
-/* xb[n*K + k] = bf16(x[n*K + k]) for n < N: the matmul's bf16 source. */
+/* xb[n*K + k] = bf16(x[n*K + k]) for n < N: the matmul's bf16 source,
+ * rounded by the producers' own loop (kernels.h, k_bf16_row). */
 void dm_to_bf16(uint16_t *xb, const float *x, int N, int K)
 {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
-        round_row(xb + (size_t)n * K, x + (size_t)n * K, K);
+        k_bf16_row(xb + (size_t)n * K, x + (size_t)n * K, (size_t)K);
 }
 
 #ifndef PSLORA_HAVE_DNNL

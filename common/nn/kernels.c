@@ -173,6 +173,44 @@ VEC static void row_scale(float *x, float s, int n)
 static size_t spans(size_t n) { return (n + SPAN - 1) / SPAN; }
 static size_t span_len(size_t n, size_t s) { return n - s * SPAN < SPAN ? n - s * SPAN : SPAN; }
 
+/* b[k] = bf16(x[k]).  VEC: the rounding is a few integer operations per
+ * element, so wide vectors run it 2-3x the baseline's (docs/performance.md,
+ * "f32->bf16"). */
+VEC void k_bf16_row(uint16_t *b, const float *x, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        b[k] = bf16_from_f32(x[k]);
+}
+
+/* The *_bf16 variants of the layers below (kernels.h) run the plain
+ * kernel's own row or span function, into the fp32 output or, when that is
+ * not wanted, into a span of the thread's stack (SPAN floats, 64-byte
+ * aligned like the model's buffers), and round that row or span right after
+ * it, in the same iteration, while it is in L1.  Not in the registers of the
+ * same loop: GCC contracts a*b+c into an FMA in some vector paths and not in
+ * others, differently for a loop with a second store, so a fused loop would
+ * not give the plain kernel's bits; calling the plain function does, by
+ * construction. */
+#define SPAN_TILE(name) float name[SPAN] __attribute__((aligned(64)))
+
+/* A span function of one output and up to two inputs (b unused by some). */
+typedef void span_fn(float *y, const float *a, const float *b, size_t n);
+
+/* The loop of the one-output variants: y = f(a, b) over n elements (y NULL:
+ * into the stack), rounded into yb span by span. */
+static void spans_bf16(span_fn *f, float *y, uint16_t *yb, const float *a, const float *b,
+                       size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t s = 0; s < spans(n); s++) {
+        SPAN_TILE(tile);
+        size_t o = s * SPAN, len = span_len(n, s);
+        float *t = y ? y + o : tile;
+        f(t, a + o, b ? b + o : NULL, len);
+        k_bf16_row(yb + o, t, len);
+    }
+}
+
 /* ---- matrix products ------------------------------------------------------------ */
 
 /* How C's longer side (len) is cut: in two halves (a multiple of 16 long), so
@@ -269,6 +307,17 @@ void k_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const f
         layernorm_row(y + (size_t)n * C, mean + n, rstd + n, x + (size_t)n * C, w, b, C, eps);
 }
 
+void k_layernorm_fwd_bf16(float *y, uint16_t *yb, float *mean, float *rstd, const float *x,
+                          const float *w, const float *b, int N, int C, float eps)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        layernorm_row(y + o, mean + n, rstd + n, x + o, w, b, C, eps);
+        k_bf16_row(yb + o, y + o, (size_t)C);
+    }
+}
+
 /* One row, with g = w * dy and xhat = (x - mean) * rstd:
  * dx += rstd * (g - mean(g) - xhat * mean(g * xhat))   (llm.c's form). */
 VEC static void layernorm_bwd_row(float *dx, const float *dy, const float *x, float m, float r,
@@ -324,6 +373,18 @@ void k_gelu_fwd(float *y, const float *x, size_t n)
         gelu_span(y + s * SPAN, x + s * SPAN, span_len(n, s));
 }
 
+/* gelu_span as a span_fn */
+static void gelu_span_fn(float *y, const float *x, const float *unused, size_t n)
+{
+    (void)unused;
+    gelu_span(y, x, n);
+}
+
+void k_gelu_fwd_bf16(float *y, uint16_t *yb, const float *x, size_t n)
+{
+    spans_bf16(gelu_span_fn, y, yb, x, NULL, n);
+}
+
 /* With s = sigmoid(2u): gelu'(x) = s + 2 x s (1 - s) du/dx,
  * du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)  (the tanh form, rewritten). */
 VEC static void gelu_bwd_span(float *dx, const float *dy, const float *x, size_t n)
@@ -342,6 +403,11 @@ void k_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 #pragma omp parallel for schedule(static)
     for (size_t s = 0; s < spans(n); s++)
         gelu_bwd_span(dx + s * SPAN, dy + s * SPAN, x + s * SPAN, span_len(n, s));
+}
+
+void k_gelu_bwd_bf16(float *dx, uint16_t *dxb, const float *dy, const float *x, size_t n)
+{
+    spans_bf16(gelu_bwd_span, dx, dxb, dy, x, n);
 }
 
 /* y = res + b (either may be NULL; y may be res): the start of a product
@@ -1142,6 +1208,17 @@ void k_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int N,
         rmsnorm_row(y + (size_t)n * C, rstd + n, x + (size_t)n * C, w, C, eps);
 }
 
+void k_rmsnorm_fwd_bf16(float *y, uint16_t *yb, float *rstd, const float *x, const float *w,
+                        int N, int C, float eps)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        rmsnorm_row(y + o, rstd + n, x + o, w, C, eps);
+        k_bf16_row(yb + o, y + o, (size_t)C);
+    }
+}
+
 /* One row, with g = w dy: dx += rstd g - x rstd^3 mean(g x)  (d rstd/dx_j = -x_j rstd^3 / C). */
 VEC static void rmsnorm_bwd_row(float *dx, const float *dy, const float *x, float r,
                                 const float *w, int C)
@@ -1262,6 +1339,11 @@ void k_swiglu_fwd(float *y, const float *gate, const float *up, size_t n)
         swiglu_span(y + s * SPAN, gate + s * SPAN, up + s * SPAN, span_len(n, s));
 }
 
+void k_swiglu_fwd_bf16(float *y, uint16_t *yb, const float *gate, const float *up, size_t n)
+{
+    spans_bf16(swiglu_span, y, yb, gate, up, n);
+}
+
 /* s = sigmoid(g): dgate = dy u s (1 + g (1 - s)), dup = dy g s; dy read before dgate is written. */
 VEC static void swiglu_bwd_span(float *dgate, float *dup, const float *dy, const float *gate,
                                 const float *up, size_t n)
@@ -1281,6 +1363,21 @@ void k_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate, 
     for (size_t s = 0; s < spans(n); s++)
         swiglu_bwd_span(dgate + s * SPAN, dup + s * SPAN, dy + s * SPAN, gate + s * SPAN,
                         up + s * SPAN, span_len(n, s));
+}
+
+void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, const float *dy,
+                       const float *gate, const float *up, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t s = 0; s < spans(n); s++) {
+        SPAN_TILE(tg);
+        SPAN_TILE(tu);
+        size_t o = s * SPAN, len = span_len(n, s);
+        float *g = dgate ? dgate + o : tg, *u = dgate ? dup + o : tu;
+        swiglu_bwd_span(g, u, dy + o, gate + o, up + o, len);
+        k_bf16_row(dgb + o, g, len);
+        k_bf16_row(dub + o, u, len);
+    }
 }
 
 /* ---- cross-entropy over whole logit rows (the bf16 head) ------------------- */

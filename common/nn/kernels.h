@@ -6,7 +6,17 @@
  * when full fine-tuning trains them.  Every matrix product goes
  * through cblas_sgemm except LoRA's skinny ones (written out); elementwise
  * loops are OpenMP-parallel.  Results never
- * depend on the number of threads (no parallel reductions across rows). */
+ * depend on the number of threads (no parallel reductions across rows).
+ *
+ * The *_bf16 variants serve the bf16 products (dnnl_matmul.h), which take
+ * their input in bf16: besides (or instead of) the fp32 output they write
+ * it rounded to bf16 (bf16 bits, k_bf16_row: dm_to_bf16's rounding) in the
+ * same pass, each row or span rounded right after it is made (in L1), so
+ * no separate rounding pass reads it again.  Their fp32 output is the plain
+ * kernel's bit for bit (they run its row or span function), their bf16
+ * output dm_to_bf16 of it.  Where the fp32 output "may be NULL" it is then
+ * not written (a span of the stack takes it; nothing reads it then: see
+ * model_step.c). */
 #ifndef PSLORA_KERNELS_H
 #define PSLORA_KERNELS_H
 
@@ -22,6 +32,11 @@
 void k_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
             const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* b[k] = bf16(x[k]) for k < n, rounded to nearest even (bf16_from_f32 of
+ * common/base/bf16.h), on the calling thread: the one loop of the rounding,
+ * shared by the *_bf16 variants and dm_to_bf16. */
+void k_bf16_row(uint16_t *b, const float *x, size_t n);
+
 /* Embedding: x[b,t,:] = wte[inp[b,t],:] + wpe[t,:] (wpe may be NULL). */
 void k_embed_fwd(float *x, const int32_t *inp, const float *wte, const float *wpe, int N, int T, int C);
 /* Its weights' gradients (full fine-tuning): dwte[inp[n],:] += dx[n,:] and
@@ -31,14 +46,22 @@ void k_embed_bwd(float *dwte, float *dwpe, const float *dx, const int32_t *inp, 
 /* LayerNorm over rows: y[N,C] = (x - mean) * rstd * w + b; keeps mean[N], rstd[N]. */
 void k_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *w,
                      const float *b, int N, int C, float eps);
+/* The same, and yb[N,C] = y rounded to bf16. */
+void k_layernorm_fwd_bf16(float *y, uint16_t *yb, float *mean, float *rstd, const float *x,
+                          const float *w, const float *b, int N, int C, float eps);
 /* dx[N,C] += (dy through the normalisation); w frozen, so no dw, db. */
 void k_layernorm_bwd(float *dx, const float *dy, const float *x, const float *mean,
                      const float *rstd, const float *w, int N, int C);
 
 /* tanh-approximate GELU ("gelu_new"): y = 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))). */
 void k_gelu_fwd(float *y, const float *x, size_t n);
+/* The same with yb = y rounded to bf16; y may be NULL. */
+void k_gelu_fwd_bf16(float *y, uint16_t *yb, const float *x, size_t n);
 /* dx = dy * gelu'(x); dx may alias dy. */
 void k_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
+/* The same with dxb = dx rounded to bf16; dx may be NULL (dy is then left
+ * as it is) or alias dy. */
+void k_gelu_bwd_bf16(float *dx, uint16_t *dxb, const float *dy, const float *x, size_t n);
 
 /* Frozen linear map: y[N,out] = x[N,in] W^T + b.  W is [out,in] (conv1d = 0,
  * torch Linear) or [in,out] (conv1d = 1, GPT-2 Conv1D, used as it lies);
@@ -154,6 +177,9 @@ void k_add(float *y, const float *a, size_t n);
  * (no mean subtraction, no bias); keeps rstd[N]. */
 void k_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int N, int C,
                    float eps);
+/* The same, and yb[N,C] = y rounded to bf16. */
+void k_rmsnorm_fwd_bf16(float *y, uint16_t *yb, float *rstd, const float *x, const float *w,
+                        int N, int C, float eps);
 /* dx[N,C] += dy through the normalisation:
  *   dx_j += rstd * w_j dy_j - x_j rstd^3 / C * sum_i w_i dy_i x_i. */
 void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *rstd,
@@ -174,10 +200,16 @@ void k_rope_bwd(float *dx, const float *cs, const float *sn, int N, int T, int n
 
 /* SwiGLU: y = silu(gate) * up, silu(g) = g / (1 + exp(-g)); all [n]. */
 void k_swiglu_fwd(float *y, const float *gate, const float *up, size_t n);
+/* The same with yb = y rounded to bf16; y may be NULL. */
+void k_swiglu_fwd_bf16(float *y, uint16_t *yb, const float *gate, const float *up, size_t n);
 /* dgate = dy * up * silu'(gate), dup = dy * silu(gate), with
  * silu'(g) = s (1 + g (1 - s)), s = sigmoid(g); dgate may alias dy. */
 void k_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate, const float *up,
                   size_t n);
+/* The same with dgb, dub = dgate, dup rounded to bf16; dgate and dup are
+ * both given or both NULL (neither written, dy left as it is). */
+void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, const float *dy,
+                       const float *gate, const float *up, size_t n);
 
 /* Cross-entropy over whole logit rows L [m, V], in place (the bf16 head:
  * its logits come from a bf16 product a chunk of rows at a time).  Returns
