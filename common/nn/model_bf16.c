@@ -500,12 +500,16 @@ int mb_linear_fwd_bf16(const model_linear *lin, float *y, const uint16_t *xb, co
     return dm_linear_fwd_bf16(lin->dm, xb, y, lin->b, N, res != NULL, e);
 }
 
-void mb_to_bf16(uint16_t *xb, const float *x, int N, int K) { dm_to_bf16(xb, x, N, K); }
-
 int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
                   pl_err *e)
 {
     return dm_linear_bwd_x(lin->dm, dy, dx, N, accumulate, e);
+}
+
+int mb_linear_bwd_bf16(const model_linear *lin, float *dx, const uint16_t *dyb, int N,
+                       int accumulate, pl_err *e)
+{
+    return dm_linear_bwd_x_bf16(lin->dm, dyb, dx, N, accumulate, e);
 }
 
 /* The scratch: the fp32 logits [R, V], then (bf16 compute) their gradient
@@ -527,7 +531,8 @@ static double head_xent(const model *m, float *logits, uint16_t *gb, const int32
 }
 
 double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
-                    const int32_t *tgt, int N, double *xent_sec, int *rc, pl_err *e)
+                    const uint16_t *xb, const int32_t *tgt, int N, double *xent_sec, int *rc,
+                    pl_err *e)
 {
     int C = m->cfg.n_embd, bf16 = m->compute == MODEL_BF16;
     uint16_t *gb = (uint16_t *)(scratch + (size_t)(N < MB_HEAD_ROWS ? N : MB_HEAD_ROWS) *
@@ -537,7 +542,8 @@ double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
     for (int n0 = 0; n0 < N && *rc == 0; n0 += MB_HEAD_ROWS) {
         int R = N - n0 < MB_HEAD_ROWS ? N - n0 : MB_HEAD_ROWS;
         float *dxr = dx ? dx + (size_t)n0 * C : NULL;
-        *rc = dm_linear_fwd(m->bf16->head, x + (size_t)n0 * C, scratch, NULL, R, e);
+        *rc = xb ? dm_linear_fwd_bf16(m->bf16->head, xb + (size_t)n0 * C, scratch, NULL, R, 0, e)
+                 : dm_linear_fwd(m->bf16->head, x + (size_t)n0 * C, scratch, NULL, R, e);
         double t0 = xent_sec ? clock_now() : 0;
         if (*rc == 0)
             loss += head_xent(m, scratch, gb, tgt + n0, R, dx != NULL);

@@ -135,21 +135,26 @@ size_t model_bf16_region(const model *m, int *owned);
 /* y[N,out] = x[N,in] W^T + b, plus res when res != NULL (y may be res). */
 int mb_linear_fwd(const model_linear *lin, float *y, const float *x, const float *res, int N,
                   pl_err *e);
-/* dx[N,in] = dy[N,out] W, or dx += dy W with accumulate. */
-/* As mb_linear_fwd on x already rounded to bf16 (mb_to_bf16): for maps
- * that read the same x, rounded once.  Bit for bit mb_linear_fwd's y. */
+/* As mb_linear_fwd on x already rounded to bf16 (by the kernel that made
+ * x: kernels.h, *_bf16), bf16 compute only; several maps reading the same
+ * x share one copy.  Bit for bit mb_linear_fwd's y. */
 int mb_linear_fwd_bf16(const model_linear *lin, float *y, const uint16_t *xb, const float *res,
                        int N, pl_err *e);
-/* xb [N,K] = x rounded to bf16 as the products round it. */
-void mb_to_bf16(uint16_t *xb, const float *x, int N, int K);
+/* dx[N,in] = dy[N,out] W, or dx += dy W with accumulate. */
 int mb_linear_bwd(const model_linear *lin, float *dx, const float *dy, int N, int accumulate,
                   pl_err *e);
+/* As mb_linear_bwd on dy already rounded to bf16 (bf16 compute only).  Bit
+ * for bit mb_linear_bwd's dx. */
+int mb_linear_bwd_bf16(const model_linear *lin, float *dx, const uint16_t *dyb, int N,
+                       int accumulate, pl_err *e);
 
 /* Floats of the head's scratch for N rows a step: min(N, MB_HEAD_ROWS) * V,
  * half as much again in bf16 compute (the logits' gradient in bf16). */
 size_t mb_head_scratch(const model *m, int N);
 /* The head and cross-entropy over x [N,C] in chunks of MB_HEAD_ROWS rows:
  *   logits = x_chunk E^T (bf16 product into scratch)   [R,V]
+ * (xb: x already rounded to bf16 [N,C] by the final norm, bf16 compute;
+ * NULL: each chunk of x rounded by the product)
  *   loss  += sum_i -log softmax(logits_i)[tgt_i]        (fp32)
  *   dx_chunk = (softmax - onehot) E                     [R,C] (bf16 product)
  * In bf16 compute the softmax writes its gradient in bf16 (k_xent_rows_bf16)
@@ -159,7 +164,8 @@ size_t mb_head_scratch(const model *m, int N);
  * NULL.  *rc becomes -1 (e filled) when a product fails.  xent_sec (may be
  * NULL) gains the seconds of the softmax-xent part (a profile's). */
 double mb_head_xent(const model *m, float *dx, float *scratch, const float *x,
-                    const int32_t *tgt, int N, double *xent_sec, int *rc, pl_err *e);
+                    const uint16_t *xb, const int32_t *tgt, int N, double *xent_sec, int *rc,
+                    pl_err *e);
 /* logits[V] = x[C] E^T (one row, generation). */
 int mb_head_logits(const model *m, const float *x, float *logits, pl_err *e);
 

@@ -36,7 +36,11 @@
  * matrix's bf16 handle; the head then works in chunks of MB_HEAD_ROWS rows
  * with an fp32 softmax.  GPT-2's and Llama's causal attention runs its
  * products in bf16 too (dnnl_attention.h, one handle in the acts; each
- * layer keeps its softmax P in bf16, half the fp32 att).  Everything else
+ * layer keeps its softmax P in bf16, half the fp32 att).  The kernels that
+ * make a product's input or dy -- the norms, GELU and SwiGLU, forward and
+ * backward -- round it to bf16 as they write it (kernels.h, *_bf16; into
+ * a->xb), so those products take it as it lies; their fp32 output is
+ * written only where something reads it (f32_read).  Everything else
  * is the same code.  A failing bf16
  * product (only possible on the first call of a shape) is kept in the acts
  * and makes the pass return NaN (model_acts_error).  fp32 through oneDNN
@@ -82,7 +86,9 @@ struct model_acts {
     float *res_out;      /* output of the last block [N,C] */
     float *hf, *mf, *rf; /* final norm */
     float *xent;         /* XENT_CHUNK * V */
-    uint16_t *xb;        /* bf16: a norm's output rounded once for the maps reading it [N,C] */
+    uint16_t *xb;        /* bf16: a product's input or dy as its producer rounded it:
+                          * [N,C] a norm's, [N,I] GELU's or SwiGLU's, 2 x [N,I] SwiGLU's
+                          * d(gate), d(up) (acts_carve) */
     float *lscr;         /* with LoRA: scratch of the LoRA kernels (lora_scratch_floats) */
     float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
     /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
@@ -187,8 +193,10 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
                                            : k_lmhead_xent_scratch(XENT_CHUNK, (int)C, (int)V));
     if (c->arch == ARCH_BERT)
         bert_carve(a, base, &off, c);
-    if (m->compute == MODEL_BF16)   /* N*C bf16 in floats' room */
-        a->xb = (uint16_t *)carve(base, &off, (N * C + 1) / 2);
+    if (m->compute == MODEL_BF16) {   /* bf16 in floats' room */
+        size_t xb = c->arch == ARCH_LLAMA ? 2 * Ni : Ni;
+        a->xb = (uint16_t *)carve(base, &off, (N * (xb > C ? xb : C) + 1) / 2);
+    }
     if (c->arch == ARCH_LLAMA) {
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
@@ -471,12 +479,16 @@ static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, co
 
 /* dx[N,in] = beta dx + dy W when dx != NULL (and dW, db with --full);
  * linear_bwd_rows adds the LoRA's dx and accumulates its gradients.  beta
- * is 0 or 1. */
+ * is 0 or 1.  dyb: dy already rounded to bf16 for a bf16 map, or NULL (dy
+ * is then not read by the product). */
 static void frozen_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
-                            const float *x, float beta, int N)
+                            const uint16_t *dyb, const float *x, float beta, int N)
 {
     prof_mark t = prof_start(ps->a);
-    if (dx && lin->dm) {
+    if (dx && lin->dm && dyb) {
+        pl_err e;
+        note(ps, mb_linear_bwd_bf16(lin, dx, dyb, N, beta != 0.0f, &e), &e);
+    } else if (dx && lin->dm) {
         pl_err e;
         note(ps, mb_linear_bwd(lin, dx, dy, N, beta != 0.0f, &e), &e);
     } else if (dx) {
@@ -489,9 +501,9 @@ static void frozen_bwd_rows(const pass *ps, const model_linear *lin, float *dx, 
 }
 
 static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
-                            const float *x, float beta, int N)
+                            const uint16_t *dyb, const float *x, float beta, int N)
 {
-    frozen_bwd_rows(ps, lin, dx, dy, x, beta, N);
+    frozen_bwd_rows(ps, lin, dx, dy, dyb, x, beta, N);
     if (lin->lora >= 0 && ps->p)
         PROF(ps, SP_LORA, lora_bwd_rows(ps, lin, dx, dy, x, N));
 }
@@ -501,17 +513,6 @@ static void linear_fwd(const pass *ps, const model_linear *lin, float *y, const 
                        const float *res)
 {
     linear_fwd_rows(ps, lin, y, x, NULL, res, ps->a->N);
-}
-
-/* x [N,C] rounded to bf16 once for the several maps of a block that read it
- * (Llama's q, k, v; gate, up), into a->xb; NULL in fp32. */
-static const uint16_t *shared_bf16(const pass *ps, const float *x)
-{
-    model_acts *a = ps->a;
-    if (!a->xb)
-        return NULL;
-    PROF(ps, SP_CONVERT, mb_to_bf16(a->xb, x, a->N, ps->m->cfg.n_embd));
-    return a->xb;
 }
 
 /* Do the G maps lins[0..G-1], which read the same input, take their LoRA
@@ -538,7 +539,7 @@ static void lora_group_params(const pass *ps, const model_linear *lins, int G, c
 
 /* y[g] = x W_g^T (+ b_g) + LoRA_g for the G maps lins[0..G-1] of a block
  * reading the same x [N,C] (Llama's q, k, v; gate, up); xb: x in bf16
- * (shared_bf16) or NULL.  Their LoRA takes x in one pass for all G
+ * (norm_fwd) or NULL.  Their LoRA takes x in one pass for all G
  * (k_lora_fwd_group) when lora_groupable. */
 static void group_fwd(const pass *ps, const model_linear *lins, int G, float *const *y,
                       const float *x, const uint16_t *xb)
@@ -562,13 +563,15 @@ static void group_fwd(const pass *ps, const model_linear *lins, int G, float *co
 }
 
 /* The backward of group_fwd: dx [N,C] = beta dx + sum_g dy[g] W_g (+ the
- * LoRA's dx) when dx != NULL; the LoRA gradients accumulate. */
+ * LoRA's dx) when dx != NULL; the LoRA gradients accumulate.  dyb: the
+ * dy[g] in bf16 (G of them), or NULL. */
 static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx,
-                      const float *const *dy, const float *x, float beta)
+                      const float *const *dy, const uint16_t *const *dyb, const float *x,
+                      float beta)
 {
     model_acts *a = ps->a;
     for (int g = 0; g < G; g++)
-        frozen_bwd_rows(ps, &lins[g], dx, dy[g], x, g ? 1.0f : beta, a->N);
+        frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, g ? 1.0f : beta, a->N);
     if (!lora_groupable(ps, lins, G)) {
         for (int g = 0; g < G; g++)
             if (lins[g].lora >= 0 && ps->p)
@@ -590,7 +593,96 @@ static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx
 static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
                        const float *x, float beta)
 {
-    linear_bwd_rows(ps, lin, dx, dy, x, beta, ps->a->N);
+    linear_bwd_rows(ps, lin, dx, dy, NULL, x, beta, ps->a->N);
+}
+
+/* ---- the producers of the products' inputs (bf16 compute: rounded as made) ---- */
+
+/* Is the fp32 value of lin's input (forward) or of its dy (backward) read
+ * by anything but lin's frozen product: its LoRA (and dropout), or its
+ * weight gradient (--full)?  When not, a producer writing the value for lin
+ * alone writes it in bf16 only. */
+static int f32_read(const pass *ps, const model_linear *lin)
+{
+    return (lin->lora >= 0 && ps->p) || grad_of(ps, lin->w) != NULL;
+}
+
+/* y [rows,C] = LayerNorm (mean != NULL) or RMSNorm of x; with yb (bf16
+ * compute) also y rounded into yb for the bf16 products reading it.  The
+ * fp32 y is always written (LoRA and the backward read it).  Returns yb. */
+static const uint16_t *norm_fwd(const model_config *c, float *y, uint16_t *yb, float *mean,
+                                float *rstd, const float *x, const float *w, const float *b,
+                                int rows)
+{
+    int C = c->n_embd;
+    if (mean && yb)
+        k_layernorm_fwd_bf16(y, yb, mean, rstd, x, w, b, rows, C, c->eps);
+    else if (mean)
+        k_layernorm_fwd(y, mean, rstd, x, w, b, rows, C, c->eps);
+    else if (yb)
+        k_rmsnorm_fwd_bf16(y, yb, rstd, x, w, rows, C, c->eps);
+    else
+        k_rmsnorm_fwd(y, rstd, x, w, rows, C, c->eps);
+    return yb;
+}
+
+/* g = gelu(f) [n], the input of lin (GPT-2's mlp.c_proj); bf16 compute:
+ * rounded into a->xb too, and g only when f32_read.  Returns the bf16 copy
+ * or NULL. */
+static const uint16_t *gelu_fwd(const pass *ps, const model_linear *lin, float *g,
+                                const float *f, size_t n)
+{
+    uint16_t *gb = ps->a->xb;
+    if (gb)
+        k_gelu_fwd_bf16(f32_read(ps, lin) ? g : NULL, gb, f, n);
+    else
+        k_gelu_fwd(g, f, n);
+    return gb;
+}
+
+/* d = d * gelu'(f) in place [n], the dy of lin (GPT-2's c_fc); bf16 compute
+ * as gelu_fwd (d left as it came when not f32_read). */
+static const uint16_t *gelu_bwd(const pass *ps, const model_linear *lin, float *d,
+                                const float *f, size_t n)
+{
+    uint16_t *db = ps->a->xb;
+    if (db)
+        k_gelu_bwd_bf16(f32_read(ps, lin) ? d : NULL, db, d, f, n);
+    else
+        k_gelu_bwd(d, d, f, n);
+    return db;
+}
+
+/* act = silu(gate) * up [n], the input of lin (Llama's down_proj); bf16
+ * compute as gelu_fwd. */
+static const uint16_t *swiglu_fwd(const pass *ps, const model_linear *lin, float *act,
+                                  const float *gate, const float *up, size_t n)
+{
+    uint16_t *ab = ps->a->xb;
+    if (ab)
+        k_swiglu_fwd_bf16(f32_read(ps, lin) ? act : NULL, ab, gate, up, n);
+    else
+        k_swiglu_fwd(act, gate, up, n);
+    return ab;
+}
+
+/* dgate (in place over dy), dup [n] of the SwiGLU, the dy of gu[0] and gu[1]
+ * (Llama's gate_proj, up_proj); bf16 compute: into dgub[0], dgub[1] (two
+ * halves of a->xb) too, and the fp32 pair only when f32_read of either.
+ * Returns dgub, or NULL in fp32. */
+static const uint16_t *const *swiglu_bwd(const pass *ps, const model_linear *gu, float *dgate,
+                                         float *dup, const uint16_t **dgub, const float *gate,
+                                         const float *up, size_t n)
+{
+    uint16_t *xb = ps->a->xb;
+    if (!xb) {
+        k_swiglu_bwd(dgate, dup, dgate, gate, up, n);
+        return NULL;
+    }
+    int f32 = f32_read(ps, &gu[0]) || f32_read(ps, &gu[1]);
+    k_swiglu_bwd_bf16(f32 ? dgate : NULL, f32 ? dup : NULL, xb, xb + n, dgate, gate, up, n);
+    dgub[0] = xb, dgub[1] = xb + n;
+    return dgub;
 }
 
 static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? l : 0]; }
@@ -634,17 +726,19 @@ static void gpt2_block_fwd(const pass *ps, int l, float *out)
     const model_config *c = &ps->m->cfg;
     const model_block *b = &ps->m->blocks[l];
     layer_acts *x = slot(ps, l);
+    uint16_t *xb = ps->a->xb;
     int N = ps->a->N, C = c->n_embd;
+    const uint16_t *hb, *gb;
     PROF(ps, SP_ELEMENTWISE,
-         k_layernorm_fwd(x->h1, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N, C, c->eps));
-    linear_fwd(ps, &b->lin[0], x->qkv, x->h1, NULL);
+         hb = norm_fwd(c, x->h1, xb, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N));
+    linear_fwd_rows(ps, &b->lin[0], x->qkv, x->h1, hb, NULL, N);
     attention_fwd(ps, x, x->qkv, x->qkv + C, x->qkv + 2 * C, 3 * C, 3 * C, 3 * C);
     linear_fwd(ps, &b->lin[1], x->mid, x->ao, x->res);
     PROF(ps, SP_ELEMENTWISE,
-         k_layernorm_fwd(x->h2, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N, C, c->eps));
-    linear_fwd(ps, &b->lin[2], x->f, x->h2, NULL);
-    PROF(ps, SP_ELEMENTWISE, k_gelu_fwd(x->g, x->f, (size_t)N * c->n_inner));
-    linear_fwd(ps, &b->lin[3], out, x->g, x->mid);
+         hb = norm_fwd(c, x->h2, xb, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N));
+    linear_fwd_rows(ps, &b->lin[2], x->f, x->h2, hb, NULL, N);
+    PROF(ps, SP_ELEMENTWISE, gb = gelu_fwd(ps, &b->lin[3], x->g, x->f, (size_t)N * c->n_inner));
+    linear_fwd_rows(ps, &b->lin[3], out, x->g, gb, x->mid, N);
 }
 
 /* dres holds dL/d(block output) on entry and dL/d(block input) on return
@@ -658,8 +752,9 @@ static void gpt2_block_bwd(const pass *ps, int l, int need_dx)
     int N = a->N, C = c->n_embd, Ni = c->n_inner;
     /* MLP: y = x' + gelu(f) Wp */
     linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->g, 0.0f);
-    PROF(ps, SP_ELEMENTWISE, k_gelu_bwd(a->dwide, a->dwide, x->f, (size_t)N * Ni));
-    linear_bwd(ps, &b->lin[2], a->dnarrow, a->dwide, x->h2, 0.0f);
+    const uint16_t *db;
+    PROF(ps, SP_ELEMENTWISE, db = gelu_bwd(ps, &b->lin[2], a->dwide, x->f, (size_t)N * Ni));
+    linear_bwd_rows(ps, &b->lin[2], a->dnarrow, a->dwide, db, x->h2, 0.0f, N);
     PROF(ps, SP_ELEMENTWISE,
          k_layernorm_bwd(a->dres, a->dnarrow, x->mid, x->m2, x->r2, b->ln2_w, N, C);
          norm_bwd_w(ps, b->ln2_w, b->ln2_b, a->dnarrow, x->mid, x->m2, x->r2));
@@ -689,20 +784,24 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     const model_block *b = &ps->m->blocks[l];
     layer_acts *x = slot(ps, l);
     model_acts *a = ps->a;
-    int N = a->N, C = c->n_embd, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
+    int N = a->N, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
     float *q, *k, *v;
     llama_qkv(c, N, x->qkv, &q, &k, &v);
-    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h1, x->r1, x->res, b->ln1_w, N, C, c->eps));
+    const uint16_t *hb, *ab;
+    PROF(ps, SP_ELEMENTWISE,
+         hb = norm_fwd(c, x->h1, a->xb, NULL, x->r1, x->res, b->ln1_w, NULL, N));
     float *qkv[3] = {q, k, v}, *gu[2] = {x->f, x->g};
-    group_fwd(ps, &b->lin[0], 3, qkv, x->h1, shared_bf16(ps, x->h1));
+    group_fwd(ps, &b->lin[0], 3, qkv, x->h1, hb);
     PROF(ps, SP_ELEMENTWISE, k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
          k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
     attention_fwd(ps, x, q, k, v, H * D, Hk * D, Hk * D);
     linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
-    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_fwd(x->h2, x->r2, x->mid, b->ln2_w, N, C, c->eps));
-    group_fwd(ps, &b->lin[4], 2, gu, x->h2, shared_bf16(ps, x->h2));
-    PROF(ps, SP_ELEMENTWISE, k_swiglu_fwd(x->act, x->f, x->g, (size_t)N * c->n_inner));
-    linear_fwd(ps, &b->lin[6], out, x->act, x->mid);
+    PROF(ps, SP_ELEMENTWISE,
+         hb = norm_fwd(c, x->h2, a->xb, NULL, x->r2, x->mid, b->ln2_w, NULL, N));
+    group_fwd(ps, &b->lin[4], 2, gu, x->h2, hb);
+    PROF(ps, SP_ELEMENTWISE,
+         ab = swiglu_fwd(ps, &b->lin[6], x->act, x->f, x->g, (size_t)N * c->n_inner));
+    linear_fwd_rows(ps, &b->lin[6], out, x->act, ab, x->mid, N);
 }
 
 /* As gpt2_block_bwd, for the Llama block: dres in, dres out. */
@@ -718,10 +817,11 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
     llama_qkv(c, N, a->dqkv, &dq, &dk, &dv);
     /* MLP: y = x' + (silu(gate) * up) Wd^T; dwide = d(act), then d(gate) in place */
     linear_bwd(ps, &b->lin[6], a->dwide, a->dres, x->act, 0.0f);
-    PROF(ps, SP_ELEMENTWISE,
-         k_swiglu_bwd(a->dwide, a->dup, a->dwide, x->f, x->g, (size_t)N * c->n_inner));
+    const uint16_t *dgub[2], *const *dgb;
+    PROF(ps, SP_ELEMENTWISE, dgb = swiglu_bwd(ps, &b->lin[4], a->dwide, a->dup, dgub, x->f, x->g,
+                                             (size_t)N * c->n_inner));
     const float *dgu[2] = {a->dwide, a->dup};
-    group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, x->h2, 0.0f);
+    group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, dgb, x->h2, 0.0f);
     PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
          norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
@@ -730,7 +830,7 @@ static void llama_block_bwd(const pass *ps, int l, int need_dx)
     PROF(ps, SP_ELEMENTWISE, k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
          k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
     const float *dqkv[3] = {dq, dk, dv};
-    group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, x->h1, 0.0f);
+    group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, NULL, x->h1, 0.0f);
     if (need_dx)
         PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
              norm_bwd_w(ps, b->ln1_w, NULL, a->dnarrow, x->res, NULL, x->r1));
@@ -863,7 +963,7 @@ static double bert_head_cls(const pass *ps, const int32_t *tgt, int *correct)
     if (!dp)
         return loss;
     k_tanh_bwd(dp, dp, a->pout, (size_t)B * C);
-    linear_bwd_rows(ps, &m->pooler, a->dwide, dp, a->pin, 0.0f, B);
+    linear_bwd_rows(ps, &m->pooler, a->dwide, dp, NULL, a->pin, 0.0f, B);
     memset(a->dres, 0, (size_t)a->N * C * sizeof(float));
     k_rows_scatter_add(a->dres, a->dwide, a->idx, B, C);
     return loss;
@@ -898,7 +998,7 @@ static double bert_head_mlm(const pass *ps, const int32_t *tgt, int *correct)
         return loss;
     k_postln_bwd(a->dwide, dt3, a->t2, a->tm, a->tr, m->mlm_ln_w, M, C);
     bert_act_bwd(c, a->dwide, a->dwide, a->t1, (size_t)M * C);
-    linear_bwd_rows(ps, &m->mlm_dense, a->dnarrow, a->dwide, a->xm, 0.0f, M);
+    linear_bwd_rows(ps, &m->mlm_dense, a->dnarrow, a->dwide, NULL, a->xm, 0.0f, M);
     k_rows_scatter_add(a->dres, a->dnarrow, a->idx, M, C);
     return loss;
 }
@@ -947,14 +1047,13 @@ static void forward_blocks(const pass *ps, const int32_t *inp)
     }
 }
 
-/* a->hf [rows,C] = final norm of x (GPT-2 ln_f, Llama model.norm). */
-static void final_norm_fwd(const model *m, model_acts *a, const float *x, int rows)
+/* a->hf [rows,C] = final norm of x (GPT-2 ln_f, Llama model.norm); with
+ * hb (bf16 compute) also rounded into hb for the head.  Returns hb. */
+static const uint16_t *final_norm_fwd(const model *m, model_acts *a, const float *x, int rows,
+                                      uint16_t *hb)
 {
-    const model_config *c = &m->cfg;
-    if (c->arch == ARCH_LLAMA)
-        k_rmsnorm_fwd(a->hf, a->rf, x, m->lnf_w, rows, c->n_embd, c->eps);
-    else
-        k_layernorm_fwd(a->hf, a->mf, a->rf, x, m->lnf_w, m->lnf_b, rows, c->n_embd, c->eps);
+    float *mean = m->cfg.arch == ARCH_LLAMA ? NULL : a->mf;
+    return norm_fwd(&m->cfg, a->hf, hb, mean, a->rf, x, m->lnf_w, m->lnf_b, rows);
 }
 
 /* a->dres += the final norm's backward of a->dnarrow (and its own
@@ -973,9 +1072,10 @@ static void final_norm_bwd(const pass *ps)
     norm_bwd_w(ps, m->lnf_w, m->lnf_b, a->dnarrow, a->res_out, llama ? NULL : a->mf, a->rf);
 }
 
-/* The summed cross-entropy of the head over a->hf, and with dx its gradient
- * with respect to a->hf: fp32 fused kernel, or the bf16 chunks. */
-static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
+/* The summed cross-entropy of the head over a->hf (hb: it in bf16, or
+ * NULL), and with dx its gradient with respect to a->hf: fp32 fused kernel,
+ * or the bf16 chunks. */
+static double head_xent(const pass *ps, float *dx, const uint16_t *hb, const int32_t *tgt)
 {
     const model *m = ps->m;
     model_acts *a = ps->a;
@@ -985,7 +1085,7 @@ static double head_xent(const pass *ps, float *dx, const int32_t *tgt)
     pl_err e;
     int rc;
     double *xent = a->prof ? &a->prof->sec[SP_ELEMENTWISE] : NULL, x0 = xent ? *xent : 0;
-    double loss = mb_head_xent(m, dx, a->xent, a->hf, tgt, a->N, xent, &rc, &e);
+    double loss = mb_head_xent(m, dx, a->xent, a->hf, hb, tgt, a->N, xent, &rc, &e);
     if (xent)   /* the softmax-xent is elementwise work, not the head's */
         a->prof->sec[SP_HEAD] -= *xent - x0;
     note(ps, rc, &e);
@@ -1030,17 +1130,18 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     double t0 = clock_now();
     a->failed = 0;
     forward_blocks(&ps, inp);
-    PROF(&ps, SP_ELEMENTWISE, final_norm_fwd(m, a, a->res_out, N));
+    const uint16_t *hb;
+    PROF(&ps, SP_ELEMENTWISE, hb = final_norm_fwd(m, a, a->res_out, N, a->xb));
     if (!ps.grad) {
         double loss;
-        PROF(&ps, SP_HEAD, loss = head_xent(&ps, NULL, tgt));
+        PROF(&ps, SP_HEAD, loss = head_xent(&ps, NULL, hb, tgt));
         a->t_fwd = clock_now() - t0, a->t_bwd = 0;
         return a->failed ? NAN : loss;
     }
     PROF(&ps, SP_ELEMENTWISE, memset(grad, 0, L->n_params * sizeof(float)));
     /* the head's forward and backward are one fused pass; it counts as forward */
     double loss;
-    PROF(&ps, SP_HEAD, loss = head_xent(&ps, a->dnarrow, tgt));
+    PROF(&ps, SP_HEAD, loss = head_xent(&ps, a->dnarrow, hb, tgt));
     double t1 = clock_now();
     PROF(&ps, SP_ELEMENTWISE, memset(a->dres, 0, (size_t)N * C * sizeof(float));
          final_norm_bwd(&ps));
@@ -1070,7 +1171,7 @@ void model_logits(const model *m, model_acts *a, const lora_layout *L, const flo
     int C = c->n_embd;
     a->failed = 0;
     forward_blocks(&ps, inp);
-    final_norm_fwd(m, a, a->res_out + (size_t)pos * C, 1);
+    final_norm_fwd(m, a, a->res_out + (size_t)pos * C, 1, NULL);
     if (mb_head_onednn(m)) {
         pl_err e;
         note(&ps, mb_head_logits(m, a->hf, logits, &e), &e);
