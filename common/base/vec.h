@@ -8,10 +8,20 @@
 #ifndef PSLORA_VEC_H
 #define PSLORA_VEC_H
 
+/* VEC16: the same for integer loops over 16-bit data (the bf16 rounding,
+ * bf16.h).  Their AVX-512 clone needs AVX512BW for 16-bit lanes, which the
+ * "avx512f" clone lacks: GCC then falls back to 256-bit code, 4x slower
+ * than the x86-64-v4 clone (AVX512F, BW, CD, DQ, VL) on this project's
+ * AMD EPYC (docs/performance.md, "Session 7").  Integer work and single
+ * float operations only: results must not depend on the clone, and a
+ * float expression could be contracted (a*b+c to an FMA) differently from
+ * VEC's clone, which the fp32 kernels keep. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define VEC __attribute__((target_clones("avx512f", "avx2", "default")))
+#define VEC16 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define VEC
+#define VEC16
 #endif
 
 #endif

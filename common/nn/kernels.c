@@ -173,10 +173,11 @@ VEC static void row_scale(float *x, float s, int n)
 static size_t spans(size_t n) { return (n + SPAN - 1) / SPAN; }
 static size_t span_len(size_t n, size_t s) { return n - s * SPAN < SPAN ? n - s * SPAN : SPAN; }
 
-/* b[k] = bf16(x[k]).  VEC: the rounding is a few integer operations per
- * element, so wide vectors run it 2-3x the baseline's (docs/performance.md,
- * "f32->bf16"). */
-VEC void k_bf16_row(uint16_t *b, const float *x, size_t n)
+/* b[k] = bf16(x[k]).  VEC16: the rounding is a few integer operations per
+ * element on 16-bit results, so 512-bit vectors with AVX512BW run it
+ * about 4x the "avx512f" clone's 256-bit code (docs/performance.md,
+ * "Session 7"; 2-3x the baseline's before that, "f32->bf16"). */
+VEC16 void k_bf16_row(uint16_t *b, const float *x, size_t n)
 {
     for (size_t k = 0; k < n; k++)
         b[k] = bf16_from_f32(x[k]);
@@ -1402,8 +1403,8 @@ static double xent_full_row(float *row, int32_t t, int V, int grad)
     return (double)M + log(S) - (double)lt;
 }
 
-/* g[j] = bf16(x[j] * s) */
-VEC static void row_scale_bf16(uint16_t *g, const float *x, float s, int n)
+/* g[j] = bf16(x[j] * s) (VEC16, as k_bf16_row: one multiply, then integers) */
+VEC16 static void row_scale_bf16(uint16_t *g, const float *x, float s, int n)
 {
     for (int j = 0; j < n; j++)
         g[j] = bf16_from_f32(x[j] * s);

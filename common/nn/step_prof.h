@@ -5,10 +5,14 @@
  * (model_acts_profile); every model_loss_grad with those acts then adds the
  * seconds of each kernel call to its category.  Without one the step reads
  * no clock (one pointer test per call).  The f32 -> bf16 rounding of the
- * activations runs inside the bf16 products (dnnl_matmul.c): the bf16
- * arena adds its seconds to SP_CONVERT (model_bf16_time_convert) and the
- * step takes them out of the product's category, so the categories do not
- * overlap.  SP_OPTIMIZER is the caller's (the step has none). */
+ * activations that no kernel rounded as it made them (attention's output,
+ * the residual stream's gradient, attention's dq, dk, dv) runs inside the
+ * bf16 products (dnnl_matmul.c): the bf16 arena adds its seconds to
+ * SP_CONVERT (model_bf16_time_convert) and the step takes them out of the
+ * product's category, so the categories do not overlap.  The norms, GELU
+ * and SwiGLU round their outputs as they write them (kernels.h, *_bf16):
+ * that rounding counts in SP_ELEMENTWISE, with its kernel.  SP_OPTIMIZER
+ * is the caller's (the step has none). */
 #ifndef PSLORA_STEP_PROF_H
 #define PSLORA_STEP_PROF_H
 
@@ -19,7 +23,7 @@ typedef enum {
     SP_ATTENTION,    /* scores, softmax, weighted sum, and their backward */
     SP_ELEMENTWISE,  /* norms, gelu/swiglu, RoPE, embedding, softmax-xent, memsets */
     SP_LORA,         /* LoRA products (forward, dA, dB, dx) and dropout */
-    SP_CONVERT,      /* f32 -> bf16 of the activations */
+    SP_CONVERT,      /* f32 -> bf16 of the activations inside the products */
     SP_OPTIMIZER,    /* clip and AdamW (the caller times it) */
     SP_N
 } sp_cat;
