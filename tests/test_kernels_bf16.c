@@ -1,6 +1,6 @@
 /* test_kernels_bf16.c - the producers' bf16 variants (kernels.h, *_bf16):
- * LayerNorm, GELU forward and backward (GPT-2), RMSNorm, SwiGLU forward and
- * backward (Llama).
+ * LayerNorm forward and backward, GELU forward and backward (GPT-2),
+ * RMSNorm forward and backward, SwiGLU forward and backward (Llama).
  *
  * Each variant must give, bit for bit, the plain kernel's fp32 output (the
  * fp32 compute keeps calling the plain kernel, so both must agree) and that
@@ -110,6 +110,39 @@ static void test_rmsnorm_bf16(void **state)
     free(x), free(w), free(y0), free(y), free(yb);
 }
 
+/* The norms' backward: dx accumulates as the plain kernel's, bit for bit,
+ * and dxb is the accumulated dx rounded. */
+static void test_norms_bwd_bf16(void **state)
+{
+    (void)state;
+    size_t n = (size_t)ROWS * COLS;
+    float *x = tu_fnew(n), *w = tu_fnew(COLS), *b = tu_fnew(COLS), *y = tu_fnew(n);
+    float *dy = tu_fnew(n), *dx0 = tu_fnew(n), *dx1 = tu_fnew(n), *start = tu_fnew(n);
+    float m[ROWS], r[ROWS];
+    uint16_t *dxb = bnew(n);
+    fill_normal(x, n, 2, 14);
+    fill_normal(w, COLS, 1, 15);
+    fill_normal(b, COLS, 0.5f, 16);
+    fill_normal(dy, n, 1, 17);
+    fill_normal(start, n, 1, 18);   /* the residual's gradient so far */
+    for (int rms = 0; rms < 2; rms++) {
+        memcpy(dx0, start, n * sizeof *dx0), memcpy(dx1, start, n * sizeof *dx1);
+        memset(dxb, 0xff, n * sizeof *dxb);
+        if (rms) {
+            k_rmsnorm_fwd(y, r, x, w, ROWS, COLS, 1e-5f);
+            k_rmsnorm_bwd(dx0, dy, x, r, w, ROWS, COLS);
+            k_rmsnorm_bwd_bf16(dx1, dxb, dy, x, r, w, ROWS, COLS);
+        } else {
+            k_layernorm_fwd(y, m, r, x, w, b, ROWS, COLS, 1e-5f);
+            k_layernorm_bwd(dx0, dy, x, m, r, w, ROWS, COLS);
+            k_layernorm_bwd_bf16(dx1, dxb, dy, x, m, r, w, ROWS, COLS);
+        }
+        assert_memory_equal(dx1, dx0, n * sizeof *dx1);
+        assert_bf16_of(dxb, dx0, n);
+    }
+    free(x), free(w), free(b), free(y), free(dy), free(dx0), free(dx1), free(start), free(dxb);
+}
+
 /* GELU forward with and without its fp32 output; backward with, in place
  * (dx aliasing dy) and without (dy then left as it is). */
 static void test_gelu_bf16(void **state)
@@ -216,6 +249,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layernorm_bf16),
         cmocka_unit_test(test_rmsnorm_bf16),
+        cmocka_unit_test(test_norms_bwd_bf16),
         cmocka_unit_test(test_gelu_bf16),
         cmocka_unit_test(test_swiglu_bf16),
         cmocka_unit_test(test_span_alignment),

@@ -356,6 +356,17 @@ void k_layernorm_bwd(float *dx, const float *dy, const float *x, const float *me
                           rstd[n], w, C);
 }
 
+void k_layernorm_bwd_bf16(float *dx, uint16_t *dxb, const float *dy, const float *x,
+                          const float *mean, const float *rstd, const float *w, int N, int C)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        layernorm_bwd_row(dx + o, dy + o, x + o, mean[n], rstd[n], w, C);
+        k_bf16_row(dxb + o, dx + o, (size_t)C);
+    }
+}
+
 /* y = 0.5 x (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3). */
 VEC static void gelu_span(float *y, const float *x, size_t n)
 {
@@ -1245,6 +1256,17 @@ void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *rstd
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
         rmsnorm_bwd_row(dx + (size_t)n * C, dy + (size_t)n * C, x + (size_t)n * C, rstd[n], w, C);
+}
+
+void k_rmsnorm_bwd_bf16(float *dx, uint16_t *dxb, const float *dy, const float *x,
+                        const float *rstd, const float *w, int N, int C)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        rmsnorm_bwd_row(dx + o, dy + o, x + o, rstd[n], w, C);
+        k_bf16_row(dxb + o, dx + o, (size_t)C);
+    }
 }
 
 void k_layernorm_bwd_wb(float *dw, float *db, const float *dy, const float *x, const float *mean,

@@ -52,6 +52,10 @@ void k_layernorm_fwd_bf16(float *y, uint16_t *yb, float *mean, float *rstd, cons
 /* dx[N,C] += (dy through the normalisation); w frozen, so no dw, db. */
 void k_layernorm_bwd(float *dx, const float *dy, const float *x, const float *mean,
                      const float *rstd, const float *w, int N, int C);
+/* The same, and dxb[N,C] = the accumulated dx rounded to bf16 (the
+ * residual stream's gradient, the next bf16 product's dy). */
+void k_layernorm_bwd_bf16(float *dx, uint16_t *dxb, const float *dy, const float *x,
+                          const float *mean, const float *rstd, const float *w, int N, int C);
 
 /* tanh-approximate GELU ("gelu_new"): y = 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))). */
 void k_gelu_fwd(float *y, const float *x, size_t n);
@@ -184,6 +188,9 @@ void k_rmsnorm_fwd_bf16(float *y, uint16_t *yb, float *rstd, const float *x, con
  *   dx_j += rstd * w_j dy_j - x_j rstd^3 / C * sum_i w_i dy_i x_i. */
 void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *rstd,
                    const float *w, int N, int C);
+/* The same, and dxb[N,C] = the accumulated dx rounded to bf16. */
+void k_rmsnorm_bwd_bf16(float *dx, uint16_t *dxb, const float *dy, const float *x,
+                        const float *rstd, const float *w, int N, int C);
 
 /* Rotary table for head size D (even), positions 0..T-1, Hugging Face's
  * inv_freq[i] = 1 / theta^(2i/D):  cs[t, i] = cos(t inv_freq[i]),

@@ -38,7 +38,8 @@
  * products in bf16 too (dnnl_attention.h, one handle in the acts; each
  * layer keeps its softmax P in bf16, half the fp32 att).  The kernels that
  * make a product's input or dy -- the norms, GELU and SwiGLU, forward and
- * backward -- round it to bf16 as they write it (kernels.h, *_bf16; into
+ * backward (the norms' backward: the residual stream's gradient dres) --
+ * round it to bf16 as they write it (kernels.h, *_bf16; into
  * a->xb), so those products take it as it lies; their fp32 output is
  * written only where something reads it (f32_read).  Everything else
  * is the same code.  A failing bf16
@@ -626,6 +627,29 @@ static const uint16_t *norm_fwd(const model_config *c, float *y, uint16_t *yb, f
     return yb;
 }
 
+/* dres += the backward of a norm (LayerNorm when mean != NULL, else
+ * RMSNorm; x its saved input, w and b its weights) applied to a->dnarrow,
+ * and the norm's own gradients when trained; bf16 compute: dres rounded
+ * into a->xb too, for the next product reading dres as its dy.  Returns
+ * that copy or NULL. */
+static const uint16_t *norm_bwd(const pass *ps, const float *x, const float *mean,
+                                const float *rstd, const float *w, const float *b)
+{
+    model_acts *a = ps->a;
+    uint16_t *db = a->xb;
+    int N = a->N, C = ps->m->cfg.n_embd;
+    if (mean && db)
+        k_layernorm_bwd_bf16(a->dres, db, a->dnarrow, x, mean, rstd, w, N, C);
+    else if (mean)
+        k_layernorm_bwd(a->dres, a->dnarrow, x, mean, rstd, w, N, C);
+    else if (db)
+        k_rmsnorm_bwd_bf16(a->dres, db, a->dnarrow, x, rstd, w, N, C);
+    else
+        k_rmsnorm_bwd(a->dres, a->dnarrow, x, rstd, w, N, C);
+    norm_bwd_w(ps, w, b, a->dnarrow, x, mean, rstd);
+    return db;
+}
+
 /* g = gelu(f) [n], the input of lin (GPT-2's mlp.c_proj); bf16 compute:
  * rounded into a->xb too, and g only when f32_read.  Returns the bf16 copy
  * or NULL. */
@@ -742,8 +766,10 @@ static void gpt2_block_fwd(const pass *ps, int l, float *out)
 }
 
 /* dres holds dL/d(block output) on entry and dL/d(block input) on return
- * (unless need_dx is 0, when only the LoRA gradients matter). */
-static void gpt2_block_bwd(const pass *ps, int l, int need_dx)
+ * (unless need_dx is 0, when only the LoRA gradients matter); dresb is
+ * dres in bf16 on entry (or NULL), and the return value on return (NULL
+ * without need_dx or in fp32). */
+static const uint16_t *gpt2_block_bwd(const pass *ps, int l, int need_dx, const uint16_t *dresb)
 {
     const model_config *c = &ps->m->cfg;
     const model_block *b = &ps->m->blocks[l];
@@ -751,22 +777,20 @@ static void gpt2_block_bwd(const pass *ps, int l, int need_dx)
     model_acts *a = ps->a;
     int N = a->N, C = c->n_embd, Ni = c->n_inner;
     /* MLP: y = x' + gelu(f) Wp */
-    linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->g, 0.0f);
+    linear_bwd_rows(ps, &b->lin[3], a->dwide, a->dres, dresb, x->g, 0.0f, N);
     const uint16_t *db;
     PROF(ps, SP_ELEMENTWISE, db = gelu_bwd(ps, &b->lin[2], a->dwide, x->f, (size_t)N * Ni));
     linear_bwd_rows(ps, &b->lin[2], a->dnarrow, a->dwide, db, x->h2, 0.0f, N);
-    PROF(ps, SP_ELEMENTWISE,
-         k_layernorm_bwd(a->dres, a->dnarrow, x->mid, x->m2, x->r2, b->ln2_w, N, C);
-         norm_bwd_w(ps, b->ln2_w, b->ln2_b, a->dnarrow, x->mid, x->m2, x->r2));
+    PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->mid, x->m2, x->r2, b->ln2_w, b->ln2_b));
     /* attention: x' = x + attn(LN1(x)) Wo */
-    linear_bwd(ps, &b->lin[1], a->dnarrow, a->dres, x->ao, 0.0f);
+    linear_bwd_rows(ps, &b->lin[1], a->dnarrow, a->dres, dresb, x->ao, 0.0f, N);
     attention_bwd(ps, x, a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->dnarrow, x->qkv, x->qkv + C,
                   x->qkv + 2 * C, 3 * C, 3 * C, 3 * C);
     linear_bwd(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, x->h1, 0.0f);
-    if (need_dx)
-        PROF(ps, SP_ELEMENTWISE,
-             k_layernorm_bwd(a->dres, a->dnarrow, x->res, x->m1, x->r1, b->ln1_w, N, C);
-             norm_bwd_w(ps, b->ln1_w, b->ln1_b, a->dnarrow, x->res, x->m1, x->r1));
+    if (!need_dx)
+        return NULL;
+    PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->res, x->m1, x->r1, b->ln1_w, b->ln1_b));
+    return dresb;
 }
 
 /* The Llama q, k, v of a layer: separate row blocks of x->qkv (or of a->dqkv). */
@@ -804,36 +828,37 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     linear_fwd_rows(ps, &b->lin[6], out, x->act, ab, x->mid, N);
 }
 
-/* As gpt2_block_bwd, for the Llama block: dres in, dres out. */
-static void llama_block_bwd(const pass *ps, int l, int need_dx)
+/* As gpt2_block_bwd, for the Llama block: dres (and dresb) in, dres out. */
+static const uint16_t *llama_block_bwd(const pass *ps, int l, int need_dx,
+                                       const uint16_t *dresb)
 {
     const model_config *c = &ps->m->cfg;
     const model_block *b = &ps->m->blocks[l];
     layer_acts *x = slot(ps, l);
     model_acts *a = ps->a;
-    int N = a->N, C = c->n_embd, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
+    int N = a->N, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
     float *q, *k, *v, *dq, *dk, *dv;
     llama_qkv(c, N, x->qkv, &q, &k, &v);
     llama_qkv(c, N, a->dqkv, &dq, &dk, &dv);
     /* MLP: y = x' + (silu(gate) * up) Wd^T; dwide = d(act), then d(gate) in place */
-    linear_bwd(ps, &b->lin[6], a->dwide, a->dres, x->act, 0.0f);
+    linear_bwd_rows(ps, &b->lin[6], a->dwide, a->dres, dresb, x->act, 0.0f, N);
     const uint16_t *dgub[2], *const *dgb;
     PROF(ps, SP_ELEMENTWISE, dgb = swiglu_bwd(ps, &b->lin[4], a->dwide, a->dup, dgub, x->f, x->g,
                                              (size_t)N * c->n_inner));
     const float *dgu[2] = {a->dwide, a->dup};
     group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, dgb, x->h2, 0.0f);
-    PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->mid, x->r2, b->ln2_w, N, C);
-         norm_bwd_w(ps, b->ln2_w, NULL, a->dnarrow, x->mid, NULL, x->r2));
+    PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->mid, NULL, x->r2, b->ln2_w, NULL));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
-    linear_bwd(ps, &b->lin[3], a->dwide, a->dres, x->ao, 0.0f);
+    linear_bwd_rows(ps, &b->lin[3], a->dwide, a->dres, dresb, x->ao, 0.0f, N);
     attention_bwd(ps, x, dq, dk, dv, a->dwide, q, k, v, H * D, Hk * D, Hk * D);
     PROF(ps, SP_ELEMENTWISE, k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
          k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
     const float *dqkv[3] = {dq, dk, dv};
     group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, NULL, x->h1, 0.0f);
-    if (need_dx)
-        PROF(ps, SP_ELEMENTWISE, k_rmsnorm_bwd(a->dres, a->dnarrow, x->res, x->r1, b->ln1_w, N, C);
-             norm_bwd_w(ps, b->ln1_w, NULL, a->dnarrow, x->res, NULL, x->r1));
+    if (!need_dx)
+        return NULL;
+    PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->res, NULL, x->r1, b->ln1_w, NULL));
+    return dresb;
 }
 
 /* ---- BERT ---- */
@@ -1057,19 +1082,13 @@ static const uint16_t *final_norm_fwd(const model *m, model_acts *a, const float
 }
 
 /* a->dres += the final norm's backward of a->dnarrow (and its own
- * gradients when trained). */
-static void final_norm_bwd(const pass *ps)
+ * gradients when trained); returns dres in bf16 (norm_bwd) or NULL. */
+static const uint16_t *final_norm_bwd(const pass *ps)
 {
     const model *m = ps->m;
     model_acts *a = ps->a;
-    const model_config *c = &m->cfg;
-    int llama = c->arch == ARCH_LLAMA;
-    if (llama)
-        k_rmsnorm_bwd(a->dres, a->dnarrow, a->res_out, a->rf, m->lnf_w, a->N, c->n_embd);
-    else
-        k_layernorm_bwd(a->dres, a->dnarrow, a->res_out, a->mf, a->rf, m->lnf_w, a->N,
-                        c->n_embd);
-    norm_bwd_w(ps, m->lnf_w, m->lnf_b, a->dnarrow, a->res_out, llama ? NULL : a->mf, a->rf);
+    const float *mean = m->cfg.arch == ARCH_LLAMA ? NULL : a->mf;
+    return norm_bwd(ps, a->res_out, mean, a->rf, m->lnf_w, m->lnf_b);
 }
 
 /* The summed cross-entropy of the head over a->hf (hb: it in bf16, or
@@ -1143,16 +1162,17 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     double loss;
     PROF(&ps, SP_HEAD, loss = head_xent(&ps, a->dnarrow, hb, tgt));
     double t1 = clock_now();
+    const uint16_t *dresb;
     PROF(&ps, SP_ELEMENTWISE, memset(a->dres, 0, (size_t)N * C * sizeof(float));
-         final_norm_bwd(&ps));
+         dresb = final_norm_bwd(&ps));
     int lo = lowest_adapted(m);
     for (int l = nl - 1; l >= lo; l--) {
         /* trained weights: layer 0's norm gradients need its dx pass */
         int need_dx = l > lo || m->trained;
         if (c->arch == ARCH_LLAMA)
-            llama_block_bwd(&ps, l, need_dx);
+            dresb = llama_block_bwd(&ps, l, need_dx, dresb);
         else
-            gpt2_block_bwd(&ps, l, need_dx);
+            dresb = gpt2_block_bwd(&ps, l, need_dx, dresb);
     }
     /* trained embeddings: dres is now d(sum loss)/d(x0), x0 = wte[inp] (+ wpe);
      * a tied wte already holds the head's dE, the lookup's part adds to it */
