@@ -18,8 +18,8 @@
  * be shared), FLOPs = 2 M in out per call.
  *
  * With --attention: causal attention instead, the fp32 kernels against the
- * oneDNN ones, bf16 or (--dtype fp32) fp32 (section "--attention" below); with --lora: the LoRA products at
- * Llama's shapes (section "--lora").
+ * oneDNN ones, bf16 or (--dtype fp32) fp32 (section "--attention" below);
+ * with --lora: the LoRA products at Llama's shapes (section "--lora").
  *
  *   bench_gemm [--rows 1024] [--dim 768] [--inter 3072] [--vocab 50257]
  *              [--threads 1,2] [--seconds 0.5]

@@ -23,8 +23,9 @@
  * (Llama: q [N,H*D], k, v [N,Hk*D], H/Hk = 3) where dk and dv sum over the
  * group; T is not a multiple of DA_BLOCK, so the last block is partial.
  * Also: the softmax kept (P, the columns the backward reads; bf16 or fp32)
- * against the kernels' fp32 att, and a second call giving the same bits
- * (primitives cached, nothing rebuilt). */
+ * against the kernels' fp32 att, a second call giving the same bits
+ * (primitives cached, nothing rebuilt), and the bytes the handle holds
+ * (fp32: its scratch only once a backward ran). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -161,8 +162,15 @@ static void compare(da_dtype dt, int B, int T, int H, int Hk, int D)
     pl_err e;
     da_attn *h = da_attn_new(&c.s, &e);
     assert_non_null(h);
+    /* bf16: the copies of q, dO (nq each), k, v (nk each), dS (natt) and the
+     * fp32 scratch, from the start; fp32: the scratch only, from the first
+     * backward (forward-only handles hold none) */
+    size_t nk = (c.nqkv - c.no) / 2, tt = c.natt * sizeof(float);
+    size_t copies = (2 * c.no + 2 * nk + c.natt) * sizeof(uint16_t);
+    assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : 0);
     run(&c, 0, NULL);
     run(&c, 1, h);
+    assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : tt);
     printf("%s, B %d T %d H %d Hk %d D %d:\n", dt == DA_BF16 ? "bf16" : "fp32", B, T, H, Hk, D);
     const da_shape *s = &c.s;
     int wq = H * D, wk = Hk * D;

@@ -211,7 +211,8 @@ static int ensure_built(da_attn *a, int bwd, pl_err *e)
             if (s != dnnl_success)
                 return pl_errf(e, "oneDNN attention: cannot build the %s matmul of product %d "
                                "(B %d T %d H %d Hk %d D %d; status %d)",
-                               a->dt == dnnl_bf16 ? "bf16" : "fp32", p, a->s.B, a->s.T, a->s.H, a->s.Hk, a->s.D, (int)s);
+                               a->dt == dnnl_bf16 ? "bf16" : "fp32", p, a->s.B, a->s.T,
+                               a->s.H, a->s.Hk, a->s.D, (int)s);
         }
     a->built[bwd] = 1;
     return 0;
@@ -362,6 +363,20 @@ static void softmax_bwd(da_attn *a, const void *P)
 
 /* ---- the public side ---- */
 
+/* The fp32 scratch [B,H,T,T] of S and dP (bf16: made with the handle;
+ * fp32, whose forward writes S into P: on the first backward call). */
+static int scratch_alloc(da_attn *a, pl_err *e)
+{
+    size_t n = (size_t)a->s.B * a->s.H * a->s.T * a->s.T;
+    if (a->S)
+        return 0;
+    a->S = malloc(n * sizeof(float));
+    if (!a->S)
+        return pl_errf(e, "oneDNN attention: out of memory (%zu bytes of scratch)", n * 4);
+    a->bytes += n * sizeof(float);
+    return 0;
+}
+
 /* The element type, the operands' strides and the buffers of shape s. */
 static int attn_alloc(da_attn *a, const da_shape *s, pl_err *e)
 {
@@ -371,15 +386,15 @@ static int attn_alloc(da_attn *a, const da_shape *s, pl_err *e)
     a->dt = bf16 ? dnnl_bf16 : dnnl_f32, a->esz = bf16 ? sizeof(uint16_t) : sizeof(float);
     a->lq = bf16 ? s->H * s->D : s->ldq, a->lk = bf16 ? s->Hk * s->D : s->ldk;
     a->lv = bf16 ? s->Hk * s->D : s->ldv, a->lo = (int64_t)s->H * s->D;
-    a->bytes = n * sizeof(uint16_t) + ntt * sizeof(float);
+    a->bytes = n * sizeof(uint16_t);
     a->q = n ? malloc(n * sizeof(uint16_t)) : NULL;
-    a->S = malloc(ntt * sizeof(float));
     a->prims = calloc((size_t)DA_NPROD * a->nb, sizeof *a->prims);
-    if ((n && !a->q) || !a->S || !a->prims)
+    if ((n && !a->q) || !a->prims)
         return pl_errf(e, "oneDNN attention: out of memory (%zu bytes of scratch)", a->bytes);
-    if (bf16)
-        a->dout = a->q + nq, a->k = a->dout + nq, a->v = a->k + nk, a->dS = a->v + nk;
-    return 0;
+    if (!bf16)
+        return 0;
+    a->dout = a->q + nq, a->k = a->dout + nq, a->v = a->k + nk, a->dS = a->v + nk;
+    return scratch_alloc(a, e);
 }
 
 da_attn *da_attn_new(const da_shape *s, pl_err *e)
@@ -425,7 +440,7 @@ int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k,
 int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
                 const float *k, const float *v, const void *P, pl_err *e)
 {
-    if (ensure_built(a, 1, e) != 0)
+    if (ensure_built(a, 1, e) != 0 || scratch_alloc(a, e) != 0)
         return -1;
     da_ops o = operands(a, q, k, v, dout);
     if (run_product(a, DA_DP, o.dout, o.v, a->S, e) != 0)

@@ -41,7 +41,8 @@
  * A handle serves one shape and type (all the layers of a model, one at a
  * time): bf16, it holds the copies (q, k, v, dO [B*T, heads*D]; dS
  * [B,H,T,T]) and the fp32 scratch of S and dP [B,H,T,T]; fp32, the scratch
- * of dP only.  Also the primitives of 6 products x T/DA_BLOCK blocks (8
+ * of dP only, made on the first backward call (a forward-only handle, eval
+ * and generate, holds none).  Also the primitives of 6 products x T/DA_BLOCK blocks (8
  * with grouped heads: dK, dV adding), built on the first forward (resp.
  * backward) call; later calls allocate nothing.  oneDNN runs each product
  * on omp_get_max_threads() threads.  Not thread-safe.
@@ -72,8 +73,9 @@ typedef struct {
 } da_shape;
 
 /* A handle for shape s, its buffers allocated (bf16: B*T*(2H + 2Hk)*D +
- * B*H*T*T bf16 elements and B*H*T*T floats; fp32: B*H*T*T floats), no
- * primitive built yet.  NULL on failure, reason in e. */
+ * B*H*T*T bf16 elements and B*H*T*T floats; fp32: none yet, B*H*T*T floats
+ * on the first da_attn_bwd), no primitive built yet.  NULL on failure,
+ * reason in e. */
 da_attn *da_attn_new(const da_shape *s, pl_err *e);
 
 /* out[(b*T+t), h*D..] = softmax(q k^T / sqrt(D), causal) v.  P [B,H,T,T]
@@ -86,11 +88,12 @@ int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k,
                 pl_err *e);
 
 /* Overwrites dq, dk, dv from dout [B*T, H*D] and the forward's P (of the
- * handle's type), as k_attention_bwd.  0, or -1 with e filled. */
+ * handle's type), as k_attention_bwd.  0, or -1 with e filled (only
+ * possible on the first call). */
 int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
                 const float *k, const float *v, const void *P, pl_err *e);
 
-/* Bytes the handle holds (its buffers). */
+/* Bytes the handle holds (its buffers, as made so far). */
 size_t da_attn_bytes(const da_attn *a);
 
 void da_attn_free(da_attn *a);
