@@ -18,13 +18,13 @@
  * be shared), FLOPs = 2 M in out per call.
  *
  * With --attention: causal attention instead, the fp32 kernels against the
- * bf16 ones (section "--attention" below); with --lora: the LoRA products at
- * Llama's shapes (section "--lora").
+ * oneDNN ones, bf16 or (--dtype fp32) fp32 (section "--attention" below);
+ * with --lora: the LoRA products at Llama's shapes (section "--lora").
  *
  *   bench_gemm [--rows 1024] [--dim 768] [--inter 3072] [--vocab 50257]
  *              [--threads 1,2] [--seconds 0.5]
  *   bench_gemm --attention [--batch 4] [--seq 256] [--heads 12] [--kv-heads H] [--head-dim 64]
- *              [--threads 1,2] [--seconds 0.5]
+ *              [--dtype bf16|fp32] [--threads 1,2] [--seconds 0.5]
  *   bench_gemm --lora [--rows 1024] [--dim 576] [--kv 192] [--inter 1536] [--rank 8]
  *              [--threads 1,2] [--seconds 0.5] */
 #include <cblas.h>
@@ -275,20 +275,21 @@ static const char *arg_str(int argc, char **argv, const char *name, const char *
  *   fp32  k_attention_fwd / k_attention_bwd (kernels.h): per (b, h), one
  *         single-threaded sgemm per causal block and product, fp32 softmax
  *   bf16  da_attn_fwd / da_attn_bwd (dnnl_attention.h): the products in bf16
- *         through oneDNN over all heads at once, rounding included
+ *         through oneDNN over all heads at once, rounding included (with
+ *         --dtype fp32: the same in fp32, column "dnnl32")
  * GFLOP/s count the causal blocks' products (2 m n K each; the softmax not
  * counted), both variants alike.  Each figure is the best call of
  * ATT_ROUNDS turns of the variants (a shared machine).  Also printed: the
- * bf16 outputs' max-norm error relative to the fp32 kernels' (out; dq, dk,
- * dv) on these inputs. */
+ * oneDNN outputs' max-norm error relative to the fp32 kernels' (out; dq,
+ * dk, dv) on these inputs. */
 #define ATT_ROUNDS 5
 
 typedef struct {
     da_shape s;
     float *q, *k, *v, *out, *att, *dout, *dq, *dk, *dv, *dP;
-    uint16_t *P;     /* the bf16 variant's softmax */
+    void *P;         /* the oneDNN variant's softmax (room for fp32) */
     da_attn *da;
-    int bwd, bf16;   /* the pass and the variant a call runs */
+    int bwd, bf16;   /* the pass and the variant a call runs (bf16: oneDNN's) */
 } att_ctx;
 
 static void run_att(void *arg)
@@ -338,7 +339,10 @@ static double att_rel(const float *x, const float *y, int rows, int w, int ld)
     return m > 0 ? d / m : d;
 }
 
-/* Runs both passes fp32 then bf16 and prints the bf16 outputs' error. */
+/* The oneDNN variant's column name. */
+static const char *att_name(const da_shape *s) { return s->dt == DA_F32 ? "dnnl32" : "bf16"; }
+
+/* Runs both passes fp32 then oneDNN and prints the oneDNN outputs' error. */
 static void att_check(att_ctx *c)
 {
     const da_shape *s = &c->s;
@@ -355,7 +359,7 @@ static void att_check(att_ctx *c)
             for (int i = 0; i < 4 && !bf && bwd; i++)
                 memcpy(ref[i], got[i], len[i] * 4);
         }
-    printf("bf16 vs fp32 kernels, max rel err (max-norm):");
+    printf("%s vs fp32 kernels, max rel err (max-norm):", att_name(s));
     const char *names[4] = {"out", "dq", "dk", "dv"};
     for (int i = 0; i < 4; i++)
         printf(" %s %.2e", names[i], att_rel(got[i], ref[i], N, w[i], ld[i]));
@@ -367,8 +371,10 @@ static void att_check(att_ctx *c)
 /* The table at the current thread count: both passes, the variants taking turns. */
 static void att_table(att_ctx *c, double seconds)
 {
-    printf("%-4s %10s %10s %10s %10s %7s\n", "pass", "fp32 ms", "bf16 ms", "fp32 GF/s",
-           "bf16 GF/s", "ratio");
+    char ms[24], gf[24];
+    snprintf(ms, sizeof ms, "%s ms", att_name(&c->s));
+    snprintf(gf, sizeof gf, "%s GF/s", att_name(&c->s));
+    printf("%-4s %10s %10s %10s %11s %7s\n", "pass", "fp32 ms", ms, "fp32 GF/s", gf, "ratio");
     for (int bwd = 0; bwd < 2; bwd++) {
         double best[2] = {1e30, 1e30}, fl = att_flops(&c->s, bwd);
         for (int round = 0; round < ATT_ROUNDS; round++)
@@ -377,7 +383,7 @@ static void att_table(att_ctx *c, double seconds)
                 double sec = best_time(run_att, c, seconds / ATT_ROUNDS);
                 best[bf] = sec < best[bf] ? sec : best[bf];
             }
-        printf("%-4s %10.2f %10.2f %10.1f %10.1f %6.2fx\n", bwd ? "bwd" : "fwd", best[0] * 1e3,
+        printf("%-4s %10.2f %10.2f %10.1f %11.1f %6.2fx\n", bwd ? "bwd" : "fwd", best[0] * 1e3,
                best[1] * 1e3, fl / best[0] * 1e-9, fl / best[1] * 1e-9, best[0] / best[1]);
         fflush(stdout);
     }
@@ -394,6 +400,12 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
     int gpt2 = s->Hk == s->H, N = s->B * s->T;
     s->ldq = gpt2 ? 3 * s->H * s->D : s->H * s->D;
     s->ldk = s->ldv = gpt2 ? s->ldq : s->Hk * s->D;
+    const char *dt = arg_str(argc, argv, "--dtype", "bf16");
+    if (strcmp(dt, "bf16") && strcmp(dt, "fp32")) {
+        fprintf(stderr, "bench_gemm: --dtype: '%s' is not bf16 or fp32\n", dt);
+        return 2;
+    }
+    s->dt = strcmp(dt, "fp32") ? DA_BF16 : DA_F32;
     pl_err e;
     c.da = da_attn_new(s, &e);
     if (!c.da) {
@@ -408,11 +420,11 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
     c.q = qkv, c.k = qkv + ko, c.v = qkv + vo, c.dq = dqkv, c.dk = dqkv + ko, c.dv = dqkv + vo;
     c.dout = randn(no, 1.0f, 4), c.out = calloc(no, sizeof *c.out);
     c.att = calloc(np, sizeof *c.att), c.dP = calloc(np, sizeof *c.dP);
-    c.P = calloc(np, sizeof *c.P);
+    c.P = calloc(np, sizeof(float));
     printf("bench_gemm --attention: B %d T %d H %d Hk %d D %d, blocks of %d rows; products "
-           "fwd %.2f, bwd %.2f GFLOP; best call within %.2f s; the bf16 handle holds %.1f MB\n",
+           "fwd %.2f, bwd %.2f GFLOP; best call within %.2f s; the %s handle holds %.1f MB\n",
            s->B, s->T, s->H, s->Hk, s->D, DA_BLOCK, att_flops(s, 0) * 1e-9,
-           att_flops(s, 1) * 1e-9, seconds, da_attn_bytes(c.da) / 1e6);
+           att_flops(s, 1) * 1e-9, seconds, att_name(s), da_attn_bytes(c.da) / 1e6);
     omp_set_num_threads(2);
     att_check(&c);
     for (const char *t = threads; *t;) {

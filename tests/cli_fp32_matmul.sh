@@ -7,9 +7,12 @@
 #    PSLORA_CPU_FEATURES=none (the suite's setting) gives openblas, so the
 #    other tests keep their path; avx512f with OpenBLAS held to its Haswell
 #    kernels gives onednn, with its SkylakeX kernels openblas;
-#  - 40 steps of GPT-2 and of Llama (its [out,in] weights and untied head):
-#    every step's loss with onednn within 1e-5 (relative) of openblas's,
-#    the adapters within 1e-4; eval within 1e-5, greedy generate the same;
+#  - 40 steps of GPT-2 and of Llama (its [out,in] weights and untied head,
+#    grouped heads, seq 100: two causal blocks of attention, the last one
+#    partial): every step's loss with onednn (its products and attention's,
+#    dnnl_attention.h in fp32) within 1e-5 (relative) of openblas's (the
+#    kernels.h attention), the adapters within 1e-4; eval within 1e-5,
+#    greedy generate the same;
 #  - onednn is deterministic (cmp), 2 workers x 4 = 1 x 8 within 1e-5 (as
 #    cli_ps for openblas), a resumed run equals the uninterrupted one (cmp);
 #    a resume or a rank with another --fp32-matmul is refused;
@@ -93,9 +96,9 @@ grep -Eq '^fp32 matmul onednn \(requested onednn; OpenBLAS core [A-Za-z0-9]+, av
 
 # losses: onednn against openblas, step by step (GPT-2 Conv1D [in,out]
 # weights with a tied head; Llama [out,in] weights with an untied head)
-"$PSLORA" init --arch llama --layers 2 --dim 32 --heads 4 --kv-heads 2 --vocab 256 --ctx 64 --seed 5 \
+"$PSLORA" init --arch llama --layers 2 --dim 32 --heads 4 --kv-heads 2 --vocab 256 --ctx 128 --seed 5 \
   --untied --out llama >/dev/null
-LT="--model llama --data data.bin --seq 32 --lr 3e-3 --rank 8 --targets q_proj,v_proj,o_proj,down_proj --compute fp32"
+LT="--model llama --data data.bin --seq 100 --lr 3e-3 --rank 8 --targets q_proj,v_proj,o_proj,down_proj --compute fp32"
 for arch in gpt2 llama; do
   F=$T; [ $arch = gpt2 ] || F=$LT
   for mm in openblas onednn; do

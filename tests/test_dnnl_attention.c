@@ -1,5 +1,6 @@
-/* test_dnnl_attention.c - the bf16 attention (dnnl_attention.h) against the
- * fp32 kernels (k_attention_fwd / k_attention_bwd) on the same random inputs.
+/* test_dnnl_attention.c - the oneDNN attention (dnnl_attention.h), bf16
+ * and fp32, against the fp32 kernels (k_attention_fwd / k_attention_bwd) on
+ * the same random inputs.
  *
  * Bound: bf16 keeps 8 significant bits, unit roundoff u = 2^-9 = 1.95e-3.
  * Each product rounds both inputs once (relative error <= 2u per term,
@@ -12,12 +13,19 @@
  * head or group member gives errors of order 1, and a path that did not
  * round at all would give below 1e-5: both are caught (MIN_ERR).
  *
+ * fp32 (DA_F32): the same products unrounded, in another summation order
+ * (oneDNN's blocking against OpenBLAS's), so each output differs by a few
+ * fp32 ulps of the sums: u32 = 2^-24 = 6e-8 times ~log2(K) terms' growth.
+ * TOL32 = 1e-5 relative (max-norm); measured ~1e-7 (printed).  Any bf16
+ * rounding on the way (2e-3 and more, as above) fails it.
+ *
  * Shapes: GPT-2's interleaved qkv [N, 3*H*D] (H == Hk), and a grouped one
  * (Llama: q [N,H*D], k, v [N,Hk*D], H/Hk = 3) where dk and dv sum over the
  * group; T is not a multiple of DA_BLOCK, so the last block is partial.
- * Also: the softmax kept in bf16 (P, the columns the backward reads) against
- * the kernels' fp32 att, and a second call giving the same bits (primitives
- * cached, nothing rebuilt). */
+ * Also: the softmax kept (P, the columns the backward reads; bf16 or fp32)
+ * against the kernels' fp32 att, a second call giving the same bits
+ * (primitives cached, nothing rebuilt), and the bytes the handle holds
+ * (fp32: its scratch only once a backward ran). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +44,7 @@
 
 #define TOL 1.56e-2   /* 8u, see above */
 #define MIN_ERR 1e-5  /* below: the inputs were not rounded to bf16 */
+#define TOL32 1e-5    /* fp32: summation order only, see above */
 
 #ifdef PSLORA_HAVE_DNNL
 
@@ -51,16 +60,20 @@ static double rel_err(const float *x, const float *y, int rows, int w, int ld)
     return m > 0 ? d / m : d;
 }
 
-/* The largest relative error of the bf16 P against the fp32 att over the
- * columns row t of each (b, h) keeps: 0..end of t's block. */
-static double att_err(const uint16_t *x, const float *y, int BH, int T)
+/* The largest relative error of P (bf16 bits or fp32 as dt) against the
+ * fp32 att over the columns row t of each (b, h) keeps: 0..end of t's
+ * block. */
+static double att_err(const void *x, da_dtype dt, const float *y, int BH, int T)
 {
     double d = 0, m = 0;
+    const uint16_t *xb = x;
+    const float *xf = x;
     for (size_t r = 0; r < (size_t)BH * T; r++) {
         int t = (int)(r % T), w = (t / DA_BLOCK + 1) * DA_BLOCK;
         for (size_t j = 0; j < (size_t)(w < T ? w : T); j++) {
-            double a = fabs((double)bf16_to_f32(x[r * T + j]) - y[r * T + j]);
-            double b = fabs(y[r * T + j]);
+            size_t i = r * T + j;
+            double a = fabs((dt == DA_BF16 ? (double)bf16_to_f32(xb[i]) : xf[i]) - y[i]);
+            double b = fabs(y[i]);
             d = a > d ? a : d, m = b > m ? b : m;
         }
     }
@@ -79,28 +92,28 @@ static float *randn(size_t n, uint64_t seed)
 
 /* One shape's buffers: q, k, v and dq, dk, dv inside one array each (GPT-2:
  * column blocks of [N, 3C]; grouped: three row-major arrays one after the
- * other), fp32 results (ref) and bf16 results. */
+ * other), the kernels' results (ref) and the handle's (type s.dt). */
 typedef struct {
     da_shape s;
     int N;
     float *qkv, *dqkv[2], *out[2], *att, *dout, *dP;
-    uint16_t *P;
+    void *P;         /* the handle's softmax: room for fp32 */
     size_t kofs, vofs, nqkv, no, natt;
 } att_case;
 
-static void case_init(att_case *c, int B, int T, int H, int Hk, int D)
+static void case_init(att_case *c, da_dtype dt, int B, int T, int H, int Hk, int D)
 {
     int gpt2 = H == Hk;
     memset(c, 0, sizeof *c);
     c->N = B * T;
     c->s = (da_shape){B, T, H, Hk, D, gpt2 ? 3 * H * D : H * D, gpt2 ? 3 * H * D : Hk * D,
-                      gpt2 ? 3 * H * D : Hk * D};
+                      gpt2 ? 3 * H * D : Hk * D, dt};
     size_t nq = (size_t)c->N * H * D, nk = (size_t)c->N * Hk * D;
     c->nqkv = nq + 2 * nk, c->no = nq, c->natt = (size_t)B * H * T * T;
     c->kofs = gpt2 ? (size_t)H * D : nq, c->vofs = gpt2 ? 2 * c->kofs : nq + nk;
     c->qkv = randn(c->nqkv, 1), c->dout = randn(c->no, 2);
     c->dP = malloc(c->natt * sizeof *c->dP);
-    c->att = calloc(c->natt, sizeof(float)), c->P = calloc(c->natt, sizeof(uint16_t));
+    c->att = calloc(c->natt, sizeof(float)), c->P = calloc(c->natt, sizeof(float));
     for (int i = 0; i < 2; i++) {
         c->dqkv[i] = calloc(c->nqkv, sizeof(float));
         c->out[i] = calloc(c->no, sizeof(float));
@@ -114,7 +127,7 @@ static void case_free(att_case *c)
         free(c->dqkv[i]), free(c->out[i]);
 }
 
-/* Both passes: variant 0 the fp32 kernels, 1 the bf16 handle h. */
+/* Both passes: variant 0 the fp32 kernels, 1 the handle h. */
 static void run(att_case *c, int bf, da_attn *h)
 {
     const da_shape *s = &c->s;
@@ -132,31 +145,40 @@ static void run(att_case *c, int bf, da_attn *h)
                     s->ldq, s->ldk, s->ldv);
 }
 
-/* Checks one error against the bound and prints it. */
-static void check(const char *what, double err)
+/* Checks one error against the bound of type dt and prints it. */
+static void check(const char *what, double err, da_dtype dt)
 {
-    printf("  %-4s max rel err %.2e (bound %.2e)\n", what, err, TOL);
-    assert_true(err <= TOL);
-    assert_true(err >= MIN_ERR);
+    double tol = dt == DA_BF16 ? TOL : TOL32;
+    printf("  %-4s max rel err %.2e (bound %.2e)\n", what, err, tol);
+    assert_true(err <= tol);
+    if (dt == DA_BF16)
+        assert_true(err >= MIN_ERR);
 }
 
-static void compare(int B, int T, int H, int Hk, int D)
+static void compare(da_dtype dt, int B, int T, int H, int Hk, int D)
 {
     att_case c;
-    case_init(&c, B, T, H, Hk, D);
+    case_init(&c, dt, B, T, H, Hk, D);
     pl_err e;
     da_attn *h = da_attn_new(&c.s, &e);
     assert_non_null(h);
+    /* bf16: the copies of q, dO (nq each), k, v (nk each), dS (natt) and the
+     * fp32 scratch, from the start; fp32: the scratch only, from the first
+     * backward (forward-only handles hold none) */
+    size_t nk = (c.nqkv - c.no) / 2, tt = c.natt * sizeof(float);
+    size_t copies = (2 * c.no + 2 * nk + c.natt) * sizeof(uint16_t);
+    assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : 0);
     run(&c, 0, NULL);
     run(&c, 1, h);
-    printf("B %d T %d H %d Hk %d D %d:\n", B, T, H, Hk, D);
+    assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : tt);
+    printf("%s, B %d T %d H %d Hk %d D %d:\n", dt == DA_BF16 ? "bf16" : "fp32", B, T, H, Hk, D);
     const da_shape *s = &c.s;
     int wq = H * D, wk = Hk * D;
-    check("out", rel_err(c.out[1], c.out[0], c.N, wq, wq));
-    check("P", att_err(c.P, c.att, B * H, T));
-    check("dq", rel_err(c.dqkv[1], c.dqkv[0], c.N, wq, s->ldq));
-    check("dk", rel_err(c.dqkv[1] + c.kofs, c.dqkv[0] + c.kofs, c.N, wk, s->ldk));
-    check("dv", rel_err(c.dqkv[1] + c.vofs, c.dqkv[0] + c.vofs, c.N, wk, s->ldv));
+    check("out", rel_err(c.out[1], c.out[0], c.N, wq, wq), dt);
+    check("P", att_err(c.P, dt, c.att, B * H, T), dt);
+    check("dq", rel_err(c.dqkv[1], c.dqkv[0], c.N, wq, s->ldq), dt);
+    check("dk", rel_err(c.dqkv[1] + c.kofs, c.dqkv[0] + c.kofs, c.N, wk, s->ldk), dt);
+    check("dv", rel_err(c.dqkv[1] + c.vofs, c.dqkv[0] + c.vofs, c.N, wk, s->ldv), dt);
     /* again on the same handle: the same bits */
     float *out = malloc(c.no * sizeof *out), *dqkv = malloc(c.nqkv * sizeof *dqkv);
     memcpy(out, c.out[1], c.no * sizeof *out), memcpy(dqkv, c.dqkv[1], c.nqkv * sizeof *dqkv);
@@ -172,14 +194,27 @@ static void compare(int B, int T, int H, int Hk, int D)
 static void test_gpt2_shape(void **state)
 {
     (void)state;
-    compare(2, 100, 4, 4, 64);
+    compare(DA_BF16, 2, 100, 4, 4, 64);
 }
 
 /* Grouped heads: 6 query heads over 2 kv heads, T = 130 (a 2-row block). */
 static void test_grouped(void **state)
 {
     (void)state;
-    compare(2, 130, 6, 2, 64);
+    compare(DA_BF16, 2, 130, 6, 2, 64);
+}
+
+/* fp32 products, the same shapes: the kernels' results to summation order. */
+static void test_fp32_gpt2_shape(void **state)
+{
+    (void)state;
+    compare(DA_F32, 2, 100, 4, 4, 64);
+}
+
+static void test_fp32_grouped(void **state)
+{
+    (void)state;
+    compare(DA_F32, 2, 130, 6, 2, 64);
 }
 
 #endif
@@ -189,11 +224,15 @@ static void test_grouped(void **state)
 static void test_refused(void **state)
 {
     (void)state;
-    da_shape s = {1, 8, 4, 3, 16, 64, 48, 48};
+    da_shape s = {1, 8, 4, 3, 16, 64, 48, 48, DA_BF16};
     pl_err e;
     e.msg[0] = 0;
     assert_null(da_attn_new(&s, &e));
 #ifdef PSLORA_HAVE_DNNL
+    assert_non_null(strstr(e.msg, "bad shape"));
+    s.Hk = 4, s.ldk = s.ldv = 64, s.dt = (da_dtype)7;   /* a good shape, no such type */
+    e.msg[0] = 0;
+    assert_null(da_attn_new(&s, &e));
     assert_non_null(strstr(e.msg, "bad shape"));
 #else
     assert_non_null(strstr(e.msg, "built without oneDNN"));
@@ -206,6 +245,8 @@ int main(void)
 #ifdef PSLORA_HAVE_DNNL
         cmocka_unit_test(test_gpt2_shape),
         cmocka_unit_test(test_grouped),
+        cmocka_unit_test(test_fp32_gpt2_shape),
+        cmocka_unit_test(test_fp32_grouped),
 #endif
         cmocka_unit_test(test_refused),
     };

@@ -26,15 +26,15 @@ da_attn *da_attn_new(const da_shape *s, pl_err *e)
     return NULL;
 }
 
-int da_attn_fwd(da_attn *a, float *out, uint16_t *P, const float *q, const float *k,
-                const float *v, pl_err *e)
+int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k, const float *v,
+                pl_err *e)
 {
     (void)a, (void)out, (void)P, (void)q, (void)k, (void)v;
     return pl_errf(e, "oneDNN attention: built without oneDNN");
 }
 
 int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                const float *k, const float *v, const uint16_t *P, pl_err *e)
+                const float *k, const float *v, const void *P, pl_err *e)
 {
     (void)a, (void)dq, (void)dk, (void)dv, (void)dout, (void)q, (void)k, (void)v, (void)P;
     return pl_errf(e, "oneDNN attention: built without oneDNN");
@@ -69,10 +69,13 @@ struct da_attn {
     da_shape s;
     int G, nb;                               /* group size, row blocks */
     float scale;                             /* 1/sqrt(D) */
+    dnnl_data_type_t dt;                     /* the products' inputs: bf16 or f32 */
+    size_t esz;                              /* bytes of one of their elements */
+    int64_t lq, lk, lv, lo;                  /* row strides of the operands q, k, v, dO */
     dnnl_engine_t eng;
     dnnl_stream_t st;
-    uint16_t *q, *k, *v, *dout, *dS;         /* bf16 copies, see the header */
-    float *S;                                /* S, then dP: fp32 [B,H,T,T] */
+    uint16_t *q, *k, *v, *dout, *dS;         /* bf16 only: the copies, see the header */
+    float *S;                                /* bf16: S, then dP; fp32: dP, then dS */
     size_t bytes;
     int built[2];                            /* forward, backward primitives made */
     da_prim *prims;                          /* [DA_NPROD][nb] */
@@ -111,29 +114,31 @@ static da_view view_tt(const da_attn *a)
 }
 
 /* Product p of block i, member 0 (member i: i*si further, da_run).  The
- * bf16 copies have strides H*D (q, dO) and Hk*D (k, v). */
+ * operands q, k, v, dO have row strides a->lq, lk, lv, lo (bf16: their
+ * compact copies'; fp32: the arrays' own); out has H*D. */
 static da_prod prod_of(const da_attn *a, int p, int i)
 {
     const da_shape *s = &a->s;
     int T = s->T, D = s->D, t0 = i * DA_BLOCK;
     int t1 = T - t0 < DA_BLOCK ? T : t0 + DA_BLOCK, m = t1 - t0, rows = T - t0;
-    int64_t lq = (int64_t)s->H * D, lk = (int64_t)s->Hk * D;
+    int64_t lout = (int64_t)s->H * D;
     size_t r0 = (size_t)t0;
-    da_view tt = view_tt(a), q = view_q(a, lq), kv = view_kv(a, lk);
+    da_view tt = view_tt(a), q = view_q(a, a->lq), dO = view_q(a, a->lo);
+    da_view k = view_kv(a, a->lk), v = view_kv(a, a->lv);
     switch (p) {
     case DA_S:  /* S[t0:t1, :t1] = Q_blk K^T (the scale: prod_attr) */
-        return (da_prod){m, t1, D, 0, 1, q, kv, tt, r0 * lq, 0, r0 * T};
+        return (da_prod){m, t1, D, 0, 1, q, k, tt, r0 * a->lq, 0, r0 * T};
     case DA_O:  /* out[t0:t1] = P_blk V */
-        return (da_prod){m, D, t1, 0, 0, tt, kv, q, r0 * T, 0, r0 * lq};
+        return (da_prod){m, D, t1, 0, 0, tt, v, view_q(a, lout), r0 * T, 0, r0 * lout};
     case DA_DP: /* dP[t0:t1, :t1] = dO_blk V^T */
-        return (da_prod){m, t1, D, 0, 1, q, kv, tt, r0 * lq, 0, r0 * T};
+        return (da_prod){m, t1, D, 0, 1, dO, v, tt, r0 * a->lo, 0, r0 * T};
     case DA_DQ: /* dq[t0:t1] = dS_blk K */
-        return (da_prod){m, D, t1, 0, 0, tt, kv, view_q(a, s->ldq), r0 * T, 0, r0 * s->ldq};
+        return (da_prod){m, D, t1, 0, 0, tt, k, view_q(a, s->ldq), r0 * T, 0, r0 * s->ldq};
     case DA_DK: case DA_DK_ACC: /* dk[j0:j1] (+)= dS[j0:, j0:j1]^T Q[j0:] */
-        return (da_prod){m, D, rows, 1, 0, tt, q, view_kv(a, s->ldk), r0 * T + r0, r0 * lq,
+        return (da_prod){m, D, rows, 1, 0, tt, q, view_kv(a, s->ldk), r0 * T + r0, r0 * a->lq,
                          r0 * s->ldk};
     default:    /* dv[j0:j1] (+)= P[j0:, j0:j1]^T dO[j0:] */
-        return (da_prod){m, D, rows, 1, 0, tt, q, view_kv(a, s->ldv), r0 * T + r0, r0 * lq,
+        return (da_prod){m, D, rows, 1, 0, tt, dO, view_kv(a, s->ldv), r0 * T + r0, r0 * a->lo,
                          r0 * s->ldv};
     }
 }
@@ -171,9 +176,9 @@ static dnnl_status_t prim_build(da_attn *a, int p, int i)
     dnnl_matmul_desc_t desc;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_attr_t attr = NULL;
-    dnnl_status_t s = view_md(&md[0], a, r.a, r.m, r.K, r.ta, dnnl_bf16);
+    dnnl_status_t s = view_md(&md[0], a, r.a, r.m, r.K, r.ta, a->dt);
     if (s == dnnl_success)
-        s = view_md(&md[1], a, r.w, r.K, r.n, r.tw, dnnl_bf16);
+        s = view_md(&md[1], a, r.w, r.K, r.n, r.tw, a->dt);
     if (s == dnnl_success)
         s = view_md(&md[2], a, r.c, r.m, r.n, 0, dnnl_f32);
     if (s == dnnl_success)
@@ -204,25 +209,27 @@ static int ensure_built(da_attn *a, int bwd, pl_err *e)
         for (int i = 0; i < a->nb; i++) {
             dnnl_status_t s = prim_build(a, p, i);
             if (s != dnnl_success)
-                return pl_errf(e, "oneDNN attention: cannot build the bf16 matmul of product %d "
+                return pl_errf(e, "oneDNN attention: cannot build the %s matmul of product %d "
                                "(B %d T %d H %d Hk %d D %d; status %d)",
-                               p, a->s.B, a->s.T, a->s.H, a->s.Hk, a->s.D, (int)s);
+                               a->dt == dnnl_bf16 ? "bf16" : "fp32", p, a->s.B, a->s.T,
+                               a->s.H, a->s.Hk, a->s.D, (int)s);
         }
     a->built[bwd] = 1;
     return 0;
 }
 
-/* Runs product p of block i for group member `member` on the buffers A
- * (bf16), W (bf16), C (fp32) given at their starts.  p is the product's
- * geometry; prim the primitive run (p, or its _ACC variant). */
-static int da_run(da_attn *a, int p, int prim, int i, int member, const uint16_t *A,
-                  const uint16_t *W, float *C, pl_err *e)
+/* Runs product p of block i for group member `member` on the buffers A, W
+ * (elements of a->esz bytes), C (fp32) given at their starts.  p is the
+ * product's geometry; prim the primitive run (p, or its _ACC variant). */
+static int da_run(da_attn *a, int p, int prim, int i, int member, const void *A, const void *W,
+                  float *C, pl_err *e)
 {
     da_prod r = prod_of(a, p, i);
     da_prim *x = &a->prims[prim * a->nb + i];
     size_t mi = (size_t)member;
-    dnnl_memory_set_data_handle(x->mem[0], (void *)(A + r.oa + mi * r.a.si));
-    dnnl_memory_set_data_handle(x->mem[1], (void *)(W + r.ow + mi * r.w.si));
+    const char *a0 = A, *w0 = W;
+    dnnl_memory_set_data_handle(x->mem[0], (void *)(a0 + (r.oa + mi * r.a.si) * a->esz));
+    dnnl_memory_set_data_handle(x->mem[1], (void *)(w0 + (r.ow + mi * r.w.si) * a->esz));
     dnnl_memory_set_data_handle(x->mem[2], C + r.oc + mi * r.c.si);
     dnnl_exec_arg_t args[3] = {
         {DNNL_ARG_SRC, x->mem[0]}, {DNNL_ARG_WEIGHTS, x->mem[1]}, {DNNL_ARG_DST, x->mem[2]}};
@@ -234,8 +241,7 @@ static int da_run(da_attn *a, int p, int prim, int i, int member, const uint16_t
 
 /* Product p over every group member and block.  dK and dV sum over the
  * members: the first overwrites, the others add (their _ACC primitives). */
-static int run_product(da_attn *a, int p, const uint16_t *A, const uint16_t *W, float *C,
-                       pl_err *e)
+static int run_product(da_attn *a, int p, const void *A, const void *W, float *C, pl_err *e)
 {
     for (int member = 0; member < a->G; member++) {
         int prim = member > 0 && (p == DA_DK || p == DA_DV) ? p + DA_DK_ACC - DA_DK : p;
@@ -281,6 +287,21 @@ static void round_inputs(da_attn *a, const float *q, const float *k, const float
     }
 }
 
+/* The operands q, k, v, dO of the products: bf16, the copies (rounded
+ * now; dout NULL: the forward, no dO); fp32, the arrays themselves. */
+typedef struct {
+    const void *q, *k, *v, *dout;
+} da_ops;
+
+static da_ops operands(da_attn *a, const float *q, const float *k, const float *v,
+                       const float *dout)
+{
+    if (a->dt == dnnl_f32)
+        return (da_ops){q, k, v, dout};
+    round_inputs(a, q, k, v, dout);
+    return (da_ops){a->q, a->k, a->v, a->dout};
+}
+
 /* End of the causal block holding query row t: the columns products read. */
 static int block_end(const da_attn *a, int t)
 {
@@ -289,19 +310,20 @@ static int block_end(const da_attn *a, int t)
 }
 
 /* Every row t of S [B,H,T,T] (scores in columns < w, its block's end): P =
- * the causal softmax (fp32, kernels.h's), written in bf16 only, zeros in
- * columns t+1..w-1: the only columns any product or the backward reads. */
-static void softmax_fwd(da_attn *a, uint16_t *P)
+ * the causal softmax (fp32, kernels.h's), zeros in columns t+1..w-1: the
+ * only columns any product or the backward reads.  fp32: S is P, in place;
+ * bf16: P gets the rows rounded (S is the handle's scratch). */
+static void softmax_fwd(da_attn *a, float *S, void *P)
 {
-    int BH = a->s.B * a->s.H, T = a->s.T;
-    float *S = a->S;
+    int BH = a->s.B * a->s.H, T = a->s.T, bf16 = a->dt == dnnl_bf16;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int bh = 0; bh < BH; bh++)
         for (int t = 0; t < T; t++) {
             size_t o = ((size_t)bh * T + t) * T;
             int w = block_end(a, t);
             k_attention_softmax_row(S + o, t + 1, w);
-            round_row(P + o, S + o, w);
+            if (bf16)
+                round_row((uint16_t *)P + o, S + o, w);
         }
 }
 
@@ -321,27 +343,67 @@ DA_VEC static void softmax_bwd_row(uint16_t *ds, const float *dr, const uint16_t
         ds[j] = 0;
 }
 
-/* Every row of dP (in S): dS = P * (dP - rowsum(dP * P)) * scale in bf16,
- * up to the block's end. */
-static void softmax_bwd(da_attn *a, const uint16_t *P)
+/* Every row of dP (in S): dS = P * (dP - rowsum(dP * P)) * scale, up to the
+ * block's end; bf16: into the bf16 dS, fp32: in place (kernels.h's row). */
+static void softmax_bwd(da_attn *a, const void *P)
 {
-    int BH = a->s.B * a->s.H, T = a->s.T;
+    int BH = a->s.B * a->s.H, T = a->s.T, bf16 = a->dt == dnnl_bf16;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int bh = 0; bh < BH; bh++)
         for (int t = 0; t < T; t++) {
             size_t o = ((size_t)bh * T + t) * T;
-            softmax_bwd_row(a->dS + o, a->S + o, P + o, t + 1, block_end(a, t), a->scale);
+            if (bf16)
+                softmax_bwd_row(a->dS + o, a->S + o, (const uint16_t *)P + o, t + 1,
+                                block_end(a, t), a->scale);
+            else
+                k_attention_softmax_bwd_row(a->S + o, (const float *)P + o, t + 1,
+                                            block_end(a, t), a->scale);
         }
 }
 
 /* ---- the public side ---- */
 
+/* The fp32 scratch [B,H,T,T] of S and dP (bf16: made with the handle;
+ * fp32, whose forward writes S into P: on the first backward call). */
+static int scratch_alloc(da_attn *a, pl_err *e)
+{
+    size_t n = (size_t)a->s.B * a->s.H * a->s.T * a->s.T;
+    if (a->S)
+        return 0;
+    a->S = malloc(n * sizeof(float));
+    if (!a->S)
+        return pl_errf(e, "oneDNN attention: out of memory (%zu bytes of scratch)", n * 4);
+    a->bytes += n * sizeof(float);
+    return 0;
+}
+
+/* The element type, the operands' strides and the buffers of shape s. */
+static int attn_alloc(da_attn *a, const da_shape *s, pl_err *e)
+{
+    int bf16 = s->dt == DA_BF16;
+    size_t N = (size_t)s->B * s->T, nq = N * s->H * s->D, nk = N * s->Hk * s->D;
+    size_t ntt = (size_t)s->B * s->H * s->T * s->T, n = bf16 ? 2 * nq + 2 * nk + ntt : 0;
+    a->dt = bf16 ? dnnl_bf16 : dnnl_f32, a->esz = bf16 ? sizeof(uint16_t) : sizeof(float);
+    a->lq = bf16 ? s->H * s->D : s->ldq, a->lk = bf16 ? s->Hk * s->D : s->ldk;
+    a->lv = bf16 ? s->Hk * s->D : s->ldv, a->lo = (int64_t)s->H * s->D;
+    a->bytes = n * sizeof(uint16_t);
+    a->q = n ? malloc(n * sizeof(uint16_t)) : NULL;
+    a->prims = calloc((size_t)DA_NPROD * a->nb, sizeof *a->prims);
+    if ((n && !a->q) || !a->prims)
+        return pl_errf(e, "oneDNN attention: out of memory (%zu bytes of scratch)", a->bytes);
+    if (!bf16)
+        return 0;
+    a->dout = a->q + nq, a->k = a->dout + nq, a->v = a->k + nk, a->dS = a->v + nk;
+    return scratch_alloc(a, e);
+}
+
 da_attn *da_attn_new(const da_shape *s, pl_err *e)
 {
     if (s->B < 1 || s->T < 1 || s->Hk < 1 || s->H % s->Hk != 0 || s->D < 1 ||
-        s->ldq < s->H * s->D || s->ldk < s->Hk * s->D || s->ldv < s->Hk * s->D) {
-        pl_errf(e, "oneDNN attention: bad shape (B %d T %d H %d Hk %d D %d)", s->B, s->T, s->H,
-                s->Hk, s->D);
+        s->ldq < s->H * s->D || s->ldk < s->Hk * s->D || s->ldv < s->Hk * s->D ||
+        (s->dt != DA_BF16 && s->dt != DA_F32)) {
+        pl_errf(e, "oneDNN attention: bad shape (B %d T %d H %d Hk %d D %d, type %d)", s->B,
+                s->T, s->H, s->Hk, s->D, (int)s->dt);
         return NULL;
     }
     da_attn *a = calloc(1, sizeof *a);
@@ -353,49 +415,43 @@ da_attn *da_attn_new(const da_shape *s, pl_err *e)
     }
     a->s = *s, a->G = s->H / s->Hk, a->nb = (s->T + DA_BLOCK - 1) / DA_BLOCK;
     a->scale = 1.0f / sqrtf((float)s->D);
-    size_t N = (size_t)s->B * s->T, nq = N * s->H * s->D, nk = N * s->Hk * s->D;
-    size_t ntt = (size_t)s->B * s->H * s->T * s->T, n = 2 * nq + 2 * nk + ntt;
-    a->bytes = n * sizeof(uint16_t) + ntt * sizeof(float);
-    a->q = malloc(n * sizeof(uint16_t));
-    a->S = malloc(ntt * sizeof(float));
-    a->prims = calloc((size_t)DA_NPROD * a->nb, sizeof *a->prims);
-    if (!a->q || !a->S || !a->prims) {
+    if (attn_alloc(a, s, e) != 0) {
         da_attn_free(a);
-        pl_errf(e, "oneDNN attention: out of memory (%zu bytes of scratch)", n * 2 + ntt * 4);
         return NULL;
     }
-    a->dout = a->q + nq, a->k = a->dout + nq, a->v = a->k + nk, a->dS = a->v + nk;
     return a;
 }
 
-int da_attn_fwd(da_attn *a, float *out, uint16_t *P, const float *q, const float *k,
-                const float *v, pl_err *e)
+int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k, const float *v,
+                pl_err *e)
 {
     if (ensure_built(a, 0, e) != 0)
         return -1;
-    round_inputs(a, q, k, v, NULL);
-    if (run_product(a, DA_S, a->q, a->k, a->S, e) != 0)
+    da_ops o = operands(a, q, k, v, NULL);
+    float *S = a->dt == dnnl_f32 ? P : a->S;
+    if (run_product(a, DA_S, o.q, o.k, S, e) != 0)
         return -1;
-    softmax_fwd(a, P);
-    int rc = run_product(a, DA_O, P, a->v, out, e);
+    softmax_fwd(a, S, P);
+    int rc = run_product(a, DA_O, P, o.v, out, e);
     dnnl_stream_wait(a->st);
     return rc;
 }
 
 int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                const float *k, const float *v, const uint16_t *P, pl_err *e)
+                const float *k, const float *v, const void *P, pl_err *e)
 {
-    if (ensure_built(a, 1, e) != 0)
+    if (ensure_built(a, 1, e) != 0 || scratch_alloc(a, e) != 0)
         return -1;
-    round_inputs(a, q, k, v, dout);
-    if (run_product(a, DA_DP, a->dout, a->v, a->S, e) != 0)
+    da_ops o = operands(a, q, k, v, dout);
+    if (run_product(a, DA_DP, o.dout, o.v, a->S, e) != 0)
         return -1;
     softmax_bwd(a, P);
-    int rc = run_product(a, DA_DQ, a->dS, a->k, dq, e);
+    const void *dS = a->dt == dnnl_f32 ? (const void *)a->S : a->dS;
+    int rc = run_product(a, DA_DQ, dS, o.k, dq, e);
     if (rc == 0)
-        rc = run_product(a, DA_DK, a->dS, a->q, dk, e);
+        rc = run_product(a, DA_DK, dS, o.q, dk, e);
     if (rc == 0)
-        rc = run_product(a, DA_DV, P, a->dout, dv, e);
+        rc = run_product(a, DA_DV, P, o.dout, dv, e);
     dnnl_stream_wait(a->st);
     return rc;
 }

@@ -1,21 +1,26 @@
-/* dnnl_attention.h - causal softmax attention with its products in bf16
- * through oneDNN (the bf16 compute path; fp32 attention is kernels.h's).
+/* dnnl_attention.h - causal softmax attention with its products through
+ * oneDNN, in bf16 (the bf16 compute path) or fp32 (fp32 compute whose frozen
+ * products run through oneDNN, --fp32-matmul onednn; fp32 through OpenBLAS
+ * runs kernels.h's k_attention_fwd / _bwd).
  *
  * The same function as k_attention_fwd / k_attention_bwd (kernels.h): H
  * query heads, Hk key/value heads (H % Hk == 0, query head h reads kv head
  * h / G with G = H / Hk), head size D, scale 1/sqrt(D); q, k, v rows of
  * B*T tokens at strides ldq, ldk, ldv; out [B*T, H*D].  The softmax P
- * [B,H,T,T] the backward needs is kept in bf16 (half of k_attention_fwd's
- * fp32 att).
- * The six products run as bf16 x bf16 -> fp32 oneDNN matmuls, each ONE
- * matmul over all (b, head) at once per causal block of DA_BLOCK query rows
- * (block [t0,t1), m = t1 - t0; for dK, dV key block [j0,j1), rows = T - j0):
- *   fwd  S  = Q_blk K[:t1]^T * scale   (fp32, the handle's scratch)
- *        P  = softmax(S)               (fp32 arithmetic, written in bf16 only)
+ * [B,H,T,T] the backward needs is kept in bf16 (DA_BF16: half of
+ * k_attention_fwd's fp32 att) or fp32 (DA_F32, as k_attention_fwd's).
+ * The six products run as oneDNN matmuls (bf16 x bf16 -> fp32, or fp32 x
+ * fp32 -> fp32), each ONE matmul over all (b, head) at once per causal
+ * block of DA_BLOCK query rows (block [t0,t1), m = t1 - t0; for dK, dV key
+ * block [j0,j1), rows = T - j0):
+ *   fwd  S  = Q_blk K[:t1]^T * scale   (fp32; bf16: in the handle's
+ *                                       scratch; fp32: in P itself)
+ *        P  = softmax(S)               (fp32 arithmetic; bf16: written in
+ *                                       bf16 only; fp32: in place)
  *        O  = P_blk V[:t1]
- *   bwd  dP = dO_blk V[:t1]^T          (fp32, the same scratch)
- *        dS = P * (dP - rowsum(dP * P)) * scale   (fp32 arithmetic on the
- *             bf16 P, written in bf16 only)
+ *   bwd  dP = dO_blk V[:t1]^T          (fp32, the handle's scratch)
+ *        dS = P * (dP - rowsum(dP * P)) * scale   (fp32 arithmetic; bf16:
+ *             on the bf16 P, written in bf16 only; fp32: in place of dP)
  *        dQ = dS_blk K[:t1]
  *        dK = sum over the G query heads of dS[j0:, j0:j1]^T Q[j0:]
  *        dV = sum over the G query heads of  P[j0:, j0:j1]^T dO[j0:]
@@ -23,20 +28,24 @@
  * lie (the kv operand broadcast over the group); dK and dV run one matmul
  * per group member, the later ones adding (oneDNN's sum post-op).
  *
- * Rounding: q, k, v are rounded to bf16 once per pass (one pass over their
- * rows; the backward rounds them again rather than keeping a copy per
- * layer), dO once in the backward, P and dS row by row inside the softmax
- * and its backward (fused: no pass over [B,H,T,T] of its own).  The
- * softmax (kernels.h's row function, as the fp32 path's) and every sum stay
- * fp32.  Error: that of a bf16 product, a few 1e-3 relative (max-norm) on
- * the outputs (tests/test_dnnl_attention.c).
+ * bf16 rounding: q, k, v are rounded to bf16 once per pass (one pass over
+ * their rows; the backward rounds them again rather than keeping a copy
+ * per layer), dO once in the backward, P and dS row by row inside the
+ * softmax and its backward (fused: no pass over [B,H,T,T] of its own).
+ * The softmax (kernels.h's row function, as the fp32 path's) and every sum
+ * stay fp32.  Error: that of a bf16 product, a few 1e-3 relative (max-norm)
+ * on the outputs.  fp32 reads q, k, v, dO in place (no copies, no
+ * rounding): it differs from k_attention_* by the products' summation
+ * order only, ~1e-7 relative (tests/test_dnnl_attention.c).
  *
- * A handle serves one shape (all the layers of a model, one at a time): it
- * holds the bf16 copies (q, k, v, dO [B*T, heads*D]; dS [B,H,T,T]), the
- * fp32 scratch of S and dP [B,H,T,T], and the primitives of 6 products x
- * T/DA_BLOCK blocks (8 with grouped heads: dK, dV adding), built on the first
- * forward (resp. backward) call; later calls allocate nothing.  oneDNN runs
- * each product on omp_get_max_threads() threads.  Not thread-safe.
+ * A handle serves one shape and type (all the layers of a model, one at a
+ * time): bf16, it holds the copies (q, k, v, dO [B*T, heads*D]; dS
+ * [B,H,T,T]) and the fp32 scratch of S and dP [B,H,T,T]; fp32, the scratch
+ * of dP only, made on the first backward call (a forward-only handle, eval
+ * and generate, holds none).  Also the primitives of 6 products x T/DA_BLOCK blocks (8
+ * with grouped heads: dK, dV adding), built on the first forward (resp.
+ * backward) call; later calls allocate nothing.  oneDNN runs each product
+ * on omp_get_max_threads() threads.  Not thread-safe.
  *
  * Without oneDNN (PSLORA_HAVE_DNNL undefined) da_attn_new fails with
  * "built without oneDNN". */
@@ -52,31 +61,39 @@
 
 typedef struct da_attn da_attn;
 
-/* The shape of one attention call (as k_attention_fwd's arguments). */
+/* The products' input type (and P's). */
+typedef enum { DA_BF16 = 0, DA_F32 = 1 } da_dtype;
+
+/* The shape of one attention call (as k_attention_fwd's arguments) and the
+ * type it runs in (left 0: bf16). */
 typedef struct {
     int B, T, H, Hk, D;
     int ldq, ldk, ldv; /* row strides of q, k, v and of dq, dk, dv (floats) */
+    da_dtype dt;
 } da_shape;
 
-/* A handle for shape s, its buffers allocated (B*T*(2H + 2Hk)*D + B*H*T*T
- * bf16 elements, B*H*T*T floats), no primitive built yet.  NULL on failure,
+/* A handle for shape s, its buffers allocated (bf16: B*T*(2H + 2Hk)*D +
+ * B*H*T*T bf16 elements and B*H*T*T floats; fp32: none yet, B*H*T*T floats
+ * on the first da_attn_bwd), no primitive built yet.  NULL on failure,
  * reason in e. */
 da_attn *da_attn_new(const da_shape *s, pl_err *e);
 
 /* out[(b*T+t), h*D..] = softmax(q k^T / sqrt(D), causal) v.  P [B,H,T,T]
- * bf16 gets the softmax (k_attention_fwd's att, rounded) in the columns
- * da_attn_bwd reads: row t up to the end of its block (zero above the
- * diagonal; the columns beyond are not written).  0, or -1 with e filled
- * (only possible on the first call). */
-int da_attn_fwd(da_attn *a, float *out, uint16_t *P, const float *q, const float *k,
-                const float *v, pl_err *e);
+ * (bf16: uint16_t bf16 bits; fp32: float) gets the softmax
+ * (k_attention_fwd's att; bf16: rounded) in the columns da_attn_bwd reads:
+ * row t up to the end of its block (zero above the diagonal; the columns
+ * beyond are not written).  0, or -1 with e filled (only possible on the
+ * first call). */
+int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k, const float *v,
+                pl_err *e);
 
-/* Overwrites dq, dk, dv from dout [B*T, H*D] and the forward's P, as
- * k_attention_bwd.  0, or -1 with e filled. */
+/* Overwrites dq, dk, dv from dout [B*T, H*D] and the forward's P (of the
+ * handle's type), as k_attention_bwd.  0, or -1 with e filled (only
+ * possible on the first call). */
 int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                const float *k, const float *v, const uint16_t *P, pl_err *e);
+                const float *k, const float *v, const void *P, pl_err *e);
 
-/* Bytes the handle holds (its buffers). */
+/* Bytes the handle holds (its buffers, as made so far). */
 size_t da_attn_bytes(const da_attn *a);
 
 void da_attn_free(da_attn *a);

@@ -13,7 +13,9 @@
  *
  * fp32 through oneDNN (model_use_onednn_fp32): the same handles and the same
  * mb_ products, but each wraps the fp32 weights IN PLACE (the mapping or
- * the converted copy: no second copy) and runs an fp32 matmul.
+ * the converted copy: no second copy) and runs an fp32 matmul; causal
+ * attention's products then run as oneDNN fp32 matmuls too (model_step.c,
+ * dnnl_attention.h).
  *
  * The first half is the public side (loading for a compute, switching,
  * choosing, sizes); the second (mb_) is what model_step.c calls: the

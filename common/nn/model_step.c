@@ -106,7 +106,7 @@ struct model_acts {
     float *pin, *ppre, *pout, *logits, *xm, *t1, *t2, *t3, *tm, *tr;
     double t_fwd, t_bwd; /* seconds of the last pass (bench) */
     step_prof *prof;     /* NULL, or where kernel seconds go (model_acts_profile) */
-    da_attn *att16;      /* bf16 compute (GPT-2, Llama): attention's bf16 products */
+    da_attn *attn;       /* GPT-2, Llama under bf16 or oneDNN fp32: attention_onednn */
     int failed;          /* a bf16 product failed in the last pass: err says why */
     pl_err err;
     float *block;        /* one allocation holding everything above */
@@ -158,12 +158,21 @@ static void bert_carve(model_acts *a, float *base, size_t *off, const model_conf
     a->tm = carve(base, off, N), a->tr = carve(base, off, N);
 }
 
-/* Does attention run in bf16 (dnnl_attention.h: the causal attention of
- * GPT-2 and Llama under bf16 compute)?  Its P is then kept in bf16 and the
- * backward needs no dP scratch of the step's. */
+/* Does the causal attention (GPT-2, Llama) run through oneDNN
+ * (dnnl_attention.h)?  Under bf16 compute in bf16 (its P kept in bf16),
+ * under fp32 compute whose frozen products run through oneDNN
+ * (model_use_onednn_fp32: the head's handle is there) in fp32; the
+ * backward then needs no dP scratch of the step's (the handle holds it).
+ * fp32 through OpenBLAS and BERT run kernels.h's. */
+static int attention_onednn(const model *m)
+{
+    return m->cfg.arch != ARCH_BERT && (m->compute == MODEL_BF16 || mb_head_onednn(m));
+}
+
+/* Is attention's P kept in bf16? */
 static int attention_bf16(const model *m)
 {
-    return m->compute == MODEL_BF16 && m->cfg.arch != ARCH_BERT;
+    return attention_onednn(m) && m->compute == MODEL_BF16;
 }
 
 /* Floats of the LoRA kernels' scratch for N rows: enough for a group of
@@ -216,7 +225,8 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         a->dres = carve(base, &off, N * C), a->dnarrow = carve(base, &off, N * C);
         a->dwide = carve(base, &off, N * wide);
         a->dqkv = carve(base, &off, N * (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim);
-        a->datt = carve(base, &off, att16 ? 0 : (size_t)a->B * c->n_head * a->T * a->T);
+        a->datt = carve(base, &off,
+                        attention_onednn(m) ? 0 : (size_t)a->B * c->n_head * a->T * a->T);
         a->du = carve(base, &off, N * (L ? L->r : 1));
         if (c->arch == ARCH_LLAMA)
             a->dup = carve(base, &off, N * Ni);
@@ -226,17 +236,19 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
     return off;
 }
 
-/* bf16 compute: attention through oneDNN's bf16 products (dnnl_attention.h)
- * on the layout of layer_carve's qkv.  0, or -1 when it cannot be made. */
-static int acts_attention_bf16(model_acts *a, const model_config *c)
+/* Attention through oneDNN's products (dnnl_attention.h; bf16 or fp32 as
+ * the compute) on the layout of layer_carve's qkv.  0, or -1 when it cannot
+ * be made. */
+static int acts_attention_onednn(model_acts *a, const model *m)
 {
+    const model_config *c = &m->cfg;
     int H = c->n_head, Hk = c->n_kv_head, D = c->head_dim, ld3 = 3 * c->n_embd;
     int gpt2 = c->arch == ARCH_GPT2;   /* qkv [N,3C] interleaved; Llama: q | k | v */
     da_shape s = {a->B, a->T, H, Hk, D, gpt2 ? ld3 : H * D, gpt2 ? ld3 : Hk * D,
-                  gpt2 ? ld3 : Hk * D};
+                  gpt2 ? ld3 : Hk * D, attention_bf16(m) ? DA_BF16 : DA_F32};
     pl_err e;
-    a->att16 = da_attn_new(&s, &e);
-    return a->att16 ? 0 : -1;
+    a->attn = da_attn_new(&s, &e);
+    return a->attn ? 0 : -1;
 }
 
 model_acts *model_acts_new(const model *m, const lora_layout *L, int B, int T, int need_backward)
@@ -265,7 +277,7 @@ model_acts *model_acts_new(const model *m, const lora_layout *L, int B, int T, i
     acts_carve(a, a->block, m, L);
     if (c->arch == ARCH_LLAMA)
         k_rope_table(a->rope_cs, a->rope_sn, T, c->head_dim, c->rope_theta);
-    if (attention_bf16(m) && acts_attention_bf16(a, c) != 0) {
+    if (attention_onednn(m) && acts_attention_onednn(a, m) != 0) {
         model_acts_free(a);
         return NULL;
     }
@@ -302,7 +314,7 @@ void model_acts_free(model_acts *a)
 {
     if (!a)
         return;
-    da_attn_free(a->att16);
+    da_attn_free(a->attn);
     free(a->block);
     free(a->la);
     free(a->u);
@@ -711,17 +723,16 @@ static const uint16_t *const *swiglu_bwd(const pass *ps, const model_linear *gu,
 
 static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? l : 0]; }
 
-/* x->ao, x->att = attention(q, k, v) (kernels.h; bf16 compute: dnnl_attention.h)
- * with q, k, v at row strides ldq, ldk, ldv. */
+/* x->ao, x->att = attention(q, k, v) (kernels.h; through oneDNN:
+ * dnnl_attention.h) with q, k, v at row strides ldq, ldk, ldv. */
 static void attention_fwd(const pass *ps, layer_acts *x, const float *q, const float *k,
                           const float *v, int ldq, int ldk, int ldv)
 {
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
     pl_err e;
-    if (a->att16)
-        PROF(ps, SP_ATTENTION,
-             note(ps, da_attn_fwd(a->att16, x->ao, (uint16_t *)x->att, q, k, v, &e), &e));
+    if (a->attn)
+        PROF(ps, SP_ATTENTION, note(ps, da_attn_fwd(a->attn, x->ao, x->att, q, k, v, &e), &e));
     else
         PROF(ps, SP_ATTENTION, k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, c->n_head,
                                                c->n_kv_head, c->head_dim, ldq, ldk, ldv));
@@ -735,9 +746,9 @@ static void attention_bwd(const pass *ps, const layer_acts *x, float *dq, float 
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
     pl_err e;
-    if (a->att16)
-        PROF(ps, SP_ATTENTION, note(ps, da_attn_bwd(a->att16, dq, dk, dv, dout, q, k, v,
-                                                    (const uint16_t *)x->att, &e), &e));
+    if (a->attn)
+        PROF(ps, SP_ATTENTION,
+             note(ps, da_attn_bwd(a->attn, dq, dk, dv, dout, q, k, v, x->att, &e), &e));
     else
         PROF(ps, SP_ATTENTION,
              k_attention_bwd(dq, dk, dv, a->datt, dout, q, k, v, x->att, a->B, a->T, c->n_head,
