@@ -55,6 +55,7 @@ void da_attn_free(da_attn *a) { (void)a; }
 #include "bf16.h"
 #include "dnnl_matmul.h"
 #include "kernels.h"
+#include "vec.h"
 
 /* The products; DA_DK_ACC and DA_DV_ACC are dK and dV adding to the output
  * (group members after the first). */
@@ -254,22 +255,6 @@ static int run_product(da_attn *a, int p, const void *A, const void *W, float *C
 
 /* ---- rounding and the softmax ---- */
 
-/* GCC compiles the rounding for AVX-512, AVX2 and the baseline and picks one
- * at load time (as kernels.c's VEC); every version gives bf16_from_f32's bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DA_VEC __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DA_VEC
-#endif
-
-/* y[0..n) = bf16(x[0..n)) */
-DA_VEC static void round_row(uint16_t *y, const float *x, int n)
-{
-#pragma omp simd
-    for (int j = 0; j < n; j++)
-        y[j] = bf16_from_f32(x[j]);
-}
-
 /* The bf16 copies of q, k, v (and dout when not NULL), compact rows of
  * H*D, Hk*D, Hk*D (and H*D), in one pass over the token rows. */
 static void round_inputs(da_attn *a, const float *q, const float *k, const float *v,
@@ -279,11 +264,11 @@ static void round_inputs(da_attn *a, const float *q, const float *k, const float
     int N = s->B * s->T, lq = s->H * s->D, lk = s->Hk * s->D;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        round_row(a->q + (size_t)n * lq, q + (size_t)n * s->ldq, lq);
-        round_row(a->k + (size_t)n * lk, k + (size_t)n * s->ldk, lk);
-        round_row(a->v + (size_t)n * lk, v + (size_t)n * s->ldv, lk);
+        k_bf16_row(a->q + (size_t)n * lq, q + (size_t)n * s->ldq, lq);
+        k_bf16_row(a->k + (size_t)n * lk, k + (size_t)n * s->ldk, lk);
+        k_bf16_row(a->v + (size_t)n * lk, v + (size_t)n * s->ldv, lk);
         if (dout)
-            round_row(a->dout + (size_t)n * lq, dout + (size_t)n * lq, lq);
+            k_bf16_row(a->dout + (size_t)n * lq, dout + (size_t)n * lq, lq);
     }
 }
 
@@ -323,13 +308,13 @@ static void softmax_fwd(da_attn *a, float *S, void *P)
             int w = block_end(a, t);
             k_attention_softmax_row(S + o, t + 1, w);
             if (bf16)
-                round_row((uint16_t *)P + o, S + o, w);
+                k_bf16_row((uint16_t *)P + o, S + o, w);
         }
 }
 
 /* ds[0..n) = bf16(p * (dr - f) * scale) with f = sum(dr * p), ds[n..w) = 0:
  * kernels.h's k_attention_softmax_bwd_row on the bf16 P (dP not written). */
-DA_VEC static void softmax_bwd_row(uint16_t *ds, const float *dr, const uint16_t *p, int n, int w,
+VEC static void softmax_bwd_row(uint16_t *ds, const float *dr, const uint16_t *p, int n, int w,
                                    float scale)
 {
     float f = 0.0f;
