@@ -366,7 +366,7 @@ VEC static void linear_init_row(float *y, const float *res, const float *b, int 
 void k_linear_fwd_res(float *y, const float *res, const float *x, const float *w, const float *b,
                       int N, int in, int out, int conv1d)
 {
-    if (res || b) {
+    if (b || (res && res != y)) {   /* y = res alone: already in place */
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++)
             linear_init_row(y + (size_t)n * out, res ? res + (size_t)n * out : NULL, b, out);
@@ -546,11 +546,13 @@ VEC static void lora_dots(float *u, const float *x, int ldx, const float *M, int
     }
 }
 
-/* y[p, j] += sum_k (s c[p, k]) M[k,j] for the P rows p of y (ldy apart) and
- * of c (ldc apart), k < G, j < n (M's rows ld apart), the k in order.  Two
- * rows share each load of M. */
-LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *c, int ldc, const float *M, int ld,
-                              int n, float s, const int G, const int P)
+/* y[p, j] = y0[p, j] + bias[j] + sum_k (s c[p, k]) M[k,j] for the P rows p of
+ * y (ldy apart), y0 (ld0 apart; NULL: 0, may be y) and c (ldc apart), k < G,
+ * j < n (M's rows ld apart; bias NULL: 0), the k in order.  Two rows share
+ * each load of M. */
+LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *y0, int ld0, const float *bias,
+                              const float *c, int ldc, const float *M, int ld, int n, float s,
+                              const int G, const int P)
 {
     float sc[2][8];
     for (int p = 0; p < P; p++)
@@ -558,9 +560,13 @@ LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *c, int ldc, const 
             sc[p][k] = s * c[(size_t)p * ldc + k];
     int j = 0;
     for (; j + LANES <= n; j += LANES) {
-        lora_v t[2];
-        for (int p = 0; p < P; p++)
-            t[p] = lora_load(y + (size_t)p * ldy + j);
+        lora_v t[2] = {{0}};
+        for (int p = 0; p < P; p++) {
+            if (y0)
+                t[p] = lora_load(y0 + (size_t)p * ld0 + j);
+            if (bias)
+                t[p] += lora_load(bias + j);
+        }
         for (int k = 0; k < G; k++) {
             lora_v mk = lora_load(M + (size_t)k * ld + j);
             for (int p = 0; p < P; p++)
@@ -571,31 +577,40 @@ LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *c, int ldc, const 
     }
     for (; j < n; j++)
         for (int p = 0; p < P; p++) {
-            float t = y[(size_t)p * ldy + j];
+            float t = y0 ? y0[(size_t)p * ld0 + j] : 0.0f;
+            if (bias)
+                t += bias[j];
             for (int k = 0; k < G; k++)
                 t += sc[p][k] * M[(size_t)k * ld + j];
             y[(size_t)p * ldy + j] = t;
         }
 }
 
-/* y[m, 0..n) += s c[m, :] M for the rows m < rows of y (ldy apart) and of
- * c [rows, r], M [r, n] (rows ld apart); M in chunks of LORA_CHUNK columns,
- * each for all rows (two at a time) while it is in L1.  Each y element adds
- * the groups of k in order. */
-VEC static void lora_axpys(float *y, int ldy, const float *c, const float *M, int ld, int n, int r,
-                           float s, int rows)
+/* y[m, 0..n) = y0[m, :] + bias + s c[m, :] M for the rows m < rows of y (ldy
+ * apart), of y0 (ld0 apart; NULL: 0; y itself: y +=) and of c [rows, r], M
+ * [r, n] (rows ld apart), bias [n] (NULL: 0); M in chunks of LORA_CHUNK
+ * columns, each for all rows (two at a time) while it is in L1.  The first
+ * group of k starts from y0 + bias (y written without being read when y0 is
+ * NULL), the later ones add to y, in order. */
+VEC static void lora_axpys(float *y, int ldy, const float *y0, int ld0, const float *bias,
+                           const float *c, const float *M, int ld, int n, int r, float s, int rows)
 {
     for (int k = 0, G; k < r; k += G) {
         G = lora_group(r - k);
+        const float *z = k ? y : y0, *bz = k ? NULL : bias;
+        int ldz = k ? ldy : ld0;
         for (int j0 = 0; j0 < n; j0 += LORA_CHUNK) {
             int w = n - j0 < LORA_CHUNK ? n - j0 : LORA_CHUNK, m = 0;
             const float *Mk = M + (size_t)k * ld + j0;
+            const float *bj = bz ? bz + j0 : NULL;
             for (; m + 2 <= rows; m += 2)
-                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy, c + (size_t)m * r + k,
-                                              r, Mk, ld, w, s, gk_, 2));
+                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy,
+                                              z ? z + (size_t)m * ldz + j0 : NULL, ldz, bj,
+                                              c + (size_t)m * r + k, r, Mk, ld, w, s, gk_, 2));
             if (m < rows)
-                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy, c + (size_t)m * r + k,
-                                              r, Mk, ld, w, s, gk_, 1));
+                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy,
+                                              z ? z + (size_t)m * ldz + j0 : NULL, ldz, bj,
+                                              c + (size_t)m * r + k, r, Mk, ld, w, s, gk_, 1));
         }
     }
 }
@@ -671,31 +686,36 @@ static void lora_transpose(float *bt, const float *const *B, const int *out, int
 static int lora_blocks(int N) { return (N + LORA_ROWS - 1) / LORA_ROWS; }
 
 /* The forward of G maps reading x, by blocks of LORA_ROWS rows (bt:
- * lora_transpose's). */
-static void lora_fwd_maps(float *const *y, float *const *u, const float *x, const float *const *A,
+ * lora_transpose's): y_g = res_g + b_g + s u_g B_g^T (res, b: NULL or one
+ * entry per map, each may be NULL). */
+static void lora_fwd_maps(float *const *y, const float *const *res, const float *const *b,
+                          float *const *u, const float *x, const float *const *A,
                           const float *const *B, const int *out, int G, int N, int in, int r,
                           float s, float *bt)
 {
     lora_transpose(bt, B, out, G, r);
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < lora_blocks(N); b++) {
-        int n0 = b * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
+    for (int blk = 0; blk < lora_blocks(N); blk++) {
+        int n0 = blk * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
         const float *btg = bt;
         for (int g = 0; g < G; g++) {
             float *un = u[g] + (size_t)n0 * r;
+            const float *rg = res && res[g] ? res[g] + (size_t)n0 * out[g] : NULL;
             lora_dots(un, x + (size_t)n0 * in, in, A[g], in, in, r, 1.0f, rows);
-            lora_axpys(y[g] + (size_t)n0 * out[g], out[g], un, btg, out[g], out[g], r, s, rows);
+            lora_axpys(y[g] + (size_t)n0 * out[g], out[g], rg, out[g], b ? b[g] : NULL, un, btg,
+                       out[g], out[g], r, s, rows);
             btg += (size_t)r * out[g];
         }
     }
 }
 
-/* The backward of G maps reading x: du_g and dx by blocks of rows, then dB_g
- * and dA_g by column slabs (all slabs of one kind in one parallel loop). */
-static void lora_bwd_maps(float *dx, float *const *dA, float *const *dB, float *const *du,
-                          const float *const *dy, const float *x, const float *const *u,
-                          const float *const *A, const float *const *B, const int *out, int G,
-                          int N, int in, int r, float s, float *bt)
+/* The backward of G maps reading x: du_g and dx = beta dx + sum_g du_g A_g
+ * by blocks of rows, then dB_g and dA_g by column slabs (all slabs of one
+ * kind in one parallel loop). */
+static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const *dB,
+                          float *const *du, const float *const *dy, const float *x,
+                          const float *const *u, const float *const *A, const float *const *B,
+                          const int *out, int G, int N, int in, int r, float s, float *bt)
 {
     lora_transpose(bt, B, out, G, r);
 #pragma omp parallel
@@ -709,9 +729,10 @@ static void lora_bwd_maps(float *dx, float *const *dA, float *const *dB, float *
                           out[g], out[g], r, s, rows);
                 btg += (size_t)r * out[g];
             }
-            for (int g = 0; dx && g < G; g++)
-                lora_axpys(dx + (size_t)n0 * in, in, du[g] + (size_t)n0 * r, A[g], in, in, r,
-                           1.0f, rows);
+            float *dxn = dx ? dx + (size_t)n0 * in : NULL;
+            for (int g = 0; dx && g < G; g++)   /* map 0 starts from beta dx, the rest add */
+                lora_axpys(dxn, in, g || beta != 0.0f ? dxn : NULL, in, NULL,
+                           du[g] + (size_t)n0 * r, A[g], in, in, r, 1.0f, rows);
         }
         for (int g = 0; g < G; g++) {   /* dB_g [out_g, r]: slab b is rows b*SLAB.. of dB_g */
 #pragma omp for schedule(static) nowait
@@ -730,17 +751,18 @@ static void lora_bwd_maps(float *dx, float *const *dA, float *const *dB, float *
 
 size_t k_lora_scratch(int out, int r) { return (size_t)r * out; }
 
-void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N, int in,
-                int out, int r, float s, float *scratch)
+void k_lora_fwd(float *y, const float *res, const float *b, float *u, const float *x,
+                const float *A, const float *B, int N, int in, int out, int r, float s,
+                float *scratch)
 {
-    lora_fwd_maps(&y, &u, x, &A, &B, &out, 1, N, in, r, s, scratch);
+    lora_fwd_maps(&y, &res, &b, &u, x, &A, &B, &out, 1, N, in, r, s, scratch);
 }
 
-void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, const float *x,
-                const float *u, const float *A, const float *B, int N, int in, int out, int r,
-                float s, float *scratch)
+void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const float *dy,
+                const float *x, const float *u, const float *A, const float *B, int N, int in,
+                int out, int r, float s, float *scratch)
 {
-    lora_bwd_maps(dx, &dA, &dB, &du, &dy, x, &u, &A, &B, &out, 1, N, in, r, s, scratch);
+    lora_bwd_maps(dx, beta, &dA, &dB, &du, &dy, x, &u, &A, &B, &out, 1, N, in, r, s, scratch);
 }
 
 size_t k_lora_group_scratch(int G, int N, int out_sum, int r)
@@ -748,22 +770,22 @@ size_t k_lora_group_scratch(int G, int N, int out_sum, int r)
     return (size_t)G * N * r + (size_t)r * out_sum;   /* du_0 .. du_{G-1}, then bt */
 }
 
-void k_lora_fwd_group(float *const *y, float *const *u, const float *x, const float *const *A,
-                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
-                      float *scratch)
+void k_lora_fwd_group(float *const *y, const float *const *b, float *const *u, const float *x,
+                      const float *const *A, const float *const *B, const int *out, int G, int N,
+                      int in, int r, float s, float *scratch)
 {
-    lora_fwd_maps(y, u, x, A, B, out, G, N, in, r, s, scratch + (size_t)G * N * r);
+    lora_fwd_maps(y, NULL, b, u, x, A, B, out, G, N, in, r, s, scratch + (size_t)G * N * r);
 }
 
-void k_lora_bwd_group(float *dx, float *const *dA, float *const *dB, const float *const *dy,
-                      const float *x, const float *const *u, const float *const *A,
-                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
-                      float *scratch)
+void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
+                      const float *const *dy, const float *x, const float *const *u,
+                      const float *const *A, const float *const *B, const int *out, int G, int N,
+                      int in, int r, float s, float *scratch)
 {
     float *du[K_LORA_GROUP_MAX];
     for (int g = 0; g < G; g++)
         du[g] = scratch + (size_t)g * N * r;
-    lora_bwd_maps(dx, dA, dB, du, dy, x, u, A, B, out, G, N, in, r, s,
+    lora_bwd_maps(dx, beta, dA, dB, du, dy, x, u, A, B, out, G, N, in, r, s,
                   scratch + (size_t)G * N * r);
 }
 
