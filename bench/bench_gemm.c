@@ -532,7 +532,7 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
                   randn(big, 1.0f, 14), randn((size_t)r * wide, 0.1f, 15),
                   randn((size_t)r * wide, 0.1f, 16), randn((size_t)N * r, 1.0f, 17),
                   randn((size_t)N * r, 1.0f, 18), randn((size_t)r * wide, 1.0f, 19),
-                  randn((size_t)r * wide, 1.0f, 20), randn(k_lora_scratch(wide, r), 1.0f, 21),
+                  randn((size_t)r * wide, 1.0f, 20), randn(k_lora_scratch(N, wide, r), 1.0f, 21),
                   randn(2 * (size_t)N * (wide + 3 * (size_t)wide) / 3 + 16, 1.0f, 22)};
     printf("bench_gemm --lora: N %d r %d; microseconds per call (best within %.2f s), GFLOP/s; "
            "add: k_add over the floats the passes must move\n", N, r, seconds);

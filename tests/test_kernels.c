@@ -469,7 +469,8 @@ static void test_lora(void **state)
     float *x = tu_fnew(N * IN), *A = tu_fnew(R * IN), *B = tu_fnew(OUT * R), *y = tu_fnew(N * OUT);
     float *y0 = tu_fnew(N * OUT), *u = tu_fnew(N * R), *dy = tu_fnew(N * OUT), *du = tu_fnew(N * R);
     float *dx = tu_fnew(N * IN), *dx0 = tu_fnew(N * IN), *dA = tu_fnew(R * IN), *dA0 = tu_fnew(R * IN);
-    float *dB = tu_fnew(OUT * R), *dB0 = tu_fnew(OUT * R), *scr = tu_fnew(k_lora_scratch(OUT, R));
+    float *dB = tu_fnew(OUT * R), *dB0 = tu_fnew(OUT * R);
+    float *scr = tu_fnew(k_lora_scratch(N, OUT, R));
     fill_normal(x, N * IN, 1, 40);
     fill_normal(A, R * IN, 0.5f, 41);
     fill_normal(B, OUT * R, 0.5f, 42);
@@ -529,7 +530,7 @@ static void test_lora(void **state)
 }
 
 /* ---- LoRA at awkward shapes ----
- * The written-out kernels cut rows into blocks of 8, columns into chunks of
+ * The written-out kernels cut rows into blocks of 8 and parts of 64, columns into chunks of
  * 256 and slabs of 32 and vectors of 16, and r into groups of 8, 4 and 1:
  * shapes with a remainder at each cut, against a double reference of every
  * output (the backward's from the kernel's own u, as it reads it). */
@@ -582,14 +583,14 @@ static void check_lora_fwd_modes(float *u, const float *x, const float *A, const
 {
     size_t ny = (size_t)h.N * h.out, nu = (size_t)h.N * h.r;
     float *y = tu_fnew(ny), *res = tu_fnew(ny), *b = tu_fnew((size_t)h.out);
-    float *scr = tu_fnew(k_lora_scratch(h.out, h.r));
+    float *scr = tu_fnew(k_lora_scratch(h.N, h.out, h.r));
     double *rx = tu_to_double(x, (size_t)h.N * h.in), *rA = tu_to_double(A, (size_t)h.r * h.in);
     double *rB = tu_to_double(B, (size_t)h.out * h.r), *ry = tu_dnew(ny), *ru = tu_dnew(nu);
     fill_normal(res, ny, 1, seed), fill_normal(b, (size_t)h.out, 1, seed + 1);
     ref_lora(ry, ru, rx, rA, rB, h.N, h.in, h.out, h.r, s);   /* ry = s u B^T */
     for (int mode = 0; mode < 3; mode++) {
         const float *r0 = mode == 1 ? res : NULL, *bias = mode == 1 ? b : NULL;
-        fill_const(y, ny, NAN), fill_const(scr, k_lora_scratch(h.out, h.r), NAN);
+        fill_const(y, ny, NAN), fill_const(scr, k_lora_scratch(h.N, h.out, h.r), NAN);
         fill_const(u, nu, NAN);
         if (mode == 2)
             memcpy(y, res, ny * sizeof *y);
@@ -609,7 +610,7 @@ static void check_lora_shape(lora_shape h, uint64_t seed)
     const float s = 0.75f;
     float *x = tu_fnew(nx), *A = tu_fnew(na), *B = tu_fnew(nb), *dy = tu_fnew(ny);
     float *u = tu_fnew(nu), *du = tu_fnew(nu), *dx = tu_fnew(nx), *dA = tu_fnew(na);
-    float *dB = tu_fnew(nb), *scr = tu_fnew(k_lora_scratch(h.out, h.r));
+    float *dB = tu_fnew(nb), *scr = tu_fnew(k_lora_scratch(h.N, h.out, h.r));
     fill_normal(x, nx, 1, seed), fill_normal(A, na, 0.5f, seed + 1);
     fill_normal(B, nb, 0.5f, seed + 2);
     fill_normal(dy, ny, 1, seed + 4), fill_normal(dx, nx, 1, seed + 5);
@@ -621,7 +622,7 @@ static void check_lora_shape(lora_shape h, uint64_t seed)
     double *rdx = tu_to_double(dx, nx), *rdA = tu_to_double(dA, na), *rdB = tu_to_double(dB, nb);
     double *ku = tu_to_double(u, nu);
     ref_lora_bwd(rdx, rdA, rdB, rdu, rdy, rx, ku, rA, rB, h, s);
-    fill_const(du, nu, NAN), fill_const(scr, k_lora_scratch(h.out, h.r), NAN);
+    fill_const(du, nu, NAN), fill_const(scr, k_lora_scratch(h.N, h.out, h.r), NAN);
     k_lora_bwd(dx, 1.0f, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr);
     assert_true(tu_rel_err_f(du, rdu, nu) < FWD_TOL);
     assert_true(tu_rel_err_f(dB, rdB, nb) < FWD_TOL);
@@ -646,6 +647,8 @@ static void test_lora_shapes(void **state)
     const lora_shape shapes[] = {
         {1, 1, 1, 1},      {9, 17, 33, 1},  {37, 49, 70, 4},  {45, 300, 65, 8},
         {19, 70, 290, 16}, {8, 33, 35, 13}, {11, 20, 31, 64}, {17, 576, 192, 8},
+        {64, 40, 48, 8},   {150, 70, 45, 8}, {133, 21, 290, 13}, /* one part; parts of 64 rows
+                                                                     with a ragged last one */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
         check_lora_shape(shapes[i], 300 + 10 * i);
@@ -666,7 +669,7 @@ static void check_lora_group(int N, int IN, int R, const int *out)
     float *x = tu_fnew(N * IN), *du = tu_fnew(N * R), *dx0 = tu_fnew(N * IN);
     float *dx1 = tu_fnew(N * IN), *dx2 = tu_fnew(N * IN);
     float *scratch = tu_fnew(k_lora_group_scratch(G, N, out_sum, R));
-    float *scr1 = tu_fnew(k_lora_scratch(out_sum, R));
+    float *scr1 = tu_fnew(k_lora_scratch(N, out_sum, R));
     float *A[G], *B[G], *y1[G], *y2[G], *u1[G], *u2[G], *dy[G], *dA1[G], *dA2[G], *dB1[G], *dB2[G];
     fill_normal(x, N * IN, 1, 60);
     fill_normal(dx0, N * IN, 1, 61);
@@ -733,6 +736,7 @@ static void test_lora_group(void **state)
     check_lora_group(33, 40, 4, small);
     check_lora_group(21, 275, 8, odd);   /* row blocks, chunks and slabs with remainders */
     check_lora_group(10, 19, 13, odd);   /* r in groups of 8, 4 and 1 */
+    check_lora_group(141, 50, 8, odd);   /* dB's parts of 64 rows, the last one ragged */
 }
 
 /* ---- attention ------------------------------------------------------------------- */
@@ -1141,7 +1145,7 @@ static void test_threads_linear_lora(void **state)
     enum { N = 300, IN = 500, OUT = 300, R = 8 };
     float *x = tu_fnew(N * IN), *w = tu_fnew(IN * OUT), *b = tu_fnew(OUT), *dy = tu_fnew(N * OUT);
     float *A = tu_fnew(R * IN), *B = tu_fnew(OUT * R), *du = tu_fnew(N * R);
-    float *scr = tu_fnew(k_lora_scratch(OUT, R));
+    float *scr = tu_fnew(k_lora_scratch(N, OUT, R));
     float *y[2], *dx[2], *u[2], *dA[2], *dB[2];
     fill_normal(x, N * IN, 1, 100);
     fill_normal(w, IN * OUT, 0.1f, 101);

@@ -420,11 +420,15 @@ void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N
  * products"):
  *   rows     blocks of LORA_ROWS rows, blocks in parallel; the G maps of a
  *            group take the block in turn while its x (dx) rows are in cache:
- *              fwd  u[n,:] = x[n,:] A^T,  y[n,:] += s u[n,:] B^T
- *              bwd  du[n,:] = s dy[n,:] B,  dx[n,:] += du[n,:] A
- *   columns  one slab of LORA_SLAB columns at a time, slabs in parallel, each
- *            summed over the N rows in row order:
- *              dB[j,:] += s sum_n dy[n,j] u[n,:],  dA[:,i] += sum_n du[n,:] x[n,i]
+ *              fwd  u[n,:] = x[n,:] A^T,  y[n,:] = res[n,:] + b + s u[n,:] B^T
+ *              bwd  du[n,:] = s dy[n,:] B,  dx[n,:] = beta dx[n,:] + du[n,:] A,
+ *                   and while dy's rows are in cache the part of dB^T they
+ *                   make (parts of LORA_PART rows, each its own sums)
+ *   columns  one slab of LORA_SLAB columns at a time, slabs in parallel:
+ *              dB[j,:] += s sum_p (part p's sums), the parts in order
+ *              dA[:,i] += sum_n du[n,:] x[n,i], the N rows in order
+ * So y and dx are written without being read (the frozen products add into
+ * them afterwards) and dy is read once (session 7).
  * B is read as Bt = B^T [r,out] (made per call in the scratch), so that every
  * inner loop runs along contiguous rows.  The r rows of A or Bt go in groups
  * of 8, 4 or 1 (lora_group) whose sums stay in vector registers.  Every output
@@ -434,6 +438,7 @@ void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N
 #define LORA_SLAB 32   /* columns per step of the column sums (two AVX-512 vectors) */
 #define LORA_ROWS 8    /* rows per step of the row passes */
 #define LORA_CHUNK 256 /* columns of A or Bt per step of the row passes (8 x 256 floats: 8 KB) */
+#define LORA_PART 64   /* rows per part of dB's sums in the backward's row pass (8 blocks) */
 #define LORA_INLINE static inline __attribute__((always_inline))
 
 /* How many of the `left` rows of A or Bt the next group takes. */
@@ -666,6 +671,62 @@ VEC static void lora_colsum(float *o, size_t ok, size_t ol, const float *w, int 
     }
 }
 
+/* P[k, j] += sum_m c[m, k] z[m, j] for k < G, j < n, the rows m < rows in
+ * order (c's rows ldc apart, z's ldz, P's ldp): a block of rows' share of a
+ * part of the column sums dB, the G x LANES sums in registers. */
+LORA_INLINE void lora_outer_g(float *P, int ldp, const float *c, int ldc, const float *z, int ldz,
+                              int n, int rows, const int G)
+{
+    int j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        lora_v acc[8];
+        for (int k = 0; k < G; k++)
+            acc[k] = lora_load(P + (size_t)k * ldp + j);
+        for (int m = 0; m < rows; m++) {
+            lora_v zv = lora_load(z + (size_t)m * ldz + j);
+            for (int k = 0; k < G; k++)
+                acc[k] += c[(size_t)m * ldc + k] * zv;
+        }
+        for (int k = 0; k < G; k++)
+            memcpy(P + (size_t)k * ldp + j, &acc[k], sizeof acc[k]);
+    }
+    for (; j < n; j++)
+        for (int k = 0; k < G; k++) {
+            float t = P[(size_t)k * ldp + j];
+            for (int m = 0; m < rows; m++)
+                t += c[(size_t)m * ldc + k] * z[(size_t)m * ldz + j];
+            P[(size_t)k * ldp + j] = t;
+        }
+}
+
+/* P[k, 0..n) += sum_m c[m, k] z[m, :] over the rows m < rows of c [rows, r]
+ * and z (rows ldz apart), P [r, n] (rows ldp apart). */
+VEC static void lora_outer(float *P, int ldp, const float *c, int r, const float *z, int ldz, int n,
+                           int rows)
+{
+    for (int k = 0, G; k < r; k += G) {
+        G = lora_group(r - k);
+        LORA_BY_GROUP(G, lora_outer_g(P + (size_t)k * ldp, ldp, c + k, r, z, ldz, n, rows, gk_));
+    }
+}
+
+/* dB[j, k] += s * sum_p P_p[k, j] for j in [j0, j0 + w) (w <= LORA_SLAB),
+ * k < r, the parts p < parts in order (P_p [r, ldp] at P + p * stride). */
+VEC static void lora_parts_sum(float *dB, const float *P, size_t stride, int parts, int ldp, int j0,
+                               int w, int r, float s)
+{
+    for (int k = 0; k < r; k++) {
+        float t[LORA_SLAB] = {0};
+        for (int p = 0; p < parts; p++) {
+            const float *pk = P + (size_t)p * stride + (size_t)k * ldp + j0;
+            for (int l = 0; l < w; l++)
+                t[l] += pk[l];
+        }
+        for (int l = 0; l < w; l++)
+            dB[(size_t)(j0 + l) * r + k] += s * t[l];
+    }
+}
+
 static int lora_slabs(int n) { return (n + LORA_SLAB - 1) / LORA_SLAB; }
 static int lora_slab_width(int n, int b)
 {
@@ -709,37 +770,66 @@ static void lora_fwd_maps(float *const *y, const float *const *res, const float 
     }
 }
 
-/* The backward of G maps reading x: du_g and dx = beta dx + sum_g du_g A_g
- * by blocks of rows, then dB_g and dA_g by column slabs (all slabs of one
- * kind in one parallel loop). */
+static int lora_parts(int N) { return (N + LORA_PART - 1) / LORA_PART; }
+
+/* The row pass of the backward over the rows [n0, n0 + rows) (one block) of
+ * the G maps: du_g = s dy_g Bt_g^T, P_g += u_g^T dy_g (P_g [r, out_g] one
+ * after the other at P: the block's part of dB_g^T), and dx = beta dx +
+ * sum_g du_g A_g.  dy_g's rows are read from memory once for both. */
+static void lora_bwd_block(float *dx, float beta, float *P, float *const *du,
+                           const float *const *dy, const float *const *u, const float *const *A,
+                           const float *bt, const int *out, int G, int n0, int rows, int in, int r,
+                           float s)
+{
+    for (int g = 0; g < G; g++) {
+        const float *dyn = dy[g] + (size_t)n0 * out[g];
+        lora_dots(du[g] + (size_t)n0 * r, dyn, out[g], bt, out[g], out[g], r, s, rows);
+        lora_outer(P, out[g], u[g] + (size_t)n0 * r, r, dyn, out[g], out[g], rows);
+        bt += (size_t)r * out[g], P += (size_t)r * out[g];
+    }
+    float *dxn = dx ? dx + (size_t)n0 * in : NULL;
+    for (int g = 0; dx && g < G; g++)   /* map 0 starts from beta dx, the rest add */
+        lora_axpys(dxn, in, g || beta != 0.0f ? dxn : NULL, in, NULL, du[g] + (size_t)n0 * r, A[g],
+                   in, in, r, 1.0f, rows);
+}
+
+/* The backward of G maps reading x (bt: lora_transpose's; part:
+ * lora_parts(N) * r * out_sum floats):
+ *   rows     parts of LORA_PART rows in parallel, each by blocks of
+ *            LORA_ROWS (lora_bwd_block): du_g, dx, and the part's sums of
+ *            dB_g, so dy_g is read once
+ *   columns  dB_g += s * the parts' sums added in part order, by slabs of
+ *            columns; dA_g by slabs of x's columns
+ * Every sum has an order fixed by the shape, not by the threads. */
 static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const *dB,
                           float *const *du, const float *const *dy, const float *x,
                           const float *const *u, const float *const *A, const float *const *B,
-                          const int *out, int G, int N, int in, int r, float s, float *bt)
+                          const int *out, int G, int N, int in, int r, float s, float *bt,
+                          float *part)
 {
     lora_transpose(bt, B, out, G, r);
+    size_t out_sum = 0;
+    for (int g = 0; g < G; g++)
+        out_sum += (size_t)out[g];
+    size_t stride = (size_t)r * out_sum;   /* floats of one part, all G maps */
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-        for (int b = 0; b < lora_blocks(N); b++) {
-            int n0 = b * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
-            const float *btg = bt;
-            for (int g = 0; g < G; g++) {
-                lora_dots(du[g] + (size_t)n0 * r, dy[g] + (size_t)n0 * out[g], out[g], btg,
-                          out[g], out[g], r, s, rows);
-                btg += (size_t)r * out[g];
-            }
-            float *dxn = dx ? dx + (size_t)n0 * in : NULL;
-            for (int g = 0; dx && g < G; g++)   /* map 0 starts from beta dx, the rest add */
-                lora_axpys(dxn, in, g || beta != 0.0f ? dxn : NULL, in, NULL,
-                           du[g] + (size_t)n0 * r, A[g], in, in, r, 1.0f, rows);
+        for (int p = 0; p < lora_parts(N); p++) {
+            float *P = part + (size_t)p * stride;
+            int n1 = N - p * LORA_PART < LORA_PART ? N : (p + 1) * LORA_PART;
+            memset(P, 0, stride * sizeof *P);
+            for (int n0 = p * LORA_PART; n0 < n1; n0 += LORA_ROWS)
+                lora_bwd_block(dx, beta, P, du, dy, u, A, bt, out, G, n0,
+                               n1 - n0 < LORA_ROWS ? n1 - n0 : LORA_ROWS, in, r, s);
         }
-        for (int g = 0; g < G; g++) {   /* dB_g [out_g, r]: slab b is rows b*SLAB.. of dB_g */
+        size_t off = 0;   /* map g's [r, out_g] inside a part */
+        for (int g = 0; g < G; g++) {
 #pragma omp for schedule(static) nowait
             for (int b = 0; b < lora_slabs(out[g]); b++)
-                lora_colsum(dB[g] + (size_t)b * LORA_SLAB * r, 1, (size_t)r, u[g], r, r,
-                            dy[g] + (size_t)b * LORA_SLAB, out[g], N, lora_slab_width(out[g], b),
-                            s);
+                lora_parts_sum(dB[g], part + off, stride, lora_parts(N), out[g], b * LORA_SLAB,
+                               lora_slab_width(out[g], b), r, s);
+            off += (size_t)r * out[g];
         }
 #pragma omp for schedule(static)
         for (int b = 0; b < lora_slabs(in); b++)   /* dA_g [r, in]: slab b: columns b*SLAB.. */
@@ -749,7 +839,11 @@ static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const 
     }
 }
 
-size_t k_lora_scratch(int out, int r) { return (size_t)r * out; }
+/* bt [r, out], then the backward's parts of dB (lora_bwd_maps) */
+size_t k_lora_scratch(int N, int out, int r)
+{
+    return (size_t)r * out * (1 + (size_t)lora_parts(N));
+}
 
 void k_lora_fwd(float *y, const float *res, const float *b, float *u, const float *x,
                 const float *A, const float *B, int N, int in, int out, int r, float s,
@@ -762,12 +856,14 @@ void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const fl
                 const float *x, const float *u, const float *A, const float *B, int N, int in,
                 int out, int r, float s, float *scratch)
 {
-    lora_bwd_maps(dx, beta, &dA, &dB, &du, &dy, x, &u, &A, &B, &out, 1, N, in, r, s, scratch);
+    lora_bwd_maps(dx, beta, &dA, &dB, &du, &dy, x, &u, &A, &B, &out, 1, N, in, r, s, scratch,
+                  scratch + (size_t)r * out);
 }
 
 size_t k_lora_group_scratch(int G, int N, int out_sum, int r)
 {
-    return (size_t)G * N * r + (size_t)r * out_sum;   /* du_0 .. du_{G-1}, then bt */
+    /* du_0 .. du_{G-1}, then bt, then the backward's parts of dB */
+    return (size_t)G * N * r + (size_t)r * out_sum * (1 + (size_t)lora_parts(N));
 }
 
 void k_lora_fwd_group(float *const *y, const float *const *b, float *const *u, const float *x,
@@ -785,8 +881,12 @@ void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
     float *du[K_LORA_GROUP_MAX];
     for (int g = 0; g < G; g++)
         du[g] = scratch + (size_t)g * N * r;
-    lora_bwd_maps(dx, beta, dA, dB, du, dy, x, u, A, B, out, G, N, in, r, s,
-                  scratch + (size_t)G * N * r);
+    int out_sum = 0;
+    for (int g = 0; g < G; g++)
+        out_sum += out[g];
+    float *bt = scratch + (size_t)G * N * r;
+    lora_bwd_maps(dx, beta, dA, dB, du, dy, x, u, A, B, out, G, N, in, r, s, bt,
+                  bt + (size_t)r * out_sum);
 }
 
 /* ---- attention ------------------------------------------------------------------ */

@@ -76,9 +76,11 @@ void k_rmsnorm_bwd_w(float *dw, const float *dy, const float *x, const float *rs
  * back by a memory-bound pass (docs/performance.md, session 7).
  * Written out rather than through sgemm (memory-bound skinny products): a
  * pass over the rows (u and y row by row), and for the backward a pass over
- * the rows (du, dx) and column sums over all N rows (dA, dB), each element by
- * one thread in a fixed order.  scratch: k_lora_scratch(out, r) floats. */
-size_t k_lora_scratch(int out, int r);
+ * the rows (du, dx, and dB's sums over parts of 64 rows, so dy is read once)
+ * and column sums (dB from its parts, dA over all N rows), each element by
+ * one thread in an order fixed by the shape.  scratch: k_lora_scratch(N,
+ * out, r) floats. */
+size_t k_lora_scratch(int N, int out, int r);
 void k_lora_fwd(float *y, const float *res, const float *b, float *u, const float *x,
                 const float *A, const float *B, int N, int in, int out, int r, float s,
                 float *scratch);
