@@ -657,8 +657,8 @@ static void test_lora_shapes(void **state)
 /* The grouped LoRA of G maps reading one x (k_lora_fwd_group /
  * k_lora_bwd_group) against k_lora_fwd / k_lora_bwd map by map (which
  * test_lora and test_lora_shapes check): the same u, y, dA, dB and dx bit
- * for bit (kernels.h: the same sums in the same order), with dx and
- * without. */
+ * for bit (kernels.h: the same sums in the same order): y written (with
+ * and without a bias) and added to, dx NULL, added to and written. */
 enum { LG = 3 };   /* maps per group in check_lora_group */
 
 static void check_lora_group(int N, int IN, int R, const int *out)
@@ -696,16 +696,21 @@ static void check_lora_group(int N, int IN, int R, const int *out)
         float beta = mode == 1 ? 1.0f : 0.0f, *dxa = mode ? dx1 : NULL, *dxb = mode ? dx2 : NULL;
         memcpy(dx1, dx0, sizeof(float) * N * IN);
         memcpy(dx2, dx0, sizeof(float) * N * IN);
-        for (int g = 0; g < G; g++) {
-            fill_const(y1[g], (size_t)N * out[g], NAN), fill_const(y2[g], (size_t)N * out[g], NAN);
-            k_lora_fwd(y1[g], NULL, bias[g], u1[g], x, A[g], B[g], N, IN, out[g], R, s, scr1);
+        for (int g = 0; g < G; g++) {   /* y += in mode 1, else y written over NaN */
+            fill_const(y1[g], (size_t)N * out[g], NAN);
+            if (mode == 1)
+                fill_normal(y1[g], (size_t)N * out[g], 1, 70 + g);
+            memcpy(y2[g], y1[g], sizeof(float) * N * out[g]);
+            k_lora_fwd(y1[g], mode == 1 ? y1[g] : NULL, bias[g], u1[g], x, A[g], B[g], N, IN,
+                       out[g], R, s, scr1);
             k_lora_bwd(dxa, g ? 1.0f : beta, dA1[g], dB1[g], du, dy[g], x, u1[g], A[g], B[g], N,
                        IN, out[g], R, s, scr1);
         }
         if (mode == 2)   /* beta 0 does not read dx */
             fill_const(dx2, (size_t)N * IN, NAN);
         fill_const(scratch, k_lora_group_scratch(G, N, out_sum, R), NAN);   /* all scratch */
-        k_lora_fwd_group(y2, (const float *const *)bias, u2, x, (const float *const *)A,
+        k_lora_fwd_group(y2, mode == 1 ? (const float *const *)y2 : NULL,
+                         (const float *const *)bias, u2, x, (const float *const *)A,
                          (const float *const *)B, out, G, N, IN, R, s, scratch);
         k_lora_bwd_group(dxb, beta, dA2, dB2, (const float *const *)dy, x,
                          (const float *const *)u2, (const float *const *)A,

@@ -866,11 +866,12 @@ size_t k_lora_group_scratch(int G, int N, int out_sum, int r)
     return (size_t)G * N * r + (size_t)r * out_sum * (1 + (size_t)lora_parts(N));
 }
 
-void k_lora_fwd_group(float *const *y, const float *const *b, float *const *u, const float *x,
-                      const float *const *A, const float *const *B, const int *out, int G, int N,
-                      int in, int r, float s, float *scratch)
+void k_lora_fwd_group(float *const *y, const float *const *res, const float *const *b,
+                      float *const *u, const float *x, const float *const *A,
+                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
+                      float *scratch)
 {
-    lora_fwd_maps(y, NULL, b, u, x, A, B, out, G, N, in, r, s, scratch + (size_t)G * N * r);
+    lora_fwd_maps(y, res, b, u, x, A, B, out, G, N, in, r, s, scratch + (size_t)G * N * r);
 }
 
 void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,

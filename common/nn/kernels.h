@@ -72,8 +72,10 @@ void k_rmsnorm_bwd_w(float *dw, const float *dy, const float *x, const float *rs
  *   y[N,out] = res + b + s * u B^T     res [N,out]: NULL (0: y written, not read)
  *                                      or y itself (y +=); b [out]: NULL (0)
  * The model writes the LoRA first (res: the block's residual, or NULL) and
- * lets the frozen product accumulate into y (beta 1), so that y is not read
- * back by a memory-bound pass (docs/performance.md, session 7).
+ * lets the frozen product accumulate into y (beta 1) where that saves a
+ * pass: OpenBLAS products, and maps with a residual; a oneDNN product that
+ * writes y goes first and the LoRA adds (res = y).  docs/performance.md,
+ * "Session 7: the LoRA in fewer passes".
  * Written out rather than through sgemm (memory-bound skinny products): a
  * pass over the rows (u and y row by row), and for the backward a pass over
  * the rows (du, dx, and dB's sums over parts of 64 rows, so dy is read once)
@@ -96,9 +98,10 @@ void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const fl
 /* LoRA of G <= K_LORA_GROUP_MAX maps that read the same x [N,in] (Llama's
  * q, k, v; gate, up), each with its own A_g [r,in], B_g [out_g,r], u_g [N,r],
  * y_g [N,out_g]:
- *   fwd  y_g = b_g + s u_g B_g^T (written; b NULL or b_g NULL: 0)
+ *   fwd  y_g = res_g + b_g + s u_g B_g^T (res, b: NULL, or one entry per
+ *        map, NULL for 0; res_g may be y_g)
  *   bwd  dx = beta dx + sum_g du_g A_g, dA_g, dB_g as k_lora_bwd
- * i.e. k_lora_fwd (res NULL) / k_lora_bwd of every map (the backward's beta
+ * i.e. k_lora_fwd / k_lora_bwd of every map (the backward's beta
  * for map 0, 1 for the rest), with the passes over x and dx made once for all
  * G (a block of rows of x or dx serves the G maps in turn while it is in
  * cache; the column sums of dA_g read x slab by slab for all g).
@@ -108,9 +111,10 @@ void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const fl
  * ... + out_{G-1}. */
 #define K_LORA_GROUP_MAX 4
 size_t k_lora_group_scratch(int G, int N, int out_sum, int r);
-void k_lora_fwd_group(float *const *y, const float *const *b, float *const *u, const float *x,
-                      const float *const *A, const float *const *B, const int *out, int G, int N,
-                      int in, int r, float s, float *scratch);
+void k_lora_fwd_group(float *const *y, const float *const *res, const float *const *b,
+                      float *const *u, const float *x, const float *const *A,
+                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
+                      float *scratch);
 /* dy_g [N,out_g]; dA_g, dB_g accumulate; dx (may be NULL) as above. */
 void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
                       const float *const *dy, const float *x, const float *const *u,

@@ -401,7 +401,7 @@ static void norm_bwd_w(const pass *ps, const float *w, const float *b, const flo
 
 /* y[N,out] = (res +) x W (+b) for the frozen map; res may be NULL (y may be
  * res).  lora_first: the LoRA has written y = res + LoRA (+ b on OpenBLAS,
- * lora_bias) already, so the product only adds into y.  xb: x already
+ * lora_bias) already (lora_goes_first), so the product only adds into y.  xb: x already
  * rounded to bf16 for a bf16 map, or NULL. */
 static void frozen_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
                             const uint16_t *xb, const float *res, int N, int lora_first)
@@ -425,15 +425,28 @@ static void frozen_fwd_rows(const pass *ps, const model_linear *lin, float *y, c
 /* Does lin take a LoRA in this pass. */
 static int lora_on(const pass *ps, const model_linear *lin) { return lin->lora >= 0 && ps->p; }
 
-/* The bias the LoRA's first write carries (it goes before the frozen
- * product): OpenBLAS's, whose product then adds with beta 1 alone; oneDNN
- * adds its own bias inside the product. */
+/* Does lin's LoRA go before its frozen product, writing y (from res) for
+ * the product to add into?  When the product adds anyway (a residual: the
+ * copy of res and the LoRA's read of y are saved), or runs through OpenBLAS
+ * (k_gemm with beta 0 zeroes y in a pass of its own first; beta 1 spares
+ * it).  A oneDNN product that would write y goes first and the LoRA adds:
+ * oneDNN's accumulating product (sum post-op) was measured to cost about
+ * what the LoRA's read of y costs (docs/performance.md, session 7).  The
+ * backward's dx follows the same rule, with beta 1 for a residual. */
+static int lora_goes_first(const model_linear *lin, int product_adds)
+{
+    return product_adds || !lin->dm;
+}
+
+/* The bias the LoRA's write carries when it goes first: OpenBLAS's, whose
+ * product then adds with beta 1 alone; oneDNN adds its own bias inside the
+ * product. */
 static const float *lora_bias(const model_linear *lin) { return lin->dm ? NULL : lin->b; }
 
-/* y[N,out] = res + (lora_bias) + s (x A^T) B^T for an adapted lin (after
- * dropout when training); res may be NULL (0) or y. */
+/* y[N,out] = res + b + s (x A^T) B^T for an adapted lin (after dropout
+ * when training); res may be NULL (0) or y, b NULL. */
 static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
-                          const float *res, int N)
+                          const float *res, const float *b, int N)
 {
     prof_mark t = prof_start(ps->a);
     const lora_module *mod = &ps->L->m[lin->lora];
@@ -442,20 +455,22 @@ static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, con
         lora_dropout(ps, lin->lora, x, (size_t)N * lin->in);
         xin = ps->a->xd[lin->lora];
     }
-    k_lora_fwd(y, res, lora_bias(lin), ps->a->u[lin->lora], xin, ps->p + mod->a_off,
-               ps->p + mod->b_off, N, lin->in, lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
+    k_lora_fwd(y, res, b, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N,
+               lin->in, lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
     prof_stop(ps->a, SP_LORA, t);
 }
 
-/* y[N,out] = (res +) x W (+b) + s (x A^T) B^T: the LoRA first (it writes y,
- * from res), then the frozen product adds into y, so no pass reads y back. */
+/* y[N,out] = (res +) x W (+b) + s (x A^T) B^T, the LoRA before or after the
+ * frozen product (lora_goes_first). */
 static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
                             const uint16_t *xb, const float *res, int N)
 {
-    int lora = lora_on(ps, lin);
-    if (lora)
-        lora_fwd_rows(ps, lin, y, x, res, N);
-    frozen_fwd_rows(ps, lin, y, x, xb, res, N, lora);
+    int lora = lora_on(ps, lin), first = lora && lora_goes_first(lin, res != NULL);
+    if (first)
+        lora_fwd_rows(ps, lin, y, x, res, lora_bias(lin), N);
+    frozen_fwd_rows(ps, lin, y, x, xb, res, N, first);
+    if (lora && !first)
+        lora_fwd_rows(ps, lin, y, x, y, NULL, N);
 }
 
 /* The LoRA part of linear_bwd_rows: dA, dB and (dx != NULL) dx = beta dx +
@@ -504,12 +519,12 @@ static void frozen_bwd_rows(const pass *ps, const model_linear *lin, float *dx, 
     prof_stop(ps->a, SP_LINEAR_BWD, t);
 }
 
-/* Is lin adapted without dropout: its backward then writes dx before the
- * frozen product adds into it (with dropout the LoRA's dx is masked and
- * added after). */
-static int lora_dx_first(const pass *ps, const model_linear *lin)
+/* Does lin's LoRA write dx (= beta dx + its share) before the frozen
+ * product adds into it: adapted, without dropout (the LoRA's dx is then
+ * masked and added after), and lora_goes_first. */
+static int lora_dx_first(const pass *ps, const model_linear *lin, float beta)
 {
-    return lora_on(ps, lin) && !lora_input(ps, lin->lora);
+    return lora_on(ps, lin) && !lora_input(ps, lin->lora) && lora_goes_first(lin, beta != 0.0f);
 }
 
 /* dx = beta dx + dy W + the LoRA's dx (dx may be NULL), the gradients
@@ -517,7 +532,7 @@ static int lora_dx_first(const pass *ps, const model_linear *lin)
 static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
                             const float *x, float beta, int N)
 {
-    if (lora_dx_first(ps, lin)) {
+    if (lora_dx_first(ps, lin, beta)) {
         PROF(ps, SP_LORA, lora_bwd_rows(ps, lin, dx, beta, dy, x, N));
         frozen_bwd_rows(ps, lin, dx, dy, x, 1.0f, N);
         return;
@@ -570,8 +585,8 @@ static void lora_group_params(const pass *ps, const model_linear *lins, int G, c
 /* y[g] = x W_g^T (+ b_g) + LoRA_g for the G maps lins[0..G-1] of a block
  * reading the same x [N,C] (Llama's q, k, v; gate, up); xb: x in bf16
  * (shared_bf16) or NULL.  Their LoRA takes x in one pass for all G
- * (k_lora_fwd_group) when lora_groupable, writing y[g] before the frozen
- * products add into them; else map by map (linear_fwd_rows). */
+ * (k_lora_fwd_group) when lora_groupable, before or after the frozen
+ * products (lora_goes_first); else map by map (linear_fwd_rows). */
 static void group_fwd(const pass *ps, const model_linear *lins, int G, float *const *y,
                       const float *x, const uint16_t *xb)
 {
@@ -583,19 +598,22 @@ static void group_fwd(const pass *ps, const model_linear *lins, int G, float *co
     }
     const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX], *b[MODEL_GROUP_MAX];
     float *u[MODEL_GROUP_MAX];
-    int out[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX], first = lora_goes_first(&lins[0], 0);
     lora_group_params(ps, lins, G, A, B, out);
     for (int g = 0; g < G; g++)
-        u[g] = a->u[lins[g].lora], b[g] = lora_bias(&lins[g]);
-    PROF(ps, SP_LORA, k_lora_fwd_group(y, b, u, x, A, B, out, G, a->N, lins[0].in, ps->L->r,
-                                       ps->L->scale, a->lscr));
-    for (int g = 0; g < G; g++)
+        u[g] = a->u[lins[g].lora], b[g] = first ? lora_bias(&lins[g]) : NULL;
+    for (int g = 0; !first && g < G; g++)
+        frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N, 0);
+    PROF(ps, SP_LORA,
+         k_lora_fwd_group(y, first ? NULL : (const float *const *)y, b, u, x, A, B, out, G, a->N,
+                          lins[0].in, ps->L->r, ps->L->scale, a->lscr));
+    for (int g = 0; first && g < G; g++)
         frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N, 1);
 }
 
 /* The backward of group_fwd: dx [N,C] = beta dx + sum_g dy[g] W_g (+ the
  * LoRA's dx) when dx != NULL; the LoRA gradients accumulate.  Grouped, the
- * LoRA writes dx first and the frozen products add into it. */
+ * LoRA takes dx before or after the frozen products (lora_goes_first). */
 static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx,
                       const float *const *dy, const float *x, float beta)
 {
@@ -607,15 +625,17 @@ static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx
     }
     const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX], *u[MODEL_GROUP_MAX];
     float *dA[MODEL_GROUP_MAX], *dB[MODEL_GROUP_MAX];
-    int out[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX], first = lora_goes_first(&lins[0], beta != 0.0f);
     lora_group_params(ps, lins, G, A, B, out);
     for (int g = 0; g < G; g++) {
         const lora_module *mod = &ps->L->m[lins[g].lora];
         dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off, u[g] = a->u[lins[g].lora];
     }
-    PROF(ps, SP_LORA, k_lora_bwd_group(dx, beta, dA, dB, dy, x, u, A, B, out, G, a->N,
-                                       lins[0].in, ps->L->r, ps->L->scale, a->lscr));
-    for (int g = 0; g < G; g++)
+    for (int g = 0; !first && g < G; g++)
+        frozen_bwd_rows(ps, &lins[g], dx, dy[g], x, g ? 1.0f : beta, a->N);
+    PROF(ps, SP_LORA, k_lora_bwd_group(dx, first ? beta : 1.0f, dA, dB, dy, x, u, A, B, out, G,
+                                       a->N, lins[0].in, ps->L->r, ps->L->scale, a->lscr));
+    for (int g = 0; first && g < G; g++)
         frozen_bwd_rows(ps, &lins[g], dx, dy[g], x, 1.0f, a->N);
 }
 
