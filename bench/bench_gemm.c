@@ -433,14 +433,14 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
  * Llama SmolLM-135M's shapes (in -> out: 576 -> 576 q/o, 576 -> 192 k/v,
  * 576 -> 1536 gate/up, 1536 -> 576 down), each way:
  *   sgemm   the products as k_gemm calls (the kernels before they were
- *           written out): fwd u = x A^T, y = s u B^T; bwd dB += s dy^T u,
- *           du = s dy B, dA += du^T x, dx = du A
- *   kernel  k_lora_fwd / k_lora_bwd (common/nn/kernels.h) as the model calls
- *           them since session 7: y and dx written, not read (the frozen
- *           product adds into them afterwards)
+ *           written out): fwd u = x A^T, y += s u B^T; bwd dB += s dy^T u,
+ *           du = s dy B, dA += du^T x, dx += du A
+ *   kernel  k_lora_fwd / k_lora_bwd (common/nn/kernels.h), adding into y
+ *           and dx as the model calls them after a oneDNN product that
+ *           writes (session 7: written instead where the LoRA goes first)
  *   add     k_add over as many floats as the passes must move (fwd: x read,
- *           y written; bwd: dy and x read, dx written): the time if memory
- *           bound them
+ *           y read and written; bwd: dy and x read, dx read and written):
+ *           the time if memory bound them
  * Microseconds per call (best within --seconds) and GFLOP/s (fwd 2 N r
  * (in+out), bwd 4 N r (in+out)); the header gives the ceiling, k_gemm on
  * an N x in x in product in the same run. */
@@ -455,7 +455,7 @@ static void run_lora_sgemm_fwd(void *p)
     lora_ctx *c = p;
     k_gemm(CblasNoTrans, CblasTrans, c->N, c->r, c->in, 1.0f, c->x, c->in, c->A, c->in, 0.0f, c->u,
            c->r);
-    k_gemm(CblasNoTrans, CblasTrans, c->N, c->out, c->r, 2.0f, c->u, c->r, c->B, c->r, 0.0f, c->y,
+    k_gemm(CblasNoTrans, CblasTrans, c->N, c->out, c->r, 2.0f, c->u, c->r, c->B, c->r, 1.0f, c->y,
            c->out);
 }
 
@@ -466,19 +466,19 @@ static void run_lora_sgemm_bwd(void *p)
     k_gemm(CblasTrans, CblasNoTrans, out, r, N, 2.0f, c->dy, out, c->u, r, 1.0f, c->dB, r);
     k_gemm(CblasNoTrans, CblasNoTrans, N, r, out, 2.0f, c->dy, out, c->B, r, 0.0f, c->du, r);
     k_gemm(CblasTrans, CblasNoTrans, r, in, N, 1.0f, c->du, r, c->x, in, 1.0f, c->dA, in);
-    k_gemm(CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, c->du, r, c->A, in, 0.0f, c->dx, in);
+    k_gemm(CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, c->du, r, c->A, in, 1.0f, c->dx, in);
 }
 
 static void run_lora_fwd(void *p)
 {
     lora_ctx *c = p;
-    k_lora_fwd(c->y, NULL, NULL, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, 2.0f, c->scr);
+    k_lora_fwd(c->y, c->y, NULL, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, 2.0f, c->scr);
 }
 
 static void run_lora_bwd(void *p)
 {
     lora_ctx *c = p;
-    k_lora_bwd(c->dx, 0.0f, c->dA, c->dB, c->du, c->dy, c->x, c->u, c->A, c->B, c->N, c->in, c->out,
+    k_lora_bwd(c->dx, 1.0f, c->dA, c->dB, c->du, c->dy, c->x, c->u, c->A, c->B, c->N, c->in, c->out,
                c->r, 2.0f, c->scr);
 }
 
@@ -498,8 +498,8 @@ static void run_lora_add(void *p)
 static void lora_row(lora_ctx *c, const char *name, int bwd, double seconds)
 {
     size_t N = (size_t)c->N;
-    /* floats moved: fwd x + y; bwd dy + x + dx */
-    size_t moved = bwd ? N * (c->out + 2 * (size_t)c->in) : N * (c->in + (size_t)c->out);
+    /* floats moved: fwd x + 2 y; bwd dy + x + 2 dx */
+    size_t moved = bwd ? N * (c->out + 3 * (size_t)c->in) : N * (c->in + 2 * (size_t)c->out);
     lora_add a = {c, moved / 3};
     double ts = best_time(bwd ? run_lora_sgemm_bwd : run_lora_sgemm_fwd, c, seconds);
     double tk = best_time(bwd ? run_lora_bwd : run_lora_fwd, c, seconds);
