@@ -439,6 +439,7 @@ void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N
 #define LORA_ROWS 8    /* rows per step of the row passes */
 #define LORA_CHUNK 256 /* columns of A or Bt per step of the row passes (8 x 256 floats: 8 KB) */
 #define LORA_PART 64   /* rows per part of dB's sums in the backward's row pass (8 blocks) */
+#define LORA_OUTER 32  /* rows per load and store of a part's sums (dy's rows stay in L2) */
 #define LORA_INLINE static inline __attribute__((always_inline))
 
 /* How many of the `left` rows of A or Bt the next group takes. */
@@ -552,12 +553,13 @@ VEC static void lora_dots(float *u, const float *x, int ldx, const float *M, int
 }
 
 /* y[p, j] = y0[p, j] + bias[j] + sum_k (s c[p, k]) M[k,j] for the P rows p of
- * y (ldy apart), y0 (ld0 apart; NULL: 0, may be y) and c (ldc apart), k < G,
- * j < n (M's rows ld apart; bias NULL: 0), the k in order.  Two rows share
- * each load of M. */
+ * y (ldy apart), y0 (ld0 apart; may be y; used when FROM, else 0) and c (ldc
+ * apart), k < G, j < n (M's rows ld apart; bias used when WB, else 0), the k
+ * in order.  Two rows share each load of M.  FROM and WB are constants at
+ * every call (lora_axpys), so the start costs no branch in the loop. */
 LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *y0, int ld0, const float *bias,
                               const float *c, int ldc, const float *M, int ld, int n, float s,
-                              const int G, const int P)
+                              const int G, const int P, const int FROM, const int WB)
 {
     float sc[2][8];
     for (int p = 0; p < P; p++)
@@ -565,11 +567,13 @@ LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *y0, int ld0, const
             sc[p][k] = s * c[(size_t)p * ldc + k];
     int j = 0;
     for (; j + LANES <= n; j += LANES) {
-        lora_v t[2] = {{0}};
+        lora_v t[2];
         for (int p = 0; p < P; p++) {
-            if (y0)
+            if (FROM)
                 t[p] = lora_load(y0 + (size_t)p * ld0 + j);
-            if (bias)
+            else
+                t[p] = (lora_v){0};
+            if (WB)
                 t[p] += lora_load(bias + j);
         }
         for (int k = 0; k < G; k++) {
@@ -582,14 +586,27 @@ LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *y0, int ld0, const
     }
     for (; j < n; j++)
         for (int p = 0; p < P; p++) {
-            float t = y0 ? y0[(size_t)p * ld0 + j] : 0.0f;
-            if (bias)
+            float t = FROM ? y0[(size_t)p * ld0 + j] : 0.0f;
+            if (WB)
                 t += bias[j];
             for (int k = 0; k < G; k++)
                 t += sc[p][k] * M[(size_t)k * ld + j];
             y[(size_t)p * ldy + j] = t;
         }
 }
+
+/* lora_axpys_g with FROM = (y0 != NULL), WB = (bias != NULL) as constants. */
+#define LORA_AXPYS_G(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P)                            \
+    do {                                                                                          \
+        if ((y0) && !(bias))                                                                      \
+            lora_axpys_g(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P, 1, 0);                 \
+        else if (y0)                                                                              \
+            lora_axpys_g(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P, 1, 1);                 \
+        else if (bias)                                                                            \
+            lora_axpys_g(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P, 0, 1);                 \
+        else                                                                                      \
+            lora_axpys_g(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P, 0, 0);                 \
+    } while (0)
 
 /* y[m, 0..n) = y0[m, :] + bias + s c[m, :] M for the rows m < rows of y (ldy
  * apart), of y0 (ld0 apart; NULL: 0; y itself: y +=) and of c [rows, r], M
@@ -608,14 +625,16 @@ VEC static void lora_axpys(float *y, int ldy, const float *y0, int ld0, const fl
             int w = n - j0 < LORA_CHUNK ? n - j0 : LORA_CHUNK, m = 0;
             const float *Mk = M + (size_t)k * ld + j0;
             const float *bj = bz ? bz + j0 : NULL;
-            for (; m + 2 <= rows; m += 2)
-                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy,
-                                              z ? z + (size_t)m * ldz + j0 : NULL, ldz, bj,
+            for (; m + 2 <= rows; m += 2) {
+                const float *zm = z ? z + (size_t)m * ldz + j0 : NULL;
+                LORA_BY_GROUP(G, LORA_AXPYS_G(y + (size_t)m * ldy + j0, ldy, zm, ldz, bj,
                                               c + (size_t)m * r + k, r, Mk, ld, w, s, gk_, 2));
-            if (m < rows)
-                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy,
-                                              z ? z + (size_t)m * ldz + j0 : NULL, ldz, bj,
+            }
+            if (m < rows) {
+                const float *zm = z ? z + (size_t)m * ldz + j0 : NULL;
+                LORA_BY_GROUP(G, LORA_AXPYS_G(y + (size_t)m * ldy + j0, ldy, zm, ldz, bj,
                                               c + (size_t)m * r + k, r, Mk, ld, w, s, gk_, 1));
+            }
         }
     }
 }
@@ -673,22 +692,27 @@ VEC static void lora_colsum(float *o, size_t ok, size_t ol, const float *w, int 
 
 /* P[k, j] += sum_m c[m, k] z[m, j] for k < G, j < n, the rows m < rows in
  * order (c's rows ldc apart, z's ldz, P's ldp): a block of rows' share of a
- * part of the column sums dB, the G x LANES sums in registers. */
+ * part of the column sums dB, G x 2 vectors of sums in registers (each
+ * broadcast of c serves two vectors of z). */
 LORA_INLINE void lora_outer_g(float *P, int ldp, const float *c, int ldc, const float *z, int ldz,
                               int n, int rows, const int G)
 {
     int j = 0;
-    for (; j + LANES <= n; j += LANES) {
-        lora_v acc[8];
+    for (; j + 2 * LANES <= n; j += 2 * LANES) {
+        lora_v acc[8][2];
         for (int k = 0; k < G; k++)
-            acc[k] = lora_load(P + (size_t)k * ldp + j);
+            acc[k][0] = lora_load(P + (size_t)k * ldp + j),
+            acc[k][1] = lora_load(P + (size_t)k * ldp + j + LANES);
         for (int m = 0; m < rows; m++) {
-            lora_v zv = lora_load(z + (size_t)m * ldz + j);
+            const float *zm = z + (size_t)m * ldz + j, *cm = c + (size_t)m * ldc;
+            lora_v z0 = lora_load(zm), z1 = lora_load(zm + LANES);
             for (int k = 0; k < G; k++)
-                acc[k] += c[(size_t)m * ldc + k] * zv;
+                acc[k][0] += cm[k] * z0, acc[k][1] += cm[k] * z1;
         }
-        for (int k = 0; k < G; k++)
-            memcpy(P + (size_t)k * ldp + j, &acc[k], sizeof acc[k]);
+        for (int k = 0; k < G; k++) {
+            memcpy(P + (size_t)k * ldp + j, &acc[k][0], sizeof acc[k][0]);
+            memcpy(P + (size_t)k * ldp + j + LANES, &acc[k][1], sizeof acc[k][1]);
+        }
     }
     for (; j < n; j++)
         for (int k = 0; k < G; k++) {
@@ -772,18 +796,22 @@ static void lora_fwd_maps(float *const *y, const float *const *res, const float 
 
 static int lora_parts(int N) { return (N + LORA_PART - 1) / LORA_PART; }
 
-/* The row pass of the backward over the rows [n0, n0 + rows) (one block) of
- * the G maps: du_g = s dy_g Bt_g^T, P_g += u_g^T dy_g (P_g [r, out_g] one
- * after the other at P: the block's part of dB_g^T), and dx = beta dx +
- * sum_g du_g A_g.  dy_g's rows are read from memory once for both. */
-static void lora_bwd_block(float *dx, float beta, float *P, float *const *du,
-                           const float *const *dy, const float *const *u, const float *const *A,
-                           const float *bt, const int *out, int G, int n0, int rows, int in, int r,
-                           float s)
+/* The row pass of the backward over the rows [n0, n0 + rows) (rows <=
+ * LORA_OUTER) of the G maps: du_g = s dy_g Bt_g^T by blocks of LORA_ROWS,
+ * P_g += u_g^T dy_g (P_g [r, out_g] one after the other at P: the rows'
+ * share of dB_g^T, its sums loaded and stored once for all the rows), and
+ * dx = beta dx + sum_g du_g A_g.  dy_g's rows are read from memory once for
+ * both. */
+static void lora_bwd_rows(float *dx, float beta, float *P, float *const *du,
+                          const float *const *dy, const float *const *u, const float *const *A,
+                          const float *bt, const int *out, int G, int n0, int rows, int in, int r,
+                          float s)
 {
     for (int g = 0; g < G; g++) {
         const float *dyn = dy[g] + (size_t)n0 * out[g];
-        lora_dots(du[g] + (size_t)n0 * r, dyn, out[g], bt, out[g], out[g], r, s, rows);
+        for (int m = 0; m < rows; m += LORA_ROWS)
+            lora_dots(du[g] + (size_t)(n0 + m) * r, dyn + (size_t)m * out[g], out[g], bt, out[g],
+                      out[g], r, s, rows - m < LORA_ROWS ? rows - m : LORA_ROWS);
         lora_outer(P, out[g], u[g] + (size_t)n0 * r, r, dyn, out[g], out[g], rows);
         bt += (size_t)r * out[g], P += (size_t)r * out[g];
     }
@@ -795,9 +823,9 @@ static void lora_bwd_block(float *dx, float beta, float *P, float *const *du,
 
 /* The backward of G maps reading x (bt: lora_transpose's; part:
  * lora_parts(N) * r * out_sum floats):
- *   rows     parts of LORA_PART rows in parallel, each by blocks of
- *            LORA_ROWS (lora_bwd_block): du_g, dx, and the part's sums of
- *            dB_g, so dy_g is read once
+ *   rows     parts of LORA_PART rows in parallel, each by LORA_OUTER rows
+ *            (lora_bwd_rows): du_g, dx, and the part's sums of dB_g, so
+ *            dy_g is read once
  *   columns  dB_g += s * the parts' sums added in part order, by slabs of
  *            columns; dA_g by slabs of x's columns
  * Every sum has an order fixed by the shape, not by the threads. */
@@ -819,9 +847,9 @@ static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const 
             float *P = part + (size_t)p * stride;
             int n1 = N - p * LORA_PART < LORA_PART ? N : (p + 1) * LORA_PART;
             memset(P, 0, stride * sizeof *P);
-            for (int n0 = p * LORA_PART; n0 < n1; n0 += LORA_ROWS)
-                lora_bwd_block(dx, beta, P, du, dy, u, A, bt, out, G, n0,
-                               n1 - n0 < LORA_ROWS ? n1 - n0 : LORA_ROWS, in, r, s);
+            for (int n0 = p * LORA_PART; n0 < n1; n0 += LORA_OUTER)
+                lora_bwd_rows(dx, beta, P, du, dy, u, A, bt, out, G, n0,
+                              n1 - n0 < LORA_OUTER ? n1 - n0 : LORA_OUTER, in, r, s);
         }
         size_t off = 0;   /* map g's [r, out_g] inside a part */
         for (int g = 0; g < G; g++) {
