@@ -401,8 +401,8 @@ static void norm_bwd_w(const pass *ps, const float *w, const float *b, const flo
 
 /* y[N,out] = (res +) x W (+b) for the frozen map; res may be NULL (y may be
  * res).  lora_first: the LoRA has written y = res + LoRA (+ b on OpenBLAS,
- * lora_bias) already (lora_goes_first), so the product only adds into y.  xb: x already
- * rounded to bf16 for a bf16 map, or NULL. */
+ * lora_bias) already (lora_goes_first), so the product only adds into y.
+ * xb: x already rounded to bf16 for a bf16 map, or NULL. */
 static void frozen_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
                             const uint16_t *xb, const float *res, int N, int lora_first)
 {
