@@ -447,7 +447,9 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
  *   sgemm   the products as k_gemm calls (the kernels before they were
  *           written out): fwd u = x A^T, y += s u B^T; bwd dB += s dy^T u,
  *           du = s dy B, dA += du^T x, dx += du A
- *   kernel  k_lora_fwd / k_lora_bwd (common/nn/kernels.h)
+ *   kernel  k_lora_fwd / k_lora_bwd (common/nn/kernels.h), adding into y
+ *           and dx as the model calls them after a oneDNN product that
+ *           writes (session 7: written instead where the LoRA goes first)
  *   add     k_add over as many floats as the passes must move (fwd: x read,
  *           y read and written; bwd: dy and x read, dx read and written):
  *           the time if memory bound them
@@ -482,13 +484,13 @@ static void run_lora_sgemm_bwd(void *p)
 static void run_lora_fwd(void *p)
 {
     lora_ctx *c = p;
-    k_lora_fwd(c->y, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, 2.0f, c->scr);
+    k_lora_fwd(c->y, c->y, NULL, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, 2.0f, c->scr);
 }
 
 static void run_lora_bwd(void *p)
 {
     lora_ctx *c = p;
-    k_lora_bwd(c->dx, c->dA, c->dB, c->du, c->dy, c->x, c->u, c->A, c->B, c->N, c->in, c->out,
+    k_lora_bwd(c->dx, 1.0f, c->dA, c->dB, c->du, c->dy, c->x, c->u, c->A, c->B, c->N, c->in, c->out,
                c->r, 2.0f, c->scr);
 }
 
@@ -542,7 +544,7 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
                   randn(big, 1.0f, 14), randn((size_t)r * wide, 0.1f, 15),
                   randn((size_t)r * wide, 0.1f, 16), randn((size_t)N * r, 1.0f, 17),
                   randn((size_t)N * r, 1.0f, 18), randn((size_t)r * wide, 1.0f, 19),
-                  randn((size_t)r * wide, 1.0f, 20), randn(k_lora_scratch(wide, r), 1.0f, 21),
+                  randn((size_t)r * wide, 1.0f, 20), randn(k_lora_scratch(N, wide, r), 1.0f, 21),
                   randn(2 * (size_t)N * (wide + 3 * (size_t)wide) / 3 + 16, 1.0f, 22)};
     printf("bench_gemm --lora: N %d r %d; microseconds per call (best within %.2f s), GFLOP/s; "
            "add: k_add over the floats the passes must move\n", N, r, seconds);

@@ -469,7 +469,8 @@ static void test_lora(void **state)
     float *x = tu_fnew(N * IN), *A = tu_fnew(R * IN), *B = tu_fnew(OUT * R), *y = tu_fnew(N * OUT);
     float *y0 = tu_fnew(N * OUT), *u = tu_fnew(N * R), *dy = tu_fnew(N * OUT), *du = tu_fnew(N * R);
     float *dx = tu_fnew(N * IN), *dx0 = tu_fnew(N * IN), *dA = tu_fnew(R * IN), *dA0 = tu_fnew(R * IN);
-    float *dB = tu_fnew(OUT * R), *dB0 = tu_fnew(OUT * R), *scr = tu_fnew(k_lora_scratch(OUT, R));
+    float *dB = tu_fnew(OUT * R), *dB0 = tu_fnew(OUT * R);
+    float *scr = tu_fnew(k_lora_scratch(N, OUT, R));
     fill_normal(x, N * IN, 1, 40);
     fill_normal(A, R * IN, 0.5f, 41);
     fill_normal(B, OUT * R, 0.5f, 42);
@@ -492,7 +493,7 @@ static void test_lora(void **state)
     /* forward: u = x A^T, y = y0 + s u B^T */
     double *ur = tu_dnew(N * R);
     memcpy(y, y0, sizeof(float) * N * OUT);
-    k_lora_fwd(y, u, x, A, B, N, IN, OUT, R, s, scr);
+    k_lora_fwd(y, y, NULL, u, x, A, B, N, IN, OUT, R, s, scr);
     ref_lora(c.y, ur, c.x, c.A, c.B, N, IN, OUT, R, s);
     double *yadd = diff_double(y, y0, N * OUT);
     assert_true(tu_rel_err_f(u, ur, N * R) < FWD_TOL);
@@ -503,7 +504,7 @@ static void test_lora(void **state)
     memcpy(dA, dA0, sizeof(float) * R * IN);
     memcpy(dB, dB0, sizeof(float) * OUT * R);
     fill_const(du, N * R, NAN); /* du is scratch, overwritten */
-    k_lora_bwd(dx, dA, dB, du, dy, x, u, A, B, N, IN, OUT, R, s, scr);
+    k_lora_bwd(dx, 1.0f, dA, dB, du, dy, x, u, A, B, N, IN, OUT, R, s, scr);
     double *fx = tu_dnew(N * IN), *fA = tu_dnew(R * IN), *fB = tu_dnew(OUT * R);
     tu_fd_grad(fx, c.x, N * IN, lora_loss, &c);
     tu_fd_grad(fA, c.A, R * IN, lora_loss, &c);
@@ -518,7 +519,7 @@ static void test_lora(void **state)
     float *dA2 = tu_fnew(R * IN), *dB2 = tu_fnew(OUT * R);
     memcpy(dA2, dA0, sizeof(float) * R * IN);
     memcpy(dB2, dB0, sizeof(float) * OUT * R);
-    k_lora_bwd(NULL, dA2, dB2, du, dy, x, u, A, B, N, IN, OUT, R, s, scr);
+    k_lora_bwd(NULL, 1.0f, dA2, dB2, du, dy, x, u, A, B, N, IN, OUT, R, s, scr);
     assert_memory_equal(dA2, dA, sizeof(float) * R * IN);
     assert_memory_equal(dB2, dB, sizeof(float) * OUT * R);
 
@@ -529,7 +530,7 @@ static void test_lora(void **state)
 }
 
 /* ---- LoRA at awkward shapes ----
- * The written-out kernels cut rows into blocks of 8, columns into chunks of
+ * The written-out kernels cut rows into blocks of 8 and parts of 64, columns into chunks of
  * 256 and slabs of 32 and vectors of 16, and r into groups of 8, 4 and 1:
  * shapes with a remainder at each cut, against a double reference of every
  * output (the backward's from the kernel's own u, as it reads it). */
@@ -560,42 +561,83 @@ static void ref_lora_bwd(double *dx, double *dA, double *dB, double *du, const d
         }
 }
 
-/* k_lora_fwd and k_lora_bwd at shape h against ref_lora / ref_lora_bwd. */
+/* |y - (ry + r0 + b)| relative, the reference being ry plus r0 [N,out] and
+ * b [out] when given (float arrays as the kernel read them). */
+static double lora_fwd_err(const float *y, const double *ry, const float *r0, const float *b,
+                           lora_shape h)
+{
+    size_t ny = (size_t)h.N * h.out;
+    double *want = tu_dnew(ny);
+    for (size_t i = 0; i < ny; i++)
+        want[i] = ry[i] + (r0 ? r0[i] : 0.0) + (b ? b[i % (size_t)h.out] : 0.0);
+    double err = tu_rel_err_f(y, want, ny);
+    free(want);
+    return err;
+}
+
+/* k_lora_fwd at shape h in each way the model calls it, against ref_lora:
+ * y written over NaN (res, b NULL), y = res + b + LoRA (res apart from y),
+ * y += LoRA (res = y); the u it leaves (the last call's) into u. */
+static void check_lora_fwd_modes(float *u, const float *x, const float *A, const float *B,
+                                 lora_shape h, float s, uint64_t seed)
+{
+    size_t ny = (size_t)h.N * h.out, nu = (size_t)h.N * h.r;
+    float *y = tu_fnew(ny), *res = tu_fnew(ny), *b = tu_fnew((size_t)h.out);
+    float *scr = tu_fnew(k_lora_scratch(h.N, h.out, h.r));
+    double *rx = tu_to_double(x, (size_t)h.N * h.in), *rA = tu_to_double(A, (size_t)h.r * h.in);
+    double *rB = tu_to_double(B, (size_t)h.out * h.r), *ry = tu_dnew(ny), *ru = tu_dnew(nu);
+    fill_normal(res, ny, 1, seed), fill_normal(b, (size_t)h.out, 1, seed + 1);
+    ref_lora(ry, ru, rx, rA, rB, h.N, h.in, h.out, h.r, s);   /* ry = s u B^T */
+    for (int mode = 0; mode < 3; mode++) {
+        const float *r0 = mode == 1 ? res : NULL, *bias = mode == 1 ? b : NULL;
+        fill_const(y, ny, NAN), fill_const(scr, k_lora_scratch(h.N, h.out, h.r), NAN);
+        fill_const(u, nu, NAN);
+        if (mode == 2)
+            memcpy(y, res, ny * sizeof *y);
+        k_lora_fwd(y, mode == 2 ? y : r0, bias, u, x, A, B, h.N, h.in, h.out, h.r, s, scr);
+        assert_true(tu_rel_err_f(u, ru, nu) < FWD_TOL);
+        assert_true(lora_fwd_err(y, ry, mode ? res : NULL, bias, h) < FWD_TOL);
+    }
+    free(y), free(res), free(b), free(scr), free(rx), free(rA), free(rB), free(ry), free(ru);
+}
+
+/* k_lora_fwd and k_lora_bwd at shape h against ref_lora / ref_lora_bwd;
+ * the backward with dx += (beta 1) and dx written over NaN (beta 0). */
 static void check_lora_shape(lora_shape h, uint64_t seed)
 {
     size_t nx = (size_t)h.N * h.in, ny = (size_t)h.N * h.out, na = (size_t)h.r * h.in;
     size_t nb = (size_t)h.out * h.r, nu = (size_t)h.N * h.r;
     const float s = 0.75f;
-    float *x = tu_fnew(nx), *A = tu_fnew(na), *B = tu_fnew(nb), *y = tu_fnew(ny), *dy = tu_fnew(ny);
+    float *x = tu_fnew(nx), *A = tu_fnew(na), *B = tu_fnew(nb), *dy = tu_fnew(ny);
     float *u = tu_fnew(nu), *du = tu_fnew(nu), *dx = tu_fnew(nx), *dA = tu_fnew(na);
-    float *dB = tu_fnew(nb), *scr = tu_fnew(k_lora_scratch(h.out, h.r));
+    float *dB = tu_fnew(nb), *scr = tu_fnew(k_lora_scratch(h.N, h.out, h.r));
     fill_normal(x, nx, 1, seed), fill_normal(A, na, 0.5f, seed + 1);
-    fill_normal(B, nb, 0.5f, seed + 2), fill_normal(y, ny, 1, seed + 3);
+    fill_normal(B, nb, 0.5f, seed + 2);
     fill_normal(dy, ny, 1, seed + 4), fill_normal(dx, nx, 1, seed + 5);
     fill_normal(dA, na, 1, seed + 6), fill_normal(dB, nb, 1, seed + 7);
+    check_lora_fwd_modes(u, x, A, B, h, s, seed + 3);
+
     double *rx = tu_to_double(x, nx), *rA = tu_to_double(A, na), *rB = tu_to_double(B, nb);
-    double *ry = tu_dnew(ny), *ru = tu_dnew(nu), *rdu = tu_dnew(nu), *rdy = tu_to_double(dy, ny);
+    double *rdu = tu_dnew(nu), *rdy = tu_to_double(dy, ny), *rdx0 = tu_to_double(dx, nx);
     double *rdx = tu_to_double(dx, nx), *rdA = tu_to_double(dA, na), *rdB = tu_to_double(dB, nb);
-
-    ref_lora(ry, ru, rx, rA, rB, h.N, h.in, h.out, h.r, s);   /* ry = s u B^T */
-    for (size_t i = 0; i < ny; i++)
-        ry[i] += y[i];
-    fill_const(scr, k_lora_scratch(h.out, h.r), NAN);
-    k_lora_fwd(y, u, x, A, B, h.N, h.in, h.out, h.r, s, scr);
-    assert_true(tu_rel_err_f(u, ru, nu) < FWD_TOL);
-    assert_true(tu_rel_err_f(y, ry, ny) < FWD_TOL);
-
     double *ku = tu_to_double(u, nu);
     ref_lora_bwd(rdx, rdA, rdB, rdu, rdy, rx, ku, rA, rB, h, s);
-    fill_const(du, nu, NAN), fill_const(scr, k_lora_scratch(h.out, h.r), NAN);
-    k_lora_bwd(dx, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr);
+    fill_const(du, nu, NAN), fill_const(scr, k_lora_scratch(h.N, h.out, h.r), NAN);
+    k_lora_bwd(dx, 1.0f, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr);
     assert_true(tu_rel_err_f(du, rdu, nu) < FWD_TOL);
     assert_true(tu_rel_err_f(dB, rdB, nb) < FWD_TOL);
     assert_true(tu_rel_err_f(dA, rdA, na) < FWD_TOL);
     assert_true(tu_rel_err_f(dx, rdx, nx) < FWD_TOL);
 
-    free(x), free(A), free(B), free(y), free(dy), free(u), free(du), free(dx), free(dA), free(dB);
-    free(scr), free(rx), free(rA), free(rB), free(ry), free(ru), free(rdu), free(rdy), free(rdx);
+    /* beta 0: dx = du A alone, whatever dx held */
+    for (size_t i = 0; i < nx; i++)
+        rdx[i] -= rdx0[i];
+    fill_const(dx, nx, NAN);
+    k_lora_bwd(dx, 0.0f, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr);
+    assert_true(tu_rel_err_f(dx, rdx, nx) < FWD_TOL);
+
+    free(x), free(A), free(B), free(dy), free(u), free(du), free(dx), free(dA), free(dB);
+    free(scr), free(rx), free(rA), free(rB), free(rdu), free(rdy), free(rdx), free(rdx0);
     free(rdA), free(rdB), free(ku);
 }
 
@@ -605,6 +647,8 @@ static void test_lora_shapes(void **state)
     const lora_shape shapes[] = {
         {1, 1, 1, 1},      {9, 17, 33, 1},  {37, 49, 70, 4},  {45, 300, 65, 8},
         {19, 70, 290, 16}, {8, 33, 35, 13}, {11, 20, 31, 64}, {17, 576, 192, 8},
+        {64, 40, 48, 8},   {150, 70, 45, 8}, {133, 21, 290, 13}, /* one part; parts of 64 rows
+                                                                     with a ragged last one */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
         check_lora_shape(shapes[i], 300 + 10 * i);
@@ -613,8 +657,8 @@ static void test_lora_shapes(void **state)
 /* The grouped LoRA of G maps reading one x (k_lora_fwd_group /
  * k_lora_bwd_group) against k_lora_fwd / k_lora_bwd map by map (which
  * test_lora and test_lora_shapes check): the same u, y, dA, dB and dx bit
- * for bit (kernels.h: the same sums in the same order), with dx and
- * without. */
+ * for bit (kernels.h: the same sums in the same order): y written (with
+ * and without a bias) and added to, dx NULL, added to and written. */
 enum { LG = 3 };   /* maps per group in check_lora_group */
 
 static void check_lora_group(int N, int IN, int R, const int *out)
@@ -625,7 +669,7 @@ static void check_lora_group(int N, int IN, int R, const int *out)
     float *x = tu_fnew(N * IN), *du = tu_fnew(N * R), *dx0 = tu_fnew(N * IN);
     float *dx1 = tu_fnew(N * IN), *dx2 = tu_fnew(N * IN);
     float *scratch = tu_fnew(k_lora_group_scratch(G, N, out_sum, R));
-    float *scr1 = tu_fnew(k_lora_scratch(out_sum, R));
+    float *scr1 = tu_fnew(k_lora_scratch(N, out_sum, R));
     float *A[G], *B[G], *y1[G], *y2[G], *u1[G], *u2[G], *dy[G], *dA1[G], *dA2[G], *dB1[G], *dB2[G];
     fill_normal(x, N * IN, 1, 60);
     fill_normal(dx0, N * IN, 1, 61);
@@ -645,18 +689,30 @@ static void check_lora_group(int N, int IN, int R, const int *out)
         memcpy(dA2[g], dA1[g], sizeof(float) * R * IN);
         memcpy(dB2[g], dB1[g], sizeof(float) * o * R);
     }
-    for (int with_dx = 1; with_dx >= 0; with_dx--) {
+    float *bias[G] = {tu_fnew(out[0]), NULL, tu_fnew(out[2])};   /* map 1 without a bias */
+    fill_normal(bias[0], out[0], 1, 68), fill_normal(bias[2], out[2], 1, 69);
+    /* dx NULL, dx += (beta 1), dx written (beta 0) */
+    for (int mode = 0; mode < 3; mode++) {
+        float beta = mode == 1 ? 1.0f : 0.0f, *dxa = mode ? dx1 : NULL, *dxb = mode ? dx2 : NULL;
         memcpy(dx1, dx0, sizeof(float) * N * IN);
         memcpy(dx2, dx0, sizeof(float) * N * IN);
-        for (int g = 0; g < G; g++) {
-            k_lora_fwd(y1[g], u1[g], x, A[g], B[g], N, IN, out[g], R, s, scr1);
-            k_lora_bwd(with_dx ? dx1 : NULL, dA1[g], dB1[g], du, dy[g], x, u1[g], A[g], B[g], N,
+        for (int g = 0; g < G; g++) {   /* y += in mode 1, else y written over NaN */
+            fill_const(y1[g], (size_t)N * out[g], NAN);
+            if (mode == 1)
+                fill_normal(y1[g], (size_t)N * out[g], 1, 70 + g);
+            memcpy(y2[g], y1[g], sizeof(float) * N * out[g]);
+            k_lora_fwd(y1[g], mode == 1 ? y1[g] : NULL, bias[g], u1[g], x, A[g], B[g], N, IN,
+                       out[g], R, s, scr1);
+            k_lora_bwd(dxa, g ? 1.0f : beta, dA1[g], dB1[g], du, dy[g], x, u1[g], A[g], B[g], N,
                        IN, out[g], R, s, scr1);
         }
+        if (mode == 2)   /* beta 0 does not read dx */
+            fill_const(dx2, (size_t)N * IN, NAN);
         fill_const(scratch, k_lora_group_scratch(G, N, out_sum, R), NAN);   /* all scratch */
-        k_lora_fwd_group(y2, u2, x, (const float *const *)A, (const float *const *)B, out, G, N,
-                         IN, R, s, scratch);
-        k_lora_bwd_group(with_dx ? dx2 : NULL, dA2, dB2, (const float *const *)dy, x,
+        k_lora_fwd_group(y2, mode == 1 ? (const float *const *)y2 : NULL,
+                         (const float *const *)bias, u2, x, (const float *const *)A,
+                         (const float *const *)B, out, G, N, IN, R, s, scratch);
+        k_lora_bwd_group(dxb, beta, dA2, dB2, (const float *const *)dy, x,
                          (const float *const *)u2, (const float *const *)A,
                          (const float *const *)B, out, G, N, IN, R, s, scratch);
         for (int g = 0; g < G; g++) {   /* the same sums in the same order */
@@ -667,9 +723,10 @@ static void check_lora_group(int N, int IN, int R, const int *out)
             assert_memory_equal(dB2[g], dB1[g], sizeof(float) * o * R);
         }
         assert_memory_equal(dx2, dx1, sizeof(float) * N * IN);
-        if (!with_dx)
+        if (mode == 0)
             assert_memory_equal(dx2, dx0, sizeof(float) * N * IN);
     }
+    free(bias[0]), free(bias[2]);
     for (int g = 0; g < G; g++) {
         free(A[g]), free(B[g]), free(dy[g]), free(y1[g]), free(y2[g]), free(u1[g]), free(u2[g]);
         free(dA1[g]), free(dA2[g]), free(dB1[g]), free(dB2[g]);
@@ -684,6 +741,7 @@ static void test_lora_group(void **state)
     check_lora_group(33, 40, 4, small);
     check_lora_group(21, 275, 8, odd);   /* row blocks, chunks and slabs with remainders */
     check_lora_group(10, 19, 13, odd);   /* r in groups of 8, 4 and 1 */
+    check_lora_group(141, 50, 8, odd);   /* dB's parts of 64 rows, the last one ragged */
 }
 
 /* ---- attention ------------------------------------------------------------------- */
@@ -1082,7 +1140,8 @@ static void test_threads_lmhead(void **state)
     check_threads_lmhead(40, 16, 5000); /* vocabulary slices and tiles */
 }
 
-/* Frozen linear (both layouts) and LoRA, forward and backward, at shapes where
+/* Frozen linear (both layouts) and LoRA (adding into y, dx and writing them),
+ * forward and backward, at shapes where
  * OpenBLAS's own threading would round differently (K = 500 spans two of its K
  * blocks; 300 rows span two output tiles). */
 static void test_threads_linear_lora(void **state)
@@ -1091,7 +1150,7 @@ static void test_threads_linear_lora(void **state)
     enum { N = 300, IN = 500, OUT = 300, R = 8 };
     float *x = tu_fnew(N * IN), *w = tu_fnew(IN * OUT), *b = tu_fnew(OUT), *dy = tu_fnew(N * OUT);
     float *A = tu_fnew(R * IN), *B = tu_fnew(OUT * R), *du = tu_fnew(N * R);
-    float *scr = tu_fnew(k_lora_scratch(OUT, R));
+    float *scr = tu_fnew(k_lora_scratch(N, OUT, R));
     float *y[2], *dx[2], *u[2], *dA[2], *dB[2];
     fill_normal(x, N * IN, 1, 100);
     fill_normal(w, IN * OUT, 0.1f, 101);
@@ -1101,19 +1160,22 @@ static void test_threads_linear_lora(void **state)
     fill_normal(B, OUT * R, 0.1f, 105);
     int saved = omp_get_max_threads();
     for (int k = 0; k < 2; k++) {
-        y[k] = tu_fnew(2 * N * OUT), dx[k] = tu_fnew(2 * N * IN), u[k] = tu_fnew(N * R);
+        y[k] = tu_fnew(3 * N * OUT), dx[k] = tu_fnew(3 * N * IN), u[k] = tu_fnew(N * R);
         dA[k] = tu_fnew(R * IN), dB[k] = tu_fnew(OUT * R);
         omp_set_num_threads(k + 1);
         for (int conv1d = 0; conv1d < 2; conv1d++) {
             k_linear_fwd(y[k] + conv1d * N * OUT, x, w, b, N, IN, OUT, conv1d);
             k_linear_bwd(dx[k] + conv1d * N * IN, dy, w, N, IN, OUT, conv1d, 0.0f);
         }
-        k_lora_fwd(y[k], u[k], x, A, B, N, IN, OUT, R, 0.5f, scr);
-        k_lora_bwd(dx[k], dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R, 0.5f, scr);
+        k_lora_fwd(y[k], y[k], NULL, u[k], x, A, B, N, IN, OUT, R, 0.5f, scr);
+        k_lora_bwd(dx[k], 1.0f, dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R, 0.5f, scr);
+        k_lora_fwd(y[k] + 2 * N * OUT, NULL, b, u[k], x, A, B, N, IN, OUT, R, 0.5f, scr);
+        k_lora_bwd(dx[k] + 2 * N * IN, 0.0f, dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R,
+                   0.5f, scr);
     }
     omp_set_num_threads(saved);
-    assert_memory_equal(y[0], y[1], 2 * N * OUT * sizeof(float));
-    assert_memory_equal(dx[0], dx[1], 2 * N * IN * sizeof(float));
+    assert_memory_equal(y[0], y[1], 3 * N * OUT * sizeof(float));
+    assert_memory_equal(dx[0], dx[1], 3 * N * IN * sizeof(float));
     assert_memory_equal(u[0], u[1], N * R * sizeof(float));
     assert_memory_equal(dA[0], dA[1], R * IN * sizeof(float));
     assert_memory_equal(dB[0], dB[1], OUT * R * sizeof(float));

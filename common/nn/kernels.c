@@ -444,7 +444,7 @@ VEC static void linear_init_row(float *y, const float *res, const float *b, int 
 void k_linear_fwd_res(float *y, const float *res, const float *x, const float *w, const float *b,
                       int N, int in, int out, int conv1d)
 {
-    if (res || b) {
+    if (b || (res && res != y)) {   /* y = res alone: already in place */
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++)
             linear_init_row(y + (size_t)n * out, res ? res + (size_t)n * out : NULL, b, out);
@@ -498,11 +498,15 @@ void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N
  * products"):
  *   rows     blocks of LORA_ROWS rows, blocks in parallel; the G maps of a
  *            group take the block in turn while its x (dx) rows are in cache:
- *              fwd  u[n,:] = x[n,:] A^T,  y[n,:] += s u[n,:] B^T
- *              bwd  du[n,:] = s dy[n,:] B,  dx[n,:] += du[n,:] A
- *   columns  one slab of LORA_SLAB columns at a time, slabs in parallel, each
- *            summed over the N rows in row order:
- *              dB[j,:] += s sum_n dy[n,j] u[n,:],  dA[:,i] += sum_n du[n,:] x[n,i]
+ *              fwd  u[n,:] = x[n,:] A^T,  y[n,:] = res[n,:] + b + s u[n,:] B^T
+ *              bwd  du[n,:] = s dy[n,:] B,  dx[n,:] = beta dx[n,:] + du[n,:] A,
+ *                   and while dy's rows are in cache the part of dB^T they
+ *                   make (parts of LORA_PART rows, each its own sums)
+ *   columns  one slab of LORA_SLAB columns at a time, slabs in parallel:
+ *              dB[j,:] += s sum_p (part p's sums), the parts in order
+ *              dA[:,i] += sum_n du[n,:] x[n,i], the N rows in order
+ * So y and dx are written without being read (the frozen products add into
+ * them afterwards) and dy is read once (session 7).
  * B is read as Bt = B^T [r,out] (made per call in the scratch), so that every
  * inner loop runs along contiguous rows.  The r rows of A or Bt go in groups
  * of 8, 4 or 1 (lora_group) whose sums stay in vector registers.  Every output
@@ -512,6 +516,8 @@ void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N
 #define LORA_SLAB 32   /* columns per step of the column sums (two AVX-512 vectors) */
 #define LORA_ROWS 8    /* rows per step of the row passes */
 #define LORA_CHUNK 256 /* columns of A or Bt per step of the row passes (8 x 256 floats: 8 KB) */
+#define LORA_PART 64   /* rows per part of dB's sums in the backward's row pass (8 blocks) */
+#define LORA_OUTER 32  /* rows per load and store of a part's sums (dy's rows stay in L2) */
 #define LORA_INLINE static inline __attribute__((always_inline))
 
 /* How many of the `left` rows of A or Bt the next group takes. */
@@ -624,11 +630,14 @@ VEC static void lora_dots(float *u, const float *x, int ldx, const float *M, int
     }
 }
 
-/* y[p, j] += sum_k (s c[p, k]) M[k,j] for the P rows p of y (ldy apart) and
- * of c (ldc apart), k < G, j < n (M's rows ld apart), the k in order.  Two
- * rows share each load of M. */
-LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *c, int ldc, const float *M, int ld,
-                              int n, float s, const int G, const int P)
+/* y[p, j] = y0[p, j] + bias[j] + sum_k (s c[p, k]) M[k,j] for the P rows p of
+ * y (ldy apart), y0 (ld0 apart; may be y; used when FROM, else 0) and c (ldc
+ * apart), k < G, j < n (M's rows ld apart; bias used when WB, else 0), the k
+ * in order.  Two rows share each load of M.  FROM and WB are constants at
+ * every call (lora_axpys), so the start costs no branch in the loop. */
+LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *y0, int ld0, const float *bias,
+                              const float *c, int ldc, const float *M, int ld, int n, float s,
+                              const int G, const int P, const int FROM, const int WB)
 {
     float sc[2][8];
     for (int p = 0; p < P; p++)
@@ -637,8 +646,14 @@ LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *c, int ldc, const 
     int j = 0;
     for (; j + LANES <= n; j += LANES) {
         lora_v t[2];
-        for (int p = 0; p < P; p++)
-            t[p] = lora_load(y + (size_t)p * ldy + j);
+        for (int p = 0; p < P; p++) {
+            if (FROM)
+                t[p] = lora_load(y0 + (size_t)p * ld0 + j);
+            else
+                t[p] = (lora_v){0};
+            if (WB)
+                t[p] += lora_load(bias + j);
+        }
         for (int k = 0; k < G; k++) {
             lora_v mk = lora_load(M + (size_t)k * ld + j);
             for (int p = 0; p < P; p++)
@@ -649,31 +664,55 @@ LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *c, int ldc, const 
     }
     for (; j < n; j++)
         for (int p = 0; p < P; p++) {
-            float t = y[(size_t)p * ldy + j];
+            float t = FROM ? y0[(size_t)p * ld0 + j] : 0.0f;
+            if (WB)
+                t += bias[j];
             for (int k = 0; k < G; k++)
                 t += sc[p][k] * M[(size_t)k * ld + j];
             y[(size_t)p * ldy + j] = t;
         }
 }
 
-/* y[m, 0..n) += s c[m, :] M for the rows m < rows of y (ldy apart) and of
- * c [rows, r], M [r, n] (rows ld apart); M in chunks of LORA_CHUNK columns,
- * each for all rows (two at a time) while it is in L1.  Each y element adds
- * the groups of k in order. */
-VEC static void lora_axpys(float *y, int ldy, const float *c, const float *M, int ld, int n, int r,
-                           float s, int rows)
+/* lora_axpys_g with FROM = (y0 != NULL), WB = (bias != NULL) as constants. */
+#define LORA_AXPYS_G(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P)                            \
+    do {                                                                                          \
+        if ((y0) && !(bias))                                                                      \
+            lora_axpys_g(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P, 1, 0);                 \
+        else if (y0)                                                                              \
+            lora_axpys_g(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P, 1, 1);                 \
+        else if (bias)                                                                            \
+            lora_axpys_g(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P, 0, 1);                 \
+        else                                                                                      \
+            lora_axpys_g(y, ldy, y0, ld0, bias, c, ldc, M, ld, n, s, G, P, 0, 0);                 \
+    } while (0)
+
+/* y[m, 0..n) = y0[m, :] + bias + s c[m, :] M for the rows m < rows of y (ldy
+ * apart), of y0 (ld0 apart; NULL: 0; y itself: y +=) and of c [rows, r], M
+ * [r, n] (rows ld apart), bias [n] (NULL: 0); M in chunks of LORA_CHUNK
+ * columns, each for all rows (two at a time) while it is in L1.  The first
+ * group of k starts from y0 + bias (y written without being read when y0 is
+ * NULL), the later ones add to y, in order. */
+VEC static void lora_axpys(float *y, int ldy, const float *y0, int ld0, const float *bias,
+                           const float *c, const float *M, int ld, int n, int r, float s, int rows)
 {
     for (int k = 0, G; k < r; k += G) {
         G = lora_group(r - k);
+        const float *z = k ? y : y0, *bz = k ? NULL : bias;
+        int ldz = k ? ldy : ld0;
         for (int j0 = 0; j0 < n; j0 += LORA_CHUNK) {
             int w = n - j0 < LORA_CHUNK ? n - j0 : LORA_CHUNK, m = 0;
             const float *Mk = M + (size_t)k * ld + j0;
-            for (; m + 2 <= rows; m += 2)
-                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy, c + (size_t)m * r + k,
-                                              r, Mk, ld, w, s, gk_, 2));
-            if (m < rows)
-                LORA_BY_GROUP(G, lora_axpys_g(y + (size_t)m * ldy + j0, ldy, c + (size_t)m * r + k,
-                                              r, Mk, ld, w, s, gk_, 1));
+            const float *bj = bz ? bz + j0 : NULL;
+            for (; m + 2 <= rows; m += 2) {
+                const float *zm = z ? z + (size_t)m * ldz + j0 : NULL;
+                LORA_BY_GROUP(G, LORA_AXPYS_G(y + (size_t)m * ldy + j0, ldy, zm, ldz, bj,
+                                              c + (size_t)m * r + k, r, Mk, ld, w, s, gk_, 2));
+            }
+            if (m < rows) {
+                const float *zm = z ? z + (size_t)m * ldz + j0 : NULL;
+                LORA_BY_GROUP(G, LORA_AXPYS_G(y + (size_t)m * ldy + j0, ldy, zm, ldz, bj,
+                                              c + (size_t)m * r + k, r, Mk, ld, w, s, gk_, 1));
+            }
         }
     }
 }
@@ -729,6 +768,67 @@ VEC static void lora_colsum(float *o, size_t ok, size_t ol, const float *w, int 
     }
 }
 
+/* P[k, j] += sum_m c[m, k] z[m, j] for k < G, j < n, the rows m < rows in
+ * order (c's rows ldc apart, z's ldz, P's ldp): a block of rows' share of a
+ * part of the column sums dB, G x 2 vectors of sums in registers (each
+ * broadcast of c serves two vectors of z). */
+LORA_INLINE void lora_outer_g(float *P, int ldp, const float *c, int ldc, const float *z, int ldz,
+                              int n, int rows, const int G)
+{
+    int j = 0;
+    for (; j + 2 * LANES <= n; j += 2 * LANES) {
+        lora_v acc[8][2];
+        for (int k = 0; k < G; k++)
+            acc[k][0] = lora_load(P + (size_t)k * ldp + j),
+            acc[k][1] = lora_load(P + (size_t)k * ldp + j + LANES);
+        for (int m = 0; m < rows; m++) {
+            const float *zm = z + (size_t)m * ldz + j, *cm = c + (size_t)m * ldc;
+            lora_v z0 = lora_load(zm), z1 = lora_load(zm + LANES);
+            for (int k = 0; k < G; k++)
+                acc[k][0] += cm[k] * z0, acc[k][1] += cm[k] * z1;
+        }
+        for (int k = 0; k < G; k++) {
+            memcpy(P + (size_t)k * ldp + j, &acc[k][0], sizeof acc[k][0]);
+            memcpy(P + (size_t)k * ldp + j + LANES, &acc[k][1], sizeof acc[k][1]);
+        }
+    }
+    for (; j < n; j++)
+        for (int k = 0; k < G; k++) {
+            float t = P[(size_t)k * ldp + j];
+            for (int m = 0; m < rows; m++)
+                t += c[(size_t)m * ldc + k] * z[(size_t)m * ldz + j];
+            P[(size_t)k * ldp + j] = t;
+        }
+}
+
+/* P[k, 0..n) += sum_m c[m, k] z[m, :] over the rows m < rows of c [rows, r]
+ * and z (rows ldz apart), P [r, n] (rows ldp apart). */
+VEC static void lora_outer(float *P, int ldp, const float *c, int r, const float *z, int ldz, int n,
+                           int rows)
+{
+    for (int k = 0, G; k < r; k += G) {
+        G = lora_group(r - k);
+        LORA_BY_GROUP(G, lora_outer_g(P + (size_t)k * ldp, ldp, c + k, r, z, ldz, n, rows, gk_));
+    }
+}
+
+/* dB[j, k] += s * sum_p P_p[k, j] for j in [j0, j0 + w) (w <= LORA_SLAB),
+ * k < r, the parts p < parts in order (P_p [r, ldp] at P + p * stride). */
+VEC static void lora_parts_sum(float *dB, const float *P, size_t stride, int parts, int ldp, int j0,
+                               int w, int r, float s)
+{
+    for (int k = 0; k < r; k++) {
+        float t[LORA_SLAB] = {0};
+        for (int p = 0; p < parts; p++) {
+            const float *pk = P + (size_t)p * stride + (size_t)k * ldp + j0;
+            for (int l = 0; l < w; l++)
+                t[l] += pk[l];
+        }
+        for (int l = 0; l < w; l++)
+            dB[(size_t)(j0 + l) * r + k] += s * t[l];
+    }
+}
+
 static int lora_slabs(int n) { return (n + LORA_SLAB - 1) / LORA_SLAB; }
 static int lora_slab_width(int n, int b)
 {
@@ -749,54 +849,93 @@ static void lora_transpose(float *bt, const float *const *B, const int *out, int
 static int lora_blocks(int N) { return (N + LORA_ROWS - 1) / LORA_ROWS; }
 
 /* The forward of G maps reading x, by blocks of LORA_ROWS rows (bt:
- * lora_transpose's). */
-static void lora_fwd_maps(float *const *y, float *const *u, const float *x, const float *const *A,
+ * lora_transpose's): y_g = res_g + b_g + s u_g B_g^T (res, b: NULL or one
+ * entry per map, each may be NULL). */
+static void lora_fwd_maps(float *const *y, const float *const *res, const float *const *b,
+                          float *const *u, const float *x, const float *const *A,
                           const float *const *B, const int *out, int G, int N, int in, int r,
                           float s, float *bt)
 {
     lora_transpose(bt, B, out, G, r);
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < lora_blocks(N); b++) {
-        int n0 = b * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
+    for (int blk = 0; blk < lora_blocks(N); blk++) {
+        int n0 = blk * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
         const float *btg = bt;
         for (int g = 0; g < G; g++) {
             float *un = u[g] + (size_t)n0 * r;
+            const float *rg = res && res[g] ? res[g] + (size_t)n0 * out[g] : NULL;
             lora_dots(un, x + (size_t)n0 * in, in, A[g], in, in, r, 1.0f, rows);
-            lora_axpys(y[g] + (size_t)n0 * out[g], out[g], un, btg, out[g], out[g], r, s, rows);
+            lora_axpys(y[g] + (size_t)n0 * out[g], out[g], rg, out[g], b ? b[g] : NULL, un, btg,
+                       out[g], out[g], r, s, rows);
             btg += (size_t)r * out[g];
         }
     }
 }
 
-/* The backward of G maps reading x: du_g and dx by blocks of rows, then dB_g
- * and dA_g by column slabs (all slabs of one kind in one parallel loop). */
-static void lora_bwd_maps(float *dx, float *const *dA, float *const *dB, float *const *du,
-                          const float *const *dy, const float *x, const float *const *u,
-                          const float *const *A, const float *const *B, const int *out, int G,
-                          int N, int in, int r, float s, float *bt)
+static int lora_parts(int N) { return (N + LORA_PART - 1) / LORA_PART; }
+
+/* The row pass of the backward over the rows [n0, n0 + rows) (rows <=
+ * LORA_OUTER) of the G maps: du_g = s dy_g Bt_g^T by blocks of LORA_ROWS,
+ * P_g += u_g^T dy_g (P_g [r, out_g] one after the other at P: the rows'
+ * share of dB_g^T, its sums loaded and stored once for all the rows), and
+ * dx = beta dx + sum_g du_g A_g.  dy_g's rows are read from memory once for
+ * both. */
+static void lora_bwd_rows(float *dx, float beta, float *P, float *const *du,
+                          const float *const *dy, const float *const *u, const float *const *A,
+                          const float *bt, const int *out, int G, int n0, int rows, int in, int r,
+                          float s)
+{
+    for (int g = 0; g < G; g++) {
+        const float *dyn = dy[g] + (size_t)n0 * out[g];
+        for (int m = 0; m < rows; m += LORA_ROWS)
+            lora_dots(du[g] + (size_t)(n0 + m) * r, dyn + (size_t)m * out[g], out[g], bt, out[g],
+                      out[g], r, s, rows - m < LORA_ROWS ? rows - m : LORA_ROWS);
+        lora_outer(P, out[g], u[g] + (size_t)n0 * r, r, dyn, out[g], out[g], rows);
+        bt += (size_t)r * out[g], P += (size_t)r * out[g];
+    }
+    float *dxn = dx ? dx + (size_t)n0 * in : NULL;
+    for (int g = 0; dx && g < G; g++)   /* map 0 starts from beta dx, the rest add */
+        lora_axpys(dxn, in, g || beta != 0.0f ? dxn : NULL, in, NULL, du[g] + (size_t)n0 * r, A[g],
+                   in, in, r, 1.0f, rows);
+}
+
+/* The backward of G maps reading x (bt: lora_transpose's; part:
+ * lora_parts(N) * r * out_sum floats):
+ *   rows     parts of LORA_PART rows in parallel, each by LORA_OUTER rows
+ *            (lora_bwd_rows): du_g, dx, and the part's sums of dB_g, so
+ *            dy_g is read once
+ *   columns  dB_g += s * the parts' sums added in part order, by slabs of
+ *            columns; dA_g by slabs of x's columns
+ * Every sum has an order fixed by the shape, not by the threads. */
+static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const *dB,
+                          float *const *du, const float *const *dy, const float *x,
+                          const float *const *u, const float *const *A, const float *const *B,
+                          const int *out, int G, int N, int in, int r, float s, float *bt,
+                          float *part)
 {
     lora_transpose(bt, B, out, G, r);
+    size_t out_sum = 0;
+    for (int g = 0; g < G; g++)
+        out_sum += (size_t)out[g];
+    size_t stride = (size_t)r * out_sum;   /* floats of one part, all G maps */
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-        for (int b = 0; b < lora_blocks(N); b++) {
-            int n0 = b * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
-            const float *btg = bt;
-            for (int g = 0; g < G; g++) {
-                lora_dots(du[g] + (size_t)n0 * r, dy[g] + (size_t)n0 * out[g], out[g], btg,
-                          out[g], out[g], r, s, rows);
-                btg += (size_t)r * out[g];
-            }
-            for (int g = 0; dx && g < G; g++)
-                lora_axpys(dx + (size_t)n0 * in, in, du[g] + (size_t)n0 * r, A[g], in, in, r,
-                           1.0f, rows);
+        for (int p = 0; p < lora_parts(N); p++) {
+            float *P = part + (size_t)p * stride;
+            int n1 = N - p * LORA_PART < LORA_PART ? N : (p + 1) * LORA_PART;
+            memset(P, 0, stride * sizeof *P);
+            for (int n0 = p * LORA_PART; n0 < n1; n0 += LORA_OUTER)
+                lora_bwd_rows(dx, beta, P, du, dy, u, A, bt, out, G, n0,
+                              n1 - n0 < LORA_OUTER ? n1 - n0 : LORA_OUTER, in, r, s);
         }
-        for (int g = 0; g < G; g++) {   /* dB_g [out_g, r]: slab b is rows b*SLAB.. of dB_g */
+        size_t off = 0;   /* map g's [r, out_g] inside a part */
+        for (int g = 0; g < G; g++) {
 #pragma omp for schedule(static) nowait
             for (int b = 0; b < lora_slabs(out[g]); b++)
-                lora_colsum(dB[g] + (size_t)b * LORA_SLAB * r, 1, (size_t)r, u[g], r, r,
-                            dy[g] + (size_t)b * LORA_SLAB, out[g], N, lora_slab_width(out[g], b),
-                            s);
+                lora_parts_sum(dB[g], part + off, stride, lora_parts(N), out[g], b * LORA_SLAB,
+                               lora_slab_width(out[g], b), r, s);
+            off += (size_t)r * out[g];
         }
 #pragma omp for schedule(static)
         for (int b = 0; b < lora_slabs(in); b++)   /* dA_g [r, in]: slab b: columns b*SLAB.. */
@@ -806,43 +945,55 @@ static void lora_bwd_maps(float *dx, float *const *dA, float *const *dB, float *
     }
 }
 
-size_t k_lora_scratch(int out, int r) { return (size_t)r * out; }
-
-void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N, int in,
-                int out, int r, float s, float *scratch)
+/* bt [r, out], then the backward's parts of dB (lora_bwd_maps) */
+size_t k_lora_scratch(int N, int out, int r)
 {
-    lora_fwd_maps(&y, &u, x, &A, &B, &out, 1, N, in, r, s, scratch);
+    return (size_t)r * out * (1 + (size_t)lora_parts(N));
 }
 
-void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, const float *x,
-                const float *u, const float *A, const float *B, int N, int in, int out, int r,
-                float s, float *scratch)
+void k_lora_fwd(float *y, const float *res, const float *b, float *u, const float *x,
+                const float *A, const float *B, int N, int in, int out, int r, float s,
+                float *scratch)
 {
-    lora_bwd_maps(dx, &dA, &dB, &du, &dy, x, &u, &A, &B, &out, 1, N, in, r, s, scratch);
+    lora_fwd_maps(&y, &res, &b, &u, x, &A, &B, &out, 1, N, in, r, s, scratch);
+}
+
+void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const float *dy,
+                const float *x, const float *u, const float *A, const float *B, int N, int in,
+                int out, int r, float s, float *scratch)
+{
+    lora_bwd_maps(dx, beta, &dA, &dB, &du, &dy, x, &u, &A, &B, &out, 1, N, in, r, s, scratch,
+                  scratch + (size_t)r * out);
 }
 
 size_t k_lora_group_scratch(int G, int N, int out_sum, int r)
 {
-    return (size_t)G * N * r + (size_t)r * out_sum;   /* du_0 .. du_{G-1}, then bt */
+    /* du_0 .. du_{G-1}, then bt, then the backward's parts of dB */
+    return (size_t)G * N * r + (size_t)r * out_sum * (1 + (size_t)lora_parts(N));
 }
 
-void k_lora_fwd_group(float *const *y, float *const *u, const float *x, const float *const *A,
+void k_lora_fwd_group(float *const *y, const float *const *res, const float *const *b,
+                      float *const *u, const float *x, const float *const *A,
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
                       float *scratch)
 {
-    lora_fwd_maps(y, u, x, A, B, out, G, N, in, r, s, scratch + (size_t)G * N * r);
+    lora_fwd_maps(y, res, b, u, x, A, B, out, G, N, in, r, s, scratch + (size_t)G * N * r);
 }
 
-void k_lora_bwd_group(float *dx, float *const *dA, float *const *dB, const float *const *dy,
-                      const float *x, const float *const *u, const float *const *A,
-                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
-                      float *scratch)
+void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
+                      const float *const *dy, const float *x, const float *const *u,
+                      const float *const *A, const float *const *B, const int *out, int G, int N,
+                      int in, int r, float s, float *scratch)
 {
     float *du[K_LORA_GROUP_MAX];
     for (int g = 0; g < G; g++)
         du[g] = scratch + (size_t)g * N * r;
-    lora_bwd_maps(dx, dA, dB, du, dy, x, u, A, B, out, G, N, in, r, s,
-                  scratch + (size_t)G * N * r);
+    int out_sum = 0;
+    for (int g = 0; g < G; g++)
+        out_sum += out[g];
+    float *bt = scratch + (size_t)G * N * r;
+    lora_bwd_maps(dx, beta, dA, dB, du, dy, x, u, A, B, out, G, N, in, r, s, bt,
+                  bt + (size_t)r * out_sum);
 }
 
 /* ---- attention ------------------------------------------------------------------ */

@@ -95,42 +95,58 @@ void k_layernorm_bwd_wb(float *dw, float *db, const float *dy, const float *x, c
 void k_rmsnorm_bwd_w(float *dw, const float *dy, const float *x, const float *rstd, int N, int C);
 
 /* LoRA branch, A [r,in], B [out,r], scale s:
- *   u[N,r] = x A^T            (kept for the backward)
- *   y[N,out] += s * u B^T
+ *   u[N,r]   = x A^T                   (kept for the backward)
+ *   y[N,out] = res + b + s * u B^T     res [N,out]: NULL (0: y written, not read)
+ *                                      or y itself (y +=); b [out]: NULL (0)
+ * The model writes the LoRA first (res: the block's residual, or NULL) and
+ * lets the frozen product accumulate into y (beta 1) where that saves a
+ * pass: OpenBLAS products, and maps with a residual; a oneDNN product that
+ * writes y goes first and the LoRA adds (res = y).  docs/performance.md,
+ * "Session 7: the LoRA in fewer passes".
  * Written out rather than through sgemm (memory-bound skinny products): a
  * pass over the rows (u and y row by row), and for the backward a pass over
- * the rows (du, dx) and column sums over all N rows (dA, dB), each element by
- * one thread in a fixed order.  scratch: k_lora_scratch(out, r) floats. */
-size_t k_lora_scratch(int out, int r);
-void k_lora_fwd(float *y, float *u, const float *x, const float *A, const float *B, int N,
-                int in, int out, int r, float s, float *scratch);
+ * the rows (du, dx, and dB's sums over parts of 64 rows, so dy is read once)
+ * and column sums (dB from its parts, dA over all N rows), each element by
+ * one thread in an order fixed by the shape.  scratch: k_lora_scratch(N,
+ * out, r) floats. */
+size_t k_lora_scratch(int N, int out, int r);
+void k_lora_fwd(float *y, const float *res, const float *b, float *u, const float *x,
+                const float *A, const float *B, int N, int in, int out, int r, float s,
+                float *scratch);
 /*   dB[out,r] += s * dy^T u
  *   du[N,r]    = s * dy B     (du is an output the caller keeps, N*r floats)
  *   dA[r,in]  += du^T x
- *   dx[N,in]  += du A         (skipped when dx is NULL) */
-void k_lora_bwd(float *dx, float *dA, float *dB, float *du, const float *dy, const float *x,
-                const float *u, const float *A, const float *B, int N, int in, int out, int r,
-                float s, float *scratch);
+ *   dx[N,in]   = beta * dx + du A   (beta 0: dx written, not read; 1: +=;
+ *                                    skipped when dx is NULL) */
+void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const float *dy,
+                const float *x, const float *u, const float *A, const float *B, int N, int in,
+                int out, int r, float s, float *scratch);
 
 /* LoRA of G <= K_LORA_GROUP_MAX maps that read the same x [N,in] (Llama's
  * q, k, v; gate, up), each with its own A_g [r,in], B_g [out_g,r], u_g [N,r],
- * y_g [N,out_g]: k_lora_fwd / k_lora_bwd of every map, with the passes over
- * x and dx made once for all G (a block of rows of x or dx serves the G maps
- * in turn while it is in cache; the column sums of dA_g read x slab by slab
- * for all g).
+ * y_g [N,out_g]:
+ *   fwd  y_g = res_g + b_g + s u_g B_g^T (res, b: NULL, or one entry per
+ *        map, NULL for 0; res_g may be y_g)
+ *   bwd  dx = beta dx + sum_g du_g A_g, dA_g, dB_g as k_lora_bwd
+ * i.e. k_lora_fwd / k_lora_bwd of every map (the backward's beta
+ * for map 0, 1 for the rest), with the passes over x and dx made once for all
+ * G (a block of rows of x or dx serves the G maps in turn while it is in
+ * cache; the column sums of dA_g read x slab by slab for all g).
  * Each sum is formed in the same order as by the per-map kernels called for
- * g = 0, 1, ... in turn, so the results equal theirs bit for bit.  scratch: k_lora_group_scratch(G, N, out_sum, r)
- * floats, out_sum = out_0 + ... + out_{G-1}. */
+ * g = 0, 1, ... in turn, so the results equal theirs bit for bit.
+ * scratch: k_lora_group_scratch(G, N, out_sum, r) floats, out_sum = out_0 +
+ * ... + out_{G-1}. */
 #define K_LORA_GROUP_MAX 4
 size_t k_lora_group_scratch(int G, int N, int out_sum, int r);
-void k_lora_fwd_group(float *const *y, float *const *u, const float *x, const float *const *A,
+void k_lora_fwd_group(float *const *y, const float *const *res, const float *const *b,
+                      float *const *u, const float *x, const float *const *A,
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
                       float *scratch);
-/* dy_g [N,out_g]; dA_g, dB_g accumulate; dx (may be NULL) accumulates. */
-void k_lora_bwd_group(float *dx, float *const *dA, float *const *dB, const float *const *dy,
-                      const float *x, const float *const *u, const float *const *A,
-                      const float *const *B, const int *out, int G, int N, int in, int r, float s,
-                      float *scratch);
+/* dy_g [N,out_g]; dA_g, dB_g accumulate; dx (may be NULL) as above. */
+void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
+                      const float *const *dy, const float *x, const float *const *u,
+                      const float *const *A, const float *const *B, const int *out, int G, int N,
+                      int in, int r, float s, float *scratch);
 
 /* Causal softmax attention with H query heads, Hk key/value heads (H % Hk == 0;
  * query head h reads kv head h / (H/Hk)), head size D, scale 1/sqrt(D).

@@ -420,12 +420,16 @@ static void norm_bwd_w(const pass *ps, const float *w, const float *b, const flo
         k_rmsnorm_bwd_w(dw, dy, x, rstd, N, C);
 }
 
-/* y[N,out] = (res +) x W (+b) + s (x A^T) B^T for an adapted map; res may be
- * NULL (y may be res).  xb: x already rounded to bf16 for a bf16 map, or NULL. */
+/* y[N,out] = (res +) x W (+b) for the frozen map; res may be NULL (y may be
+ * res).  lora_first: the LoRA has written y = res + LoRA (+ b on OpenBLAS,
+ * lora_bias) already (lora_goes_first), so the product only adds into y.
+ * xb: x already rounded to bf16 for a bf16 map, or NULL. */
 static void frozen_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
-                            const uint16_t *xb, const float *res, int N)
+                            const uint16_t *xb, const float *res, int N, int lora_first)
 {
     prof_mark t = prof_start(ps->a);
+    if (lora_first)
+        res = y;
     if (lin->dm && xb) {
         pl_err e;
         note(ps, mb_linear_fwd_bf16(lin, y, xb, res, N, &e), &e);
@@ -433,16 +437,38 @@ static void frozen_fwd_rows(const pass *ps, const model_linear *lin, float *y, c
         pl_err e;
         note(ps, mb_linear_fwd(lin, y, x, res, N, &e), &e);
     } else {
-        k_linear_fwd_res(y, res, x, lin->w, lin->b, N, lin->in, lin->out, lin->conv1d);
+        k_linear_fwd_res(y, res, x, lin->w, lora_first ? NULL : lin->b, N, lin->in, lin->out,
+                         lin->conv1d);
     }
     prof_stop(ps->a, SP_LINEAR_FWD, t);
 }
 
-/* y[N,out] += s (x A^T) B^T when lin is adapted (after dropout when training). */
-static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x, int N)
+/* Does lin take a LoRA in this pass. */
+static int lora_on(const pass *ps, const model_linear *lin) { return lin->lora >= 0 && ps->p; }
+
+/* Does lin's LoRA go before its frozen product, writing y (from res) for
+ * the product to add into?  When the product adds anyway (a residual: the
+ * copy of res and the LoRA's read of y are saved), or runs through OpenBLAS
+ * (k_gemm with beta 0 zeroes y in a pass of its own first; beta 1 spares
+ * it).  A oneDNN product that would write y goes first and the LoRA adds:
+ * oneDNN's accumulating product (sum post-op) was measured to cost about
+ * what the LoRA's read of y costs (docs/performance.md, session 7).  The
+ * backward's dx follows the same rule, with beta 1 for a residual. */
+static int lora_goes_first(const model_linear *lin, int product_adds)
 {
-    if (lin->lora < 0 || !ps->p)
-        return;
+    return product_adds || !lin->dm;
+}
+
+/* The bias the LoRA's write carries when it goes first: OpenBLAS's, whose
+ * product then adds with beta 1 alone; oneDNN adds its own bias inside the
+ * product. */
+static const float *lora_bias(const model_linear *lin) { return lin->dm ? NULL : lin->b; }
+
+/* y[N,out] = res + b + s (x A^T) B^T for an adapted lin (after dropout
+ * when training); res may be NULL (0) or y, b NULL. */
+static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
+                          const float *res, const float *b, int N)
+{
     prof_mark t = prof_start(ps->a);
     const lora_module *mod = &ps->L->m[lin->lora];
     const float *xin = x;
@@ -450,34 +476,40 @@ static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, con
         lora_dropout(ps, lin->lora, x, (size_t)N * lin->in);
         xin = ps->a->xd[lin->lora];
     }
-    k_lora_fwd(y, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N, lin->in,
-               lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
+    k_lora_fwd(y, res, b, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N,
+               lin->in, lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
     prof_stop(ps->a, SP_LORA, t);
 }
 
-/* The frozen product and the LoRA of one map (see frozen_fwd_rows). */
+/* y[N,out] = (res +) x W (+b) + s (x A^T) B^T, the LoRA before or after the
+ * frozen product (lora_goes_first). */
 static void linear_fwd_rows(const pass *ps, const model_linear *lin, float *y, const float *x,
                             const uint16_t *xb, const float *res, int N)
 {
-    frozen_fwd_rows(ps, lin, y, x, xb, res, N);
-    lora_fwd_rows(ps, lin, y, x, N);
+    int lora = lora_on(ps, lin), first = lora && lora_goes_first(lin, res != NULL);
+    if (first)
+        lora_fwd_rows(ps, lin, y, x, res, lora_bias(lin), N);
+    frozen_fwd_rows(ps, lin, y, x, xb, res, N, first);
+    if (lora && !first)
+        lora_fwd_rows(ps, lin, y, x, y, NULL, N);
 }
 
-/* The LoRA part of linear_bwd_rows: dA, dB and (dx != NULL) dx += the LoRA's dx. */
-static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
-                          const float *x, int N)
+/* The LoRA part of linear_bwd_rows: dA, dB and (dx != NULL) dx = beta dx +
+ * the LoRA's dx.  With dropout it runs after the frozen product (beta 1). */
+static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, float beta,
+                          const float *dy, const float *x, int N)
 {
     const lora_module *mod = &ps->L->m[lin->lora];
     const float *A = ps->p + mod->a_off, *B = ps->p + mod->b_off;
     const float *xin = lora_input(ps, lin->lora);
     float *dA = ps->grad + mod->a_off, *dB = ps->grad + mod->b_off;
     if (!xin) {
-        k_lora_bwd(dx, dA, dB, ps->a->du, dy, x, ps->a->u[lin->lora], A, B, N, lin->in,
+        k_lora_bwd(dx, beta, dA, dB, ps->a->du, dy, x, ps->a->u[lin->lora], A, B, N, lin->in,
                    lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
         return;
     }
     /* dropout: dx += (du A) * mask, so the kernel's dx is skipped */
-    k_lora_bwd(NULL, dA, dB, ps->a->du, dy, xin, ps->a->u[lin->lora], A, B, N, lin->in,
+    k_lora_bwd(NULL, 0.0f, dA, dB, ps->a->du, dy, xin, ps->a->u[lin->lora], A, B, N, lin->in,
                lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
     if (!dx)
         return;
@@ -491,9 +523,9 @@ static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, co
 }
 
 /* dx[N,in] = beta dx + dy W when dx != NULL (and dW, db with --full);
- * linear_bwd_rows adds the LoRA's dx and accumulates its gradients.  beta
- * is 0 or 1.  dyb: dy already rounded to bf16 for a bf16 map, or NULL (dy
- * is then not read by the product). */
+ * beta is 0 or 1 (1 when the LoRA has written dx first).  dyb: dy already
+ * rounded to bf16 for a bf16 map, or NULL (dy is then not read by the
+ * product). */
 static void frozen_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
                             const uint16_t *dyb, const float *x, float beta, int N)
 {
@@ -513,12 +545,27 @@ static void frozen_bwd_rows(const pass *ps, const model_linear *lin, float *dx, 
     prof_stop(ps->a, SP_LINEAR_BWD, t);
 }
 
+/* Does lin's LoRA write dx (= beta dx + its share) before the frozen
+ * product adds into it: adapted, without dropout (the LoRA's dx is then
+ * masked and added after), and lora_goes_first. */
+static int lora_dx_first(const pass *ps, const model_linear *lin, float beta)
+{
+    return lora_on(ps, lin) && !lora_input(ps, lin->lora) && lora_goes_first(lin, beta != 0.0f);
+}
+
+/* dx = beta dx + dy W + the LoRA's dx (dx may be NULL), the gradients
+ * accumulate. */
 static void linear_bwd_rows(const pass *ps, const model_linear *lin, float *dx, const float *dy,
                             const uint16_t *dyb, const float *x, float beta, int N)
 {
+    if (lora_dx_first(ps, lin, beta)) {
+        PROF(ps, SP_LORA, lora_bwd_rows(ps, lin, dx, beta, dy, x, N));
+        frozen_bwd_rows(ps, lin, dx, dy, dyb, x, 1.0f, N);
+        return;
+    }
     frozen_bwd_rows(ps, lin, dx, dy, dyb, x, beta, N);
-    if (lin->lora >= 0 && ps->p)
-        PROF(ps, SP_LORA, lora_bwd_rows(ps, lin, dx, dy, x, N));
+    if (lora_on(ps, lin))
+        PROF(ps, SP_LORA, lora_bwd_rows(ps, lin, dx, 1.0f, dy, x, N));
 }
 
 /* linear_fwd_rows / linear_bwd_rows over all N rows of the batch. */
@@ -553,54 +600,61 @@ static void lora_group_params(const pass *ps, const model_linear *lins, int G, c
 /* y[g] = x W_g^T (+ b_g) + LoRA_g for the G maps lins[0..G-1] of a block
  * reading the same x [N,C] (Llama's q, k, v; gate, up); xb: x in bf16
  * (norm_fwd) or NULL.  Their LoRA takes x in one pass for all G
- * (k_lora_fwd_group) when lora_groupable. */
+ * (k_lora_fwd_group) when lora_groupable, before or after the frozen
+ * products (lora_goes_first); else map by map (linear_fwd_rows). */
 static void group_fwd(const pass *ps, const model_linear *lins, int G, float *const *y,
                       const float *x, const uint16_t *xb)
 {
     model_acts *a = ps->a;
-    for (int g = 0; g < G; g++)
-        frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N);
     if (!lora_groupable(ps, lins, G)) {
         for (int g = 0; g < G; g++)
-            lora_fwd_rows(ps, &lins[g], y[g], x, a->N);
+            linear_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N);
         return;
     }
-    const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX];
+    const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX], *b[MODEL_GROUP_MAX];
     float *u[MODEL_GROUP_MAX];
-    int out[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX], first = lora_goes_first(&lins[0], 0);
     lora_group_params(ps, lins, G, A, B, out);
     for (int g = 0; g < G; g++)
-        u[g] = a->u[lins[g].lora];
-    PROF(ps, SP_LORA, k_lora_fwd_group(y, u, x, A, B, out, G, a->N, lins[0].in, ps->L->r,
-                                       ps->L->scale, a->lscr));
+        u[g] = a->u[lins[g].lora], b[g] = first ? lora_bias(&lins[g]) : NULL;
+    for (int g = 0; !first && g < G; g++)
+        frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N, 0);
+    PROF(ps, SP_LORA,
+         k_lora_fwd_group(y, first ? NULL : (const float *const *)y, b, u, x, A, B, out, G, a->N,
+                          lins[0].in, ps->L->r, ps->L->scale, a->lscr));
+    for (int g = 0; first && g < G; g++)
+        frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N, 1);
 }
 
 /* The backward of group_fwd: dx [N,C] = beta dx + sum_g dy[g] W_g (+ the
  * LoRA's dx) when dx != NULL; the LoRA gradients accumulate.  dyb: the
- * dy[g] in bf16 (G of them), or NULL. */
+ * dy[g] in bf16 (G of them), or NULL.  Grouped, the LoRA takes dx before
+ * or after the frozen products (lora_goes_first). */
 static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx,
                       const float *const *dy, const uint16_t *const *dyb, const float *x,
                       float beta)
 {
     model_acts *a = ps->a;
-    for (int g = 0; g < G; g++)
-        frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, g ? 1.0f : beta, a->N);
     if (!lora_groupable(ps, lins, G)) {
         for (int g = 0; g < G; g++)
-            if (lins[g].lora >= 0 && ps->p)
-                PROF(ps, SP_LORA, lora_bwd_rows(ps, &lins[g], dx, dy[g], x, a->N));
+            linear_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, g ? 1.0f : beta,
+                            a->N);
         return;
     }
     const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX], *u[MODEL_GROUP_MAX];
     float *dA[MODEL_GROUP_MAX], *dB[MODEL_GROUP_MAX];
-    int out[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX], first = lora_goes_first(&lins[0], beta != 0.0f);
     lora_group_params(ps, lins, G, A, B, out);
     for (int g = 0; g < G; g++) {
         const lora_module *mod = &ps->L->m[lins[g].lora];
         dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off, u[g] = a->u[lins[g].lora];
     }
-    PROF(ps, SP_LORA, k_lora_bwd_group(dx, dA, dB, dy, x, u, A, B, out, G, a->N, lins[0].in,
-                                       ps->L->r, ps->L->scale, a->lscr));
+    for (int g = 0; !first && g < G; g++)
+        frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, g ? 1.0f : beta, a->N);
+    PROF(ps, SP_LORA, k_lora_bwd_group(dx, first ? beta : 1.0f, dA, dB, dy, x, u, A, B, out, G,
+                                       a->N, lins[0].in, ps->L->r, ps->L->scale, a->lscr));
+    for (int g = 0; first && g < G; g++)
+        frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, 1.0f, a->N);
 }
 
 static void linear_bwd(const pass *ps, const model_linear *lin, float *dx, const float *dy,
