@@ -577,17 +577,18 @@ LORA_INLINE void lora_dots_part(lora_v *acc, const float *x, const float *M, int
 }
 
 /* lanes_sum's pairwise tree on a vector (the same sums in the same order),
- * by halves: v[l] + v[l + 8], then + 4, + 2, + 1. */
+ * by halves: v[l] + v[l + 8], then + 4, + 2, + 1.  v by pointer: a 64-byte
+ * vector by value draws GCC's psabi note on every build. */
 typedef float lora_v8 __attribute__((vector_size(8 * sizeof(float))));
 typedef float lora_v4 __attribute__((vector_size(4 * sizeof(float))));
 typedef float lora_v2 __attribute__((vector_size(2 * sizeof(float))));
 
-LORA_INLINE float lora_hsum(lora_v v)
+LORA_INLINE float lora_hsum(const lora_v *v)
 {
     lora_v8 a, b;
     lora_v4 c, d;
     lora_v2 e, f;
-    memcpy(&a, &v, sizeof a), memcpy(&b, (char *)&v + sizeof a, sizeof b), a += b;
+    memcpy(&a, v, sizeof a), memcpy(&b, (const char *)v + sizeof a, sizeof b), a += b;
     memcpy(&c, &a, sizeof c), memcpy(&d, (char *)&a + sizeof c, sizeof d), c += d;
     memcpy(&e, &c, sizeof e), memcpy(&f, (char *)&c + sizeof e, sizeof f), e += f;
     return e[0] + e[1];
@@ -603,7 +604,8 @@ LORA_INLINE void lora_dots_end(float *u, const lora_v *acc, const float *x, cons
     memcpy(xt, x + i0, (size_t)(n - i0) * sizeof *xt);
     for (int k = 0; k < G; k++) {
         memcpy(mt, M + (size_t)k * ld + i0, (size_t)(n - i0) * sizeof *mt);
-        u[k] = s * lora_hsum(acc[k] + lora_load(xt) * lora_load(mt));
+        lora_v t = acc[k] + lora_load(xt) * lora_load(mt);
+        u[k] = s * lora_hsum(&t);
     }
 }
 
