@@ -226,8 +226,10 @@ static void test_span_alignment(void **state)
     (void)state;
     enum { K = 5 };   /* outputs: gelu, its backward, swiglu, its dgate and dup */
     float *x = tu_fnew(NE), *u = tu_fnew(NE), *dy = tu_fnew(NE);
-    float *ref = aligned_alloc(64, K * NE * sizeof *ref);
-    float *buf = aligned_alloc(64, (K * NE + 64) * sizeof *buf);
+    /* aligned_alloc's size must be a multiple of the alignment (C11) */
+    size_t nref = (K * NE + 15) / 16 * 16, nbuf = nref + 16;
+    float *ref = aligned_alloc(64, nref * sizeof *ref);
+    float *buf = aligned_alloc(64, nbuf * sizeof *buf);
     assert_non_null(ref), assert_non_null(buf);
     fill_normal(x, NE, 3, 11);
     fill_normal(u, NE, 1, 12);
