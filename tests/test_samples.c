@@ -1,7 +1,9 @@
 /* test_samples.c - the sample sidecar (samples.h): byte layout, round trips
  * with and without mask and labels, every rejection of the reader (each
  * message names the file) and of the writer, the check against the shard;
- * and the JSON Lines reader (jsonl.h). */
+ * the JSON Lines reader (jsonl.h); and error lines that quote input stay one
+ * line (pl_errf escapes control bytes; a classification label holding a
+ * newline, the fuzz_jsonl finding of session 8). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 
 #include "jsonl.h"
 #include "samples.h"
+#include "taskdata.h"
 #include "testutil.h"
 
 /* 3 samples over 7 tokens: [0,2) [2,3) [3,7) */
@@ -234,6 +237,54 @@ static void test_jsonl(void **state)
     }
 }
 
+/* ---- one line per error ---- */
+
+static int bytes_encode(void *ctx, const char *text, size_t len, uint32_t **ids, size_t *n,
+                        size_t *cap, pl_err *e)
+{
+    (void)ctx;
+    if (*n + len > *cap) {
+        uint32_t *p = realloc(*ids, (*n + len) * sizeof *p);
+        if (!p)
+            return pl_errf(e, "out of memory");
+        *ids = p, *cap = *n + len;
+    }
+    for (size_t i = 0; i < len; i++)
+        (*ids)[(*n)++] = (unsigned char)text[i];
+    return 0;
+}
+
+static void test_error_one_line(void **state)
+{
+    (void)state;
+    pl_err e;
+    pl_errf(&e, "f: [%s]", "a\nb\r\tc\x01\x7f" "d\\n");
+    assert_string_equal(e.msg, "f: [a\\nb\\r\\tc\\x01\\x7fd\\n]");
+    /* cut at the buffer, never inside an escape */
+    char many[PL_ERR_LEN];
+    memset(many, '\n', sizeof many - 1);
+    many[sizeof many - 1] = 0;
+    pl_errf(&e, "x%s", many);
+    assert_int_equal(strlen(e.msg), 1 + 2 * ((PL_ERR_LEN - 2) / 2));
+    assert_null(strchr(e.msg, '\n'));
+    assert_int_equal(e.msg[strlen(e.msg) - 1], 'n');
+
+    /* a label quoted back from a JSON line, newline and all */
+    const char *text = "{\"text\": \"good\", \"label\": \"pos\"}\n"
+                       "{\"text\": \"god\", \"label\": \" 2+:?\\n\"}\n";
+    task_options o;
+    task_options_default(&o);
+    o.kind = SAMPLES_CLASSIFICATION;
+    o.labels = "neg,pos";
+    o.encode = bytes_encode;
+    jsonl_reader r;
+    jsonl_from_buffer(&r, text, strlen(text), "cls.jsonl");
+    task_data d;
+    assert_int_equal(task_build(&d, &r, &o, &e), -1);
+    jsonl_close(&r);
+    assert_string_equal(e.msg, "cls.jsonl:2: label \" 2+:?\\n\" is not in --labels neg,pos");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_against_shard_and_writer),
         cmocka_unit_test(test_jsonl),
+        cmocka_unit_test(test_error_one_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

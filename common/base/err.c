@@ -5,14 +5,42 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* Copies src into dst (cap bytes) with control bytes written as C escapes
+ * ("\n", "\t", "\x01"), so a value quoted from input (a label holding a
+ * newline, say) cannot break the message's one line; cut at cap. */
+static void one_line(char *dst, size_t cap, const char *src)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
+        char esc[5] = {(char)*p, 0};
+        if (*p < 0x20 || *p == 0x7f) {
+            const char *named = *p == '\n' ? "\\n" : *p == '\r' ? "\\r" : *p == '\t' ? "\\t" : NULL;
+            if (named)
+                memcpy(esc, named, 3);
+            else
+                esc[0] = '\\', esc[1] = 'x', esc[2] = hex[*p >> 4], esc[3] = hex[*p & 15];
+        }
+        size_t n = strlen(esc);
+        if (o + n >= cap)
+            break;
+        memcpy(dst + o, esc, n);
+        o += n;
+    }
+    dst[o] = 0;
+}
 
 int pl_errf(pl_err *e, const char *fmt, ...)
 {
     if (e) {
+        char raw[PL_ERR_LEN];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        vsnprintf(raw, sizeof raw, fmt, ap);
         va_end(ap);
+        one_line(e->msg, sizeof e->msg, raw);
     }
     return -1;
 }

@@ -15,7 +15,10 @@ typedef struct {
     char msg[PL_ERR_LEN];
 } pl_err;
 
-/* Formats the message into e (if e is not NULL) and returns -1. */
+/* Formats the message into e (if e is not NULL) and returns -1.  Control
+ * bytes in the result are written as C escapes ("\n", "\x01"): a value
+ * quoted from input keeps the message one line.  Arguments may point into
+ * e->msg itself (the message is formed in a copy first). */
 int pl_errf(pl_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Parses a whole decimal integer / float; 0 on success, -1 when s is not one. */
