@@ -39,9 +39,11 @@
 #include "cpu.h"
 #include "dnnl_attention.h"
 #include "dnnl_matmul.h"
+#include "err.h"
 #include "kernels.h"
 #include "metrics.h"
 #include "rng.h"
+#include "testutil.h"
 
 #ifdef PSLORA_HAVE_DNNL
 #include <dnnl.h>
@@ -250,20 +252,31 @@ static void bench_shape(const ctx *c, const shape *s, int bwd, dm_linear *h)
     fflush(stdout);
 }
 
-static long arg_long(int argc, char **argv, const char *name, long def)
+static const char *arg_str(int argc, char **argv, const char *name, const char *def)
 {
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name))
-            return atol(argv[i + 1]);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], name)) {
+            if (i + 1 == argc) {   /* a flag without its value is a usage error */
+                fprintf(stderr, "bench_gemm: %s: missing value\n", name);
+                exit(2);
+            }
+            return argv[i + 1];
+        }
     return def;
 }
 
-static const char *arg_str(int argc, char **argv, const char *name, const char *def)
+/* A whole integer flag; anything else is a usage error (exit 2). */
+static long arg_long(int argc, char **argv, const char *name, long def)
 {
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name))
-            return argv[i + 1];
-    return def;
+    const char *v = arg_str(argc, argv, name, NULL);
+    long x;
+    if (!v)
+        return def;
+    if (pl_parse_long(v, &x) != 0) {
+        fprintf(stderr, "bench_gemm: %s: '%s' is not an integer\n", name, v);
+        exit(2);
+    }
+    return x;
 }
 
 /* ---- --attention: causal attention, fp32 kernels against bf16 -----------------
@@ -327,18 +340,6 @@ static double att_flops(const da_shape *s, int bwd)
     return f * s->B * s->H;
 }
 
-/* Largest |x - y| / max|y| over the n elements of rows x[r*ld + 0..w). */
-static double att_rel(const float *x, const float *y, int rows, int w, int ld)
-{
-    double d = 0, m = 0;
-    for (size_t r = 0; r < (size_t)rows; r++)
-        for (size_t j = 0; j < (size_t)w; j++) {
-            double a = fabs((double)x[r * ld + j] - y[r * ld + j]), b = fabs(y[r * ld + j]);
-            d = a > d ? a : d, m = b > m ? b : m;
-        }
-    return m > 0 ? d / m : d;
-}
-
 /* The oneDNN variant's column name. */
 static const char *att_name(const da_shape *s) { return s->dt == DA_F32 ? "dnnl32" : "bf16"; }
 
@@ -362,7 +363,7 @@ static void att_check(att_ctx *c)
     printf("%s vs fp32 kernels, max rel err (max-norm):", att_name(s));
     const char *names[4] = {"out", "dq", "dk", "dv"};
     for (int i = 0; i < 4; i++)
-        printf(" %s %.2e", names[i], att_rel(got[i], ref[i], N, w[i], ld[i]));
+        printf(" %s %.2e", names[i], tu_rel_err_rows(got[i], ref[i], N, w[i], ld[i]));
     printf("\n");
     for (int i = 0; i < 4; i++)
         free(ref[i]);

@@ -41,24 +41,13 @@
 #include "dnnl_attention.h"
 #include "kernels.h"
 #include "rng.h"
+#include "testutil.h"
 
 #define TOL 1.56e-2   /* 8u, see above */
 #define MIN_ERR 1e-5  /* below: the inputs were not rounded to bf16 */
 #define TOL32 1e-5    /* fp32: summation order only, see above */
 
 #ifdef PSLORA_HAVE_DNNL
-
-/* Largest |x - y| / max|y| over rows of w elements at stride ld. */
-static double rel_err(const float *x, const float *y, int rows, int w, int ld)
-{
-    double d = 0, m = 0;
-    for (size_t r = 0; r < (size_t)rows; r++)
-        for (size_t j = 0; j < (size_t)w; j++) {
-            double a = fabs((double)x[r * ld + j] - y[r * ld + j]), b = fabs(y[r * ld + j]);
-            d = a > d ? a : d, m = b > m ? b : m;
-        }
-    return m > 0 ? d / m : d;
-}
 
 /* The largest relative error of P (bf16 bits or fp32 as dt) against the
  * fp32 att over the columns row t of each (b, h) keeps: 0..end of t's
@@ -174,11 +163,11 @@ static void compare(da_dtype dt, int B, int T, int H, int Hk, int D)
     printf("%s, B %d T %d H %d Hk %d D %d:\n", dt == DA_BF16 ? "bf16" : "fp32", B, T, H, Hk, D);
     const da_shape *s = &c.s;
     int wq = H * D, wk = Hk * D;
-    check("out", rel_err(c.out[1], c.out[0], c.N, wq, wq), dt);
+    check("out", tu_rel_err_rows(c.out[1], c.out[0], c.N, wq, wq), dt);
     check("P", att_err(c.P, dt, c.att, B * H, T), dt);
-    check("dq", rel_err(c.dqkv[1], c.dqkv[0], c.N, wq, s->ldq), dt);
-    check("dk", rel_err(c.dqkv[1] + c.kofs, c.dqkv[0] + c.kofs, c.N, wk, s->ldk), dt);
-    check("dv", rel_err(c.dqkv[1] + c.vofs, c.dqkv[0] + c.vofs, c.N, wk, s->ldv), dt);
+    check("dq", tu_rel_err_rows(c.dqkv[1], c.dqkv[0], c.N, wq, s->ldq), dt);
+    check("dk", tu_rel_err_rows(c.dqkv[1] + c.kofs, c.dqkv[0] + c.kofs, c.N, wk, s->ldk), dt);
+    check("dv", tu_rel_err_rows(c.dqkv[1] + c.vofs, c.dqkv[0] + c.vofs, c.N, wk, s->ldv), dt);
     /* again on the same handle: the same bits */
     float *out = malloc(c.no * sizeof *out), *dqkv = malloc(c.nqkv * sizeof *dqkv);
     memcpy(out, c.out[1], c.no * sizeof *out), memcpy(dqkv, c.dqkv[1], c.nqkv * sizeof *dqkv);

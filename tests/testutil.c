@@ -86,6 +86,17 @@ double *tu_to_double(const float *a, size_t n)
     return d;
 }
 
+double tu_rel_err_rows(const float *x, const float *y, int rows, int w, int ld)
+{
+    double d = 0, m = 0;
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (size_t j = 0; j < (size_t)w; j++) {
+            double a = fabs((double)x[r * ld + j] - y[r * ld + j]), b = fabs(y[r * ld + j]);
+            d = a > d ? a : d, m = b > m ? b : m;
+        }
+    return m > 0 ? d / m : d;
+}
+
 double tu_dot(const double *a, const double *b, size_t n)
 {
     double s = 0;

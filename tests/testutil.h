@@ -29,6 +29,9 @@ double tu_dot(const double *a, const double *b, size_t n);
 /* max |got - ref| / max |ref| (ref all zero: the absolute error / 1e-300). */
 double tu_rel_err(const double *got, const double *ref, size_t n);
 double tu_rel_err_f(const float *got, const double *ref, size_t n);
+/* The same over `rows` rows of w floats at stride ld (a column block of a
+ * wider matrix): max |x - y| / max |y|, y all zero: the absolute error. */
+double tu_rel_err_rows(const float *x, const float *y, int rows, int w, int ld);
 
 typedef double (*tu_loss_fn)(void *ctx);
 /* g[i] = (L(p + h e_i) - L(p - h e_i)) / 2h, h = 1e-4 * max(1, |p_i|), all in
