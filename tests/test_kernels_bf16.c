@@ -1,6 +1,7 @@
 /* test_kernels_bf16.c - the producers' bf16 variants (kernels.h, *_bf16):
  * LayerNorm forward and backward, GELU forward and backward (GPT-2),
- * RMSNorm forward and backward, SwiGLU forward and backward (Llama).
+ * RMSNorm forward and backward, SwiGLU forward and backward (Llama); the
+ * attention's softmax row written in bf16 (dnnl_attention.c).
  *
  * Each variant must give, bit for bit, the plain kernel's fp32 output (the
  * fp32 compute keeps calling the plain kernel, so both must agree) and that
@@ -221,6 +222,28 @@ static void test_swiglu_bf16(void **state)
  * output lies (no alignment peeling that moves elements between the vector
  * body and its tails).  Outputs at every float offset within 64 bytes,
  * against a 64-byte aligned one. */
+/* The softmax row in bf16: k_attention_softmax_row's values rounded, zeros
+ * from n to w, nothing written past w.  Widths with a vector body and a
+ * tail; n = 1 (one 1.0), n < w and n = w. */
+static void test_softmax_row_bf16(void **state)
+{
+    (void)state;
+    static const int NW[][2] = {{1, 64}, {37, 64}, {64, 64}, {100, 128}, {77, 77}};
+    for (size_t c = 0; c < sizeof NW / sizeof NW[0]; c++) {
+        int n = NW[c][0], w = NW[c][1];
+        float *x = tu_fnew((size_t)w), *ref = tu_fnew((size_t)w), *row = tu_fnew((size_t)w);
+        uint16_t *p = bnew((size_t)w + 8);
+        fill_normal(x, (size_t)w, 4, 20 + c);
+        memcpy(ref, x, (size_t)w * sizeof *x), memcpy(row, x, (size_t)w * sizeof *x);
+        k_attention_softmax_row(ref, n, w);
+        k_attention_softmax_row_bf16(p, row, n, w);
+        assert_bf16_of(p, ref, (size_t)n);
+        for (int j = n; j < w + 8; j++)
+            assert_int_equal(p[j], j < w ? 0 : 0xffff);
+        free(x), free(ref), free(row), free(p);
+    }
+}
+
 static void test_span_alignment(void **state)
 {
     (void)state;
@@ -254,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_norms_bwd_bf16),
         cmocka_unit_test(test_gelu_bf16),
         cmocka_unit_test(test_swiglu_bf16),
+        cmocka_unit_test(test_softmax_row_bf16),
         cmocka_unit_test(test_span_alignment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

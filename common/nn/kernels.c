@@ -1007,6 +1007,20 @@ void k_attention_softmax_row(float *row, int n, int w)
     memset(row + n, 0, (size_t)(w - n) * sizeof *row);
 }
 
+/* g[j] = bf16(x[j] * s) (VEC16, as k_bf16_row: one multiply, then integers) */
+VEC16 static void row_scale_bf16(uint16_t *g, const float *x, float s, int n)
+{
+    for (int j = 0; j < n; j++)
+        g[j] = bf16_from_f32(x[j] * s);
+}
+
+void k_attention_softmax_row_bf16(uint16_t *p, float *row, int n, int w)
+{
+    float inv = (float)(1.0 / row_exp(row, row_max(row, n), n));
+    row_scale_bf16(p, row, inv, n);
+    memset(p + n, 0, (size_t)(w - n) * sizeof *p);
+}
+
 /* Rows t0..t1-1 of the scores S [T,T], filled for columns 0..t1-1: row t becomes
  * softmax(S[t,0..t]) with zeros up to column T-1. */
 static void attn_softmax_rows(float *S, int T, int t0, int t1)
@@ -1576,13 +1590,6 @@ static double xent_full_row(float *row, int32_t t, int V, int grad)
         row[t] -= 1.0f;
     }
     return (double)M + log(S) - (double)lt;
-}
-
-/* g[j] = bf16(x[j] * s) (VEC16, as k_bf16_row: one multiply, then integers) */
-VEC16 static void row_scale_bf16(uint16_t *g, const float *x, float s, int n)
-{
-    for (int j = 0; j < n; j++)
-        g[j] = bf16_from_f32(x[j] * s);
 }
 
 /* One row of k_xent_rows_bf16: as xent_full_row, the gradient written to g

@@ -168,6 +168,10 @@ void k_attention_bwd(float *dq, float *dk, float *dv, float *scratch, const floa
  *             f = sum(dr * pr) over [0..n) (k_attention_softmax_bwd_sum)
  * (n = t + 1 for query row t; pr is the softmax's output, dr holds dP). */
 void k_attention_softmax_row(float *row, int n, int w);
+/* The softmax row written in bf16 only: p[0..n) = the values above rounded
+ * (same bits as k_attention_softmax_row then k_bf16_row), p[n..w) = 0; row
+ * is left holding exp(row - max), not normalised. */
+void k_attention_softmax_row_bf16(uint16_t *p, float *row, int n, int w);
 void k_attention_softmax_bwd_row(float *dr, const float *pr, int n, int w, float scale);
 float k_attention_softmax_bwd_sum(const float *dr, const float *pr, int n);
 
