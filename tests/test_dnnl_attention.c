@@ -22,10 +22,10 @@
  * Shapes: GPT-2's interleaved qkv [N, 3*H*D] (H == Hk), and a grouped one
  * (Llama: q [N,H*D], k, v [N,Hk*D], H/Hk = 3) where dk and dv sum over the
  * group; T is not a multiple of DA_BLOCK, so the last block is partial.
- * Also: the softmax kept (P, the columns the backward reads; bf16 or fp32)
- * against the kernels' fp32 att, a second call giving the same bits
- * (primitives cached, nothing rebuilt), and the bytes the handle holds
- * (fp32: its scratch only once a backward ran). */
+ * Also: the softmax kept (P in the header's stacked row order, the columns
+ * the backward reads; bf16 or fp32) against the kernels' fp32 att, a second
+ * call giving the same bits (primitives cached, nothing rebuilt), and the
+ * bytes the handle holds (fp32: its scratch only once a backward ran). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -52,20 +52,31 @@
 /* The largest relative error of P (bf16 bits or fp32 as dt) against the
  * fp32 att over the columns row t of each (b, h) keeps: 0..end of t's
  * block. */
-static double att_err(const void *x, da_dtype dt, const float *y, int BH, int T)
+static double att_err(const void *x, da_dtype dt, const float *y, const da_shape *s)
 {
     double d = 0, m = 0;
     const uint16_t *xb = x;
     const float *xf = x;
-    for (size_t r = 0; r < (size_t)BH * T; r++) {
-        int t = (int)(r % T), w = (t / DA_BLOCK + 1) * DA_BLOCK;
-        for (size_t j = 0; j < (size_t)(w < T ? w : T); j++) {
-            size_t i = r * T + j;
-            double a = fabs((dt == DA_BF16 ? (double)bf16_to_f32(xb[i]) : xf[i]) - y[i]);
-            double b = fabs(y[i]);
-            d = a > d ? a : d, m = b > m ? b : m;
-        }
-    }
+    int T = s->T, G = s->H / s->Hk;
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < s->H; h++)
+            for (int t = 0; t < T; t++) {
+                /* the header's stacked order: per (b, g = h / G), block
+                 * after block, in a block of mb rows member h % G's at
+                 * (h % G) * mb */
+                int t0 = t / DA_BLOCK * DA_BLOCK, mb = T - t0 < DA_BLOCK ? T - t0 : DA_BLOCK;
+                size_t rx = ((size_t)b * s->Hk + h / G) * G * T + (size_t)G * t0 +
+                            (size_t)(h % G) * mb + (size_t)(t - t0);
+                size_t ry = ((size_t)b * s->H + h) * T + t;
+                int w = t0 + DA_BLOCK < T ? t0 + DA_BLOCK : T;
+                for (int j = 0; j < w; j++) {
+                    size_t i = rx * T + j, k = ry * T + j;
+                    double a = dt == DA_BF16 ? (double)bf16_to_f32(xb[i]) : xf[i];
+                    a = fabs(a - y[k]);
+                    double bb = fabs(y[k]);
+                    d = a > d ? a : d, m = bb > m ? bb : m;
+                }
+            }
     return m > 0 ? d / m : d;
 }
 
@@ -152,19 +163,22 @@ static void compare(da_dtype dt, int B, int T, int H, int Hk, int D)
     da_attn *h = da_attn_new(&c.s, &e);
     assert_non_null(h);
     /* bf16: the copies of q, dO (nq each), k, v (nk each), dS (natt) and the
-     * fp32 scratch, from the start; fp32: the scratch only, from the first
-     * backward (forward-only handles hold none) */
+     * fp32 scratch, from the start; fp32: the copies of q and dO from the
+     * start, the scratch from the first backward; grouped heads, both: the
+     * stacked O / dQ (nq floats) */
     size_t nk = (c.nqkv - c.no) / 2, tt = c.natt * sizeof(float);
-    size_t copies = (2 * c.no + 2 * nk + c.natt) * sizeof(uint16_t);
-    assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : 0);
+    size_t copies = (2 * c.no + 2 * nk + c.natt) * sizeof(uint16_t), copies32 = 2 * c.no * 4;
+    size_t os = H > Hk ? c.no * sizeof(float) : 0;   /* grouped: O and dQ stacked first */
+    copies += os, copies32 += os;
+    assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : copies32);
     run(&c, 0, NULL);
     run(&c, 1, h);
-    assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : tt);
+    assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : copies32 + tt);
     printf("%s, B %d T %d H %d Hk %d D %d:\n", dt == DA_BF16 ? "bf16" : "fp32", B, T, H, Hk, D);
     const da_shape *s = &c.s;
     int wq = H * D, wk = Hk * D;
     check("out", tu_rel_err_rows(c.out[1], c.out[0], c.N, wq, wq), dt);
-    check("P", att_err(c.P, dt, c.att, B * H, T), dt);
+    check("P", att_err(c.P, dt, c.att, s), dt);
     check("dq", tu_rel_err_rows(c.dqkv[1], c.dqkv[0], c.N, wq, s->ldq), dt);
     check("dk", tu_rel_err_rows(c.dqkv[1] + c.kofs, c.dqkv[0] + c.kofs, c.N, wk, s->ldk), dt);
     check("dv", tu_rel_err_rows(c.dqkv[1] + c.vofs, c.dqkv[0] + c.vofs, c.N, wk, s->ldv), dt);

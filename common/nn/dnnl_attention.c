@@ -1,21 +1,26 @@
 /* dnnl_attention.c - see dnnl_attention.h.
  *
- * Every operand is a 4-D view [B, Hk, r, c] of a buffer as it lies, for one
- * member i of each group of G = H/Hk query heads: element (b, g, r, c) at
- * i*si + b*sb + g*sg + r*rs + c (elements; transposed: c*rs + r).
- * Query-side tensors (q, dO, out, dq: head h = g*G + i at column h*D) and
- * the [B,H,T,T] ones step by si per member; key-side ones (k, v, dk, dv)
- * do not (si 0).  With G = 1 that is one matmul over all (b, h) per block;
- * with G > 1, G matmuls of [B, Hk] (oneDNN 2.6 runs a 5-D matmul whose kv
- * operand broadcasts over the group, [B,Hk,G,r,c], on its reference kernel
- * only: "ref:any", ~1000x slower).  Each product of block i is one primitive
- * (prims[p][i]), created with its memory objects on first use; a call points
- * the memories at the member's block (dnnl_memory_set_data_handle) and runs
- * it. */
+ * Every operand is a 4-D view [B, Hk, r, c] of a buffer over the groups of
+ * G = H/Hk query heads: element (b, g, r, c) at b*sb + g*sg + r*rs + c
+ * (elements; transposed: c*rs + r).
+ *
+ * The group's query rows are stacked (the header's "stacked order": block
+ * by block, in a block member by member) in the copies of q and dO, in S,
+ * P, dP, dS and (G > 1) in a scratch for O and dQ that is then scattered
+ * to the token rows, so every product takes all G members in ONE matmul
+ * per block (S, dP, O, dQ: G*m rows; dK, dV: K = G*(T - j0)): oneDNN 2.6
+ * broadcasts the kv operand over the group only on its reference kernel
+ * ("ref:any", ~1000x slower), and G small matmuls run well below one of G
+ * times the rows.  With G = 1 the stacked rows of a block are its token
+ * rows: O and dQ are written in place.  Each product of block i is one
+ * primitive (prims[p][i]), created with its memory objects on first use; a
+ * call points the memories at the block (dnnl_memory_set_data_handle) and
+ * runs it. */
 #include "dnnl_attention.h"
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifndef PSLORA_HAVE_DNNL
 
@@ -57,9 +62,8 @@ void da_attn_free(da_attn *a) { (void)a; }
 #include "kernels.h"
 #include "vec.h"
 
-/* The products; DA_DK_ACC and DA_DV_ACC are dK and dV adding to the output
- * (group members after the first). */
-enum { DA_S, DA_O, DA_DP, DA_DQ, DA_DK, DA_DV, DA_DK_ACC, DA_DV_ACC, DA_NPROD };
+/* The products. */
+enum { DA_S, DA_O, DA_DP, DA_DQ, DA_DK, DA_DV, DA_NPROD };
 
 typedef struct {
     dnnl_primitive_t prim;
@@ -72,24 +76,25 @@ struct da_attn {
     float scale;                             /* 1/sqrt(D) */
     dnnl_data_type_t dt;                     /* the products' inputs: bf16 or f32 */
     size_t esz;                              /* bytes of one of their elements */
-    int64_t lq, lk, lv, lo;                  /* row strides of the operands q, k, v, dO */
+    int64_t lk, lv;                          /* row strides of the operands k, v */
     dnnl_engine_t eng;
     dnnl_stream_t st;
-    uint16_t *q, *k, *v, *dout, *dS;         /* bf16 only: the copies, see the header */
+    void *q, *dout;                          /* stacked copies (bf16 or fp32), see the header */
+    float *os;                               /* G > 1: O, then dQ, stacked */
+    uint16_t *k, *v, *dS;                    /* bf16 only: the copies, see the header */
     float *S;                                /* bf16: S, then dP; fp32: dP, then dS */
     size_t bytes;
     int built[2];                            /* forward, backward primitives made */
     da_prim *prims;                          /* [DA_NPROD][nb] */
 };
 
-/* Strides of a view (elements): batch, kv head, group member, row; the
- * column stride is 1 unless the view is read transposed (rows 1, cols rs). */
+/* Strides of a view (elements): batch, kv head, row; the column stride is
+ * 1 unless the view is read transposed (rows 1, cols rs). */
 typedef struct {
-    int64_t sb, sg, si, rs;
+    int64_t sb, sg, rs;
 } da_view;
 
-/* One product of one block and group member: C[m,n] = A[m,K] W[K,n] over
- * [B, Hk]. */
+/* One product of one block: C[m,n] = A[m,K] W[K,n] over [B, Hk]. */
 typedef struct {
     int m, n, K, ta, tw;     /* ta, tw: A, W read transposed */
     da_view a, w, c;
@@ -98,48 +103,54 @@ typedef struct {
 
 /* ---- views and products ---- */
 
-/* Query-side [N, H*D] rows at stride ld, key-side [N, Hk*D], and [B,H,T,T]. */
+/* Token rows [N, H*D] at stride ld (out, dq with G = 1), key-side
+ * [N, Hk*D] (k, v, dk, dv), and the stacked ones: G*T rows of D (the
+ * copies of q and dO; O and dQ with G > 1) or of T (S, P, dP, dS) per
+ * (b, g). */
 static da_view view_q(const da_attn *a, int64_t ld)
 {
-    int64_t D = a->s.D;
-    return (da_view){a->s.T * ld, a->G * D, D, ld};
+    return (da_view){a->s.T * ld, (int64_t)a->G * a->s.D, ld};
 }
 static da_view view_kv(const da_attn *a, int64_t ld)
 {
-    return (da_view){a->s.T * ld, a->s.D, 0, ld};
+    return (da_view){a->s.T * ld, a->s.D, ld};
 }
-static da_view view_tt(const da_attn *a)
+static da_view view_stacked(const da_attn *a, int64_t w)
 {
-    int64_t T = a->s.T;
-    return (da_view){a->s.H * T * T, a->G * T * T, T * T, T};
+    int64_t GT = (int64_t)a->G * a->s.T;
+    return (da_view){a->s.Hk * GT * w, GT * w, w};
 }
 
-/* Product p of block i, member 0 (member i: i*si further, da_run).  The
- * operands q, k, v, dO have row strides a->lq, lk, lv, lo (bf16: their
- * compact copies'; fp32: the arrays' own); out has H*D. */
+/* Product p of block i (key block i for dK, dV).  Block i's stacked rows
+ * start at G*t0.  O and dQ: stacked into the scratch when G > 1, else
+ * straight into the token rows of out (stride H*D) and dq (ldq). */
 static da_prod prod_of(const da_attn *a, int p, int i)
 {
     const da_shape *s = &a->s;
-    int T = s->T, D = s->D, t0 = i * DA_BLOCK;
+    int T = s->T, D = s->D, G = a->G, t0 = i * DA_BLOCK;
     int t1 = T - t0 < DA_BLOCK ? T : t0 + DA_BLOCK, m = t1 - t0, rows = T - t0;
-    int64_t lout = (int64_t)s->H * D;
-    size_t r0 = (size_t)t0;
-    da_view tt = view_tt(a), q = view_q(a, a->lq), dO = view_q(a, a->lo);
+    int64_t ldo = G > 1 ? D : (int64_t)s->H * D, ldd = G > 1 ? D : s->ldq;
+    /* the copies of q and dO: G = 1, token rows (the stacked order's rows
+     * of a block are its token rows already) */
+    size_t r0 = (size_t)t0, sq = G > 1 ? (size_t)G * t0 * D : r0 * s->H * D;
+    size_t st = (size_t)G * t0 * T;
+    da_view tt = view_stacked(a, T), qs = G > 1 ? view_stacked(a, D) : view_q(a, s->H * D);
     da_view k = view_kv(a, a->lk), v = view_kv(a, a->lv);
+    da_view o = G > 1 ? qs : view_q(a, ldo), dq = G > 1 ? qs : view_q(a, ldd);
     switch (p) {
-    case DA_S:  /* S[t0:t1, :t1] = Q_blk K^T (the scale: prod_attr) */
-        return (da_prod){m, t1, D, 0, 1, q, k, tt, r0 * a->lq, 0, r0 * T};
-    case DA_O:  /* out[t0:t1] = P_blk V */
-        return (da_prod){m, D, t1, 0, 0, tt, v, view_q(a, lout), r0 * T, 0, r0 * lout};
-    case DA_DP: /* dP[t0:t1, :t1] = dO_blk V^T */
-        return (da_prod){m, t1, D, 0, 1, dO, v, tt, r0 * a->lo, 0, r0 * T};
-    case DA_DQ: /* dq[t0:t1] = dS_blk K */
-        return (da_prod){m, D, t1, 0, 0, tt, k, view_q(a, s->ldq), r0 * T, 0, r0 * s->ldq};
-    case DA_DK: case DA_DK_ACC: /* dk[j0:j1] (+)= dS[j0:, j0:j1]^T Q[j0:] */
-        return (da_prod){m, D, rows, 1, 0, tt, q, view_kv(a, s->ldk), r0 * T + r0, r0 * a->lq,
+    case DA_S:  /* S[blk] = Q_blk K[:t1]^T (the scale: prod_attr) */
+        return (da_prod){G * m, t1, D, 0, 1, qs, k, tt, sq, 0, st};
+    case DA_O:  /* O[blk] = P[blk] V[:t1] */
+        return (da_prod){G * m, D, t1, 0, 0, tt, v, o, st, 0, G > 1 ? sq : r0 * ldo};
+    case DA_DP: /* dP[blk] = dO_blk V[:t1]^T */
+        return (da_prod){G * m, t1, D, 0, 1, qs, v, tt, sq, 0, st};
+    case DA_DQ: /* dQ[blk] = dS[blk] K[:t1] */
+        return (da_prod){G * m, D, t1, 0, 0, tt, k, dq, st, 0, G > 1 ? sq : r0 * ldd};
+    case DA_DK: /* dk[j0:j1] = dS[rows of blocks >= j, j0:j1]^T Q[same rows] */
+        return (da_prod){m, D, G * rows, 1, 0, tt, qs, view_kv(a, s->ldk), st + r0, sq,
                          r0 * s->ldk};
-    default:    /* dv[j0:j1] (+)= P[j0:, j0:j1]^T dO[j0:] */
-        return (da_prod){m, D, rows, 1, 0, tt, dO, view_kv(a, s->ldv), r0 * T + r0, r0 * a->lo,
+    default:    /* dv[j0:j1] = P[rows of blocks >= j, j0:j1]^T dO[same rows] */
+        return (da_prod){m, D, G * rows, 1, 0, tt, qs, view_kv(a, s->ldv), st + r0, sq,
                          r0 * s->ldv};
     }
 }
@@ -154,14 +165,12 @@ static dnnl_status_t view_md(dnnl_memory_desc_t *md, const da_attn *a, da_view v
     return dnnl_memory_desc_init_by_strides(md, 4, dims, dt, st);
 }
 
-/* The attributes of product p: the scale of S, the sum of the _ACC ones. */
+/* The attributes of product p: the scale of S. */
 static dnnl_status_t prod_attr(dnnl_primitive_attr_t *attr, const da_attn *a, int p)
 {
     dnnl_status_t s = dnnl_primitive_attr_create(attr);
     if (s == dnnl_success && p == DA_S)
         s = dnnl_primitive_attr_set_output_scales(*attr, 1, 0, &a->scale);
-    if (s == dnnl_success && (p == DA_DK_ACC || p == DA_DV_ACC))
-        s = dm_attr_sum(*attr);
     return s;
 }
 
@@ -205,7 +214,7 @@ static int ensure_built(da_attn *a, int bwd, pl_err *e)
 {
     if (a->built[bwd])
         return 0;
-    int p0 = bwd ? DA_DP : DA_S, p1 = bwd ? (a->G > 1 ? DA_NPROD : DA_DK_ACC) : DA_DP;
+    int p0 = bwd ? DA_DP : DA_S, p1 = bwd ? DA_NPROD : DA_DP;
     for (int p = p0; p < p1; p++)
         for (int i = 0; i < a->nb; i++) {
             dnnl_status_t s = prim_build(a, p, i);
@@ -219,19 +228,16 @@ static int ensure_built(da_attn *a, int bwd, pl_err *e)
     return 0;
 }
 
-/* Runs product p of block i for group member `member` on the buffers A, W
- * (elements of a->esz bytes), C (fp32) given at their starts.  p is the
- * product's geometry; prim the primitive run (p, or its _ACC variant). */
-static int da_run(da_attn *a, int p, int prim, int i, int member, const void *A, const void *W,
-                  float *C, pl_err *e)
+/* Runs product p of block i on the buffers A, W (elements of a->esz
+ * bytes), C (fp32) given at their starts. */
+static int da_run(da_attn *a, int p, int i, const void *A, const void *W, float *C, pl_err *e)
 {
     da_prod r = prod_of(a, p, i);
-    da_prim *x = &a->prims[prim * a->nb + i];
-    size_t mi = (size_t)member;
+    da_prim *x = &a->prims[p * a->nb + i];
     const char *a0 = A, *w0 = W;
-    dnnl_memory_set_data_handle(x->mem[0], (void *)(a0 + (r.oa + mi * r.a.si) * a->esz));
-    dnnl_memory_set_data_handle(x->mem[1], (void *)(w0 + (r.ow + mi * r.w.si) * a->esz));
-    dnnl_memory_set_data_handle(x->mem[2], C + r.oc + mi * r.c.si);
+    dnnl_memory_set_data_handle(x->mem[0], (void *)(a0 + r.oa * a->esz));
+    dnnl_memory_set_data_handle(x->mem[1], (void *)(w0 + r.ow * a->esz));
+    dnnl_memory_set_data_handle(x->mem[2], C + r.oc);
     dnnl_exec_arg_t args[3] = {
         {DNNL_ARG_SRC, x->mem[0]}, {DNNL_ARG_WEIGHTS, x->mem[1]}, {DNNL_ARG_DST, x->mem[2]}};
     dnnl_status_t s = dnnl_primitive_execute(x->prim, a->st, 3, args);
@@ -240,40 +246,100 @@ static int da_run(da_attn *a, int p, int prim, int i, int member, const void *A,
     return 0;
 }
 
-/* Product p over every group member and block.  dK and dV sum over the
- * members: the first overwrites, the others add (their _ACC primitives). */
+/* Product p over every block. */
 static int run_product(da_attn *a, int p, const void *A, const void *W, float *C, pl_err *e)
 {
-    for (int member = 0; member < a->G; member++) {
-        int prim = member > 0 && (p == DA_DK || p == DA_DV) ? p + DA_DK_ACC - DA_DK : p;
-        for (int i = 0; i < a->nb; i++)
-            if (da_run(a, p, prim, i, member, A, W, C, e) != 0)
-                return -1;
-    }
+    for (int i = 0; i < a->nb; i++)
+        if (da_run(a, p, i, A, W, C, e) != 0)
+            return -1;
     return 0;
 }
 
 /* ---- rounding and the softmax ---- */
 
-/* The bf16 copies of q, k, v (and dout when not NULL), compact rows of
- * H*D, Hk*D, Hk*D (and H*D), in one pass over the token rows. */
-static void round_inputs(da_attn *a, const float *q, const float *k, const float *v,
-                         const float *dout)
+/* ---- the stacked order ---- */
+
+/* Row of query row t, group member i, among its (b, g)'s G*T stacked rows:
+ * blocks of DA_BLOCK query rows one after the other, in a block of m rows
+ * member i's at i*m. */
+static size_t stacked_row(const da_attn *a, int t, int i)
+{
+    int t0 = t / DA_BLOCK * DA_BLOCK, m = a->s.T - t0 < DA_BLOCK ? a->s.T - t0 : DA_BLOCK;
+    return (size_t)a->G * t0 + (size_t)i * m + (size_t)(t - t0);
+}
+
+/* The query row t of stacked row r (the inverse, member dropped). */
+static int stacked_t(const da_attn *a, int r)
+{
+    int t0 = r / (a->G * DA_BLOCK) * DA_BLOCK;
+    int m = a->s.T - t0 < DA_BLOCK ? a->s.T - t0 : DA_BLOCK;
+    return t0 + (r - a->G * t0) % m;
+}
+
+/* Token row n of dst (elements of a->esz bytes; stacked, G = 1: token
+ * rows of H*D) = that of the query-side src [N, H*D] at row stride ld:
+ * bf16 rounded, fp32 copied. */
+static void stack_rows(const da_attn *a, void *dst, const float *src, int64_t ld, int n)
 {
     const da_shape *s = &a->s;
-    int N = s->B * s->T, lq = s->H * s->D, lk = s->Hk * s->D;
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        k_bf16_row(a->q + (size_t)n * lq, q + (size_t)n * s->ldq, lq);
-        k_bf16_row(a->k + (size_t)n * lk, k + (size_t)n * s->ldk, lk);
-        k_bf16_row(a->v + (size_t)n * lk, v + (size_t)n * s->ldv, lk);
-        if (dout)
-            k_bf16_row(a->dout + (size_t)n * lq, dout + (size_t)n * lq, lq);
+    int b = n / s->T, t = n % s->T, HD = s->H * s->D;
+    if (a->G == 1) {
+        const float *x = src + (size_t)n * ld;
+        if (a->dt == dnnl_bf16)
+            k_bf16_row((uint16_t *)dst + (size_t)n * HD, x, (size_t)HD);
+        else
+            memcpy((float *)dst + (size_t)n * HD, x, (size_t)HD * sizeof *x);
+        return;
+    }
+    for (int h = 0; h < s->H; h++) {
+        int g = h / a->G;
+        size_t o = ((size_t)(b * s->Hk + g) * a->G * s->T + stacked_row(a, t, h % a->G)) * s->D;
+        const float *x = src + (size_t)n * ld + (size_t)h * s->D;
+        if (a->dt == dnnl_bf16)
+            k_bf16_row((uint16_t *)dst + o, x, (size_t)s->D);
+        else
+            memcpy((float *)dst + o, x, (size_t)s->D * sizeof *x);
     }
 }
 
-/* The operands q, k, v, dO of the products: bf16, the copies (rounded
- * now; dout NULL: the forward, no dO); fp32, the arrays themselves. */
+/* The copies: q (and dout when not NULL) stacked; bf16, k and v rounded
+ * into compact rows of Hk*D; in one pass over the token rows. */
+static void copy_inputs(da_attn *a, const float *q, const float *k, const float *v,
+                        const float *dout)
+{
+    const da_shape *s = &a->s;
+    int N = s->B * s->T, lk = s->Hk * s->D, bf16 = a->dt == dnnl_bf16;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        stack_rows(a, a->q, q, s->ldq, n);
+        if (dout)
+            stack_rows(a, a->dout, dout, (int64_t)s->H * s->D, n);
+        if (bf16) {
+            k_bf16_row(a->k + (size_t)n * lk, k + (size_t)n * s->ldk, lk);
+            k_bf16_row(a->v + (size_t)n * lk, v + (size_t)n * s->ldv, lk);
+        }
+    }
+}
+
+/* dst [N, H*D] at row stride ld = the stacked scratch a->os (G > 1). */
+static void unstack(const da_attn *a, float *dst, int64_t ld)
+{
+    const da_shape *s = &a->s;
+    int N = s->B * s->T;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        int b = n / s->T, t = n % s->T;
+        for (int h = 0; h < s->H; h++) {
+            size_t o = ((size_t)(b * s->Hk + h / a->G) * a->G * s->T +
+                        stacked_row(a, t, h % a->G)) * s->D;
+            memcpy(dst + (size_t)n * ld + (size_t)h * s->D, a->os + o, (size_t)s->D * sizeof *dst);
+        }
+    }
+}
+
+/* The operands q, k, v, dO of the products: the stacked copies of q and dO
+ * (made now; dout NULL: the forward, no dO); k and v, bf16: the copies,
+ * fp32: the arrays themselves. */
 typedef struct {
     const void *q, *k, *v, *dout;
 } da_ops;
@@ -281,11 +347,13 @@ typedef struct {
 static da_ops operands(da_attn *a, const float *q, const float *k, const float *v,
                        const float *dout)
 {
+    copy_inputs(a, q, k, v, dout);
     if (a->dt == dnnl_f32)
-        return (da_ops){q, k, v, dout};
-    round_inputs(a, q, k, v, dout);
+        return (da_ops){a->q, k, v, a->dout};
     return (da_ops){a->q, a->k, a->v, a->dout};
 }
+
+/* ---- the softmax ---- */
 
 /* End of the causal block holding query row t: the columns products read. */
 static int block_end(const da_attn *a, int t)
@@ -294,21 +362,23 @@ static int block_end(const da_attn *a, int t)
     return t1 < a->s.T ? t1 : a->s.T;
 }
 
-/* Every row t of S [B,H,T,T] (scores in columns < w, its block's end): P =
- * the causal softmax (fp32, kernels.h's), zeros in columns t+1..w-1: the
- * only columns any product or the backward reads.  fp32: S is P, in place;
- * bf16: P gets the rows rounded (S is the handle's scratch). */
+/* Every row (query row t) of S (stacked; scores in columns < w, its
+ * block's end): P = the causal softmax (fp32, kernels.h's), zeros in
+ * columns t+1..w-1: the only columns any product or the backward reads.
+ * fp32: S is P, in place; bf16: P gets the rows rounded (S is the handle's
+ * scratch). */
 static void softmax_fwd(da_attn *a, float *S, void *P)
 {
-    int BH = a->s.B * a->s.H, T = a->s.T, bf16 = a->dt == dnnl_bf16;
+    int BG = a->s.B * a->s.Hk, R = a->G * a->s.T, T = a->s.T, bf16 = a->dt == dnnl_bf16;
 #pragma omp parallel for collapse(2) schedule(static)
-    for (int bh = 0; bh < BH; bh++)
-        for (int t = 0; t < T; t++) {
-            size_t o = ((size_t)bh * T + t) * T;
-            int w = block_end(a, t);
-            k_attention_softmax_row(S + o, t + 1, w);
-            if (bf16)
-                k_bf16_row((uint16_t *)P + o, S + o, w);
+    for (int bg = 0; bg < BG; bg++)
+        for (int r = 0; r < R; r++) {
+            size_t o = ((size_t)bg * R + r) * T;
+            int t = stacked_t(a, r), w = block_end(a, t);
+            if (bf16)   /* normalised and rounded in one pass; S keeps the exps */
+                k_attention_softmax_row_bf16((uint16_t *)P + o, S + o, t + 1, w);
+            else
+                k_attention_softmax_row(S + o, t + 1, w);
         }
 }
 
@@ -328,15 +398,17 @@ VEC static void softmax_bwd_row(uint16_t *ds, const float *dr, const uint16_t *p
         ds[j] = 0;
 }
 
-/* Every row of dP (in S): dS = P * (dP - rowsum(dP * P)) * scale, up to the
- * block's end; bf16: into the bf16 dS, fp32: in place (kernels.h's row). */
+/* Every row of dP (in S, stacked): dS = P * (dP - rowsum(dP * P)) * scale,
+ * up to the block's end; bf16: into the bf16 dS, fp32: in place
+ * (kernels.h's row). */
 static void softmax_bwd(da_attn *a, const void *P)
 {
-    int BH = a->s.B * a->s.H, T = a->s.T, bf16 = a->dt == dnnl_bf16;
+    int BG = a->s.B * a->s.Hk, R = a->G * a->s.T, T = a->s.T, bf16 = a->dt == dnnl_bf16;
 #pragma omp parallel for collapse(2) schedule(static)
-    for (int bh = 0; bh < BH; bh++)
-        for (int t = 0; t < T; t++) {
-            size_t o = ((size_t)bh * T + t) * T;
+    for (int bg = 0; bg < BG; bg++)
+        for (int r = 0; r < R; r++) {
+            size_t o = ((size_t)bg * R + r) * T;
+            int t = stacked_t(a, r);
             if (bf16)
                 softmax_bwd_row(a->dS + o, a->S + o, (const uint16_t *)P + o, t + 1,
                                 block_end(a, t), a->scale);
@@ -348,7 +420,7 @@ static void softmax_bwd(da_attn *a, const void *P)
 
 /* ---- the public side ---- */
 
-/* The fp32 scratch [B,H,T,T] of S and dP (bf16: made with the handle;
+/* The fp32 scratch (B*H*T*T) of S and dP (bf16: made with the handle;
  * fp32, whose forward writes S into P: on the first backward call). */
 static int scratch_alloc(da_attn *a, pl_err *e)
 {
@@ -362,23 +434,26 @@ static int scratch_alloc(da_attn *a, pl_err *e)
     return 0;
 }
 
-/* The element type, the operands' strides and the buffers of shape s. */
+/* The element type, the operands' strides and the buffers of shape s:
+ * the stacked copies of q and dO, and bf16 the copies of k, v and dS. */
 static int attn_alloc(da_attn *a, const da_shape *s, pl_err *e)
 {
     int bf16 = s->dt == DA_BF16;
     size_t N = (size_t)s->B * s->T, nq = N * s->H * s->D, nk = N * s->Hk * s->D;
-    size_t ntt = (size_t)s->B * s->H * s->T * s->T, n = bf16 ? 2 * nq + 2 * nk + ntt : 0;
+    size_t ntt = (size_t)s->B * s->H * s->T * s->T;
     a->dt = bf16 ? dnnl_bf16 : dnnl_f32, a->esz = bf16 ? sizeof(uint16_t) : sizeof(float);
-    a->lq = bf16 ? s->H * s->D : s->ldq, a->lk = bf16 ? s->Hk * s->D : s->ldk;
-    a->lv = bf16 ? s->Hk * s->D : s->ldv, a->lo = (int64_t)s->H * s->D;
-    a->bytes = n * sizeof(uint16_t);
-    a->q = n ? malloc(n * sizeof(uint16_t)) : NULL;
+    a->lk = bf16 ? s->Hk * s->D : s->ldk, a->lv = bf16 ? s->Hk * s->D : s->ldv;
+    a->bytes = 2 * nq * a->esz + (bf16 ? (2 * nk + ntt) * sizeof(uint16_t) : 0);
+    a->q = malloc(a->bytes);
+    a->os = a->G > 1 ? malloc(nq * sizeof(float)) : NULL;
+    a->bytes += a->G > 1 ? nq * sizeof(float) : 0;
     a->prims = calloc((size_t)DA_NPROD * a->nb, sizeof *a->prims);
-    if ((n && !a->q) || !a->prims)
+    if (!a->q || (a->G > 1 && !a->os) || !a->prims)
         return pl_errf(e, "oneDNN attention: out of memory (%zu bytes of scratch)", a->bytes);
+    a->dout = (char *)a->q + nq * a->esz;
     if (!bf16)
         return 0;
-    a->dout = a->q + nq, a->k = a->dout + nq, a->v = a->k + nk, a->dS = a->v + nk;
+    a->k = (uint16_t *)((char *)a->dout + nq * a->esz), a->v = a->k + nk, a->dS = a->v + nk;
     return scratch_alloc(a, e);
 }
 
@@ -417,8 +492,10 @@ int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k,
     if (run_product(a, DA_S, o.q, o.k, S, e) != 0)
         return -1;
     softmax_fwd(a, S, P);
-    int rc = run_product(a, DA_O, P, o.v, out, e);
+    int rc = run_product(a, DA_O, P, o.v, a->G > 1 ? a->os : out, e);
     dnnl_stream_wait(a->st);
+    if (rc == 0 && a->G > 1)
+        unstack(a, out, (int64_t)a->s.H * a->s.D);
     return rc;
 }
 
@@ -432,7 +509,11 @@ int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, 
         return -1;
     softmax_bwd(a, P);
     const void *dS = a->dt == dnnl_f32 ? (const void *)a->S : a->dS;
-    int rc = run_product(a, DA_DQ, dS, o.k, dq, e);
+    int rc = run_product(a, DA_DQ, dS, o.k, a->G > 1 ? a->os : dq, e);
+    if (rc == 0 && a->G > 1) {
+        dnnl_stream_wait(a->st);
+        unstack(a, dq, a->s.ldq);
+    }
     if (rc == 0)
         rc = run_product(a, DA_DK, dS, o.q, dk, e);
     if (rc == 0)
@@ -457,6 +538,7 @@ void da_attn_free(da_attn *a)
     }
     free(a->prims);
     free(a->q);
+    free(a->os);
     free(a->S);
     free(a);
 }

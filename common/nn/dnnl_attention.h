@@ -7,12 +7,21 @@
  * query heads, Hk key/value heads (H % Hk == 0, query head h reads kv head
  * h / G with G = H / Hk), head size D, scale 1/sqrt(D); q, k, v rows of
  * B*T tokens at strides ldq, ldk, ldv; out [B*T, H*D].  The softmax P
- * [B,H,T,T] the backward needs is kept in bf16 (DA_BF16: half of
+ * the backward needs (B*H*T*T elements) is kept in bf16 (DA_BF16: half of
  * k_attention_fwd's fp32 att) or fp32 (DA_F32, as k_attention_fwd's).
- * The six products run as oneDNN matmuls (bf16 x bf16 -> fp32, or fp32 x
- * fp32 -> fp32), each ONE matmul over all (b, head) at once per causal
- * block of DA_BLOCK query rows (block [t0,t1), m = t1 - t0; for dK, dV key
- * block [j0,j1), rows = T - j0):
+ *
+ * Stacked order.  The query-side rows of each (b, kv head g) -- G*T of
+ * them, one per query row t and group member i (head h = g*G + i) -- lie
+ * block by block (blocks of DA_BLOCK query rows, the last one m < DA_BLOCK
+ * when T is not a multiple), and inside block [t0, t0+m) member by member:
+ *     row(b, h, t) = (b*Hk + g) * G*T + G*t0 + i*m + (t - t0)
+ * P, and the handle's S, dP, dS, take rows of T elements in this order
+ * (with G = 1 that is [B,H,T,T] itself); with G > 1 the handle's copies
+ * of q and dO rows of D (G = 1: token rows [B*T, H*D], whose block rows of
+ * one head are already a strided matrix).  So a block's query rows of all G members are one dense
+ * matrix [G*m, .] per (b, g), and every product below is ONE matmul over
+ * all (b, g) per causal block of DA_BLOCK query rows (block [t0,t1),
+ * m = t1 - t0; for dK, dV key block [j0,j1), rows = T - j0):
  *   fwd  S  = Q_blk K[:t1]^T * scale   (fp32; bf16: in the handle's
  *                                       scratch; fp32: in P itself)
  *        P  = softmax(S)               (fp32 arithmetic; bf16: written in
@@ -24,28 +33,31 @@
  *        dQ = dS_blk K[:t1]
  *        dK = sum over the G query heads of dS[j0:, j0:j1]^T Q[j0:]
  *        dV = sum over the G query heads of  P[j0:, j0:j1]^T dO[j0:]
- * The tensors are described with 5-D strides [B, Hk, G, rows, cols] as they
- * lie (the kv operand broadcast over the group); dK and dV run one matmul
- * per group member, the later ones adding (oneDNN's sum post-op).
+ *             (the G heads' rows stacked: one product of K = G*(T - j0))
+ * With G > 1, O and dQ are written stacked into a scratch, then copied to
+ * the token rows of out and dq (G = 1: in place).
  *
  * bf16 rounding: q, k, v are rounded to bf16 once per pass (one pass over
- * their rows; the backward rounds them again rather than keeping a copy
- * per layer), dO once in the backward, P and dS row by row inside the
- * softmax and its backward (fused: no pass over [B,H,T,T] of its own).
+ * their rows, q into the stacked order; the backward rounds them again
+ * rather than keeping a copy per layer), dO once in the backward, P and dS
+ * row by row inside the softmax and its backward (fused: P is normalised
+ * and rounded in one pass, k_attention_softmax_row_bf16; no pass over
+ * P or dS of its own).
  * The softmax (kernels.h's row function, as the fp32 path's) and every sum
  * stay fp32.  Error: that of a bf16 product, a few 1e-3 relative (max-norm)
- * on the outputs.  fp32 reads q, k, v, dO in place (no copies, no
- * rounding): it differs from k_attention_* by the products' summation
- * order only, ~1e-7 relative (tests/test_dnnl_attention.c).
+ * on the outputs.  fp32 copies q and dO into the stacked order (no
+ * rounding) and reads k, v in place: it differs from k_attention_* by the
+ * products' summation order only, ~1e-7 relative
+ * (tests/test_dnnl_attention.c).
  *
  * A handle serves one shape and type (all the layers of a model, one at a
- * time): bf16, it holds the copies (q, k, v, dO [B*T, heads*D]; dS
- * [B,H,T,T]) and the fp32 scratch of S and dP [B,H,T,T]; fp32, the scratch
- * of dP only, made on the first backward call (a forward-only handle, eval
- * and generate, holds none).  Also the primitives of 6 products x T/DA_BLOCK blocks (8
- * with grouped heads: dK, dV adding), built on the first forward (resp.
- * backward) call; later calls allocate nothing.  oneDNN runs each product
- * on omp_get_max_threads() threads.  Not thread-safe.
+ * time): bf16, it holds the copies (q, dO stacked, k, v [B*T, Hk*D]; dS)
+ * and the fp32 scratch of S and dP (B*H*T*T each); fp32, the stacked
+ * copies of q and dO, and the scratch of dP made on the first backward
+ * call; with G > 1 both also the stacked O / dQ (B*T*H*D floats).  Also
+ * the primitives of 6 products x T/DA_BLOCK blocks, built on the first
+ * forward (resp. backward) call; later calls allocate nothing.  oneDNN
+ * runs each product on omp_get_max_threads() threads.  Not thread-safe.
  *
  * Without oneDNN (PSLORA_HAVE_DNNL undefined) da_attn_new fails with
  * "built without oneDNN". */
@@ -73,16 +85,16 @@ typedef struct {
 } da_shape;
 
 /* A handle for shape s, its buffers allocated (bf16: B*T*(2H + 2Hk)*D +
- * B*H*T*T bf16 elements and B*H*T*T floats; fp32: none yet, B*H*T*T floats
- * on the first da_attn_bwd), no primitive built yet.  NULL on failure,
- * reason in e. */
+ * B*H*T*T bf16 elements and B*H*T*T floats; fp32: 2*B*T*H*D floats, and
+ * B*H*T*T more on the first da_attn_bwd; G > 1: B*T*H*D floats more), no
+ * primitive built yet.  NULL on failure, reason in e. */
 da_attn *da_attn_new(const da_shape *s, pl_err *e);
 
-/* out[(b*T+t), h*D..] = softmax(q k^T / sqrt(D), causal) v.  P [B,H,T,T]
- * (bf16: uint16_t bf16 bits; fp32: float) gets the softmax
- * (k_attention_fwd's att; bf16: rounded) in the columns da_attn_bwd reads:
- * row t up to the end of its block (zero above the diagonal; the columns
- * beyond are not written).  0, or -1 with e filled (only possible on the
+/* out[(b*T+t), h*D..] = softmax(q k^T / sqrt(D), causal) v.  P (B*H*T*T
+ * elements; bf16: uint16_t bf16 bits; fp32: float) gets the softmax
+ * (k_attention_fwd's att; bf16: rounded), its rows in the stacked order
+ * above, in the columns da_attn_bwd reads: row t up to the end of its
+ * block (zero above the diagonal; the columns beyond are not written).  0, or -1 with e filled (only possible on the
  * first call). */
 int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k, const float *v,
                 pl_err *e);
