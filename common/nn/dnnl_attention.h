@@ -18,10 +18,11 @@
  * P, and the handle's S, dP, dS, take rows of T elements in this order
  * (with G = 1 that is [B,H,T,T] itself); with G > 1 the handle's copies
  * of q and dO rows of D (G = 1: token rows [B*T, H*D], whose block rows of
- * one head are already a strided matrix).  So a block's query rows of all G members are one dense
- * matrix [G*m, .] per (b, g), and every product below is ONE matmul over
- * all (b, g) per causal block of DA_BLOCK query rows (block [t0,t1),
- * m = t1 - t0; for dK, dV key block [j0,j1), rows = T - j0):
+ * one head are already a strided matrix).  So a block's query rows of all
+ * G members are one matrix [G*m, .] per (b, g), and every product below
+ * is ONE matmul over all (b, g) per causal block of DA_BLOCK query rows
+ * (block [t0,t1), m = t1 - t0; for dK, dV key block [j0,j1),
+ * rows = T - j0):
  *   fwd  S  = Q_blk K[:t1]^T * scale   (fp32; bf16: in the handle's
  *                                       scratch; fp32: in P itself)
  *        P  = softmax(S)               (fp32 arithmetic; bf16: written in
@@ -45,17 +46,17 @@
  * P or dS of its own).
  * The softmax (kernels.h's row function, as the fp32 path's) and every sum
  * stay fp32.  Error: that of a bf16 product, a few 1e-3 relative (max-norm)
- * on the outputs.  fp32 copies q and dO into the stacked order (no
- * rounding) and reads k, v in place: it differs from k_attention_* by the
+ * on the outputs.  fp32 copies q and dO as above (no rounding) and reads
+ * k, v in place: it differs from k_attention_* by the
  * products' summation order only, ~1e-7 relative
  * (tests/test_dnnl_attention.c).
  *
  * A handle serves one shape and type (all the layers of a model, one at a
- * time): bf16, it holds the copies (q, dO stacked, k, v [B*T, Hk*D]; dS)
- * and the fp32 scratch of S and dP (B*H*T*T each); fp32, the stacked
- * copies of q and dO, and the scratch of dP made on the first backward
- * call; with G > 1 both also the stacked O / dQ (B*T*H*D floats).  Also
- * the primitives of 6 products x T/DA_BLOCK blocks, built on the first
+ * time): bf16, it holds the copies (q, dO as above, k, v [B*T, Hk*D]; dS)
+ * and one fp32 scratch (B*H*T*T floats) for S, then dP; fp32, the copies
+ * of q and dO, and the scratch of dP made on the first backward call;
+ * with G > 1 both also the stacked O / dQ (B*T*H*D floats).  Also the
+ * primitives of 6 products x T/DA_BLOCK blocks, built on the first
  * forward (resp. backward) call; later calls allocate nothing.  oneDNN
  * runs each product on omp_get_max_threads() threads.  Not thread-safe.
  *
@@ -94,8 +95,8 @@ da_attn *da_attn_new(const da_shape *s, pl_err *e);
  * elements; bf16: uint16_t bf16 bits; fp32: float) gets the softmax
  * (k_attention_fwd's att; bf16: rounded), its rows in the stacked order
  * above, in the columns da_attn_bwd reads: row t up to the end of its
- * block (zero above the diagonal; the columns beyond are not written).  0, or -1 with e filled (only possible on the
- * first call). */
+ * block (zero above the diagonal; the columns beyond are not written).
+ * 0, or -1 with e filled (only possible on the first call). */
 int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k, const float *v,
                 pl_err *e);
 
