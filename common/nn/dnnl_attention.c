@@ -129,23 +129,23 @@ static da_prod prod_of(const da_attn *a, int p, int i)
     const da_shape *s = &a->s;
     int T = s->T, D = s->D, G = a->G, t0 = i * DA_BLOCK;
     int t1 = T - t0 < DA_BLOCK ? T : t0 + DA_BLOCK, m = t1 - t0, rows = T - t0;
-    int64_t ldo = G > 1 ? D : (int64_t)s->H * D, ldd = G > 1 ? D : s->ldq;
-    /* the copies of q and dO: G = 1, token rows (the stacked order's rows
-     * of a block are its token rows already) */
+    /* qs, sq: the copies of q and dO, and O; G = 1: token rows of H*D (the
+     * stacked order's rows of a block are its token rows already), which
+     * out's are too.  dQ: stacked, or G = 1 dq's own rows. */
     size_t r0 = (size_t)t0, sq = G > 1 ? (size_t)G * t0 * D : r0 * s->H * D;
-    size_t st = (size_t)G * t0 * T;
+    size_t st = (size_t)G * t0 * T, sdq = G > 1 ? sq : r0 * s->ldq;
     da_view tt = view_stacked(a, T), qs = G > 1 ? view_stacked(a, D) : view_q(a, s->H * D);
     da_view k = view_kv(a, a->lk), v = view_kv(a, a->lv);
-    da_view o = G > 1 ? qs : view_q(a, ldo), dq = G > 1 ? qs : view_q(a, ldd);
+    da_view dq = G > 1 ? qs : view_q(a, s->ldq);
     switch (p) {
     case DA_S:  /* S[blk] = Q_blk K[:t1]^T (the scale: prod_attr) */
         return (da_prod){G * m, t1, D, 0, 1, qs, k, tt, sq, 0, st};
     case DA_O:  /* O[blk] = P[blk] V[:t1] */
-        return (da_prod){G * m, D, t1, 0, 0, tt, v, o, st, 0, G > 1 ? sq : r0 * ldo};
+        return (da_prod){G * m, D, t1, 0, 0, tt, v, qs, st, 0, sq};
     case DA_DP: /* dP[blk] = dO_blk V[:t1]^T */
         return (da_prod){G * m, t1, D, 0, 1, qs, v, tt, sq, 0, st};
     case DA_DQ: /* dQ[blk] = dS[blk] K[:t1] */
-        return (da_prod){G * m, D, t1, 0, 0, tt, k, dq, st, 0, G > 1 ? sq : r0 * ldd};
+        return (da_prod){G * m, D, t1, 0, 0, tt, k, dq, st, 0, sdq};
     case DA_DK: /* dk[j0:j1] = dS[rows of blocks >= j, j0:j1]^T Q[same rows] */
         return (da_prod){m, D, G * rows, 1, 0, tt, qs, view_kv(a, s->ldk), st + r0, sq,
                          r0 * s->ldk};
@@ -255,9 +255,7 @@ static int run_product(da_attn *a, int p, const void *A, const void *W, float *C
     return 0;
 }
 
-/* ---- rounding and the softmax ---- */
-
-/* ---- the stacked order ---- */
+/* ---- the stacked order and the copies ---- */
 
 /* Row of query row t, group member i, among its (b, g)'s G*T stacked rows:
  * blocks of DA_BLOCK query rows one after the other, in a block of m rows
@@ -276,30 +274,36 @@ static int stacked_t(const da_attn *a, int r)
     return t0 + (r - a->G * t0) % m;
 }
 
-/* Token row n of dst (elements of a->esz bytes; stacked, G = 1: token
- * rows of H*D) = that of the query-side src [N, H*D] at row stride ld:
- * bf16 rounded, fp32 copied. */
-static void stack_rows(const da_attn *a, void *dst, const float *src, int64_t ld, int n)
+/* Element offset of token n's head h (D elements) in a stacked buffer. */
+static size_t stacked_at(const da_attn *a, int n, int h)
 {
     const da_shape *s = &a->s;
-    int b = n / s->T, t = n % s->T, HD = s->H * s->D;
+    int b = n / s->T, t = n % s->T;
+    return ((size_t)(b * s->Hk + h / a->G) * a->G * s->T + stacked_row(a, t, h % a->G)) * s->D;
+}
+
+/* dst[o..o+len) (elements of a->esz bytes) = x[0..len): bf16 rounded, fp32
+ * copied. */
+static void put_span(const da_attn *a, void *dst, size_t o, const float *x, size_t len)
+{
+    if (a->dt == dnnl_bf16)
+        k_bf16_row((uint16_t *)dst + o, x, len);
+    else
+        memcpy((float *)dst + o, x, len * sizeof *x);
+}
+
+/* Token row n of dst (stacked; G = 1: token rows of H*D) = that of the
+ * query-side src [N, H*D] at row stride ld. */
+static void stack_rows(const da_attn *a, void *dst, const float *src, int64_t ld, int n)
+{
+    size_t HD = (size_t)a->s.H * a->s.D;
+    const float *x = src + (size_t)n * ld;
     if (a->G == 1) {
-        const float *x = src + (size_t)n * ld;
-        if (a->dt == dnnl_bf16)
-            k_bf16_row((uint16_t *)dst + (size_t)n * HD, x, (size_t)HD);
-        else
-            memcpy((float *)dst + (size_t)n * HD, x, (size_t)HD * sizeof *x);
+        put_span(a, dst, (size_t)n * HD, x, HD);
         return;
     }
-    for (int h = 0; h < s->H; h++) {
-        int g = h / a->G;
-        size_t o = ((size_t)(b * s->Hk + g) * a->G * s->T + stacked_row(a, t, h % a->G)) * s->D;
-        const float *x = src + (size_t)n * ld + (size_t)h * s->D;
-        if (a->dt == dnnl_bf16)
-            k_bf16_row((uint16_t *)dst + o, x, (size_t)s->D);
-        else
-            memcpy((float *)dst + o, x, (size_t)s->D * sizeof *x);
-    }
+    for (int h = 0; h < a->s.H; h++)
+        put_span(a, dst, stacked_at(a, n, h), x + (size_t)h * a->s.D, (size_t)a->s.D);
 }
 
 /* The copies: q (and dout when not NULL) stacked; bf16, k and v rounded
@@ -327,14 +331,10 @@ static void unstack(const da_attn *a, float *dst, int64_t ld)
     const da_shape *s = &a->s;
     int N = s->B * s->T;
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        int b = n / s->T, t = n % s->T;
-        for (int h = 0; h < s->H; h++) {
-            size_t o = ((size_t)(b * s->Hk + h / a->G) * a->G * s->T +
-                        stacked_row(a, t, h % a->G)) * s->D;
-            memcpy(dst + (size_t)n * ld + (size_t)h * s->D, a->os + o, (size_t)s->D * sizeof *dst);
-        }
-    }
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < s->H; h++)
+            memcpy(dst + (size_t)n * ld + (size_t)h * s->D, a->os + stacked_at(a, n, h),
+                   (size_t)s->D * sizeof *dst);
 }
 
 /* The operands q, k, v, dO of the products: the stacked copies of q and dO

@@ -225,7 +225,8 @@ static dnnl_status_t md2(dnnl_memory_desc_t *md, int64_t d0, int64_t d1, dnnl_da
     return dnnl_memory_desc_init_by_tag(md, 2, dims, dt, tag);
 }
 
-dnnl_status_t dm_attr_sum(dnnl_primitive_attr_t attr)
+/* Gives attr the sum post-op: the primitive adds its result to dst. */
+static dnnl_status_t dm_attr_sum(dnnl_primitive_attr_t attr)
 {
     dnnl_post_ops_t po = NULL;
     dnnl_status_t s = dnnl_post_ops_create(&po);

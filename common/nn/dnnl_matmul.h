@@ -152,8 +152,6 @@ void dm_arena_free(dm_arena *a);
  * use, kept until exit), shared with the other oneDNN module
  * (dnnl_attention.c).  0, or -1 with e filled. */
 int dm_engine(dnnl_engine_t *eng, dnnl_stream_t *st, pl_err *e);
-/* Gives attr the sum post-op: the primitive adds its result to dst. */
-dnnl_status_t dm_attr_sum(dnnl_primitive_attr_t attr);
 #endif
 
 #endif
