@@ -498,6 +498,21 @@ static void matmul_auto_as(const char *env, model_matmul want, const char *line)
     unsetenv("PSLORA_CPU_FEATURES");
 }
 
+/* The names OpenBLAS gives its cores (openblas_get_corename): 0.3.21's
+ * "Cooperlake" (lower-case l) on a Zen 4 once made auto take oneDNN while
+ * OpenBLAS ran its AVX-512 kernels. */
+static void test_blas_core_names(void **state)
+{
+    (void)state;
+    const char *avx512[] = {"SkylakeX", "Cooperlake", "CooperLake", "SapphireRapids",
+                            "sapphirerapids"};
+    const char *other[] = {"Haswell", "Zen", "Prescott", "SkylakeX2", "unknown", ""};
+    for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++)
+        assert_int_equal(cpu_blas_core_is_avx512(avx512[i]), 1);
+    for (size_t i = 0; i < sizeof other / sizeof *other; i++)
+        assert_int_equal(cpu_blas_core_is_avx512(other[i]), 0);
+}
+
 static void test_choose_matmul(void **state)
 {
     (void)state;
@@ -639,7 +654,8 @@ int main(void)
         cmocka_unit_test(test_bf16_files), cmocka_unit_test(test_f16_file),
         cmocka_unit_test(test_drawn),      cmocka_unit_test(test_choose),
         cmocka_unit_test(test_store),
-        cmocka_unit_test(test_f32_onednn), cmocka_unit_test(test_choose_matmul),
+        cmocka_unit_test(test_f32_onednn), cmocka_unit_test(test_blas_core_names),
+        cmocka_unit_test(test_choose_matmul),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -163,12 +164,14 @@ const char *cpu_blas_core(void)
     return n ? n : "unknown";
 }
 
-int cpu_blas_core_avx512(void)
+int cpu_blas_core_is_avx512(const char *name)
 {
-    static const char *avx512[] = {"SkylakeX", "CooperLake", "SapphireRapids"};
-    const char *n = cpu_blas_core();
+    /* OpenBLAS 0.3.21 spells one "Cooperlake", later releases differ in case */
+    static const char *avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
     for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++)
-        if (strcmp(n, avx512[i]) == 0)
+        if (strcasecmp(name, avx512[i]) == 0)
             return 1;
     return 0;
 }
+
+int cpu_blas_core_avx512(void) { return cpu_blas_core_is_avx512(cpu_blas_core()); }

@@ -40,9 +40,12 @@ int cpu_bf16_dot(cpu_bf16 *out, pl_err *e);
 int cpu_avx512(int *out, pl_err *e);
 /* The core OpenBLAS runs its kernels for (openblas_get_corename(), e.g.
  * "Haswell" when OPENBLAS_CORETYPE pins it), and whether that core's
- * kernels use AVX-512 (SkylakeX, CooperLake, SapphireRapids). */
+ * kernels use AVX-512. */
 const char *cpu_blas_core(void);
 int cpu_blas_core_avx512(void);
+/* Whether OpenBLAS core `name` runs AVX-512 kernels: SkylakeX, Cooperlake,
+ * SapphireRapids, in any case (0.3.21 says "Cooperlake"). */
+int cpu_blas_core_is_avx512(const char *name);
 /* "amx_bf16", "avx512_bf16" or "none". */
 const char *cpu_bf16_name(cpu_bf16 k);
 
