@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bench/compare.sh refuses bad flags with one line before running anything
-# (its runs need python3-torch, which the tests do not install).
+# (its runs need python3-torch, which the tests do not install), and with a
+# stand-in peer (TORCH_PEER: a script printing a fixed tokens/s) its ratio
+# and ceiling ratio follow from the figures it prints.
 . "$(dirname "$0")/lib.sh"
 CMP=$(cd "$(dirname "$0")/.." && pwd)/bench/compare.sh
 bash -n "$CMP" || fail "bash -n bench/compare.sh"
@@ -8,4 +10,23 @@ expect_fail 2 "compare.sh: -c: expected fp32, bf16 or auto, got 'fp16'" "$CMP" -
 expect_fail 2 "compare.sh: -c: a list needs --matrix" "$CMP" -p "$PSLORA" -c fp32,bf16 -- --threads 1
 expect_fail 2 "compare.sh: -m: expected openblas, onednn or auto, got 'mkl'" "$CMP" -p "$PSLORA" -m mkl -- --threads 1
 expect_fail 2 "compare.sh: pslora binary not found" "$CMP" -p /nonexistent -- --threads 1
+
+# A real pslora run on a tiny shape against a peer fixed at 40 tokens/s.
+cat > peer.py <<'EOF2'
+print("tokens/s 40.0")
+EOF2
+TORCH_PEER=$PWD/peer.py PEAK_SECONDS=0.01 "$CMP" -r 2 -p "$PSLORA" -c fp32 -- --layers 1 --dim 64 \
+  --heads 2 --vocab 256 --batch 2 --seq 32 --steps 1 --warmup 0 --threads 1 >cmp.txt 2>cmp_err.txt ||
+  fail "compare.sh with a stand-in peer: $(cat cmp_err.txt)"
+p=$(sed -n 's/^pslora tokens\/s \([0-9.]*\) (best of 2; \([0-9.]*\)% of peak; fp32 [a-z]*)$/\1/p' cmp.txt)
+pct=$(sed -n 's/^pslora tokens\/s [0-9.]* (best of 2; \([0-9.]*\)% of peak; .*/\1/p' cmp.txt)
+[ -n "$p" ] && [ -n "$pct" ] || fail "no pslora line in: $(cat cmp.txt)"
+grep -qx "torch  tokens/s 40.0 (best of 2; fp32)" cmp.txt || fail "no peer line in: $(cat cmp.txt)"
+want=$(awk -v p="$p" 'BEGIN { printf "ratio %.2f", p / 40 }')
+grep -qx "$want" cmp.txt || fail "expected '$want' in: $(cat cmp.txt)"
+ceil=$(awk -v p="$p" -v c="$pct" 'BEGIN { printf "%.1f", 100 * p / c }')
+want=$(awk -v c="$ceil" 'BEGIN { printf "ceiling ratio %.2f", c / 40 }')
+grep -qx "$want (pslora at 100% of its measured peak: $ceil tokens/s)" cmp.txt ||
+  fail "expected '$want' in: $(cat cmp.txt)"
+ok "ratio and ceiling ratio: $(tail -2 cmp.txt | tr '\n' ' ')"
 echo "cli_compare: all passed"
