@@ -11,6 +11,7 @@ RUN=$HERE/../deploy/pslora-run
 SBATCH=$HERE/../deploy/pslora.sbatch
 export MPIEXEC
 CORES=$(getconf _NPROCESSORS_ONLN)
+unset OMP_WAIT_POLICY GOMP_SPINCOUNT   # the defaults below; the caller's are passed on
 ROOT=0
 [[ $(id -u) == 0 ]] && ROOT=1
 
@@ -76,12 +77,19 @@ expect -np 3
 expect --servers 1
 expect --bind-to none
 expect -x OMP_WAIT_POLICY=passive
+expect_not -x GOMP_SPINCOUNT=10000
 expect_not --hostfile
 expect_not --mca btl "tcp,self"
 expect_not -x OMP_NUM_THREADS=1
 if ((ROOT)); then expect --allow-run-as-root; else expect_not --allow-run-as-root; fi
 if ((CORES < 3)); then expect --oversubscribe; else expect_not --oversubscribe; fi
 (($(at --servers) > $(at "$PSLORA"))) || fail "--servers is not a train flag: $LINE"
+
+echo "the caller's OMP_WAIT_POLICY and GOMP_SPINCOUNT go to every rank"
+OMP_WAIT_POLICY=active GOMP_SPINCOUNT=10000 dry --pslora "$PSLORA" -- "${T[@]}"
+expect -x OMP_WAIT_POLICY=active
+expect -x GOMP_SPINCOUNT=10000
+expect_not -x OMP_WAIT_POLICY=passive
 
 echo "servers and workers give np; a leading 'train' is dropped"
 dry --servers 3 --workers 5 --pslora "$PSLORA" -- train "${T[@]}" --rank 4
@@ -228,9 +236,16 @@ expect_not --mca btl_tcp_if_include lo
 LINE=$(sb PSLORA_LAUNCH=srun | tail -n 1)
 eval "WORDS=($LINE)"
 expect srun --mpi=pmix
+expect "--export=ALL,OMP_NUM_THREADS=4,OMP_WAIT_POLICY=passive"
 expect "$PSLORA" train
 expect --servers 1
 expect --threads 4
+LINE=$(sb PSLORA_LAUNCH=srun OMP_WAIT_POLICY=active | tail -n 1)
+eval "WORDS=($LINE)"
+expect "--export=ALL,OMP_NUM_THREADS=4,OMP_WAIT_POLICY=active"
+LINE=$(sb OMP_WAIT_POLICY=active | tail -n 1)
+eval "WORDS=($LINE)"
+expect -x OMP_WAIT_POLICY=active
 rc=0
 sb SLURM_NTASKS=1 >"$SCRATCH/err" || rc=$?
 ((rc == 2)) || fail "sbatch with 1 task: exit $rc, expected 2"
