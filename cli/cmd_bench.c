@@ -369,6 +369,25 @@ static int build_config(model_config *c, const bench_opts *o, pl_err *e)
     return 0;
 }
 
+/* How idle OpenMP threads wait: between the step's ~2,000 parallel regions
+ * a sleeping thread costs ~50 us to wake, so the figures depend on it
+ * (docs/performance.md, "Session 9"). */
+static void print_omp_wait(void)
+{
+    const char *pol = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    if (!pol && !spin) {
+        printf("openmp waiting: the runtime's default (OMP_WAIT_POLICY and GOMP_SPINCOUNT "
+               "unset)\n");
+        return;
+    }
+    printf("openmp waiting:");
+    if (pol)
+        printf(" OMP_WAIT_POLICY=%.32s", pol);
+    if (spin)
+        printf("%s GOMP_SPINCOUNT=%.32s", pol ? "," : "", spin);
+    printf("\n");
+}
+
 static void print_config(const model_config *c, const lora_layout *L, const bench_opts *o,
                          model_compute mc, model_matmul mm)
 {
@@ -382,6 +401,7 @@ static void print_config(const model_config *c, const lora_layout *L, const benc
     model_compute_describe(how, sizeof how, mc, o->compute);
     printf("threads %d; compute %s; %s, core %s\n", omp_get_max_threads(), how,
            openblas_get_config(), openblas_get_corename());
+    print_omp_wait();
     if (mc == MODEL_FP32) {
         model_fp32_matmul_describe(how, sizeof how, mm, o->fp32_matmul);
         printf("fp32 matmul %s\n", how);

@@ -7,7 +7,9 @@
 #  - the categories that must have work do (linear maps, head, attention,
 #    elementwise, LoRA, optimizer); f32->bf16 is zero in fp32 and not in
 #    bf16 (oneDNN builds only);
-#  - without --profile no table is printed.
+#  - without --profile no table is printed;
+#  - the header names how idle OpenMP threads wait (OMP_WAIT_POLICY,
+#    GOMP_SPINCOUNT, or the runtime's default).
 . "$(dirname "$0")/lib.sh"
 CATS=("frozen linear fwd" "frozen linear bwd" "lm head fwd+bwd" "attention" "elementwise"
       "LoRA products" "f32->bf16" "optimizer")
@@ -61,6 +63,17 @@ check llama_fp32 llama_fp32.txt fp32
 run plain fp32 $GPT2
 ! grep -q '^profile' plain.txt || fail "a table without --profile"
 ok "no table without --profile"
+
+# The header says how idle OpenMP threads waited (the figures depend on it).
+env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT "$PSLORA" bench $GPT2 --steps 1 --warmup 0 \
+  --peak-seconds 0.01 > wait0.txt 2>&1 || fail "bench: $(cat wait0.txt)"
+grep -qx "openmp waiting: the runtime's default (OMP_WAIT_POLICY and GOMP_SPINCOUNT unset)" \
+  wait0.txt || fail "no default waiting line: $(grep openmp wait0.txt)"
+OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=1000 "$PSLORA" bench $GPT2 --steps 1 --warmup 0 \
+  --peak-seconds 0.01 > wait1.txt 2>&1 || fail "bench: $(cat wait1.txt)"
+grep -qx "openmp waiting: OMP_WAIT_POLICY=passive, GOMP_SPINCOUNT=1000" wait1.txt ||
+  fail "no waiting line: $(grep openmp wait1.txt)"
+ok "the waiting line names the policy"
 
 if "$PSLORA" bench --compute bf16 $GPT2 --steps 1 --warmup 0 --peak-seconds 0.01 \
      > probe.txt 2> probe.err; then
