@@ -370,7 +370,7 @@ static int build_config(model_config *c, const bench_opts *o, pl_err *e)
 }
 
 /* How idle OpenMP threads wait: between the step's ~2,000 parallel regions
- * a sleeping thread costs ~50 us to wake, so the figures depend on it
+ * a sleeping thread costs tens of us to wake, so the figures depend on it
  * (docs/performance.md, "Session 9"). */
 static void print_omp_wait(void)
 {
