@@ -179,6 +179,18 @@ static void check_rope(int B, int T, int nh, int D, int pad, double theta, uint6
     double *fd = tu_dnew(n);
     tu_fd_grad(fd, c.x, n, rope_loss, &c);
     assert_true(tu_rel_err_f(dx, fd, n) < GRAD_TOL);
+    /* with the rounding fused: the same fp32 rows, and each rounded as
+     * k_bf16_row rounds it into compact rows of nh*D */
+    float *dx2 = tu_fnew(n);
+    uint16_t *b = malloc((size_t)N * nh * D * sizeof *b), *want = malloc(sizeof *b * nh * D);
+    memcpy(dx2, dy, n * sizeof *dx2);
+    k_rope_bwd_bf16(dx2, b, cs, sn, N, T, nh, D, ld);
+    assert_memory_equal(dx2, dx, n * sizeof *dx);
+    for (int r = 0; r < N; r++) {
+        k_bf16_row(want, dx + (size_t)r * ld, (size_t)nh * D);
+        assert_memory_equal(b + (size_t)r * nh * D, want, sizeof *b * nh * D);
+    }
+    free(dx2), free(b), free(want);
     free(fd), free(c.x), free(c.dy), free(c.y), free(x), free(dy), free(cs), free(sn), free(y), free(dx);
 }
 

@@ -1480,36 +1480,52 @@ void k_rope_table(float *cs, float *sn, int T, int D, double theta)
     }
 }
 
-/* Rotates the pairs (i, i + D/2) of every head of every row by +angle (dir 1)
- * or -angle (dir -1, the transpose, for the backward). */
-static void rope_rotate(float *x, const float *cs, const float *sn, int N, int T, int nh, int D,
-                        int ld, float dir)
+/* Rotates the pairs (i, i + D/2) of every head of row x (position t) by
+ * +angle (dir 1) or -angle (dir -1, the transpose, for the backward). */
+static inline void rope_row(float *x, const float *cs, const float *sn, int t, int nh, int D,
+                            float dir)
 {
     int half = D / 2;
+    const float *c = cs + (size_t)t * half, *s = sn + (size_t)t * half;
+    for (int h = 0; h < nh; h++) {
+        float *a = x + (size_t)h * D, *b = a + half;
+#pragma omp simd
+        for (int i = 0; i < half; i++) {
+            float lo = a[i], hi = b[i], si = dir * s[i];
+            a[i] = lo * c[i] - hi * si;
+            b[i] = hi * c[i] + lo * si;
+        }
+    }
+}
+
+/* rope_row on every row of x [N, ld]; with xb, each row then rounded into
+ * xb [N, nh*D]. */
+static void rope_rotate(float *x, uint16_t *xb, const float *cs, const float *sn, int N, int T,
+                        int nh, int D, int ld, float dir)
+{
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *c = cs + (size_t)(n % T) * half, *s = sn + (size_t)(n % T) * half;
-        for (int h = 0; h < nh; h++) {
-            float *a = x + (size_t)n * ld + (size_t)h * D, *b = a + half;
-#pragma omp simd
-            for (int i = 0; i < half; i++) {
-                float lo = a[i], hi = b[i], si = dir * s[i];
-                a[i] = lo * c[i] - hi * si;
-                b[i] = hi * c[i] + lo * si;
-            }
-        }
+        rope_row(x + (size_t)n * ld, cs, sn, n % T, nh, D, dir);
+        if (xb)
+            k_bf16_row(xb + (size_t)n * nh * D, x + (size_t)n * ld, (size_t)nh * D);
     }
 }
 
 void k_rope_fwd(float *x, const float *cs, const float *sn, int N, int T, int nh, int D, int ld)
 {
-    rope_rotate(x, cs, sn, N, T, nh, D, ld, 1.0f);
+    rope_rotate(x, NULL, cs, sn, N, T, nh, D, ld, 1.0f);
 }
 
 /* d(lo) = dlo cos + dhi sin, d(hi) = dhi cos - dlo sin: the rotation by -angle. */
 void k_rope_bwd(float *dx, const float *cs, const float *sn, int N, int T, int nh, int D, int ld)
 {
-    rope_rotate(dx, cs, sn, N, T, nh, D, ld, -1.0f);
+    rope_rotate(dx, NULL, cs, sn, N, T, nh, D, ld, -1.0f);
+}
+
+void k_rope_bwd_bf16(float *dx, uint16_t *dxb, const float *cs, const float *sn, int N, int T,
+                     int nh, int D, int ld)
+{
+    rope_rotate(dx, dxb, cs, sn, N, T, nh, D, ld, -1.0f);
 }
 
 /* y = g sigmoid(g) u. */

@@ -52,6 +52,7 @@
 
 #include "clock.h"
 #include "dnnl_attention.h"
+#include "dnnl_matmul.h"
 #include "kernels.h"
 #include "kernels_bert.h"
 #include "lora.h"
@@ -204,7 +205,9 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
     if (c->arch == ARCH_BERT)
         bert_carve(a, base, &off, c);
     if (m->compute == MODEL_BF16) {   /* bf16 in floats' room */
-        size_t xb = c->arch == ARCH_LLAMA ? 2 * Ni : Ni;
+        /* Llama: d(gate), d(up); or dq, dk, dv (rope_bwd) */
+        size_t qkv = (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim;
+        size_t xb = c->arch == ARCH_LLAMA ? (2 * Ni > qkv ? 2 * Ni : qkv) : Ni;
         a->xb = (uint16_t *)carve(base, &off, (N * (xb > C ? xb : C) + 1) / 2);
     }
     if (c->arch == ARCH_LLAMA) {
@@ -893,6 +896,30 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     linear_fwd_rows(ps, &b->lin[6], out, x->act, ab, x->mid, N);
 }
 
+/* RoPE's backward in place on dq [N,H*D] and dk [N,Hk*D].  bf16 compute with
+ * dqkvb (the q/k/v products will run): dq, dk rounded into a->xb in the
+ * rotation's pass, dv after them in one of its own, the three bf16 dy of
+ * those products (the same bits as the products' own rounding).  Returns
+ * dqkvb filled, or NULL. */
+static const uint16_t *const *rope_bwd(const pass *ps, const uint16_t **dqkvb, float *dq,
+                                       float *dk, const float *dv)
+{
+    const model_config *c = &ps->m->cfg;
+    model_acts *a = ps->a;
+    int N = a->N, T = a->T, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
+    if (!a->xb || !dqkvb) {
+        k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, T, H, D, H * D);
+        k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, T, Hk, D, Hk * D);
+        return NULL;
+    }
+    uint16_t *qb = a->xb, *kb = qb + (size_t)N * H * D, *vb = kb + (size_t)N * Hk * D;
+    k_rope_bwd_bf16(dq, qb, a->rope_cs, a->rope_sn, N, T, H, D, H * D);
+    k_rope_bwd_bf16(dk, kb, a->rope_cs, a->rope_sn, N, T, Hk, D, Hk * D);
+    dm_to_bf16(vb, dv, N, Hk * D);
+    dqkvb[0] = qb, dqkvb[1] = kb, dqkvb[2] = vb;
+    return dqkvb;
+}
+
 /* As gpt2_block_bwd, for the Llama block: dres (and dresb) in, dres out. */
 static const uint16_t *llama_block_bwd(const pass *ps, int l, int need_dx,
                                        const uint16_t *dresb)
@@ -916,10 +943,10 @@ static const uint16_t *llama_block_bwd(const pass *ps, int l, int need_dx,
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
     linear_bwd_rows(ps, &b->lin[3], a->dwide, a->dres, dresb, x->ao, 0.0f, N);
     attention_bwd(ps, x, dq, dk, dv, a->dwide, q, k, v, H * D, Hk * D, Hk * D);
-    PROF(ps, SP_ELEMENTWISE, k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
-         k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
+    const uint16_t *dqkvb[3], *const *db;
+    PROF(ps, SP_ELEMENTWISE, db = rope_bwd(ps, need_dx ? dqkvb : NULL, dq, dk, dv));
     const float *dqkv[3] = {dq, dk, dv};
-    group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, NULL, x->h1, 0.0f);
+    group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, db, x->h1, 0.0f);
     if (!need_dx)
         return NULL;
     PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->res, NULL, x->r1, b->ln1_w, NULL));
