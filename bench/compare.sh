@@ -25,16 +25,18 @@
 #   -m MATMUL: pslora's --fp32-matmul (openblas, onednn or auto, the
 #       default), for its fp32 products; the peer does not get it
 #   -q SECS: before each run, wait (at most SECS) until the machine is idle
+#       (less than 10% of all CPUs busy over one second), for shared machines
 #
 # Beside the ratio, the ceiling ratio: what pslora / torch would be with
 # pslora at 100% of the bf16 or fp32 peak its best run measured (its
 # tokens/s / its % of peak, over torch's best).  A ratio target above it
 # cannot be met on this CPU by any change to the step, only by a faster
 # kernel for the products themselves.
-#       (less than 10% of all CPUs busy over one second), for shared machines
 #
 # Environment: PSLORA (binary; else -p, else build/cli/pslora, else PATH),
 # PEAK_SECONDS (pslora's per-product peak timing, default 0.5),
+# TORCH_PEER (the peer script, run by /usr/bin/python3; default
+# bench/torch_peer.py; the tests give a stand-in),
 # GPT2_STEPS / GPT2_WARMUP for the matrix (default 3 / 1: a GPT-2 step takes
 # seconds).  Both run with OMP_WAIT_POLICY=passive unless it is set: with
 # GOMP's default spinning, a machine shared with other work slows pslora's
