@@ -10,6 +10,12 @@ expect_fail 2 "compare.sh: -c: expected fp32, bf16 or auto, got 'fp16'" "$CMP" -
 expect_fail 2 "compare.sh: -c: a list needs --matrix" "$CMP" -p "$PSLORA" -c fp32,bf16 -- --threads 1
 expect_fail 2 "compare.sh: -m: expected openblas, onednn or auto, got 'mkl'" "$CMP" -p "$PSLORA" -m mkl -- --threads 1
 expect_fail 2 "compare.sh: pslora binary not found" "$CMP" -p /nonexistent -- --threads 1
+# bench/targets.sh (the issue-17 series, minutes long: only its refusals here)
+TGT=$(dirname "$CMP")/targets.sh
+bash -n "$TGT" || fail "bash -n bench/targets.sh"
+expect_fail 2 "^targets.sh: usage: bench/targets.sh OUTDIR$" "$TGT"
+expect_fail 2 "^targets.sh: pslora binary not found: /nonexistent \\(set PSLORA\\)$" \
+  env PSLORA=/nonexistent "$TGT" out
 
 # A real pslora run on a tiny shape against a peer fixed at 40 tokens/s.
 cat > peer.py <<'EOF2'
