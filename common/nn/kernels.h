@@ -225,7 +225,8 @@ void k_rope_fwd(float *x, const float *cs, const float *sn, int N, int T, int nh
 /* The transposed rotation, in place on the gradient dx [N, ld]. */
 void k_rope_bwd(float *dx, const float *cs, const float *sn, int N, int T, int nh, int D, int ld);
 /* k_rope_bwd, each row then rounded into dxb [N, nh*D] (k_bf16_row) in the
- * same pass: the dy of the bf16 product that reads the rotated gradient. */
+ * same pass: the dy of the bf16 product that reads the rotated gradient
+ * (dxb NULL: k_rope_bwd itself). */
 void k_rope_bwd_bf16(float *dx, uint16_t *dxb, const float *cs, const float *sn, int N, int T,
                      int nh, int D, int ld);
 

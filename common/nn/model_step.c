@@ -907,14 +907,13 @@ static const uint16_t *const *rope_bwd(const pass *ps, const uint16_t **dqkvb, f
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
     int N = a->N, T = a->T, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
-    if (!a->xb || !dqkvb) {
-        k_rope_bwd(dq, a->rope_cs, a->rope_sn, N, T, H, D, H * D);
-        k_rope_bwd(dk, a->rope_cs, a->rope_sn, N, T, Hk, D, Hk * D);
-        return NULL;
-    }
-    uint16_t *qb = a->xb, *kb = qb + (size_t)N * H * D, *vb = kb + (size_t)N * Hk * D;
+    int round = a->xb && dqkvb;
+    uint16_t *qb = round ? a->xb : NULL, *kb = round ? qb + (size_t)N * H * D : NULL;
     k_rope_bwd_bf16(dq, qb, a->rope_cs, a->rope_sn, N, T, H, D, H * D);
     k_rope_bwd_bf16(dk, kb, a->rope_cs, a->rope_sn, N, T, Hk, D, Hk * D);
+    if (!round)
+        return NULL;
+    uint16_t *vb = kb + (size_t)N * Hk * D;
     dm_to_bf16(vb, dv, N, Hk * D);
     dqkvb[0] = qb, dqkvb[1] = kb, dqkvb[2] = vb;
     return dqkvb;
