@@ -24,7 +24,7 @@
  *   bench_gemm [--rows 1024] [--dim 768] [--inter 3072] [--vocab 50257]
  *              [--threads 1,2] [--seconds 0.5]
  *   bench_gemm --attention [--batch 4] [--seq 256] [--heads 12] [--kv-heads H] [--head-dim 64]
- *              [--dtype bf16|fp32] [--threads 1,2] [--seconds 0.5]
+ *              [--dtype bf16|fp32] [--slices 0] [--threads 1,2] [--seconds 0.5]
  *   bench_gemm --lora [--rows 1024] [--dim 576] [--kv 192] [--inter 1536] [--rank 8]
  *              [--threads 1,2] [--seconds 0.5] */
 #include <cblas.h>
@@ -312,9 +312,9 @@ static void run_att(void *arg)
     pl_err e;
     int rc = 0;
     if (c->bf16 && !c->bwd)
-        rc = da_attn_fwd(c->da, c->out, c->P, c->q, c->k, c->v, &e);
+        rc = da_attn_fwd(c->da, c->out, c->P, c->q, c->k, c->v, NULL, &e);
     else if (c->bf16)
-        rc = da_attn_bwd(c->da, c->dq, c->dk, c->dv, c->dout, c->q, c->k, c->v, c->P, &e);
+        rc = da_attn_bwd(c->da, c->dq, c->dk, c->dv, c->dout, c->q, c->k, c->v, c->P, NULL, &e);
     else if (!c->bwd)
         k_attention_fwd(c->out, c->att, c->q, c->k, c->v, s->B, s->T, s->H, s->Hk, s->D, s->ldq,
                         s->ldk, s->ldv);
@@ -390,6 +390,18 @@ static void att_table(att_ctx *c, double seconds)
     }
 }
 
+/* A new handle for the current thread count (the slices are chosen by it,
+ * or as --slices asks). */
+static int att_handle(att_ctx *c)
+{
+    pl_err e;
+    da_attn_free(c->da);
+    c->da = da_attn_new(&c->s, &e);
+    if (!c->da)
+        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+    return c->da ? 0 : -1;
+}
+
 static int bench_attention(int argc, char **argv, double seconds, const char *threads)
 {
     att_ctx c = {0};
@@ -407,12 +419,10 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
         return 2;
     }
     s->dt = strcmp(dt, "fp32") ? DA_BF16 : DA_F32;
-    pl_err e;
-    c.da = da_attn_new(s, &e);
-    if (!c.da) {
-        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+    s->slices = (int)arg_long(argc, argv, "--slices", 0);
+    omp_set_num_threads(2);
+    if (att_handle(&c) != 0)
         return 1;
-    }
     /* gpt2: q, k, v the column blocks of one qkv; else three row-major arrays */
     size_t nq = (size_t)N * s->ldq, nk = (size_t)N * s->ldk, np = (size_t)s->B * s->H * s->T * s->T;
     size_t nqkv = gpt2 ? nq : nq + 2 * nk, no = (size_t)N * s->H * s->D;
@@ -426,12 +436,13 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
            "fwd %.2f, bwd %.2f GFLOP; best call within %.2f s; the %s handle holds %.1f MB\n",
            s->B, s->T, s->H, s->Hk, s->D, DA_BLOCK, att_flops(s, 0) * 1e-9,
            att_flops(s, 1) * 1e-9, seconds, att_name(s), da_attn_bytes(c.da) / 1e6);
-    omp_set_num_threads(2);
     att_check(&c);
     for (const char *t = threads; *t;) {
         int nt = atoi(t);
         omp_set_num_threads(nt);
-        printf("\nthreads %d\n", nt);
+        if (att_handle(&c) != 0)
+            return 1;
+        printf("\nthreads %d, %d slices\n", nt, da_attn_slices(c.da));
         att_table(&c, seconds);
         t = strchr(t, ',') ? strchr(t, ',') + 1 : t + strlen(t);
     }

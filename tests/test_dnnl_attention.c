@@ -24,8 +24,9 @@
  * group; T is not a multiple of DA_BLOCK, so the last block is partial.
  * Also: the softmax kept (P in the header's stacked row order, the columns
  * the backward reads; bf16 or fp32) against the kernels' fp32 att, a second
- * call giving the same bits (primitives cached, nothing rebuilt), and the
- * bytes the handle holds (fp32: its scratch only once a backward ran). */
+ * call giving the same bits (primitives cached, nothing rebuilt), the
+ * bytes the handle holds (fp32: its scratch only once a backward ran), and
+ * the batch cut into 1, 2 and 4 slices (dnnl_attention.h, "Threads"). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,13 +103,13 @@ typedef struct {
     size_t kofs, vofs, nqkv, no, natt;
 } att_case;
 
-static void case_init(att_case *c, da_dtype dt, int B, int T, int H, int Hk, int D)
+static void case_init(att_case *c, da_dtype dt, int B, int T, int H, int Hk, int D, int slices)
 {
     int gpt2 = H == Hk;
     memset(c, 0, sizeof *c);
     c->N = B * T;
     c->s = (da_shape){B, T, H, Hk, D, gpt2 ? 3 * H * D : H * D, gpt2 ? 3 * H * D : Hk * D,
-                      gpt2 ? 3 * H * D : Hk * D, dt};
+                      gpt2 ? 3 * H * D : Hk * D, dt, slices};
     size_t nq = (size_t)c->N * H * D, nk = (size_t)c->N * Hk * D;
     c->nqkv = nq + 2 * nk, c->no = nq, c->natt = (size_t)B * H * T * T;
     c->kofs = gpt2 ? (size_t)H * D : nq, c->vofs = gpt2 ? 2 * c->kofs : nq + nk;
@@ -135,8 +137,8 @@ static void run(att_case *c, int bf, da_attn *h)
     float *dq = c->dqkv[bf], *dk = dq + c->kofs, *dv = dq + c->vofs;
     pl_err e;
     if (bf) {
-        assert_int_equal(da_attn_fwd(h, c->out[1], c->P, q, k, v, &e), 0);
-        assert_int_equal(da_attn_bwd(h, dq, dk, dv, c->dout, q, k, v, c->P, &e), 0);
+        assert_int_equal(da_attn_fwd(h, c->out[1], c->P, q, k, v, NULL, &e), 0);
+        assert_int_equal(da_attn_bwd(h, dq, dk, dv, c->dout, q, k, v, c->P, NULL, &e), 0);
         return;
     }
     k_attention_fwd(c->out[0], c->att, q, k, v, s->B, s->T, s->H, s->Hk, s->D, s->ldq, s->ldk,
@@ -155,13 +157,14 @@ static void check(const char *what, double err, da_dtype dt)
         assert_true(err >= MIN_ERR);
 }
 
-static void compare(da_dtype dt, int B, int T, int H, int Hk, int D)
+static void compare(da_dtype dt, int B, int T, int H, int Hk, int D, int slices)
 {
     att_case c;
-    case_init(&c, dt, B, T, H, Hk, D);
+    case_init(&c, dt, B, T, H, Hk, D, slices);
     pl_err e;
     da_attn *h = da_attn_new(&c.s, &e);
     assert_non_null(h);
+    assert_int_equal(da_attn_slices(h), slices);
     /* bf16: the copies of q, dO (nq each), k, v (nk each), dS (natt) and the
      * fp32 scratch, from the start; fp32: the copies of q and dO from the
      * start, the scratch from the first backward; grouped heads, both: the
@@ -174,7 +177,8 @@ static void compare(da_dtype dt, int B, int T, int H, int Hk, int D)
     run(&c, 0, NULL);
     run(&c, 1, h);
     assert_int_equal(da_attn_bytes(h), dt == DA_BF16 ? copies + tt : copies32 + tt);
-    printf("%s, B %d T %d H %d Hk %d D %d:\n", dt == DA_BF16 ? "bf16" : "fp32", B, T, H, Hk, D);
+    printf("%s, B %d T %d H %d Hk %d D %d, %d slices:\n", dt == DA_BF16 ? "bf16" : "fp32", B, T,
+           H, Hk, D, slices);
     const da_shape *s = &c.s;
     int wq = H * D, wk = Hk * D;
     check("out", tu_rel_err_rows(c.out[1], c.out[0], c.N, wq, wq), dt);
@@ -193,31 +197,138 @@ static void compare(da_dtype dt, int B, int T, int H, int Hk, int D)
     case_free(&c);
 }
 
+/* Each shape and type runs cut into 1 slice (the products over the whole
+ * batch, on all threads), 2 (one region, a slice per thread) and 4 (more
+ * slices than threads: each thread runs two in turn); B = 4, so a slice of
+ * 2 batches, 1 batch, and the batch strides of every operand, are all
+ * exercised.  Any slice that skipped its batches, or wrote another's,
+ * fails the comparison with the kernels. */
+static const int slice_counts[] = {1, 2, 4};
+
 /* GPT-2's layout: 4 heads of 64, T = 100 (blocks of 64 and 36). */
 static void test_gpt2_shape(void **state)
 {
     (void)state;
-    compare(DA_BF16, 2, 100, 4, 4, 64);
+    for (int i = 0; i < 3; i++)
+        compare(DA_BF16, 4, 100, 4, 4, 64, slice_counts[i]);
 }
 
 /* Grouped heads: 6 query heads over 2 kv heads, T = 130 (a 2-row block). */
 static void test_grouped(void **state)
 {
     (void)state;
-    compare(DA_BF16, 2, 130, 6, 2, 64);
+    for (int i = 0; i < 3; i++)
+        compare(DA_BF16, 4, 130, 6, 2, 64, slice_counts[i]);
 }
 
 /* fp32 products, the same shapes: the kernels' results to summation order. */
 static void test_fp32_gpt2_shape(void **state)
 {
     (void)state;
-    compare(DA_F32, 2, 100, 4, 4, 64);
+    for (int i = 0; i < 3; i++)
+        compare(DA_F32, 4, 100, 4, 4, 64, slice_counts[i]);
 }
 
 static void test_fp32_grouped(void **state)
 {
     (void)state;
-    compare(DA_F32, 2, 130, 6, 2, 64);
+    for (int i = 0; i < 3; i++)
+        compare(DA_F32, 4, 130, 6, 2, 64, slice_counts[i]);
+}
+
+/* The caller's row work (da_rows): the forward's pre halves rows of q (so
+ * the pass must read each row after it), its post copies rows of out, the
+ * backward's post copies rows of dq; every call counts its rows. */
+typedef struct {
+    float *q, *out, *dq, *copy;
+    int ldq, w, cnt[4][1024];  /* fwd pre, fwd post, bwd pre, bwd post */
+    int which;                 /* 0: forward, 2: backward */
+} rows_case;
+
+static void count_rows(rows_case *r, int k, int n0, int n1)
+{
+    for (int n = n0; n < n1; n++)
+        r->cnt[k][n]++;
+}
+
+static void rows_pre(void *ctx, int n0, int n1)
+{
+    rows_case *r = ctx;
+    count_rows(r, r->which, n0, n1);
+    for (int n = n0; n < n1 && r->which == 0; n++)
+        for (int j = 0; j < r->w; j++)
+            r->q[(size_t)n * r->ldq + j] *= 0.5f;
+}
+
+static void rows_post(void *ctx, int n0, int n1)
+{
+    rows_case *r = ctx;
+    count_rows(r, r->which + 1, n0, n1);
+    const float *src = r->which == 0 ? r->out : r->dq;
+    int ld = r->which == 0 ? r->w : r->ldq;
+    for (int n = n0; n < n1; n++)
+        memcpy(r->copy + (size_t)n * r->w, src + (size_t)n * ld, (size_t)r->w * sizeof(float));
+}
+
+/* With 1, 2 and 4 slices (fp32, grouped): each row in exactly one call of
+ * each hook; the forward read q after pre (results = the kernels' on q
+ * halved, to summation order); post saw the final rows of out and dq. */
+static void test_rows(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        att_case c;
+        case_init(&c, DA_F32, 4, 130, 6, 2, 64, slice_counts[i]);
+        int N = c.N, wq = 6 * 64;
+        assert_true(N <= 1024);
+        rows_case *r = calloc(1, sizeof *r);
+        r->ldq = c.s.ldq, r->w = wq, r->q = c.qkv, r->out = c.out[1], r->dq = c.dqkv[1];
+        r->copy = malloc((size_t)N * wq * sizeof(float));
+        pl_err e;
+        da_attn *h = da_attn_new(&c.s, &e);
+        assert_non_null(h);
+        da_rows rows = {rows_pre, rows_post, r};
+        const float *q = c.qkv, *k = q + c.kofs, *v = q + c.vofs;
+        float *dq = c.dqkv[1], *dk = dq + c.kofs, *dv = dq + c.vofs;
+        assert_int_equal(da_attn_fwd(h, c.out[1], c.P, q, k, v, &rows, &e), 0);
+        assert_memory_equal(r->copy, c.out[1], (size_t)N * wq * sizeof(float));
+        r->which = 2;
+        assert_int_equal(da_attn_bwd(h, dq, dk, dv, c.dout, q, k, v, c.P, &rows, &e), 0);
+        assert_memory_equal(r->copy, c.dqkv[1], (size_t)N * wq * sizeof(float));
+        for (int kk = 0; kk < 4; kk++)
+            for (int n = 0; n < N; n++)
+                assert_int_equal(r->cnt[kk][n], 1);
+        run(&c, 0, NULL);   /* the kernels, on q as halved by pre */
+        check("out", tu_rel_err_rows(c.out[1], c.out[0], N, wq, wq), DA_F32);
+        check("dq", tu_rel_err_rows(c.dqkv[1], c.dqkv[0], N, wq, c.s.ldq), DA_F32);
+        da_attn_free(h);
+        free(r->copy), free(r);
+        case_free(&c);
+    }
+}
+
+/* slices 0: one per thread when the threads divide the batch, else 1. */
+static void test_slices_chosen(void **state)
+{
+    (void)state;
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(2);
+    int want[4] = {1, 2, 1, 2};   /* B = 1..4 on 2 threads */
+    for (int B = 1; B <= 4; B++) {
+        da_shape s = {B, 8, 2, 2, 16, 96, 96, 96, DA_BF16, 0};
+        pl_err e;
+        da_attn *h = da_attn_new(&s, &e);
+        assert_non_null(h);
+        assert_int_equal(da_attn_slices(h), want[B - 1]);
+        da_attn_free(h);
+    }
+    omp_set_num_threads(1);
+    da_shape s = {4, 8, 2, 2, 16, 96, 96, 96, DA_BF16, 0};
+    pl_err e;
+    da_attn *h = da_attn_new(&s, &e);
+    assert_int_equal(da_attn_slices(h), 1);
+    da_attn_free(h);
+    omp_set_num_threads(nt);
 }
 
 #endif
@@ -227,13 +338,21 @@ static void test_fp32_grouped(void **state)
 static void test_refused(void **state)
 {
     (void)state;
-    da_shape s = {1, 8, 4, 3, 16, 64, 48, 48, DA_BF16};
+    da_shape s = {1, 8, 4, 3, 16, 64, 48, 48, DA_BF16, 0};
     pl_err e;
     e.msg[0] = 0;
     assert_null(da_attn_new(&s, &e));
 #ifdef PSLORA_HAVE_DNNL
     assert_non_null(strstr(e.msg, "bad shape"));
     s.Hk = 4, s.ldk = s.ldv = 64, s.dt = (da_dtype)7;   /* a good shape, no such type */
+    e.msg[0] = 0;
+    assert_null(da_attn_new(&s, &e));
+    assert_non_null(strstr(e.msg, "bad shape"));
+    s.dt = DA_BF16, s.B = 3, s.slices = 2;   /* slices that do not divide the batch */
+    e.msg[0] = 0;
+    assert_null(da_attn_new(&s, &e));
+    assert_non_null(strstr(e.msg, "bad shape"));
+    s.slices = -1;
     e.msg[0] = 0;
     assert_null(da_attn_new(&s, &e));
     assert_non_null(strstr(e.msg, "bad shape"));
@@ -250,6 +369,8 @@ int main(void)
         cmocka_unit_test(test_grouped),
         cmocka_unit_test(test_fp32_gpt2_shape),
         cmocka_unit_test(test_fp32_grouped),
+        cmocka_unit_test(test_slices_chosen),
+        cmocka_unit_test(test_rows),
 #endif
         cmocka_unit_test(test_refused),
     };

@@ -56,9 +56,17 @@
  * and one fp32 scratch (B*H*T*T floats) for S, then dP; fp32, the copies
  * of q and dO, and the scratch of dP made on the first backward call;
  * with G > 1 both also the stacked O / dQ (B*T*H*D floats).  Also the
- * primitives of 6 products x T/DA_BLOCK blocks, built on the first
- * forward (resp. backward) call; later calls allocate nothing.  oneDNN
- * runs each product on omp_get_max_threads() threads.  Not thread-safe.
+ * primitives of 6 products x T/DA_BLOCK blocks (per slice), built on the
+ * first forward (resp. backward) call; later calls allocate nothing.
+ *
+ * Threads.  The batches are cut into slices (da_shape.slices; 0: one per
+ * thread, omp_get_max_threads(), when they divide B, else 1): with
+ * several, a pass is one OpenMP region whose threads each run one slice's
+ * batches from the copies to the last product, each product on that
+ * thread alone; with one, every product runs over the whole batch on all
+ * the threads, with parallel loops between them.  The results do not
+ * depend on the slices beyond the products' summation order (tested).
+ * Not thread-safe.
  *
  * Without oneDNN (PSLORA_HAVE_DNNL undefined) da_attn_new fails with
  * "built without oneDNN". */
@@ -83,6 +91,7 @@ typedef struct {
     int B, T, H, Hk, D;
     int ldq, ldk, ldv; /* row strides of q, k, v and of dq, dk, dv (floats) */
     da_dtype dt;
+    int slices;        /* 0: chosen (see "Threads" above); else a divisor of B */
 } da_shape;
 
 /* A handle for shape s, its buffers allocated (bf16: B*T*(2H + 2Hk)*D +
@@ -91,23 +100,43 @@ typedef struct {
  * primitive built yet.  NULL on failure, reason in e. */
 da_attn *da_attn_new(const da_shape *s, pl_err *e);
 
+/* The caller's work on token rows [n0, n1) (whole batches) that a pass
+ * runs first (pre: before it reads those rows of q, k, v, dout) or last
+ * (post: once it has written those rows of out, or dq, dk, dv): RoPE and
+ * the rounding of out for the next product, say, so that they run inside
+ * the pass's region on the rows the slice's thread has in its cache, and
+ * not in regions of their own.  With one slice, called once with all rows
+ * from outside any region (the work may run its own parallel loops; inside
+ * the region those run on the calling thread).  Each row is in exactly one
+ * call of each.  pre or post may be NULL. */
+typedef struct {
+    void (*pre)(void *ctx, int n0, int n1);
+    void (*post)(void *ctx, int n0, int n1);
+    void *ctx;
+} da_rows;
+
 /* out[(b*T+t), h*D..] = softmax(q k^T / sqrt(D), causal) v.  P (B*H*T*T
  * elements; bf16: uint16_t bf16 bits; fp32: float) gets the softmax
  * (k_attention_fwd's att; bf16: rounded), its rows in the stacked order
  * above, in the columns da_attn_bwd reads: row t up to the end of its
  * block (zero above the diagonal; the columns beyond are not written).
+ * rows: NULL, or the caller's work around the pass (da_rows).
  * 0, or -1 with e filled (only possible on the first call). */
 int da_attn_fwd(da_attn *a, float *out, void *P, const float *q, const float *k, const float *v,
-                pl_err *e);
+                const da_rows *rows, pl_err *e);
 
 /* Overwrites dq, dk, dv from dout [B*T, H*D] and the forward's P (of the
- * handle's type), as k_attention_bwd.  0, or -1 with e filled (only
- * possible on the first call). */
+ * handle's type), as k_attention_bwd; rows as da_attn_fwd's.  0, or -1
+ * with e filled (only possible on the first call). */
 int da_attn_bwd(da_attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                const float *k, const float *v, const void *P, pl_err *e);
+                const float *k, const float *v, const void *P, const da_rows *rows, pl_err *e);
 
-/* Bytes the handle holds (its buffers, as made so far). */
+/* Bytes the handle holds (its buffers, as made so far; oneDNN's
+ * scratchpads of the products, a few hundred KB, not counted). */
 size_t da_attn_bytes(const da_attn *a);
+
+/* The slices a pass is cut into (see "Threads" above); 0 for NULL. */
+int da_attn_slices(const da_attn *a);
 
 void da_attn_free(da_attn *a);
 

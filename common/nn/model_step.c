@@ -205,7 +205,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
     if (c->arch == ARCH_BERT)
         bert_carve(a, base, &off, c);
     if (m->compute == MODEL_BF16) {   /* bf16 in floats' room */
-        /* Llama: d(gate), d(up); or dq, dk, dv (rope_bwd) */
+        /* Llama: d(gate), d(up); or dq, dk, dv (rope_bwd_rows) */
         size_t qkv = (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim;
         size_t xb = c->arch == ARCH_LLAMA ? (2 * Ni > qkv ? 2 * Ni : qkv) : Ni;
         a->xb = (uint16_t *)carve(base, &off, (N * (xb > C ? xb : C) + 1) / 2);
@@ -248,7 +248,7 @@ static int acts_attention_onednn(model_acts *a, const model *m)
     int H = c->n_head, Hk = c->n_kv_head, D = c->head_dim, ld3 = 3 * c->n_embd;
     int gpt2 = c->arch == ARCH_GPT2;   /* qkv [N,3C] interleaved; Llama: q | k | v */
     da_shape s = {a->B, a->T, H, Hk, D, gpt2 ? ld3 : H * D, gpt2 ? ld3 : Hk * D,
-                  gpt2 ? ld3 : Hk * D, attention_bf16(m) ? DA_BF16 : DA_F32};
+                  gpt2 ? ld3 : Hk * D, attention_bf16(m) ? DA_BF16 : DA_F32, 0};
     pl_err e;
     a->attn = da_attn_new(&s, &e);
     return a->attn ? 0 : -1;
@@ -780,36 +780,123 @@ static const uint16_t *const *swiglu_bwd(const pass *ps, const model_linear *gu,
 
 static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? l : 0]; }
 
-/* x->ao, x->att = attention(q, k, v) (kernels.h; through oneDNN:
- * dnnl_attention.h) with q, k, v at row strides ldq, ldk, ldv. */
-static void attention_fwd(const pass *ps, layer_acts *x, const float *q, const float *k,
-                          const float *v, int ldq, int ldk, int ldv)
+/* The work on token rows around attention (da_rows): RoPE on q, k before
+ * the forward, and after it the output rounded to bf16 for the next
+ * product; after the backward, RoPE's backward on dq, dk (and the three
+ * rounded for the products).  Run inside the attention's region with the
+ * oneDNN attention (each slice's rows on its thread), around the kernels
+ * otherwise; counted in the profile's attention. */
+typedef struct {
+    const pass *ps;
+    float *q, *k;           /* Llama: RoPE's input (forward) or gradient (backward) */
+    const float *ao, *dv;   /* the forward's output; the backward's dv */
+    uint16_t *aob, *qb;     /* bf16 compute: ao rounded; dq | dk | dv rounded */
+} attn_rows;
+
+/* Runs r's pre or post work on all rows (the kernels' path), and gives
+ * the oneDNN attention the hooks. */
+static void rows_all(const da_rows *r, int post, int N)
 {
-    const model_config *c = &ps->m->cfg;
-    model_acts *a = ps->a;
-    pl_err e;
-    if (a->attn)
-        PROF(ps, SP_ATTENTION, note(ps, da_attn_fwd(a->attn, x->ao, x->att, q, k, v, &e), &e));
-    else
-        PROF(ps, SP_ATTENTION, k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, c->n_head,
-                                               c->n_kv_head, c->head_dim, ldq, ldk, ldv));
+    void (*f)(void *, int, int) = post ? r->post : r->pre;
+    if (f)
+        f(r->ctx, 0, N);
 }
 
-/* dq, dk, dv from dout and layer x's saved q, k, v, att (the same strides). */
-static void attention_bwd(const pass *ps, const layer_acts *x, float *dq, float *dk, float *dv,
-                          const float *dout, const float *q, const float *k, const float *v,
-                          int ldq, int ldk, int ldv)
+/* Rows [n0, n1) of x->ao rounded into r->aob (the next product's input). */
+static void ao_round_rows(void *ctx, int n0, int n1)
+{
+    attn_rows *r = ctx;
+    const model_config *c = &r->ps->m->cfg;
+    size_t w = (size_t)c->n_head * c->head_dim;
+    dm_to_bf16(r->aob + n0 * w, r->ao + n0 * w, n1 - n0, (int)w);
+}
+
+/* RoPE on rows [n0, n1) of q [N,H*D] and k [N,Hk*D] (whole sequences: the
+ * position is the row's index modulo T either way). */
+static void rope_fwd_rows(void *ctx, int n0, int n1)
+{
+    attn_rows *r = ctx;
+    const model_config *c = &r->ps->m->cfg;
+    const model_acts *a = r->ps->a;
+    int H = c->n_head, Hk = c->n_kv_head, D = c->head_dim, n = n1 - n0;
+    k_rope_fwd(r->q + (size_t)n0 * H * D, a->rope_cs, a->rope_sn, n, a->T, H, D, H * D);
+    k_rope_fwd(r->k + (size_t)n0 * Hk * D, a->rope_cs, a->rope_sn, n, a->T, Hk, D, Hk * D);
+}
+
+/* x->ao, x->att = attention(q, k, v) (kernels.h; through oneDNN:
+ * dnnl_attention.h) with q, k, v at row strides ldq, ldk, ldv, after
+ * RoPE on q and k when rope (Llama).  Returns x->ao rounded to bf16 (in
+ * a->xb) under bf16 compute, else NULL. */
+static const uint16_t *attention_fwd(const pass *ps, layer_acts *x, float *q, float *k,
+                                     const float *v, int ldq, int ldk, int ldv, int rope)
 {
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
+    attn_rows ar = {ps, q, k, x->ao, NULL, a->xb, NULL};
+    da_rows r = {rope ? rope_fwd_rows : NULL, a->xb ? ao_round_rows : NULL, &ar};
     pl_err e;
-    if (a->attn)
-        PROF(ps, SP_ATTENTION,
-             note(ps, da_attn_bwd(a->attn, dq, dk, dv, dout, q, k, v, x->att, &e), &e));
-    else
-        PROF(ps, SP_ATTENTION,
-             k_attention_bwd(dq, dk, dv, a->datt, dout, q, k, v, x->att, a->B, a->T, c->n_head,
-                             c->n_kv_head, c->head_dim, ldq, ldk, ldv));
+    prof_mark t = prof_start(a);
+    if (a->attn) {
+        note(ps, da_attn_fwd(a->attn, x->ao, x->att, q, k, v, &r, &e), &e);
+    } else {
+        rows_all(&r, 0, a->N);
+        k_attention_fwd(x->ao, x->att, q, k, v, a->B, a->T, c->n_head, c->n_kv_head,
+                        c->head_dim, ldq, ldk, ldv);
+        rows_all(&r, 1, a->N);
+    }
+    prof_stop(a, SP_ATTENTION, t);
+    return a->xb;
+}
+
+/* RoPE's backward on rows [n0, n1) of dq, dk; bf16 compute (qb): dq, dk
+ * rounded into qb's dq and dk parts in the rotation's pass, dv into its
+ * third after them: the three bf16 dy of the q/k/v products (the same bits
+ * as the products' own rounding). */
+static void rope_bwd_rows(void *ctx, int n0, int n1)
+{
+    attn_rows *r = ctx;
+    const model_config *c = &r->ps->m->cfg;
+    const model_acts *a = r->ps->a;
+    int N = a->N, T = a->T, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim, n = n1 - n0;
+    size_t oq = (size_t)n0 * H * D, ok = (size_t)n0 * Hk * D;
+    uint16_t *kb = r->qb ? r->qb + (size_t)N * H * D : NULL;
+    k_rope_bwd_bf16(r->q + oq, r->qb ? r->qb + oq : NULL, a->rope_cs, a->rope_sn, n, T, H, D,
+                    H * D);
+    k_rope_bwd_bf16(r->k + ok, kb ? kb + ok : NULL, a->rope_cs, a->rope_sn, n, T, Hk, D, Hk * D);
+    if (kb)
+        dm_to_bf16(kb + (size_t)N * Hk * D + ok, r->dv + ok, n, Hk * D);
+}
+
+/* dq, dk, dv from dout and layer x's saved q, k, v, att (the same strides);
+ * Llama (rope): then RoPE's backward on dq, dk, and with dqkvb (bf16
+ * compute, the q/k/v products will run) the three rounded into a->xb, the
+ * pointers in dqkvb.  Returns dqkvb so filled, or NULL. */
+static const uint16_t *const *attention_bwd(const pass *ps, const layer_acts *x, float *dq,
+                                            float *dk, float *dv, const float *dout,
+                                            const float *q, const float *k, const float *v,
+                                            int ldq, int ldk, int ldv, int rope,
+                                            const uint16_t **dqkvb)
+{
+    const model_config *c = &ps->m->cfg;
+    model_acts *a = ps->a;
+    int round = rope && a->xb && dqkvb, N = a->N, H = c->n_head, Hk = c->n_kv_head;
+    attn_rows ar = {ps, dq, dk, NULL, dv, NULL, round ? a->xb : NULL};
+    da_rows r = {NULL, rope ? rope_bwd_rows : NULL, &ar};
+    pl_err e;
+    prof_mark t = prof_start(a);
+    if (a->attn) {
+        note(ps, da_attn_bwd(a->attn, dq, dk, dv, dout, q, k, v, x->att, &r, &e), &e);
+    } else {
+        k_attention_bwd(dq, dk, dv, a->datt, dout, q, k, v, x->att, a->B, a->T, c->n_head,
+                        c->n_kv_head, c->head_dim, ldq, ldk, ldv);
+        rows_all(&r, 1, N);
+    }
+    prof_stop(a, SP_ATTENTION, t);
+    if (!round)
+        return NULL;
+    size_t nq = (size_t)N * H * c->head_dim, nk = (size_t)N * Hk * c->head_dim;
+    dqkvb[0] = a->xb, dqkvb[1] = a->xb + nq, dqkvb[2] = a->xb + nq + nk;
+    return dqkvb;
 }
 
 /* out = block l applied to its saved input slot(l)->res. */
@@ -824,8 +911,8 @@ static void gpt2_block_fwd(const pass *ps, int l, float *out)
     PROF(ps, SP_ELEMENTWISE,
          hb = norm_fwd(c, x->h1, xb, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N));
     linear_fwd_rows(ps, &b->lin[0], x->qkv, x->h1, hb, NULL, N);
-    attention_fwd(ps, x, x->qkv, x->qkv + C, x->qkv + 2 * C, 3 * C, 3 * C, 3 * C);
-    linear_fwd(ps, &b->lin[1], x->mid, x->ao, x->res);
+    hb = attention_fwd(ps, x, x->qkv, x->qkv + C, x->qkv + 2 * C, 3 * C, 3 * C, 3 * C, 0);
+    linear_fwd_rows(ps, &b->lin[1], x->mid, x->ao, hb, x->res, N);
     PROF(ps, SP_ELEMENTWISE,
          hb = norm_fwd(c, x->h2, xb, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N));
     linear_fwd_rows(ps, &b->lin[2], x->f, x->h2, hb, NULL, N);
@@ -853,7 +940,7 @@ static const uint16_t *gpt2_block_bwd(const pass *ps, int l, int need_dx, const 
     /* attention: x' = x + attn(LN1(x)) Wo */
     linear_bwd_rows(ps, &b->lin[1], a->dnarrow, a->dres, dresb, x->ao, 0.0f, N);
     attention_bwd(ps, x, a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->dnarrow, x->qkv, x->qkv + C,
-                  x->qkv + 2 * C, 3 * C, 3 * C, 3 * C);
+                  x->qkv + 2 * C, 3 * C, 3 * C, 3 * C, 0, NULL);
     linear_bwd(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, x->h1, 0.0f);
     if (!need_dx)
         return NULL;
@@ -884,39 +971,14 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
          hb = norm_fwd(c, x->h1, a->xb, NULL, x->r1, x->res, b->ln1_w, NULL, N));
     float *qkv[3] = {q, k, v}, *gu[2] = {x->f, x->g};
     group_fwd(ps, &b->lin[0], 3, qkv, x->h1, hb);
-    PROF(ps, SP_ELEMENTWISE, k_rope_fwd(q, a->rope_cs, a->rope_sn, N, a->T, H, D, H * D);
-         k_rope_fwd(k, a->rope_cs, a->rope_sn, N, a->T, Hk, D, Hk * D));
-    attention_fwd(ps, x, q, k, v, H * D, Hk * D, Hk * D);
-    linear_fwd(ps, &b->lin[3], x->mid, x->ao, x->res);
+    hb = attention_fwd(ps, x, q, k, v, H * D, Hk * D, Hk * D, 1);
+    linear_fwd_rows(ps, &b->lin[3], x->mid, x->ao, hb, x->res, N);
     PROF(ps, SP_ELEMENTWISE,
          hb = norm_fwd(c, x->h2, a->xb, NULL, x->r2, x->mid, b->ln2_w, NULL, N));
     group_fwd(ps, &b->lin[4], 2, gu, x->h2, hb);
     PROF(ps, SP_ELEMENTWISE,
          ab = swiglu_fwd(ps, &b->lin[6], x->act, x->f, x->g, (size_t)N * c->n_inner));
     linear_fwd_rows(ps, &b->lin[6], out, x->act, ab, x->mid, N);
-}
-
-/* RoPE's backward in place on dq [N,H*D] and dk [N,Hk*D].  bf16 compute with
- * dqkvb (the q/k/v products will run): dq, dk rounded into a->xb in the
- * rotation's pass, dv after them in one of its own, the three bf16 dy of
- * those products (the same bits as the products' own rounding).  Returns
- * dqkvb filled, or NULL. */
-static const uint16_t *const *rope_bwd(const pass *ps, const uint16_t **dqkvb, float *dq,
-                                       float *dk, const float *dv)
-{
-    const model_config *c = &ps->m->cfg;
-    model_acts *a = ps->a;
-    int N = a->N, T = a->T, H = c->n_head, Hk = c->n_kv_head, D = c->head_dim;
-    int round = a->xb && dqkvb;
-    uint16_t *qb = round ? a->xb : NULL, *kb = round ? qb + (size_t)N * H * D : NULL;
-    k_rope_bwd_bf16(dq, qb, a->rope_cs, a->rope_sn, N, T, H, D, H * D);
-    k_rope_bwd_bf16(dk, kb, a->rope_cs, a->rope_sn, N, T, Hk, D, Hk * D);
-    if (!round)
-        return NULL;
-    uint16_t *vb = kb + (size_t)N * Hk * D;
-    dm_to_bf16(vb, dv, N, Hk * D);
-    dqkvb[0] = qb, dqkvb[1] = kb, dqkvb[2] = vb;
-    return dqkvb;
 }
 
 /* As gpt2_block_bwd, for the Llama block: dres (and dresb) in, dres out. */
@@ -941,9 +1003,9 @@ static const uint16_t *llama_block_bwd(const pass *ps, int l, int need_dx,
     PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->mid, NULL, x->r2, b->ln2_w, NULL));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
     linear_bwd_rows(ps, &b->lin[3], a->dwide, a->dres, dresb, x->ao, 0.0f, N);
-    attention_bwd(ps, x, dq, dk, dv, a->dwide, q, k, v, H * D, Hk * D, Hk * D);
     const uint16_t *dqkvb[3], *const *db;
-    PROF(ps, SP_ELEMENTWISE, db = rope_bwd(ps, need_dx ? dqkvb : NULL, dq, dk, dv));
+    db = attention_bwd(ps, x, dq, dk, dv, a->dwide, q, k, v, H * D, Hk * D, Hk * D, 1,
+                       need_dx ? dqkvb : NULL);
     const float *dqkv[3] = {dq, dk, dv};
     group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, db, x->h1, 0.0f);
     if (!need_dx)

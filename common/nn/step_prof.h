@@ -5,14 +5,17 @@
  * (model_acts_profile); every model_loss_grad with those acts then adds the
  * seconds of each kernel call to its category.  Without one the step reads
  * no clock (one pointer test per call).  The f32 -> bf16 rounding of the
- * activations that no kernel rounded as it made them (attention's output,
- * the residual stream's gradient, attention's dq, dk, dv) runs inside the
- * bf16 products (dnnl_matmul.c): the bf16 arena adds its seconds to
+ * activations that no kernel rounded as it made them (the residual
+ * stream's gradient, GPT-2's dq, dk, dv) runs inside the bf16 products
+ * (dnnl_matmul.c): the bf16 arena adds its seconds to
  * SP_CONVERT (model_bf16_time_convert) and the step takes them out of the
  * product's category, so the categories do not overlap.  The norms, GELU
  * and SwiGLU round their outputs as they write them (kernels.h, *_bf16):
- * that rounding counts in SP_ELEMENTWISE, with its kernel.  SP_OPTIMIZER
- * is the caller's (the step has none). */
+ * that rounding counts in SP_ELEMENTWISE, with its kernel.  The work on
+ * the rows around attention (model_step.c's attn_rows: Llama's RoPE and its
+ * backward with the rounding of dq, dk, dv, and the rounding of
+ * attention's output) runs inside the attention's region and counts in
+ * SP_ATTENTION.  SP_OPTIMIZER is the caller's (the step has none). */
 #ifndef PSLORA_STEP_PROF_H
 #define PSLORA_STEP_PROF_H
 
@@ -20,8 +23,8 @@ typedef enum {
     SP_LINEAR_FWD,   /* frozen linear maps, forward (residual add fused) */
     SP_LINEAR_BWD,   /* frozen linear maps, dx (and dW with --full) */
     SP_HEAD,         /* lm head products, forward and dx */
-    SP_ATTENTION,    /* scores, softmax, weighted sum, and their backward */
-    SP_ELEMENTWISE,  /* norms, gelu/swiglu, RoPE, embedding, softmax-xent, memsets */
+    SP_ATTENTION,    /* scores, softmax, weighted sum, their backward; RoPE (above) */
+    SP_ELEMENTWISE,  /* norms, gelu/swiglu, embedding, softmax-xent, memsets */
     SP_LORA,         /* LoRA products (forward, dA, dB, dx) and dropout */
     SP_CONVERT,      /* f32 -> bf16 of the activations inside the products */
     SP_OPTIMIZER,    /* clip and AdamW (the caller times it) */
