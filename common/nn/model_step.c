@@ -205,9 +205,10 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
     if (c->arch == ARCH_BERT)
         bert_carve(a, base, &off, c);
     if (m->compute == MODEL_BF16) {   /* bf16 in floats' room */
-        /* Llama: d(gate), d(up); or dq, dk, dv (rope_bwd_rows) */
+        /* Llama: d(gate), d(up); GPT-2: d(fc) rounded; both: dq, dk, dv
+         * (rope_bwd_rows, dqkv_round_rows) */
         size_t qkv = (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim;
-        size_t xb = c->arch == ARCH_LLAMA ? (2 * Ni > qkv ? 2 * Ni : qkv) : Ni;
+        size_t wide = c->arch == ARCH_LLAMA ? 2 * Ni : Ni, xb = wide > qkv ? wide : qkv;
         a->xb = (uint16_t *)carve(base, &off, (N * (xb > C ? xb : C) + 1) / 2);
     }
     if (c->arch == ARCH_LLAMA) {
@@ -782,15 +783,17 @@ static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? 
 
 /* The work on token rows around attention (da_rows): RoPE on q, k before
  * the forward, and after it the output rounded to bf16 for the next
- * product; after the backward, RoPE's backward on dq, dk (and the three
- * rounded for the products).  Run inside the attention's region with the
+ * product; after the backward, RoPE's backward on dq, dk, and dq, dk, dv
+ * rounded for the products.  Run inside the attention's region with the
  * oneDNN attention (each slice's rows on its thread), around the kernels
  * otherwise; counted in the profile's attention. */
 typedef struct {
     const pass *ps;
-    float *q, *k;           /* Llama: RoPE's input (forward) or gradient (backward) */
+    float *q, *k;           /* Llama: RoPE's input (forward) or gradient (backward);
+                               GPT-2's backward: q is dqkv [N,3C] */
     const float *ao, *dv;   /* the forward's output; the backward's dv */
-    uint16_t *aob, *qb;     /* bf16 compute: ao rounded; dq | dk | dv rounded */
+    uint16_t *aob, *qb;     /* bf16 compute: ao rounded; dq | dk | dv rounded
+                               (GPT-2: dqkv's rows rounded) */
 } attn_rows;
 
 /* Runs r's pre or post work on all rows (the kernels' path), and gives
@@ -867,10 +870,20 @@ static void rope_bwd_rows(void *ctx, int n0, int n1)
         dm_to_bf16(kb + (size_t)N * Hk * D + ok, r->dv + ok, n, Hk * D);
 }
 
+/* Rows [n0, n1) of GPT-2's dqkv [N,3C] rounded into r->qb: the c_attn
+ * backward product's dy. */
+static void dqkv_round_rows(void *ctx, int n0, int n1)
+{
+    attn_rows *r = ctx;
+    size_t w = 3 * (size_t)r->ps->m->cfg.n_embd;
+    dm_to_bf16(r->qb + n0 * w, r->q + n0 * w, n1 - n0, (int)w);
+}
+
 /* dq, dk, dv from dout and layer x's saved q, k, v, att (the same strides);
- * Llama (rope): then RoPE's backward on dq, dk, and with dqkvb (bf16
- * compute, the q/k/v products will run) the three rounded into a->xb, the
- * pointers in dqkvb.  Returns dqkvb so filled, or NULL. */
+ * Llama (rope): then RoPE's backward on dq, dk.  With dqkvb (bf16 compute,
+ * the q/k/v products will run), dq, dk, dv rounded into a->xb as they are
+ * made, the pointers in dqkvb (GPT-2: dqkvb[0], its [N,3C] rows).  Returns
+ * dqkvb so filled, or NULL. */
 static const uint16_t *const *attention_bwd(const pass *ps, const layer_acts *x, float *dq,
                                             float *dk, float *dv, const float *dout,
                                             const float *q, const float *k, const float *v,
@@ -879,9 +892,9 @@ static const uint16_t *const *attention_bwd(const pass *ps, const layer_acts *x,
 {
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
-    int round = rope && a->xb && dqkvb, N = a->N, H = c->n_head, Hk = c->n_kv_head;
+    int round = a->xb && dqkvb, N = a->N, H = c->n_head, Hk = c->n_kv_head;
     attn_rows ar = {ps, dq, dk, NULL, dv, NULL, round ? a->xb : NULL};
-    da_rows r = {NULL, rope ? rope_bwd_rows : NULL, &ar};
+    da_rows r = {NULL, rope ? rope_bwd_rows : round ? dqkv_round_rows : NULL, &ar};
     pl_err e;
     prof_mark t = prof_start(a);
     if (a->attn) {
@@ -895,7 +908,7 @@ static const uint16_t *const *attention_bwd(const pass *ps, const layer_acts *x,
     if (!round)
         return NULL;
     size_t nq = (size_t)N * H * c->head_dim, nk = (size_t)N * Hk * c->head_dim;
-    dqkvb[0] = a->xb, dqkvb[1] = a->xb + nq, dqkvb[2] = a->xb + nq + nk;
+    dqkvb[0] = a->xb, dqkvb[1] = rope ? a->xb + nq : NULL, dqkvb[2] = rope ? a->xb + nq + nk : NULL;
     return dqkvb;
 }
 
@@ -939,9 +952,12 @@ static const uint16_t *gpt2_block_bwd(const pass *ps, int l, int need_dx, const 
     PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->mid, x->m2, x->r2, b->ln2_w, b->ln2_b));
     /* attention: x' = x + attn(LN1(x)) Wo */
     linear_bwd_rows(ps, &b->lin[1], a->dnarrow, a->dres, dresb, x->ao, 0.0f, N);
-    attention_bwd(ps, x, a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->dnarrow, x->qkv, x->qkv + C,
-                  x->qkv + 2 * C, 3 * C, 3 * C, 3 * C, 0, NULL);
-    linear_bwd(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, x->h1, 0.0f);
+    const uint16_t *dqkvb[3], *const *dqb;
+    dqb = attention_bwd(ps, x, a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->dnarrow, x->qkv,
+                        x->qkv + C, x->qkv + 2 * C, 3 * C, 3 * C, 3 * C, 0,
+                        need_dx ? dqkvb : NULL);
+    linear_bwd_rows(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, dqb ? dqb[0] : NULL,
+                    x->h1, 0.0f, N);
     if (!need_dx)
         return NULL;
     PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->res, x->m1, x->r1, b->ln1_w, b->ln1_b));

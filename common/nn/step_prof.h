@@ -4,17 +4,17 @@
  * The caller owns a step_prof and hands it to a model_acts
  * (model_acts_profile); every model_loss_grad with those acts then adds the
  * seconds of each kernel call to its category.  Without one the step reads
- * no clock (one pointer test per call).  The f32 -> bf16 rounding of the
- * activations that no kernel rounded as it made them (the residual
- * stream's gradient, GPT-2's dq, dk, dv) runs inside the bf16 products
- * (dnnl_matmul.c): the bf16 arena adds its seconds to
- * SP_CONVERT (model_bf16_time_convert) and the step takes them out of the
- * product's category, so the categories do not overlap.  The norms, GELU
- * and SwiGLU round their outputs as they write them (kernels.h, *_bf16):
- * that rounding counts in SP_ELEMENTWISE, with its kernel.  The work on
- * the rows around attention (model_step.c's attn_rows: Llama's RoPE and its
- * backward with the rounding of dq, dk, dv, and the rounding of
- * attention's output) runs inside the attention's region and counts in
+ * no clock (one pointer test per call).  The f32 -> bf16 rounding of an
+ * activation that no kernel rounded as it made it runs inside the bf16
+ * product (dnnl_matmul.c; none left in GPT-2's and Llama's steps since
+ * session 10, tests/cli_bench_profile.sh checks it): the bf16 arena adds
+ * its seconds to SP_CONVERT (model_bf16_time_convert) and the step takes
+ * them out of the product's category, so the categories do not overlap.
+ * The norms, GELU and SwiGLU round their outputs as they write them
+ * (kernels.h, *_bf16): that rounding counts in SP_ELEMENTWISE, with its
+ * kernel.  The work on the rows around attention (model_step.c's
+ * attn_rows: Llama's RoPE and its backward, the rounding of dq, dk, dv and
+ * of attention's output) runs inside the attention's region and counts in
  * SP_ATTENTION.  SP_OPTIMIZER is the caller's (the step has none). */
 #ifndef PSLORA_STEP_PROF_H
 #define PSLORA_STEP_PROF_H
