@@ -272,6 +272,24 @@ static void perturb_b(const lora_layout *L, float *p, unsigned long long seed)
         rng_fill_normal(&r, p + L->m[i].b_off, (size_t)L->m[i].out * L->r, 0.01f);
 }
 
+/* One line on how attention runs (its figures depend on it): on pslora's
+ * kernels, or through oneDNN in one region per pass with the batch cut into
+ * slices, or with the products over the whole batch. */
+static void print_attention(const model_acts *a, int B)
+{
+    int sl = model_acts_attention_slices(a), nt = omp_get_max_threads();
+    if (sl == 0)
+        printf("attention: pslora's kernels\n");
+    else if (sl > 1)
+        printf("attention: oneDNN, one region per pass, %d slices of %d batches\n", sl, B / sl);
+    else if (nt == 1)
+        printf("attention: oneDNN, each product over the whole batch (one thread)\n");
+    else
+        printf("attention: oneDNN, each product over the whole batch (%d threads do not divide "
+               "batch %d)\n", nt, B);
+    fflush(stdout);
+}
+
 /* Warm-up then timed steps: loss and gradient, mean over tokens, clip, AdamW.
  * prof (may be NULL) receives the kernels' seconds of the timed steps. */
 static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, step_times *st,
@@ -299,6 +317,8 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
     memset(st, 0, sizeof *st);
     if (a)
         model_acts_profile(a, prof);
+    if (a)
+        print_attention(a, B);
     for (int s = 0; rc == 0 && s < total; s++) {
         if (prof && s == o->warmup)
             memset(prof, 0, sizeof *prof);

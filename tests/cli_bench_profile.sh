@@ -15,7 +15,11 @@
 #    that the rounded dq, dk, dv have their room;
 #  - without --profile no table is printed;
 #  - the header names how idle OpenMP threads wait (OMP_WAIT_POLICY,
-#    GOMP_SPINCOUNT, or the runtime's default).
+#    GOMP_SPINCOUNT, or the runtime's default);
+#  - it says how attention runs: pslora's kernels (fp32 through OpenBLAS),
+#    or oneDNN in one region per pass with the batch in one slice per
+#    thread (batch 4, 2 threads: 2 slices of 2), or each product over the
+#    whole batch (batch 3 on 2 threads; one thread).
 . "$(dirname "$0")/lib.sh"
 CATS=("frozen linear fwd" "frozen linear bwd" "lm head fwd+bwd" "attention" "elementwise"
       "LoRA products" "f32->bf16" "optimizer")
@@ -91,6 +95,21 @@ if "$PSLORA" bench --compute bf16 $GPT2 --steps 1 --warmup 0 --peak-seconds 0.01
   check gpt2_narrow gpt2_narrow.txt
   run llama_bf16 bf16 $LLAMAW --profile
   check llama_bf16 llama_bf16.txt
+  # how attention runs (dnnl_attention.h, "Threads")
+  att() {
+    "$PSLORA" bench --layers 2 --dim 64 --heads 4 --vocab 512 --seq 32 --targets c_attn \
+      --steps 1 --warmup 0 --peak-seconds 0.01 "$@" | grep '^attention: '
+  }
+  [ "$(att --compute bf16 --batch 4 --threads 2)" = \
+    "attention: oneDNN, one region per pass, 2 slices of 2 batches" ] || fail "attention: batch 4"
+  [ "$(att --compute bf16 --batch 3 --threads 2)" = \
+    "attention: oneDNN, each product over the whole batch (2 threads do not divide batch 3)" ] ||
+    fail "attention: batch 3"
+  [ "$(att --compute bf16 --batch 4 --threads 1)" = \
+    "attention: oneDNN, each product over the whole batch (one thread)" ] || fail "attention: 1 thread"
+  [ "$(att --compute fp32 --fp32-matmul openblas --threads 2)" = "attention: pslora's kernels" ] ||
+    fail "attention: fp32 OpenBLAS"
+  ok "the attention line says how it runs"
 else
   grep -q "built without oneDNN" probe.err || fail "bf16 bench: $(cat probe.err)"
   echo "skipped: bf16 profile (built without oneDNN)"

@@ -210,6 +210,11 @@ const int32_t *model_acts_predictions(const model_acts *a);
 /* Seconds spent in the forward (incl. the fused head) and backward parts of
  * the last model_loss_grad call. */
 void model_acts_timing(const model_acts *a, double *fwd, double *bwd);
+/* How the causal attention runs: 0 on pslora's kernels (fp32 through
+ * OpenBLAS, BERT), else through oneDNN cut into this many slices of the
+ * batch (dnnl_attention.h, "Threads"; 1: the products over the whole
+ * batch). */
+int model_acts_attention_slices(const model_acts *a);
 /* Makes every later pass with a add its kernels' seconds to p (step_prof.h;
  * NULL: no profile, the default).  p must outlive the passes. */
 struct step_prof;

@@ -296,6 +296,8 @@ void model_acts_timing(const model_acts *a, double *fwd, double *bwd)
 
 void model_acts_profile(model_acts *a, step_prof *p) { a->prof = p; }
 
+int model_acts_attention_slices(const model_acts *a) { return da_attn_slices(a->attn); }
+
 static const char *const sp_names[SP_N][2] = {
     [SP_LINEAR_FWD] = {"frozen linear fwd", "linear_fwd"},
     [SP_LINEAR_BWD] = {"frozen linear bwd", "linear_bwd"},
