@@ -206,7 +206,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         bert_carve(a, base, &off, c);
     if (m->compute == MODEL_BF16) {   /* bf16 in floats' room */
         /* Llama: d(gate), d(up); GPT-2: d(fc) rounded; both: dq, dk, dv
-         * (rope_bwd_rows, dqkv_round_rows) */
+         * (rope_bwd_rows, round_rows) */
         size_t qkv = (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim;
         size_t wide = c->arch == ARCH_LLAMA ? 2 * Ni : Ni, xb = wide > qkv ? wide : qkv;
         a->xb = (uint16_t *)carve(base, &off, (N * (xb > C ? xb : C) + 1) / 2);
@@ -791,11 +791,12 @@ static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? 
  * otherwise; counted in the profile's attention. */
 typedef struct {
     const pass *ps;
-    float *q, *k;           /* Llama: RoPE's input (forward) or gradient (backward);
-                               GPT-2's backward: q is dqkv [N,3C] */
-    const float *ao, *dv;   /* the forward's output; the backward's dv */
-    uint16_t *aob, *qb;     /* bf16 compute: ao rounded; dq | dk | dv rounded
-                               (GPT-2: dqkv's rows rounded) */
+    float *q, *k;           /* Llama: RoPE's input (forward) or gradient (backward) */
+    const float *dv;        /* Llama's backward: dv */
+    uint16_t *qb;           /* Llama's backward, bf16 compute: dq | dk | dv rounded */
+    const float *src;       /* round_rows: rows of w floats rounded into dst */
+    uint16_t *dst;
+    size_t w;
 } attn_rows;
 
 /* Runs r's pre or post work on all rows (the kernels' path), and gives
@@ -807,13 +808,12 @@ static void rows_all(const da_rows *r, int post, int N)
         f(r->ctx, 0, N);
 }
 
-/* Rows [n0, n1) of x->ao rounded into r->aob (the next product's input). */
-static void ao_round_rows(void *ctx, int n0, int n1)
+/* Rows [n0, n1) of r->src rounded into r->dst (the next product's input:
+ * attention's output, GPT-2's dqkv). */
+static void round_rows(void *ctx, int n0, int n1)
 {
     attn_rows *r = ctx;
-    const model_config *c = &r->ps->m->cfg;
-    size_t w = (size_t)c->n_head * c->head_dim;
-    dm_to_bf16(r->aob + n0 * w, r->ao + n0 * w, n1 - n0, (int)w);
+    dm_to_bf16(r->dst + n0 * r->w, r->src + n0 * r->w, n1 - n0, (int)r->w);
 }
 
 /* RoPE on rows [n0, n1) of q [N,H*D] and k [N,Hk*D] (whole sequences: the
@@ -837,8 +837,8 @@ static const uint16_t *attention_fwd(const pass *ps, layer_acts *x, float *q, fl
 {
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
-    attn_rows ar = {ps, q, k, x->ao, NULL, a->xb, NULL};
-    da_rows r = {rope ? rope_fwd_rows : NULL, a->xb ? ao_round_rows : NULL, &ar};
+    attn_rows ar = {ps, q, k, NULL, NULL, x->ao, a->xb, (size_t)c->n_head * c->head_dim};
+    da_rows r = {rope ? rope_fwd_rows : NULL, a->xb ? round_rows : NULL, &ar};
     pl_err e;
     prof_mark t = prof_start(a);
     if (a->attn) {
@@ -872,15 +872,6 @@ static void rope_bwd_rows(void *ctx, int n0, int n1)
         dm_to_bf16(kb + (size_t)N * Hk * D + ok, r->dv + ok, n, Hk * D);
 }
 
-/* Rows [n0, n1) of GPT-2's dqkv [N,3C] rounded into r->qb: the c_attn
- * backward product's dy. */
-static void dqkv_round_rows(void *ctx, int n0, int n1)
-{
-    attn_rows *r = ctx;
-    size_t w = 3 * (size_t)r->ps->m->cfg.n_embd;
-    dm_to_bf16(r->qb + n0 * w, r->q + n0 * w, n1 - n0, (int)w);
-}
-
 /* dq, dk, dv from dout and layer x's saved q, k, v, att (the same strides);
  * Llama (rope): then RoPE's backward on dq, dk.  With dqkvb (bf16 compute,
  * the q/k/v products will run), dq, dk, dv rounded into a->xb as they are
@@ -895,8 +886,9 @@ static const uint16_t *const *attention_bwd(const pass *ps, const layer_acts *x,
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
     int round = a->xb && dqkvb, N = a->N, H = c->n_head, Hk = c->n_kv_head;
-    attn_rows ar = {ps, dq, dk, NULL, dv, NULL, round ? a->xb : NULL};
-    da_rows r = {NULL, rope ? rope_bwd_rows : round ? dqkv_round_rows : NULL, &ar};
+    /* GPT-2: dq, dk, dv are the rows of one [N,3C] array (dq its start) */
+    attn_rows ar = {ps, dq, dk, dv, round ? a->xb : NULL, dq, a->xb, 3 * (size_t)c->n_embd};
+    da_rows r = {NULL, rope ? rope_bwd_rows : round ? round_rows : NULL, &ar};
     pl_err e;
     prof_mark t = prof_start(a);
     if (a->attn) {
