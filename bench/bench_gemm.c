@@ -19,13 +19,17 @@
  *
  * With --attention: causal attention instead, the fp32 kernels against the
  * oneDNN ones, bf16 or (--dtype fp32) fp32 (section "--attention" below);
- * with --lora: the LoRA products at Llama's shapes (section "--lora").
+ * with --lora: the LoRA products at Llama's shapes (section "--lora"); with
+ * --mlp: the Llama MLP's work besides its products, unfolded and folded
+ * (section "--mlp").
  *
  *   bench_gemm [--rows 1024] [--dim 768] [--inter 3072] [--vocab 50257]
  *              [--threads 1,2] [--seconds 0.5]
  *   bench_gemm --attention [--batch 4] [--seq 256] [--heads 12] [--kv-heads H] [--head-dim 64]
  *              [--dtype bf16|fp32] [--slices 0] [--threads 1,2] [--seconds 0.5]
  *   bench_gemm --lora [--rows 1024] [--dim 576] [--kv 192] [--inter 1536] [--rank 8]
+ *              [--threads 1,2] [--seconds 0.5]
+ *   bench_gemm --mlp [--rows 1024] [--dim 576] [--inter 1536] [--rank 8]
  *              [--threads 1,2] [--seconds 0.5] */
 #include <cblas.h>
 #include <math.h>
@@ -581,6 +585,123 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
     return 0;
 }
 
+/* ---- --mlp: the Llama MLP's LoRA and SwiGLU, unfolded and folded ------------------
+ *
+ * Everything a bf16 Llama step does in its MLP besides the three frozen
+ * products, with gate, up and down all adapted (N rows, C wide, MLP width
+ * I, rank r), each way:
+ *   unfolded  fwd: k_lora_fwd_group adding to gate and up, k_swiglu_fwd_bf16,
+ *             k_lora_fwd for down (u from act);  bwd: k_lora_bwd for down
+ *             adding into d(act), k_swiglu_bwd_bf16 (fp32 and bf16),
+ *             k_lora_bwd_group for gate and up
+ *   folded    k_swiglu_lora (kernels.h): fwd: the u of gate and up, then
+ *             k_swiglu_lora_fwd, then down's LoRA from its u;  bwd: down's
+ *             LoRA without dx, k_swiglu_lora_bwd, k_swiglu_lora_bwd_end
+ * Microseconds per call (best within --seconds); the [N,I] arrays (about
+ * 5 x 4 N I bytes) do not fit in cache at the default shape, so each
+ * call reads them from memory as the step does. */
+
+typedef struct {
+    int N, C, Ni, r;
+    float *h2, *f, *g, *act, *out, *mid, *dres, *dwide, *dup, *dnarrow, *u[3], *du;
+    float *A[3], *B[3], *dA[3], *dB[3], *scr;
+    uint16_t *xb;   /* act in bf16, then d(gate) | d(up) */
+    k_swiglu_lora z;
+} mlp_ctx;
+
+static void run_mlp_fwd(void *p)
+{
+    mlp_ctx *c = p;
+    float *y[2] = {c->f, c->g};
+    const float *res[2] = {c->f, c->g};
+    const int out[2] = {c->Ni, c->Ni};
+    k_lora_fwd_group(y, res, NULL, c->u, c->h2, c->z.A, c->z.B, out, 2, c->N, c->C, c->r, c->z.s,
+                     c->scr);
+    k_swiglu_fwd_bf16(c->act, c->xb, c->f, c->g, (size_t)c->N * c->Ni);
+    k_lora_fwd(c->out, c->mid, NULL, c->u[2], c->act, c->A[2], c->B[2], c->N, c->Ni, c->C, c->r,
+               c->z.s, c->scr);
+}
+
+static void run_mlp_fwd_folded(void *p)
+{
+    mlp_ctx *c = p;
+    const int out[2] = {c->Ni, c->Ni};
+    k_lora_fwd_group(NULL, NULL, NULL, c->u, c->h2, c->z.A, c->z.B, out, 2, c->N, c->C, c->r,
+                     c->z.s, c->scr);
+    k_swiglu_lora_fwd(c->f, c->g, c->act, c->xb, c->u[2], &c->z, c->N, c->Ni, c->scr);
+    k_lora_fwd(c->out, c->mid, NULL, c->u[2], NULL, c->A[2], c->B[2], c->N, c->Ni, c->C, c->r,
+               c->z.s, c->scr);
+}
+
+static void run_mlp_bwd(void *p)
+{
+    mlp_ctx *c = p;
+    size_t n = (size_t)c->N * c->Ni;
+    const int out[2] = {c->Ni, c->Ni};
+    k_lora_bwd(c->dwide, 1.0f, c->dA[2], c->dB[2], c->du, c->dres, c->act, c->u[2], c->A[2],
+               c->B[2], c->N, c->Ni, c->C, c->r, c->z.s, c->scr);
+    k_swiglu_bwd_bf16(c->dwide, c->dup, c->xb, c->xb + n, c->dwide, c->f, c->g, n);
+    const float *dy[2] = {c->dwide, c->dup};
+    k_lora_bwd_group(c->dnarrow, 1.0f, c->dA, c->dB, dy, c->h2, c->z.u, c->z.A, c->z.B, out, 2,
+                     c->N, c->C, c->r, c->z.s, c->scr);
+}
+
+static void run_mlp_bwd_folded(void *p)
+{
+    mlp_ctx *c = p;
+    size_t n = (size_t)c->N * c->Ni;
+    k_lora_bwd(NULL, 0.0f, c->dA[2], c->dB[2], c->du, c->dres, c->act, c->u[2], c->A[2], c->B[2],
+               c->N, c->Ni, c->C, c->r, c->z.s, c->scr);
+    k_swiglu_lora_bwd(c->xb, c->xb + n, c->dwide, c->f, c->g, c->du, &c->z, c->N, c->Ni, c->scr);
+    k_swiglu_lora_bwd_end(c->dnarrow, c->dA, c->dB, c->h2, &c->z, c->N, c->C, c->Ni, c->scr);
+}
+
+static int bench_mlp(int argc, char **argv, double seconds, const char *threads)
+{
+    mlp_ctx c = {.N = (int)arg_long(argc, argv, "--rows", 1024),
+                 .C = (int)arg_long(argc, argv, "--dim", 576),
+                 .Ni = (int)arg_long(argc, argv, "--inter", 1536),
+                 .r = (int)arg_long(argc, argv, "--rank", 8)};
+    size_t NC = (size_t)c.N * c.C, NI = (size_t)c.N * c.Ni, Nr = (size_t)c.N * c.r;
+    size_t rC = (size_t)c.r * c.C, rI = (size_t)c.r * c.Ni;
+    int maxt = omp_get_max_threads();
+    size_t sg = k_lora_group_scratch(2, c.N, 2 * c.Ni, c.r), ss = k_swiglu_lora_scratch(c.N, c.Ni, c.r, maxt);
+    c.h2 = randn(NC, 1.0f, 1), c.f = randn(NI, 1.0f, 2), c.g = randn(NI, 1.0f, 3);
+    c.act = randn(NI, 1.0f, 4), c.out = randn(NC, 1.0f, 5), c.mid = randn(NC, 1.0f, 6);
+    c.dres = randn(NC, 1.0f, 7), c.dwide = randn(NI, 1.0f, 8), c.dup = randn(NI, 1.0f, 9);
+    c.dnarrow = randn(NC, 1.0f, 10), c.du = randn(Nr, 1.0f, 11);
+    c.scr = randn(sg > ss ? sg : ss, 1.0f, 12);
+    c.xb = calloc(2 * NI, sizeof *c.xb);
+    for (int i = 0; i < 3; i++) {
+        size_t ab = i < 2 ? rC : rI;   /* A [r,in], B [out,r]: gate, up C -> I; down I -> C */
+        c.u[i] = randn(Nr, 1.0f, 20 + i);
+        c.A[i] = randn(ab, 0.05f, 30 + i), c.B[i] = randn(i < 2 ? rI : rC, 0.001f, 40 + i);
+        c.dA[i] = randn(ab, 1.0f, 50 + i), c.dB[i] = randn(i < 2 ? rI : rC, 1.0f, 60 + i);
+    }
+    c.z = (k_swiglu_lora){{c.u[0], c.u[1]}, {c.A[0], c.A[1]}, {c.B[0], c.B[1]}, c.A[2], c.r, maxt,
+                          2.0f};
+    printf("bench_gemm --mlp: N %d C %d I %d r %d; microseconds per call (best within %.2f s)\n"
+           "%-7s %9s %9s %9s %9s %8s %8s\n", c.N, c.C, c.Ni, c.r, seconds, "threads", "fwd",
+           "folded", "bwd", "folded", "fwd x", "bwd x");
+    for (const char *t = threads; *t;) {
+        int nt = atoi(t);
+        omp_set_num_threads(nt);
+        double f0 = best_time(run_mlp_fwd, &c, seconds), f1 = best_time(run_mlp_fwd_folded, &c, seconds);
+        double b0 = best_time(run_mlp_bwd, &c, seconds), b1 = best_time(run_mlp_bwd_folded, &c, seconds);
+        printf("%-7d %9.0f %9.0f %9.0f %9.0f %7.2fx %7.2fx\n", nt, f0 * 1e6, f1 * 1e6, b0 * 1e6,
+               b1 * 1e6, f0 / f1, b0 / b1);
+        fflush(stdout);
+        t = strchr(t, ',') ? strchr(t, ',') + 1 : t + strlen(t);
+    }
+    float *all[] = {c.h2, c.f, c.g, c.act, c.out, c.mid, c.dres, c.dwide, c.dup, c.dnarrow, c.du,
+                    c.scr, c.u[0], c.u[1], c.u[2], c.A[0], c.A[1], c.A[2], c.B[0], c.B[1], c.B[2],
+                    c.dA[0], c.dA[1], c.dA[2], c.dB[0], c.dB[1], c.dB[2]};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        free(all[i]);
+    free(c.xb);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cpu_fix_blas(argv);   /* the kernels pslora itself runs on (common/base/cpu.h) */
@@ -594,6 +715,8 @@ int main(int argc, char **argv)
             return bench_attention(argc, argv, c.seconds, threads);
         else if (!strcmp(argv[i], "--lora"))
             return bench_lora(argc, argv, c.seconds, threads);
+        else if (!strcmp(argv[i], "--mlp"))
+            return bench_mlp(argc, argv, c.seconds, threads);
     shape shapes[] = {{"c_attn", C, 3 * C},
                       {"c_proj", C, C},
                       {"c_fc", C, inter},

@@ -261,6 +261,167 @@ static void test_swiglu(void **state)
     free(gate), free(up), free(y), free(dy), free(dg), free(du);
 }
 
+/* ---- the MLP's LoRA folded into SwiGLU ------------------------------------------------ */
+
+/* The arrays of one Llama MLP (N rows, C wide, width n, rank r) with gate,
+ * up and down adapted, for check_swiglu_lora. */
+typedef struct {
+    int N, C, n, r;
+    float *h2, *f, *g, *act, *out, *mid, *dres, *dwide, *dnarrow, *u[3], *du, *scr;
+    float *A[3], *B[3], *dA[3], *dB[3];
+    uint16_t *actb, *dgb, *dub;
+} mlp_run;
+
+static float *normal_new(size_t n, float sd, uint64_t seed)
+{
+    float *a = tu_fnew(n);
+    fill_normal(a, n, 0, sd, seed);
+    return a;
+}
+
+/* The same inputs (seeds) for both runs; outputs filled with NaN where the
+ * kernels must write them without reading. */
+static void mlp_run_new(mlp_run *m, int N, int C, int n, int r, size_t scratch)
+{
+    size_t NC = (size_t)N * C, Nn = (size_t)N * n;
+    *m = (mlp_run){.N = N, .C = C, .n = n, .r = r};
+    m->h2 = normal_new(NC, 1, 40), m->f = normal_new(Nn, 1.5f, 41), m->g = normal_new(Nn, 1, 42);
+    m->act = normal_new(Nn, 1, 43), m->mid = normal_new(NC, 1, 44), m->out = normal_new(NC, 1, 45);
+    m->dres = normal_new(NC, 1, 46), m->dwide = normal_new(Nn, 1, 47);
+    m->dnarrow = normal_new(NC, 1, 48), m->du = normal_new((size_t)N * r, 1, 49);
+    m->scr = tu_fnew(scratch);
+    for (size_t i = 0; i < scratch; i++)
+        m->scr[i] = NAN;
+    for (int i = 0; i < 3; i++) {
+        size_t ab = (size_t)r * (i < 2 ? C : n), bb = (size_t)r * (i < 2 ? n : C);
+        m->u[i] = normal_new((size_t)N * r, 1, 50 + i);
+        m->A[i] = normal_new(ab, 0.3f, 53 + i), m->B[i] = normal_new(bb, 0.3f, 56 + i);
+        m->dA[i] = normal_new(ab, 1, 59 + i), m->dB[i] = normal_new(bb, 1, 62 + i);
+    }
+    m->actb = calloc(Nn, 2), m->dgb = calloc(Nn, 2), m->dub = calloc(Nn, 2);
+}
+
+static void mlp_run_free(mlp_run *m)
+{
+    float *all[] = {m->h2, m->f, m->g, m->act, m->out, m->mid, m->dres, m->dwide, m->dnarrow,
+                    m->du, m->scr, m->u[0], m->u[1], m->u[2], m->A[0], m->A[1], m->A[2], m->B[0],
+                    m->B[1], m->B[2], m->dA[0], m->dA[1], m->dA[2], m->dB[0], m->dB[1], m->dB[2]};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        free(all[i]);
+    free(m->actb), free(m->dgb), free(m->dub);
+}
+
+/* The model's MLP step as it runs unfolded: gate/up LoRA added to their
+ * products' outputs, SwiGLU, down's LoRA (from act) written before its
+ * product; backward: down's LoRA with dx added into d(act), SwiGLU's
+ * backward (fp32 and bf16), gate/up LoRA with dx added (beta 1). */
+static void mlp_unfolded(mlp_run *m, float s)
+{
+    int N = m->N, C = m->C, n = m->n, r = m->r;
+    size_t Nn = (size_t)N * n;
+    float *y[2] = {m->f, m->g}, *dup = tu_fnew(Nn);
+    const float *res[2] = {m->f, m->g}, *A[2] = {m->A[0], m->A[1]}, *B[2] = {m->B[0], m->B[1]};
+    const int out[2] = {n, n};
+    k_lora_fwd_group(y, res, NULL, m->u, m->h2, A, B, out, 2, N, C, r, s, m->scr);
+    k_swiglu_fwd_bf16(m->act, m->actb, m->f, m->g, Nn);
+    k_lora_fwd(m->out, m->mid, NULL, m->u[2], m->act, m->A[2], m->B[2], N, n, C, r, s, m->scr);
+    k_lora_bwd(m->dwide, 1.0f, m->dA[2], m->dB[2], m->du, m->dres, m->act, m->u[2], m->A[2],
+               m->B[2], N, n, C, r, s, m->scr);
+    k_swiglu_bwd_bf16(m->dwide, dup, m->dgb, m->dub, m->dwide, m->f, m->g, Nn);
+    const float *dy[2] = {m->dwide, dup}, *u[2] = {m->u[0], m->u[1]};
+    k_lora_bwd_group(m->dnarrow, 1.0f, m->dA, m->dB, dy, m->h2, u, A, B, out, 2, N, C, r, s,
+                     m->scr);
+    free(dup);
+}
+
+/* The same through k_swiglu_lora, with `threads` threads. */
+static void mlp_folded(mlp_run *m, float s, int threads)
+{
+    int N = m->N, C = m->C, n = m->n, r = m->r;
+    size_t Nn = (size_t)N * n;
+    k_swiglu_lora z = {{m->u[0], m->u[1]}, {m->A[0], m->A[1]}, {m->B[0], m->B[1]}, m->A[2], r,
+                       threads, s};
+    const int out[2] = {n, n};
+    fill_normal(m->u[0], (size_t)N * r, 0, 1, 99), fill_normal(m->u[1], (size_t)N * r, 0, 1, 98);
+    k_lora_fwd_group(NULL, NULL, NULL, m->u, m->h2, z.A, z.B, out, 2, N, C, r, s, m->scr);
+    for (size_t i = 0; i < Nn; i++)   /* written, not read */
+        m->act[i] = NAN;
+    k_swiglu_lora_fwd(m->f, m->g, m->act, m->actb, m->u[2], &z, N, n, m->scr);
+    k_lora_fwd(m->out, m->mid, NULL, m->u[2], NULL, m->A[2], m->B[2], N, n, C, r, s, m->scr);
+    k_lora_bwd(NULL, 0.0f, m->dA[2], m->dB[2], m->du, m->dres, m->act, m->u[2], m->A[2], m->B[2],
+               N, n, C, r, s, m->scr);
+    k_swiglu_lora_bwd(m->dgb, m->dub, m->dwide, m->f, m->g, m->du, &z, N, n, m->scr);
+    k_swiglu_lora_bwd_end(m->dnarrow, m->dA, m->dB, m->h2, &z, N, C, n, m->scr);
+}
+
+/* Folded against unfolded: every output (gate, up, act and its bf16,
+ * down's u and output, d(gate), d(up) in bf16, dx, all six dA, dB) equal
+ * bit for bit, on 1, 2 and 3 threads. */
+static void check_swiglu_lora(int N, int C, int n, int r)
+{
+    const float s = 1.5f;
+    int nt = 3;
+    size_t scratch = k_swiglu_lora_scratch(N, n, r, nt);
+    size_t g = k_lora_group_scratch(2, N, 2 * n, r), k1 = k_lora_scratch(N, n > C ? n : C, r);
+    scratch = scratch > g ? scratch : g;
+    scratch = scratch > k1 ? scratch : k1;
+    mlp_run ref, got;
+    mlp_run_new(&ref, N, C, n, r, scratch);
+    mlp_unfolded(&ref, s);
+    int saved = omp_get_max_threads();
+    for (int t = 1; t <= nt; t++) {
+        omp_set_num_threads(t);
+        mlp_run_new(&got, N, C, n, r, scratch);
+        mlp_folded(&got, s, t == 2 ? 1 : nt);   /* tiles for fewer threads than run: capped */
+        size_t Nn = (size_t)N * n, NC = (size_t)N * C;
+        assert_memory_equal(got.f, ref.f, Nn * sizeof(float));
+        assert_memory_equal(got.g, ref.g, Nn * sizeof(float));
+        assert_memory_equal(got.act, ref.act, Nn * sizeof(float));
+        assert_memory_equal(got.actb, ref.actb, Nn * 2);
+        assert_memory_equal(got.out, ref.out, NC * sizeof(float));
+        assert_memory_equal(got.dgb, ref.dgb, Nn * 2);
+        assert_memory_equal(got.dub, ref.dub, Nn * 2);
+        assert_memory_equal(got.dnarrow, ref.dnarrow, NC * sizeof(float));
+        for (int i = 0; i < 3; i++) {
+            size_t ab = (size_t)r * (i < 2 ? C : n), bb = (size_t)r * (i < 2 ? n : C);
+            assert_memory_equal(got.u[i], ref.u[i], (size_t)N * r * sizeof(float));
+            assert_memory_equal(got.dA[i], ref.dA[i], ab * sizeof(float));
+            assert_memory_equal(got.dB[i], ref.dB[i], bb * sizeof(float));
+        }
+        mlp_run_free(&got);
+    }
+    omp_set_num_threads(saved);
+    mlp_run_free(&ref);
+}
+
+static void test_swiglu_lora(void **state)
+{
+    (void)state;
+    check_swiglu_lora(100, 40, 48, 8);
+    check_swiglu_lora(141, 50, 290, 13);   /* ragged row blocks, parts, chunks; r = 8 + 4 + 1 */
+    check_swiglu_lora(33, 19, 37, 4);
+}
+
+/* Without down's du, the backward's dy is d(act) as given: dgate, dup in
+ * bf16 equal k_swiglu_bwd_bf16's. */
+static void test_swiglu_lora_no_down(void **state)
+{
+    (void)state;
+    enum { N = 70, C = 24, n = 40, r = 4 };
+    size_t Nn = (size_t)N * n;
+    mlp_run m;
+    mlp_run_new(&m, N, C, n, r, k_swiglu_lora_scratch(N, n, r, 2));
+    k_swiglu_lora z = {{m.u[0], m.u[1]}, {m.A[0], m.A[1]}, {m.B[0], m.B[1]}, m.A[2], r, 2, 0.5f};
+    uint16_t *dgb = calloc(Nn, 2), *dub = calloc(Nn, 2);
+    float *dg = tu_fnew(Nn), *du = tu_fnew(Nn);
+    k_swiglu_bwd_bf16(dg, du, dgb, dub, m.dwide, m.f, m.g, Nn);
+    k_swiglu_lora_bwd(m.dgb, m.dub, m.dwide, m.f, m.g, NULL, &z, N, n, m.scr);
+    assert_memory_equal(m.dgb, dgb, Nn * 2);
+    assert_memory_equal(m.dub, dub, Nn * 2);
+    free(dgb), free(dub), free(dg), free(du);
+    mlp_run_free(&m);
+}
+
 /* ---- thread count ------------------------------------------------------------------------ */
 
 /* The three kernels give bit-identical results with 1 and 3 threads. */
@@ -300,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_rmsnorm),       cmocka_unit_test(test_rope_table),
         cmocka_unit_test(test_rope),          cmocka_unit_test(test_rope_pairing),
         cmocka_unit_test(test_swiglu),        cmocka_unit_test(test_threads_llama),
+        cmocka_unit_test(test_swiglu_lora),   cmocka_unit_test(test_swiglu_lora_no_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

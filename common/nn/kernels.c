@@ -18,6 +18,7 @@
 #include "kernels.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <math.h>
 #include <string.h>
 
@@ -851,14 +852,16 @@ static void lora_transpose(float *bt, const float *const *B, const int *out, int
 static int lora_blocks(int N) { return (N + LORA_ROWS - 1) / LORA_ROWS; }
 
 /* The forward of G maps reading x, by blocks of LORA_ROWS rows (bt:
- * lora_transpose's): y_g = res_g + b_g + s u_g B_g^T (res, b: NULL or one
- * entry per map, each may be NULL). */
+ * lora_transpose's): u_g = x A_g^T, then y_g = res_g + b_g + s u_g B_g^T
+ * (res, b: NULL or one entry per map, each may be NULL).  x NULL: u_g are
+ * given (only y); y NULL: only u_g. */
 static void lora_fwd_maps(float *const *y, const float *const *res, const float *const *b,
                           float *const *u, const float *x, const float *const *A,
                           const float *const *B, const int *out, int G, int N, int in, int r,
                           float s, float *bt)
 {
-    lora_transpose(bt, B, out, G, r);
+    if (y)
+        lora_transpose(bt, B, out, G, r);
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < lora_blocks(N); blk++) {
         int n0 = blk * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
@@ -866,9 +869,11 @@ static void lora_fwd_maps(float *const *y, const float *const *res, const float 
         for (int g = 0; g < G; g++) {
             float *un = u[g] + (size_t)n0 * r;
             const float *rg = res && res[g] ? res[g] + (size_t)n0 * out[g] : NULL;
-            lora_dots(un, x + (size_t)n0 * in, in, A[g], in, in, r, 1.0f, rows);
-            lora_axpys(y[g] + (size_t)n0 * out[g], out[g], rg, out[g], b ? b[g] : NULL, un, btg,
-                       out[g], out[g], r, s, rows);
+            if (x)
+                lora_dots(un, x + (size_t)n0 * in, in, A[g], in, in, r, 1.0f, rows);
+            if (y)
+                lora_axpys(y[g] + (size_t)n0 * out[g], out[g], rg, out[g], b ? b[g] : NULL, un,
+                           btg, out[g], out[g], r, s, rows);
             btg += (size_t)r * out[g];
         }
     }
@@ -877,22 +882,21 @@ static void lora_fwd_maps(float *const *y, const float *const *res, const float 
 static int lora_parts(int N) { return (N + LORA_PART - 1) / LORA_PART; }
 
 /* The row pass of the backward over the rows [n0, n0 + rows) (rows <=
- * LORA_OUTER) of the G maps: du_g = s dy_g Bt_g^T by blocks of LORA_ROWS,
- * P_g += u_g^T dy_g (P_g [r, out_g] one after the other at P: the rows'
- * share of dB_g^T, its sums loaded and stored once for all the rows), and
- * dx = beta dx + sum_g du_g A_g.  dy_g's rows are read from memory once for
- * both. */
+ * LORA_OUTER) of the G maps, dyn[g] the rows' start in dy_g: du_g = s dy_g
+ * Bt_g^T by blocks of LORA_ROWS, P_g += u_g^T dy_g (P_g [r, out_g] one
+ * after the other at P: the rows' share of dB_g^T, its sums loaded and
+ * stored once for all the rows), and (dx != NULL) dx = beta dx + sum_g
+ * du_g A_g.  dy_g's rows are read from memory once for both. */
 static void lora_bwd_rows(float *dx, float beta, float *P, float *const *du,
-                          const float *const *dy, const float *const *u, const float *const *A,
+                          const float *const *dyn, const float *const *u, const float *const *A,
                           const float *bt, const int *out, int G, int n0, int rows, int in, int r,
                           float s)
 {
     for (int g = 0; g < G; g++) {
-        const float *dyn = dy[g] + (size_t)n0 * out[g];
         for (int m = 0; m < rows; m += LORA_ROWS)
-            lora_dots(du[g] + (size_t)(n0 + m) * r, dyn + (size_t)m * out[g], out[g], bt, out[g],
-                      out[g], r, s, rows - m < LORA_ROWS ? rows - m : LORA_ROWS);
-        lora_outer(P, out[g], u[g] + (size_t)n0 * r, r, dyn, out[g], out[g], rows);
+            lora_dots(du[g] + (size_t)(n0 + m) * r, dyn[g] + (size_t)m * out[g], out[g], bt,
+                      out[g], out[g], r, s, rows - m < LORA_ROWS ? rows - m : LORA_ROWS);
+        lora_outer(P, out[g], u[g] + (size_t)n0 * r, r, dyn[g], out[g], out[g], rows);
         bt += (size_t)r * out[g], P += (size_t)r * out[g];
     }
     float *dxn = dx ? dx + (size_t)n0 * in : NULL;
@@ -901,13 +905,50 @@ static void lora_bwd_rows(float *dx, float beta, float *P, float *const *du,
                    in, in, r, 1.0f, rows);
 }
 
+/* Part p's rows end (parts of LORA_PART rows), and the rows of the block
+ * of at most LORA_OUTER rows from n0 in a part ending at n1. */
+static int lora_part_end(int N, int p)
+{
+    return N - p * LORA_PART < LORA_PART ? N : (p + 1) * LORA_PART;
+}
+static int lora_outer_rows(int n0, int n1) { return n1 - n0 < LORA_OUTER ? n1 - n0 : LORA_OUTER; }
+
+/* The floats of one part of dB's sums: r x (out_0 + ... + out_{G-1}). */
+static size_t lora_part_stride(const int *out, int G, int r)
+{
+    size_t out_sum = 0;
+    for (int g = 0; g < G; g++)
+        out_sum += (size_t)out[g];
+    return (size_t)r * out_sum;
+}
+
+/* The column sums of the backward, inside the caller's parallel region
+ * (orphaned loops): dB_g += s * the parts' sums added in part order, by
+ * slabs of columns; dA_g += du_g^T x by slabs of x's columns. */
+static void lora_bwd_cols(float *const *dA, float *const *dB, float *const *du, const float *x,
+                          const int *out, int G, int N, int in, int r, float s, const float *part)
+{
+    size_t off = 0, stride = lora_part_stride(out, G, r);   /* map g's [r, out_g] inside a part */
+    for (int g = 0; g < G; g++) {
+#pragma omp for schedule(static) nowait
+        for (int b = 0; b < lora_slabs(out[g]); b++)
+            lora_parts_sum(dB[g], part + off, stride, lora_parts(N), out[g], b * LORA_SLAB,
+                           lora_slab_width(out[g], b), r, s);
+        off += (size_t)r * out[g];
+    }
+#pragma omp for schedule(static)
+    for (int b = 0; b < lora_slabs(in); b++)   /* dA_g [r, in]: slab b: columns b*SLAB.. */
+        for (int g = 0; g < G; g++)
+            lora_colsum(dA[g] + (size_t)b * LORA_SLAB, (size_t)in, 1, du[g], r, r,
+                        x + (size_t)b * LORA_SLAB, in, N, lora_slab_width(in, b), 1.0f);
+}
+
 /* The backward of G maps reading x (bt: lora_transpose's; part:
  * lora_parts(N) * r * out_sum floats):
  *   rows     parts of LORA_PART rows in parallel, each by LORA_OUTER rows
  *            (lora_bwd_rows): du_g, dx, and the part's sums of dB_g, so
  *            dy_g is read once
- *   columns  dB_g += s * the parts' sums added in part order, by slabs of
- *            columns; dA_g by slabs of x's columns
+ *   columns  lora_bwd_cols
  * Every sum has an order fixed by the shape, not by the threads. */
 static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const *dB,
                           float *const *du, const float *const *dy, const float *x,
@@ -916,34 +957,22 @@ static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const 
                           float *part)
 {
     lora_transpose(bt, B, out, G, r);
-    size_t out_sum = 0;
-    for (int g = 0; g < G; g++)
-        out_sum += (size_t)out[g];
-    size_t stride = (size_t)r * out_sum;   /* floats of one part, all G maps */
+    size_t stride = lora_part_stride(out, G, r);
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
         for (int p = 0; p < lora_parts(N); p++) {
             float *P = part + (size_t)p * stride;
-            int n1 = N - p * LORA_PART < LORA_PART ? N : (p + 1) * LORA_PART;
             memset(P, 0, stride * sizeof *P);
-            for (int n0 = p * LORA_PART; n0 < n1; n0 += LORA_OUTER)
-                lora_bwd_rows(dx, beta, P, du, dy, u, A, bt, out, G, n0,
-                              n1 - n0 < LORA_OUTER ? n1 - n0 : LORA_OUTER, in, r, s);
+            for (int n0 = p * LORA_PART, n1 = lora_part_end(N, p); n0 < n1; n0 += LORA_OUTER) {
+                const float *dyn[K_LORA_GROUP_MAX];
+                for (int g = 0; g < G; g++)
+                    dyn[g] = dy[g] + (size_t)n0 * out[g];
+                lora_bwd_rows(dx, beta, P, du, dyn, u, A, bt, out, G, n0, lora_outer_rows(n0, n1),
+                              in, r, s);
+            }
         }
-        size_t off = 0;   /* map g's [r, out_g] inside a part */
-        for (int g = 0; g < G; g++) {
-#pragma omp for schedule(static) nowait
-            for (int b = 0; b < lora_slabs(out[g]); b++)
-                lora_parts_sum(dB[g], part + off, stride, lora_parts(N), out[g], b * LORA_SLAB,
-                               lora_slab_width(out[g], b), r, s);
-            off += (size_t)r * out[g];
-        }
-#pragma omp for schedule(static)
-        for (int b = 0; b < lora_slabs(in); b++)   /* dA_g [r, in]: slab b: columns b*SLAB.. */
-            for (int g = 0; g < G; g++)
-                lora_colsum(dA[g] + (size_t)b * LORA_SLAB, (size_t)in, 1, du[g], r, r,
-                            x + (size_t)b * LORA_SLAB, in, N, lora_slab_width(in, b), 1.0f);
+        lora_bwd_cols(dA, dB, du, x, out, G, N, in, r, s, part);
     }
 }
 
@@ -1583,6 +1612,123 @@ void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, c
         swiglu_bwd_span(g, u, dy + o, gate + o, up + o, len);
         k_bf16_row(dgb + o, g, len);
         k_bf16_row(dub + o, u, len);
+    }
+}
+
+/* ---- SwiGLU with the LoRA of gate, up and down folded in (Llama's MLP) ---- */
+
+/* The scratch: k_lora_group_scratch's for gate and up (their du, then Bt,
+ * then the backward's parts of dB), then a tile per thread of LORA_OUTER
+ * rows of d(gate) and of d(up). */
+static size_t swl_group_floats(int N, int n, int r) { return k_lora_group_scratch(2, N, 2 * n, r); }
+
+size_t k_swiglu_lora_scratch(int N, int n, int r, int threads)
+{
+    return swl_group_floats(N, n, r) + (size_t)threads * 2 * LORA_OUTER * n;
+}
+
+/* The threads of the backward's row pass: no more than it has tiles for. */
+static int swl_threads(const k_swiglu_lora *z)
+{
+    int nt = omp_get_max_threads();
+    return z->tiles < nt ? z->tiles : nt;
+}
+
+/* One block of rows [n0, n0 + rows) of the forward (kernels.h). */
+static void swl_fwd_rows(float *gate, float *up, float *act, uint16_t *actb, float *ud,
+                         const k_swiglu_lora *z, const float *bt, int n0, int rows, int n)
+{
+    size_t o = (size_t)n0 * n, len = (size_t)rows * n;
+    int r = z->r;
+    lora_axpys(gate + o, n, gate + o, n, NULL, z->u[0] + (size_t)n0 * r, bt, n, n, r, z->s, rows);
+    lora_axpys(up + o, n, up + o, n, NULL, z->u[1] + (size_t)n0 * r, bt + (size_t)r * n, n, n, r,
+               z->s, rows);
+    swiglu_span(act + o, gate + o, up + o, len);
+    if (actb)
+        k_bf16_row(actb + o, act + o, len);
+    if (ud)
+        lora_dots(ud + (size_t)n0 * r, act + o, n, z->Ad, n, n, r, 1.0f, rows);
+}
+
+void k_swiglu_lora_fwd(float *gate, float *up, float *act, uint16_t *actb, float *ud,
+                       const k_swiglu_lora *z, int N, int n, float *scratch)
+{
+    float *bt = scratch + (size_t)2 * N * z->r;
+    const int out[2] = {n, n};
+    lora_transpose(bt, z->B, out, 2, z->r);
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < lora_blocks(N); blk++) {
+        int n0 = blk * LORA_ROWS;
+        swl_fwd_rows(gate, up, act, actb, ud, z, bt, n0, N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS,
+                     n);
+    }
+}
+
+/* One block of rows of the backward into the thread's tiles tg, tu:
+ * dy = dact (+ ud A_d), the SwiGLU's backward, rounded into dgb, dub. */
+static void swl_bwd_rows(float *tg, float *tu, uint16_t *dgb, uint16_t *dub, const float *dact,
+                         const float *gate, const float *up, const float *ud,
+                         const k_swiglu_lora *z, int n0, int rows, int n)
+{
+    size_t o = (size_t)n0 * n, len = (size_t)rows * n;
+    const float *dy = dact + o;
+    if (ud) {   /* down's LoRA dx, as k_lora_bwd adds it (beta 1) */
+        lora_axpys(tg, n, dact + o, n, NULL, ud + (size_t)n0 * z->r, z->Ad, n, n, z->r, 1.0f,
+                   rows);
+        dy = tg;
+    }
+    swiglu_bwd_span(tg, tu, dy, gate + o, up + o, len);
+    k_bf16_row(dgb + o, tg, len);
+    k_bf16_row(dub + o, tu, len);
+}
+
+void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const float *gate,
+                       const float *up, const float *ud, const k_swiglu_lora *z, int N, int n,
+                       float *scratch)
+{
+    int r = z->r;
+    const int out[2] = {n, n};
+    float *du[2] = {scratch, scratch + (size_t)N * r};
+    float *bt = scratch + (size_t)2 * N * r, *part = bt + (size_t)2 * r * n;
+    float *tiles = scratch + swl_group_floats(N, n, r);
+    size_t stride = lora_part_stride(out, 2, r);
+    lora_transpose(bt, z->B, out, 2, r);
+#pragma omp parallel num_threads(swl_threads(z))
+    {
+        float *tg = tiles + (size_t)omp_get_thread_num() * 2 * LORA_OUTER * n;
+        float *tu = tg + (size_t)LORA_OUTER * n;
+        const float *dyn[2] = {tg, tu};
+#pragma omp for schedule(static)
+        for (int p = 0; p < lora_parts(N); p++) {
+            float *P = part + (size_t)p * stride;
+            memset(P, 0, stride * sizeof *P);
+            for (int n0 = p * LORA_PART, n1 = lora_part_end(N, p); n0 < n1; n0 += LORA_OUTER) {
+                int rows = lora_outer_rows(n0, n1);
+                swl_bwd_rows(tg, tu, dgb, dub, dact, gate, up, ud, z, n0, rows, n);
+                lora_bwd_rows(NULL, 0.0f, P, du, dyn, z->u, z->A, bt, out, 2, n0, rows, 0, r,
+                              z->s);
+            }
+        }
+    }
+}
+
+void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const float *x,
+                           const k_swiglu_lora *z, int N, int in, int n, float *scratch)
+{
+    int r = z->r;
+    const int out[2] = {n, n};
+    float *du[2] = {scratch, scratch + (size_t)N * r};
+    const float *part = scratch + (size_t)2 * N * r + (size_t)2 * r * n;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_g A_g, as lora_bwd_rows */
+            int n0 = blk * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
+            for (int g = 0; g < 2; g++)
+                lora_axpys(dx + (size_t)n0 * in, in, dx + (size_t)n0 * in, in, NULL,
+                           du[g] + (size_t)n0 * r, z->A[g], in, in, r, 1.0f, rows);
+        }
+        lora_bwd_cols(dA, dB, du, x, out, 2, N, in, r, z->s, part);
     }
 }
 

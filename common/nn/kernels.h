@@ -98,6 +98,7 @@ void k_rmsnorm_bwd_w(float *dw, const float *dy, const float *x, const float *rs
  *   u[N,r]   = x A^T                   (kept for the backward)
  *   y[N,out] = res + b + s * u B^T     res [N,out]: NULL (0: y written, not read)
  *                                      or y itself (y +=); b [out]: NULL (0)
+ *                                      (x NULL: u given, only y is made)
  * The model writes the LoRA first (res: the block's residual, or NULL) and
  * lets the frozen product accumulate into y (beta 1) where that saves a
  * pass: OpenBLAS products, and maps with a residual; a oneDNN product that
@@ -126,7 +127,7 @@ void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const fl
  * q, k, v; gate, up), each with its own A_g [r,in], B_g [out_g,r], u_g [N,r],
  * y_g [N,out_g]:
  *   fwd  y_g = res_g + b_g + s u_g B_g^T (res, b: NULL, or one entry per
- *        map, NULL for 0; res_g may be y_g)
+ *        map, NULL for 0; res_g may be y_g); y NULL: only the u_g
  *   bwd  dx = beta dx + sum_g du_g A_g, dA_g, dB_g as k_lora_bwd
  * i.e. k_lora_fwd / k_lora_bwd of every map (the backward's beta
  * for map 0, 1 for the rest), with the passes over x and dx made once for all
@@ -242,6 +243,41 @@ void k_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate, 
  * both given or both NULL (neither written, dy left as it is). */
 void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, const float *dy,
                        const float *gate, const float *up, size_t n);
+
+/* Llama's MLP in bf16 with the LoRA of gate_proj, up_proj and down_proj
+ * folded into the SwiGLU's passes, so the wide [N,n] rows (n the MLP's
+ * width) are made, read and rounded while in cache instead of in passes
+ * of their own (docs/performance.md, "Session 11").  The maps as in
+ * k_lora_fwd_group: gate and up read x [N,in]; down reads act [N,n].
+ * Each value is formed by the same operations in the same order as the
+ * unfolded kernels named below, so the results are the same bits. */
+typedef struct {
+    const float *u[2];          /* gate's, up's u = x A^T [N,r] (k_lora_fwd_group, y NULL) */
+    const float *A[2], *B[2];   /* gate's, up's A [r,in], B [n,r] */
+    const float *Ad;            /* down's A [r,n] */
+    int r, tiles;               /* rank; threads the scratch has tiles for */
+    float s;                    /* alpha / r */
+} k_swiglu_lora;
+size_t k_swiglu_lora_scratch(int N, int n, int r, int threads);
+/* gate, up [N,n] (the frozen products' outputs) += s u B^T in place (kept
+ * for the backward), act = silu(gate) * up, actb = act in bf16 (may be
+ * NULL), ud [N,r] = act A_d^T (down's u; NULL: skipped): k_lora_fwd_group
+ * (res = y) then k_swiglu_fwd_bf16, then the u of k_lora_fwd for down. */
+void k_swiglu_lora_fwd(float *gate, float *up, float *act, uint16_t *actb, float *ud,
+                       const k_swiglu_lora *z, int N, int n, float *scratch);
+/* The backward, from dact [N,n] = d(act) as down's frozen product wrote it:
+ * dy = dact + ud A_d (down's LoRA dx; ud its du from k_lora_bwd with dx
+ * NULL; ud NULL: dy = dact), the SwiGLU's dgate, dup rounded into dgb, dub
+ * (the frozen products' dy), and gate's and up's du and parts of dB from
+ * them (k_lora_bwd_group's row pass): the fp32 dgate, dup exist only in a
+ * thread's tile.  Then, after the frozen products have written dx [N,in]:
+ * k_swiglu_lora_bwd_end adds the LoRA's dx (beta 1) and accumulates dA,
+ * dB.  scratch kept between the two calls. */
+void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const float *gate,
+                       const float *up, const float *ud, const k_swiglu_lora *z, int N, int n,
+                       float *scratch);
+void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const float *x,
+                           const k_swiglu_lora *z, int N, int in, int n, float *scratch);
 
 /* Cross-entropy over whole logit rows L [m, V], in place (the bf16 head:
  * its logits come from a bf16 product a chunk of rows at a time).  Returns

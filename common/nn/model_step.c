@@ -41,8 +41,10 @@
  * backward (the norms' backward: the residual stream's gradient dres) --
  * round it to bf16 as they write it (kernels.h, *_bf16; into
  * a->xb), so those products take it as it lies; their fp32 output is
- * written only where something reads it (f32_read).  Everything else
- * is the same code.  A failing bf16
+ * written only where something reads it (f32_read).  A Llama MLP with
+ * gate, up and down all adapted runs its LoRA inside the SwiGLU's passes
+ * there (mlp_folded, kernels.h k_swiglu_lora: the same bits, the wide rows
+ * read once while in cache).  Everything else is the same code.  A failing bf16
  * product (only possible on the first call of a shape) is kept in the acts
  * and makes the pass return NaN (model_acts_error).  fp32 through oneDNN
  * (--fp32-matmul onednn) takes the same handle paths with fp32 handles. */
@@ -62,6 +64,7 @@
 #include "step_prof.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #define XENT_CHUNK 1024
 #define MLM_CHUNK 128   /* rows of the MLM decoder's logits at a time */
@@ -92,6 +95,7 @@ struct model_acts {
                           * [N,C] a norm's, [N,I] GELU's or SwiGLU's, 2 x [N,I] SwiGLU's
                           * d(gate), d(up) (acts_carve) */
     float *lscr;         /* with LoRA: scratch of the LoRA kernels (lora_scratch_floats) */
+    int swl_tiles;       /* Llama bf16 with LoRA: threads lscr has SwiGLU tiles for (mlp_folded) */
     float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
     /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
     float **u, **xd, **mask;
@@ -177,13 +181,16 @@ static int attention_bf16(const model *m)
 }
 
 /* Floats of the LoRA kernels' scratch for N rows: enough for a group of
- * MODEL_GROUP_MAX maps of the widest output (and so for one map). */
-static size_t lora_scratch_floats(const lora_layout *L, int N)
+ * MODEL_GROUP_MAX maps of the widest output (and so for one map), and for
+ * the folded SwiGLU's (mlp_folded) when it has tiles. */
+static size_t lora_scratch_floats(const model_acts *a, const model *m, const lora_layout *L, int N)
 {
     int widest = 1;
     for (int i = 0; i < L->n; i++)
         widest = L->m[i].out > widest ? L->m[i].out : widest;
-    return k_lora_group_scratch(MODEL_GROUP_MAX, N, MODEL_GROUP_MAX * widest, L->r);
+    size_t n = k_lora_group_scratch(MODEL_GROUP_MAX, N, MODEL_GROUP_MAX * widest, L->r);
+    size_t swl = a->swl_tiles ? k_swiglu_lora_scratch(N, m->cfg.n_inner, L->r, a->swl_tiles) : 0;
+    return n > swl ? n : swl;
 }
 
 /* Lays every buffer of a out from base (or only counts, base NULL); returns
@@ -216,7 +223,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
     }
     if (L)
-        a->lscr = carve(base, &off, lora_scratch_floats(L, (int)N));
+        a->lscr = carve(base, &off, lora_scratch_floats(a, m, L, (int)N));
     int drop = L && L->dropout > 0;
     for (int i = 0; i < a->n_mod; i++) {
         a->u[i] = carve(base, &off, N * L->r);
@@ -264,6 +271,8 @@ model_acts *model_acts_new(const model *m, const lora_layout *L, int B, int T, i
     a->B = B, a->T = T, a->N = B * T, a->bwd = need_backward;
     a->n_slots = need_backward ? c->n_layer : 1;
     a->n_mod = L ? L->n : 0;
+    if (L && c->arch == ARCH_LLAMA && m->compute == MODEL_BF16)
+        a->swl_tiles = omp_get_max_threads();
     a->la = calloc((size_t)a->n_slots, sizeof *a->la);
     a->u = calloc((size_t)a->n_mod + 1, sizeof *a->u);
     a->xd = calloc((size_t)a->n_mod + 1, sizeof *a->xd);
@@ -966,6 +975,86 @@ static void llama_qkv(const model_config *c, int N, float *base, float **q, floa
     *v = *k + (size_t)N * c->n_kv_head * c->head_dim;
 }
 
+/* Does block b run its MLP with the LoRA folded into the SwiGLU's passes
+ * (k_swiglu_lora): bf16 compute, gate, up and down all adapted, through
+ * oneDNN products (whose output the LoRA adds to), without dropout, and no
+ * frozen weight's gradient (--full) wanting the fp32 d(gate), d(up). */
+static int mlp_folded(const pass *ps, const model_block *b)
+{
+    const model_linear *lin = b->lin;
+    if (!ps->a->xb || !ps->a->swl_tiles || !lora_groupable(ps, &lin[4], 2) || !lora_on(ps, &lin[6]))
+        return 0;
+    for (int i = 4; i < 7; i++)
+        if (!lin[i].dm || grad_of(ps, lin[i].w) || ps->a->xd[lin[i].lora])
+            return 0;
+    return 1;
+}
+
+/* The k_swiglu_lora of block b's gate, up and down. */
+static k_swiglu_lora mlp_lora(const pass *ps, const model_block *b)
+{
+    const float *A[3], *B[3];
+    int out[3];
+    lora_group_params(ps, &b->lin[4], 3, A, B, out);
+    const model_acts *a = ps->a;
+    k_swiglu_lora z = {{a->u[b->lin[4].lora], a->u[b->lin[5].lora]}, {A[0], A[1]}, {B[0], B[1]},
+                       A[2], ps->L->r, a->swl_tiles, ps->L->scale};
+    return z;
+}
+
+/* The MLP folded (mlp_folded), forward: out = x' + down(silu(gate) * up):
+ * gate's and up's u from h2, their frozen products, then one pass making
+ * gate and up (+ LoRA), act, its bf16 and down's u, then down's LoRA from
+ * that u and its product adding (lora_goes_first). */
+static void llama_mlp_fwd_folded(const pass *ps, const model_block *b, layer_acts *x,
+                                 const uint16_t *hb, float *out)
+{
+    const model_config *c = &ps->m->cfg;
+    const model_linear *lin = b->lin;
+    model_acts *a = ps->a;
+    int N = a->N, C = c->n_embd, n = c->n_inner, r = ps->L->r;
+    k_swiglu_lora z = mlp_lora(ps, b);
+    float *u[2] = {a->u[lin[4].lora], a->u[lin[5].lora]}, *ud = a->u[lin[6].lora];
+    const int out2[2] = {n, n};
+    PROF(ps, SP_LORA, k_lora_fwd_group(NULL, NULL, NULL, u, x->h2, z.A, z.B, out2, 2, N, C, r,
+                                       z.s, a->lscr));
+    frozen_fwd_rows(ps, &lin[4], x->f, x->h2, hb, NULL, N, 0);
+    frozen_fwd_rows(ps, &lin[5], x->g, x->h2, hb, NULL, N, 0);
+    PROF(ps, SP_LORA, k_swiglu_lora_fwd(x->f, x->g, x->act, a->xb, ud, &z, N, n, a->lscr));
+    const lora_module *mod = &ps->L->m[lin[6].lora];
+    PROF(ps, SP_LORA, k_lora_fwd(out, x->mid, NULL, ud, NULL, ps->p + mod->a_off,
+                                 ps->p + mod->b_off, N, n, C, r, z.s, a->lscr));
+    frozen_fwd_rows(ps, &lin[6], out, x->act, a->xb, x->mid, N, 1);
+}
+
+/* Its backward: dres in, dnarrow = d(h2) out.  down's product writes
+ * d(act), its LoRA its gradients and du; one pass adds du A_d, runs the
+ * SwiGLU's backward into bf16 and gate's and up's LoRA rows; their
+ * products; then their LoRA's dx and column sums. */
+static void llama_mlp_bwd_folded(const pass *ps, const model_block *b, const layer_acts *x,
+                                 const uint16_t *dresb)
+{
+    const model_config *c = &ps->m->cfg;
+    const model_linear *lin = b->lin;
+    model_acts *a = ps->a;
+    int N = a->N, n = c->n_inner;
+    size_t nn = (size_t)N * n;
+    k_swiglu_lora z = mlp_lora(ps, b);
+    frozen_bwd_rows(ps, &lin[6], a->dwide, a->dres, dresb, x->act, 0.0f, N);
+    PROF(ps, SP_LORA, lora_bwd_rows(ps, &lin[6], NULL, 0.0f, a->dres, x->act, N));
+    PROF(ps, SP_LORA, k_swiglu_lora_bwd(a->xb, a->xb + nn, a->dwide, x->f, x->g, a->du, &z, N, n,
+                                        a->lscr));
+    frozen_bwd_rows(ps, &lin[4], a->dnarrow, NULL, a->xb, x->h2, 0.0f, N);
+    frozen_bwd_rows(ps, &lin[5], a->dnarrow, NULL, a->xb + nn, x->h2, 1.0f, N);
+    float *dA[2], *dB[2];
+    for (int g = 0; g < 2; g++) {
+        const lora_module *mod = &ps->L->m[lin[4 + g].lora];
+        dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off;
+    }
+    PROF(ps, SP_LORA, k_swiglu_lora_bwd_end(a->dnarrow, dA, dB, x->h2, &z, N, c->n_embd, n,
+                                            a->lscr));
+}
+
 /* out = Llama block l applied to slot(l)->res (see the file comment). */
 static void llama_block_fwd(const pass *ps, int l, float *out)
 {
@@ -985,6 +1074,10 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     linear_fwd_rows(ps, &b->lin[3], x->mid, x->ao, hb, x->res, N);
     PROF(ps, SP_ELEMENTWISE,
          hb = norm_fwd(c, x->h2, a->xb, NULL, x->r2, x->mid, b->ln2_w, NULL, N));
+    if (mlp_folded(ps, b)) {
+        llama_mlp_fwd_folded(ps, b, x, hb, out);
+        return;
+    }
     group_fwd(ps, &b->lin[4], 2, gu, x->h2, hb);
     PROF(ps, SP_ELEMENTWISE,
          ab = swiglu_fwd(ps, &b->lin[6], x->act, x->f, x->g, (size_t)N * c->n_inner));
@@ -1004,12 +1097,16 @@ static const uint16_t *llama_block_bwd(const pass *ps, int l, int need_dx,
     llama_qkv(c, N, x->qkv, &q, &k, &v);
     llama_qkv(c, N, a->dqkv, &dq, &dk, &dv);
     /* MLP: y = x' + (silu(gate) * up) Wd^T; dwide = d(act), then d(gate) in place */
-    linear_bwd_rows(ps, &b->lin[6], a->dwide, a->dres, dresb, x->act, 0.0f, N);
-    const uint16_t *dgub[2], *const *dgb;
-    PROF(ps, SP_ELEMENTWISE, dgb = swiglu_bwd(ps, &b->lin[4], a->dwide, a->dup, dgub, x->f, x->g,
-                                             (size_t)N * c->n_inner));
-    const float *dgu[2] = {a->dwide, a->dup};
-    group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, dgb, x->h2, 0.0f);
+    if (mlp_folded(ps, b)) {
+        llama_mlp_bwd_folded(ps, b, x, dresb);
+    } else {
+        linear_bwd_rows(ps, &b->lin[6], a->dwide, a->dres, dresb, x->act, 0.0f, N);
+        const uint16_t *dgub[2], *const *dgb;
+        PROF(ps, SP_ELEMENTWISE, dgb = swiglu_bwd(ps, &b->lin[4], a->dwide, a->dup, dgub, x->f,
+                                                 x->g, (size_t)N * c->n_inner));
+        const float *dgu[2] = {a->dwide, a->dup};
+        group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, dgb, x->h2, 0.0f);
+    }
     PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->mid, NULL, x->r2, b->ln2_w, NULL));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
     linear_bwd_rows(ps, &b->lin[3], a->dwide, a->dres, dresb, x->ao, 0.0f, N);

@@ -12,7 +12,9 @@
  * them out of the product's category, so the categories do not overlap.
  * The norms, GELU and SwiGLU round their outputs as they write them
  * (kernels.h, *_bf16): that rounding counts in SP_ELEMENTWISE, with its
- * kernel.  The work on the rows around attention (model_step.c's
+ * kernel.  A bf16 Llama MLP whose three maps are all adapted runs its
+ * SwiGLU (and that rounding) inside the LoRA's passes (model_step.c
+ * mlp_folded): there it counts in SP_LORA.  The work on the rows around attention (model_step.c's
  * attn_rows: Llama's RoPE and its backward, the rounding of dq, dk, dv and
  * of attention's output) runs inside the attention's region and counts in
  * SP_ATTENTION.  SP_OPTIMIZER is the caller's (the step has none). */
