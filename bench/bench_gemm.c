@@ -48,6 +48,7 @@
 #include "metrics.h"
 #include "rng.h"
 #include "testutil.h"
+#include "vec.h"
 
 #ifdef PSLORA_HAVE_DNNL
 #include <dnnl.h>
@@ -217,7 +218,7 @@ static void plain_free(plain_mm *p)
 
 static float *randn(size_t n, float sd, uint64_t seed)
 {
-    float *a = malloc(n * sizeof *a);
+    float *a = vec_falloc(n);   /* aligned as pslora's own buffers */
     rng_state r;
     uint64_t w[2] = {0x67656d6dULL, seed};
     rng_seed(&r, w, 2);

@@ -41,6 +41,7 @@
 #include "optim.h"
 #include "rng.h"
 #include "step_prof.h"
+#include "vec.h"
 
 typedef struct {
     const char *arch, *targets, *compute, *fp32_matmul;
@@ -298,10 +299,11 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
     int B = (int)o->batch, T = (int)o->seq, N = B * T, total = (int)(o->warmup + o->steps);
     size_t np = L->n_params;
     model_acts *a = model_acts_new(m, L, B, T, 1);
-    float *p = malloc(np * sizeof *p), *g = malloc(np * sizeof *g);
-    float *mo = calloc(np, sizeof *mo), *vo = calloc(np, sizeof *vo);
+    float *p = vec_falloc(np), *g = vec_falloc(np), *mo = vec_falloc(np), *vo = vec_falloc(np);
     int32_t *tok = malloc(((size_t)N + 1) * sizeof *tok);
     int rc = a && p && g && mo && vo && tok ? 0 : pl_errf(e, "out of memory for the activations");
+    if (!rc)
+        memset(mo, 0, np * sizeof *mo), memset(vo, 0, np * sizeof *vo);
     opt_config oc;
     opt_config_default(&oc);
     oc.total_steps = total;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "vec.h"
 #include "testutil.h"
 
 /* Tolerances, relative to max |ref| (see above).  Measured on this machine: about
@@ -1184,6 +1185,23 @@ static void test_threads_linear_lora(void **state)
     free(x), free(w), free(b), free(dy), free(A), free(B), free(du), free(scr);
 }
 
+/* vec_falloc: every buffer the kernels read as rows (the activations'
+ * arena, the adapter parameters and gradients) starts on a 64-byte line,
+ * small or large (large blocks are where malloc gives 16 past a line). */
+static void test_falloc_aligned(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {0, 1, 15, 17, 1000, 1u << 20, 10u << 20, 50u << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        float *p = vec_falloc(sizes[i]);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 64, 0);
+        if (sizes[i])
+            p[sizes[i] - 1] = 1.0f;   /* all n floats are there (ASan checks the end) */
+        free(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1209,6 +1227,7 @@ int main(void)
         cmocka_unit_test(test_threads_attention),
         cmocka_unit_test(test_threads_lmhead),
         cmocka_unit_test(test_threads_linear_lora),
+        cmocka_unit_test(test_falloc_aligned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include "full.h"
+#include "vec.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -53,7 +54,7 @@ int worker_init(worker *w, const train_config *t, const model_bf16_store *store,
     worker_test_hooks_init(w);
     size_t BT = (size_t)t->batch * t->seq;
     w->acts = model_acts_new(&w->m, &w->L, (int)t->batch, (int)t->seq, 1);
-    w->grad = malloc((w->L.n_params ? w->L.n_params : 1) * sizeof(float));
+    w->grad = vec_falloc(w->L.n_params);
     w->inp = malloc(BT * sizeof(int32_t));
     w->tgt = malloc(BT * sizeof(int32_t));
     if (!w->acts || !w->grad || !w->inp || !w->tgt) {

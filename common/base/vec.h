@@ -24,4 +24,18 @@
 #define VEC16
 #endif
 
+#include <stdlib.h>
+
+/* n floats (at least one) starting on a 64-byte boundary: a cache line and
+ * one AVX-512 vector, so the kernels' vector loads and stores of rows that
+ * are multiples of 16 floats never straddle two lines.  malloc gives 16
+ * bytes (glibc: addresses 16 past a 64-byte line for large blocks), and a
+ * straddling load costs about a third of a fused multiply-add loop's speed
+ * here (docs/performance.md, "Session 11: aligned buffers").  free()
+ * releases it; NULL when out of memory. */
+static inline float *vec_falloc(size_t n)
+{
+    return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
+}
+
 #endif

@@ -12,6 +12,7 @@
 #include "full.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "vec.h"
 
 /* PEFT's rule: target t matches module path p when p == t or p ends with "." t. */
 static int target_matches(const char *path, const char *t)
@@ -451,8 +452,10 @@ int lora_load_peft(const char *dir, const model_config *c, lora_layout *L, float
         lora_layout_free(L);
         return -1;
     }
-    float *params = calloc(L->n_params ? L->n_params : 1, sizeof(float));
+    float *params = vec_falloc(L->n_params);
     int rc = params ? 0 : pl_errf(e, "%s: out of memory", path);
+    if (params)
+        memset(params, 0, (L->n_params ? L->n_params : 1) * sizeof *params);
     int found = 0;
     for (int i = 0; i < L->n && !rc; i++) {
         char ka[192], kb[192];

@@ -62,6 +62,7 @@
 #include "model_bf16.h"
 #include "rng.h"
 #include "step_prof.h"
+#include "vec.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -282,7 +283,7 @@ model_acts *model_acts_new(const model *m, const lora_layout *L, int B, int T, i
         return NULL;
     }
     size_t total = acts_carve(a, NULL, m, L);
-    a->block = malloc(total * sizeof(float));
+    a->block = vec_falloc(total);
     if (!a->block) {
         model_acts_free(a);
         return NULL;

@@ -14,6 +14,7 @@
 #include "full.h"
 #include "lora.h"
 #include "model_bf16.h"
+#include "vec.h"
 
 #define PSLORA_VERSION "0.1.0"
 
@@ -445,7 +446,7 @@ int trainconf_adapter(const train_config *t, const model_config *c, lora_layout 
         return -1;
     if (!params)
         return 0;
-    *params = malloc((L->n_params ? L->n_params : 1) * sizeof(float));
+    *params = vec_falloc(L->n_params);
     if (!*params) {
         lora_layout_free(L);
         return pl_errf(e, "out of memory for %zu adapter parameters", L->n_params);
@@ -496,9 +497,11 @@ static int add_classifier(const train_config *t, const model *m, lora_layout *L,
         return -1;
     if (!params)
         return 0;
-    float *p = realloc(*params, L->n_params * sizeof(float));
+    float *p = vec_falloc(L->n_params);   /* realloc would not keep the alignment */
     if (!p)
         return pl_errf(e, "out of memory for the classifier");
+    memcpy(p, *params, L->cls_off * sizeof *p);   /* the adapter before the classifier */
+    free(*params);
     *params = p;
     lora_init_classifier(L, m, p, (unsigned long long)t->seed);
     return 0;
