@@ -115,11 +115,12 @@ struct model_acts {
     da_attn *attn;       /* GPT-2, Llama under bf16 or oneDNN fp32: attention_onednn */
     int failed;          /* a bf16 product failed in the last pass: err says why */
     pl_err err;
-    float *block;        /* one allocation holding everything above */
+    float *block;        /* one allocation holding everything above (vec_falloc: 64-byte lines) */
 };
 
-/* Hands out n floats at *off from base (16-float aligned); with base NULL it
- * only counts, so one walk both sizes and carves the arena. */
+/* Hands out n floats at *off from base (16-float aligned: on a 64-byte
+ * line, as base is, vec.h vec_falloc); with base NULL it only counts, so
+ * one walk both sizes and carves the arena. */
 static float *carve(float *base, size_t *off, size_t n)
 {
     float *r = base ? base + *off : NULL;
