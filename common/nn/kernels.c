@@ -850,6 +850,8 @@ static void lora_transpose(float *bt, const float *const *B, const int *out, int
 }
 
 static int lora_blocks(int N) { return (N + LORA_ROWS - 1) / LORA_ROWS; }
+/* The rows of the block of at most LORA_ROWS rows starting at n0. */
+static int lora_block_rows(int N, int n0) { return N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS; }
 
 /* The forward of G maps reading x, by blocks of LORA_ROWS rows (bt:
  * lora_transpose's): u_g = x A_g^T, then y_g = res_g + b_g + s u_g B_g^T
@@ -864,7 +866,7 @@ static void lora_fwd_maps(float *const *y, const float *const *res, const float 
         lora_transpose(bt, B, out, G, r);
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < lora_blocks(N); blk++) {
-        int n0 = blk * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
+        int n0 = blk * LORA_ROWS, rows = lora_block_rows(N, n0);
         const float *btg = bt;
         for (int g = 0; g < G; g++) {
             float *un = u[g] + (size_t)n0 * r;
@@ -1003,12 +1005,30 @@ size_t k_lora_group_scratch(int G, int N, int out_sum, int r)
     return (size_t)G * N * r + (size_t)r * out_sum * (1 + (size_t)lora_parts(N));
 }
 
+/* Where k_lora_group_scratch's pieces lie for G maps of widths out. */
+typedef struct {
+    float *du[K_LORA_GROUP_MAX];   /* [N,r] each */
+    float *bt;                     /* [r, out_sum]: lora_transpose's */
+    float *part;                   /* lora_parts(N) x r x out_sum */
+} lora_group_mem;
+
+static lora_group_mem lora_group_at(float *scratch, const int *out, int G, int N, int r)
+{
+    lora_group_mem g;
+    for (int k = 0; k < G; k++)
+        g.du[k] = scratch + (size_t)k * N * r;
+    g.bt = scratch + (size_t)G * N * r;
+    g.part = g.bt + lora_part_stride(out, G, r);
+    return g;
+}
+
 void k_lora_fwd_group(float *const *y, const float *const *res, const float *const *b,
                       float *const *u, const float *x, const float *const *A,
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
                       float *scratch)
 {
-    lora_fwd_maps(y, res, b, u, x, A, B, out, G, N, in, r, s, scratch + (size_t)G * N * r);
+    lora_fwd_maps(y, res, b, u, x, A, B, out, G, N, in, r, s,
+                  lora_group_at(scratch, out, G, N, r).bt);
 }
 
 void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
@@ -1016,15 +1036,8 @@ void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
                       const float *const *A, const float *const *B, const int *out, int G, int N,
                       int in, int r, float s, float *scratch)
 {
-    float *du[K_LORA_GROUP_MAX];
-    for (int g = 0; g < G; g++)
-        du[g] = scratch + (size_t)g * N * r;
-    int out_sum = 0;
-    for (int g = 0; g < G; g++)
-        out_sum += out[g];
-    float *bt = scratch + (size_t)G * N * r;
-    lora_bwd_maps(dx, beta, dA, dB, du, dy, x, u, A, B, out, G, N, in, r, s, bt,
-                  bt + (size_t)r * out_sum);
+    lora_group_mem g = lora_group_at(scratch, out, G, N, r);
+    lora_bwd_maps(dx, beta, dA, dB, g.du, dy, x, u, A, B, out, G, N, in, r, s, g.bt, g.part);
 }
 
 /* ---- attention ------------------------------------------------------------------ */
@@ -1653,14 +1666,13 @@ static void swl_fwd_rows(float *gate, float *up, float *act, uint16_t *actb, flo
 void k_swiglu_lora_fwd(float *gate, float *up, float *act, uint16_t *actb, float *ud,
                        const k_swiglu_lora *z, int N, int n, float *scratch)
 {
-    float *bt = scratch + (size_t)2 * N * z->r;
     const int out[2] = {n, n};
+    float *bt = lora_group_at(scratch, out, 2, N, z->r).bt;
     lora_transpose(bt, z->B, out, 2, z->r);
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < lora_blocks(N); blk++) {
         int n0 = blk * LORA_ROWS;
-        swl_fwd_rows(gate, up, act, actb, ud, z, bt, n0, N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS,
-                     n);
+        swl_fwd_rows(gate, up, act, actb, ud, z, bt, n0, lora_block_rows(N, n0), n);
     }
 }
 
@@ -1688,11 +1700,10 @@ void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const fl
 {
     int r = z->r;
     const int out[2] = {n, n};
-    float *du[2] = {scratch, scratch + (size_t)N * r};
-    float *bt = scratch + (size_t)2 * N * r, *part = bt + (size_t)2 * r * n;
+    lora_group_mem g = lora_group_at(scratch, out, 2, N, r);
     float *tiles = scratch + swl_group_floats(N, n, r);
     size_t stride = lora_part_stride(out, 2, r);
-    lora_transpose(bt, z->B, out, 2, r);
+    lora_transpose(g.bt, z->B, out, 2, r);
 #pragma omp parallel num_threads(swl_threads(z))
     {
         float *tg = tiles + (size_t)omp_get_thread_num() * 2 * LORA_OUTER * n;
@@ -1700,12 +1711,12 @@ void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const fl
         const float *dyn[2] = {tg, tu};
 #pragma omp for schedule(static)
         for (int p = 0; p < lora_parts(N); p++) {
-            float *P = part + (size_t)p * stride;
+            float *P = g.part + (size_t)p * stride;
             memset(P, 0, stride * sizeof *P);
             for (int n0 = p * LORA_PART, n1 = lora_part_end(N, p); n0 < n1; n0 += LORA_OUTER) {
                 int rows = lora_outer_rows(n0, n1);
                 swl_bwd_rows(tg, tu, dgb, dub, dact, gate, up, ud, z, n0, rows, n);
-                lora_bwd_rows(NULL, 0.0f, P, du, dyn, z->u, z->A, bt, out, 2, n0, rows, 0, r,
+                lora_bwd_rows(NULL, 0.0f, P, g.du, dyn, z->u, z->A, g.bt, out, 2, n0, rows, 0, r,
                               z->s);
             }
         }
@@ -1717,18 +1728,17 @@ void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const 
 {
     int r = z->r;
     const int out[2] = {n, n};
-    float *du[2] = {scratch, scratch + (size_t)N * r};
-    const float *part = scratch + (size_t)2 * N * r + (size_t)2 * r * n;
+    lora_group_mem g = lora_group_at(scratch, out, 2, N, r);
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-        for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_g A_g, as lora_bwd_rows */
-            int n0 = blk * LORA_ROWS, rows = N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS;
-            for (int g = 0; g < 2; g++)
+        for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_k A_k, as lora_bwd_rows */
+            int n0 = blk * LORA_ROWS, rows = lora_block_rows(N, n0);
+            for (int k = 0; k < 2; k++)
                 lora_axpys(dx + (size_t)n0 * in, in, dx + (size_t)n0 * in, in, NULL,
-                           du[g] + (size_t)n0 * r, z->A[g], in, in, r, 1.0f, rows);
+                           g.du[k] + (size_t)n0 * r, z->A[k], in, in, r, 1.0f, rows);
         }
-        lora_bwd_cols(dA, dB, du, x, out, 2, N, in, r, z->s, part);
+        lora_bwd_cols(dA, dB, g.du, x, out, 2, N, in, r, z->s, g.part);
     }
 }
 

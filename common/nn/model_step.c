@@ -614,6 +614,16 @@ static void lora_group_params(const pass *ps, const model_linear *lins, int G, c
     }
 }
 
+/* The LoRA gradients dA, dB of lins[0..G-1] in ps->grad. */
+static void lora_group_grads(const pass *ps, const model_linear *lins, int G, float **dA,
+                             float **dB)
+{
+    for (int g = 0; g < G; g++) {
+        const lora_module *mod = &ps->L->m[lins[g].lora];
+        dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off;
+    }
+}
+
 /* y[g] = x W_g^T (+ b_g) + LoRA_g for the G maps lins[0..G-1] of a block
  * reading the same x [N,C] (Llama's q, k, v; gate, up); xb: x in bf16
  * (norm_fwd) or NULL.  Their LoRA takes x in one pass for all G
@@ -662,10 +672,9 @@ static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx
     float *dA[MODEL_GROUP_MAX], *dB[MODEL_GROUP_MAX];
     int out[MODEL_GROUP_MAX], first = lora_goes_first(&lins[0], beta != 0.0f);
     lora_group_params(ps, lins, G, A, B, out);
-    for (int g = 0; g < G; g++) {
-        const lora_module *mod = &ps->L->m[lins[g].lora];
-        dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off, u[g] = a->u[lins[g].lora];
-    }
+    lora_group_grads(ps, lins, G, dA, dB);
+    for (int g = 0; g < G; g++)
+        u[g] = a->u[lins[g].lora];
     for (int g = 0; !first && g < G; g++)
         frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, g ? 1.0f : beta, a->N);
     PROF(ps, SP_LORA, k_lora_bwd_group(dx, first ? beta : 1.0f, dA, dB, dy, x, u, A, B, out, G,
@@ -1049,10 +1058,7 @@ static void llama_mlp_bwd_folded(const pass *ps, const model_block *b, const lay
     frozen_bwd_rows(ps, &lin[4], a->dnarrow, NULL, a->xb, x->h2, 0.0f, N);
     frozen_bwd_rows(ps, &lin[5], a->dnarrow, NULL, a->xb + nn, x->h2, 1.0f, N);
     float *dA[2], *dB[2];
-    for (int g = 0; g < 2; g++) {
-        const lora_module *mod = &ps->L->m[lin[4 + g].lora];
-        dA[g] = ps->grad + mod->a_off, dB[g] = ps->grad + mod->b_off;
-    }
+    lora_group_grads(ps, &lin[4], 2, dA, dB);
     PROF(ps, SP_LORA, k_swiglu_lora_bwd_end(a->dnarrow, dA, dB, x->h2, &z, N, c->n_embd, n,
                                             a->lscr));
 }
