@@ -596,8 +596,9 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
  *             adding into d(act), k_swiglu_bwd_bf16 (fp32 and bf16),
  *             k_lora_bwd_group for gate and up
  *   folded    k_swiglu_lora (kernels.h): fwd: the u of gate and up, then
- *             k_swiglu_lora_fwd, then down's LoRA from its u;  bwd: down's
- *             LoRA without dx, k_swiglu_lora_bwd, k_swiglu_lora_bwd_end
+ *             k_swiglu_lora_fwd (act only in a tile), then down's LoRA from
+ *             its u;  bwd: down's LoRA without dx or dA, k_swiglu_lora_bwd
+ *             (act made again, down's dA), k_swiglu_lora_bwd_end
  * Microseconds per call (best within --seconds); the [N,I] arrays (about
  * 5 x 4 N I bytes) do not fit in cache at the default shape, so each
  * call reads them from memory as the step does. */
@@ -629,7 +630,7 @@ static void run_mlp_fwd_folded(void *p)
     const int out[2] = {c->Ni, c->Ni};
     k_lora_fwd_group(NULL, NULL, NULL, c->u, c->h2, c->z.A, c->z.B, out, 2, c->N, c->C, c->r,
                      c->z.s, c->scr);
-    k_swiglu_lora_fwd(c->f, c->g, c->act, c->xb, c->u[2], &c->z, c->N, c->Ni, c->scr);
+    k_swiglu_lora_fwd(c->f, c->g, c->xb, c->u[2], &c->z, c->N, c->Ni, c->scr);
     k_lora_fwd(c->out, c->mid, NULL, c->u[2], NULL, c->A[2], c->B[2], c->N, c->Ni, c->C, c->r,
                c->z.s, c->scr);
 }
@@ -651,10 +652,11 @@ static void run_mlp_bwd_folded(void *p)
 {
     mlp_ctx *c = p;
     size_t n = (size_t)c->N * c->Ni;
-    k_lora_bwd(NULL, 0.0f, c->dA[2], c->dB[2], c->du, c->dres, c->act, c->u[2], c->A[2], c->B[2],
+    k_lora_bwd(NULL, 0.0f, c->dA[2], c->dB[2], c->du, c->dres, NULL, c->u[2], c->A[2], c->B[2],
                c->N, c->Ni, c->C, c->r, c->z.s, c->scr);
     k_swiglu_lora_bwd(c->xb, c->xb + n, c->dwide, c->f, c->g, c->du, &c->z, c->N, c->Ni, c->scr);
-    k_swiglu_lora_bwd_end(c->dnarrow, c->dA, c->dB, c->h2, &c->z, c->N, c->C, c->Ni, c->scr);
+    k_swiglu_lora_bwd_end(c->dnarrow, c->dA, c->dB, c->dA[2], c->h2, &c->z, c->N, c->C, c->Ni,
+                          c->scr);
 }
 
 static int bench_mlp(int argc, char **argv, double seconds, const char *threads)

@@ -815,10 +815,11 @@ VEC static void lora_outer(float *P, int ldp, const float *c, int r, const float
     }
 }
 
-/* dB[j, k] += s * sum_p P_p[k, j] for j in [j0, j0 + w) (w <= LORA_SLAB),
- * k < r, the parts p < parts in order (P_p [r, ldp] at P + p * stride). */
-VEC static void lora_parts_sum(float *dB, const float *P, size_t stride, int parts, int ldp, int j0,
-                               int w, int r, float s)
+/* o[j*ol + k*ok] += s * sum_p P_p[k, j] for j in [j0, j0 + w) (w <=
+ * LORA_SLAB), k < r, the parts p < parts in order (P_p [r, ldp] at P + p *
+ * stride): dB [out, r] (ok 1, ol r), or a dA [r, in] (ok in, ol 1). */
+VEC static void lora_parts_sum(float *o, size_t ok, size_t ol, const float *P, size_t stride,
+                               int parts, int ldp, int j0, int w, int r, float s)
 {
     for (int k = 0; k < r; k++) {
         float t[LORA_SLAB] = {0};
@@ -828,7 +829,7 @@ VEC static void lora_parts_sum(float *dB, const float *P, size_t stride, int par
                 t[l] += pk[l];
         }
         for (int l = 0; l < w; l++)
-            dB[(size_t)(j0 + l) * r + k] += s * t[l];
+            o[(size_t)(j0 + l) * ol + (size_t)k * ok] += s * t[l];
     }
 }
 
@@ -926,7 +927,8 @@ static size_t lora_part_stride(const int *out, int G, int r)
 
 /* The column sums of the backward, inside the caller's parallel region
  * (orphaned loops): dB_g += s * the parts' sums added in part order, by
- * slabs of columns; dA_g += du_g^T x by slabs of x's columns. */
+ * slabs of columns; dA_g += du_g^T x by slabs of x's columns (x NULL:
+ * not here). */
 static void lora_bwd_cols(float *const *dA, float *const *dB, float *const *du, const float *x,
                           const int *out, int G, int N, int in, int r, float s, const float *part)
 {
@@ -934,10 +936,12 @@ static void lora_bwd_cols(float *const *dA, float *const *dB, float *const *du, 
     for (int g = 0; g < G; g++) {
 #pragma omp for schedule(static) nowait
         for (int b = 0; b < lora_slabs(out[g]); b++)
-            lora_parts_sum(dB[g], part + off, stride, lora_parts(N), out[g], b * LORA_SLAB,
-                           lora_slab_width(out[g], b), r, s);
+            lora_parts_sum(dB[g], 1, (size_t)r, part + off, stride, lora_parts(N), out[g],
+                           b * LORA_SLAB, lora_slab_width(out[g], b), r, s);
         off += (size_t)r * out[g];
     }
+    if (!x)
+        return;
 #pragma omp for schedule(static)
     for (int b = 0; b < lora_slabs(in); b++)   /* dA_g [r, in]: slab b: columns b*SLAB.. */
         for (int g = 0; g < G; g++)
@@ -1593,14 +1597,29 @@ void k_swiglu_fwd_bf16(float *y, uint16_t *yb, const float *gate, const float *u
 }
 
 /* s = sigmoid(g): dgate = dy u s (1 + g (1 - s)), dup = dy g s; dy read before dgate is written. */
+#define SWIGLU_BWD_EL(i)                                      \
+    float g = gate[i], d = dy[i], s = vsigmoid(g);            \
+    dup[i] = d * g * s;                                       \
+    dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s))
+
 VEC static void swiglu_bwd_span(float *dgate, float *dup, const float *dy, const float *gate,
                                 const float *up, size_t n)
 {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) {
-        float g = gate[i], d = dy[i], s = vsigmoid(g);
-        dup[i] = d * g * s;
-        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+        SWIGLU_BWD_EL(i);
+    }
+}
+
+/* The same, and act = g s u (swiglu_span's value, the same bits) from the
+ * sigmoid it computes anyway. */
+VEC static void swiglu_bwd_act_span(float *dgate, float *dup, float *act, const float *dy,
+                                    const float *gate, const float *up, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        SWIGLU_BWD_EL(i);
+        act[i] = g * s * up[i];
     }
 }
 
@@ -1631,24 +1650,33 @@ void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, c
 /* ---- SwiGLU with the LoRA of gate, up and down folded in (Llama's MLP) ---- */
 
 /* The scratch: k_lora_group_scratch's for gate and up (their du, then Bt,
- * then the backward's parts of dB), then a tile per thread of LORA_OUTER
- * rows of d(gate) and of d(up). */
+ * then the backward's parts of dB), then the parts of down's dA
+ * (lora_parts(N) x [r, n]), then a tile per thread of LORA_OUTER rows of
+ * d(gate), of d(up) and of act. */
 static size_t swl_group_floats(int N, int n, int r) { return k_lora_group_scratch(2, N, 2 * n, r); }
+static size_t swl_part_floats(int n, int r) { return (size_t)r * n; }
+#define SWL_TILES 3
 
 size_t k_swiglu_lora_scratch(int N, int n, int r, int threads)
 {
-    return swl_group_floats(N, n, r) + (size_t)threads * 2 * LORA_OUTER * n;
+    return swl_group_floats(N, n, r) + (size_t)lora_parts(N) * swl_part_floats(n, r) +
+           (size_t)threads * SWL_TILES * LORA_OUTER * n;
 }
 
-/* The threads of the backward's row pass: no more than it has tiles for. */
-static int swl_threads(const k_swiglu_lora *z)
+/* Where down's dA parts and the calling thread's tiles lie in the scratch. */
+static float *swl_dA_parts(float *scratch, int N, int n, int r)
 {
-    int nt = omp_get_max_threads();
-    return z->tiles < nt ? z->tiles : nt;
+    return scratch + swl_group_floats(N, n, r);
+}
+static float *swl_tile(float *scratch, int N, int n, int r)
+{
+    return swl_dA_parts(scratch, N, n, r) + (size_t)lora_parts(N) * swl_part_floats(n, r) +
+           (size_t)omp_get_thread_num() * SWL_TILES * LORA_OUTER * n;
 }
 
-/* One block of rows [n0, n0 + rows) of the forward (kernels.h). */
-static void swl_fwd_rows(float *gate, float *up, float *act, uint16_t *actb, float *ud,
+/* One block of rows [n0, n0 + rows) of the forward (kernels.h), act in
+ * the thread's tile ta. */
+static void swl_fwd_rows(float *gate, float *up, float *ta, uint16_t *actb, float *ud,
                          const k_swiglu_lora *z, const float *bt, int n0, int rows, int n)
 {
     size_t o = (size_t)n0 * n, len = (size_t)rows * n;
@@ -1656,40 +1684,54 @@ static void swl_fwd_rows(float *gate, float *up, float *act, uint16_t *actb, flo
     lora_axpys(gate + o, n, gate + o, n, NULL, z->u[0] + (size_t)n0 * r, bt, n, n, r, z->s, rows);
     lora_axpys(up + o, n, up + o, n, NULL, z->u[1] + (size_t)n0 * r, bt + (size_t)r * n, n, n, r,
                z->s, rows);
-    swiglu_span(act + o, gate + o, up + o, len);
+    swiglu_span(ta, gate + o, up + o, len);
     if (actb)
-        k_bf16_row(actb + o, act + o, len);
+        k_bf16_row(actb + o, ta, len);
     if (ud)
-        lora_dots(ud + (size_t)n0 * r, act + o, n, z->Ad, n, n, r, 1.0f, rows);
+        lora_dots(ud + (size_t)n0 * r, ta, n, z->Ad, n, n, r, 1.0f, rows);
 }
 
-void k_swiglu_lora_fwd(float *gate, float *up, float *act, uint16_t *actb, float *ud,
-                       const k_swiglu_lora *z, int N, int n, float *scratch)
+/* The threads of the folded kernels: no more than the scratch has tiles for. */
+static int swl_threads(const k_swiglu_lora *z)
+{
+    int nt = omp_get_max_threads();
+    return z->tiles < nt ? z->tiles : nt;
+}
+
+void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, const k_swiglu_lora *z,
+                       int N, int n, float *scratch)
 {
     const int out[2] = {n, n};
     float *bt = lora_group_at(scratch, out, 2, N, z->r).bt;
     lora_transpose(bt, z->B, out, 2, z->r);
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < lora_blocks(N); blk++) {
-        int n0 = blk * LORA_ROWS;
-        swl_fwd_rows(gate, up, act, actb, ud, z, bt, n0, lora_block_rows(N, n0), n);
+#pragma omp parallel num_threads(swl_threads(z))
+    {
+        float *ta = swl_tile(scratch, N, n, z->r);
+#pragma omp for schedule(static)
+        for (int blk = 0; blk < lora_blocks(N); blk++) {
+            int n0 = blk * LORA_ROWS;
+            swl_fwd_rows(gate, up, ta, actb, ud, z, bt, n0, lora_block_rows(N, n0), n);
+        }
     }
 }
 
-/* One block of rows of the backward into the thread's tiles tg, tu:
- * dy = dact (+ ud A_d), the SwiGLU's backward, rounded into dgb, dub. */
-static void swl_bwd_rows(float *tg, float *tu, uint16_t *dgb, uint16_t *dub, const float *dact,
-                         const float *gate, const float *up, const float *ud,
+/* One block of rows of the backward into the thread's tiles tg, tu (and
+ * ta): dy = dact (+ ud A_d), the SwiGLU's backward, rounded into dgb, dub;
+ * with ud, act recomputed into ta and the block's share of down's dA
+ * (Pd += ud^T act: the forward kept no act). */
+static void swl_bwd_rows(float *tg, float *tu, float *ta, float *Pd, uint16_t *dgb, uint16_t *dub,
+                         const float *dact, const float *gate, const float *up, const float *ud,
                          const k_swiglu_lora *z, int n0, int rows, int n)
 {
     size_t o = (size_t)n0 * n, len = (size_t)rows * n;
-    const float *dy = dact + o;
-    if (ud) {   /* down's LoRA dx, as k_lora_bwd adds it (beta 1) */
-        lora_axpys(tg, n, dact + o, n, NULL, ud + (size_t)n0 * z->r, z->Ad, n, n, z->r, 1.0f,
-                   rows);
-        dy = tg;
+    if (!ud) {
+        swiglu_bwd_span(tg, tu, dact + o, gate + o, up + o, len);
+    } else {   /* down's LoRA dx, as k_lora_bwd adds it (beta 1) */
+        const float *udn = ud + (size_t)n0 * z->r;
+        lora_axpys(tg, n, dact + o, n, NULL, udn, z->Ad, n, n, z->r, 1.0f, rows);
+        swiglu_bwd_act_span(tg, tu, ta, tg, gate + o, up + o, len);
+        lora_outer(Pd, n, udn, z->r, ta, n, n, rows);
     }
-    swiglu_bwd_span(tg, tu, dy, gate + o, up + o, len);
     k_bf16_row(dgb + o, tg, len);
     k_bf16_row(dub + o, tu, len);
 }
@@ -1701,21 +1743,22 @@ void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const fl
     int r = z->r;
     const int out[2] = {n, n};
     lora_group_mem g = lora_group_at(scratch, out, 2, N, r);
-    float *tiles = scratch + swl_group_floats(N, n, r);
-    size_t stride = lora_part_stride(out, 2, r);
+    size_t stride = lora_part_stride(out, 2, r), pd = swl_part_floats(n, r);
     lora_transpose(g.bt, z->B, out, 2, r);
 #pragma omp parallel num_threads(swl_threads(z))
     {
-        float *tg = tiles + (size_t)omp_get_thread_num() * 2 * LORA_OUTER * n;
-        float *tu = tg + (size_t)LORA_OUTER * n;
+        float *tg = swl_tile(scratch, N, n, r), *tu = tg + (size_t)LORA_OUTER * n;
+        float *ta = tu + (size_t)LORA_OUTER * n;
         const float *dyn[2] = {tg, tu};
 #pragma omp for schedule(static)
         for (int p = 0; p < lora_parts(N); p++) {
-            float *P = g.part + (size_t)p * stride;
+            float *P = g.part + (size_t)p * stride, *Pd = swl_dA_parts(scratch, N, n, r) + p * pd;
             memset(P, 0, stride * sizeof *P);
+            if (ud)
+                memset(Pd, 0, pd * sizeof *Pd);
             for (int n0 = p * LORA_PART, n1 = lora_part_end(N, p); n0 < n1; n0 += LORA_OUTER) {
                 int rows = lora_outer_rows(n0, n1);
-                swl_bwd_rows(tg, tu, dgb, dub, dact, gate, up, ud, z, n0, rows, n);
+                swl_bwd_rows(tg, tu, ta, Pd, dgb, dub, dact, gate, up, ud, z, n0, rows, n);
                 lora_bwd_rows(NULL, 0.0f, P, g.du, dyn, z->u, z->A, g.bt, out, 2, n0, rows, 0, r,
                               z->s);
             }
@@ -1723,14 +1766,23 @@ void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const fl
     }
 }
 
-void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const float *x,
-                           const k_swiglu_lora *z, int N, int in, int n, float *scratch)
+void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, float *dAd,
+                           const float *x, const k_swiglu_lora *z, int N, int in, int n,
+                           float *scratch)
 {
     int r = z->r;
     const int out[2] = {n, n};
     lora_group_mem g = lora_group_at(scratch, out, 2, N, r);
+    const float *Pd = swl_dA_parts(scratch, N, n, r);
 #pragma omp parallel
     {
+        /* down's dA [r, n] from its parts, by slabs of its columns */
+        if (dAd) {
+#pragma omp for schedule(static) nowait
+            for (int b = 0; b < lora_slabs(n); b++)
+                lora_parts_sum(dAd, (size_t)n, 1, Pd, swl_part_floats(n, r), lora_parts(N), n,
+                               b * LORA_SLAB, lora_slab_width(n, b), r, 1.0f);
+        }
 #pragma omp for schedule(static)
         for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_k A_k, as lora_bwd_rows */
             int n0 = blk * LORA_ROWS, rows = lora_block_rows(N, n0);

@@ -116,7 +116,7 @@ void k_lora_fwd(float *y, const float *res, const float *b, float *u, const floa
                 float *scratch);
 /*   dB[out,r] += s * dy^T u
  *   du[N,r]    = s * dy B     (du is an output the caller keeps, N*r floats)
- *   dA[r,in]  += du^T x
+ *   dA[r,in]  += du^T x       (skipped when x is NULL)
  *   dx[N,in]   = beta * dx + du A   (beta 0: dx written, not read; 1: +=;
  *                                    skipped when dx is NULL) */
 void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const float *dy,
@@ -249,8 +249,9 @@ void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, c
  * width) are made, read and rounded while in cache instead of in passes
  * of their own (docs/performance.md, "Session 11").  The maps as in
  * k_lora_fwd_group: gate and up read x [N,in]; down reads act [N,n].
- * Each value is formed by the same operations in the same order as the
- * unfolded kernels named below, so the results are the same bits. */
+ * Each value but down's dA is formed by the same operations in the same
+ * order as the unfolded kernels named below, so the results are the same
+ * bits; down's dA is summed in parts (below). */
 typedef struct {
     const float *u[2];          /* gate's, up's u = x A^T [N,r] (k_lora_fwd_group, y NULL) */
     const float *A[2], *B[2];   /* gate's, up's A [r,in], B [n,r] */
@@ -262,22 +263,29 @@ size_t k_swiglu_lora_scratch(int N, int n, int r, int threads);
 /* gate, up [N,n] (the frozen products' outputs) += s u B^T in place (kept
  * for the backward), act = silu(gate) * up, actb = act in bf16 (may be
  * NULL), ud [N,r] = act A_d^T (down's u; NULL: skipped): k_lora_fwd_group
- * (res = y) then k_swiglu_fwd_bf16, then the u of k_lora_fwd for down. */
-void k_swiglu_lora_fwd(float *gate, float *up, float *act, uint16_t *actb, float *ud,
-                       const k_swiglu_lora *z, int N, int n, float *scratch);
+ * (res = y) then k_swiglu_fwd_bf16, then the u of k_lora_fwd for down.
+ * The fp32 act lives only in a thread's tile: the backward makes it again
+ * from gate and up (k_swiglu_lora_bwd), so the model keeps no [N,n] act. */
+void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, const k_swiglu_lora *z,
+                       int N, int n, float *scratch);
 /* The backward, from dact [N,n] = d(act) as down's frozen product wrote it:
  * dy = dact + ud A_d (down's LoRA dx; ud its du from k_lora_bwd with dx
- * NULL; ud NULL: dy = dact), the SwiGLU's dgate, dup rounded into dgb, dub
- * (the frozen products' dy), and gate's and up's du and parts of dB from
- * them (k_lora_bwd_group's row pass): the fp32 dgate, dup exist only in a
- * thread's tile.  Then, after the frozen products have written dx [N,in]:
+ * and x NULL; ud NULL: dy = dact), the SwiGLU's dgate, dup rounded into
+ * dgb, dub (the frozen products' dy), and gate's and up's du and parts of
+ * dB from them (k_lora_bwd_group's row pass): the fp32 dgate, dup exist
+ * only in a thread's tile.  With ud, act is made again in a tile (the
+ * forward's bits) and down's dA = ud^T act summed in parts of 64 rows (as
+ * dB's; not k_lora_bwd's order over all N rows: equal to it within
+ * rounding).  Then, after the frozen products have written dx [N,in]:
  * k_swiglu_lora_bwd_end adds the LoRA's dx (beta 1) and accumulates dA,
- * dB.  scratch kept between the two calls. */
+ * dB of gate and up, and down's dA into dAd (NULL when ud was).  scratch
+ * kept between the two calls. */
 void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const float *gate,
                        const float *up, const float *ud, const k_swiglu_lora *z, int N, int n,
                        float *scratch);
-void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const float *x,
-                           const k_swiglu_lora *z, int N, int in, int n, float *scratch);
+void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, float *dAd,
+                           const float *x, const k_swiglu_lora *z, int N, int in, int n,
+                           float *scratch);
 
 /* Cross-entropy over whole logit rows L [m, V], in place (the bf16 head:
  * its logits come from a bf16 product a chunk of rows at a time).  Returns

@@ -82,7 +82,7 @@ typedef struct {
     float *mid;          /* x' = x + proj                          [N,C] */
     float *h2, *m2, *r2; /* norm 2 */
     float *f, *g;        /* GPT-2: fc out, gelu; Llama: gate, up   [N,I] */
-    float *act;          /* Llama: silu(gate) * up                 [N,I] */
+    float *act;          /* Llama: silu(gate) * up (llama_keeps_act, else NULL) [N,I] */
 } layer_acts;
 
 struct model_acts {
@@ -128,9 +128,10 @@ static float *carve(float *base, size_t *off, size_t n)
     return r;
 }
 
-/* The activations of one layer, per architecture (att16: att in bf16). */
+/* The activations of one layer, per architecture (att16: att in bf16;
+ * act: Llama's act [N,I] kept, llama_keeps_act). */
 static void layer_carve(layer_acts *x, float *base, size_t *off, const model_config *c, int B,
-                        int T, int att16)
+                        int T, int att16, int act)
 {
     size_t N = (size_t)B * T, C = c->n_embd, Ni = c->n_inner, D = c->head_dim;
     size_t H = c->n_head, Hk = c->n_kv_head, NC = N * C;
@@ -146,7 +147,7 @@ static void layer_carve(layer_acts *x, float *base, size_t *off, const model_con
     x->ao = carve(base, off, N * H * D);
     x->mid = carve(base, off, NC), x->h2 = carve(base, off, NC);
     x->f = carve(base, off, N * Ni), x->g = carve(base, off, N * Ni);
-    if (llama)
+    if (llama && act)
         x->act = carve(base, off, N * Ni);
 }
 
@@ -195,6 +196,27 @@ static size_t lora_scratch_floats(const model_acts *a, const model *m, const lor
     return n > swl ? n : swl;
 }
 
+/* Does a Llama step read the fp32 act = silu(gate) * up [N,I] of its
+ * layers: under fp32 compute (down's product reads it), with --full
+ * (down's weight gradient), or where a bf16 down_proj's LoRA runs outside
+ * the folded MLP (mlp_folded: with dropout, or gate or up not adapted).
+ * The folded MLP keeps no act (its backward makes it again), and a bf16
+ * down_proj without LoRA reads only its bf16 copy: 6.3 MB per layer less
+ * at SmolLM-135M's width and batch 4 x 256. */
+static int llama_keeps_act(const model *m, const lora_layout *L)
+{
+    if (m->compute != MODEL_BF16 || m->trained)
+        return 1;
+    for (int l = 0; L && l < m->cfg.n_layer; l++) {
+        const model_linear *lin = m->blocks[l].lin;
+        int folds = L->dropout <= 0 && lin[4].lora >= 0 && lin[5].lora >= 0 && lin[4].dm &&
+                    lin[5].dm && lin[6].dm;
+        if (lin[6].lora >= 0 && !folds)
+            return 1;
+    }
+    return 0;
+}
+
 /* Lays every buffer of a out from base (or only counts, base NULL); returns
  * the floats needed. */
 static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_layout *L)
@@ -203,9 +225,9 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
     size_t N = (size_t)a->N, C = c->n_embd, Ni = c->n_inner, V = c->vocab;
     size_t qd = (size_t)c->n_head * c->head_dim, off = 0;
     size_t wide = Ni > qd ? Ni : qd, widest_in = wide > C ? wide : C;
-    int att16 = attention_bf16(m);
+    int att16 = attention_bf16(m), act = c->arch == ARCH_LLAMA && llama_keeps_act(m, L);
     for (int l = 0; l < a->n_slots; l++)
-        layer_carve(&a->la[l], base, &off, c, a->B, a->T, att16);
+        layer_carve(&a->la[l], base, &off, c, a->B, a->T, att16, act);
     a->res_out = carve(base, &off, N * C), a->hf = carve(base, &off, N * C);
     a->mf = carve(base, &off, N), a->rf = carve(base, &off, N);
     a->xent = carve(base, &off, c->arch == ARCH_BERT       ? (size_t)MLM_CHUNK * V
@@ -989,7 +1011,8 @@ static void llama_qkv(const model_config *c, int N, float *base, float **q, floa
 /* Does block b run its MLP with the LoRA folded into the SwiGLU's passes
  * (k_swiglu_lora): bf16 compute, gate, up and down all adapted, through
  * oneDNN products (whose output the LoRA adds to), without dropout, and no
- * frozen weight's gradient (--full) wanting the fp32 d(gate), d(up). */
+ * frozen weight's gradient (--full) wanting the fp32 d(gate), d(up).
+ * llama_keeps_act asks the same of the model when it sizes the acts. */
 static int mlp_folded(const pass *ps, const model_block *b)
 {
     const model_linear *lin = b->lin;
@@ -1015,8 +1038,8 @@ static k_swiglu_lora mlp_lora(const pass *ps, const model_block *b)
 
 /* The MLP folded (mlp_folded), forward: out = x' + down(silu(gate) * up):
  * gate's and up's u from h2, their frozen products, then one pass making
- * gate and up (+ LoRA), act, its bf16 and down's u, then down's LoRA from
- * that u and its product adding (lora_goes_first). */
+ * gate and up (+ LoRA), act (in a tile only), its bf16 and down's u, then
+ * down's LoRA from that u and its product adding (lora_goes_first). */
 static void llama_mlp_fwd_folded(const pass *ps, const model_block *b, layer_acts *x,
                                  const uint16_t *hb, float *out)
 {
@@ -1031,17 +1054,17 @@ static void llama_mlp_fwd_folded(const pass *ps, const model_block *b, layer_act
                                        z.s, a->lscr));
     frozen_fwd_rows(ps, &lin[4], x->f, x->h2, hb, NULL, N, 0);
     frozen_fwd_rows(ps, &lin[5], x->g, x->h2, hb, NULL, N, 0);
-    PROF(ps, SP_LORA, k_swiglu_lora_fwd(x->f, x->g, x->act, a->xb, ud, &z, N, n, a->lscr));
+    PROF(ps, SP_LORA, k_swiglu_lora_fwd(x->f, x->g, a->xb, ud, &z, N, n, a->lscr));
     const lora_module *mod = &ps->L->m[lin[6].lora];
     PROF(ps, SP_LORA, k_lora_fwd(out, x->mid, NULL, ud, NULL, ps->p + mod->a_off,
                                  ps->p + mod->b_off, N, n, C, r, z.s, a->lscr));
-    frozen_fwd_rows(ps, &lin[6], out, x->act, a->xb, x->mid, N, 1);
+    frozen_fwd_rows(ps, &lin[6], out, NULL, a->xb, x->mid, N, 1);
 }
 
 /* Its backward: dres in, dnarrow = d(h2) out.  down's product writes
- * d(act), its LoRA its gradients and du; one pass adds du A_d, runs the
- * SwiGLU's backward into bf16 and gate's and up's LoRA rows; their
- * products; then their LoRA's dx and column sums. */
+ * d(act), its LoRA its du and dB; one pass adds du A_d, runs the SwiGLU's
+ * backward into bf16, makes act again for down's dA, and gate's and up's
+ * LoRA rows; their products; then their LoRA's dx and column sums. */
 static void llama_mlp_bwd_folded(const pass *ps, const model_block *b, const layer_acts *x,
                                  const uint16_t *dresb)
 {
@@ -1051,16 +1074,17 @@ static void llama_mlp_bwd_folded(const pass *ps, const model_block *b, const lay
     int N = a->N, n = c->n_inner;
     size_t nn = (size_t)N * n;
     k_swiglu_lora z = mlp_lora(ps, b);
-    frozen_bwd_rows(ps, &lin[6], a->dwide, a->dres, dresb, x->act, 0.0f, N);
-    PROF(ps, SP_LORA, lora_bwd_rows(ps, &lin[6], NULL, 0.0f, a->dres, x->act, N));
+    frozen_bwd_rows(ps, &lin[6], a->dwide, a->dres, dresb, NULL, 0.0f, N);
+    /* du and dB of down here; its dA inside k_swiglu_lora_bwd (act made again) */
+    PROF(ps, SP_LORA, lora_bwd_rows(ps, &lin[6], NULL, 0.0f, a->dres, NULL, N));
     PROF(ps, SP_LORA, k_swiglu_lora_bwd(a->xb, a->xb + nn, a->dwide, x->f, x->g, a->du, &z, N, n,
                                         a->lscr));
     frozen_bwd_rows(ps, &lin[4], a->dnarrow, NULL, a->xb, x->h2, 0.0f, N);
     frozen_bwd_rows(ps, &lin[5], a->dnarrow, NULL, a->xb + nn, x->h2, 1.0f, N);
-    float *dA[2], *dB[2];
-    lora_group_grads(ps, &lin[4], 2, dA, dB);
-    PROF(ps, SP_LORA, k_swiglu_lora_bwd_end(a->dnarrow, dA, dB, x->h2, &z, N, c->n_embd, n,
-                                            a->lscr));
+    float *dA[3], *dB[3];
+    lora_group_grads(ps, &lin[4], 3, dA, dB);
+    PROF(ps, SP_LORA, k_swiglu_lora_bwd_end(a->dnarrow, dA, dB, dA[2], x->h2, &z, N, c->n_embd,
+                                            n, a->lscr));
 }
 
 /* out = Llama block l applied to slot(l)->res (see the file comment). */
