@@ -659,8 +659,50 @@ static void test_lora_shapes(void **state)
  * k_lora_bwd_group) against k_lora_fwd / k_lora_bwd map by map (which
  * test_lora and test_lora_shapes check): the same u, y, dA, dB and dx bit
  * for bit (kernels.h: the same sums in the same order): y written (with
- * and without a bias) and added to, dx NULL, added to and written. */
+ * and without a bias) and added to, dx NULL, added to and written.  And
+ * the forward through k_lora_fwd_rows (check_lora_rows). */
 enum { LG = 3 };   /* maps per group in check_lora_group */
+
+/* k_lora_fwd_rows on the rows cut into three uneven pieces (not on LoRA
+ * block edges), called one after the other outside a parallel region, or
+ * by two threads inside one, with x given (u made) or u given: y and u
+ * equal to the group kernel's (y_want, u_want) bit for bit.  y0: y before
+ * the forward; res: whether the forward added to y. */
+static void check_lora_rows(float *const *y0, float *const *y_want, float *const *u_want,
+                            const float *x, float *const *A, float *const *B, float *const *bias,
+                            const int *out, int N, int IN, int R, float s, int res)
+{
+    enum { G = LG };
+    int out_sum = out[0] + out[1] + out[2], cut[4] = {0, 5, N / 2 + 3, N};
+    float *bt = tu_fnew(R * out_sum), *y[G], *u[G];
+    k_lora_transpose(bt, (const float *const *)B, out, G, R);
+    for (int way = 0; way < 4; way++) {   /* x given, x given in a region, u given, both */
+        int inside = way & 1, ugiven = way >= 2;
+        k_lora_rows l = {.x = ugiven ? NULL : x, .bt = bt, .G = G, .in = IN, .r = R, .s = s};
+        for (int g = 0; g < G; g++) {
+            y[g] = tu_fnew(N * out[g]), u[g] = tu_fnew(N * R);
+            memcpy(y[g], y0[g], sizeof(float) * N * out[g]);
+            if (ugiven)
+                memcpy(u[g], u_want[g], sizeof(float) * N * R);
+            l.y[g] = y[g], l.u[g] = u[g], l.res[g] = res ? y[g] : NULL, l.b[g] = bias[g];
+            l.A[g] = A[g], l.out[g] = out[g];
+        }
+        if (inside) {
+#pragma omp parallel num_threads(2)
+            for (int p = omp_get_thread_num(); p < 3; p += omp_get_num_threads())
+                k_lora_fwd_rows(&l, cut[p], cut[p + 1]);
+        } else {
+            for (int p = 0; p < 3; p++)
+                k_lora_fwd_rows(&l, cut[p], cut[p + 1]);
+        }
+        for (int g = 0; g < G; g++) {
+            assert_memory_equal(y[g], y_want[g], sizeof(float) * N * out[g]);
+            assert_memory_equal(u[g], u_want[g], sizeof(float) * N * R);
+            free(y[g]), free(u[g]);
+        }
+    }
+    free(bt);
+}
 
 static void check_lora_group(int N, int IN, int R, const int *out)
 {
@@ -672,12 +714,14 @@ static void check_lora_group(int N, int IN, int R, const int *out)
     float *scratch = tu_fnew(k_lora_group_scratch(G, N, out_sum, R));
     float *scr1 = tu_fnew(k_lora_scratch(N, out_sum, R));
     float *A[G], *B[G], *y1[G], *y2[G], *u1[G], *u2[G], *dy[G], *dA1[G], *dA2[G], *dB1[G], *dB2[G];
+    float *y0[G];
     fill_normal(x, N * IN, 1, 60);
     fill_normal(dx0, N * IN, 1, 61);
     for (int g = 0; g < G; g++) {
         int o = out[g];
         A[g] = tu_fnew(R * IN), B[g] = tu_fnew(o * R), dy[g] = tu_fnew(N * o);
         y1[g] = tu_fnew(N * o), y2[g] = tu_fnew(N * o), u1[g] = tu_fnew(N * R);
+        y0[g] = tu_fnew(N * o);
         u2[g] = tu_fnew(N * R), dA1[g] = tu_fnew(R * IN), dA2[g] = tu_fnew(R * IN);
         dB1[g] = tu_fnew(o * R), dB2[g] = tu_fnew(o * R);
         fill_normal(A[g], R * IN, 0.5f, 62 + 10 * g);
@@ -702,6 +746,7 @@ static void check_lora_group(int N, int IN, int R, const int *out)
             if (mode == 1)
                 fill_normal(y1[g], (size_t)N * out[g], 1, 70 + g);
             memcpy(y2[g], y1[g], sizeof(float) * N * out[g]);
+            memcpy(y0[g], y1[g], sizeof(float) * N * out[g]);
             k_lora_fwd(y1[g], mode == 1 ? y1[g] : NULL, bias[g], u1[g], x, A[g], B[g], N, IN,
                        out[g], R, s, scr1);
             k_lora_bwd(dxa, g ? 1.0f : beta, dA1[g], dB1[g], du, dy[g], x, u1[g], A[g], B[g], N,
@@ -726,10 +771,12 @@ static void check_lora_group(int N, int IN, int R, const int *out)
         assert_memory_equal(dx2, dx1, sizeof(float) * N * IN);
         if (mode == 0)
             assert_memory_equal(dx2, dx0, sizeof(float) * N * IN);
+        check_lora_rows(y0, y1, u1, x, A, B, bias, out, N, IN, R, s, mode == 1);
     }
     free(bias[0]), free(bias[2]);
     for (int g = 0; g < G; g++) {
         free(A[g]), free(B[g]), free(dy[g]), free(y1[g]), free(y2[g]), free(u1[g]), free(u2[g]);
+        free(y0[g]);
         free(dA1[g]), free(dA2[g]), free(dB1[g]), free(dB2[g]);
     }
     free(x), free(du), free(dx0), free(dx1), free(dx2), free(scratch), free(scr1);

@@ -633,11 +633,36 @@ VEC static void lora_dots(float *u, const float *x, int ldx, const float *M, int
     }
 }
 
+/* One vector of columns of lora_axpys_g: y[p, j..j+LANES) for the P rows. */
+LORA_INLINE void lora_axpys_v(float *y, int ldy, const float *y0, int ld0, const float *bias,
+                              const float (*sc)[8], const float *M, int ld, int j, const int G,
+                              const int P, const int FROM, const int WB)
+{
+    lora_v t[2];
+    for (int p = 0; p < P; p++) {
+        if (FROM)
+            t[p] = lora_load(y0 + (size_t)p * ld0 + j);
+        else
+            t[p] = (lora_v){0};
+        if (WB)
+            t[p] += lora_load(bias + j);
+    }
+    for (int k = 0; k < G; k++) {
+        lora_v mk = lora_load(M + (size_t)k * ld + j);
+        for (int p = 0; p < P; p++)
+            t[p] += sc[p][k] * mk;
+    }
+    for (int p = 0; p < P; p++)
+        memcpy(y + (size_t)p * ldy + j, &t[p], sizeof t[p]);
+}
+
 /* y[p, j] = y0[p, j] + bias[j] + sum_k (s c[p, k]) M[k,j] for the P rows p of
  * y (ldy apart), y0 (ld0 apart; may be y; used when FROM, else 0) and c (ldc
  * apart), k < G, j < n (M's rows ld apart; bias used when WB, else 0), the k
  * in order.  Two rows share each load of M.  FROM and WB are constants at
- * every call (lora_axpys), so the start costs no branch in the loop. */
+ * every call (lora_axpys), so the start costs no branch in the loop.  The
+ * last n % LANES columns go through the same vector code, zero-padded, so
+ * that a row's values do not depend on P (the rows it is paired with). */
 LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *y0, int ld0, const float *bias,
                               const float *c, int ldc, const float *M, int ld, int n, float s,
                               const int G, const int P, const int FROM, const int WB)
@@ -647,33 +672,21 @@ LORA_INLINE void lora_axpys_g(float *y, int ldy, const float *y0, int ld0, const
         for (int k = 0; k < G; k++)
             sc[p][k] = s * c[(size_t)p * ldc + k];
     int j = 0;
-    for (; j + LANES <= n; j += LANES) {
-        lora_v t[2];
-        for (int p = 0; p < P; p++) {
-            if (FROM)
-                t[p] = lora_load(y0 + (size_t)p * ld0 + j);
-            else
-                t[p] = (lora_v){0};
-            if (WB)
-                t[p] += lora_load(bias + j);
-        }
-        for (int k = 0; k < G; k++) {
-            lora_v mk = lora_load(M + (size_t)k * ld + j);
-            for (int p = 0; p < P; p++)
-                t[p] += sc[p][k] * mk;
-        }
-        for (int p = 0; p < P; p++)
-            memcpy(y + (size_t)p * ldy + j, &t[p], sizeof t[p]);
-    }
-    for (; j < n; j++)
-        for (int p = 0; p < P; p++) {
-            float t = FROM ? y0[(size_t)p * ld0 + j] : 0.0f;
-            if (WB)
-                t += bias[j];
-            for (int k = 0; k < G; k++)
-                t += sc[p][k] * M[(size_t)k * ld + j];
-            y[(size_t)p * ldy + j] = t;
-        }
+    for (; j + LANES <= n; j += LANES)
+        lora_axpys_v(y, ldy, y0, ld0, bias, sc, M, ld, j, G, P, FROM, WB);
+    int w = n - j;
+    if (w == 0)
+        return;
+    float ty[2][LANES], t0[2][LANES] = {{0}}, tb[LANES] = {0}, tm[8][LANES] = {{0}};
+    for (int p = 0; p < P && FROM; p++)
+        memcpy(t0[p], y0 + (size_t)p * ld0 + j, (size_t)w * sizeof(float));
+    if (WB)
+        memcpy(tb, bias + j, (size_t)w * sizeof(float));
+    for (int k = 0; k < G; k++)
+        memcpy(tm[k], M + (size_t)k * ld + j, (size_t)w * sizeof(float));
+    lora_axpys_v(ty[0], LANES, t0[0], LANES, tb, sc, tm[0], LANES, 0, G, P, FROM, WB);
+    for (int p = 0; p < P; p++)
+        memcpy(y + (size_t)p * ldy + j, ty[p], (size_t)w * sizeof(float));
 }
 
 /* lora_axpys_g with FROM = (y0 != NULL), WB = (bias != NULL) as constants. */
@@ -854,10 +867,29 @@ static int lora_blocks(int N) { return (N + LORA_ROWS - 1) / LORA_ROWS; }
 /* The rows of the block of at most LORA_ROWS rows starting at n0. */
 static int lora_block_rows(int N, int n0) { return N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS; }
 
-/* The forward of G maps reading x, by blocks of LORA_ROWS rows (bt:
+/* The forward of G maps reading x on the rows [n0, n0 + rows) (bt:
  * lora_transpose's): u_g = x A_g^T, then y_g = res_g + b_g + s u_g B_g^T
  * (res, b: NULL or one entry per map, each may be NULL).  x NULL: u_g are
- * given (only y); y NULL: only u_g. */
+ * given (only y); y NULL: only u_g.  Each row's values do not depend on
+ * which rows share its call. */
+static void lora_fwd_block(float *const *y, const float *const *res, const float *const *b,
+                           float *const *u, const float *x, const float *const *A,
+                           const float *bt, const int *out, int G, int n0, int rows, int in,
+                           int r, float s)
+{
+    for (int g = 0; g < G; g++) {
+        float *un = u[g] + (size_t)n0 * r;
+        const float *rg = res && res[g] ? res[g] + (size_t)n0 * out[g] : NULL;
+        if (x)
+            lora_dots(un, x + (size_t)n0 * in, in, A[g], in, in, r, 1.0f, rows);
+        if (y)
+            lora_axpys(y[g] + (size_t)n0 * out[g], out[g], rg, out[g], b ? b[g] : NULL, un, bt,
+                       out[g], out[g], r, s, rows);
+        bt += (size_t)r * out[g];
+    }
+}
+
+/* lora_fwd_block over all N rows by blocks of LORA_ROWS, in parallel. */
 static void lora_fwd_maps(float *const *y, const float *const *res, const float *const *b,
                           float *const *u, const float *x, const float *const *A,
                           const float *const *B, const int *out, int G, int N, int in, int r,
@@ -867,19 +899,22 @@ static void lora_fwd_maps(float *const *y, const float *const *res, const float 
         lora_transpose(bt, B, out, G, r);
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < lora_blocks(N); blk++) {
-        int n0 = blk * LORA_ROWS, rows = lora_block_rows(N, n0);
-        const float *btg = bt;
-        for (int g = 0; g < G; g++) {
-            float *un = u[g] + (size_t)n0 * r;
-            const float *rg = res && res[g] ? res[g] + (size_t)n0 * out[g] : NULL;
-            if (x)
-                lora_dots(un, x + (size_t)n0 * in, in, A[g], in, in, r, 1.0f, rows);
-            if (y)
-                lora_axpys(y[g] + (size_t)n0 * out[g], out[g], rg, out[g], b ? b[g] : NULL, un,
-                           btg, out[g], out[g], r, s, rows);
-            btg += (size_t)r * out[g];
-        }
+        int n0 = blk * LORA_ROWS;
+        lora_fwd_block(y, res, b, u, x, A, bt, out, G, n0, lora_block_rows(N, n0), in, r, s);
     }
+}
+
+void k_lora_transpose(float *bt, const float *const *B, const int *out, int G, int r)
+{
+    lora_transpose(bt, B, out, G, r);
+}
+
+void k_lora_fwd_rows(const k_lora_rows *l, int n0, int n1)
+{
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
+    for (int m = n0; m < n1; m += LORA_ROWS)
+        lora_fwd_block(l->y, l->res, l->b, l->u, l->x, l->A, l->bt, l->out, l->G, m,
+                       n1 - m < LORA_ROWS ? n1 - m : LORA_ROWS, l->in, l->r, l->s);
 }
 
 static int lora_parts(int N) { return (N + LORA_PART - 1) / LORA_PART; }

@@ -149,6 +149,27 @@ void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
                       const float *const *A, const float *const *B, const int *out, int G, int N,
                       int in, int r, float s, float *scratch);
 
+/* The forward of k_lora_fwd_group on rows of the caller's choosing, for
+ * work that holds those rows already (the attention's row hooks,
+ * model_step.c): bt = [B_0^T; ...; B_{G-1}^T] made once (k_lora_transpose,
+ * r x (out_0 + ... + out_{G-1}) floats), then k_lora_fwd_rows on rows [n0,
+ * n1): for each map y_g = res_g + b_g + s u_g B_g^T, after u_g = x A_g^T
+ * when x is given (else u_g as given).  Any split of the rows into calls
+ * gives the bits of one k_lora_fwd_group over all of them.  Outside a
+ * parallel region the rows run in a parallel loop; inside one, on the
+ * calling thread. */
+typedef struct {
+    float *y[K_LORA_GROUP_MAX], *u[K_LORA_GROUP_MAX];
+    const float *res[K_LORA_GROUP_MAX], *b[K_LORA_GROUP_MAX]; /* entries may be NULL (0) */
+    const float *A[K_LORA_GROUP_MAX];
+    const float *x;    /* [N,in], or NULL: u given */
+    const float *bt;   /* k_lora_transpose's */
+    int out[K_LORA_GROUP_MAX], G, in, r;
+    float s;
+} k_lora_rows;
+void k_lora_transpose(float *bt, const float *const *B, const int *out, int G, int r);
+void k_lora_fwd_rows(const k_lora_rows *l, int n0, int n1);
+
 /* Causal softmax attention with H query heads, Hk key/value heads (H % Hk == 0;
  * query head h reads kv head h / (H/Hk)), head size D, scale 1/sqrt(D).
  * Row (b,t) of head h: q + (b*T+t)*ldq + h*D, likewise k (ldk), v (ldv).

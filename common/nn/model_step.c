@@ -96,6 +96,8 @@ struct model_acts {
                           * [N,C] a norm's, [N,I] GELU's or SwiGLU's, 2 x [N,I] SwiGLU's
                           * d(gate), d(up) (acts_carve) */
     float *lscr;         /* with LoRA: scratch of the LoRA kernels (lora_scratch_floats) */
+    float *lbt;          /* with LoRA: the B^T of the maps whose forward LoRA runs in the
+                          * attention's row hooks: q, k, v (or c_attn), then o (or c_proj) */
     int swl_tiles;       /* Llama bf16 with LoRA: threads lscr has SwiGLU tiles for (mlp_folded) */
     float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
     /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
@@ -246,8 +248,11 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         a->rope_cs = carve(base, &off, (size_t)a->T * c->head_dim / 2);
         a->rope_sn = carve(base, &off, (size_t)a->T * c->head_dim / 2);
     }
-    if (L)
+    if (L) {
         a->lscr = carve(base, &off, lora_scratch_floats(a, m, L, (int)N));
+        size_t qkv = (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim;
+        a->lbt = carve(base, &off, (size_t)L->r * (qkv + C));
+    }
     int drop = L && L->dropout > 0;
     for (int i = 0; i < a->n_mod; i++) {
         a->u[i] = carve(base, &off, N * L->r);
@@ -825,6 +830,80 @@ static const uint16_t *const *swiglu_bwd(const pass *ps, const model_linear *gu,
 
 static layer_acts *slot(const pass *ps, int l) { return &ps->a->la[ps->a->bwd ? l : 0]; }
 
+/* ---- the forward LoRA around attention, in its row hooks ---- */
+
+/* Do the LoRA adds of lins[0..G-1] (q, k, v, or GPT-2's c_attn, writing
+ * y[g]) wait for the attention's pre hook: groupable, and added after
+ * their frozen products (lora_goes_first is 0: oneDNN's).  Then l is
+ * filled for k_lora_fwd_rows (y += s u B^T, u made beforehand) and B^T
+ * made in a->lbt; B[g] are the maps' B. */
+static int lora_in_pre(const pass *ps, const model_linear *lins, int G, float *const *y,
+                       k_lora_rows *l, const float **B)
+{
+    if (!lora_groupable(ps, lins, G) || lora_goes_first(&lins[0], 0))
+        return 0;
+    memset(l, 0, sizeof *l);
+    lora_group_params(ps, lins, G, l->A, B, l->out);
+    for (int g = 0; g < G; g++)
+        l->y[g] = y[g], l->res[g] = y[g], l->u[g] = ps->a->u[lins[g].lora];
+    l->G = G, l->in = lins[0].in, l->r = ps->L->r, l->s = ps->L->scale, l->bt = ps->a->lbt;
+    k_lora_transpose(ps->a->lbt, B, l->out, G, l->r);
+    return 1;
+}
+
+/* Does the LoRA of lin (o_proj, c_proj: y = res + its LoRA, then its
+ * product adds) run in the attention's post hook, from the rows of x (the
+ * attention's output) as they are made: adapted without dropout.  Then l
+ * is filled and B^T made in a->lbt after the pre hook's. */
+static int lora_in_post(const pass *ps, const model_linear *lin, float *y, const float *res,
+                        const float *x, k_lora_rows *l)
+{
+    if (!lora_groupable(ps, lin, 1))
+        return 0;
+    const model_config *c = &ps->m->cfg;
+    const float *B[1];
+    memset(l, 0, sizeof *l);
+    lora_group_params(ps, lin, 1, l->A, B, l->out);
+    l->y[0] = y, l->res[0] = res, l->b[0] = lora_bias(lin), l->u[0] = ps->a->u[lin->lora];
+    l->x = x, l->G = 1, l->in = lin->in, l->r = ps->L->r, l->s = ps->L->scale;
+    float *bt = ps->a->lbt + (size_t)l->r * (c->n_head + 2 * c->n_kv_head) * c->head_dim;
+    k_lora_transpose(bt, B, l->out, 1, l->r);
+    l->bt = bt;
+    return 1;
+}
+
+/* The maps lins[0..G-1] reading x (xb: its bf16, or NULL) before
+ * attention, into y[g].  With their LoRA adds in the attention's pre hook
+ * (lora_in_pre): here only their u and the frozen products, l returned;
+ * else all of it here (group_fwd), NULL returned. */
+static const k_lora_rows *maps_before_attention(const pass *ps, const model_linear *lins, int G,
+                                                float *const *y, const float *x,
+                                                const uint16_t *xb, k_lora_rows *l)
+{
+    model_acts *a = ps->a;
+    const float *B[MODEL_GROUP_MAX];
+    if (!lora_in_pre(ps, lins, G, y, l, B)) {
+        group_fwd(ps, lins, G, y, x, xb);
+        return NULL;
+    }
+    PROF(ps, SP_LORA, k_lora_fwd_group(NULL, NULL, NULL, l->u, x, l->A, B, l->out, G, a->N,
+                                       l->in, l->r, l->s, a->lscr));
+    for (int g = 0; g < G; g++)
+        frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N, 0);
+    return l;
+}
+
+/* The output map lin after attention: y = res + x W (+ b) + its LoRA, the
+ * LoRA already written by the post hook when lo (lora_in_post). */
+static void map_after_attention(const pass *ps, const model_linear *lin, float *y, const float *x,
+                                const uint16_t *xb, const float *res, const k_lora_rows *lo)
+{
+    if (lo)
+        frozen_fwd_rows(ps, lin, y, x, xb, res, ps->a->N, 1);
+    else
+        linear_fwd_rows(ps, lin, y, x, xb, res, ps->a->N);
+}
+
 /* The work on token rows around attention (da_rows): RoPE on q, k before
  * the forward, and after it the output rounded to bf16 for the next
  * product; after the backward, RoPE's backward on dq, dk, and dq, dk, dv
@@ -839,6 +918,9 @@ typedef struct {
     const float *src;       /* round_rows: rows of w floats rounded into dst */
     uint16_t *dst;
     size_t w;
+    int rope;               /* forward: RoPE on q, k (Llama) */
+    const k_lora_rows *lq;  /* forward: the q/k/v LoRA added to the rows first, or NULL */
+    const k_lora_rows *lo;  /* forward: the output map's LoRA from the rows made, or NULL */
 } attn_rows;
 
 /* Runs r's pre or post work on all rows (the kernels' path), and gives
@@ -858,29 +940,49 @@ static void round_rows(void *ctx, int n0, int n1)
     dm_to_bf16(r->dst + n0 * r->w, r->src + n0 * r->w, n1 - n0, (int)r->w);
 }
 
-/* RoPE on rows [n0, n1) of q [N,H*D] and k [N,Hk*D] (whole sequences: the
- * position is the row's index modulo T either way). */
-static void rope_fwd_rows(void *ctx, int n0, int n1)
+/* Before the forward reads rows [n0, n1): the q/k/v LoRA added (lq), then
+ * RoPE on q [N,H*D] and k [N,Hk*D] (Llama; whole sequences: the position
+ * is the row's index modulo T either way). */
+static void fwd_pre_rows(void *ctx, int n0, int n1)
 {
     attn_rows *r = ctx;
     const model_config *c = &r->ps->m->cfg;
     const model_acts *a = r->ps->a;
     int H = c->n_head, Hk = c->n_kv_head, D = c->head_dim, n = n1 - n0;
+    if (r->lq)
+        k_lora_fwd_rows(r->lq, n0, n1);
+    if (!r->rope)
+        return;
     k_rope_fwd(r->q + (size_t)n0 * H * D, a->rope_cs, a->rope_sn, n, a->T, H, D, H * D);
     k_rope_fwd(r->k + (size_t)n0 * Hk * D, a->rope_cs, a->rope_sn, n, a->T, Hk, D, Hk * D);
 }
 
+/* After the forward wrote rows [n0, n1) of its output: their bf16 copy
+ * (bf16 compute) and the output map's LoRA from them (lo). */
+static void fwd_post_rows(void *ctx, int n0, int n1)
+{
+    attn_rows *r = ctx;
+    if (r->dst)
+        round_rows(ctx, n0, n1);
+    if (r->lo)
+        k_lora_fwd_rows(r->lo, n0, n1);
+}
+
 /* x->ao, x->att = attention(q, k, v) (kernels.h; through oneDNN:
- * dnnl_attention.h) with q, k, v at row strides ldq, ldk, ldv, after
- * RoPE on q and k when rope (Llama).  Returns x->ao rounded to bf16 (in
- * a->xb) under bf16 compute, else NULL. */
+ * dnnl_attention.h) with q, k, v at row strides ldq, ldk, ldv, after the
+ * LoRA of q, k, v (lq, or NULL) and RoPE on q and k when rope (Llama);
+ * the output map's LoRA (lo, or NULL) from the rows of x->ao as they are
+ * made.  Returns x->ao rounded to bf16 (in a->xb) under bf16 compute, else
+ * NULL. */
 static const uint16_t *attention_fwd(const pass *ps, layer_acts *x, float *q, float *k,
-                                     const float *v, int ldq, int ldk, int ldv, int rope)
+                                     const float *v, int ldq, int ldk, int ldv, int rope,
+                                     const k_lora_rows *lq, const k_lora_rows *lo)
 {
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
-    attn_rows ar = {ps, q, k, NULL, NULL, x->ao, a->xb, (size_t)c->n_head * c->head_dim};
-    da_rows r = {rope ? rope_fwd_rows : NULL, a->xb ? round_rows : NULL, &ar};
+    attn_rows ar = {ps,    q,     k, NULL, NULL, x->ao, a->xb, (size_t)c->n_head * c->head_dim,
+                    rope, lq,    lo};
+    da_rows r = {rope || lq ? fwd_pre_rows : NULL, a->xb || lo ? fwd_post_rows : NULL, &ar};
     pl_err e;
     prof_mark t = prof_start(a);
     if (a->attn) {
@@ -929,7 +1031,8 @@ static const uint16_t *const *attention_bwd(const pass *ps, const layer_acts *x,
     model_acts *a = ps->a;
     int round = a->xb && dqkvb, N = a->N, H = c->n_head, Hk = c->n_kv_head;
     /* GPT-2: dq, dk, dv are the rows of one [N,3C] array (dq its start) */
-    attn_rows ar = {ps, dq, dk, dv, round ? a->xb : NULL, dq, a->xb, 3 * (size_t)c->n_embd};
+    attn_rows ar = {ps, dq, dk, dv, round ? a->xb : NULL, dq, a->xb, 3 * (size_t)c->n_embd,
+                    0, NULL, NULL};
     da_rows r = {NULL, rope ? rope_bwd_rows : round ? round_rows : NULL, &ar};
     pl_err e;
     prof_mark t = prof_start(a);
@@ -959,9 +1062,12 @@ static void gpt2_block_fwd(const pass *ps, int l, float *out)
     const uint16_t *hb, *gb;
     PROF(ps, SP_ELEMENTWISE,
          hb = norm_fwd(c, x->h1, xb, x->m1, x->r1, x->res, b->ln1_w, b->ln1_b, N));
-    linear_fwd_rows(ps, &b->lin[0], x->qkv, x->h1, hb, NULL, N);
-    hb = attention_fwd(ps, x, x->qkv, x->qkv + C, x->qkv + 2 * C, 3 * C, 3 * C, 3 * C, 0);
-    linear_fwd_rows(ps, &b->lin[1], x->mid, x->ao, hb, x->res, N);
+    k_lora_rows lr[2];
+    const k_lora_rows *lq = maps_before_attention(ps, &b->lin[0], 1, &x->qkv, x->h1, hb, &lr[0]);
+    const k_lora_rows *lo = lora_in_post(ps, &b->lin[1], x->mid, x->res, x->ao, &lr[1]) ? &lr[1]
+                                                                                        : NULL;
+    hb = attention_fwd(ps, x, x->qkv, x->qkv + C, x->qkv + 2 * C, 3 * C, 3 * C, 3 * C, 0, lq, lo);
+    map_after_attention(ps, &b->lin[1], x->mid, x->ao, hb, x->res, lo);
     PROF(ps, SP_ELEMENTWISE,
          hb = norm_fwd(c, x->h2, xb, x->m2, x->r2, x->mid, b->ln2_w, b->ln2_b, N));
     linear_fwd_rows(ps, &b->lin[2], x->f, x->h2, hb, NULL, N);
@@ -1101,9 +1207,12 @@ static void llama_block_fwd(const pass *ps, int l, float *out)
     PROF(ps, SP_ELEMENTWISE,
          hb = norm_fwd(c, x->h1, a->xb, NULL, x->r1, x->res, b->ln1_w, NULL, N));
     float *qkv[3] = {q, k, v}, *gu[2] = {x->f, x->g};
-    group_fwd(ps, &b->lin[0], 3, qkv, x->h1, hb);
-    hb = attention_fwd(ps, x, q, k, v, H * D, Hk * D, Hk * D, 1);
-    linear_fwd_rows(ps, &b->lin[3], x->mid, x->ao, hb, x->res, N);
+    k_lora_rows lr[2];
+    const k_lora_rows *lq = maps_before_attention(ps, &b->lin[0], 3, qkv, x->h1, hb, &lr[0]);
+    const k_lora_rows *lo = lora_in_post(ps, &b->lin[3], x->mid, x->res, x->ao, &lr[1]) ? &lr[1]
+                                                                                        : NULL;
+    hb = attention_fwd(ps, x, q, k, v, H * D, Hk * D, Hk * D, 1, lq, lo);
+    map_after_attention(ps, &b->lin[3], x->mid, x->ao, hb, x->res, lo);
     PROF(ps, SP_ELEMENTWISE,
          hb = norm_fwd(c, x->h2, a->xb, NULL, x->r2, x->mid, b->ln2_w, NULL, N));
     if (mlp_folded(ps, b)) {
