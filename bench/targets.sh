@@ -3,11 +3,14 @@
 # targets" (issue 17), every output kept in OUTDIR:
 #   cmp_auto.txt, cmp_fp32.txt   compare.sh -r 3 on GPT-2 124M r8 c_attn,
 #                                bf16 (auto) and fp32 against PyTorch
-#   llama_{auto,fp32,fp32_onednn}_{1,2}.txt
+#   llama_{auto,fp32,fp32_onednn}_{1,2}.txt, llama_auto_3.txt
 #                                pslora bench on the SmolLM-135M shape, r8 on
-#                                all seven maps, alternated, 2 runs each
+#                                all seven maps, alternated, 2 runs each (3 of
+#                                auto); peak_share.txt: the best of each
+#                                configuration at the highest peak its runs
+#                                measured (peak_share.sh)
 #   llama_bf16_profile.txt, gpt2_bf16_profile.txt   --profile runs
-# 2 threads, OMP_WAIT_POLICY=passive unless set (as compare.sh).  About 8
+# 2 threads, OMP_WAIT_POLICY=passive unless set (as compare.sh).  About 9
 # minutes on a 2-core machine; run it with nothing else running.
 #
 #   bench/targets.sh OUTDIR        (PSLORA: the binary, default build/cli/pslora)
@@ -37,14 +40,19 @@ for i in 1 2; do
     "$P" bench "${L[@]}" --compute fp32 >"$out/llama_fp32_$i.txt" 2>&1
     "$P" bench "${L[@]}" --compute fp32 --fp32-matmul onednn >"$out/llama_fp32_onednn_$i.txt" 2>&1
 done
+"$P" bench "${L[@]}" --compute auto >"$out/llama_auto_3.txt" 2>&1
 "$P" bench "${L[@]}" --compute bf16 --profile >"$out/llama_bf16_profile.txt" 2>&1
 "$P" bench "${G[@]}" --compute bf16 --profile >"$out/gpt2_bf16_profile.txt" 2>&1
 date -u +%FT%TZ >"$out/end"
+for c in auto fp32 fp32_onednn; do
+    echo "llama $c: $("$here/peak_share.sh" "$out"/llama_${c}_[0-9].txt)"
+done >"$out/peak_share.txt"
 # One line per file: what ran and how close to its peak.
 for f in "$out"/cmp_*.txt; do
     echo "$(basename "$f"): $(grep -E '^(pslora|ratio|ceiling)' "$f" | tr '\n' ' ')"
 done
-for f in "$out"/llama_*.txt "$out"/gpt2_*.txt; do
+for f in "$out"/llama_*_[0-9].txt "$out"/*_profile.txt; do
     echo "$(basename "$f"): $(sed -n 's/^model GFLOP\/s .*; \([0-9.]*% of the measured peak [0-9.]*\)$/\1/p' "$f")," \
         "$(grep '^tokens/s' "$f")"
 done
+cat "$out/peak_share.txt"

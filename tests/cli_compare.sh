@@ -17,6 +17,34 @@ expect_fail 2 "^targets.sh: usage: bench/targets.sh OUTDIR$" "$TGT"
 expect_fail 2 "^targets.sh: pslora binary not found: /nonexistent \\(set PSLORA\\)$" \
   env PSLORA=/nonexistent "$TGT" out
 
+# bench/peak_share.sh: the best run at the highest peak of the runs.  Two
+# made-up runs of 1e9 FLOP per token: 100 tokens/s against a peak of 200
+# GFLOP/s (50%), 120 against 150 (80% of its own low peak): the best is
+# 120 tokens/s = 120 GFLOP/s, 60.0% of the highest peak, 200.
+PS=$(dirname "$CMP")/peak_share.sh
+run_txt() {   # file tokens/s peak compute
+  printf 'FLOP/token 1e+09 (forward 5e+08, backward 5e+08): matrix products only
+threads 2; compute %s (requested)
+peak, FLOP-weighted over those products: %s GFLOP/s
+tokens/s %s
+' \
+    "$4" "$3" "$2" >"$1"
+}
+run_txt r1.txt 100.0 200.0 bf16
+run_txt r2.txt 120.0 150.0 bf16
+"$PS" r1.txt r2.txt >ps.txt || fail "peak_share.sh: $(cat ps.txt)"
+grep -qx "runs 2; best 120.0 tokens/s (r2.txt); highest peak 200.0 GFLOP/s; best at the highest peak: 60.0%" ps.txt ||
+  fail "peak_share.sh printed: $(cat ps.txt)"
+run_txt r3.txt 130.0 200.0 fp32
+expect_fail 2 "^peak_share.sh: r3.txt: FLOP/token 1e\\+09, compute fp32, not 1e\\+09, bf16: another configuration$" \
+  "$PS" r1.txt r3.txt
+grep -v '^peak' r1.txt >r4.txt
+expect_fail 2 "^peak_share.sh: r4.txt: not a pslora bench output \\(no FLOP/token, peak or tokens/s line\\)$" \
+  "$PS" r1.txt r4.txt
+expect_fail 2 "^peak_share.sh: nope.txt: cannot read$" "$PS" r1.txt nope.txt
+expect_fail 2 "^peak_share.sh: usage: bench/peak_share.sh RUN.txt...$" "$PS"
+ok "peak_share.sh: $(cat ps.txt)"
+
 # A real pslora run on a tiny shape against a peer fixed at 40 tokens/s.
 cat > peer.py <<'EOF2'
 print("tokens/s 40.0")
