@@ -596,9 +596,9 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
  *             adding into d(act), k_swiglu_bwd_bf16 (fp32 and bf16),
  *             k_lora_bwd_group for gate and up
  *   folded    k_swiglu_lora (kernels.h): fwd: the u of gate and up, then
- *             k_swiglu_lora_fwd (act only in a tile), then down's LoRA from
- *             its u;  bwd: down's LoRA without dx or dA, k_swiglu_lora_bwd
- *             (act made again, down's dA), k_swiglu_lora_bwd_end
+ *             k_swiglu_lora_fwd (act only in a tile, down's LoRA inside);
+ *             bwd: k_swiglu_lora_bwd (down's du and dB share, act made
+ *             again for its dA), k_swiglu_lora_bwd_end
  * Microseconds per call (best within --seconds); the [N,I] arrays (about
  * 5 x 4 N I bytes) do not fit in cache at the default shape, so each
  * call reads them from memory as the step does. */
@@ -630,9 +630,7 @@ static void run_mlp_fwd_folded(void *p)
     const int out[2] = {c->Ni, c->Ni};
     k_lora_fwd_group(NULL, NULL, NULL, c->u, c->h2, c->z.A, c->z.B, out, 2, c->N, c->C, c->r,
                      c->z.s, c->scr);
-    k_swiglu_lora_fwd(c->f, c->g, c->xb, c->u[2], &c->z, c->N, c->Ni, c->scr);
-    k_lora_fwd(c->out, c->mid, NULL, c->u[2], NULL, c->A[2], c->B[2], c->N, c->Ni, c->C, c->r,
-               c->z.s, c->scr);
+    k_swiglu_lora_fwd(c->f, c->g, c->xb, c->u[2], c->out, c->mid, &c->z, c->N, c->Ni, c->scr);
 }
 
 static void run_mlp_bwd(void *p)
@@ -652,11 +650,8 @@ static void run_mlp_bwd_folded(void *p)
 {
     mlp_ctx *c = p;
     size_t n = (size_t)c->N * c->Ni;
-    k_lora_bwd(NULL, 0.0f, c->dA[2], c->dB[2], c->du, c->dres, NULL, c->u[2], c->A[2], c->B[2],
-               c->N, c->Ni, c->C, c->r, c->z.s, c->scr);
-    k_swiglu_lora_bwd(c->xb, c->xb + n, c->dwide, c->f, c->g, c->du, &c->z, c->N, c->Ni, c->scr);
-    k_swiglu_lora_bwd_end(c->dnarrow, c->dA, c->dB, c->dA[2], c->h2, &c->z, c->N, c->C, c->Ni,
-                          c->scr);
+    k_swiglu_lora_bwd(c->xb, c->xb + n, c->dwide, c->f, c->g, c->dres, &c->z, c->N, c->Ni, c->scr);
+    k_swiglu_lora_bwd_end(c->dnarrow, c->dA, c->dB, c->h2, &c->z, c->N, c->C, c->Ni, c->scr);
 }
 
 static int bench_mlp(int argc, char **argv, double seconds, const char *threads)
@@ -668,7 +663,7 @@ static int bench_mlp(int argc, char **argv, double seconds, const char *threads)
     size_t NC = (size_t)c.N * c.C, NI = (size_t)c.N * c.Ni, Nr = (size_t)c.N * c.r;
     size_t rC = (size_t)c.r * c.C, rI = (size_t)c.r * c.Ni;
     int maxt = omp_get_max_threads();
-    size_t sg = k_lora_group_scratch(2, c.N, 2 * c.Ni, c.r), ss = k_swiglu_lora_scratch(c.N, c.Ni, c.r, maxt);
+    size_t sg = k_lora_group_scratch(2, c.N, 2 * c.Ni, c.r), ss = k_swiglu_lora_scratch(c.N, c.Ni, c.C, c.r, maxt);
     c.h2 = randn(NC, 1.0f, 1), c.f = randn(NI, 1.0f, 2), c.g = randn(NI, 1.0f, 3);
     c.act = randn(NI, 1.0f, 4), c.out = randn(NC, 1.0f, 5), c.mid = randn(NC, 1.0f, 6);
     c.dres = randn(NC, 1.0f, 7), c.dwide = randn(NI, 1.0f, 8), c.dup = randn(NI, 1.0f, 9);
@@ -681,8 +676,8 @@ static int bench_mlp(int argc, char **argv, double seconds, const char *threads)
         c.A[i] = randn(ab, 0.05f, 30 + i), c.B[i] = randn(i < 2 ? rI : rC, 0.001f, 40 + i);
         c.dA[i] = randn(ab, 1.0f, 50 + i), c.dB[i] = randn(i < 2 ? rI : rC, 1.0f, 60 + i);
     }
-    c.z = (k_swiglu_lora){{c.u[0], c.u[1]}, {c.A[0], c.A[1]}, {c.B[0], c.B[1]}, c.A[2], c.r, maxt,
-                          2.0f};
+    c.z = (k_swiglu_lora){{c.u[0], c.u[1]}, {c.A[0], c.A[1]}, {c.B[0], c.B[1]}, c.A[2], c.B[2],
+                          c.u[2], c.r, c.C, maxt, 2.0f};
     printf("bench_gemm --mlp: N %d C %d I %d r %d; microseconds per call (best within %.2f s)\n"
            "%-7s %9s %9s %9s %9s %8s %8s\n", c.N, c.C, c.Ni, c.r, seconds, "threads", "fwd",
            "folded", "bwd", "folded", "fwd x", "bwd x");

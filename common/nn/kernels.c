@@ -1054,8 +1054,8 @@ typedef struct {
 static lora_group_mem lora_group_at(float *scratch, const int *out, int G, int N, int r)
 {
     lora_group_mem g;
-    for (int k = 0; k < G; k++)
-        g.du[k] = scratch + (size_t)k * N * r;
+    for (int k = 0; k < K_LORA_GROUP_MAX; k++)
+        g.du[k] = k < G ? scratch + (size_t)k * N * r : NULL;
     g.bt = scratch + (size_t)G * N * r;
     g.part = g.bt + lora_part_stride(out, G, r);
     return g;
@@ -1684,37 +1684,56 @@ void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, c
 
 /* ---- SwiGLU with the LoRA of gate, up and down folded in (Llama's MLP) ---- */
 
-/* The scratch: k_lora_group_scratch's for gate and up (their du, then Bt,
- * then the backward's parts of dB), then the parts of down's dA
- * (lora_parts(N) x [r, n]), then a tile per thread of LORA_OUTER rows of
- * d(gate), of d(up) and of act. */
-static size_t swl_group_floats(int N, int n, int r) { return k_lora_group_scratch(2, N, 2 * n, r); }
-static size_t swl_part_floats(int n, int r) { return (size_t)r * n; }
+/* Where the scratch's pieces lie: k_lora_group_scratch's for gate and up
+ * (their du, then Bt, then the backward's parts of dB); down's du [N,r],
+ * B_d^T [r,C], the parts of its dB [r,C] and of its dA [r,n]; then a tile
+ * per thread of LORA_OUTER rows of d(gate), of d(up) and of act. */
 #define SWL_TILES 3
+typedef struct {
+    lora_group_mem g;   /* gate's and up's */
+    float *du, *bt, *dB_parts, *dA_parts, *tiles;
+} swl_mem;
 
-size_t k_swiglu_lora_scratch(int N, int n, int r, int threads)
+static size_t swl_floats(int N, int n, int C, int r, float *scratch, swl_mem *m)
 {
-    return swl_group_floats(N, n, r) + (size_t)lora_parts(N) * swl_part_floats(n, r) +
-           (size_t)threads * SWL_TILES * LORA_OUTER * n;
+    const int out[2] = {n, n};
+    size_t off = k_lora_group_scratch(2, N, 2 * n, r), parts = (size_t)lora_parts(N);
+    if (m) {
+        m->g = lora_group_at(scratch, out, 2, N, r);
+        m->du = scratch + off;
+        m->bt = m->du + (size_t)N * r;
+        m->dB_parts = m->bt + (size_t)r * C;
+        m->dA_parts = m->dB_parts + parts * r * C;
+        m->tiles = m->dA_parts + parts * r * n;
+    }
+    return off + (size_t)N * r + (size_t)r * C + parts * r * (C + (size_t)n);
 }
 
-/* Where down's dA parts and the calling thread's tiles lie in the scratch. */
-static float *swl_dA_parts(float *scratch, int N, int n, int r)
+size_t k_swiglu_lora_scratch(int N, int n, int C, int r, int threads)
 {
-    return scratch + swl_group_floats(N, n, r);
+    return swl_floats(N, n, C, r, NULL, NULL) + (size_t)threads * SWL_TILES * LORA_OUTER * n;
 }
-static float *swl_tile(float *scratch, int N, int n, int r)
+
+static swl_mem swl_at(float *scratch, int N, int n, const k_swiglu_lora *z)
 {
-    return swl_dA_parts(scratch, N, n, r) + (size_t)lora_parts(N) * swl_part_floats(n, r) +
-           (size_t)omp_get_thread_num() * SWL_TILES * LORA_OUTER * n;
+    swl_mem m;
+    swl_floats(N, n, z->C, z->r, scratch, &m);
+    return m;
+}
+
+/* The calling thread's tiles. */
+static float *swl_tile(const swl_mem *m, int n)
+{
+    return m->tiles + (size_t)omp_get_thread_num() * SWL_TILES * LORA_OUTER * n;
 }
 
 /* One block of rows [n0, n0 + rows) of the forward (kernels.h), act in
- * the thread's tile ta. */
-static void swl_fwd_rows(float *gate, float *up, float *ta, uint16_t *actb, float *ud,
-                         const k_swiglu_lora *z, const float *bt, int n0, int rows, int n)
+ * the thread's tile ta; bt: gate's and up's B^T, btd: down's. */
+static void swl_fwd_rows(float *gate, float *up, float *ta, uint16_t *actb, float *ud, float *out,
+                         const float *res, const k_swiglu_lora *z, const float *bt,
+                         const float *btd, int n0, int rows, int n)
 {
-    size_t o = (size_t)n0 * n, len = (size_t)rows * n;
+    size_t o = (size_t)n0 * n, len = (size_t)rows * n, oc = (size_t)n0 * z->C;
     int r = z->r;
     lora_axpys(gate + o, n, gate + o, n, NULL, z->u[0] + (size_t)n0 * r, bt, n, n, r, z->s, rows);
     lora_axpys(up + o, n, up + o, n, NULL, z->u[1] + (size_t)n0 * r, bt + (size_t)r * n, n, n, r,
@@ -1722,8 +1741,12 @@ static void swl_fwd_rows(float *gate, float *up, float *ta, uint16_t *actb, floa
     swiglu_span(ta, gate + o, up + o, len);
     if (actb)
         k_bf16_row(actb + o, ta, len);
-    if (ud)
-        lora_dots(ud + (size_t)n0 * r, ta, n, z->Ad, n, n, r, 1.0f, rows);
+    if (!ud)
+        return;
+    lora_dots(ud + (size_t)n0 * r, ta, n, z->Ad, n, n, r, 1.0f, rows);
+    if (out)   /* down's LoRA, as k_lora_fwd with u given */
+        lora_axpys(out + oc, z->C, res ? res + oc : NULL, z->C, NULL, ud + (size_t)n0 * r, btd,
+                   z->C, z->C, r, z->s, rows);
 }
 
 /* The threads of the folded kernels: no more than the scratch has tiles for. */
@@ -1733,27 +1756,30 @@ static int swl_threads(const k_swiglu_lora *z)
     return z->tiles < nt ? z->tiles : nt;
 }
 
-void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, const k_swiglu_lora *z,
-                       int N, int n, float *scratch)
+void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, float *out,
+                       const float *res, const k_swiglu_lora *z, int N, int n, float *scratch)
 {
-    const int out[2] = {n, n};
-    float *bt = lora_group_at(scratch, out, 2, N, z->r).bt;
-    lora_transpose(bt, z->B, out, 2, z->r);
+    const int on[2] = {n, n};
+    swl_mem m = swl_at(scratch, N, n, z);
+    lora_transpose(m.g.bt, z->B, on, 2, z->r);
+    if (out)
+        lora_transpose(m.bt, &z->Bd, &z->C, 1, z->r);
 #pragma omp parallel num_threads(swl_threads(z))
     {
-        float *ta = swl_tile(scratch, N, n, z->r);
+        float *ta = swl_tile(&m, n);
 #pragma omp for schedule(static)
         for (int blk = 0; blk < lora_blocks(N); blk++) {
             int n0 = blk * LORA_ROWS;
-            swl_fwd_rows(gate, up, ta, actb, ud, z, bt, n0, lora_block_rows(N, n0), n);
+            swl_fwd_rows(gate, up, ta, actb, ud, out, res, z, m.g.bt, m.bt, n0,
+                         lora_block_rows(N, n0), n);
         }
     }
 }
 
 /* One block of rows of the backward into the thread's tiles tg, tu (and
  * ta): dy = dact (+ ud A_d), the SwiGLU's backward, rounded into dgb, dub;
- * with ud, act recomputed into ta and the block's share of down's dA
- * (Pd += ud^T act: the forward kept no act). */
+ * with ud (down's du), act recomputed into ta and the block's share of
+ * down's dA (Pd += ud^T act: the forward kept no act). */
 static void swl_bwd_rows(float *tg, float *tu, float *ta, float *Pd, uint16_t *dgb, uint16_t *dub,
                          const float *dact, const float *gate, const float *up, const float *ud,
                          const k_swiglu_lora *z, int n0, int rows, int n)
@@ -1772,60 +1798,69 @@ static void swl_bwd_rows(float *tg, float *tu, float *ta, float *Pd, uint16_t *d
 }
 
 void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const float *gate,
-                       const float *up, const float *ud, const k_swiglu_lora *z, int N, int n,
+                       const float *up, const float *dres, const k_swiglu_lora *z, int N, int n,
                        float *scratch)
 {
-    int r = z->r;
-    const int out[2] = {n, n};
-    lora_group_mem g = lora_group_at(scratch, out, 2, N, r);
-    size_t stride = lora_part_stride(out, 2, r), pd = swl_part_floats(n, r);
-    lora_transpose(g.bt, z->B, out, 2, r);
+    int r = z->r, C = z->C;
+    const int on[2] = {n, n};
+    swl_mem m = swl_at(scratch, N, n, z);
+    size_t stride = lora_part_stride(on, 2, r), pd = (size_t)r * n, pb = (size_t)r * C;
+    const float *ud = dres ? m.du : NULL;
+    lora_transpose(m.g.bt, z->B, on, 2, r);
+    if (dres)
+        lora_transpose(m.bt, &z->Bd, &C, 1, r);
 #pragma omp parallel num_threads(swl_threads(z))
     {
-        float *tg = swl_tile(scratch, N, n, r), *tu = tg + (size_t)LORA_OUTER * n;
+        float *tg = swl_tile(&m, n), *tu = tg + (size_t)LORA_OUTER * n;
         float *ta = tu + (size_t)LORA_OUTER * n;
         const float *dyn[2] = {tg, tu};
 #pragma omp for schedule(static)
         for (int p = 0; p < lora_parts(N); p++) {
-            float *P = g.part + (size_t)p * stride, *Pd = swl_dA_parts(scratch, N, n, r) + p * pd;
+            float *P = m.g.part + p * stride, *Pd = m.dA_parts + p * pd, *Pb = m.dB_parts + p * pb;
             memset(P, 0, stride * sizeof *P);
-            if (ud)
-                memset(Pd, 0, pd * sizeof *Pd);
+            if (dres)
+                memset(Pd, 0, pd * sizeof *Pd), memset(Pb, 0, pb * sizeof *Pb);
             for (int n0 = p * LORA_PART, n1 = lora_part_end(N, p); n0 < n1; n0 += LORA_OUTER) {
                 int rows = lora_outer_rows(n0, n1);
+                if (dres) {   /* down's du and dB share, as k_lora_bwd's row pass */
+                    const float *dyd = dres + (size_t)n0 * C;
+                    lora_bwd_rows(NULL, 0.0f, Pb, &m.du, &dyd, &z->ud, &z->Ad, m.bt, &C, 1, n0,
+                                  rows, 0, r, z->s);
+                }
                 swl_bwd_rows(tg, tu, ta, Pd, dgb, dub, dact, gate, up, ud, z, n0, rows, n);
-                lora_bwd_rows(NULL, 0.0f, P, g.du, dyn, z->u, z->A, g.bt, out, 2, n0, rows, 0, r,
-                              z->s);
+                lora_bwd_rows(NULL, 0.0f, P, m.g.du, dyn, z->u, z->A, m.g.bt, on, 2, n0, rows, 0,
+                              r, z->s);
             }
         }
     }
 }
 
-void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, float *dAd,
-                           const float *x, const k_swiglu_lora *z, int N, int in, int n,
-                           float *scratch)
+void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const float *x,
+                           const k_swiglu_lora *z, int N, int in, int n, float *scratch)
 {
-    int r = z->r;
-    const int out[2] = {n, n};
-    lora_group_mem g = lora_group_at(scratch, out, 2, N, r);
-    const float *Pd = swl_dA_parts(scratch, N, n, r);
+    int r = z->r, C = z->C;
+    const int on[2] = {n, n};
+    swl_mem m = swl_at(scratch, N, n, z);
 #pragma omp parallel
     {
-        /* down's dA [r, n] from its parts, by slabs of its columns */
-        if (dAd) {
+        if (dA[2]) {   /* down's dA [r, n] and dB [C, r] from their parts, by slabs */
 #pragma omp for schedule(static) nowait
             for (int b = 0; b < lora_slabs(n); b++)
-                lora_parts_sum(dAd, (size_t)n, 1, Pd, swl_part_floats(n, r), lora_parts(N), n,
+                lora_parts_sum(dA[2], (size_t)n, 1, m.dA_parts, (size_t)r * n, lora_parts(N), n,
                                b * LORA_SLAB, lora_slab_width(n, b), r, 1.0f);
+#pragma omp for schedule(static) nowait
+            for (int b = 0; b < lora_slabs(C); b++)
+                lora_parts_sum(dB[2], 1, (size_t)r, m.dB_parts, (size_t)r * C, lora_parts(N), C,
+                               b * LORA_SLAB, lora_slab_width(C, b), r, z->s);
         }
 #pragma omp for schedule(static)
         for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_k A_k, as lora_bwd_rows */
             int n0 = blk * LORA_ROWS, rows = lora_block_rows(N, n0);
             for (int k = 0; k < 2; k++)
                 lora_axpys(dx + (size_t)n0 * in, in, dx + (size_t)n0 * in, in, NULL,
-                           g.du[k] + (size_t)n0 * r, z->A[k], in, in, r, 1.0f, rows);
+                           m.g.du[k] + (size_t)n0 * r, z->A[k], in, in, r, 1.0f, rows);
         }
-        lora_bwd_cols(dA, dB, g.du, x, out, 2, N, in, r, z->s, g.part);
+        lora_bwd_cols(dA, dB, m.g.du, x, on, 2, N, in, r, z->s, m.g.part);
     }
 }
 

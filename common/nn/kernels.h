@@ -268,45 +268,48 @@ void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, c
 /* Llama's MLP in bf16 with the LoRA of gate_proj, up_proj and down_proj
  * folded into the SwiGLU's passes, so the wide [N,n] rows (n the MLP's
  * width) are made, read and rounded while in cache instead of in passes
- * of their own (docs/performance.md, "Session 11").  The maps as in
- * k_lora_fwd_group: gate and up read x [N,in]; down reads act [N,n].
- * Each value but down's dA is formed by the same operations in the same
- * order as the unfolded kernels named below, so the results are the same
- * bits; down's dA is summed in parts (below). */
+ * of their own (docs/performance.md, "Session 11", "Session 12").  The
+ * maps as in k_lora_fwd_group: gate and up read x [N,C]; down reads act
+ * [N,n] and writes [N,C].  Each value but down's dA is formed by the same
+ * operations in the same order as the unfolded kernels named below, so
+ * the results are the same bits; down's dA is summed in parts (below). */
 typedef struct {
     const float *u[2];          /* gate's, up's u = x A^T [N,r] (k_lora_fwd_group, y NULL) */
-    const float *A[2], *B[2];   /* gate's, up's A [r,in], B [n,r] */
-    const float *Ad;            /* down's A [r,n] */
-    int r, tiles;               /* rank; threads the scratch has tiles for */
+    const float *A[2], *B[2];   /* gate's, up's A [r,C], B [n,r] */
+    const float *Ad, *Bd;       /* down's A [r,n], B [C,r] */
+    const float *ud;            /* down's u [N,r], as the forward made it (for the backward) */
+    int r, C, tiles;            /* rank; model width; threads the scratch has tiles for */
     float s;                    /* alpha / r */
 } k_swiglu_lora;
-size_t k_swiglu_lora_scratch(int N, int n, int r, int threads);
+size_t k_swiglu_lora_scratch(int N, int n, int C, int r, int threads);
 /* gate, up [N,n] (the frozen products' outputs) += s u B^T in place (kept
  * for the backward), act = silu(gate) * up, actb = act in bf16 (may be
- * NULL), ud [N,r] = act A_d^T (down's u; NULL: skipped): k_lora_fwd_group
- * (res = y) then k_swiglu_fwd_bf16, then the u of k_lora_fwd for down.
- * The fp32 act lives only in a thread's tile: the backward makes it again
- * from gate and up (k_swiglu_lora_bwd), so the model keeps no [N,n] act. */
-void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, const k_swiglu_lora *z,
-                       int N, int n, float *scratch);
-/* The backward, from dact [N,n] = d(act) as down's frozen product wrote it:
- * dy = dact + ud A_d (down's LoRA dx; ud its du from k_lora_bwd with dx
- * and x NULL; ud NULL: dy = dact), the SwiGLU's dgate, dup rounded into
- * dgb, dub (the frozen products' dy), and gate's and up's du and parts of
- * dB from them (k_lora_bwd_group's row pass): the fp32 dgate, dup exist
- * only in a thread's tile.  With ud, act is made again in a tile (the
- * forward's bits) and down's dA = ud^T act summed in parts of 64 rows (as
- * dB's; not k_lora_bwd's order over all N rows: equal to it within
- * rounding).  Then, after the frozen products have written dx [N,in]:
- * k_swiglu_lora_bwd_end adds the LoRA's dx (beta 1) and accumulates dA,
- * dB of gate and up, and down's dA into dAd (NULL when ud was).  scratch
- * kept between the two calls. */
+ * NULL), ud [N,r] = act A_d^T (down's u; NULL: skipped, and out with it),
+ * out [N,C] = res + s ud B_d^T (down's LoRA before its product adds; out
+ * NULL: skipped; res NULL: 0): k_lora_fwd_group (res = y) then
+ * k_swiglu_fwd_bf16, then k_lora_fwd for down.  The fp32 act lives only in
+ * a thread's tile: the backward makes it again from gate and up
+ * (k_swiglu_lora_bwd), so the model keeps no [N,n] act. */
+void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, float *out,
+                       const float *res, const k_swiglu_lora *z, int N, int n, float *scratch);
+/* The backward, from dact [N,n] = d(act) as down's frozen product wrote it,
+ * and dres [N,C], down's dy (NULL: down not adapted): down's du = s dres
+ * B_d and its share of dB (k_lora_bwd's row pass), dy = dact + du A_d
+ * (down's LoRA dx), the SwiGLU's dgate, dup rounded into dgb, dub (the
+ * frozen products' dy), and gate's and up's du and parts of dB from them
+ * (k_lora_bwd_group's row pass): the fp32 dgate, dup exist only in a
+ * thread's tile.  With dres, act is made again in a tile (the forward's
+ * bits) and down's dA = du^T act summed in parts of 64 rows (as dB's; not
+ * k_lora_bwd's order over all N rows: equal to it within rounding).  Then,
+ * after the frozen products have written dx [N,C]: k_swiglu_lora_bwd_end
+ * adds gate's and up's LoRA dx (beta 1) and accumulates the dA, dB of
+ * gate, up and down (dA[0..2], dB[0..2]; down's NULL when dres was).
+ * scratch kept between the two calls. */
 void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const float *gate,
-                       const float *up, const float *ud, const k_swiglu_lora *z, int N, int n,
+                       const float *up, const float *dres, const k_swiglu_lora *z, int N, int n,
                        float *scratch);
-void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, float *dAd,
-                           const float *x, const k_swiglu_lora *z, int N, int in, int n,
-                           float *scratch);
+void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const float *x,
+                           const k_swiglu_lora *z, int N, int in, int n, float *scratch);
 
 /* Cross-entropy over whole logit rows L [m, V], in place (the bf16 head:
  * its logits come from a bf16 product a chunk of rows at a time).  Returns

@@ -194,7 +194,9 @@ static size_t lora_scratch_floats(const model_acts *a, const model *m, const lor
     for (int i = 0; i < L->n; i++)
         widest = L->m[i].out > widest ? L->m[i].out : widest;
     size_t n = k_lora_group_scratch(MODEL_GROUP_MAX, N, MODEL_GROUP_MAX * widest, L->r);
-    size_t swl = a->swl_tiles ? k_swiglu_lora_scratch(N, m->cfg.n_inner, L->r, a->swl_tiles) : 0;
+    size_t swl = a->swl_tiles ? k_swiglu_lora_scratch(N, m->cfg.n_inner, m->cfg.n_embd, L->r,
+                                                      a->swl_tiles)
+                              : 0;
     return n > swl ? n : swl;
 }
 
@@ -1137,15 +1139,23 @@ static k_swiglu_lora mlp_lora(const pass *ps, const model_block *b)
     int out[3];
     lora_group_params(ps, &b->lin[4], 3, A, B, out);
     const model_acts *a = ps->a;
-    k_swiglu_lora z = {{a->u[b->lin[4].lora], a->u[b->lin[5].lora]}, {A[0], A[1]}, {B[0], B[1]},
-                       A[2], ps->L->r, a->swl_tiles, ps->L->scale};
+    k_swiglu_lora z = {{a->u[b->lin[4].lora], a->u[b->lin[5].lora]},
+                       {A[0], A[1]},
+                       {B[0], B[1]},
+                       A[2],
+                       B[2],
+                       a->u[b->lin[6].lora],
+                       ps->L->r,
+                       ps->m->cfg.n_embd,
+                       a->swl_tiles,
+                       ps->L->scale};
     return z;
 }
 
 /* The MLP folded (mlp_folded), forward: out = x' + down(silu(gate) * up):
  * gate's and up's u from h2, their frozen products, then one pass making
- * gate and up (+ LoRA), act (in a tile only), its bf16 and down's u, then
- * down's LoRA from that u and its product adding (lora_goes_first). */
+ * gate and up (+ LoRA), act (in a tile only), its bf16, down's u and
+ * out = x' + down's LoRA, then down's product adding (lora_goes_first). */
 static void llama_mlp_fwd_folded(const pass *ps, const model_block *b, layer_acts *x,
                                  const uint16_t *hb, float *out)
 {
@@ -1160,17 +1170,15 @@ static void llama_mlp_fwd_folded(const pass *ps, const model_block *b, layer_act
                                        z.s, a->lscr));
     frozen_fwd_rows(ps, &lin[4], x->f, x->h2, hb, NULL, N, 0);
     frozen_fwd_rows(ps, &lin[5], x->g, x->h2, hb, NULL, N, 0);
-    PROF(ps, SP_LORA, k_swiglu_lora_fwd(x->f, x->g, a->xb, ud, &z, N, n, a->lscr));
-    const lora_module *mod = &ps->L->m[lin[6].lora];
-    PROF(ps, SP_LORA, k_lora_fwd(out, x->mid, NULL, ud, NULL, ps->p + mod->a_off,
-                                 ps->p + mod->b_off, N, n, C, r, z.s, a->lscr));
+    PROF(ps, SP_LORA, k_swiglu_lora_fwd(x->f, x->g, a->xb, ud, out, x->mid, &z, N, n, a->lscr));
     frozen_fwd_rows(ps, &lin[6], out, NULL, a->xb, x->mid, N, 1);
 }
 
 /* Its backward: dres in, dnarrow = d(h2) out.  down's product writes
- * d(act), its LoRA its du and dB; one pass adds du A_d, runs the SwiGLU's
- * backward into bf16, makes act again for down's dA, and gate's and up's
- * LoRA rows; their products; then their LoRA's dx and column sums. */
+ * d(act); one pass makes down's du and dB share from dres, adds du A_d,
+ * runs the SwiGLU's backward into bf16, makes act again for down's dA, and
+ * gate's and up's LoRA rows; their products; then their LoRA's dx and all
+ * the column sums. */
 static void llama_mlp_bwd_folded(const pass *ps, const model_block *b, const layer_acts *x,
                                  const uint16_t *dresb)
 {
@@ -1181,16 +1189,14 @@ static void llama_mlp_bwd_folded(const pass *ps, const model_block *b, const lay
     size_t nn = (size_t)N * n;
     k_swiglu_lora z = mlp_lora(ps, b);
     frozen_bwd_rows(ps, &lin[6], a->dwide, a->dres, dresb, NULL, 0.0f, N);
-    /* du and dB of down here; its dA inside k_swiglu_lora_bwd (act made again) */
-    PROF(ps, SP_LORA, lora_bwd_rows(ps, &lin[6], NULL, 0.0f, a->dres, NULL, N));
-    PROF(ps, SP_LORA, k_swiglu_lora_bwd(a->xb, a->xb + nn, a->dwide, x->f, x->g, a->du, &z, N, n,
-                                        a->lscr));
+    PROF(ps, SP_LORA, k_swiglu_lora_bwd(a->xb, a->xb + nn, a->dwide, x->f, x->g, a->dres, &z, N,
+                                        n, a->lscr));
     frozen_bwd_rows(ps, &lin[4], a->dnarrow, NULL, a->xb, x->h2, 0.0f, N);
     frozen_bwd_rows(ps, &lin[5], a->dnarrow, NULL, a->xb + nn, x->h2, 1.0f, N);
     float *dA[3], *dB[3];
     lora_group_grads(ps, &lin[4], 3, dA, dB);
-    PROF(ps, SP_LORA, k_swiglu_lora_bwd_end(a->dnarrow, dA, dB, dA[2], x->h2, &z, N, c->n_embd,
-                                            n, a->lscr));
+    PROF(ps, SP_LORA, k_swiglu_lora_bwd_end(a->dnarrow, dA, dB, x->h2, &z, N, c->n_embd, n,
+                                            a->lscr));
 }
 
 /* out = Llama block l applied to slot(l)->res (see the file comment). */
