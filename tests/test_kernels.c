@@ -663,6 +663,59 @@ static void test_lora_shapes(void **state)
  * the forward through k_lora_fwd_rows (check_lora_rows). */
 enum { LG = 3 };   /* maps per group in check_lora_group */
 
+/* k_lora_bwd_group's row work done first through k_lora_bwd_group_prep
+ * and k_lora_bwd_group_rows on the rows cut at parts' edges (called one
+ * after the other, or by two threads inside a parallel region), then
+ * k_lora_bwd_group with dy NULL: dx, dA, dB equal to the group kernel's
+ * (dx_want, dA_want, dB_want) bit for bit.  dx0, dA0, dB0: their values
+ * before the backward (dx NULL when the backward had none). */
+static void check_lora_bwd_rows(const float *dx0, const float *dx_want, float *const *dA0,
+                                float *const *dA_want, float *const *dB0, float *const *dB_want,
+                                const float *x, float *const *dy, float *const *u, float *const *A,
+                                float *const *B, const int *out, int N, int IN, int R, float s,
+                                float beta)
+{
+    enum { G = LG };
+    int out_sum = out[0] + out[1] + out[2], cut[4] = {0, 0, 0, N}, nc = 1;
+    for (int e = K_LORA_PART; e < N && nc < 3; e += K_LORA_PART)
+        cut[nc++] = e;
+    cut[nc] = N;
+    size_t ns = k_lora_group_scratch(G, N, out_sum, R);
+    float *scratch = tu_fnew(ns), *dx = dx0 ? tu_fnew(N * IN) : NULL, *dA[G], *dB[G];
+    for (int inside = 0; inside < 2; inside++) {
+        fill_const(scratch, ns, NAN);
+        if (dx)
+            memcpy(dx, dx0, sizeof(float) * N * IN);
+        for (int g = 0; g < G; g++) {
+            dA[g] = tu_fnew(R * IN), dB[g] = tu_fnew(out[g] * R);
+            memcpy(dA[g], dA0[g], sizeof(float) * R * IN);
+            memcpy(dB[g], dB0[g], sizeof(float) * out[g] * R);
+        }
+        k_lora_bwd_group_prep((const float *const *)B, out, G, N, R, scratch);
+        if (inside) {
+#pragma omp parallel num_threads(2)
+            for (int p = omp_get_thread_num(); p < nc; p += omp_get_num_threads())
+                k_lora_bwd_group_rows((const float *const *)dy, (const float *const *)u, out, G, N,
+                                      R, s, scratch, cut[p], cut[p + 1]);
+        } else {
+            for (int p = 0; p < nc; p++)
+                k_lora_bwd_group_rows((const float *const *)dy, (const float *const *)u, out, G, N,
+                                      R, s, scratch, cut[p], cut[p + 1]);
+        }
+        k_lora_bwd_group(dx, beta, dA, dB, NULL, x, (const float *const *)u,
+                         (const float *const *)A, (const float *const *)B, out, G, N, IN, R, s,
+                         scratch);
+        if (dx)
+            assert_memory_equal(dx, dx_want, sizeof(float) * N * IN);
+        for (int g = 0; g < G; g++) {
+            assert_memory_equal(dA[g], dA_want[g], sizeof(float) * R * IN);
+            assert_memory_equal(dB[g], dB_want[g], sizeof(float) * out[g] * R);
+            free(dA[g]), free(dB[g]);
+        }
+    }
+    free(scratch), free(dx);
+}
+
 /* k_lora_fwd_rows on the rows cut into three uneven pieces (not on LoRA
  * block edges), called one after the other outside a parallel region, or
  * by two threads inside one, with x given (u made) or u given: y and u
@@ -714,14 +767,14 @@ static void check_lora_group(int N, int IN, int R, const int *out)
     float *scratch = tu_fnew(k_lora_group_scratch(G, N, out_sum, R));
     float *scr1 = tu_fnew(k_lora_scratch(N, out_sum, R));
     float *A[G], *B[G], *y1[G], *y2[G], *u1[G], *u2[G], *dy[G], *dA1[G], *dA2[G], *dB1[G], *dB2[G];
-    float *y0[G];
+    float *y0[G], *dA0[G], *dB0[G], *dx00 = tu_fnew(N * IN);
     fill_normal(x, N * IN, 1, 60);
     fill_normal(dx0, N * IN, 1, 61);
     for (int g = 0; g < G; g++) {
         int o = out[g];
         A[g] = tu_fnew(R * IN), B[g] = tu_fnew(o * R), dy[g] = tu_fnew(N * o);
         y1[g] = tu_fnew(N * o), y2[g] = tu_fnew(N * o), u1[g] = tu_fnew(N * R);
-        y0[g] = tu_fnew(N * o);
+        y0[g] = tu_fnew(N * o), dA0[g] = tu_fnew(R * IN), dB0[g] = tu_fnew(o * R);
         u2[g] = tu_fnew(N * R), dA1[g] = tu_fnew(R * IN), dA2[g] = tu_fnew(R * IN);
         dB1[g] = tu_fnew(o * R), dB2[g] = tu_fnew(o * R);
         fill_normal(A[g], R * IN, 0.5f, 62 + 10 * g);
@@ -754,6 +807,11 @@ static void check_lora_group(int N, int IN, int R, const int *out)
         }
         if (mode == 2)   /* beta 0 does not read dx */
             fill_const(dx2, (size_t)N * IN, NAN);
+        memcpy(dx00, dx2, sizeof(float) * N * IN);
+        for (int g = 0; g < G; g++) {
+            memcpy(dA0[g], dA2[g], sizeof(float) * R * IN);
+            memcpy(dB0[g], dB2[g], sizeof(float) * out[g] * R);
+        }
         fill_const(scratch, k_lora_group_scratch(G, N, out_sum, R), NAN);   /* all scratch */
         k_lora_fwd_group(y2, mode == 1 ? (const float *const *)y2 : NULL,
                          (const float *const *)bias, u2, x, (const float *const *)A,
@@ -772,14 +830,16 @@ static void check_lora_group(int N, int IN, int R, const int *out)
         if (mode == 0)
             assert_memory_equal(dx2, dx0, sizeof(float) * N * IN);
         check_lora_rows(y0, y1, u1, x, A, B, bias, out, N, IN, R, s, mode == 1);
+        check_lora_bwd_rows(mode ? dx00 : NULL, dx2, dA0, dA2, dB0, dB2, x, dy, u2, A, B, out, N,
+                            IN, R, s, beta);
     }
     free(bias[0]), free(bias[2]);
     for (int g = 0; g < G; g++) {
         free(A[g]), free(B[g]), free(dy[g]), free(y1[g]), free(y2[g]), free(u1[g]), free(u2[g]);
-        free(y0[g]);
+        free(y0[g]), free(dA0[g]), free(dB0[g]);
         free(dA1[g]), free(dA2[g]), free(dB1[g]), free(dB2[g]);
     }
-    free(x), free(du), free(dx0), free(dx1), free(dx2), free(scratch), free(scr1);
+    free(x), free(du), free(dx0), free(dx1), free(dx2), free(scratch), free(scr1), free(dx00);
 }
 
 static void test_lora_group(void **state)

@@ -517,7 +517,7 @@ void k_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int N
 #define LORA_SLAB 32   /* columns per step of the column sums (two AVX-512 vectors) */
 #define LORA_ROWS 8    /* rows per step of the row passes */
 #define LORA_CHUNK 256 /* columns of A or Bt per step of the row passes (8 x 256 floats: 8 KB) */
-#define LORA_PART 64   /* rows per part of dB's sums in the backward's row pass (8 blocks) */
+#define LORA_PART K_LORA_PART   /* rows per part of dB's sums in the backward's row pass (8 blocks) */
 #define LORA_OUTER 32  /* rows per load and store of a part's sums (dy's rows stay in L2) */
 #define LORA_INLINE static inline __attribute__((always_inline))
 
@@ -924,13 +924,14 @@ static int lora_parts(int N) { return (N + LORA_PART - 1) / LORA_PART; }
  * Bt_g^T by blocks of LORA_ROWS, P_g += u_g^T dy_g (P_g [r, out_g] one
  * after the other at P: the rows' share of dB_g^T, its sums loaded and
  * stored once for all the rows), and (dx != NULL) dx = beta dx + sum_g
- * du_g A_g.  dy_g's rows are read from memory once for both. */
+ * du_g A_g.  dy_g's rows are read from memory once for both.  dyn NULL:
+ * du_g and P_g made already (k_lora_bwd_group_rows), only dx here. */
 static void lora_bwd_rows(float *dx, float beta, float *P, float *const *du,
                           const float *const *dyn, const float *const *u, const float *const *A,
                           const float *bt, const int *out, int G, int n0, int rows, int in, int r,
                           float s)
 {
-    for (int g = 0; g < G; g++) {
+    for (int g = 0; dyn && g < G; g++) {
         for (int m = 0; m < rows; m += LORA_ROWS)
             lora_dots(du[g] + (size_t)(n0 + m) * r, dyn[g] + (size_t)m * out[g], out[g], bt,
                       out[g], out[g], r, s, rows - m < LORA_ROWS ? rows - m : LORA_ROWS);
@@ -991,28 +992,39 @@ static void lora_bwd_cols(float *const *dA, float *const *dB, float *const *du, 
  *            dy_g is read once
  *   columns  lora_bwd_cols
  * Every sum has an order fixed by the shape, not by the threads. */
+/* Part p of the row pass (its sums P zeroed first when dy is given; dy
+ * NULL: du and the sums made already, only dx), by blocks of LORA_OUTER. */
+static void lora_bwd_part(float *dx, float beta, float *part, float *const *du,
+                          const float *const *dy, const float *const *u, const float *const *A,
+                          const float *bt, const int *out, int G, int N, int p, int in, int r,
+                          float s)
+{
+    size_t stride = lora_part_stride(out, G, r);
+    float *P = part + (size_t)p * stride;
+    if (dy)
+        memset(P, 0, stride * sizeof *P);
+    for (int n0 = p * LORA_PART, n1 = lora_part_end(N, p); n0 < n1; n0 += LORA_OUTER) {
+        const float *dyn[K_LORA_GROUP_MAX];
+        for (int g = 0; dy && g < G; g++)
+            dyn[g] = dy[g] + (size_t)n0 * out[g];
+        lora_bwd_rows(dx, beta, P, du, dy ? dyn : NULL, u, A, bt, out, G, n0,
+                      lora_outer_rows(n0, n1), in, r, s);
+    }
+}
+
 static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const *dB,
                           float *const *du, const float *const *dy, const float *x,
                           const float *const *u, const float *const *A, const float *const *B,
                           const int *out, int G, int N, int in, int r, float s, float *bt,
                           float *part)
 {
-    lora_transpose(bt, B, out, G, r);
-    size_t stride = lora_part_stride(out, G, r);
+    if (dy)
+        lora_transpose(bt, B, out, G, r);
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-        for (int p = 0; p < lora_parts(N); p++) {
-            float *P = part + (size_t)p * stride;
-            memset(P, 0, stride * sizeof *P);
-            for (int n0 = p * LORA_PART, n1 = lora_part_end(N, p); n0 < n1; n0 += LORA_OUTER) {
-                const float *dyn[K_LORA_GROUP_MAX];
-                for (int g = 0; g < G; g++)
-                    dyn[g] = dy[g] + (size_t)n0 * out[g];
-                lora_bwd_rows(dx, beta, P, du, dyn, u, A, bt, out, G, n0, lora_outer_rows(n0, n1),
-                              in, r, s);
-            }
-        }
+        for (int p = 0; p < lora_parts(N); p++)
+            lora_bwd_part(dx, beta, part, du, dy, u, A, bt, out, G, N, p, in, r, s);
         lora_bwd_cols(dA, dB, du, x, out, G, N, in, r, s, part);
     }
 }
@@ -1068,6 +1080,21 @@ void k_lora_fwd_group(float *const *y, const float *const *res, const float *con
 {
     lora_fwd_maps(y, res, b, u, x, A, B, out, G, N, in, r, s,
                   lora_group_at(scratch, out, G, N, r).bt);
+}
+
+void k_lora_bwd_group_prep(const float *const *B, const int *out, int G, int N, int r,
+                           float *scratch)
+{
+    lora_transpose(lora_group_at(scratch, out, G, N, r).bt, B, out, G, r);
+}
+
+void k_lora_bwd_group_rows(const float *const *dy, const float *const *u, const int *out, int G,
+                           int N, int r, float s, float *scratch, int n0, int n1)
+{
+    lora_group_mem g = lora_group_at(scratch, out, G, N, r);
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
+    for (int p = n0 / LORA_PART; p < (n1 + LORA_PART - 1) / LORA_PART; p++)
+        lora_bwd_part(NULL, 0.0f, g.part, g.du, dy, u, NULL, g.bt, out, G, N, p, 0, r, s);
 }
 
 void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,

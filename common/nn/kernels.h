@@ -143,11 +143,25 @@ void k_lora_fwd_group(float *const *y, const float *const *res, const float *con
                       float *const *u, const float *x, const float *const *A,
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
                       float *scratch);
-/* dy_g [N,out_g]; dA_g, dB_g accumulate; dx (may be NULL) as above. */
+/* dy_g [N,out_g]; dA_g, dB_g accumulate; dx (may be NULL) as above.  dy
+ * NULL: the row work on dy (du_g, dB_g's sums by parts) was done already
+ * by k_lora_bwd_group_prep and k_lora_bwd_group_rows in this scratch. */
 void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
                       const float *const *dy, const float *x, const float *const *u,
                       const float *const *A, const float *const *B, const int *out, int G, int N,
                       int in, int r, float s, float *scratch);
+/* That row work for callers that hold dy's rows (the attention's post
+ * hook, model_step.c): _prep once (B^T into the scratch), then _rows on
+ * rows [n0, n1) in any number of calls, each covering whole parts of
+ * K_LORA_PART rows (n0 a multiple of it, n1 too or N), each row in one
+ * call; then k_lora_bwd_group with dy NULL.  The same bits as
+ * k_lora_bwd_group with dy.  Outside a parallel region the parts run in a
+ * parallel loop; inside one, on the calling thread. */
+#define K_LORA_PART 64
+void k_lora_bwd_group_prep(const float *const *B, const int *out, int G, int N, int r,
+                           float *scratch);
+void k_lora_bwd_group_rows(const float *const *dy, const float *const *u, const int *out, int G,
+                           int N, int r, float s, float *scratch, int n0, int n1);
 
 /* The forward of k_lora_fwd_group on rows of the caller's choosing, for
  * work that holds those rows already (the attention's row hooks,

@@ -685,10 +685,11 @@ static void group_fwd(const pass *ps, const model_linear *lins, int G, float *co
 /* The backward of group_fwd: dx [N,C] = beta dx + sum_g dy[g] W_g (+ the
  * LoRA's dx) when dx != NULL; the LoRA gradients accumulate.  dyb: the
  * dy[g] in bf16 (G of them), or NULL.  Grouped, the LoRA takes dx before
- * or after the frozen products (lora_goes_first). */
+ * or after the frozen products (lora_goes_first).  rows_done: the LoRA's
+ * row work on dy ran already in attention's post hook (lora_bwd_in_post). */
 static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx,
                       const float *const *dy, const uint16_t *const *dyb, const float *x,
-                      float beta)
+                      float beta, int rows_done)
 {
     model_acts *a = ps->a;
     if (!lora_groupable(ps, lins, G)) {
@@ -706,8 +707,9 @@ static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx
         u[g] = a->u[lins[g].lora];
     for (int g = 0; !first && g < G; g++)
         frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, g ? 1.0f : beta, a->N);
-    PROF(ps, SP_LORA, k_lora_bwd_group(dx, first ? beta : 1.0f, dA, dB, dy, x, u, A, B, out, G,
-                                       a->N, lins[0].in, ps->L->r, ps->L->scale, a->lscr));
+    PROF(ps, SP_LORA, k_lora_bwd_group(dx, first ? beta : 1.0f, dA, dB, rows_done ? NULL : dy, x,
+                                       u, A, B, out, G, a->N, lins[0].in, ps->L->r, ps->L->scale,
+                                       a->lscr));
     for (int g = 0; first && g < G; g++)
         frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, 1.0f, a->N);
 }
@@ -923,7 +925,15 @@ typedef struct {
     int rope;               /* forward: RoPE on q, k (Llama) */
     const k_lora_rows *lq;  /* forward: the q/k/v LoRA added to the rows first, or NULL */
     const k_lora_rows *lo;  /* forward: the output map's LoRA from the rows made, or NULL */
+    const struct lora_bwd_hook *lb; /* backward: q/k/v's LoRA row work on the rows made */
 } attn_rows;
+
+/* The backward's row work of the q/k/v (GPT-2: c_attn) LoRA on dy's rows,
+ * run in attention's post hook (lora_bwd_in_post, k_lora_bwd_group_rows). */
+typedef struct lora_bwd_hook {
+    const float *dy[MODEL_GROUP_MAX], *u[MODEL_GROUP_MAX];
+    int out[MODEL_GROUP_MAX], G;
+} lora_bwd_hook;
 
 /* Runs r's pre or post work on all rows (the kernels' path), and gives
  * the oneDNN attention the hooks. */
@@ -982,8 +992,8 @@ static const uint16_t *attention_fwd(const pass *ps, layer_acts *x, float *q, fl
 {
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
-    attn_rows ar = {ps,    q,     k, NULL, NULL, x->ao, a->xb, (size_t)c->n_head * c->head_dim,
-                    rope, lq,    lo};
+    attn_rows ar = {ps,   q,  k,  NULL, NULL, x->ao, a->xb, (size_t)c->n_head * c->head_dim,
+                    rope, lq, lo, NULL};
     da_rows r = {rope || lq ? fwd_pre_rows : NULL, a->xb || lo ? fwd_post_rows : NULL, &ar};
     pl_err e;
     prof_mark t = prof_start(a);
@@ -1018,24 +1028,43 @@ static void rope_bwd_rows(void *ctx, int n0, int n1)
         dm_to_bf16(kb + (size_t)N * Hk * D + ok, r->dv + ok, n, Hk * D);
 }
 
+/* After the backward made rows [n0, n1) of dq, dk, dv: RoPE's backward
+ * (Llama) or their rounding (GPT-2, bf16), then the q/k/v LoRA's row work
+ * on them (lb). */
+static void bwd_post_rows(void *ctx, int n0, int n1)
+{
+    attn_rows *r = ctx;
+    if (r->rope)
+        rope_bwd_rows(ctx, n0, n1);
+    else if (r->qb)
+        round_rows(ctx, n0, n1);
+    if (r->lb) {
+        const lora_bwd_hook *h = r->lb;
+        const lora_layout *L = r->ps->L;
+        k_lora_bwd_group_rows(h->dy, h->u, h->out, h->G, r->ps->a->N, L->r, L->scale,
+                              r->ps->a->lscr, n0, n1);
+    }
+}
+
 /* dq, dk, dv from dout and layer x's saved q, k, v, att (the same strides);
  * Llama (rope): then RoPE's backward on dq, dk.  With dqkvb (bf16 compute,
  * the q/k/v products will run), dq, dk, dv rounded into a->xb as they are
- * made, the pointers in dqkvb (GPT-2: dqkvb[0], its [N,3C] rows).  Returns
+ * made, the pointers in dqkvb (GPT-2: dqkvb[0], its [N,3C] rows).  lb: the
+ * q/k/v LoRA's row work on the rows as they are made, or NULL.  Returns
  * dqkvb so filled, or NULL. */
 static const uint16_t *const *attention_bwd(const pass *ps, const layer_acts *x, float *dq,
                                             float *dk, float *dv, const float *dout,
                                             const float *q, const float *k, const float *v,
                                             int ldq, int ldk, int ldv, int rope,
-                                            const uint16_t **dqkvb)
+                                            const uint16_t **dqkvb, const lora_bwd_hook *lb)
 {
     const model_config *c = &ps->m->cfg;
     model_acts *a = ps->a;
     int round = a->xb && dqkvb, N = a->N, H = c->n_head, Hk = c->n_kv_head;
     /* GPT-2: dq, dk, dv are the rows of one [N,3C] array (dq its start) */
     attn_rows ar = {ps, dq, dk, dv, round ? a->xb : NULL, dq, a->xb, 3 * (size_t)c->n_embd,
-                    0, NULL, NULL};
-    da_rows r = {NULL, rope ? rope_bwd_rows : round ? round_rows : NULL, &ar};
+                    rope, NULL, NULL, lb};
+    da_rows r = {NULL, rope || round || lb ? bwd_post_rows : NULL, &ar};
     pl_err e;
     prof_mark t = prof_start(a);
     if (a->attn) {
@@ -1051,6 +1080,27 @@ static const uint16_t *const *attention_bwd(const pass *ps, const layer_acts *x,
     size_t nq = (size_t)N * H * c->head_dim, nk = (size_t)N * Hk * c->head_dim;
     dqkvb[0] = a->xb, dqkvb[1] = rope ? a->xb + nq : NULL, dqkvb[2] = rope ? a->xb + nq + nk : NULL;
     return dqkvb;
+}
+
+/* Does the backward LoRA row work of lins[0..G-1] (q, k, v; GPT-2's
+ * c_attn), whose dy[g] attention's backward makes, run in its post hook:
+ * groupable, and attention's slices cut the rows on parts' edges
+ * (k_lora_bwd_group_rows).  Then h is filled and B^T made in the LoRA
+ * scratch (nothing else uses it until group_bwd). */
+static const lora_bwd_hook *lora_bwd_in_post(const pass *ps, const model_linear *lins, int G,
+                                             const float *const *dy, lora_bwd_hook *h)
+{
+    model_acts *a = ps->a;
+    int nsl = a->attn ? da_attn_slices(a->attn) : 1;
+    if (!lora_groupable(ps, lins, G) || (nsl > 1 && (a->N / nsl) % K_LORA_PART != 0))
+        return NULL;
+    const float *A[MODEL_GROUP_MAX], *B[MODEL_GROUP_MAX];
+    lora_group_params(ps, lins, G, A, B, h->out);
+    for (int g = 0; g < G; g++)
+        h->dy[g] = dy[g], h->u[g] = a->u[lins[g].lora];
+    h->G = G;
+    k_lora_bwd_group_prep(B, h->out, G, a->N, ps->L->r, a->lscr);
+    return h;
 }
 
 /* out = block l applied to its saved input slot(l)->res. */
@@ -1097,11 +1147,17 @@ static const uint16_t *gpt2_block_bwd(const pass *ps, int l, int need_dx, const 
     /* attention: x' = x + attn(LN1(x)) Wo */
     linear_bwd_rows(ps, &b->lin[1], a->dnarrow, a->dres, dresb, x->ao, 0.0f, N);
     const uint16_t *dqkvb[3], *const *dqb;
+    const float *dy = a->dqkv;
+    lora_bwd_hook h;
+    const lora_bwd_hook *lb = lora_bwd_in_post(ps, &b->lin[0], 1, &dy, &h);
     dqb = attention_bwd(ps, x, a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->dnarrow, x->qkv,
                         x->qkv + C, x->qkv + 2 * C, 3 * C, 3 * C, 3 * C, 0,
-                        need_dx ? dqkvb : NULL);
-    linear_bwd_rows(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv, dqb ? dqb[0] : NULL,
-                    x->h1, 0.0f, N);
+                        need_dx ? dqkvb : NULL, lb);
+    if (lb)
+        group_bwd(ps, &b->lin[0], 1, need_dx ? a->dnarrow : NULL, &dy, dqb, x->h1, 0.0f, 1);
+    else
+        linear_bwd_rows(ps, &b->lin[0], need_dx ? a->dnarrow : NULL, a->dqkv,
+                        dqb ? dqb[0] : NULL, x->h1, 0.0f, N);
     if (!need_dx)
         return NULL;
     PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->res, x->m1, x->r1, b->ln1_w, b->ln1_b));
@@ -1252,16 +1308,18 @@ static const uint16_t *llama_block_bwd(const pass *ps, int l, int need_dx,
         PROF(ps, SP_ELEMENTWISE, dgb = swiglu_bwd(ps, &b->lin[4], a->dwide, a->dup, dgub, x->f,
                                                  x->g, (size_t)N * c->n_inner));
         const float *dgu[2] = {a->dwide, a->dup};
-        group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, dgb, x->h2, 0.0f);
+        group_bwd(ps, &b->lin[4], 2, a->dnarrow, dgu, dgb, x->h2, 0.0f, 0);
     }
     PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->mid, NULL, x->r2, b->ln2_w, NULL));
     /* attention: x' = x + attn(RoPE(q), RoPE(k), v) Wo^T */
     linear_bwd_rows(ps, &b->lin[3], a->dwide, a->dres, dresb, x->ao, 0.0f, N);
     const uint16_t *dqkvb[3], *const *db;
-    db = attention_bwd(ps, x, dq, dk, dv, a->dwide, q, k, v, H * D, Hk * D, Hk * D, 1,
-                       need_dx ? dqkvb : NULL);
     const float *dqkv[3] = {dq, dk, dv};
-    group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, db, x->h1, 0.0f);
+    lora_bwd_hook h;
+    const lora_bwd_hook *lb = lora_bwd_in_post(ps, &b->lin[0], 3, dqkv, &h);
+    db = attention_bwd(ps, x, dq, dk, dv, a->dwide, q, k, v, H * D, Hk * D, Hk * D, 1,
+                       need_dx ? dqkvb : NULL, lb);
+    group_bwd(ps, &b->lin[0], 3, need_dx ? a->dnarrow : NULL, dqkv, db, x->h1, 0.0f, lb != NULL);
     if (!need_dx)
         return NULL;
     PROF(ps, SP_ELEMENTWISE, dresb = norm_bwd(ps, x->res, NULL, x->r1, b->ln1_w, NULL));
