@@ -17,12 +17,14 @@
  * mlp_folded): there it counts in SP_LORA.  The work on the rows around attention (model_step.c's
  * attn_rows: Llama's RoPE and its backward, the rounding of dq, dk, dv and
  * of attention's output) runs inside the attention's region and counts in
- * SP_ATTENTION, and so does the forward LoRA that rides on those rows
- * (model_step.c lora_in_pre, lora_in_post: the adds of q, k, v's (GPT-2's
- * c_attn's) LoRA to their products' outputs when a oneDNN product went
- * first, and the whole LoRA of o_proj (c_proj) from attention's output);
- * their u (x A^T) before the products stays in SP_LORA.  SP_OPTIMIZER is
- * the caller's (the step has none). */
+ * SP_ATTENTION, and so does the LoRA work that rides on those rows
+ * (model_step.c lora_in_pre, lora_in_post, lora_bwd_in_post: the adds of
+ * q, k, v's (GPT-2's c_attn's) LoRA to their products' outputs when a
+ * oneDNN product went first, the whole forward LoRA of o_proj (c_proj)
+ * from attention's output, and q, k, v's du and dB sums from dq, dk, dv);
+ * their u (x A^T) before the products, and their dx and column sums
+ * after, stay in SP_LORA.  SP_OPTIMIZER is the caller's (the step has
+ * none). */
 #ifndef PSLORA_STEP_PROF_H
 #define PSLORA_STEP_PROF_H
 
