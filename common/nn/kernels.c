@@ -914,7 +914,7 @@ void k_lora_fwd_rows(const k_lora_rows *l, int n0, int n1)
 #pragma omp parallel for schedule(static) if (!omp_in_parallel())
     for (int m = n0; m < n1; m += LORA_ROWS)
         lora_fwd_block(l->y, l->res, l->b, l->u, l->x, l->A, l->bt, l->out, l->G, m,
-                       n1 - m < LORA_ROWS ? n1 - m : LORA_ROWS, l->in, l->r, l->s);
+                       lora_block_rows(n1, m), l->in, l->r, l->s);
 }
 
 static int lora_parts(int N) { return (N + LORA_PART - 1) / LORA_PART; }
@@ -1093,7 +1093,7 @@ void k_lora_bwd_group_rows(const float *const *dy, const float *const *u, const 
 {
     lora_group_mem g = lora_group_at(scratch, out, G, N, r);
 #pragma omp parallel for schedule(static) if (!omp_in_parallel())
-    for (int p = n0 / LORA_PART; p < (n1 + LORA_PART - 1) / LORA_PART; p++)
+    for (int p = n0 / LORA_PART; p < lora_parts(n1); p++)
         lora_bwd_part(NULL, 0.0f, g.part, g.du, dy, u, NULL, g.bt, out, G, N, p, 0, r, s);
 }
 
@@ -1870,15 +1870,12 @@ void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const 
     swl_mem m = swl_at(scratch, N, n, z);
 #pragma omp parallel
     {
-        if (dA[2]) {   /* down's dA [r, n] and dB [C, r] from their parts, by slabs */
+        if (dA[2]) {   /* down's dA [r, n] from its parts by slabs; its dB as any map's */
 #pragma omp for schedule(static) nowait
             for (int b = 0; b < lora_slabs(n); b++)
                 lora_parts_sum(dA[2], (size_t)n, 1, m.dA_parts, (size_t)r * n, lora_parts(N), n,
                                b * LORA_SLAB, lora_slab_width(n, b), r, 1.0f);
-#pragma omp for schedule(static) nowait
-            for (int b = 0; b < lora_slabs(C); b++)
-                lora_parts_sum(dB[2], 1, (size_t)r, m.dB_parts, (size_t)r * C, lora_parts(N), C,
-                               b * LORA_SLAB, lora_slab_width(C, b), r, z->s);
+            lora_bwd_cols(&dA[2], &dB[2], NULL, NULL, &C, 1, N, 0, r, z->s, m.dB_parts);
         }
 #pragma omp for schedule(static)
         for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_k A_k, as lora_bwd_rows */

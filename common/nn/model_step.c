@@ -207,15 +207,24 @@ static size_t lora_scratch_floats(const model_acts *a, const model *m, const lor
  * The folded MLP keeps no act (its backward makes it again), and a bf16
  * down_proj without LoRA reads only its bf16 copy: 6.3 MB per layer less
  * at SmolLM-135M's width and batch 4 x 256. */
+/* Are a Llama block's gate, up and down (lin[4..6]) all adapted and on
+ * oneDNN products: what the folded MLP asks of the maps themselves
+ * (mlp_folded adds the pass's conditions). */
+static int mlp_maps_fold(const model_linear *lin)
+{
+    for (int i = 4; i < 7; i++)
+        if (lin[i].lora < 0 || !lin[i].dm)
+            return 0;
+    return 1;
+}
+
 static int llama_keeps_act(const model *m, const lora_layout *L)
 {
     if (m->compute != MODEL_BF16 || m->trained)
         return 1;
     for (int l = 0; L && l < m->cfg.n_layer; l++) {
         const model_linear *lin = m->blocks[l].lin;
-        int folds = L->dropout <= 0 && lin[4].lora >= 0 && lin[5].lora >= 0 && lin[4].dm &&
-                    lin[5].dm && lin[6].dm;
-        if (lin[6].lora >= 0 && !folds)
+        if (lin[6].lora >= 0 && !(L->dropout <= 0 && mlp_maps_fold(lin)))
             return 1;
     }
     return 0;
@@ -1176,14 +1185,15 @@ static void llama_qkv(const model_config *c, int N, float *base, float **q, floa
  * (k_swiglu_lora): bf16 compute, gate, up and down all adapted, through
  * oneDNN products (whose output the LoRA adds to), without dropout, and no
  * frozen weight's gradient (--full) wanting the fp32 d(gate), d(up).
- * llama_keeps_act asks the same of the model when it sizes the acts. */
+ * llama_keeps_act asks the same of the model (mlp_maps_fold, no dropout,
+ * no --full) when it sizes the acts. */
 static int mlp_folded(const pass *ps, const model_block *b)
 {
     const model_linear *lin = b->lin;
-    if (!ps->a->xb || !ps->a->swl_tiles || !lora_groupable(ps, &lin[4], 2) || !lora_on(ps, &lin[6]))
+    if (!ps->a->xb || !ps->a->swl_tiles || !ps->p || !ps->a->lscr || !mlp_maps_fold(lin))
         return 0;
     for (int i = 4; i < 7; i++)
-        if (!lin[i].dm || grad_of(ps, lin[i].w) || ps->a->xd[lin[i].lora])
+        if (grad_of(ps, lin[i].w) || ps->a->xd[lin[i].lora])
             return 0;
     return 1;
 }
