@@ -27,9 +27,9 @@
  *              [--threads 1,2] [--seconds 0.5]
  *   bench_gemm --attention [--batch 4] [--seq 256] [--heads 12] [--kv-heads H] [--head-dim 64]
  *              [--dtype bf16|fp32] [--slices 0] [--threads 1,2] [--seconds 0.5]
- *   bench_gemm --lora [--rows 1024] [--dim 576] [--kv 192] [--inter 1536] [--rank 8]
+ *   bench_gemm --lora [--rows 1024] [--dim 576] [--kv 192] [--inter 1536] [--rank 8] [--bf16]
  *              [--threads 1,2] [--seconds 0.5]
- *   bench_gemm --mlp [--rows 1024] [--dim 576] [--inter 1536] [--rank 8]
+ *   bench_gemm --mlp [--rows 1024] [--dim 576] [--inter 1536] [--rank 8] [--bf16]
  *              [--threads 1,2] [--seconds 0.5] */
 #include <cblas.h>
 #include <math.h>
@@ -270,6 +270,15 @@ static const char *arg_str(int argc, char **argv, const char *name, const char *
     return def;
 }
 
+/* Whether a flag without a value is given. */
+static int arg_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], name))
+            return 1;
+    return 0;
+}
+
 /* A whole integer flag; anything else is a usage error (exit 2). */
 static long arg_long(int argc, char **argv, const char *name, long def)
 {
@@ -477,6 +486,7 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
 typedef struct {
     int N, in, out, r;
     float *x, *y, *dy, *dx, *A, *B, *u, *du, *dA, *dB, *scr, *pad;
+    uint16_t *pk;   /* --bf16: the kernels' bf16 pack (kernels.h), else NULL */
 } lora_ctx;
 
 static void run_lora_sgemm_fwd(void *p)
@@ -501,14 +511,15 @@ static void run_lora_sgemm_bwd(void *p)
 static void run_lora_fwd(void *p)
 {
     lora_ctx *c = p;
-    k_lora_fwd(c->y, c->y, NULL, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, 2.0f, c->scr);
+    k_lora_fwd(c->y, c->y, NULL, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, 2.0f, c->scr,
+               c->pk);
 }
 
 static void run_lora_bwd(void *p)
 {
     lora_ctx *c = p;
     k_lora_bwd(c->dx, 1.0f, c->dA, c->dB, c->du, c->dy, c->x, c->u, c->A, c->B, c->N, c->in, c->out,
-               c->r, 2.0f, c->scr);
+               c->r, 2.0f, c->scr, c->pk);
 }
 
 /* The bound: k_add (y += a: two reads, one write per float) over as many
@@ -562,9 +573,12 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
                   randn((size_t)r * wide, 0.1f, 16), randn((size_t)N * r, 1.0f, 17),
                   randn((size_t)N * r, 1.0f, 18), randn((size_t)r * wide, 1.0f, 19),
                   randn((size_t)r * wide, 1.0f, 20), randn(k_lora_scratch(N, wide, r), 1.0f, 21),
-                  randn(2 * (size_t)N * (wide + 3 * (size_t)wide) / 3 + 16, 1.0f, 22)};
-    printf("bench_gemm --lora: N %d r %d; microseconds per call (best within %.2f s), GFLOP/s; "
-           "add: k_add over the floats the passes must move\n", N, r, seconds);
+                  randn(2 * (size_t)N * (wide + 3 * (size_t)wide) / 3 + 16, 1.0f, 22), NULL};
+    if (arg_flag(argc, argv, "--bf16"))
+        c.pk = calloc(k_lora_pack_size(1, wide, wide, r), sizeof *c.pk);
+    printf("bench_gemm --lora: N %d r %d%s; microseconds per call (best within %.2f s), GFLOP/s; "
+           "add: k_add over the floats the passes must move\n", N, r,
+           c.pk ? ", the kernel's row products on bf16 inputs" : "", seconds);
     for (const char *t = threads; *t;) {
         int nt = atoi(t);
         omp_set_num_threads(nt);
@@ -582,7 +596,7 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
         t = strchr(t, ',') ? strchr(t, ',') + 1 : t + strlen(t);
     }
     free(c.x), free(c.y), free(c.dy), free(c.dx), free(c.A), free(c.B), free(c.u), free(c.du);
-    free(c.dA), free(c.dB), free(c.scr), free(c.pad);
+    free(c.dA), free(c.dB), free(c.scr), free(c.pad), free(c.pk);
     return 0;
 }
 
@@ -618,18 +632,16 @@ static void run_mlp_fwd(void *p)
     const float *res[2] = {c->f, c->g};
     const int out[2] = {c->Ni, c->Ni};
     k_lora_fwd_group(y, res, NULL, c->u, c->h2, c->z.A, c->z.B, out, 2, c->N, c->C, c->r, c->z.s,
-                     c->scr);
+                     c->scr, NULL);
     k_swiglu_fwd_bf16(c->act, c->xb, c->f, c->g, (size_t)c->N * c->Ni);
     k_lora_fwd(c->out, c->mid, NULL, c->u[2], c->act, c->A[2], c->B[2], c->N, c->Ni, c->C, c->r,
-               c->z.s, c->scr);
+               c->z.s, c->scr, NULL);
 }
 
 static void run_mlp_fwd_folded(void *p)
 {
     mlp_ctx *c = p;
-    const int out[2] = {c->Ni, c->Ni};
-    k_lora_fwd_group(NULL, NULL, NULL, c->u, c->h2, c->z.A, c->z.B, out, 2, c->N, c->C, c->r,
-                     c->z.s, c->scr);
+    k_swiglu_lora_u(c->u, c->h2, &c->z, c->N, c->Ni, c->scr);
     k_swiglu_lora_fwd(c->f, c->g, c->xb, c->u[2], c->out, c->mid, &c->z, c->N, c->Ni, c->scr);
 }
 
@@ -639,11 +651,11 @@ static void run_mlp_bwd(void *p)
     size_t n = (size_t)c->N * c->Ni;
     const int out[2] = {c->Ni, c->Ni};
     k_lora_bwd(c->dwide, 1.0f, c->dA[2], c->dB[2], c->du, c->dres, c->act, c->u[2], c->A[2],
-               c->B[2], c->N, c->Ni, c->C, c->r, c->z.s, c->scr);
+               c->B[2], c->N, c->Ni, c->C, c->r, c->z.s, c->scr, NULL);
     k_swiglu_bwd_bf16(c->dwide, c->dup, c->xb, c->xb + n, c->dwide, c->f, c->g, n);
     const float *dy[2] = {c->dwide, c->dup};
     k_lora_bwd_group(c->dnarrow, 1.0f, c->dA, c->dB, dy, c->h2, c->z.u, c->z.A, c->z.B, out, 2,
-                     c->N, c->C, c->r, c->z.s, c->scr);
+                     c->N, c->C, c->r, c->z.s, c->scr, NULL);
 }
 
 static void run_mlp_bwd_folded(void *p)
@@ -677,7 +689,7 @@ static int bench_mlp(int argc, char **argv, double seconds, const char *threads)
         c.dA[i] = randn(ab, 1.0f, 50 + i), c.dB[i] = randn(i < 2 ? rI : rC, 1.0f, 60 + i);
     }
     c.z = (k_swiglu_lora){{c.u[0], c.u[1]}, {c.A[0], c.A[1]}, {c.B[0], c.B[1]}, c.A[2], c.B[2],
-                          c.u[2], c.r, c.C, maxt, 2.0f};
+                          c.u[2], c.r, c.C, maxt, 2.0f, arg_flag(argc, argv, "--bf16")};
     printf("bench_gemm --mlp: N %d C %d I %d r %d; microseconds per call (best within %.2f s)\n"
            "%-7s %9s %9s %9s %9s %8s %8s\n", c.N, c.C, c.Ni, c.r, seconds, "threads", "fwd",
            "folded", "bwd", "folded", "fwd x", "bwd x");

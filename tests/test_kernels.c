@@ -494,7 +494,7 @@ static void test_lora(void **state)
     /* forward: u = x A^T, y = y0 + s u B^T */
     double *ur = tu_dnew(N * R);
     memcpy(y, y0, sizeof(float) * N * OUT);
-    k_lora_fwd(y, y, NULL, u, x, A, B, N, IN, OUT, R, s, scr);
+    k_lora_fwd(y, y, NULL, u, x, A, B, N, IN, OUT, R, s, scr, NULL);
     ref_lora(c.y, ur, c.x, c.A, c.B, N, IN, OUT, R, s);
     double *yadd = diff_double(y, y0, N * OUT);
     assert_true(tu_rel_err_f(u, ur, N * R) < FWD_TOL);
@@ -505,7 +505,7 @@ static void test_lora(void **state)
     memcpy(dA, dA0, sizeof(float) * R * IN);
     memcpy(dB, dB0, sizeof(float) * OUT * R);
     fill_const(du, N * R, NAN); /* du is scratch, overwritten */
-    k_lora_bwd(dx, 1.0f, dA, dB, du, dy, x, u, A, B, N, IN, OUT, R, s, scr);
+    k_lora_bwd(dx, 1.0f, dA, dB, du, dy, x, u, A, B, N, IN, OUT, R, s, scr, NULL);
     double *fx = tu_dnew(N * IN), *fA = tu_dnew(R * IN), *fB = tu_dnew(OUT * R);
     tu_fd_grad(fx, c.x, N * IN, lora_loss, &c);
     tu_fd_grad(fA, c.A, R * IN, lora_loss, &c);
@@ -520,7 +520,7 @@ static void test_lora(void **state)
     float *dA2 = tu_fnew(R * IN), *dB2 = tu_fnew(OUT * R);
     memcpy(dA2, dA0, sizeof(float) * R * IN);
     memcpy(dB2, dB0, sizeof(float) * OUT * R);
-    k_lora_bwd(NULL, 1.0f, dA2, dB2, du, dy, x, u, A, B, N, IN, OUT, R, s, scr);
+    k_lora_bwd(NULL, 1.0f, dA2, dB2, du, dy, x, u, A, B, N, IN, OUT, R, s, scr, NULL);
     assert_memory_equal(dA2, dA, sizeof(float) * R * IN);
     assert_memory_equal(dB2, dB, sizeof(float) * OUT * R);
 
@@ -595,7 +595,7 @@ static void check_lora_fwd_modes(float *u, const float *x, const float *A, const
         fill_const(u, nu, NAN);
         if (mode == 2)
             memcpy(y, res, ny * sizeof *y);
-        k_lora_fwd(y, mode == 2 ? y : r0, bias, u, x, A, B, h.N, h.in, h.out, h.r, s, scr);
+        k_lora_fwd(y, mode == 2 ? y : r0, bias, u, x, A, B, h.N, h.in, h.out, h.r, s, scr, NULL);
         assert_true(tu_rel_err_f(u, ru, nu) < FWD_TOL);
         assert_true(lora_fwd_err(y, ry, mode ? res : NULL, bias, h) < FWD_TOL);
     }
@@ -624,7 +624,7 @@ static void check_lora_shape(lora_shape h, uint64_t seed)
     double *ku = tu_to_double(u, nu);
     ref_lora_bwd(rdx, rdA, rdB, rdu, rdy, rx, ku, rA, rB, h, s);
     fill_const(du, nu, NAN), fill_const(scr, k_lora_scratch(h.N, h.out, h.r), NAN);
-    k_lora_bwd(dx, 1.0f, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr);
+    k_lora_bwd(dx, 1.0f, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr, NULL);
     assert_true(tu_rel_err_f(du, rdu, nu) < FWD_TOL);
     assert_true(tu_rel_err_f(dB, rdB, nb) < FWD_TOL);
     assert_true(tu_rel_err_f(dA, rdA, na) < FWD_TOL);
@@ -634,7 +634,7 @@ static void check_lora_shape(lora_shape h, uint64_t seed)
     for (size_t i = 0; i < nx; i++)
         rdx[i] -= rdx0[i];
     fill_const(dx, nx, NAN);
-    k_lora_bwd(dx, 0.0f, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr);
+    k_lora_bwd(dx, 0.0f, dA, dB, du, dy, x, u, A, B, h.N, h.in, h.out, h.r, s, scr, NULL);
     assert_true(tu_rel_err_f(dx, rdx, nx) < FWD_TOL);
 
     free(x), free(A), free(B), free(dy), free(u), free(du), free(dx), free(dA), free(dB);
@@ -663,6 +663,16 @@ static void test_lora_shapes(void **state)
  * the forward through k_lora_fwd_rows (check_lora_rows). */
 enum { LG = 3 };   /* maps per group in check_lora_group */
 
+/* check_lora_group's products: fp32 (0) or on bf16 inputs (1: every call
+ * given a bf16 pack, kernels.h), where the same equalities must hold. */
+static int lg_bf16;
+
+/* A pack for G maps (k_lora_pack_size), or NULL under fp32. */
+static uint16_t *lg_pack(int G, int in, int out_sum, int r)
+{
+    return lg_bf16 ? calloc(k_lora_pack_size(G, in, out_sum, r), sizeof(uint16_t)) : NULL;
+}
+
 /* k_lora_bwd_group's row work done first through k_lora_bwd_group_prep
  * and k_lora_bwd_group_rows on the rows cut at parts' edges (called one
  * after the other, or by two threads inside a parallel region), then
@@ -682,6 +692,7 @@ static void check_lora_bwd_rows(const float *dx0, const float *dx_want, float *c
     cut[nc] = N;
     size_t ns = k_lora_group_scratch(G, N, out_sum, R);
     float *scratch = tu_fnew(ns), *dx = dx0 ? tu_fnew(N * IN) : NULL, *dA[G], *dB[G];
+    uint16_t *pk = lg_pack(G, IN, out_sum, R);
     for (int inside = 0; inside < 2; inside++) {
         fill_const(scratch, ns, NAN);
         if (dx)
@@ -691,20 +702,20 @@ static void check_lora_bwd_rows(const float *dx0, const float *dx_want, float *c
             memcpy(dA[g], dA0[g], sizeof(float) * R * IN);
             memcpy(dB[g], dB0[g], sizeof(float) * out[g] * R);
         }
-        k_lora_bwd_group_prep((const float *const *)B, out, G, N, R, scratch);
+        k_lora_bwd_group_prep((const float *const *)B, out, G, N, R, scratch, pk);
         if (inside) {
 #pragma omp parallel num_threads(2)
             for (int p = omp_get_thread_num(); p < nc; p += omp_get_num_threads())
                 k_lora_bwd_group_rows((const float *const *)dy, (const float *const *)u, out, G, N,
-                                      R, s, scratch, cut[p], cut[p + 1]);
+                                      R, s, scratch, pk, cut[p], cut[p + 1]);
         } else {
             for (int p = 0; p < nc; p++)
                 k_lora_bwd_group_rows((const float *const *)dy, (const float *const *)u, out, G, N,
-                                      R, s, scratch, cut[p], cut[p + 1]);
+                                      R, s, scratch, pk, cut[p], cut[p + 1]);
         }
         k_lora_bwd_group(dx, beta, dA, dB, NULL, x, (const float *const *)u,
                          (const float *const *)A, (const float *const *)B, out, G, N, IN, R, s,
-                         scratch);
+                         scratch, pk);
         if (dx)
             assert_memory_equal(dx, dx_want, sizeof(float) * N * IN);
         for (int g = 0; g < G; g++) {
@@ -713,7 +724,7 @@ static void check_lora_bwd_rows(const float *dx0, const float *dx_want, float *c
             free(dA[g]), free(dB[g]);
         }
     }
-    free(scratch), free(dx);
+    free(scratch), free(dx), free(pk);
 }
 
 /* k_lora_fwd_rows on the rows cut into three uneven pieces (not on LoRA
@@ -728,10 +739,15 @@ static void check_lora_rows(float *const *y0, float *const *y_want, float *const
     enum { G = LG };
     int out_sum = out[0] + out[1] + out[2], cut[4] = {0, 5, N / 2 + 3, N};
     float *bt = tu_fnew(R * out_sum), *y[G], *u[G];
+    uint16_t *pk = lg_pack(G, IN, out_sum, R);
     k_lora_transpose(bt, (const float *const *)B, out, G, R);
     for (int way = 0; way < 4; way++) {   /* x given, x given in a region, u given, both */
         int inside = way & 1, ugiven = way >= 2;
-        k_lora_rows l = {.x = ugiven ? NULL : x, .bt = bt, .G = G, .in = IN, .r = R, .s = s};
+        k_lora_rows l = {.x = ugiven ? NULL : x, .bt = bt, .pk = pk, .G = G, .in = IN, .r = R,
+                         .s = s};
+        if (pk)   /* A only where u is made */
+            k_lora_pack_fwd(pk, ugiven ? NULL : (const float *const *)A, (const float *const *)B,
+                            out, G, IN, R);
         for (int g = 0; g < G; g++) {
             y[g] = tu_fnew(N * out[g]), u[g] = tu_fnew(N * R);
             memcpy(y[g], y0[g], sizeof(float) * N * out[g]);
@@ -754,7 +770,7 @@ static void check_lora_rows(float *const *y0, float *const *y_want, float *const
             free(y[g]), free(u[g]);
         }
     }
-    free(bt);
+    free(bt), free(pk);
 }
 
 static void check_lora_group(int N, int IN, int R, const int *out)
@@ -766,6 +782,7 @@ static void check_lora_group(int N, int IN, int R, const int *out)
     float *dx1 = tu_fnew(N * IN), *dx2 = tu_fnew(N * IN);
     float *scratch = tu_fnew(k_lora_group_scratch(G, N, out_sum, R));
     float *scr1 = tu_fnew(k_lora_scratch(N, out_sum, R));
+    uint16_t *pk1 = lg_pack(1, IN, out_sum, R), *pk2 = lg_pack(G, IN, out_sum, R);
     float *A[G], *B[G], *y1[G], *y2[G], *u1[G], *u2[G], *dy[G], *dA1[G], *dA2[G], *dB1[G], *dB2[G];
     float *y0[G], *dA0[G], *dB0[G], *dx00 = tu_fnew(N * IN);
     fill_normal(x, N * IN, 1, 60);
@@ -801,9 +818,9 @@ static void check_lora_group(int N, int IN, int R, const int *out)
             memcpy(y2[g], y1[g], sizeof(float) * N * out[g]);
             memcpy(y0[g], y1[g], sizeof(float) * N * out[g]);
             k_lora_fwd(y1[g], mode == 1 ? y1[g] : NULL, bias[g], u1[g], x, A[g], B[g], N, IN,
-                       out[g], R, s, scr1);
+                       out[g], R, s, scr1, pk1);
             k_lora_bwd(dxa, g ? 1.0f : beta, dA1[g], dB1[g], du, dy[g], x, u1[g], A[g], B[g], N,
-                       IN, out[g], R, s, scr1);
+                       IN, out[g], R, s, scr1, pk1);
         }
         if (mode == 2)   /* beta 0 does not read dx */
             fill_const(dx2, (size_t)N * IN, NAN);
@@ -815,10 +832,10 @@ static void check_lora_group(int N, int IN, int R, const int *out)
         fill_const(scratch, k_lora_group_scratch(G, N, out_sum, R), NAN);   /* all scratch */
         k_lora_fwd_group(y2, mode == 1 ? (const float *const *)y2 : NULL,
                          (const float *const *)bias, u2, x, (const float *const *)A,
-                         (const float *const *)B, out, G, N, IN, R, s, scratch);
+                         (const float *const *)B, out, G, N, IN, R, s, scratch, pk2);
         k_lora_bwd_group(dxb, beta, dA2, dB2, (const float *const *)dy, x,
                          (const float *const *)u2, (const float *const *)A,
-                         (const float *const *)B, out, G, N, IN, R, s, scratch);
+                         (const float *const *)B, out, G, N, IN, R, s, scratch, pk2);
         for (int g = 0; g < G; g++) {   /* the same sums in the same order */
             size_t o = (size_t)out[g];
             assert_memory_equal(u2[g], u1[g], sizeof(float) * N * R);
@@ -840,16 +857,91 @@ static void check_lora_group(int N, int IN, int R, const int *out)
         free(dA1[g]), free(dA2[g]), free(dB1[g]), free(dB2[g]);
     }
     free(x), free(du), free(dx0), free(dx1), free(dx2), free(scratch), free(scr1), free(dx00);
+    free(pk1), free(pk2);
 }
 
 static void test_lora_group(void **state)
 {
     (void)state;
     const int small[LG] = {24, 8, 16}, odd[LG] = {37, 5, 290};
-    check_lora_group(33, 40, 4, small);
-    check_lora_group(21, 275, 8, odd);   /* row blocks, chunks and slabs with remainders */
-    check_lora_group(10, 19, 13, odd);   /* r in groups of 8, 4 and 1 */
-    check_lora_group(141, 50, 8, odd);   /* dB's parts of 64 rows, the last one ragged */
+    for (lg_bf16 = 0; lg_bf16 < 2; lg_bf16++) {
+        check_lora_group(33, 40, 4, small);
+        check_lora_group(21, 275, 8, odd);   /* row blocks, chunks and slabs with remainders */
+        check_lora_group(10, 19, 13, odd);   /* r in groups of 8, 4 and 1 */
+        check_lora_group(141, 50, 8, odd);   /* dB's parts of 64 rows, the last one ragged */
+    }
+    lg_bf16 = 0;
+}
+
+/* One forward and backward of G maps (k_lora_fwd_group adding to y with
+ * a bias on map 0, k_lora_bwd_group adding to dx) with pk (bf16) or not,
+ * on `threads` threads: the outputs u, y, dx, dA, dB one after the other
+ * in o (G*N*R + sum N*out + N*IN + G*R*IN + sum out*R floats). */
+static void lora_group_run(float *o, int N, int IN, int R, const int *out, int bf16, int threads)
+{
+    enum { G = LG };
+    const float s = 1.5f;
+    int out_sum = out[0] + out[1] + out[2], saved = omp_get_max_threads();
+    float *x = tu_fnew(N * IN), *scratch = tu_fnew(k_lora_group_scratch(G, N, out_sum, R));
+    float *A[G], *B[G], *dy[G], *u[G], *y[G], *dA[G], *dB[G], *bias[G] = {tu_fnew(out[0])};
+    uint16_t *pk = bf16 ? calloc(k_lora_pack_size(G, IN, out_sum, R), 2) : NULL;
+    fill_normal(x, N * IN, 1, 80), fill_normal(bias[0], out[0], 1, 81);
+    float *p = o;
+    for (int g = 0; g < G; g++)
+        u[g] = p, p += (size_t)N * R;
+    for (int g = 0; g < G; g++)
+        y[g] = p, fill_normal(y[g], N * out[g], 1, 82 + g), p += (size_t)N * out[g];
+    float *dx = p;
+    fill_normal(dx, N * IN, 1, 85), p += (size_t)N * IN;
+    for (int g = 0; g < G; g++)
+        dA[g] = p, fill_normal(dA[g], R * IN, 1, 86 + g), p += (size_t)R * IN;
+    for (int g = 0; g < G; g++) {
+        dB[g] = p, fill_normal(dB[g], out[g] * R, 1, 89 + g), p += (size_t)out[g] * R;
+        A[g] = tu_fnew(R * IN), B[g] = tu_fnew(out[g] * R), dy[g] = tu_fnew(N * out[g]);
+        fill_normal(A[g], R * IN, 0.5f, 92 + g), fill_normal(B[g], out[g] * R, 0.5f, 95 + g);
+        fill_normal(dy[g], N * out[g], 1, 98 + g);
+    }
+    omp_set_num_threads(threads);
+    k_lora_fwd_group(y, (const float *const *)y, (const float *const *)bias, u, x,
+                     (const float *const *)A, (const float *const *)B, out, G, N, IN, R, s, scratch,
+                     pk);
+    k_lora_bwd_group(dx, 1.0f, dA, dB, (const float *const *)dy, x, (const float *const *)u,
+                     (const float *const *)A, (const float *const *)B, out, G, N, IN, R, s, scratch,
+                     pk);
+    omp_set_num_threads(saved);
+    for (int g = 0; g < G; g++)
+        free(A[g]), free(B[g]), free(dy[g]);
+    free(x), free(scratch), free(bias[0]), free(pk);
+}
+
+/* The bf16 products (kernels.h, pk) against fp32: every output within
+ * bf16's rounding (2^-6 of its largest value: a value passes up to four
+ * roundings of 2^-9; a product on the wrong weights, layout or rows is off
+ * by its whole size), and the same bits on 1 and 3 threads. */
+static void check_lora_bf16(int N, int IN, int R, const int *out)
+{
+    size_t sizes[5] = {(size_t)LG * N * R, 0, (size_t)N * IN, (size_t)LG * R * IN, 0}, n = 0;
+    for (int g = 0; g < LG; g++)
+        sizes[1] += (size_t)N * out[g], sizes[4] += (size_t)out[g] * R;
+    for (int i = 0; i < 5; i++)
+        n += sizes[i];
+    float *f32 = tu_fnew(n), *b1 = tu_fnew(n), *b3 = tu_fnew(n);
+    lora_group_run(f32, N, IN, R, out, 0, 2);
+    lora_group_run(b1, N, IN, R, out, 1, 1);
+    lora_group_run(b3, N, IN, R, out, 1, 3);
+    assert_memory_equal(b1, b3, n * sizeof(float));
+    assert_true(memcmp(b1, f32, sizes[0] * sizeof(float)) != 0);   /* the u did round */
+    for (size_t i = 0, o = 0; i < 5; o += sizes[i], i++)
+        assert_true(tu_rel_err_rows(b1 + o, f32 + o, 1, (int)sizes[i], (int)sizes[i]) < 1.0 / 64);
+    free(f32), free(b1), free(b3);
+}
+
+static void test_lora_bf16(void **state)
+{
+    (void)state;
+    const int llama[LG] = {576, 192, 192}, odd[LG] = {37, 5, 290};
+    check_lora_bf16(150, 576, 8, llama);
+    check_lora_bf16(141, 50, 13, odd);
 }
 
 /* ---- attention ------------------------------------------------------------------- */
@@ -1275,11 +1367,12 @@ static void test_threads_linear_lora(void **state)
             k_linear_fwd(y[k] + conv1d * N * OUT, x, w, b, N, IN, OUT, conv1d);
             k_linear_bwd(dx[k] + conv1d * N * IN, dy, w, N, IN, OUT, conv1d, 0.0f);
         }
-        k_lora_fwd(y[k], y[k], NULL, u[k], x, A, B, N, IN, OUT, R, 0.5f, scr);
-        k_lora_bwd(dx[k], 1.0f, dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R, 0.5f, scr);
-        k_lora_fwd(y[k] + 2 * N * OUT, NULL, b, u[k], x, A, B, N, IN, OUT, R, 0.5f, scr);
+        k_lora_fwd(y[k], y[k], NULL, u[k], x, A, B, N, IN, OUT, R, 0.5f, scr, NULL);
+        k_lora_bwd(dx[k], 1.0f, dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R, 0.5f, scr,
+                   NULL);
+        k_lora_fwd(y[k] + 2 * N * OUT, NULL, b, u[k], x, A, B, N, IN, OUT, R, 0.5f, scr, NULL);
         k_lora_bwd(dx[k] + 2 * N * IN, 0.0f, dA[k], dB[k], du, dy, x, u[k], A, B, N, IN, OUT, R,
-                   0.5f, scr);
+                   0.5f, scr, NULL);
     }
     omp_set_num_threads(saved);
     assert_memory_equal(y[0], y[1], 3 * N * OUT * sizeof(float));
@@ -1322,6 +1415,7 @@ int main(void)
         cmocka_unit_test(test_lora),
         cmocka_unit_test(test_lora_shapes),
         cmocka_unit_test(test_lora_group),
+        cmocka_unit_test(test_lora_bf16),
         cmocka_unit_test(test_attention_mha_fused),
         cmocka_unit_test(test_attention_mha_separate),
         cmocka_unit_test(test_attention_gqa_separate),

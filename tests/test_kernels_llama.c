@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "kernels.h"
 #include "testutil.h"
 
@@ -322,28 +323,29 @@ static void mlp_unfolded(mlp_run *m, float s)
     float *y[2] = {m->f, m->g}, *dup = tu_fnew(Nn);
     const float *res[2] = {m->f, m->g}, *A[2] = {m->A[0], m->A[1]}, *B[2] = {m->B[0], m->B[1]};
     const int out[2] = {n, n};
-    k_lora_fwd_group(y, res, NULL, m->u, m->h2, A, B, out, 2, N, C, r, s, m->scr);
+    k_lora_fwd_group(y, res, NULL, m->u, m->h2, A, B, out, 2, N, C, r, s, m->scr, NULL);
     k_swiglu_fwd_bf16(m->act, m->actb, m->f, m->g, Nn);
-    k_lora_fwd(m->out, m->mid, NULL, m->u[2], m->act, m->A[2], m->B[2], N, n, C, r, s, m->scr);
+    k_lora_fwd(m->out, m->mid, NULL, m->u[2], m->act, m->A[2], m->B[2], N, n, C, r, s, m->scr,
+               NULL);
     k_lora_bwd(m->dwide, 1.0f, m->dA[2], m->dB[2], m->du, m->dres, m->act, m->u[2], m->A[2],
-               m->B[2], N, n, C, r, s, m->scr);
+               m->B[2], N, n, C, r, s, m->scr, NULL);
     k_swiglu_bwd_bf16(m->dwide, dup, m->dgb, m->dub, m->dwide, m->f, m->g, Nn);
     const float *dy[2] = {m->dwide, dup}, *u[2] = {m->u[0], m->u[1]};
     k_lora_bwd_group(m->dnarrow, 1.0f, m->dA, m->dB, dy, m->h2, u, A, B, out, 2, N, C, r, s,
-                     m->scr);
+                     m->scr, NULL);
     free(dup);
 }
 
-/* The same through k_swiglu_lora, with `threads` threads. */
-static void mlp_folded(mlp_run *m, float s, int threads)
+/* The same through k_swiglu_lora, with `threads` threads, the LoRA's row
+ * products in fp32 or (bf16) on bf16 inputs. */
+static void mlp_folded(mlp_run *m, float s, int threads, int bf16)
 {
     int N = m->N, C = m->C, n = m->n, r = m->r;
     size_t Nn = (size_t)N * n;
     k_swiglu_lora z = {{m->u[0], m->u[1]}, {m->A[0], m->A[1]}, {m->B[0], m->B[1]}, m->A[2],
-                       m->B[2], m->u[2], r, C, threads, s};
-    const int out[2] = {n, n};
+                       m->B[2], m->u[2], r, C, threads, s, bf16};
     fill_normal(m->u[0], (size_t)N * r, 0, 1, 99), fill_normal(m->u[1], (size_t)N * r, 0, 1, 98);
-    k_lora_fwd_group(NULL, NULL, NULL, m->u, m->h2, z.A, z.B, out, 2, N, C, r, s, m->scr);
+    k_swiglu_lora_u(m->u, m->h2, &z, N, n, m->scr);
     for (size_t i = 0; i < Nn; i++)   /* no act: the kernels must not need one */
         m->act[i] = NAN;
     k_swiglu_lora_fwd(m->f, m->g, m->actb, m->u[2], m->out, m->mid, &z, N, n, m->scr);
@@ -374,14 +376,20 @@ static void dA_down_ref(double *ref, const mlp_run *m, const float *du, const fl
  * bit for bit, on 1, 2 and 3 threads; down's dA, summed in another order,
  * within 1e-5 (relative to its largest term) of a double-precision sum,
  * as the unfolded one is, and the same bits on every thread count. */
+/* Scratch for both runs, the folded one with tiles for nt threads. */
+static size_t mlp_scratch(int N, int C, int n, int r, int nt)
+{
+    size_t scratch = k_swiglu_lora_scratch(N, n, C, r, nt);
+    size_t g = k_lora_group_scratch(2, N, 2 * n, r), k1 = k_lora_scratch(N, n > C ? n : C, r);
+    scratch = scratch > g ? scratch : g;
+    return scratch > k1 ? scratch : k1;
+}
+
 static void check_swiglu_lora(int N, int C, int n, int r)
 {
     const float s = 1.5f;
     int nt = 3;
-    size_t scratch = k_swiglu_lora_scratch(N, n, C, r, nt);
-    size_t g = k_lora_group_scratch(2, N, 2 * n, r), k1 = k_lora_scratch(N, n > C ? n : C, r);
-    scratch = scratch > g ? scratch : g;
-    scratch = scratch > k1 ? scratch : k1;
+    size_t scratch = mlp_scratch(N, C, n, r, nt);
     mlp_run ref, got;
     mlp_run_new(&ref, N, C, n, r, scratch);
     size_t nA = (size_t)r * n;
@@ -393,7 +401,7 @@ static void check_swiglu_lora(int N, int C, int n, int r)
     for (int t = 1; t <= nt; t++) {
         omp_set_num_threads(t);
         mlp_run_new(&got, N, C, n, r, scratch);
-        mlp_folded(&got, s, t == 2 ? 1 : nt);   /* tiles for fewer threads than run: capped */
+        mlp_folded(&got, s, t == 2 ? 1 : nt, 0);   /* tiles for fewer threads than run: capped */
         size_t Nn = (size_t)N * n, NC = (size_t)N * C;
         assert_memory_equal(got.f, ref.f, Nn * sizeof(float));
         assert_memory_equal(got.g, ref.g, Nn * sizeof(float));
@@ -428,6 +436,73 @@ static void check_swiglu_lora(int N, int C, int n, int r)
     mlp_run_free(&ref);
 }
 
+/* bf16 folded against fp32 unfolded: every output within bf16's rounding
+ * (2^-6 of its largest value: a LoRA output passes four roundings, of x,
+ * A, s u and B, each up to 2^-9; seen here up to 0.7%; a product on the
+ * wrong weights or rows is off by its whole size), and the same bits on
+ * 1, 2 and 3 threads. */
+static void check_swiglu_lora_bf16(int N, int C, int n, int r)
+{
+    const float s = 1.5f;
+    int nt = 3;
+    size_t scratch = mlp_scratch(N, C, n, r, nt);
+    size_t Nn = (size_t)N * n, NC = (size_t)N * C;
+    mlp_run ref, got, first;
+    mlp_run_new(&ref, N, C, n, r, scratch);
+    mlp_unfolded(&ref, s);
+    float *fb = tu_fnew(Nn), *rb = tu_fnew(Nn);
+    int saved = omp_get_max_threads();
+    for (int t = 1; t <= nt; t++) {
+        omp_set_num_threads(t);
+        mlp_run_new(&got, N, C, n, r, scratch);
+        mlp_folded(&got, s, nt, 1);
+        const float *gv[] = {got.f, got.g, got.out, got.dnarrow, got.u[0], got.u[1], got.u[2]};
+        const float *rv[] = {ref.f, ref.g, ref.out, ref.dnarrow, ref.u[0], ref.u[1], ref.u[2]};
+        size_t len[] = {Nn, Nn, NC, NC, (size_t)N * r, (size_t)N * r, (size_t)N * r};
+        for (int i = 0; i < 7; i++) {
+            double e = tu_rel_err_rows(gv[i], rv[i], 1, (int)len[i], (int)len[i]);
+            if (getenv("SHOW"))
+                printf("output %d: relative error %g\n", i, e);
+            assert_true(e < 1.0 / 64);
+        }
+        const uint16_t *gb[] = {got.actb, got.dgb, got.dub}, *rbs[] = {ref.actb, ref.dgb, ref.dub};
+        for (int i = 0; i < 3; i++) {
+            for (size_t j = 0; j < Nn; j++)
+                fb[j] = bf16_to_f32(gb[i][j]), rb[j] = bf16_to_f32(rbs[i][j]);
+            assert_true(tu_rel_err_rows(fb, rb, 1, (int)Nn, (int)Nn) < 1.0 / 64);
+        }
+        for (int i = 0; i < 3; i++) {
+            size_t ab = (size_t)r * (i < 2 ? C : n), bb = (size_t)r * (i < 2 ? n : C);
+            assert_true(tu_rel_err_rows(got.dA[i], ref.dA[i], 1, (int)ab, (int)ab) < 1.0 / 64);
+            assert_true(tu_rel_err_rows(got.dB[i], ref.dB[i], 1, (int)bb, (int)bb) < 1.0 / 64);
+        }
+        if (t == 1) {
+            first = got;
+            continue;
+        }
+        assert_memory_equal(got.f, first.f, Nn * sizeof(float));
+        assert_memory_equal(got.out, first.out, NC * sizeof(float));
+        assert_memory_equal(got.dgb, first.dgb, Nn * 2);
+        assert_memory_equal(got.dnarrow, first.dnarrow, NC * sizeof(float));
+        for (int i = 0; i < 3; i++) {
+            assert_memory_equal(got.dA[i], first.dA[i], (size_t)r * (i < 2 ? C : n) * 4);
+            assert_memory_equal(got.dB[i], first.dB[i], (size_t)r * (i < 2 ? n : C) * 4);
+        }
+        mlp_run_free(&got);
+    }
+    omp_set_num_threads(saved);
+    mlp_run_free(&first);
+    mlp_run_free(&ref);
+    free(fb), free(rb);
+}
+
+static void test_swiglu_lora_bf16(void **state)
+{
+    (void)state;
+    check_swiglu_lora_bf16(100, 40, 48, 8);
+    check_swiglu_lora_bf16(141, 50, 290, 13);   /* ragged blocks, pairs, chunks; odd r */
+}
+
 static void test_swiglu_lora(void **state)
 {
     (void)state;
@@ -446,7 +521,7 @@ static void test_swiglu_lora_no_down(void **state)
     mlp_run m;
     mlp_run_new(&m, N, C, n, r, k_swiglu_lora_scratch(N, n, C, r, 2));
     k_swiglu_lora z = {{m.u[0], m.u[1]}, {m.A[0], m.A[1]}, {m.B[0], m.B[1]}, m.A[2], m.B[2],
-                       m.u[2], r, C, 2, 0.5f};
+                       m.u[2], r, C, 2, 0.5f, 0};
     uint16_t *dgb = calloc(Nn, 2), *dub = calloc(Nn, 2);
     float *dg = tu_fnew(Nn), *du = tu_fnew(Nn);
     k_swiglu_bwd_bf16(dg, du, dgb, dub, m.dwide, m.f, m.g, Nn);
@@ -497,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_rope),          cmocka_unit_test(test_rope_pairing),
         cmocka_unit_test(test_swiglu),        cmocka_unit_test(test_threads_llama),
         cmocka_unit_test(test_swiglu_lora),   cmocka_unit_test(test_swiglu_lora_no_down),
+        cmocka_unit_test(test_swiglu_lora_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

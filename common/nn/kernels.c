@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "lora_bf16.h"
 #include "vec.h"
 
 /* The clamps and selects below are plain compares.  GCC keeps them as branches
@@ -863,6 +864,44 @@ static void lora_transpose(float *bt, const float *const *B, const int *out, int
     }
 }
 
+/* The bf16 pack of G maps (k_lora_pack_size): their B^T one after the
+ * other (lb_size(r, out_g) each), then their A (lb_size(r, in) each); for
+ * the forward B^T as pairs and A as rows (lora_bf16.h), for the backward
+ * the other way round. */
+static const uint16_t *pack_bt(const uint16_t *pk, const int *out, int g, int r)
+{
+    for (int i = 0; i < g; i++)
+        pk += lb_size(r, out[i]);
+    return pk;
+}
+
+static const uint16_t *pack_a(const uint16_t *pk, const int *out, int G, int g, int in, int r)
+{
+    return pack_bt(pk, out, G, r) + (size_t)g * lb_size(r, in);
+}
+
+/* Packs the B (B NULL: not) and A (A NULL: not) of G maps into pk, for
+ * the forward (fwd) or the backward. */
+static void lora_pack(uint16_t *pk, int fwd, const float *const *A, const float *const *B,
+                      const int *out, int G, int in, int r)
+{
+    for (int g = 0; B && g < G; g++)   /* B_g [out, r] read as B_g^T [r, out] */
+        lb_pack((uint16_t *)pack_bt(pk, out, g, r), fwd, B[g], 1, (size_t)r, r, out[g]);
+    for (int g = 0; A && g < G; g++)
+        lb_pack((uint16_t *)pack_a(pk, out, G, g, in, r), !fwd, A[g], (size_t)in, 1, r, in);
+}
+
+size_t k_lora_pack_size(int G, int in, int out_sum, int r)
+{
+    return lb_size(r, out_sum) + (size_t)G * lb_size(r, in);
+}
+
+void k_lora_pack_fwd(uint16_t *pk, const float *const *A, const float *const *B, const int *out,
+                     int G, int in, int r)
+{
+    lora_pack(pk, 1, A, B, out, G, in, r);
+}
+
 static int lora_blocks(int N) { return (N + LORA_ROWS - 1) / LORA_ROWS; }
 /* The rows of the block of at most LORA_ROWS rows starting at n0. */
 static int lora_block_rows(int N, int n0) { return N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS; }
@@ -874,17 +913,21 @@ static int lora_block_rows(int N, int n0) { return N - n0 < LORA_ROWS ? N - n0 :
  * which rows share its call. */
 static void lora_fwd_block(float *const *y, const float *const *res, const float *const *b,
                            float *const *u, const float *x, const float *const *A,
-                           const float *bt, const int *out, int G, int n0, int rows, int in,
-                           int r, float s)
+                           const float *bt, const uint16_t *pk, const int *out, int G, int n0,
+                           int rows, int in, int r, float s)
 {
     for (int g = 0; g < G; g++) {
-        float *un = u[g] + (size_t)n0 * r;
+        float *un = u[g] + (size_t)n0 * r, *yg = y ? y[g] + (size_t)n0 * out[g] : NULL;
         const float *rg = res && res[g] ? res[g] + (size_t)n0 * out[g] : NULL;
-        if (x)
-            lora_dots(un, x + (size_t)n0 * in, in, A[g], in, in, r, 1.0f, rows);
-        if (y)
-            lora_axpys(y[g] + (size_t)n0 * out[g], out[g], rg, out[g], b ? b[g] : NULL, un, bt,
-                       out[g], out[g], r, s, rows);
+        const float *bg = b ? b[g] : NULL, *xn = x ? x + (size_t)n0 * in : NULL;
+        if (xn && pk)
+            lb_dots(un, xn, in, pack_a(pk, out, G, g, in, r), in, r, 1.0f, rows);
+        else if (xn)
+            lora_dots(un, xn, in, A[g], in, in, r, 1.0f, rows);
+        if (yg && pk)
+            lb_axpys(yg, out[g], rg, out[g], bg, un, pack_bt(pk, out, g, r), out[g], r, s, rows);
+        else if (yg)
+            lora_axpys(yg, out[g], rg, out[g], bg, un, bt, out[g], out[g], r, s, rows);
         bt += (size_t)r * out[g];
     }
 }
@@ -893,14 +936,16 @@ static void lora_fwd_block(float *const *y, const float *const *res, const float
 static void lora_fwd_maps(float *const *y, const float *const *res, const float *const *b,
                           float *const *u, const float *x, const float *const *A,
                           const float *const *B, const int *out, int G, int N, int in, int r,
-                          float s, float *bt)
+                          float s, float *bt, uint16_t *pk)
 {
-    if (y)
+    if (pk)
+        lora_pack(pk, 1, x ? A : NULL, y ? B : NULL, out, G, in, r);
+    else if (y)
         lora_transpose(bt, B, out, G, r);
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < lora_blocks(N); blk++) {
         int n0 = blk * LORA_ROWS;
-        lora_fwd_block(y, res, b, u, x, A, bt, out, G, n0, lora_block_rows(N, n0), in, r, s);
+        lora_fwd_block(y, res, b, u, x, A, bt, pk, out, G, n0, lora_block_rows(N, n0), in, r, s);
     }
 }
 
@@ -913,7 +958,7 @@ void k_lora_fwd_rows(const k_lora_rows *l, int n0, int n1)
 {
 #pragma omp parallel for schedule(static) if (!omp_in_parallel())
     for (int m = n0; m < n1; m += LORA_ROWS)
-        lora_fwd_block(l->y, l->res, l->b, l->u, l->x, l->A, l->bt, l->out, l->G, m,
+        lora_fwd_block(l->y, l->res, l->b, l->u, l->x, l->A, l->bt, l->pk, l->out, l->G, m,
                        lora_block_rows(n1, m), l->in, l->r, l->s);
 }
 
@@ -928,20 +973,32 @@ static int lora_parts(int N) { return (N + LORA_PART - 1) / LORA_PART; }
  * du_g and P_g made already (k_lora_bwd_group_rows), only dx here. */
 static void lora_bwd_rows(float *dx, float beta, float *P, float *const *du,
                           const float *const *dyn, const float *const *u, const float *const *A,
-                          const float *bt, const int *out, int G, int n0, int rows, int in, int r,
-                          float s)
+                          const float *bt, const uint16_t *btr, const uint16_t *apk,
+                          const int *out, int G, int n0, int rows, int in, int r, float s)
 {
     for (int g = 0; dyn && g < G; g++) {
-        for (int m = 0; m < rows; m += LORA_ROWS)
-            lora_dots(du[g] + (size_t)(n0 + m) * r, dyn[g] + (size_t)m * out[g], out[g], bt,
-                      out[g], out[g], r, s, rows - m < LORA_ROWS ? rows - m : LORA_ROWS);
+        for (int m = 0; m < rows; m += LORA_ROWS) {
+            float *dum = du[g] + (size_t)(n0 + m) * r;
+            const float *dym = dyn[g] + (size_t)m * out[g];
+            int rm = rows - m < LORA_ROWS ? rows - m : LORA_ROWS;
+            if (btr)
+                lb_dots(dum, dym, out[g], btr, out[g], r, s, rm);
+            else
+                lora_dots(dum, dym, out[g], bt, out[g], out[g], r, s, rm);
+        }
         lora_outer(P, out[g], u[g] + (size_t)n0 * r, r, dyn[g], out[g], out[g], rows);
         bt += (size_t)r * out[g], P += (size_t)r * out[g];
+        btr = btr ? btr + lb_size(r, out[g]) : NULL;
     }
     float *dxn = dx ? dx + (size_t)n0 * in : NULL;
-    for (int g = 0; dx && g < G; g++)   /* map 0 starts from beta dx, the rest add */
-        lora_axpys(dxn, in, g || beta != 0.0f ? dxn : NULL, in, NULL, du[g] + (size_t)n0 * r, A[g],
-                   in, in, r, 1.0f, rows);
+    for (int g = 0; dx && g < G; g++) {   /* map 0 starts from beta dx, the rest add */
+        const float *from = g || beta != 0.0f ? dxn : NULL, *dug = du[g] + (size_t)n0 * r;
+        if (apk)
+            lb_axpys(dxn, in, from, in, NULL, dug, apk + (size_t)g * lb_size(r, in), in, r, 1.0f,
+                     rows);
+        else
+            lora_axpys(dxn, in, from, in, NULL, dug, A[g], in, in, r, 1.0f, rows);
+    }
 }
 
 /* Part p's rows end (parts of LORA_PART rows), and the rows of the block
@@ -996,9 +1053,10 @@ static void lora_bwd_cols(float *const *dA, float *const *dB, float *const *du, 
  * NULL: du and the sums made already, only dx), by blocks of LORA_OUTER. */
 static void lora_bwd_part(float *dx, float beta, float *part, float *const *du,
                           const float *const *dy, const float *const *u, const float *const *A,
-                          const float *bt, const int *out, int G, int N, int p, int in, int r,
-                          float s)
+                          const float *bt, const uint16_t *pk, const int *out, int G, int N, int p,
+                          int in, int r, float s)
 {
+    const uint16_t *apk = pk && dx ? pack_a(pk, out, G, 0, in, r) : NULL;
     size_t stride = lora_part_stride(out, G, r);
     float *P = part + (size_t)p * stride;
     if (dy)
@@ -1007,7 +1065,7 @@ static void lora_bwd_part(float *dx, float beta, float *part, float *const *du,
         const float *dyn[K_LORA_GROUP_MAX];
         for (int g = 0; dy && g < G; g++)
             dyn[g] = dy[g] + (size_t)n0 * out[g];
-        lora_bwd_rows(dx, beta, P, du, dy ? dyn : NULL, u, A, bt, out, G, n0,
+        lora_bwd_rows(dx, beta, P, du, dy ? dyn : NULL, u, A, bt, pk, apk, out, G, n0,
                       lora_outer_rows(n0, n1), in, r, s);
     }
 }
@@ -1016,15 +1074,17 @@ static void lora_bwd_maps(float *dx, float beta, float *const *dA, float *const 
                           float *const *du, const float *const *dy, const float *x,
                           const float *const *u, const float *const *A, const float *const *B,
                           const int *out, int G, int N, int in, int r, float s, float *bt,
-                          float *part)
+                          float *part, uint16_t *pk)
 {
-    if (dy)
+    if (pk)   /* dy NULL: B^T packed already (k_lora_bwd_group_prep) */
+        lora_pack(pk, 0, dx ? A : NULL, dy ? B : NULL, out, G, in, r);
+    else if (dy)
         lora_transpose(bt, B, out, G, r);
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
         for (int p = 0; p < lora_parts(N); p++)
-            lora_bwd_part(dx, beta, part, du, dy, u, A, bt, out, G, N, p, in, r, s);
+            lora_bwd_part(dx, beta, part, du, dy, u, A, bt, pk, out, G, N, p, in, r, s);
         lora_bwd_cols(dA, dB, du, x, out, G, N, in, r, s, part);
     }
 }
@@ -1037,17 +1097,17 @@ size_t k_lora_scratch(int N, int out, int r)
 
 void k_lora_fwd(float *y, const float *res, const float *b, float *u, const float *x,
                 const float *A, const float *B, int N, int in, int out, int r, float s,
-                float *scratch)
+                float *scratch, uint16_t *pk)
 {
-    lora_fwd_maps(&y, &res, &b, &u, x, &A, &B, &out, 1, N, in, r, s, scratch);
+    lora_fwd_maps(&y, &res, &b, &u, x, &A, &B, &out, 1, N, in, r, s, scratch, pk);
 }
 
 void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const float *dy,
                 const float *x, const float *u, const float *A, const float *B, int N, int in,
-                int out, int r, float s, float *scratch)
+                int out, int r, float s, float *scratch, uint16_t *pk)
 {
     lora_bwd_maps(dx, beta, &dA, &dB, &du, &dy, x, &u, &A, &B, &out, 1, N, in, r, s, scratch,
-                  scratch + (size_t)r * out);
+                  scratch + (size_t)r * out, pk);
 }
 
 size_t k_lora_group_scratch(int G, int N, int out_sum, int r)
@@ -1076,34 +1136,38 @@ static lora_group_mem lora_group_at(float *scratch, const int *out, int G, int N
 void k_lora_fwd_group(float *const *y, const float *const *res, const float *const *b,
                       float *const *u, const float *x, const float *const *A,
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
-                      float *scratch)
+                      float *scratch, uint16_t *pk)
 {
     lora_fwd_maps(y, res, b, u, x, A, B, out, G, N, in, r, s,
-                  lora_group_at(scratch, out, G, N, r).bt);
+                  lora_group_at(scratch, out, G, N, r).bt, pk);
 }
 
 void k_lora_bwd_group_prep(const float *const *B, const int *out, int G, int N, int r,
-                           float *scratch)
+                           float *scratch, uint16_t *pk)
 {
-    lora_transpose(lora_group_at(scratch, out, G, N, r).bt, B, out, G, r);
+    if (pk)
+        lora_pack(pk, 0, NULL, B, out, G, 0, r);
+    else
+        lora_transpose(lora_group_at(scratch, out, G, N, r).bt, B, out, G, r);
 }
 
 void k_lora_bwd_group_rows(const float *const *dy, const float *const *u, const int *out, int G,
-                           int N, int r, float s, float *scratch, int n0, int n1)
+                           int N, int r, float s, float *scratch, const uint16_t *pk, int n0,
+                           int n1)
 {
     lora_group_mem g = lora_group_at(scratch, out, G, N, r);
 #pragma omp parallel for schedule(static) if (!omp_in_parallel())
     for (int p = n0 / LORA_PART; p < lora_parts(n1); p++)
-        lora_bwd_part(NULL, 0.0f, g.part, g.du, dy, u, NULL, g.bt, out, G, N, p, 0, r, s);
+        lora_bwd_part(NULL, 0.0f, g.part, g.du, dy, u, NULL, g.bt, pk, out, G, N, p, 0, r, s);
 }
 
 void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
                       const float *const *dy, const float *x, const float *const *u,
                       const float *const *A, const float *const *B, const int *out, int G, int N,
-                      int in, int r, float s, float *scratch)
+                      int in, int r, float s, float *scratch, uint16_t *pk)
 {
     lora_group_mem g = lora_group_at(scratch, out, G, N, r);
-    lora_bwd_maps(dx, beta, dA, dB, g.du, dy, x, u, A, B, out, G, N, in, r, s, g.bt, g.part);
+    lora_bwd_maps(dx, beta, dA, dB, g.du, dy, x, u, A, B, out, G, N, in, r, s, g.bt, g.part, pk);
 }
 
 /* ---- attention ------------------------------------------------------------------ */
@@ -1719,7 +1783,14 @@ void k_swiglu_bwd_bf16(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, c
 typedef struct {
     lora_group_mem g;   /* gate's and up's */
     float *du, *bt, *dB_parts, *dA_parts, *tiles;
+    uint16_t *pk[5];    /* z->bf16: the weights in bf16 (lora_bf16.h), a pass's at a time */
 } swl_mem;
+
+/* The bf16 weights' slots: three [r, n], two [r, C] (swl_pack). */
+static size_t swl_pack_floats(int n, int C, int r)
+{
+    return (3 * lb_size(r, n) + 2 * lb_size(r, C) + 31) / 32 * 16;
+}
 
 static size_t swl_floats(int N, int n, int C, int r, float *scratch, swl_mem *m)
 {
@@ -1738,14 +1809,28 @@ static size_t swl_floats(int N, int n, int C, int r, float *scratch, swl_mem *m)
 
 size_t k_swiglu_lora_scratch(int N, int n, int C, int r, int threads)
 {
-    return swl_floats(N, n, C, r, NULL, NULL) + (size_t)threads * SWL_TILES * LORA_OUTER * n;
+    return swl_floats(N, n, C, r, NULL, NULL) + (size_t)threads * SWL_TILES * LORA_OUTER * n +
+           swl_pack_floats(n, C, r);
 }
 
 static swl_mem swl_at(float *scratch, int N, int n, const k_swiglu_lora *z)
 {
     swl_mem m;
-    swl_floats(N, n, z->C, z->r, scratch, &m);
+    int r = z->r;
+    swl_floats(N, n, z->C, r, scratch, &m);
+    m.pk[0] = (uint16_t *)(m.tiles + (size_t)z->tiles * SWL_TILES * LORA_OUTER * n);
+    m.pk[1] = m.pk[0] + lb_size(r, n), m.pk[2] = m.pk[1] + lb_size(r, n);
+    m.pk[3] = m.pk[2] + lb_size(r, n), m.pk[4] = m.pk[3] + lb_size(r, z->C);
     return m;
+}
+
+/* Slot i of the bf16 weights := M [r, w] (M[k, j] at src[k*sk + j*sj]) in
+ * the layout given (lb_pack); returns it. */
+static const uint16_t *swl_pack(const swl_mem *m, int i, int pairs, const float *src, size_t sk,
+                                size_t sj, int r, int w)
+{
+    lb_pack(m->pk[i], pairs, src, sk, sj, r, w);
+    return m->pk[i];
 }
 
 /* The calling thread's tiles. */
@@ -1754,26 +1839,50 @@ static float *swl_tile(const swl_mem *m, int n)
     return m->tiles + (size_t)omp_get_thread_num() * SWL_TILES * LORA_OUTER * n;
 }
 
+/* y = y0 + s c M^T for rows of y (ld apart) and c [rows, r], M^T [r, w]:
+ * fp32 (Mt) or bf16 (pairs Pm, lb_axpys). */
+static void swl_axpys(float *y, const float *y0, int ld, const float *c, const float *Mt,
+                      const uint16_t *Pm, int w, int r, float s, int rows)
+{
+    if (Pm)
+        lb_axpys(y, ld, y0, ld, NULL, c, Pm, w, r, s, rows);
+    else
+        lora_axpys(y, ld, y0, ld, NULL, c, Mt, w, w, r, s, rows);
+}
+
+/* u = x M^T for rows of x (w wide) and M [r, w]: fp32 or bf16 (rows Rm). */
+static void swl_dots(float *u, const float *x, const float *M, const uint16_t *Rm, int w, int r,
+                     int rows)
+{
+    if (Rm)
+        lb_dots(u, x, w, Rm, w, r, 1.0f, rows);
+    else
+        lora_dots(u, x, w, M, w, w, r, 1.0f, rows);
+}
+
 /* One block of rows [n0, n0 + rows) of the forward (kernels.h), act in
- * the thread's tile ta; bt: gate's and up's B^T, btd: down's. */
+ * the thread's tile ta; bt: gate's and up's B^T, btd: down's; pk (bf16:
+ * swl_fwd_pack's, else NULL): gate's and up's B^T as pairs, down's A as
+ * rows, its B^T as pairs. */
 static void swl_fwd_rows(float *gate, float *up, float *ta, uint16_t *actb, float *ud, float *out,
                          const float *res, const k_swiglu_lora *z, const float *bt,
-                         const float *btd, int n0, int rows, int n)
+                         const float *btd, const uint16_t *const *pk, int n0, int rows, int n)
 {
     size_t o = (size_t)n0 * n, len = (size_t)rows * n, oc = (size_t)n0 * z->C;
     int r = z->r;
-    lora_axpys(gate + o, n, gate + o, n, NULL, z->u[0] + (size_t)n0 * r, bt, n, n, r, z->s, rows);
-    lora_axpys(up + o, n, up + o, n, NULL, z->u[1] + (size_t)n0 * r, bt + (size_t)r * n, n, n, r,
-               z->s, rows);
+    swl_axpys(gate + o, gate + o, n, z->u[0] + (size_t)n0 * r, bt, pk ? pk[0] : NULL, n, r, z->s,
+              rows);
+    swl_axpys(up + o, up + o, n, z->u[1] + (size_t)n0 * r, bt + (size_t)r * n, pk ? pk[1] : NULL,
+              n, r, z->s, rows);
     swiglu_span(ta, gate + o, up + o, len);
     if (actb)
         k_bf16_row(actb + o, ta, len);
     if (!ud)
         return;
-    lora_dots(ud + (size_t)n0 * r, ta, n, z->Ad, n, n, r, 1.0f, rows);
+    swl_dots(ud + (size_t)n0 * r, ta, z->Ad, pk ? pk[2] : NULL, n, r, rows);
     if (out)   /* down's LoRA, as k_lora_fwd with u given */
-        lora_axpys(out + oc, z->C, res ? res + oc : NULL, z->C, NULL, ud + (size_t)n0 * r, btd,
-                   z->C, z->C, r, z->s, rows);
+        swl_axpys(out + oc, res ? res + oc : NULL, z->C, ud + (size_t)n0 * r, btd,
+                  pk ? pk[3] : NULL, z->C, r, z->s, rows);
 }
 
 /* The threads of the folded kernels: no more than the scratch has tiles for. */
@@ -1783,22 +1892,53 @@ static int swl_threads(const k_swiglu_lora *z)
     return z->tiles < nt ? z->tiles : nt;
 }
 
+void k_swiglu_lora_u(float *const *u, const float *x, const k_swiglu_lora *z, int N, int n,
+                     float *scratch)
+{
+    int C = z->C, r = z->r;
+    if (!z->bf16) {
+        const int out[2] = {0, 0};   /* y NULL: B unread */
+        k_lora_fwd_group(NULL, NULL, NULL, u, x, z->A, z->B, out, 2, N, C, r, z->s, scratch, NULL);
+        return;
+    }
+    swl_mem m = swl_at(scratch, N, n, z);
+    const uint16_t *R[2] = {swl_pack(&m, 3, 0, z->A[0], C, 1, r, C),
+                            swl_pack(&m, 4, 0, z->A[1], C, 1, r, C)};
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < lora_blocks(N); blk++) {
+        int n0 = blk * LORA_ROWS;
+        for (int k = 0; k < 2; k++)
+            lb_dots(u[k] + (size_t)n0 * r, x + (size_t)n0 * C, C, R[k], C, r, 1.0f,
+                    lora_block_rows(N, n0));
+    }
+}
+
 void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, float *out,
                        const float *res, const k_swiglu_lora *z, int N, int n, float *scratch)
 {
     const int on[2] = {n, n};
+    int r = z->r, C = z->C;
     swl_mem m = swl_at(scratch, N, n, z);
-    lora_transpose(m.g.bt, z->B, on, 2, z->r);
-    if (out)
-        lora_transpose(m.bt, &z->Bd, &z->C, 1, z->r);
+    const uint16_t *pk[4] = {NULL};
+    if (z->bf16) {
+        pk[0] = swl_pack(&m, 0, 1, z->B[0], 1, r, r, n);
+        pk[1] = swl_pack(&m, 1, 1, z->B[1], 1, r, r, n);
+        pk[2] = swl_pack(&m, 2, 0, z->Ad, n, 1, r, n);
+        if (out)
+            pk[3] = swl_pack(&m, 3, 1, z->Bd, 1, r, r, C);
+    } else {
+        lora_transpose(m.g.bt, z->B, on, 2, r);
+        if (out)
+            lora_transpose(m.bt, &z->Bd, &C, 1, r);
+    }
 #pragma omp parallel num_threads(swl_threads(z))
     {
         float *ta = swl_tile(&m, n);
 #pragma omp for schedule(static)
         for (int blk = 0; blk < lora_blocks(N); blk++) {
             int n0 = blk * LORA_ROWS;
-            swl_fwd_rows(gate, up, ta, actb, ud, out, res, z, m.g.bt, m.bt, n0,
-                         lora_block_rows(N, n0), n);
+            swl_fwd_rows(gate, up, ta, actb, ud, out, res, z, m.g.bt, m.bt, z->bf16 ? pk : NULL,
+                         n0, lora_block_rows(N, n0), n);
         }
     }
 }
@@ -1806,17 +1946,18 @@ void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, float 
 /* One block of rows of the backward into the thread's tiles tg, tu (and
  * ta): dy = dact (+ ud A_d), the SwiGLU's backward, rounded into dgb, dub;
  * with ud (down's du), act recomputed into ta and the block's share of
- * down's dA (Pd += ud^T act: the forward kept no act). */
+ * down's dA (Pd += ud^T act: the forward kept no act).  pad: bf16, A_d as
+ * pairs (else NULL). */
 static void swl_bwd_rows(float *tg, float *tu, float *ta, float *Pd, uint16_t *dgb, uint16_t *dub,
                          const float *dact, const float *gate, const float *up, const float *ud,
-                         const k_swiglu_lora *z, int n0, int rows, int n)
+                         const uint16_t *pad, const k_swiglu_lora *z, int n0, int rows, int n)
 {
     size_t o = (size_t)n0 * n, len = (size_t)rows * n;
     if (!ud) {
         swiglu_bwd_span(tg, tu, dact + o, gate + o, up + o, len);
     } else {   /* down's LoRA dx, as k_lora_bwd adds it (beta 1) */
         const float *udn = ud + (size_t)n0 * z->r;
-        lora_axpys(tg, n, dact + o, n, NULL, udn, z->Ad, n, n, z->r, 1.0f, rows);
+        swl_axpys(tg, dact + o, n, udn, z->Ad, pad, n, z->r, 1.0f, rows);
         swiglu_bwd_act_span(tg, tu, ta, tg, gate + o, up + o, len);
         lora_outer(Pd, n, udn, z->r, ta, n, n, rows);
     }
@@ -1833,9 +1974,19 @@ void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const fl
     swl_mem m = swl_at(scratch, N, n, z);
     size_t stride = lora_part_stride(on, 2, r), pd = (size_t)r * n, pb = (size_t)r * C;
     const float *ud = dres ? m.du : NULL;
-    lora_transpose(m.g.bt, z->B, on, 2, r);
-    if (dres)
-        lora_transpose(m.bt, &z->Bd, &C, 1, r);
+    const uint16_t *rgu = NULL, *pad = NULL, *rbd = NULL;   /* bf16: B^T of gate and up, B_d^T as
+                                                              rows; A_d as pairs */
+    if (z->bf16) {
+        rgu = swl_pack(&m, 0, 0, z->B[0], 1, r, r, n);
+        swl_pack(&m, 1, 0, z->B[1], 1, r, r, n);   /* follows gate's (lora_bwd_rows) */
+        if (dres)
+            pad = swl_pack(&m, 2, 1, z->Ad, n, 1, r, n),
+            rbd = swl_pack(&m, 3, 0, z->Bd, 1, r, r, C);
+    } else {
+        lora_transpose(m.g.bt, z->B, on, 2, r);
+        if (dres)
+            lora_transpose(m.bt, &z->Bd, &C, 1, r);
+    }
 #pragma omp parallel num_threads(swl_threads(z))
     {
         float *tg = swl_tile(&m, n), *tu = tg + (size_t)LORA_OUTER * n;
@@ -1851,12 +2002,12 @@ void k_swiglu_lora_bwd(uint16_t *dgb, uint16_t *dub, const float *dact, const fl
                 int rows = lora_outer_rows(n0, n1);
                 if (dres) {   /* down's du and dB share, as k_lora_bwd's row pass */
                     const float *dyd = dres + (size_t)n0 * C;
-                    lora_bwd_rows(NULL, 0.0f, Pb, &m.du, &dyd, &z->ud, &z->Ad, m.bt, &C, 1, n0,
-                                  rows, 0, r, z->s);
+                    lora_bwd_rows(NULL, 0.0f, Pb, &m.du, &dyd, &z->ud, &z->Ad, m.bt, rbd, NULL,
+                                  &C, 1, n0, rows, 0, r, z->s);
                 }
-                swl_bwd_rows(tg, tu, ta, Pd, dgb, dub, dact, gate, up, ud, z, n0, rows, n);
-                lora_bwd_rows(NULL, 0.0f, P, m.g.du, dyn, z->u, z->A, m.g.bt, on, 2, n0, rows, 0,
-                              r, z->s);
+                swl_bwd_rows(tg, tu, ta, Pd, dgb, dub, dact, gate, up, ud, pad, z, n0, rows, n);
+                lora_bwd_rows(NULL, 0.0f, P, m.g.du, dyn, z->u, z->A, m.g.bt, rgu, NULL, on, 2, n0,
+                              rows, 0, r, z->s);
             }
         }
     }
@@ -1868,6 +2019,10 @@ void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const 
     int r = z->r, C = z->C;
     const int on[2] = {n, n};
     swl_mem m = swl_at(scratch, N, n, z);
+    const uint16_t *pa[2] = {NULL, NULL};   /* bf16: A of gate and up as pairs */
+    if (z->bf16)
+        pa[0] = swl_pack(&m, 3, 1, z->A[0], in, 1, r, in),
+        pa[1] = swl_pack(&m, 4, 1, z->A[1], in, 1, r, in);
 #pragma omp parallel
     {
         if (dA[2]) {   /* down's dA [r, n] from its parts by slabs; its dB as any map's */
@@ -1881,8 +2036,8 @@ void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const 
         for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_k A_k, as lora_bwd_rows */
             int n0 = blk * LORA_ROWS, rows = lora_block_rows(N, n0);
             for (int k = 0; k < 2; k++)
-                lora_axpys(dx + (size_t)n0 * in, in, dx + (size_t)n0 * in, in, NULL,
-                           m.g.du[k] + (size_t)n0 * r, z->A[k], in, in, r, 1.0f, rows);
+                swl_axpys(dx + (size_t)n0 * in, dx + (size_t)n0 * in, in,
+                          m.g.du[k] + (size_t)n0 * r, z->A[k], pa[k], in, r, 1.0f, rows);
         }
         lora_bwd_cols(dA, dB, m.g.du, x, on, 2, N, in, r, z->s, m.g.part);
     }

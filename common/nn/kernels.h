@@ -109,11 +109,16 @@ void k_rmsnorm_bwd_w(float *dw, const float *dy, const float *x, const float *rs
  * the rows (du, dx, and dB's sums over parts of 64 rows, so dy is read once)
  * and column sums (dB from its parts, dA over all N rows), each element by
  * one thread in an order fixed by the shape.  scratch: k_lora_scratch(N,
- * out, r) floats. */
+ * out, r) floats.
+ * pk NULL: every product in fp32.  pk given (k_lora_pack_size(1, in, out,
+ * r) bf16 values; the kernels pack A and B there): the row products u, du,
+ * y's LoRA and dx on bf16 inputs (lora_bf16.h: x, dy, A, B, s u and du
+ * rounded to bf16, the sums in fp32), as the bf16 model path runs them;
+ * the column sums dA, dB stay fp32 (over the fp32 u, du, x, dy). */
 size_t k_lora_scratch(int N, int out, int r);
 void k_lora_fwd(float *y, const float *res, const float *b, float *u, const float *x,
                 const float *A, const float *B, int N, int in, int out, int r, float s,
-                float *scratch);
+                float *scratch, uint16_t *pk);
 /*   dB[out,r] += s * dy^T u
  *   du[N,r]    = s * dy B     (du is an output the caller keeps, N*r floats)
  *   dA[r,in]  += du^T x       (skipped when x is NULL)
@@ -121,7 +126,7 @@ void k_lora_fwd(float *y, const float *res, const float *b, float *u, const floa
  *                                    skipped when dx is NULL) */
 void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const float *dy,
                 const float *x, const float *u, const float *A, const float *B, int N, int in,
-                int out, int r, float s, float *scratch);
+                int out, int r, float s, float *scratch, uint16_t *pk);
 
 /* LoRA of G <= K_LORA_GROUP_MAX maps that read the same x [N,in] (Llama's
  * q, k, v; gate, up), each with its own A_g [r,in], B_g [out_g,r], u_g [N,r],
@@ -136,32 +141,35 @@ void k_lora_bwd(float *dx, float beta, float *dA, float *dB, float *du, const fl
  * Each sum is formed in the same order as by the per-map kernels called for
  * g = 0, 1, ... in turn, so the results equal theirs bit for bit.
  * scratch: k_lora_group_scratch(G, N, out_sum, r) floats, out_sum = out_0 +
- * ... + out_{G-1}. */
+ * ... + out_{G-1}; pk as above, k_lora_pack_size(G, in, out_sum, r). */
 #define K_LORA_GROUP_MAX 4
 size_t k_lora_group_scratch(int G, int N, int out_sum, int r);
+size_t k_lora_pack_size(int G, int in, int out_sum, int r);
 void k_lora_fwd_group(float *const *y, const float *const *res, const float *const *b,
                       float *const *u, const float *x, const float *const *A,
                       const float *const *B, const int *out, int G, int N, int in, int r, float s,
-                      float *scratch);
+                      float *scratch, uint16_t *pk);
 /* dy_g [N,out_g]; dA_g, dB_g accumulate; dx (may be NULL) as above.  dy
  * NULL: the row work on dy (du_g, dB_g's sums by parts) was done already
  * by k_lora_bwd_group_prep and k_lora_bwd_group_rows in this scratch. */
 void k_lora_bwd_group(float *dx, float beta, float *const *dA, float *const *dB,
                       const float *const *dy, const float *x, const float *const *u,
                       const float *const *A, const float *const *B, const int *out, int G, int N,
-                      int in, int r, float s, float *scratch);
+                      int in, int r, float s, float *scratch, uint16_t *pk);
 /* That row work for callers that hold dy's rows (the attention's post
- * hook, model_step.c): _prep once (B^T into the scratch), then _rows on
+ * hook, model_step.c): _prep once (B^T into the scratch, or into pk), then
+ * _rows (the same pk) on
  * rows [n0, n1) in any number of calls, each covering whole parts of
  * K_LORA_PART rows (n0 a multiple of it, n1 too or N), each row in one
- * call; then k_lora_bwd_group with dy NULL.  The same bits as
+ * call; then k_lora_bwd_group with dy NULL (and that pk).  The same bits as
  * k_lora_bwd_group with dy.  Outside a parallel region the parts run in a
  * parallel loop; inside one, on the calling thread. */
 #define K_LORA_PART 64
 void k_lora_bwd_group_prep(const float *const *B, const int *out, int G, int N, int r,
-                           float *scratch);
+                           float *scratch, uint16_t *pk);
 void k_lora_bwd_group_rows(const float *const *dy, const float *const *u, const int *out, int G,
-                           int N, int r, float s, float *scratch, int n0, int n1);
+                           int N, int r, float s, float *scratch, const uint16_t *pk, int n0,
+                           int n1);
 
 /* The forward of k_lora_fwd_group on rows of the caller's choosing, for
  * work that holds those rows already (the attention's row hooks,
@@ -178,10 +186,15 @@ typedef struct {
     const float *A[K_LORA_GROUP_MAX];
     const float *x;    /* [N,in], or NULL: u given */
     const float *bt;   /* k_lora_transpose's */
+    const uint16_t *pk; /* NULL, or bf16 products: k_lora_pack_fwd's (then bt unused) */
     int out[K_LORA_GROUP_MAX], G, in, r;
     float s;
 } k_lora_rows;
 void k_lora_transpose(float *bt, const float *const *B, const int *out, int G, int r);
+/* The forward's bf16 pack of G maps into pk (k_lora_pack_size(G, in,
+ * out_sum, r) values): their B and (A not NULL) their A. */
+void k_lora_pack_fwd(uint16_t *pk, const float *const *A, const float *const *B, const int *out,
+                     int G, int in, int r);
 void k_lora_fwd_rows(const k_lora_rows *l, int n0, int n1);
 
 /* Causal softmax attention with H query heads, Hk key/value heads (H % Hk == 0;
@@ -294,8 +307,15 @@ typedef struct {
     const float *ud;            /* down's u [N,r], as the forward made it (for the backward) */
     int r, C, tiles;            /* rank; model width; threads the scratch has tiles for */
     float s;                    /* alpha / r */
+    int bf16;                   /* 1: the LoRA's row products on bf16 inputs (lora_bf16.h:
+                                   u, du, the LoRA outputs and dx within bf16's rounding of
+                                   the fp32 ones; the column sums dA, dB stay fp32) */
 } k_swiglu_lora;
 size_t k_swiglu_lora_scratch(int N, int n, int C, int r, int threads);
+/* gate's and up's u = x A^T [N,r] from x [N,C] (k_lora_fwd_group with y
+ * NULL, or lb_dots when z->bf16). */
+void k_swiglu_lora_u(float *const *u, const float *x, const k_swiglu_lora *z, int N, int n,
+                     float *scratch);
 /* gate, up [N,n] (the frozen products' outputs) += s u B^T in place (kept
  * for the backward), act = silu(gate) * up, actb = act in bf16 (may be
  * NULL), ud [N,r] = act A_d^T (down's u; NULL: skipped, and out with it),

@@ -98,6 +98,9 @@ struct model_acts {
     float *lscr;         /* with LoRA: scratch of the LoRA kernels (lora_scratch_floats) */
     float *lbt;          /* with LoRA: the B^T of the maps whose forward LoRA runs in the
                           * attention's row hooks: q, k, v (or c_attn), then o (or c_proj) */
+    uint16_t *lpk;       /* with LoRA under bf16 compute: the LoRA kernels' bf16 weights
+                          * (k_lora_pack_size; NULL: fp32 LoRA products), then */
+    uint16_t *lpk_pre, *lpk_post; /* those of the maps in the attention's row hooks */
     int swl_tiles;       /* Llama bf16 with LoRA: threads lscr has SwiGLU tiles for (mlp_folded) */
     float *rope_cs, *rope_sn; /* Llama rotary table [T, D/2] */
     /* LoRA: per module u [N,r]; with dropout the masked input and the mask [N,in] */
@@ -200,6 +203,25 @@ static size_t lora_scratch_floats(const model_acts *a, const model *m, const lor
     return n > swl ? n : swl;
 }
 
+/* The bf16 packs of the LoRA kernels (a->lpk): a group of MODEL_GROUP_MAX
+ * maps of the widest input and output, then the attention hooks' maps:
+ * q, k, v's B (lora_in_pre), o's A and B (lora_in_post). */
+static void lora_pack_carve(model_acts *a, float *base, size_t *off, const model_config *c,
+                            const lora_layout *L)
+{
+    int in = 1, out = 1, r = L->r, C = c->n_embd;
+    int qkv = (c->n_head + 2 * c->n_kv_head) * c->head_dim, ao = c->n_head * c->head_dim;
+    for (int i = 0; i < L->n; i++) {
+        in = L->m[i].in > in ? L->m[i].in : in;
+        out = L->m[i].out > out ? L->m[i].out : out;
+    }
+    size_t n0 = k_lora_pack_size(MODEL_GROUP_MAX, in, MODEL_GROUP_MAX * out, r);
+    size_t n1 = k_lora_pack_size(MODEL_GROUP_MAX, C, qkv, r), n2 = k_lora_pack_size(1, ao, C, r);
+    a->lpk = (uint16_t *)carve(base, off, (n0 + 1) / 2);
+    a->lpk_pre = (uint16_t *)carve(base, off, (n1 + 1) / 2);
+    a->lpk_post = (uint16_t *)carve(base, off, (n2 + 1) / 2);
+}
+
 /* Does a Llama step read the fp32 act = silu(gate) * up [N,I] of its
  * layers: under fp32 compute (down's product reads it), with --full
  * (down's weight gradient), or where a bf16 down_proj's LoRA runs outside
@@ -264,6 +286,8 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         size_t qkv = (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim;
         a->lbt = carve(base, &off, (size_t)L->r * (qkv + C));
     }
+    if (L && m->compute == MODEL_BF16)
+        lora_pack_carve(a, base, &off, c, L);
     int drop = L && L->dropout > 0;
     for (int i = 0; i < a->n_mod; i++) {
         a->u[i] = carve(base, &off, N * L->r);
@@ -532,7 +556,7 @@ static void lora_fwd_rows(const pass *ps, const model_linear *lin, float *y, con
         xin = ps->a->xd[lin->lora];
     }
     k_lora_fwd(y, res, b, ps->a->u[lin->lora], xin, ps->p + mod->a_off, ps->p + mod->b_off, N,
-               lin->in, lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
+               lin->in, lin->out, ps->L->r, ps->L->scale, ps->a->lscr, ps->a->lpk);
     prof_stop(ps->a, SP_LORA, t);
 }
 
@@ -560,12 +584,12 @@ static void lora_bwd_rows(const pass *ps, const model_linear *lin, float *dx, fl
     float *dA = ps->grad + mod->a_off, *dB = ps->grad + mod->b_off;
     if (!xin) {
         k_lora_bwd(dx, beta, dA, dB, ps->a->du, dy, x, ps->a->u[lin->lora], A, B, N, lin->in,
-                   lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
+                   lin->out, ps->L->r, ps->L->scale, ps->a->lscr, ps->a->lpk);
         return;
     }
     /* dropout: dx += (du A) * mask, so the kernel's dx is skipped */
     k_lora_bwd(NULL, 0.0f, dA, dB, ps->a->du, dy, xin, ps->a->u[lin->lora], A, B, N, lin->in,
-               lin->out, ps->L->r, ps->L->scale, ps->a->lscr);
+               lin->out, ps->L->r, ps->L->scale, ps->a->lscr, ps->a->lpk);
     if (!dx)
         return;
     float *tmp = ps->a->dtmp;
@@ -686,7 +710,7 @@ static void group_fwd(const pass *ps, const model_linear *lins, int G, float *co
         frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N, 0);
     PROF(ps, SP_LORA,
          k_lora_fwd_group(y, first ? NULL : (const float *const *)y, b, u, x, A, B, out, G, a->N,
-                          lins[0].in, ps->L->r, ps->L->scale, a->lscr));
+                          lins[0].in, ps->L->r, ps->L->scale, a->lscr, a->lpk));
     for (int g = 0; first && g < G; g++)
         frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N, 1);
 }
@@ -718,7 +742,7 @@ static void group_bwd(const pass *ps, const model_linear *lins, int G, float *dx
         frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, g ? 1.0f : beta, a->N);
     PROF(ps, SP_LORA, k_lora_bwd_group(dx, first ? beta : 1.0f, dA, dB, rows_done ? NULL : dy, x,
                                        u, A, B, out, G, a->N, lins[0].in, ps->L->r, ps->L->scale,
-                                       a->lscr));
+                                       a->lscr, a->lpk));
     for (int g = 0; first && g < G; g++)
         frozen_bwd_rows(ps, &lins[g], dx, dy[g], dyb ? dyb[g] : NULL, x, 1.0f, a->N);
 }
@@ -860,7 +884,10 @@ static int lora_in_pre(const pass *ps, const model_linear *lins, int G, float *c
     for (int g = 0; g < G; g++)
         l->y[g] = y[g], l->res[g] = y[g], l->u[g] = ps->a->u[lins[g].lora];
     l->G = G, l->in = lins[0].in, l->r = ps->L->r, l->s = ps->L->scale, l->bt = ps->a->lbt;
-    k_lora_transpose(ps->a->lbt, B, l->out, G, l->r);
+    if (ps->a->lpk)
+        k_lora_pack_fwd(ps->a->lpk_pre, NULL, B, l->out, G, l->in, l->r), l->pk = ps->a->lpk_pre;
+    else
+        k_lora_transpose(ps->a->lbt, B, l->out, G, l->r);
     return 1;
 }
 
@@ -880,7 +907,10 @@ static int lora_in_post(const pass *ps, const model_linear *lin, float *y, const
     l->y[0] = y, l->res[0] = res, l->b[0] = lora_bias(lin), l->u[0] = ps->a->u[lin->lora];
     l->x = x, l->G = 1, l->in = lin->in, l->r = ps->L->r, l->s = ps->L->scale;
     float *bt = ps->a->lbt + (size_t)l->r * (c->n_head + 2 * c->n_kv_head) * c->head_dim;
-    k_lora_transpose(bt, B, l->out, 1, l->r);
+    if (ps->a->lpk)
+        k_lora_pack_fwd(ps->a->lpk_post, l->A, B, l->out, 1, l->in, l->r), l->pk = ps->a->lpk_post;
+    else
+        k_lora_transpose(bt, B, l->out, 1, l->r);
     l->bt = bt;
     return 1;
 }
@@ -900,7 +930,7 @@ static const k_lora_rows *maps_before_attention(const pass *ps, const model_line
         return NULL;
     }
     PROF(ps, SP_LORA, k_lora_fwd_group(NULL, NULL, NULL, l->u, x, l->A, B, l->out, G, a->N,
-                                       l->in, l->r, l->s, a->lscr));
+                                       l->in, l->r, l->s, a->lscr, a->lpk));
     for (int g = 0; g < G; g++)
         frozen_fwd_rows(ps, &lins[g], y[g], x, xb, NULL, a->N, 0);
     return l;
@@ -1051,7 +1081,7 @@ static void bwd_post_rows(void *ctx, int n0, int n1)
         const lora_bwd_hook *h = r->lb;
         const lora_layout *L = r->ps->L;
         k_lora_bwd_group_rows(h->dy, h->u, h->out, h->G, r->ps->a->N, L->r, L->scale,
-                              r->ps->a->lscr, n0, n1);
+                              r->ps->a->lscr, r->ps->a->lpk, n0, n1);
     }
 }
 
@@ -1108,7 +1138,7 @@ static const lora_bwd_hook *lora_bwd_in_post(const pass *ps, const model_linear 
     for (int g = 0; g < G; g++)
         h->dy[g] = dy[g], h->u[g] = a->u[lins[g].lora];
     h->G = G;
-    k_lora_bwd_group_prep(B, h->out, G, a->N, ps->L->r, a->lscr);
+    k_lora_bwd_group_prep(B, h->out, G, a->N, ps->L->r, a->lscr, a->lpk);
     return h;
 }
 
@@ -1214,7 +1244,8 @@ static k_swiglu_lora mlp_lora(const pass *ps, const model_block *b)
                        ps->L->r,
                        ps->m->cfg.n_embd,
                        a->swl_tiles,
-                       ps->L->scale};
+                       ps->L->scale,
+                       a->lpk != NULL};
     return z;
 }
 
@@ -1228,12 +1259,10 @@ static void llama_mlp_fwd_folded(const pass *ps, const model_block *b, layer_act
     const model_config *c = &ps->m->cfg;
     const model_linear *lin = b->lin;
     model_acts *a = ps->a;
-    int N = a->N, C = c->n_embd, n = c->n_inner, r = ps->L->r;
+    int N = a->N, n = c->n_inner;
     k_swiglu_lora z = mlp_lora(ps, b);
     float *u[2] = {a->u[lin[4].lora], a->u[lin[5].lora]}, *ud = a->u[lin[6].lora];
-    const int out2[2] = {n, n};
-    PROF(ps, SP_LORA, k_lora_fwd_group(NULL, NULL, NULL, u, x->h2, z.A, z.B, out2, 2, N, C, r,
-                                       z.s, a->lscr));
+    PROF(ps, SP_LORA, k_swiglu_lora_u(u, x->h2, &z, N, n, a->lscr));
     frozen_fwd_rows(ps, &lin[4], x->f, x->h2, hb, NULL, N, 0);
     frozen_fwd_rows(ps, &lin[5], x->g, x->h2, hb, NULL, N, 0);
     PROF(ps, SP_LORA, k_swiglu_lora_fwd(x->f, x->g, a->xb, ud, out, x->mid, &z, N, n, a->lscr));
