@@ -103,7 +103,7 @@ static void lb_axpys_plain(float *y, int ldy, const float *y0, int ld0, const fl
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
 #define LB_HAVE_NATIVE 1
-#define LB_NATIVE __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define LB_NATIVE __attribute__((target("avx512f,avx512bw,avx512dq,avx512bf16")))
 #define LB_INLINE static inline __attribute__((always_inline))
 /* The loops over the k (and rows) whose sums stay in registers are
  * unrolled: GCC at -O2 keeps such an array on the stack otherwise, a
@@ -124,6 +124,16 @@ LB_NATIVE LB_INLINE __m512bh lb_m32(const uint16_t *p, int w)
 {
     __mmask32 m = w >= 32 ? 0xffffffffu : (__mmask32)((1u << w) - 1);
     return (__m512bh)_mm512_maskz_loadu_epi16(m, p);
+}
+
+/* lb_hsum's tree on a vector: halves of 8, 4, 2 and 1 lanes added in turn
+ * (the same additions, so the same bits). */
+LB_NATIVE LB_INLINE float lb_hsum_v(__m512 v)
+{
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
 }
 
 /* a[k] += the pairs' products of x's columns [i0, i1) and M's row k0 + k,
@@ -171,11 +181,8 @@ LB_NATIVE LB_INLINE void lb_dots_g(float *u, const float *x, int ldx, const uint
         }
     }
     for (int m = 0; m < rows; m++)
-        for (int k = 0; k < G; k++) {
-            float t[LB_LANES];
-            _mm512_storeu_ps(t, acc[m][k]);
-            u[(size_t)m * r + k0 + k] = s * lb_hsum(t);
-        }
+        for (int k = 0; k < G; k++)
+            u[(size_t)m * r + k0 + k] = s * lb_hsum_v(acc[m][k]);
 }
 
 LB_NATIVE static void lb_dots_native(float *u, const float *x, int ldx, const uint16_t *R, int n,
