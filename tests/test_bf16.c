@@ -46,6 +46,7 @@
 #include "cpu.h"
 #include "dnnl_matmul.h"
 #include "lora.h"
+#include "lora_bf16.h"
 #include "model_bf16.h"
 #include "model.h"
 #include "refcheck.h"
@@ -264,6 +265,15 @@ static void bf16_vs_fp32(const char *name, const char *dir)
     char what[64];
     snprintf(what, sizeof what, "%s train", name);
     compare(what, rb, rf);
+    if (lb_native()) {   /* as on a CPU without vdpbf16ps: the LoRA's products in fp32 */
+        lb_emulate(1);
+        result re = pass(&bf, 1);
+        lb_emulate(0);
+        snprintf(what, sizeof what, "%s train, fp32 LoRA products", name);
+        compare(what, re, rf);
+        assert_true(re.loss != rb.loss);   /* the CPU's instruction made a difference */
+        result_free(&re);
+    }
     result_free(&rf), result_free(&rb);
     /* forward only: packed for the forward pass (eval) */
     model ev = load(dir, MODEL_BF16, 0);

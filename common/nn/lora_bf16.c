@@ -288,7 +288,7 @@ LB_NATIVE static void lb_axpys_native(float *y, int ldy, const float *y0, int ld
 /* -1 until first asked (threads may ask at once: all write the same value) */
 static int lb_use_native = -1;
 
-static int lb_native(void)
+int lb_native(void)
 {
     int v = __atomic_load_n(&lb_use_native, __ATOMIC_RELAXED);
     if (v < 0) {

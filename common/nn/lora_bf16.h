@@ -9,7 +9,10 @@
  *   t = (t + a1 b1) + a0 b0      (each product exact in fp32; two roundings),
  * a0, b0 the even elements of the pair.  Where the CPU lacks the
  * instruction (or lb_emulate(1) asks), plain C computes the same
- * expression, so the bits do not depend on it (tests/test_lora_bf16.c).
+ * expression, so the bits do not depend on it (tests/test_lora_bf16.c);
+ * but 25-80x slower than the instruction (one thread, in cache), slower
+ * than the fp32 kernels too: the model uses these only where
+ * lb_native() (model_step.c, lora_pack_carve).
  *
  * Layouts of M [r, n] in bf16 bits:
  *   rows   R[k*n + j] = M[k, j]: for the dots (contiguous in j).
@@ -44,5 +47,9 @@ void lb_axpys(float *y, int ldy, const float *y0, int ld0, const float *bias, co
  * two); 0: the instruction where the CPU has it.  Returns whether the
  * instruction is in use after the call. */
 int lb_emulate(int on);
+/* Whether the products run on the instruction (the CPU has AVX512_BF16,
+ * checked with CPUID and the OS's AVX-512 state, and lb_emulate(1) is not
+ * in force). */
+int lb_native(void);
 
 #endif

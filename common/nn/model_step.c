@@ -58,6 +58,7 @@
 #include "kernels.h"
 #include "kernels_bert.h"
 #include "lora.h"
+#include "lora_bf16.h"
 #include "model.h"
 #include "model_bf16.h"
 #include "rng.h"
@@ -205,7 +206,9 @@ static size_t lora_scratch_floats(const model_acts *a, const model *m, const lor
 
 /* The bf16 packs of the LoRA kernels (a->lpk): a group of MODEL_GROUP_MAX
  * maps of the widest input and output, then the attention hooks' maps:
- * q, k, v's B (lora_in_pre), o's A and B (lora_in_post). */
+ * q, k, v's B (lora_in_pre), o's A and B (lora_in_post).  Only where the
+ * CPU has vdpbf16ps (lb_native): elsewhere bf16 compute keeps the LoRA's
+ * products in fp32, faster there than lora_bf16.h's plain C. */
 static void lora_pack_carve(model_acts *a, float *base, size_t *off, const model_config *c,
                             const lora_layout *L)
 {
@@ -286,7 +289,7 @@ static size_t acts_carve(model_acts *a, float *base, const model *m, const lora_
         size_t qkv = (size_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim;
         a->lbt = carve(base, &off, (size_t)L->r * (qkv + C));
     }
-    if (L && m->compute == MODEL_BF16)
+    if (L && m->compute == MODEL_BF16 && lb_native())
         lora_pack_carve(a, base, &off, c, L);
     int drop = L && L->dropout > 0;
     for (int i = 0; i < a->n_mod; i++) {
