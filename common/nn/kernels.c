@@ -1861,9 +1861,9 @@ static void swl_dots(float *u, const float *x, const float *M, const uint16_t *R
 }
 
 /* One block of rows [n0, n0 + rows) of the forward (kernels.h), act in
- * the thread's tile ta; bt: gate's and up's B^T, btd: down's; pk (bf16:
- * swl_fwd_pack's, else NULL): gate's and up's B^T as pairs, down's A as
- * rows, its B^T as pairs. */
+ * the thread's tile ta; bt: gate's and up's B^T, btd: down's; pk (bf16,
+ * else NULL): gate's and up's B^T as pairs, down's A as rows, its B^T as
+ * pairs (k_swiglu_lora_fwd packs them). */
 static void swl_fwd_rows(float *gate, float *up, float *ta, uint16_t *actb, float *ud, float *out,
                          const float *res, const k_swiglu_lora *z, const float *bt,
                          const float *btd, const uint16_t *const *pk, int n0, int rows, int n)
@@ -1895,22 +1895,11 @@ static int swl_threads(const k_swiglu_lora *z)
 void k_swiglu_lora_u(float *const *u, const float *x, const k_swiglu_lora *z, int N, int n,
                      float *scratch)
 {
-    int C = z->C, r = z->r;
-    if (!z->bf16) {
-        const int out[2] = {0, 0};   /* y NULL: B unread */
-        k_lora_fwd_group(NULL, NULL, NULL, u, x, z->A, z->B, out, 2, N, C, r, z->s, scratch, NULL);
-        return;
-    }
-    swl_mem m = swl_at(scratch, N, n, z);
-    const uint16_t *R[2] = {swl_pack(&m, 3, 0, z->A[0], C, 1, r, C),
-                            swl_pack(&m, 4, 0, z->A[1], C, 1, r, C)};
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < lora_blocks(N); blk++) {
-        int n0 = blk * LORA_ROWS;
-        for (int k = 0; k < 2; k++)
-            lb_dots(u[k] + (size_t)n0 * r, x + (size_t)n0 * C, C, R[k], C, r, 1.0f,
-                    lora_block_rows(N, n0));
-    }
+    /* y NULL: B unread, and the pack holds only the two A (rows), which
+     * slots 3 and 4 of the fold's take one after the other */
+    const int out[2] = {0, 0};
+    uint16_t *pk = z->bf16 ? swl_at(scratch, N, n, z).pk[3] : NULL;
+    k_lora_fwd_group(NULL, NULL, NULL, u, x, z->A, z->B, out, 2, N, z->C, z->r, z->s, scratch, pk);
 }
 
 void k_swiglu_lora_fwd(float *gate, float *up, uint16_t *actb, float *ud, float *out,
