@@ -902,6 +902,29 @@ void k_lora_pack_fwd(uint16_t *pk, const float *const *A, const float *const *B,
     lora_pack(pk, 1, A, B, out, G, in, r);
 }
 
+/* u = s x M^T for rows of x (ldx apart, w wide) and M [r, w]: in fp32
+ * (M, rows w apart) or, given Rm (M as bf16 rows), on bf16 inputs. */
+static void lora_dots_m(float *u, const float *x, int ldx, const float *M, const uint16_t *Rm,
+                        int w, int r, float s, int rows)
+{
+    if (Rm)
+        lb_dots(u, x, ldx, Rm, w, r, s, rows);
+    else
+        lora_dots(u, x, ldx, M, w, w, r, s, rows);
+}
+
+/* y = y0 + bias + s c M for rows of y and y0 (both ld apart), c [rows, r]
+ * and M [r, w]: in fp32 (M, rows w apart) or, given Pm (M as bf16 pairs),
+ * on bf16 inputs. */
+static void lora_axpys_m(float *y, const float *y0, int ld, const float *bias, const float *c,
+                         const float *M, const uint16_t *Pm, int w, int r, float s, int rows)
+{
+    if (Pm)
+        lb_axpys(y, ld, y0, ld, bias, c, Pm, w, r, s, rows);
+    else
+        lora_axpys(y, ld, y0, ld, bias, c, M, w, w, r, s, rows);
+}
+
 static int lora_blocks(int N) { return (N + LORA_ROWS - 1) / LORA_ROWS; }
 /* The rows of the block of at most LORA_ROWS rows starting at n0. */
 static int lora_block_rows(int N, int n0) { return N - n0 < LORA_ROWS ? N - n0 : LORA_ROWS; }
@@ -920,14 +943,12 @@ static void lora_fwd_block(float *const *y, const float *const *res, const float
         float *un = u[g] + (size_t)n0 * r, *yg = y ? y[g] + (size_t)n0 * out[g] : NULL;
         const float *rg = res && res[g] ? res[g] + (size_t)n0 * out[g] : NULL;
         const float *bg = b ? b[g] : NULL, *xn = x ? x + (size_t)n0 * in : NULL;
-        if (xn && pk)
-            lb_dots(un, xn, in, pack_a(pk, out, G, g, in, r), in, r, 1.0f, rows);
-        else if (xn)
-            lora_dots(un, xn, in, A[g], in, in, r, 1.0f, rows);
-        if (yg && pk)
-            lb_axpys(yg, out[g], rg, out[g], bg, un, pack_bt(pk, out, g, r), out[g], r, s, rows);
-        else if (yg)
-            lora_axpys(yg, out[g], rg, out[g], bg, un, bt, out[g], out[g], r, s, rows);
+        if (xn)
+            lora_dots_m(un, xn, in, A[g], pk ? pack_a(pk, out, G, g, in, r) : NULL, in, r, 1.0f,
+                        rows);
+        if (yg)
+            lora_axpys_m(yg, rg, out[g], bg, un, bt, pk ? pack_bt(pk, out, g, r) : NULL, out[g], r,
+                         s, rows);
         bt += (size_t)r * out[g];
     }
 }
@@ -977,28 +998,17 @@ static void lora_bwd_rows(float *dx, float beta, float *P, float *const *du,
                           const int *out, int G, int n0, int rows, int in, int r, float s)
 {
     for (int g = 0; dyn && g < G; g++) {
-        for (int m = 0; m < rows; m += LORA_ROWS) {
-            float *dum = du[g] + (size_t)(n0 + m) * r;
-            const float *dym = dyn[g] + (size_t)m * out[g];
-            int rm = rows - m < LORA_ROWS ? rows - m : LORA_ROWS;
-            if (btr)
-                lb_dots(dum, dym, out[g], btr, out[g], r, s, rm);
-            else
-                lora_dots(dum, dym, out[g], bt, out[g], out[g], r, s, rm);
-        }
+        for (int m = 0; m < rows; m += LORA_ROWS)
+            lora_dots_m(du[g] + (size_t)(n0 + m) * r, dyn[g] + (size_t)m * out[g], out[g], bt, btr,
+                        out[g], r, s, rows - m < LORA_ROWS ? rows - m : LORA_ROWS);
         lora_outer(P, out[g], u[g] + (size_t)n0 * r, r, dyn[g], out[g], out[g], rows);
         bt += (size_t)r * out[g], P += (size_t)r * out[g];
         btr = btr ? btr + lb_size(r, out[g]) : NULL;
     }
     float *dxn = dx ? dx + (size_t)n0 * in : NULL;
-    for (int g = 0; dx && g < G; g++) {   /* map 0 starts from beta dx, the rest add */
-        const float *from = g || beta != 0.0f ? dxn : NULL, *dug = du[g] + (size_t)n0 * r;
-        if (apk)
-            lb_axpys(dxn, in, from, in, NULL, dug, apk + (size_t)g * lb_size(r, in), in, r, 1.0f,
-                     rows);
-        else
-            lora_axpys(dxn, in, from, in, NULL, dug, A[g], in, in, r, 1.0f, rows);
-    }
+    for (int g = 0; dx && g < G; g++)   /* map 0 starts from beta dx, the rest add */
+        lora_axpys_m(dxn, g || beta != 0.0f ? dxn : NULL, in, NULL, du[g] + (size_t)n0 * r, A[g],
+                     apk ? apk + (size_t)g * lb_size(r, in) : NULL, in, r, 1.0f, rows);
 }
 
 /* Part p's rows end (parts of LORA_PART rows), and the rows of the block
@@ -1839,27 +1849,6 @@ static float *swl_tile(const swl_mem *m, int n)
     return m->tiles + (size_t)omp_get_thread_num() * SWL_TILES * LORA_OUTER * n;
 }
 
-/* y = y0 + s c M^T for rows of y (ld apart) and c [rows, r], M^T [r, w]:
- * fp32 (Mt) or bf16 (pairs Pm, lb_axpys). */
-static void swl_axpys(float *y, const float *y0, int ld, const float *c, const float *Mt,
-                      const uint16_t *Pm, int w, int r, float s, int rows)
-{
-    if (Pm)
-        lb_axpys(y, ld, y0, ld, NULL, c, Pm, w, r, s, rows);
-    else
-        lora_axpys(y, ld, y0, ld, NULL, c, Mt, w, w, r, s, rows);
-}
-
-/* u = x M^T for rows of x (w wide) and M [r, w]: fp32 or bf16 (rows Rm). */
-static void swl_dots(float *u, const float *x, const float *M, const uint16_t *Rm, int w, int r,
-                     int rows)
-{
-    if (Rm)
-        lb_dots(u, x, w, Rm, w, r, 1.0f, rows);
-    else
-        lora_dots(u, x, w, M, w, w, r, 1.0f, rows);
-}
-
 /* One block of rows [n0, n0 + rows) of the forward (kernels.h), act in
  * the thread's tile ta; bt: gate's and up's B^T, btd: down's; pk (bf16,
  * else NULL): gate's and up's B^T as pairs, down's A as rows, its B^T as
@@ -1870,19 +1859,19 @@ static void swl_fwd_rows(float *gate, float *up, float *ta, uint16_t *actb, floa
 {
     size_t o = (size_t)n0 * n, len = (size_t)rows * n, oc = (size_t)n0 * z->C;
     int r = z->r;
-    swl_axpys(gate + o, gate + o, n, z->u[0] + (size_t)n0 * r, bt, pk ? pk[0] : NULL, n, r, z->s,
-              rows);
-    swl_axpys(up + o, up + o, n, z->u[1] + (size_t)n0 * r, bt + (size_t)r * n, pk ? pk[1] : NULL,
-              n, r, z->s, rows);
+    lora_axpys_m(gate + o, gate + o, n, NULL, z->u[0] + (size_t)n0 * r, bt, pk ? pk[0] : NULL, n,
+                 r, z->s, rows);
+    lora_axpys_m(up + o, up + o, n, NULL, z->u[1] + (size_t)n0 * r, bt + (size_t)r * n,
+                 pk ? pk[1] : NULL, n, r, z->s, rows);
     swiglu_span(ta, gate + o, up + o, len);
     if (actb)
         k_bf16_row(actb + o, ta, len);
     if (!ud)
         return;
-    swl_dots(ud + (size_t)n0 * r, ta, z->Ad, pk ? pk[2] : NULL, n, r, rows);
+    lora_dots_m(ud + (size_t)n0 * r, ta, n, z->Ad, pk ? pk[2] : NULL, n, r, 1.0f, rows);
     if (out)   /* down's LoRA, as k_lora_fwd with u given */
-        swl_axpys(out + oc, res ? res + oc : NULL, z->C, ud + (size_t)n0 * r, btd,
-                  pk ? pk[3] : NULL, z->C, r, z->s, rows);
+        lora_axpys_m(out + oc, res ? res + oc : NULL, z->C, NULL, ud + (size_t)n0 * r, btd,
+                     pk ? pk[3] : NULL, z->C, r, z->s, rows);
 }
 
 /* The threads of the folded kernels: no more than the scratch has tiles for. */
@@ -1946,7 +1935,7 @@ static void swl_bwd_rows(float *tg, float *tu, float *ta, float *Pd, uint16_t *d
         swiglu_bwd_span(tg, tu, dact + o, gate + o, up + o, len);
     } else {   /* down's LoRA dx, as k_lora_bwd adds it (beta 1) */
         const float *udn = ud + (size_t)n0 * z->r;
-        swl_axpys(tg, dact + o, n, udn, z->Ad, pad, n, z->r, 1.0f, rows);
+        lora_axpys_m(tg, dact + o, n, NULL, udn, z->Ad, pad, n, z->r, 1.0f, rows);
         swiglu_bwd_act_span(tg, tu, ta, tg, gate + o, up + o, len);
         lora_outer(Pd, n, udn, z->r, ta, n, n, rows);
     }
@@ -2008,10 +1997,9 @@ void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const 
     int r = z->r, C = z->C;
     const int on[2] = {n, n};
     swl_mem m = swl_at(scratch, N, n, z);
-    const uint16_t *pa[2] = {NULL, NULL};   /* bf16: A of gate and up as pairs */
+    const uint16_t *pa = NULL;   /* bf16: A of gate and up as pairs, one after the other */
     if (z->bf16)
-        pa[0] = swl_pack(&m, 3, 1, z->A[0], in, 1, r, in),
-        pa[1] = swl_pack(&m, 4, 1, z->A[1], in, 1, r, in);
+        pa = swl_pack(&m, 3, 1, z->A[0], in, 1, r, in), swl_pack(&m, 4, 1, z->A[1], in, 1, r, in);
 #pragma omp parallel
     {
         if (dA[2]) {   /* down's dA [r, n] from its parts by slabs; its dB as any map's */
@@ -2022,11 +2010,10 @@ void k_swiglu_lora_bwd_end(float *dx, float *const *dA, float *const *dB, const 
             lora_bwd_cols(&dA[2], &dB[2], NULL, NULL, &C, 1, N, 0, r, z->s, m.dB_parts);
         }
 #pragma omp for schedule(static)
-        for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_k A_k, as lora_bwd_rows */
-            int n0 = blk * LORA_ROWS, rows = lora_block_rows(N, n0);
-            for (int k = 0; k < 2; k++)
-                swl_axpys(dx + (size_t)n0 * in, dx + (size_t)n0 * in, in,
-                          m.g.du[k] + (size_t)n0 * r, z->A[k], pa[k], in, r, 1.0f, rows);
+        for (int blk = 0; blk < lora_blocks(N); blk++) {   /* dx += du_k A_k */
+            int n0 = blk * LORA_ROWS;
+            lora_bwd_rows(dx, 1.0f, NULL, m.g.du, NULL, NULL, z->A, NULL, NULL, pa, on, 2, n0,
+                          lora_block_rows(N, n0), in, r, 1.0f);
         }
         lora_bwd_cols(dA, dB, m.g.du, x, on, 2, N, in, r, z->s, m.g.part);
     }
