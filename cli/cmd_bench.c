@@ -19,8 +19,9 @@
  * that matmul's on the same shapes.
  *
  * --profile adds a table: ms per step and share of the step of each kernel
- * category (step_prof.h), summed over the timed steps; without it the step
- * reads no clock beyond the forward/backward split. */
+ * category (step_prof.h), summed over the timed steps, then the step's
+ * call sites, largest first; without it the step reads no clock beyond the
+ * forward/backward split. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -455,6 +456,29 @@ static void print_steps(const step_times *st, const bench_opts *o, flops f, doub
     printf("tokens/s %.1f\n", tok * n / st->total);
 }
 
+/* The profile's call sites (step_prof.h), largest first: category key,
+ * the function called, model_step.c's line, calls and ms per step. */
+static void print_sites(const step_prof *p, double steps)
+{
+    int n = p->n_sites < SP_SITES_MAX ? p->n_sites : SP_SITES_MAX, order[SP_SITES_MAX];
+    for (int i = 0; i < n; i++) {   /* insertion sort by seconds, descending */
+        int j = i;
+        for (; j > 0 && p->site[order[j - 1]].sec < p->site[i].sec; j--)
+            order[j] = order[j - 1];
+        order[j] = i;
+    }
+    printf("profile by call site (ms/step; the site's line in common/nn/model_step.c):\n");
+    for (int i = 0; i < n; i++) {
+        const sp_site *s = &p->site[order[i]];
+        char name[40];
+        printf("  %-12s %-28s %5d %7.1f calls %9.2f ms\n", sp_key(s->cat),
+               sp_site_name(s, name, sizeof name), s->line, s->calls / steps, 1e3 * s->sec / steps);
+    }
+    if (p->n_sites > SP_SITES_MAX)
+        printf("  (%d more sites not listed; their time is in the categories)\n",
+               p->n_sites - SP_SITES_MAX);
+}
+
 /* The profile as a table: ms per step and share of the step per category,
  * then their sum against the step (what no category covers: loop, clock). */
 static void print_profile(const step_prof *p, const step_times *st, const bench_opts *o)
@@ -468,6 +492,7 @@ static void print_profile(const step_prof *p, const step_times *st, const bench_
     }
     printf("  %-20s %9.2f ms %6.1f%% of the step %.2f ms\n", "sum", 1e3 * sum / n,
            100 * sum / st->total, 1e3 * st->total / n);
+    print_sites(p, n);
 }
 
 static int bench_run(const bench_opts *o, pl_err *e, int *status)
@@ -577,7 +602,7 @@ int cmd_bench(int argc, char **argv)
         {.name = "peak-seconds", .type = FL_FLOAT, .dst = &o.peak_seconds,
          .help = "time per product for the peak (0.5)", .min = 0, .max = 60},
         {.name = "profile", .type = FL_BOOL, .dst = &o.profile,
-         .help = "time each kernel category of the step and print the table"},
+         .help = "time each kernel category and call site of the step and print the tables"},
         {.name = NULL},
     };
     pl_err e;

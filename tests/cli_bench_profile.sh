@@ -13,6 +13,9 @@
 #    here (the bf16 runs are wide enough for one such rounding to print
 #    0.04 ms at least); a GPT-2 whose MLP is narrower than 3 x dim checks
 #    that the rounded dq, dk, dv have their room;
+#  - the call-site table (step_prof.h's sites) lists each timed kernel call
+#    once, and each category's sites sum to it (no site lost or counted
+#    twice); the folded Llama MLP's LoRA passes are sites of their own;
 #  - without --profile no table is printed;
 #  - the header names how idle OpenMP threads wait (OMP_WAIT_POLICY,
 #    GOMP_SPINCOUNT, or the runtime's default);
@@ -31,8 +34,10 @@ GPT2W="--layers 2 --dim 256 --heads 4 --vocab 512 --seq 128 --batch 4 --targets 
 LLAMAW="--arch llama --layers 2 --dim 256 --heads 4 --kv-heads 2 --intermediate 384 --vocab 512
         --seq 128 --batch 4 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
+# the category table of file $1 (not the call sites after it)
+table() { sed -n '/^profile (ms\/step/,/^profile by call site/p' "$1"; }
 # ms of category $2 in the table of file $1 ("" when absent)
-cat_ms() { grep -F -- "  $2 " "$1" | sed -E 's/^ +.* +([0-9.]+) ms +[0-9.]+%.*$/\1/'; }
+cat_ms() { table "$1" | grep -F -- "  $2 " | sed -E 's/^ +.* +([0-9.]+) ms +[0-9.]+%.*$/\1/'; }
 
 # check NAME FILE: the table in FILE is complete, sums to the step, and has no
 # f32->bf16 time
@@ -40,7 +45,7 @@ check() {
   local name=$1 f=$2 sum=0 ms n
   grep -q '^profile (ms/step' "$f" || fail "$name: no profile table: $(cat "$f")"
   for c in "${CATS[@]}"; do
-    n=$(grep -cF -- "  $c " "$f" || true)
+    n=$(table "$f" | grep -cF -- "  $c " || true)
     [ "$n" = 1 ] || fail "$name: category '$c' printed $n times"
     ms=$(cat_ms "$f" "$c")
     [[ $ms =~ ^[0-9]+\.[0-9]+$ ]] || fail "$name: category '$c': no ms figure"
@@ -60,6 +65,34 @@ check() {
   conv=$(cat_ms "$f" "f32->bf16")
   awk -v x="$conv" 'BEGIN { exit !(x == 0) }' || fail "$name: a product rounds its input ($conv ms)"
   ok "$name: ${#CATS[@]} categories, sum $sum ms of the step's $step ms"
+  check_sites "$name" "$f"
+}
+
+# check_sites NAME FILE: the call-site table lists every timed kernel call
+# once: each category's sites (keyed as in step_prof.h) sum to its ms
+# (within the table's rounding: 0.005 ms a figure), and no category but
+# the optimizer's and f32->bf16 (no sites) is left without one.
+KEYS=("frozen linear fwd:linear_fwd" "frozen linear bwd:linear_bwd" "lm head fwd+bwd:head"
+      "attention:attention" "elementwise:elementwise" "LoRA products:lora")
+check_sites() {
+  local name=$1 f=$2 kc cat key ms got n
+  grep -q '^profile by call site' "$f" || fail "$name: no call-site table"
+  sed -n '/^profile by call site/,$p' "$f" | tail -n +2 | grep -E '^  [a-z_]+ ' > "$name.sites"
+  [ -s "$name.sites" ] || fail "$name: an empty call-site table"
+  awk '{ if ($4 + 0 <= 0 || $0 !~ / ms$/) exit 1 }' "$name.sites" ||
+    fail "$name: a site without calls or ms: $(cat "$name.sites")"
+  [ "$(awk '{ print $1, $2, $3 }' "$name.sites" | sort | uniq -d)" = "" ] ||
+    fail "$name: a site listed twice"
+  for kc in "${KEYS[@]}"; do
+    cat=${kc%%:*} key=${kc##*:}
+    ms=$(cat_ms "$f" "$cat")
+    n=$(awk -v k="$key" '$1 == k' "$name.sites" | wc -l)
+    got=$(awk -v k="$key" '$1 == k { s += $(NF - 1) } END { print s + 0 }' "$name.sites")
+    awk -v a="$got" -v b="$ms" -v n="$n" 'BEGIN { d = a - b; if (d < 0) d = -d;
+        exit !(n > 0 && d <= 0.005 * (n + 1) + 1e-9) }' ||
+      fail "$name: the $n '$key' sites sum to $got ms, the category to $ms"
+  done
+  ok "$name: $(wc -l < "$name.sites") call sites, summing to their categories"
 }
 
 run() {   # run NAME COMPUTE ARGS...: bench --profile into NAME.txt
@@ -95,6 +128,12 @@ if "$PSLORA" bench --compute bf16 $GPT2 --steps 1 --warmup 0 --peak-seconds 0.01
   check gpt2_narrow gpt2_narrow.txt
   run llama_bf16 bf16 $LLAMAW --profile
   check llama_bf16 llama_bf16.txt
+  # the folded MLP's passes are sites of their own (model_step.c mlp_folded)
+  for k in k_swiglu_lora_fwd k_swiglu_lora_bwd k_swiglu_lora_bwd_end; do
+    awk -v k="$k" '$1 == "lora" && $2 == k { f = 1 } END { exit !f }' llama_bf16.sites ||
+      fail "llama_bf16: no LoRA site $k: $(cat llama_bf16.sites)"
+  done
+  ok "llama_bf16: the folded MLP's LoRA passes are listed"
   # how attention runs (dnnl_attention.h, "Threads")
   att() {
     "$PSLORA" bench --layers 2 --dim 64 --heads 4 --vocab 512 --seq 32 --targets c_attn \

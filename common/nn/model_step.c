@@ -48,6 +48,7 @@
  * product (only possible on the first call of a shape) is kept in the acts
  * and makes the pass return NaN (model_acts_error).  fp32 through oneDNN
  * (--fp32-matmul onednn) takes the same handle paths with fp32 handles. */
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -388,6 +389,35 @@ static const char *const sp_names[SP_N][2] = {
 const char *sp_name(sp_cat c) { return c < SP_N ? sp_names[c][0] : "?"; }
 const char *sp_key(sp_cat c) { return c < SP_N ? sp_names[c][1] : "?"; }
 
+void sp_site_add(step_prof *p, const char *what, int line, sp_cat c, double sec)
+{
+    int i = 0;
+    while (i < p->n_sites && i < SP_SITES_MAX &&
+           (p->site[i].line != line || p->site[i].cat != c || strcmp(p->site[i].what, what)))
+        i++;
+    if (i == SP_SITES_MAX)
+        return;
+    if (i == p->n_sites)
+        p->site[p->n_sites++] = (sp_site){what, line, c, 0.0, 0};
+    p->site[i].sec += sec, p->site[i].calls++;
+}
+
+static int ident_char(char ch) { return isalnum((unsigned char)ch) || ch == '_'; }
+
+const char *sp_site_name(const sp_site *s, char *buf, size_t n)
+{
+    const char *paren = strchr(s->what, '('), *end = paren ? paren : s->what + strlen(s->what);
+    while (end > s->what && end[-1] == ' ')
+        end--;
+    const char *start = end;
+    while (start > s->what && ident_char(start[-1]))
+        start--;
+    size_t len = (size_t)(end - start) < n - 1 ? (size_t)(end - start) : n - 1;
+    memcpy(buf, start, len);
+    buf[len] = '\0';
+    return buf;
+}
+
 const char *model_acts_error(const model_acts *a) { return a->failed ? a->err.msg : NULL; }
 
 const int32_t *model_acts_predictions(const model_acts *a) { return a->htgt; }
@@ -454,20 +484,26 @@ static prof_mark prof_start(const model_acts *a)
     return m;
 }
 
-/* Adds the seconds since m, less the conversions made meanwhile, to c. */
-static void prof_stop(const model_acts *a, sp_cat c, prof_mark m)
+/* Adds the seconds since m, less the conversions made meanwhile, to c and
+ * to the call site (what, line). */
+static void prof_stop_at(const model_acts *a, sp_cat c, prof_mark m, const char *what, int line)
 {
     step_prof *p = a->prof;
-    if (p)
-        p->sec[c] += clock_now() - m.t - (p->sec[SP_CONVERT] - m.conv);
+    if (!p)
+        return;
+    double sec = clock_now() - m.t - (p->sec[SP_CONVERT] - m.conv);
+    p->sec[c] += sec;
+    sp_site_add(p, what, line, c, sec);
 }
+#define prof_stop(a, c, m) prof_stop_at((a), (c), (m), __func__, __LINE__)
 
-/* Runs the statement `call` as one kernel call of category c of the profile. */
-#define PROF(ps, c, call)                       \
-    do {                                        \
-        prof_mark prof_t_ = prof_start((ps)->a); \
-        call;                                   \
-        prof_stop((ps)->a, (c), prof_t_);       \
+/* Runs the statement `call` as one kernel call of category c of the
+ * profile, its site named by the statement. */
+#define PROF(ps, c, call)                                       \
+    do {                                                        \
+        prof_mark prof_t_ = prof_start((ps)->a);                \
+        call;                                                   \
+        prof_stop_at((ps)->a, (c), prof_t_, #call, __LINE__);   \
     } while (0)
 
 /* The LoRA input of module i for input x: x itself, or x after dropout. */
@@ -1605,15 +1641,23 @@ static double head_xent(const pass *ps, float *dx, const uint16_t *hb, const int
 {
     const model *m = ps->m;
     model_acts *a = ps->a;
-    if (!mb_head_onednn(m))   /* a trained head (or tied wte) gets dE too */
-        return k_lmhead_xent_dw(dx, dx ? grad_of(ps, m->lm_head) : NULL, a->xent, a->hf,
+    prof_mark t = prof_start(a);
+    double loss;
+    if (!mb_head_onednn(m)) {   /* a trained head (or tied wte) gets dE too */
+        loss = k_lmhead_xent_dw(dx, dx ? grad_of(ps, m->lm_head) : NULL, a->xent, a->hf,
                                 m->lm_head, tgt, a->N, m->cfg.n_embd, m->cfg.vocab, XENT_CHUNK);
+        prof_stop(a, SP_HEAD, t);
+        return loss;
+    }
     pl_err e;
     int rc;
     double *xent = a->prof ? &a->prof->sec[SP_ELEMENTWISE] : NULL, x0 = xent ? *xent : 0;
-    double loss = mb_head_xent(m, dx, a->xent, a->hf, hb, tgt, a->N, xent, &rc, &e);
-    if (xent)   /* the softmax-xent is elementwise work, not the head's */
-        a->prof->sec[SP_HEAD] -= *xent - x0;
+    loss = mb_head_xent(m, dx, a->xent, a->hf, hb, tgt, a->N, xent, &rc, &e);
+    if (xent) {   /* the softmax-xent is elementwise work, not the head's */
+        sp_site_add(a->prof, "k_xent_rows_bf16", __LINE__, SP_ELEMENTWISE, *xent - x0);
+        t.t += *xent - x0;
+    }
+    prof_stop(a, SP_HEAD, t);
     note(ps, rc, &e);
     return loss;
 }
@@ -1660,14 +1704,13 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     PROF(&ps, SP_ELEMENTWISE, hb = final_norm_fwd(m, a, a->res_out, N, a->xb));
     if (!ps.grad) {
         double loss;
-        PROF(&ps, SP_HEAD, loss = head_xent(&ps, NULL, hb, tgt));
+        loss = head_xent(&ps, NULL, hb, tgt);
         a->t_fwd = clock_now() - t0, a->t_bwd = 0;
         return a->failed ? NAN : loss;
     }
     PROF(&ps, SP_ELEMENTWISE, memset(grad, 0, L->n_params * sizeof(float)));
     /* the head's forward and backward are one fused pass; it counts as forward */
-    double loss;
-    PROF(&ps, SP_HEAD, loss = head_xent(&ps, a->dnarrow, hb, tgt));
+    double loss = head_xent(&ps, a->dnarrow, hb, tgt);
     double t1 = clock_now();
     const uint16_t *dresb;
     PROF(&ps, SP_ELEMENTWISE, memset(a->dres, 0, (size_t)N * C * sizeof(float));

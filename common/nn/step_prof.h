@@ -28,6 +28,8 @@
 #ifndef PSLORA_STEP_PROF_H
 #define PSLORA_STEP_PROF_H
 
+#include <stddef.h>
+
 typedef enum {
     SP_LINEAR_FWD,   /* frozen linear maps, forward (residual add fused) */
     SP_LINEAR_BWD,   /* frozen linear maps, dx (and dW with --full) */
@@ -40,9 +42,33 @@ typedef enum {
     SP_N
 } sp_cat;
 
+/* One call site of the step's clock (model_step.c): the kernel call as
+ * written there (what: PROF's statement, or the timing function's name for
+ * the frozen products and attention) and its line, with the seconds of its
+ * category spent there.  The sites of a category sum to its seconds; the
+ * optimizer's (the caller's) and the conversions (inside the products)
+ * have none.  `pslora bench --profile` prints them, largest first. */
+#define SP_SITES_MAX 96
+typedef struct {
+    const char *what;   /* static text */
+    int line;
+    sp_cat cat;
+    double sec;
+    long calls;
+} sp_site;
+
 typedef struct step_prof {
     double sec[SP_N];   /* seconds summed over the steps profiled */
+    sp_site site[SP_SITES_MAX];
+    int n_sites;        /* sites seen (a site past SP_SITES_MAX counts in sec[] only) */
 } step_prof;
+
+/* Adds sec to site (what, line) of category c, making it on its first call. */
+void sp_site_add(step_prof *p, const char *what, int line, sp_cat c, double sec);
+/* The name of the function a site's `what` calls (the identifier before
+ * its first '(': "norm_fwd" for "hb = norm_fwd(c, ...)"), at most n - 1
+ * characters, into buf; returns buf. */
+const char *sp_site_name(const sp_site *s, char *buf, size_t n);
 
 /* A category's name for tables ("frozen linear fwd", ...). */
 const char *sp_name(sp_cat c);
