@@ -318,6 +318,8 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
             tok[i] = (int32_t)rng_below(&r, (uint64_t)m->cfg.vocab);
     }
     memset(st, 0, sizeof *st);
+    if (prof)   /* the warm-up steps profile into it too (their figures then dropped) */
+        memset(prof, 0, sizeof *prof);
     if (a)
         model_acts_profile(a, prof);
     if (a)
@@ -460,7 +462,7 @@ static void print_steps(const step_times *st, const bench_opts *o, flops f, doub
  * the function called, model_step.c's line, calls and ms per step. */
 static void print_sites(const step_prof *p, double steps)
 {
-    int n = p->n_sites < SP_SITES_MAX ? p->n_sites : SP_SITES_MAX, order[SP_SITES_MAX];
+    int n = p->n_sites, order[SP_SITES_MAX];
     for (int i = 0; i < n; i++) {   /* insertion sort by seconds, descending */
         int j = i;
         for (; j > 0 && p->site[order[j - 1]].sec < p->site[i].sec; j--)
@@ -474,9 +476,9 @@ static void print_sites(const step_prof *p, double steps)
         printf("  %-12s %-28s %5d %7.1f calls %9.2f ms\n", sp_key(s->cat),
                sp_site_name(s, name, sizeof name), s->line, s->calls / steps, 1e3 * s->sec / steps);
     }
-    if (p->n_sites > SP_SITES_MAX)
-        printf("  (%d more sites not listed; their time is in the categories)\n",
-               p->n_sites - SP_SITES_MAX);
+    if (p->unlisted > 0)
+        printf("  (%.2f ms/step at sites past the first %d, not listed; in the categories)\n",
+               1e3 * p->unlisted / steps, SP_SITES_MAX);
 }
 
 /* The profile as a table: ms per step and share of the step per category,

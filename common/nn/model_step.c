@@ -392,11 +392,13 @@ const char *sp_key(sp_cat c) { return c < SP_N ? sp_names[c][1] : "?"; }
 void sp_site_add(step_prof *p, const char *what, int line, sp_cat c, double sec)
 {
     int i = 0;
-    while (i < p->n_sites && i < SP_SITES_MAX &&
+    while (i < p->n_sites &&
            (p->site[i].line != line || p->site[i].cat != c || strcmp(p->site[i].what, what)))
         i++;
-    if (i == SP_SITES_MAX)
+    if (i == SP_SITES_MAX) {
+        p->unlisted += sec;
         return;
+    }
     if (i == p->n_sites)
         p->site[p->n_sites++] = (sp_site){what, line, c, 0.0, 0};
     p->site[i].sec += sec, p->site[i].calls++;
@@ -1703,8 +1705,7 @@ double model_loss_grad(const model *m, model_acts *a, const lora_layout *L, cons
     const uint16_t *hb;
     PROF(&ps, SP_ELEMENTWISE, hb = final_norm_fwd(m, a, a->res_out, N, a->xb));
     if (!ps.grad) {
-        double loss;
-        loss = head_xent(&ps, NULL, hb, tgt);
+        double loss = head_xent(&ps, NULL, hb, tgt);
         a->t_fwd = clock_now() - t0, a->t_bwd = 0;
         return a->failed ? NAN : loss;
     }

@@ -60,7 +60,8 @@ typedef struct {
 typedef struct step_prof {
     double sec[SP_N];   /* seconds summed over the steps profiled */
     sp_site site[SP_SITES_MAX];
-    int n_sites;        /* sites seen (a site past SP_SITES_MAX counts in sec[] only) */
+    int n_sites;        /* sites made, at most SP_SITES_MAX */
+    double unlisted;    /* seconds of sites past those (in sec[] all the same) */
 } step_prof;
 
 /* Adds sec to site (what, line) of category c, making it on its first call. */
