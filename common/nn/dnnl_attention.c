@@ -320,16 +320,6 @@ static dnnl_status_t da_run(da_attn *a, int sl, int p, int i, const void *A, con
     return dnnl_primitive_execute(x->prim, a->sl[sl].st, x->mem[3] ? 4 : 3, args);
 }
 
-/* Slice sl's product p over every block. */
-static dnnl_status_t run_product(da_attn *a, int sl, int p, const void *A, const void *W,
-                                 float *C)
-{
-    dnnl_status_t s = dnnl_success;
-    for (int i = 0; i < a->nb && s == dnnl_success; i++)
-        s = da_run(a, sl, p, i, A, W, C);
-    return s;
-}
-
 /* ---- the stacked order and the copies ---- */
 
 /* Row of query row t, group member i, among its (b, g)'s G*T stacked rows:
@@ -456,18 +446,26 @@ static void slice_groups(const da_attn *a, int sl, int *bg0, int *bg1)
     *bg0 = sl * a->nbb * a->s.Hk, *bg1 = *bg0 + a->nbb * a->s.Hk;
 }
 
-/* Every row (query row t) of slice sl's S (stacked; scores in columns < w,
- * its block's end): P = the causal softmax (fp32, kernels.h's), zeros in
- * columns t+1..w-1: the only columns any product or the backward reads.
- * fp32: S is P, in place; bf16: P gets the rows rounded (S is the handle's
- * scratch). */
-static void softmax_fwd(da_attn *a, int sl, float *S, void *P)
+/* Block i's stacked rows of every (b, g): [r0, r1) of each G*T. */
+static void block_rows(const da_attn *a, int i, int *r0, int *r1)
 {
-    int bg0, bg1, R = a->G * a->s.T, T = a->s.T, bf16 = a->dt == dnnl_bf16;
+    int t0 = i * DA_BLOCK, m = a->s.T - t0 < DA_BLOCK ? a->s.T - t0 : DA_BLOCK;
+    *r0 = a->G * t0, *r1 = *r0 + a->G * m;
+}
+
+/* Every row (query row t) of block i of slice sl's S (stacked; scores in
+ * columns < w, the block's end): P = the causal softmax (fp32, kernels.h's),
+ * zeros in columns t+1..w-1: the only columns any product or the backward
+ * reads.  fp32: S is P, in place; bf16: P gets the rows rounded (S is the
+ * handle's scratch). */
+static void softmax_fwd(da_attn *a, int sl, int i, float *S, void *P)
+{
+    int bg0, bg1, r0, r1, R = a->G * a->s.T, T = a->s.T, bf16 = a->dt == dnnl_bf16;
     slice_groups(a, sl, &bg0, &bg1);
+    block_rows(a, i, &r0, &r1);
 #pragma omp parallel for collapse(2) schedule(static) if (DA_LOOPS_PARALLEL(a))
     for (int bg = bg0; bg < bg1; bg++)
-        for (int r = 0; r < R; r++) {
+        for (int r = r0; r < r1; r++) {
             size_t o = ((size_t)bg * R + r) * T;
             int t = stacked_t(a, r), w = block_end(a, t);
             if (bf16)   /* normalised and rounded in one pass; S keeps the exps */
@@ -493,16 +491,17 @@ VEC static void softmax_bwd_row(uint16_t *ds, const float *dr, const uint16_t *p
         ds[j] = 0;
 }
 
-/* Every row of slice sl's dP (in S, stacked): dS = P * (dP - rowsum(dP *
- * P)) * scale, up to the block's end; bf16: into the bf16 dS, fp32: in
- * place (kernels.h's row). */
-static void softmax_bwd(da_attn *a, int sl, const void *P)
+/* Every row of block i of slice sl's dP (in S, stacked): dS = P * (dP -
+ * rowsum(dP * P)) * scale, up to the block's end; bf16: into the bf16 dS,
+ * fp32: in place (kernels.h's row). */
+static void softmax_bwd(da_attn *a, int sl, int i, const void *P)
 {
-    int bg0, bg1, R = a->G * a->s.T, T = a->s.T, bf16 = a->dt == dnnl_bf16;
+    int bg0, bg1, r0, r1, R = a->G * a->s.T, T = a->s.T, bf16 = a->dt == dnnl_bf16;
     slice_groups(a, sl, &bg0, &bg1);
+    block_rows(a, i, &r0, &r1);
 #pragma omp parallel for collapse(2) schedule(static) if (DA_LOOPS_PARALLEL(a))
     for (int bg = bg0; bg < bg1; bg++)
-        for (int r = 0; r < R; r++) {
+        for (int r = r0; r < r1; r++) {
             size_t o = ((size_t)bg * R + r) * T;
             int t = stacked_t(a, r);
             if (bf16)
@@ -645,17 +644,24 @@ static int run_slices(da_attn *a, slice_pass f, const da_args *x, const char *wh
     return 0;
 }
 
-/* The forward on slice sl (see da_attn_fwd). */
+/* The forward on slice sl (see da_attn_fwd), block by block: S, its
+ * softmax and O of one block of query rows before the next, so that the
+ * block's S (G*DA_BLOCK rows of up to T scores per (b, g) of the slice) is
+ * still in cache when the softmax and O read it (docs/performance.md,
+ * "Session 15"); the same products on the same inputs as pass by pass. */
 static dnnl_status_t fwd_slice(da_attn *a, int sl, const da_args *x)
 {
     rows_hook(a, sl, x, 0);
     da_ops o = operands(a, sl, x->q, x->k, x->v, NULL);
-    float *S = a->dt == dnnl_f32 ? x->P : a->S;
-    dnnl_status_t s = run_product(a, sl, DA_S, o.q, o.k, S);
-    if (s != dnnl_success)
-        return s;
-    softmax_fwd(a, sl, S, x->P);
-    s = run_product(a, sl, DA_O, x->P, o.v, a->G > 1 ? a->os : x->out);
+    float *S = a->dt == dnnl_f32 ? x->P : a->S, *O = a->G > 1 ? a->os : x->out;
+    dnnl_status_t s = dnnl_success;
+    for (int i = 0; i < a->nb && s == dnnl_success; i++) {
+        s = da_run(a, sl, DA_S, i, o.q, o.k, S);
+        if (s == dnnl_success)
+            softmax_fwd(a, sl, i, S, x->P);
+        if (s == dnnl_success)
+            s = da_run(a, sl, DA_O, i, x->P, o.v, O);
+    }
     dnnl_stream_wait(a->sl[sl].st);
     if (s == dnnl_success && a->G > 1)
         unstack(a, sl, x->out, (int64_t)a->s.H * a->s.D);
@@ -664,26 +670,31 @@ static dnnl_status_t fwd_slice(da_attn *a, int sl, const da_args *x)
     return s;
 }
 
-/* The backward on slice sl (see da_attn_bwd). */
+/* The backward on slice sl (see da_attn_bwd), block by block from the
+ * last: dP, dS and dQ of query block i, then dK and dV of key block i,
+ * which read the dS rows of the query blocks >= i, all made by then; each
+ * block's dP and dS still in cache when read, as in the forward. */
 static dnnl_status_t bwd_slice(da_attn *a, int sl, const da_args *x)
 {
     rows_hook(a, sl, x, 0);
     da_ops o = operands(a, sl, x->q, x->k, x->v, x->dout);
-    dnnl_status_t s = run_product(a, sl, DA_DP, o.dout, o.v, a->S);
-    if (s != dnnl_success)
-        return s;
-    softmax_bwd(a, sl, x->P);
     const void *dS = a->dt == dnnl_f32 ? (const void *)a->S : a->dS;
-    s = run_product(a, sl, DA_DQ, dS, o.k, a->G > 1 ? a->os : x->dq);
-    if (s == dnnl_success && a->G > 1) {
-        dnnl_stream_wait(a->sl[sl].st);
-        unstack(a, sl, x->dq, a->s.ldq);
+    float *dQ = a->G > 1 ? a->os : x->dq;
+    dnnl_status_t s = dnnl_success;
+    for (int i = a->nb - 1; i >= 0 && s == dnnl_success; i--) {
+        s = da_run(a, sl, DA_DP, i, o.dout, o.v, a->S);
+        if (s == dnnl_success)
+            softmax_bwd(a, sl, i, x->P);
+        if (s == dnnl_success)
+            s = da_run(a, sl, DA_DQ, i, dS, o.k, dQ);
+        if (s == dnnl_success)
+            s = da_run(a, sl, DA_DK, i, dS, o.q, x->dk);
+        if (s == dnnl_success)
+            s = da_run(a, sl, DA_DV, i, x->P, o.dout, x->dv);
     }
-    if (s == dnnl_success)
-        s = run_product(a, sl, DA_DK, dS, o.q, x->dk);
-    if (s == dnnl_success)
-        s = run_product(a, sl, DA_DV, x->P, o.dout, x->dv);
     dnnl_stream_wait(a->sl[sl].st);
+    if (s == dnnl_success && a->G > 1)
+        unstack(a, sl, x->dq, a->s.ldq);
     if (s == dnnl_success)
         rows_hook(a, sl, x, 1);
     return s;

@@ -38,6 +38,16 @@
  * With G > 1, O and dQ are written stacked into a scratch, then copied to
  * the token rows of out and dq (G = 1: in place).
  *
+ * Order.  A pass runs block by block, not product by product: the forward
+ * makes S, P and O of block 0, then of block 1, ...; the backward goes from
+ * the last block down, making dP, dS and dQ of query block i and then dK
+ * and dV of key block i (which read dS and P of the query blocks >= i,
+ * all made by then).  A block's S or dP (G*DA_BLOCK rows of at most T
+ * floats per (b, g) of a slice) is then read while still in cache instead
+ * of after the whole pass's (a slice's B/slices * H * T * T floats);
+ * the products and their inputs are the same (docs/performance.md,
+ * "Session 15").
+ *
  * bf16 rounding: q, k, v are rounded to bf16 once per pass (one pass over
  * their rows, q into the stacked order; the backward rounds them again
  * rather than keeping a copy per layer), dO once in the backward, P and dS
