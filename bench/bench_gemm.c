@@ -21,16 +21,21 @@
  * oneDNN ones, bf16 or (--dtype fp32) fp32 (section "--attention" below);
  * with --lora: the LoRA products at Llama's shapes (section "--lora"); with
  * --mlp: the Llama MLP's work besides its products, unfolded and folded
- * (section "--mlp").
+ * (section "--mlp"); with --kcat: the LoRA inside the frozen products
+ * against after them (section "--kcat").  Every mode takes --cold MB: MB megabytes written
+ * before each timed call (not timed), so that calls start cold as in a
+ * step rather than with their operands cached from the previous call.
  *
  *   bench_gemm [--rows 1024] [--dim 768] [--inter 3072] [--vocab 50257]
- *              [--threads 1,2] [--seconds 0.5]
+ *              [--threads 1,2] [--seconds 0.5] [--cold MB]
  *   bench_gemm --attention [--batch 4] [--seq 256] [--heads 12] [--kv-heads H] [--head-dim 64]
- *              [--dtype bf16|fp32] [--slices 0] [--threads 1,2] [--seconds 0.5]
+ *              [--dtype bf16|fp32] [--slices 0] [--threads 1,2] [--seconds 0.5] [--cold MB]
  *   bench_gemm --lora [--rows 1024] [--dim 576] [--kv 192] [--inter 1536] [--rank 8] [--bf16]
- *              [--threads 1,2] [--seconds 0.5]
+ *              [--threads 1,2] [--seconds 0.5] [--cold MB]
  *   bench_gemm --mlp [--rows 1024] [--dim 576] [--inter 1536] [--rank 8] [--bf16]
- *              [--threads 1,2] [--seconds 0.5] */
+ *              [--threads 1,2] [--seconds 0.5] [--cold MB]
+ *   bench_gemm --kcat [--rows 1024] [--dim 576] [--kv 192] [--inter 1536] [--rank 8]
+ *              [--threads 1,2] [--seconds 0.5] [--cold MB] */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -45,6 +50,7 @@
 #include "dnnl_matmul.h"
 #include "err.h"
 #include "kernels.h"
+#include "lora_bf16.h"
 #include "metrics.h"
 #include "rng.h"
 #include "testutil.h"
@@ -68,12 +74,28 @@ typedef struct {
 
 /* Best seconds per call of fn over repeated calls lasting about budget s
  * (at least 2 calls; the first is a warm-up). */
+/* --cold MB: before every timed call, MB megabytes written (untimed) on all
+ * threads, so each call starts with its operands out of the caches, as a
+ * step's passes find the rows the previous pass made (0: warm, the default). */
+static unsigned char *cold_buf;
+static size_t cold_len;
+
+static void evict_caches(void)
+{
+    if (!cold_len)
+        return;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < cold_len; i += 64)
+        cold_buf[i] = (unsigned char)(cold_buf[i] + 1);
+}
+
 static double best_time(void (*fn)(void *), void *arg, double budget)
 {
     fn(arg);
     double best = 1e30, start = clock_now();
     int calls = 0;
     do {
+        evict_caches();
         double t0 = clock_now();
         fn(arg);
         double dt = clock_now() - t0;
@@ -712,6 +734,151 @@ static int bench_mlp(int argc, char **argv, double seconds, const char *threads)
     return 0;
 }
 
+/* ---- --kcat: the LoRA inside the frozen products, measured ------------------------
+ *
+ * What concatenating the LoRA into the frozen products along K would save
+ * (docs/performance.md, "Session 15"): y = x W^T + s u B^T as the bf16 step
+ * makes it now, the frozen product then the LoRA's rows added in place
+ * (lb_axpys on bf16 inputs, reading back the rows the product wrote), against
+ * ONE product of K + r over [x | s u] and [W | B] (the LoRA's r columns
+ * riding along in oneDNN's kernel).  For each of Llama's maps (C 576, kv 192,
+ * I 1536) in both orientations: forward [N,in] x [in,out], backward
+ * [N,out] x [out,in] (dx = dy W + du A, the same form).  Also each group of
+ * maps reading one input (q, k, v; gate, up) as separate products against
+ * one product over their concatenated outputs (forward; backward: one over
+ * the concatenated K).  The weights' values do not matter for the time;
+ * run with --cold MB for the step's conditions (rows out of cache). */
+typedef struct {
+    dm_linear *h;
+    const uint16_t *xb;
+    float *y;
+    int N, bwd, acc;        /* bwd: dm_linear_bwd_x_bf16 (the handle's other orientation) */
+    const float *u;         /* non-NULL: then y += s u M in place (M as bf16 pairs) */
+    const uint16_t *pm;
+    int w, r;
+} kc_job;
+
+static void run_kc(void *arg)
+{
+    const kc_job *j = arg;
+    pl_err e;
+    int rc = j->bwd ? dm_linear_bwd_x_bf16(j->h, j->xb, j->y, j->N, j->acc, &e)
+                    : dm_linear_fwd_bf16(j->h, j->xb, j->y, NULL, j->N, j->acc, &e);
+    if (rc != 0) {
+        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+        exit(1);
+    }
+    if (!j->u)
+        return;
+#pragma omp parallel for schedule(static)
+    for (int n0 = 0; n0 < j->N; n0 += 16) {
+        int rows = j->N - n0 < 16 ? j->N - n0 : 16;
+        float *y = j->y + (size_t)n0 * j->w;
+        lb_axpys(y, j->w, y, j->w, NULL, j->u + (size_t)n0 * j->r, j->pm, j->w, j->r, 2.0f, rows);
+    }
+}
+
+/* A bf16 handle for [K -> Nc] products (random weights, forward only). */
+static dm_linear *kc_handle(int K, int Nc, uint64_t seed)
+{
+    float *w = randn((size_t)K * Nc, 0.02f, seed);
+    pl_err e;
+    dm_linear *h = dm_linear_pack(w, DM_F32, DM_OUT_IN, K, Nc, DM_FWD_BWD, &e);
+    free(w);
+    if (!h) {
+        fprintf(stderr, "bench_gemm: %s\n", e.msg);
+        exit(1);
+    }
+    return h;
+}
+
+/* One row of the table: [N,K] x [K,Nc] three ways. */
+static void kc_row(const char *name, int K, int Nc, int N, int r, const uint16_t *xb, float *y,
+                   const float *u, double seconds)
+{
+    dm_linear *h = kc_handle(K, Nc, 70), *hx = kc_handle(K + r, Nc, 71);
+    float *M = randn((size_t)r * Nc, 0.1f, 72);
+    uint16_t *pm = calloc(lb_size(r, Nc), sizeof *pm);
+    lb_pack(pm, 1, M, (size_t)Nc, 1, r, Nc);
+    kc_job j = {h, xb, y, N, 0, 0, NULL, pm, Nc, r};
+    double t0 = best_time(run_kc, &j, seconds);
+    j.u = u;
+    double t1 = best_time(run_kc, &j, seconds);
+    kc_job jx = {hx, xb, y, N, 0, 0, NULL, NULL, Nc, r};
+    double t2 = best_time(run_kc, &jx, seconds);
+    printf("%-10s %5d %5d %9.0f %9.0f %9.0f %9.0f %9.0f\n", name, K, Nc, t0 * 1e6, t1 * 1e6,
+           t2 * 1e6, (t1 - t0) * 1e6, (t1 - t2) * 1e6);
+    fflush(stdout);
+    dm_free(h), dm_free(hx), free(M), free(pm);
+}
+
+/* One group: separate products (the second on adding into the first's
+ * output for the backward) against one over the concatenation. */
+static void kc_group(const char *name, int in, const int *outs, int G, int N, int bwd,
+                     const uint16_t *xb, float *y, double seconds)
+{
+    dm_linear *h[3], *hf;
+    int tot = 0;
+    for (int g = 0; g < G; g++)
+        tot += outs[g];
+    for (int g = 0; g < G; g++)   /* forward [in -> out_g]; backward [out_g -> in] */
+        h[g] = bwd ? kc_handle(outs[g], in, 80 + g) : kc_handle(in, outs[g], 80 + g);
+    hf = bwd ? kc_handle(tot, in, 84) : kc_handle(in, tot, 84);
+    double sep = 0, one;
+    for (int g = 0; g < G; g++) {   /* each timed alone: the sum is what the step runs */
+        kc_job j = {h[g], xb, y, N, 0, bwd && g > 0, NULL, NULL, 0, 0};
+        sep += best_time(run_kc, &j, seconds);
+    }
+    kc_job jf = {hf, xb, y, N, 0, 0, NULL, NULL, 0, 0};
+    one = best_time(run_kc, &jf, seconds);
+    printf("%-10s %-4s %5d %5d %9.0f %9.0f %9.0f\n", name, bwd ? "bwd" : "fwd", bwd ? tot : in,
+           bwd ? in : tot, sep * 1e6, one * 1e6, (sep - one) * 1e6);
+    fflush(stdout);
+    for (int g = 0; g < G; g++)
+        dm_free(h[g]);
+    dm_free(hf);
+}
+
+static int bench_kcat(int argc, char **argv, double seconds, const char *threads)
+{
+    int N = (int)arg_long(argc, argv, "--rows", 1024), C = (int)arg_long(argc, argv, "--dim", 576);
+    int kv = (int)arg_long(argc, argv, "--kv", 192), Ni = (int)arg_long(argc, argv, "--inter", 1536);
+    int r = (int)arg_long(argc, argv, "--rank", 8), wide = Ni > C ? Ni : C;
+    if (!dm_available()) {
+        fprintf(stderr, "bench_gemm: --kcat needs oneDNN\n");
+        return 1;
+    }
+    float *x = randn((size_t)N * (3 * wide + r), 1.0f, 1);
+    uint16_t *xb = calloc((size_t)N * (3 * wide + r), sizeof *xb);
+    dm_to_bf16(xb, x, N, 3 * wide + r);
+    float *y = calloc((size_t)N * 3 * wide, sizeof *y), *u = randn((size_t)N * r, 1.0f, 2);
+    struct {
+        const char *name;
+        int K, Nc;
+    } rows[] = {{"q,o fwd", C, C},  {"k,v fwd", C, kv}, {"gate,up f", C, Ni}, {"down fwd", Ni, C},
+                {"q,o bwd", C, C},  {"k,v bwd", kv, C}, {"gate,up b", Ni, C}, {"down bwd", C, Ni}};
+    int qkv[3] = {C, kv, kv}, gu[2] = {Ni, Ni};
+    printf("bench_gemm --kcat: N %d C %d kv %d I %d r %d, bf16; microseconds per call (best within "
+           "%.2f s)%s\n", N, C, kv, Ni, r, seconds, cold_len ? ", caches written over before each" : "");
+    for (const char *t = threads; *t;) {
+        int nt = atoi(t);
+        omp_set_num_threads(nt);
+        printf("\nthreads %d\n%-10s %5s %5s %9s %9s %9s %9s %9s\n", nt, "map", "K", "N", "product",
+               "+axpy", "K+r", "axpy", "saved");
+        for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
+            kc_row(rows[i].name, rows[i].K, rows[i].Nc, N, r, xb, y, u, seconds);
+        printf("%-10s %-4s %5s %5s %9s %9s %9s\n", "group", "dir", "K", "N", "separate", "one",
+               "saved");
+        for (int bwd = 0; bwd < 2; bwd++) {
+            kc_group("q,k,v", C, qkv, 3, N, bwd, xb, y, seconds);
+            kc_group("gate,up", C, gu, 2, N, bwd, xb, y, seconds);
+        }
+        t = strchr(t, ',') ? strchr(t, ',') + 1 : t + strlen(t);
+    }
+    free(x), free(xb), free(y), free(u);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cpu_fix_blas(argv);   /* the kernels pslora itself runs on (common/base/cpu.h) */
@@ -720,6 +887,17 @@ int main(int argc, char **argv)
     int V = (int)arg_long(argc, argv, "--vocab", 50257);
     const char *threads = arg_str(argc, argv, "--threads", "1,2");
     ctx c = {M, atof(arg_str(argc, argv, "--seconds", "0.5")), NULL, NULL, NULL};
+    long cold = arg_long(argc, argv, "--cold", 0);
+    if (cold < 0 || cold > 65536) {
+        fprintf(stderr, "bench_gemm: --cold: %ld MB is not in 0..65536\n", cold);
+        return 2;
+    }
+    cold_len = (size_t)cold << 20;
+    cold_buf = cold_len ? calloc(cold_len, 1) : NULL;
+    if (cold_len && !cold_buf) {
+        fprintf(stderr, "bench_gemm: --cold: out of memory for %ld MB\n", cold);
+        return 1;
+    }
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--attention"))
             return bench_attention(argc, argv, c.seconds, threads);
@@ -727,6 +905,8 @@ int main(int argc, char **argv)
             return bench_lora(argc, argv, c.seconds, threads);
         else if (!strcmp(argv[i], "--mlp"))
             return bench_mlp(argc, argv, c.seconds, threads);
+        else if (!strcmp(argv[i], "--kcat"))
+            return bench_kcat(argc, argv, c.seconds, threads);
     shape shapes[] = {{"c_attn", C, 3 * C},
                       {"c_proj", C, C},
                       {"c_fc", C, inter},
