@@ -10,7 +10,7 @@
  * it reached, and last the line "tokens/s X".
  *
  * --compute bf16 (or auto on an AMX CPU) switches the model to bf16 compute
- * (model_set_compute: one bf16 copy per frozen matrix, products through
+ * (model_set_compute: a bf16 copy of each frozen matrix, products through
  * oneDNN) and times the same step; its peak is then oneDNN's bf16 matmul on
  * the same shapes, with the weights held as the model holds them.
  * --fp32-matmul onednn (or auto on an AVX-512 CPU whose OpenBLAS runs AVX2
@@ -231,10 +231,10 @@ static double measure_peak(const model *m, const lora_layout *L, int N, peak_ker
     for (int i = 0; rc == 0 && i < ng; i++) {
         gemm_job j = {&g[i], N, w, x, y, NULL};
         dm_layout lay = g[i].conv1d ? DM_IN_OUT : DM_OUT_IN;
-        if (k != PEAK_SGEMM) {   /* as the training model holds them: one plain copy, or w */
-            j.h = k == PEAK_DNNL_BF16
-                      ? dm_linear_pack(w, DM_F32, lay, g[i].in, g[i].out, DM_FWD_BWD_ONE, e)
-                      : dm_linear_wrap_f32(w, lay, g[i].in, g[i].out, e);
+        if (k != PEAK_SGEMM) {   /* as the training model holds them (mb_train_hold), or w */
+            int hold = mb_train_hold(!strcmp(g[i].name, "lm_head"));
+            j.h = k == PEAK_DNNL_BF16 ? dm_linear_pack(w, DM_F32, lay, g[i].in, g[i].out, hold, e)
+                                      : dm_linear_wrap_f32(w, lay, g[i].in, g[i].out, e);
             if (!j.h) {
                 rc = -1;
                 break;

@@ -5,14 +5,17 @@
  *   - the linear maps of every block, W [out,in] (Llama) or [in,out] (GPT-2
  *     Conv1D), as they lie;
  *   - the lm head E [V,C] (wte when tied): logits = x E^T, dx = g E.
- * Training (with_bwd) keeps that copy plain, read as it lies for y = x W^T
- * and transposed for dx = dy W (DM_FWD_BWD_ONE); forward-only use (eval,
- * generate) has it in oneDNN's packed layout (DM_FWD_ONLY).  Either way the
- * matrices take half their fp32 memory.
+ * Training (with_bwd) keeps the blocks' copies plain, read as they lie for
+ * y = x W^T and transposed for dx = dy W (DM_FWD_BWD_ONE), and the head as
+ * two packed copies, one per orientation (DM_FWD_BWD: mb_train_hold);
+ * forward-only use (eval, generate) has every matrix in oneDNN's packed
+ * layout (DM_FWD_ONLY).  So the blocks take half their fp32 memory, the
+ * head of training all of it.
  *
  * The plain copies of training all lie in ONE region, each matrix at a
  * 64-byte aligned offset in a fixed order (region_bytes), so processes
- * holding the same model lay it out alike.  The region is the model's own
+ * holding the same model lay it out alike; the head's packed copies are
+ * the process's own.  The region is the model's own
  * (model_set_compute), or a model_bf16_store's (model_set_compute_in):
  * under mpirun one per node, written by one rank, only described (wrapped)
  * by the others, which then convert and read nothing of the file's
@@ -216,7 +219,8 @@ static int fill(struct dm_linear *h, const float *w, model_src src, int in, int 
 }
 
 /* One bf16 handle for W (w: fp32 or NULL when loading deferred it; src: the
- * file's data or none), in*out elements in layout lay. */
+ * file's data or none), in*out elements in layout lay: wrapped in the
+ * region when there is one, else packed as mk->bwd says. */
 static struct dm_linear *make_handle(maker *mk, const float *w, model_src src, dm_layout lay,
                                      int in, int out, pl_err *e)
 {
@@ -238,8 +242,9 @@ static struct dm_linear *make_handle(maker *mk, const float *w, model_src src, d
     return h;
 }
 
-/* Bytes of the region: every matrix in make_handle's order (linear maps
- * layer by layer, then the head), each from a 64-byte boundary. */
+/* Bytes of the region: every block's linear map in make_handle's order
+ * (layer by layer), each from a 64-byte boundary (the head is packed
+ * privately: mb_train_hold). */
 static size_t region_bytes(const model *m)
 {
     int nl = model_n_linears(&m->cfg);
@@ -247,8 +252,10 @@ static size_t region_bytes(const model *m)
     for (int l = 0; l < m->cfg.n_layer; l++)
         for (int s = 0; s < nl; s++)
             off = align64(off + dm_plain_bytes(m->blocks[l].lin[s].in, m->blocks[l].lin[s].out));
-    return align64(off + dm_plain_bytes(m->cfg.n_embd, m->cfg.vocab));
+    return off;
 }
+
+int mb_train_hold(int head) { return head ? DM_FWD_BWD : DM_FWD_BWD_ONE; }
 
 /* The region of the plain copies: the store's, or the model's own. */
 static int region_open(model *m, maker *mk, const model_bf16_store *store, pl_err *e)
@@ -312,14 +319,16 @@ static int pack_linears(model *m, maker *mk, pl_err *e)
     return 0;
 }
 
-/* The head E [V,C] (DM_OUT_IN: in = C, out = V); then what the embedding
- * no longer needs of wte. */
-static int pack_head(model *m, maker *mk, pl_err *e)
+/* The head E [V,C] (DM_OUT_IN: in = C, out = V), training's packed
+ * privately (mb_train_hold), not in the region; then what the embedding no
+ * longer needs of wte. */
+static int pack_head(model *m, const maker *mk, pl_err *e)
 {
     int C = m->cfg.n_embd, V = m->cfg.vocab;
     size_t n = (size_t)V * C;
     int tied = m->lm_head == m->wte && m->head_src.data == m->wte_src.data;
-    m->bf16->head = make_handle(mk, m->lm_head, m->head_src, DM_OUT_IN, C, V, e);
+    maker own = {.bwd = mk->region ? mb_train_hold(1) : mk->bwd};
+    m->bf16->head = make_handle(&own, m->lm_head, m->head_src, DM_OUT_IN, C, V, e);
     if (!m->bf16->head)
         return -1;
     dm_linear_use_arena(m->bf16->head, m->bf16->arena);

@@ -2,7 +2,8 @@
  * fp32 compute whose frozen products run through oneDNN (--fp32-matmul).
  *
  * Every frozen matrix product (the linear maps of every block and the lm
- * head) runs through oneDNN on ONE bf16 copy of its weights, packed once;
+ * head) runs through oneDNN on a bf16 copy of its weights, made once (the
+ * head of training: two, mb_train_hold);
  * their fp32 data is then released (converted copies freed, mapped F32
  * pages dropped).  Norms, biases, wpe and the embedding rows stay fp32 (the
  * embedding is gathered from the file's own rows when no fp32 copy is
@@ -38,11 +39,19 @@
  * (docs/performance.md, "Measurements behind the code's choices"). */
 #define MB_HEAD_ROWS 256
 
-/* Where the plain bf16 copies of training (bf16 compute with_bwd) live:
- * ONE region for all the model's frozen matrices, each at a 64-byte aligned
- * offset in a fixed order (the blocks' linear maps layer by layer, then the
- * head), so processes holding the same model lay it out alike and may share
- * it.  This module knows nothing of who provides it (under mpirun:
+/* How training (bf16 compute with_bwd) holds a frozen matrix, as
+ * dnnl_matmul.h's bwd modes: the blocks' linear maps as ONE plain copy
+ * (DM_FWD_BWD_ONE, in the region below), the head (head != 0) as two packed
+ * copies, one per orientation (DM_FWD_BWD, the process's own): its logits
+ * product over V columns ran ~12% faster packed than on the plain copy,
+ * 2-5% of a step, for V*C*2 more bytes (docs/performance.md, "Session 15").
+ * Also what `pslora bench` measures the peak on. */
+int mb_train_hold(int head);
+
+/* Where the plain bf16 copies of training live: ONE region for the blocks'
+ * frozen matrices, each at a 64-byte aligned offset in a fixed order (layer
+ * by layer), so processes holding the same model lay it out alike and may
+ * share it.  This module knows nothing of who provides it (under mpirun:
  * worker/node_shared.h, one region per node). */
 typedef struct model_bf16_store {
     /* Returns the region of `bytes` bytes, or NULL with e filled.  *must_fill
