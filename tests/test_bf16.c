@@ -23,8 +23,9 @@
  *   (c) a drawn model switches too; switching back and saving are refused;
  *   (d) --compute parsing: fp32, bf16, auto, garbage;
  *   (e) a model_bf16_store: one model writes the region (the blocks'
- *       matrices: its size is theirs plus alignment), another only wraps
- *       it; both give bitwise the loss and gradients of a private copy, the
+ *       plain copies and the head's packed ones: its size is theirs plus
+ *       alignment), another only wraps it; both give bitwise the loss and
+ *       gradients of a private copy, the
  *       wrapper really reads the region, a failing done() fails the load,
  *       forward-only loads never ask the store.
  *   (f) fp32 through oneDNN (model_use_onednn_fp32, --fp32-matmul): loss,
@@ -659,11 +660,12 @@ static void test_store(void **state)
     assert_int_equal(model_bf16_region(&writer, &owned), fs.bytes), assert_false(owned);
     assert_int_equal(model_bf16_region(&reader, &owned), fs.bytes), assert_false(owned);
     assert_int_equal(model_bf16_region(&own, &owned), fs.bytes);
-    /* the blocks' matrices, each from a 64-byte boundary: at most 63 bytes
-     * of padding each (the head is packed privately) */
-    int nm = own.cfg.n_layer * model_n_linears(&own.cfg);
-    size_t half = block_bytes(&own) / 2;
-    assert_true(fs.bytes >= half && fs.bytes < half + 64 * nm);
+    /* the blocks' plain copies, then the head's two packed ones, each from
+     * a 64-byte boundary: at most 63 bytes of padding each */
+    int nm = own.cfg.n_layer * model_n_linears(&own.cfg) + 1;
+    size_t half = block_bytes(&own) / 2, head = dm_packed_bytes(own.cfg.n_embd, own.cfg.vocab, &e);
+    assert_true(head >= (size_t)own.cfg.n_embd * own.cfg.vocab * 4);
+    assert_true(fs.bytes >= half + head && fs.bytes < half + head + 64 * nm);
     assert_int_equal(model_matrix_bytes(&reader), model_matrix_bytes(&own));
     result ro = pass(&own, 1), rw = pass(&writer, 1), rr = pass(&reader, 1);
     same("store writer", rw, ro);

@@ -469,6 +469,23 @@ static void test_prerounded_dy(void **state)
     free(w), free(dy), free(dx0), free(da), free(db), free(dyb);
 }
 
+/* The forward and backward of N rows through each of three handles over
+ * the same weights (in -> out) give the same bits: hs[1] and hs[2] those
+ * of hs[0].  y, dx: three scratch outputs each. */
+static void same_three(dm_linear *const *hs, const float *x, const float *dy, float **y,
+                       float **dx, int N, int in, int out)
+{
+    pl_err e;
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(dm_linear_fwd(hs[k], x, y[k], NULL, N, &e), 0);
+        assert_int_equal(dm_linear_bwd_x(hs[k], dy, dx[k], N, 0, &e), 0);
+    }
+    for (int k = 1; k < 3; k++) {
+        assert_memory_equal(y[k], y[0], (size_t)N * out * sizeof(float));
+        assert_memory_equal(dx[k], dx[0], (size_t)N * in * sizeof(float));
+    }
+}
+
 /* A plain copy in caller memory: made before it is filled (a shared copy
  * another process writes), then filled; the same bf16 bytes and results as
  * dm_linear_pack's own copy, and a second wrap of the memory sees them. */
@@ -496,14 +513,7 @@ static void test_wrap(void **state)
         assert_int_equal(dm_weight_bytes(reader), bytes);
         assert_int_equal(dm_linear_fill(filler, w, DM_F32, &e), 0);
         dm_linear *hs[3] = {own, filler, reader};
-        for (int k = 0; k < 3; k++) {
-            assert_int_equal(dm_linear_fwd(hs[k], x, y[k], NULL, N, &e), 0);
-            assert_int_equal(dm_linear_bwd_x(hs[k], dy, dx[k], N, 0, &e), 0);
-        }
-        for (int k = 1; k < 3; k++) {
-            assert_memory_equal(y[k], y[0], (size_t)N * OUT * sizeof(float));
-            assert_memory_equal(dx[k], dx[0], (size_t)N * IN * sizeof(float));
-        }
+        same_three(hs, x, dy, y, dx, N, IN, OUT);
         for (size_t i = 0; i < (size_t)IN * OUT; i++) {   /* round to nearest even, as laid */
             uint32_t u;
             memcpy(&u, &w[i], 4);
@@ -520,6 +530,49 @@ static void test_wrap(void **state)
     for (int k = 0; k < 3; k++)
         free(y[k]), free(dx[k]);
     free(w), free(x), free(dy), free(mem);
+}
+
+/* Two packed copies in caller memory (dm_linear_wrap_packed), over bytes
+ * that held garbage: made before they are filled, then filled; a second
+ * wrap of the memory sees them, and both give the results of
+ * dm_linear_pack's own DM_FWD_BWD copies bit for bit, forward and backward,
+ * on a shape whose rows and columns oneDNN pads (37 -> 53) and on IN x OUT.
+ * A packed handle of its own is not filled, a NULL memory is refused. */
+static void test_wrap_packed(void **state)
+{
+    (void)state;
+    pl_err e;
+    const int shapes[2][2] = {{37, 53}, {IN, OUT}};
+    int N = 19;
+    for (int sh = 0; sh < 2; sh++) {
+        int in = shapes[sh][0], out = shapes[sh][1];
+        size_t bytes = dm_packed_bytes(in, out, &e);
+        assert_true(bytes >= (size_t)in * out * 4);   /* two copies of in*out bf16 at least */
+        float *w = frand((size_t)in * out, 0.05f, 31), *x = frand((size_t)N * in, 1.0f, 32);
+        float *dy = frand((size_t)N * out, 1.0f, 33), *y[3], *dx[3];
+        for (int k = 0; k < 3; k++)
+            y[k] = malloc((size_t)N * out * 4), dx[k] = malloc((size_t)N * in * 4);
+        unsigned char *mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        for (int lay = DM_OUT_IN; lay <= DM_IN_OUT; lay++) {
+            memset(mem, 0xff, bytes);   /* NaN bf16 everywhere, padding included */
+            dm_linear *own = dm_linear_pack(w, DM_F32, (dm_layout)lay, in, out, DM_FWD_BWD, &e);
+            dm_linear *filler = dm_linear_wrap_packed(mem, (dm_layout)lay, in, out, &e);
+            dm_linear *reader = dm_linear_wrap_packed(mem, (dm_layout)lay, in, out, &e);
+            assert_non_null(own), assert_non_null(filler), assert_non_null(reader);
+            assert_int_equal(dm_weight_bytes(reader), dm_weight_bytes(own));
+            assert_int_equal(dm_linear_fill(filler, w, DM_F32, &e), 0);
+            dm_linear *hs[3] = {own, filler, reader};
+            same_three(hs, x, dy, y, dx, N, in, out);
+            assert_int_equal(dm_linear_fill(own, w, DM_F32, &e), -1);   /* not wrapped */
+            assert_non_null(strstr(e.msg, "wrapped packed"));
+            dm_free(own), dm_free(filler), dm_free(reader);   /* mem is ours to free */
+        }
+        for (int k = 0; k < 3; k++)
+            free(y[k]), free(dx[k]);
+        free(w), free(x), free(dy), free(mem);
+    }
+    assert_null(dm_linear_wrap_packed(NULL, DM_OUT_IN, IN, OUT, &e));
+    assert_non_null(strstr(e.msg, "no memory"));
 }
 
 /* ---- fp32 handles ---- */
@@ -730,6 +783,12 @@ static void test_without_dnnl(void **state)
     assert_null(dm_linear_wrap_f32(w, DM_OUT_IN, 4, 3, &e));
     assert_non_null(strstr(e.msg, "built without oneDNN"));
     e.msg[0] = 0;
+    assert_null(dm_linear_wrap_packed(w, DM_OUT_IN, 4, 3, &e));
+    assert_non_null(strstr(e.msg, "built without oneDNN"));
+    e.msg[0] = 0;
+    assert_int_equal(dm_packed_bytes(4, 3, &e), 0);
+    assert_non_null(strstr(e.msg, "built without oneDNN"));
+    e.msg[0] = 0;
     assert_int_equal(dm_linear_fwd(NULL, x, y, NULL, 1, &e), -1);
     assert_non_null(strstr(e.msg, "built without oneDNN"));
     e.msg[0] = 0;
@@ -786,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_bf16_source),
         cmocka_unit_test(test_plain_acc_arena),
         cmocka_unit_test(test_wrap),
+        cmocka_unit_test(test_wrap_packed),
         cmocka_unit_test(test_prerounded_input),
         cmocka_unit_test(test_prerounded_dy),
         cmocka_unit_test(test_cache_eviction),

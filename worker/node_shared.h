@@ -1,6 +1,6 @@
-/* node_shared.h - one bf16 copy of the blocks' frozen weights per node,
- * shared by the worker ranks on it (an MPI-3 shared-memory window; the lm
- * head's packed copies are each rank's own: model_bf16.h, mb_train_hold).
+/* node_shared.h - one bf16 copy of the frozen weights per node, shared by
+ * the worker ranks on it (an MPI-3 shared-memory window; the blocks' plain
+ * copies and the lm head's packed ones: model_bf16.h, mb_train_hold).
  *
  * A model_bf16_store (common/nn/model.h) for `pslora train` under mpirun.  The
  * worker ranks of one node (MPI_Comm_split_type MPI_COMM_TYPE_SHARED over

@@ -74,6 +74,20 @@ int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e)
     return pl_errf(e, NO_DNNL);
 }
 
+size_t dm_packed_bytes(int in, int out, pl_err *e)
+{
+    (void)in, (void)out;
+    pl_errf(e, NO_DNNL);
+    return 0;
+}
+
+dm_linear *dm_linear_wrap_packed(void *data, dm_layout layout, int in, int out, pl_err *e)
+{
+    (void)data, (void)layout, (void)in, (void)out;
+    pl_errf(e, NO_DNNL);
+    return NULL;
+}
+
 dm_linear *dm_linear_wrap_f32(const float *w, dm_layout layout, int in, int out, pl_err *e)
 {
     (void)w, (void)layout, (void)in, (void)out;
@@ -159,6 +173,7 @@ struct dm_arena {
 
 struct dm_linear {
     int in, out, bwd;
+    int wrapped;                 /* the weights lie in the caller's memory */
     dm_layout layout;            /* of the source weights */
     dnnl_data_type_t dt;         /* of the weights and the matmul's source: bf16 or f32 */
     dnnl_memory_desc_t wmd[2];   /* weights: [0] forward, [1] backward */
@@ -314,9 +329,9 @@ static dnnl_status_t reorder_into(dm_linear *h, int o, const void *w, dm_dtype d
     return s;
 }
 
-/* Packs orientation o of the source weights into h->wmem[o], in the layout
- * oneDNN's matmul prefers for DM_PACK_ROWS rows. */
-static int pack_one(dm_linear *h, int o, const void *w, dm_dtype dt, dm_layout layout, pl_err *e)
+/* oneDNN's packed layout of orientation o, as its matmul prefers it for
+ * DM_PACK_ROWS rows (the same for every process on this CPU and library). */
+static dnnl_status_t packed_md(const dm_linear *h, int o, dnnl_memory_desc_t *md)
 {
     int K, Nc;
     orient_dims(h, o, &K, &Nc);
@@ -325,19 +340,52 @@ static int pack_one(dm_linear *h, int o, const void *w, dm_dtype dt, dm_layout l
     dnnl_status_t s = md2(&any, K, Nc, dnnl_bf16, dnnl_format_tag_any);
     if (s == dnnl_success)
         s = matmul_pd(&pd, DM_PACK_ROWS, K, Nc, dnnl_bf16, &any, 0, 0);
-    if (s == dnnl_success) {
-        h->wmd[o] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        s = dnnl_memory_create(&h->wmem[o], &h->wmd[o], g_engine, DNNL_MEMORY_ALLOCATE);
-    }
     if (s == dnnl_success)
-        s = reorder_into(h, o, w, dt, layout);
-    if (s == dnnl_success)
-        h->wbytes += dnnl_memory_desc_get_size(&h->wmd[o]);
+        *md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     if (pd)
         dnnl_primitive_desc_destroy(pd);
+    return s;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* The packed memories of orientations 0 .. n-1: oneDNN's own (data NULL),
+ * or the caller's, orientation 1 from the first 64-byte boundary after
+ * orientation 0.  *span (may be NULL): the bytes of data so used. */
+static int packed_mems(dm_linear *h, int n, unsigned char *data, size_t *span, pl_err *e)
+{
+    dnnl_status_t s = dnnl_success;
+    size_t off = 0;
+    int o = 0;
+    for (; o < n && s == dnnl_success; o++) {
+        s = packed_md(h, o, &h->wmd[o]);
+        if (s == dnnl_success)
+            s = dnnl_memory_create(&h->wmem[o], &h->wmd[o], g_engine,
+                                   data ? (void *)(data + off) : DNNL_MEMORY_ALLOCATE);
+        if (s == dnnl_success) {
+            size_t sz = dnnl_memory_desc_get_size(&h->wmd[o]);
+            h->wbytes += sz, off = align64(off + sz);
+        }
+    }
+    if (span)
+        *span = off;
     if (s != dnnl_success)
-        return pl_errf(e, "bf16 matmul: packing %s weights [K=%d, N=%d] failed (oneDNN status %d)",
-                       o == 0 ? "forward" : "backward", K, Nc, (int)s);
+        return pl_errf(e, "bf16 matmul: laying out %s weights [%d -> %d] failed (oneDNN status %d)",
+                       o <= 1 ? "forward" : "backward", h->in, h->out, (int)s);
+    return 0;
+}
+
+/* Writes the source weights (as they lie, h->layout) into the packed
+ * memories of orientations 0 .. n-1. */
+static int packed_fill(dm_linear *h, int n, const void *w, dm_dtype dt, pl_err *e)
+{
+    for (int o = 0; o < n; o++) {
+        dnnl_status_t s = reorder_into(h, o, w, dt, h->layout);
+        if (s != dnnl_success)
+            return pl_errf(e, "bf16 matmul: packing %s weights [K=%d, N=%d] failed (oneDNN status "
+                              "%d)", o == 0 ? "forward" : "backward", o == 0 ? h->in : h->out,
+                           o == 0 ? h->out : h->in, (int)s);
+    }
     return 0;
 }
 
@@ -411,9 +459,10 @@ dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, 
         if (rc == 0)
             rc = fill_plain(h, w, dt, e);
     } else {
-        rc = pack_one(h, 0, w, dt, layout, e);
-        if (rc == 0 && bwd == DM_FWD_BWD)
-            rc = pack_one(h, 1, w, dt, layout, e);
+        int n = bwd == DM_FWD_BWD ? 2 : 1;
+        rc = packed_mems(h, n, NULL, NULL, e);
+        if (rc == 0)
+            rc = packed_fill(h, n, w, dt, e);
     }
     if (rc != 0) {
         dm_free(h);
@@ -436,6 +485,31 @@ dm_linear *dm_linear_wrap_bf16(void *data, dm_layout layout, int in, int out, pl
     return h;
 }
 
+size_t dm_packed_bytes(int in, int out, pl_err *e)
+{
+    dm_linear *h = handle_new(in, out, DM_OUT_IN, DM_FWD_BWD, dnnl_bf16, e);
+    size_t span = 0;
+    int rc = h ? packed_mems(h, 2, NULL, &span, e) : -1;
+    dm_free(h);
+    return rc == 0 ? span : 0;
+}
+
+dm_linear *dm_linear_wrap_packed(void *data, dm_layout layout, int in, int out, pl_err *e)
+{
+    if (!data) {
+        pl_errf(e, "bf16 matmul: no memory to wrap for packed weights [%d -> %d]", in, out);
+        return NULL;
+    }
+    dm_linear *h = handle_new(in, out, layout, DM_FWD_BWD, dnnl_bf16, e);
+    if (h && packed_mems(h, 2, data, NULL, e) != 0) {
+        dm_free(h);
+        return NULL;
+    }
+    if (h)
+        h->wrapped = 1;
+    return h;
+}
+
 dm_linear *dm_linear_wrap_f32(const float *w, dm_layout layout, int in, int out, pl_err *e)
 {
     if (!w) {
@@ -452,8 +526,11 @@ dm_linear *dm_linear_wrap_f32(const float *w, dm_layout layout, int in, int out,
 
 int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e)
 {
+    if (h && w && h->dt == dnnl_bf16 && h->wrapped && h->bwd == DM_FWD_BWD)
+        return packed_fill(h, 2, w, dt, e);
     if (!h || !w || h->bwd != DM_FWD_BWD_ONE || h->dt != dnnl_bf16)
-        return pl_errf(e, "bf16 matmul: fill needs weights and a plain bf16 (DM_FWD_BWD_ONE) handle");
+        return pl_errf(e, "bf16 matmul: fill needs weights and a plain bf16 (DM_FWD_BWD_ONE) "
+                          "or a wrapped packed handle");
     return fill_plain(h, w, dt, e);
 }
 

@@ -18,9 +18,10 @@
  *                  orientation and transposed for the other (half the fp32
  *                  memory; somewhat slower without AMX: docs/performance.md).
  *
- * A DM_FWD_BWD_ONE copy may also live in memory the caller owns
- * (dm_linear_wrap_bf16): several processes can then share one copy, which
- * one of them writes (dm_linear_fill) and the others only describe.
+ * A DM_FWD_BWD_ONE copy, or a DM_FWD_BWD pair, may also live in memory the
+ * caller owns (dm_linear_wrap_bf16, dm_linear_wrap_packed): several
+ * processes can then share one copy, which one of them writes
+ * (dm_linear_fill) and the others only describe.
  *
  * Handles may share one dm_arena: the bf16 copy of the activations and
  * oneDNN's scratchpads then live there once instead of once per handle (a
@@ -79,9 +80,22 @@ dm_linear *dm_linear_pack(const void *w, dm_dtype dt, dm_layout layout, int in, 
  * weights (dm_linear_fill here, or through another handle or process over
  * the same bytes) before the first product.  NULL on failure, reason in e. */
 dm_linear *dm_linear_wrap_bf16(void *data, dm_layout layout, int in, int out, pl_err *e);
+/* Bytes of two packed bf16 copies (DM_FWD_BWD) of in x out weights laid
+ * out as dm_linear_wrap_packed lays them: each orientation in the layout
+ * oneDNN's matmul picks on this CPU, the second from the first 64-byte
+ * boundary after the first.  0 on failure (e filled). */
+size_t dm_packed_bytes(int in, int out, pl_err *e);
+/* A DM_FWD_BWD handle over packed bf16 memory the caller owns
+ * (dm_packed_bytes of it), as dm_linear_wrap_bf16 is for a plain copy:
+ * nothing read or written until dm_linear_fill (here, or through another
+ * handle or process over the same bytes).  The layout is oneDNN's choice
+ * for this CPU and library version, so only processes on the same machine
+ * may share it (the ranks of one node).  NULL on failure, reason in e. */
+dm_linear *dm_linear_wrap_packed(void *data, dm_layout layout, int in, int out, pl_err *e);
 /* Writes W (w: float or uint16_t bf16 bits, per dt, in the handle's layout)
- * into the plain bf16 copy of a DM_FWD_BWD_ONE handle, rounded as
- * dm_linear_pack rounds: the same bytes.  0, or -1 with e filled. */
+ * into the bf16 copy of a DM_FWD_BWD_ONE handle, or into both packed
+ * copies of a dm_linear_wrap_packed one, rounded as dm_linear_pack rounds:
+ * the same bytes.  0, or -1 with e filled. */
 int dm_linear_fill(dm_linear *h, const void *w, dm_dtype dt, pl_err *e);
 /* An fp32 handle over the caller's fp32 weights w (in*out floats,
  * row-major as layout says), used in place for y = x W^T and dx = dy W:

@@ -12,10 +12,10 @@
  * layout (DM_FWD_ONLY).  So the blocks take half their fp32 memory, the
  * head of training all of it.
  *
- * The plain copies of training all lie in ONE region, each matrix at a
- * 64-byte aligned offset in a fixed order (region_bytes), so processes
- * holding the same model lay it out alike; the head's packed copies are
- * the process's own.  The region is the model's own
+ * The copies of training all lie in ONE region, each matrix at a 64-byte
+ * aligned offset in a fixed order (region_bytes), so processes holding the
+ * same model on the same machine lay it out alike (the head's packed layout
+ * is oneDNN's choice for the CPU).  The region is the model's own
  * (model_set_compute), or a model_bf16_store's (model_set_compute_in):
  * under mpirun one per node, written by one rank, only described (wrapped)
  * by the others, which then convert and read nothing of the file's
@@ -218,16 +218,24 @@ static int fill(struct dm_linear *h, const float *w, model_src src, int in, int 
     return rc;
 }
 
+/* Bytes a matrix of in x out takes in the region when held as hold. */
+static size_t held_bytes(int hold, int in, int out, pl_err *e)
+{
+    return hold == DM_FWD_BWD ? dm_packed_bytes(in, out, e) : dm_plain_bytes(in, out);
+}
+
 /* One bf16 handle for W (w: fp32 or NULL when loading deferred it; src: the
- * file's data or none), in*out elements in layout lay: wrapped in the
- * region when there is one, else packed as mk->bwd says. */
+ * file's data or none), in*out elements in layout lay: in the region when
+ * there is one, held as hold (mb_train_hold), else packed as mk->bwd says. */
 static struct dm_linear *make_handle(maker *mk, const float *w, model_src src, dm_layout lay,
-                                     int in, int out, pl_err *e)
+                                     int in, int out, int hold, pl_err *e)
 {
     struct dm_linear *h;
     if (mk->region) {
-        h = dm_linear_wrap_bf16(mk->region + mk->off, lay, in, out, e);
-        mk->off = align64(mk->off + dm_plain_bytes(in, out));
+        void *at = mk->region + mk->off;
+        h = hold == DM_FWD_BWD ? dm_linear_wrap_packed(at, lay, in, out, e)
+                               : dm_linear_wrap_bf16(at, lay, in, out, e);
+        mk->off = align64(mk->off + held_bytes(hold, in, out, e));
         if (h && mk->fill && fill(h, w, src, in, out, e) != 0) {
             dm_free(h);
             h = NULL;
@@ -242,17 +250,19 @@ static struct dm_linear *make_handle(maker *mk, const float *w, model_src src, d
     return h;
 }
 
-/* Bytes of the region: every block's linear map in make_handle's order
- * (layer by layer), each from a 64-byte boundary (the head is packed
- * privately: mb_train_hold). */
-static size_t region_bytes(const model *m)
+/* Bytes of the region: every matrix in make_handle's order (linear maps
+ * layer by layer, then the head), each from a 64-byte boundary, held as
+ * mb_train_hold says.  0 on failure (e filled). */
+static size_t region_bytes(const model *m, pl_err *e)
 {
-    int nl = model_n_linears(&m->cfg);
+    int nl = model_n_linears(&m->cfg), hold = mb_train_hold(0);
     size_t off = 0;
     for (int l = 0; l < m->cfg.n_layer; l++)
         for (int s = 0; s < nl; s++)
-            off = align64(off + dm_plain_bytes(m->blocks[l].lin[s].in, m->blocks[l].lin[s].out));
-    return off;
+            off = align64(off + held_bytes(hold, m->blocks[l].lin[s].in,
+                                           m->blocks[l].lin[s].out, e));
+    size_t head = held_bytes(mb_train_hold(1), m->cfg.n_embd, m->cfg.vocab, e);
+    return head ? align64(off + head) : 0;
 }
 
 int mb_train_hold(int head) { return head ? DM_FWD_BWD : DM_FWD_BWD_ONE; }
@@ -260,7 +270,9 @@ int mb_train_hold(int head) { return head ? DM_FWD_BWD : DM_FWD_BWD_ONE; }
 /* The region of the plain copies: the store's, or the model's own. */
 static int region_open(model *m, maker *mk, const model_bf16_store *store, pl_err *e)
 {
-    size_t bytes = region_bytes(m);
+    size_t bytes = region_bytes(m, e);
+    if (!bytes)
+        return -1;
     if (store) {
         mk->region = store->alloc(store->ctx, bytes, &mk->fill, e);
     } else {
@@ -309,7 +321,7 @@ static int pack_linears(model *m, maker *mk, pl_err *e)
         for (int s = 0; s < nl; s++) {
             model_linear *lin = &m->blocks[l].lin[s];
             lin->dm = make_handle(mk, lin->w, lin->src, lin->conv1d ? DM_IN_OUT : DM_OUT_IN,
-                                  lin->in, lin->out, e);
+                                  lin->in, lin->out, mb_train_hold(0), e);
             if (!lin->dm)
                 return -1;
             dm_linear_use_arena(lin->dm, m->bf16->arena);
@@ -319,16 +331,14 @@ static int pack_linears(model *m, maker *mk, pl_err *e)
     return 0;
 }
 
-/* The head E [V,C] (DM_OUT_IN: in = C, out = V), training's packed
- * privately (mb_train_hold), not in the region; then what the embedding no
- * longer needs of wte. */
-static int pack_head(model *m, const maker *mk, pl_err *e)
+/* The head E [V,C] (DM_OUT_IN: in = C, out = V), last in the region; then
+ * what the embedding no longer needs of wte. */
+static int pack_head(model *m, maker *mk, pl_err *e)
 {
     int C = m->cfg.n_embd, V = m->cfg.vocab;
     size_t n = (size_t)V * C;
     int tied = m->lm_head == m->wte && m->head_src.data == m->wte_src.data;
-    maker own = {.bwd = mk->region ? mb_train_hold(1) : mk->bwd};
-    m->bf16->head = make_handle(&own, m->lm_head, m->head_src, DM_OUT_IN, C, V, e);
+    m->bf16->head = make_handle(mk, m->lm_head, m->head_src, DM_OUT_IN, C, V, mb_train_hold(1), e);
     if (!m->bf16->head)
         return -1;
     dm_linear_use_arena(m->bf16->head, m->bf16->arena);

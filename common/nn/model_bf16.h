@@ -41,17 +41,18 @@
 
 /* How training (bf16 compute with_bwd) holds a frozen matrix, as
  * dnnl_matmul.h's bwd modes: the blocks' linear maps as ONE plain copy
- * (DM_FWD_BWD_ONE, in the region below), the head (head != 0) as two packed
- * copies, one per orientation (DM_FWD_BWD, the process's own): its logits
- * product over V columns ran ~12% faster packed than on the plain copy,
- * 2-5% of a step, for V*C*2 more bytes (docs/performance.md, "Session 15").
+ * (DM_FWD_BWD_ONE), the head (head != 0) as two packed copies, one per
+ * orientation (DM_FWD_BWD): its logits product over V columns ran ~12%
+ * faster packed than on the plain copy, 2-5% of a step, for V*C*2 more
+ * bytes (docs/performance.md, "Session 15").  Both in the region below.
  * Also what `pslora bench` measures the peak on. */
 int mb_train_hold(int head);
 
-/* Where the plain bf16 copies of training live: ONE region for the blocks'
- * frozen matrices, each at a 64-byte aligned offset in a fixed order (layer
- * by layer), so processes holding the same model lay it out alike and may
- * share it.  This module knows nothing of who provides it (under mpirun:
+/* Where the bf16 copies of training live: ONE region for all the model's
+ * frozen matrices, each at a 64-byte aligned offset in a fixed order (the
+ * blocks' linear maps layer by layer, then the head), held as
+ * mb_train_hold says, so processes holding the same model on the same
+ * machine lay it out alike and may share it.  This module knows nothing of who provides it (under mpirun:
  * worker/node_shared.h, one region per node). */
 typedef struct model_bf16_store {
     /* Returns the region of `bytes` bytes, or NULL with e filled.  *must_fill
