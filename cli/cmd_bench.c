@@ -123,6 +123,7 @@ typedef struct {
     const char *name;
     int in, out, conv1d, bwd;   /* bwd: dx = dy W (K = out) */
     double flops;               /* this product's FLOPs in one model step */
+    int head;                   /* the lm head (held apart: mb_train_hold) */
 } gemm_shape;
 
 /* The model's distinct linear products (each slot of a block and the head),
@@ -138,13 +139,13 @@ static int model_shapes(const model *m, const lora_layout *L, int N, gemm_shape 
         int nb = c->n_layer - lo - (reads_first_norm(c, s) && lo < c->n_layer);
         const char *name = model_linear_name(c, s);
         int conv = m->blocks[0].lin[s].conv1d;
-        g[n++] = (gemm_shape){name, in, out, conv, 0, one * c->n_layer};
+        g[n++] = (gemm_shape){name, in, out, conv, 0, one * c->n_layer, 0};
         if (nb > 0)
-            g[n++] = (gemm_shape){name, in, out, conv, 1, one * nb};
+            g[n++] = (gemm_shape){name, in, out, conv, 1, one * nb, 0};
     }
     double head = 2.0 * N * c->n_embd * c->vocab;
-    g[n++] = (gemm_shape){"lm_head", c->n_embd, c->vocab, 0, 0, head};
-    g[n++] = (gemm_shape){"lm_head", c->n_embd, c->vocab, 0, 1, head};
+    g[n++] = (gemm_shape){"lm_head", c->n_embd, c->vocab, 0, 0, head, 1};
+    g[n++] = (gemm_shape){"lm_head", c->n_embd, c->vocab, 0, 1, head, 1};
     return n;
 }
 
@@ -232,7 +233,7 @@ static double measure_peak(const model *m, const lora_layout *L, int N, peak_ker
         gemm_job j = {&g[i], N, w, x, y, NULL};
         dm_layout lay = g[i].conv1d ? DM_IN_OUT : DM_OUT_IN;
         if (k != PEAK_SGEMM) {   /* as the training model holds them (mb_train_hold), or w */
-            int hold = mb_train_hold(!strcmp(g[i].name, "lm_head"));
+            int hold = mb_train_hold(g[i].head);
             j.h = k == PEAK_DNNL_BF16 ? dm_linear_pack(w, DM_F32, lay, g[i].in, g[i].out, hold, e)
                                       : dm_linear_wrap_f32(w, lay, g[i].in, g[i].out, e);
             if (!j.h) {

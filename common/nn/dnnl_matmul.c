@@ -381,10 +381,11 @@ static int packed_fill(dm_linear *h, int n, const void *w, dm_dtype dt, pl_err *
 {
     for (int o = 0; o < n; o++) {
         dnnl_status_t s = reorder_into(h, o, w, dt, h->layout);
+        int K, Nc;
+        orient_dims(h, o, &K, &Nc);
         if (s != dnnl_success)
             return pl_errf(e, "bf16 matmul: packing %s weights [K=%d, N=%d] failed (oneDNN status "
-                              "%d)", o == 0 ? "forward" : "backward", o == 0 ? h->in : h->out,
-                           o == 0 ? h->out : h->in, (int)s);
+                              "%d)", o == 0 ? "forward" : "backward", K, Nc, (int)s);
     }
     return 0;
 }
