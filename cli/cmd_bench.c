@@ -5,11 +5,12 @@
  * model_loss_grad (forward + backward of the adapter) then clip + AdamW over
  * the adapter.  Warm-up steps are run first and not timed.  Printed: the
  * configuration, the analytic FLOPs per token (formula at step_flops), ms per
- * step split into forward / backward / optimizer, the model's GFLOP/s, the
- * machine's measured sgemm ceiling on the model's own shapes and the share of
- * it reached, and last the line "tokens/s X".
+ * step split into forward / backward / optimizer, the fastest and slowest
+ * timed step (how steady the machine was; the figures are of the mean), the
+ * model's GFLOP/s, the machine's measured sgemm ceiling on the model's own
+ * shapes and the share of it reached, and last the line "tokens/s X".
  *
- * --compute bf16 (or auto on an AMX CPU) switches the model to bf16 compute
+ * --compute bf16 (or auto on a CPU with AVX512_BF16 or AMX) switches the model to bf16 compute
  * (model_set_compute: a bf16 copy of each frozen matrix, products through
  * oneDNN) and times the same step; its peak is then oneDNN's bf16 matmul on
  * the same shapes, with the weights held as the model holds them.
@@ -260,6 +261,7 @@ static double measure_peak(const model *m, const lora_layout *L, int N, peak_ker
 
 typedef struct {
     double fwd, bwd, opt, total;   /* seconds summed over the timed steps */
+    double fastest, slowest;       /* seconds of the fastest and slowest timed step */
     double loss_first, loss_last;  /* mean loss per token */
 } step_times;
 
@@ -348,6 +350,10 @@ static int run_steps(const model *m, const lora_layout *L, const bench_opts *o, 
         if (s < o->warmup)
             continue;
         st->fwd += tf, st->bwd += tb, st->opt += t2 - t1, st->total += t2 - t0;
+        if (s == o->warmup || t2 - t0 < st->fastest)
+            st->fastest = t2 - t0;
+        if (t2 - t0 > st->slowest)
+            st->slowest = t2 - t0;
         if (s == o->warmup)
             st->loss_first = loss;
         st->loss_last = loss;
@@ -449,6 +455,10 @@ static void print_steps(const step_times *st, const bench_opts *o, flops f, doub
            "optimizer %.2f + other %.2f\n",
            o->steps, o->warmup, 1e3 * st->total / n, 1e3 * st->fwd / n, 1e3 * st->bwd / n,
            1e3 * st->opt / n, 1e3 * (st->total - st->fwd - st->bwd - st->opt) / n);
+    /* the spread says how steady the machine was: the figures below are of
+     * the mean, and a shared host's busy moments widen it */
+    printf("step spread: fastest %.1f ms, slowest %.1f ms (%.1f%% apart)\n", 1e3 * st->fastest,
+           1e3 * st->slowest, 100 * (st->slowest - st->fastest) / st->fastest);
     printf("loss %.4f (first timed step) %.4f (last)\n", st->loss_first, st->loss_last);
     /* the head's dx is computed (and timed) with its forward: rate it there */
     double g_fwd = (f.fwd + f.head_dx) * n / st->fwd * 1e-9;

@@ -16,6 +16,7 @@
 #  - the call-site table (step_prof.h's sites) lists each timed kernel call
 #    once, and each category's sites sum to it (no site lost or counted
 #    twice); the folded Llama MLP's LoRA passes are sites of their own;
+#  - the spread line's fastest and slowest timed step bracket the mean;
 #  - without --profile no table is printed;
 #  - the header names how idle OpenMP threads wait (OMP_WAIT_POLICY,
 #    GOMP_SPINCOUNT, or the runtime's default);
@@ -64,7 +65,14 @@ check() {
   local conv
   conv=$(cat_ms "$f" "f32->bf16")
   awk -v x="$conv" 'BEGIN { exit !(x == 0) }' || fail "$name: a product rounds its input ($conv ms)"
-  ok "$name: ${#CATS[@]} categories, sum $sum ms of the step's $step ms"
+  # the spread line: the fastest and slowest timed step bracket their mean
+  local fast slow
+  fast=$(sed -nE 's/^step spread: fastest ([0-9.]+) ms, slowest ([0-9.]+) ms .*/\1/p' "$f")
+  slow=$(sed -nE 's/^step spread: fastest ([0-9.]+) ms, slowest ([0-9.]+) ms .*/\2/p' "$f")
+  [ -n "$fast" ] && [ -n "$slow" ] || fail "$name: no step spread line"
+  awk -v a="$fast" -v t="$step" -v b="$slow" 'BEGIN { exit !(a > 0 && a <= t + 0.05 && t <= b + 0.05) }' ||
+    fail "$name: fastest $fast ms, mean $step ms, slowest $slow ms are out of order"
+  ok "$name: ${#CATS[@]} categories, sum $sum ms of the step's $step ms (steps $fast..$slow ms)"
   check_sites "$name" "$f"
 }
 
