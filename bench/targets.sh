@@ -47,12 +47,13 @@ date -u +%FT%TZ >"$out/end"
 for c in auto fp32 fp32_onednn; do
     echo "llama $c: $("$here/peak_share.sh" "$out"/llama_${c}_[0-9].txt)"
 done >"$out/peak_share.txt"
-# One line per file: what ran and how close to its peak.
+# One line per file: what ran, how close to its peak, and how far apart its
+# steps were (a wide spread: a run the host disturbed).
 for f in "$out"/cmp_*.txt; do
     echo "$(basename "$f"): $(grep -E '^(pslora|ratio|ceiling)' "$f" | tr '\n' ' ')"
 done
 for f in "$out"/llama_*_[0-9].txt "$out"/*_profile.txt; do
     echo "$(basename "$f"): $(sed -n 's/^model GFLOP\/s .*; \([0-9.]*% of the measured peak [0-9.]*\)$/\1/p' "$f")," \
-        "$(grep '^tokens/s' "$f")"
+        "$(grep '^tokens/s' "$f"), steps $(sed -n 's/^step spread: .*(\(.*\))$/\1/p' "$f")"
 done
 cat "$out/peak_share.txt"
