@@ -50,6 +50,7 @@
 #include "dnnl_matmul.h"
 #include "err.h"
 #include "kernels.h"
+#include "kernels_lora.h"
 #include "lora_bf16.h"
 #include "metrics.h"
 #include "rng.h"
@@ -495,7 +496,7 @@ static int bench_attention(int argc, char **argv, double seconds, const char *th
  *   sgemm   the products as k_gemm calls (the kernels before they were
  *           written out): fwd u = x A^T, y += s u B^T; bwd dB += s dy^T u,
  *           du = s dy B, dA += du^T x, dx += du A
- *   kernel  k_lora_fwd / k_lora_bwd (common/nn/kernels.h), adding into y
+ *   kernel  k_lora_fwd / k_lora_bwd (common/nn/kernels_lora.h), adding into y
  *           and dx as the model calls them after a oneDNN product that
  *           writes (session 7: written instead where the LoRA goes first)
  *   add     k_add over as many floats as the passes must move (fwd: x read,
@@ -631,7 +632,7 @@ static int bench_lora(int argc, char **argv, double seconds, const char *threads
  *             k_lora_fwd for down (u from act);  bwd: k_lora_bwd for down
  *             adding into d(act), k_swiglu_bwd_bf16 (fp32 and bf16),
  *             k_lora_bwd_group for gate and up
- *   folded    k_swiglu_lora (kernels.h): fwd: the u of gate and up, then
+ *   folded    k_swiglu_lora (kernels_lora.h): fwd: the u of gate and up, then
  *             k_swiglu_lora_fwd (act only in a tile, down's LoRA inside);
  *             bwd: k_swiglu_lora_bwd (down's du and dB share, act made
  *             again for its dA), k_swiglu_lora_bwd_end

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_lora.h"
 #include "vec.h"
 #include "testutil.h"
 

@@ -21,6 +21,7 @@
 
 #include "bf16.h"
 #include "kernels.h"
+#include "kernels_lora.h"
 #include "testutil.h"
 
 #define FWD_TOL 1e-5

@@ -2,7 +2,7 @@
  * model path: the dots u = s x M^T and the sums y = y0 + (s c) M, with M
  * (an A or a B^T, r rows) and x or c rounded to bf16 and every sum in
  * fp32, as AVX512_BF16's vdpbf16ps computes them.  Half the loads and half
- * the multiply instructions of the fp32 kernels in kernels.c
+ * the multiply instructions of the fp32 kernels in kernels_lora.c
  * (docs/performance.md, "Session 13").
  *
  * One vdpbf16ps lane adds to its fp32 sum t two products of bf16 pairs,

@@ -43,7 +43,7 @@
  * a->xb), so those products take it as it lies; their fp32 output is
  * written only where something reads it (f32_read).  A Llama MLP with
  * gate, up and down all adapted runs its LoRA inside the SwiGLU's passes
- * there (mlp_folded, kernels.h k_swiglu_lora: the same bits, the wide rows
+ * there (mlp_folded, kernels_lora.h k_swiglu_lora: the same bits, the wide rows
  * read once while in cache).  Everything else is the same code.  A failing bf16
  * product (only possible on the first call of a shape) is kept in the acts
  * and makes the pass return NaN (model_acts_error).  fp32 through oneDNN
@@ -57,6 +57,7 @@
 #include "dnnl_attention.h"
 #include "dnnl_matmul.h"
 #include "kernels.h"
+#include "kernels_lora.h"
 #include "kernels_bert.h"
 #include "lora.h"
 #include "lora_bf16.h"
