@@ -2,11 +2,16 @@
 # pslora train --full sharded across the servers: each server keeps only the
 # tensors it owns (weights, AdamW m and v, gradient sum and scratch).
 #  - a 4 x 320 GPT-2 (4.9 M trained floats, 20 MB): the summary's mem/server
-#    (peak RSS of the server ranks, getrusage) with --servers 2 is below 0.7x
-#    of --servers 1, and at least the state one server must hold (weights,
-#    m and v: 12 bytes per float) with --servers 1, so it is measured, not
-#    computed from sizes; metrics.jsonl's summary record carries the same
-#    figures;
+#    (peak RSS of the server ranks, getrusage) with --servers 1 is at least
+#    the state one server must hold (weights, m and v: 12 bytes per float),
+#    so it is measured, not computed from sizes, and with --servers 2 it is
+#    lower by at least half of that state (6 bytes per float, 28 MB): each
+#    server sheds the half it does not own.  (Not a ratio: the ranks' fixed
+#    RSS, ~90 MB of libraries and MPI, and the gradient shards in flight,
+#    which move a 2-server rank's peak by ~17 MB between runs, made a
+#    0.7x bound fail two runs in five: 190 or 191 -> 116, 125, 132, 133,
+#    133 MB);
+#    metrics.jsonl's summary record carries the same figures;
 #  - the output model is byte-identical between 1 and 2 servers (AdamW,
 #    --clip 0: the per-element arithmetic does not depend on the dealing);
 #  - --servers 2 -> 1 on resume: byte-identical to an uninterrupted run;
@@ -32,8 +37,8 @@ params=$(sed -nE 's/.*trained_params ([0-9]+).*/\1/p' b1.txt)
 [ "$params" = 4915200 ] || fail "trained_params $params, expected 4915200"
 awk -v m="$m1" -v p="$params" 'BEGIN { exit !(m * 1048576 >= 12 * p) }' \
   || fail "mem/server $m1 MB with 1 server is below its weights, m and v ($((12 * params)) bytes)"
-awk -v a="$m2" -v b="$m1" 'BEGIN { exit !(a < 0.7 * b) }' \
-  || fail "mem/server $m2 MB with 2 servers is not below 0.7 x $m1 MB with 1"
+awk -v a="$m2" -v b="$m1" -v p="$params" 'BEGIN { exit !((b - a) * 1048576 >= 6 * p) }' \
+  || fail "mem/server $m2 MB with 2 servers is not below $m1 MB with 1 by half the state ($((6 * params)) bytes)"
 for d in b1 b2; do   # the summary record: the line's figures, and the largest is the rank's
   python3 - $d/metrics.jsonl "$(mem $d.txt server)" "$(mem $d.txt worker)" "$(mem $d.txt rank)" <<'PY' \
     || fail "$d: metrics.jsonl summary record"
