@@ -354,24 +354,20 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
  * orientation 0.  *span (may be NULL): the bytes of data so used. */
 static int packed_mems(dm_linear *h, int n, unsigned char *data, size_t *span, pl_err *e)
 {
-    dnnl_status_t s = dnnl_success;
     size_t off = 0;
-    int o = 0;
-    for (; o < n && s == dnnl_success; o++) {
-        s = packed_md(h, o, &h->wmd[o]);
+    for (int o = 0; o < n; o++) {
+        dnnl_status_t s = packed_md(h, o, &h->wmd[o]);
         if (s == dnnl_success)
             s = dnnl_memory_create(&h->wmem[o], &h->wmd[o], g_engine,
                                    data ? (void *)(data + off) : DNNL_MEMORY_ALLOCATE);
-        if (s == dnnl_success) {
-            size_t sz = dnnl_memory_desc_get_size(&h->wmd[o]);
-            h->wbytes += sz, off = align64(off + sz);
-        }
+        if (s != dnnl_success)
+            return pl_errf(e, "bf16 matmul: laying out %s weights [%d -> %d] failed (oneDNN "
+                              "status %d)", o == 0 ? "forward" : "backward", h->in, h->out, (int)s);
+        size_t sz = dnnl_memory_desc_get_size(&h->wmd[o]);
+        h->wbytes += sz, off = align64(off + sz);
     }
     if (span)
         *span = off;
-    if (s != dnnl_success)
-        return pl_errf(e, "bf16 matmul: laying out %s weights [%d -> %d] failed (oneDNN status %d)",
-                       o <= 1 ? "forward" : "backward", h->in, h->out, (int)s);
     return 0;
 }
 
